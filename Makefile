@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   the main job on the embedded default (moto, apply, no-op plan, drift, fix)
+#   make test   every test (.ci/run calls exactly this)
+SHELL := /bin/bash
+
+# One target directory, outside the clone when $HOME is writable, so CI and later clones
+# reuse the (large) AWS SDK build. Falls back to ./target.
+CACHE_TARGET := $(HOME)/.cache/fargate-reconciler/target
+export CARGO_TARGET_DIR ?= $(shell mkdir -p $(CACHE_TARGET) 2>/dev/null && echo $(CACHE_TARGET) || echo $(CURDIR)/target)
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: demo test build moto schema bench-service fmt clippy
+
+build:
+	cargo build --workspace --tests
+
+moto:
+	bash tests/emulator/install-moto.sh >/dev/null
+
+demo:
+	bash examples/demo.sh
+
+test: moto build
+	@if cargo nextest --version >/dev/null 2>&1; then \
+	  cargo nextest run --workspace --no-fail-fast; \
+	else \
+	  cargo test --workspace --no-fail-fast; \
+	fi
+
+schema:
+	cargo build --workspace --quiet && $(CARGO_TARGET_DIR)/debug/reconciler schema > specs/schema.json
+
+fmt:
+	cargo fmt --all
+
+clippy:
+	cargo clippy --workspace --tests -- -D warnings

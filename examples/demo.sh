@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# `make demo`: the whole loop on a local AWS emulator, from a fresh machine.
+#   installs moto (pinned, into .venv) → starts it on 127.0.0.1 → apply specs/prod.yaml →
+#   no-op plan → drift injected out of band → plan names it (exit 2) → apply corrects it →
+#   plan is clean again → destroy.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+: "${CARGO_TARGET_DIR:=$root/target}"
+R="$CARGO_TARGET_DIR/debug/reconciler"
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+step "installing the local AWS emulator (moto, pinned) if needed"
+moto_server="$(bash tests/emulator/install-moto.sh)"
+venv="$(dirname "$(dirname "$moto_server")")"
+
+step "building the reconciler"
+cargo build --workspace --quiet
+
+port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+log="$(mktemp -t moto-demo.XXXXXX.log)"
+step "starting moto on 127.0.0.1:$port (log: $log)"
+MOTO_IAM_LOAD_MANAGED_POLICIES=true "$moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do
+  (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \
+  AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
+  AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null RECONCILER_POLL_INTERVAL=0.1
+
+expect_exit() { # expect_exit CODE cmd...
+  local want=$1; shift
+  set +e; "$@"; local got=$?; set -e
+  if [ "$got" != "$want" ]; then echo "demo: expected exit $want from '$*', got $got" >&2; exit 1; fi
+}
+
+step "reconciler apply specs/prod.yaml --auto-approve"
+"$R" apply specs/prod.yaml --auto-approve
+
+step "reconciler plan specs/prod.yaml --detailed-exitcode   (expect: no changes, exit 0)"
+expect_exit 0 "$R" plan specs/prod.yaml --detailed-exitcode
+
+step "injecting drift out of band: delete a private default route, open port 22 to 0.0.0.0/0"
+"$venv/bin/python" - <<'PY'
+import boto3
+ec2 = boto3.client("ec2")
+f = lambda k, v: [{"Name": f"tag:{k}", "Values": [v]}]
+rt = ec2.describe_route_tables(Filters=f("reconciler:id", "rt-private-1"))["RouteTables"][0]["RouteTableId"]
+ec2.delete_route(RouteTableId=rt, DestinationCidrBlock="0.0.0.0/0")
+sg = ec2.describe_security_groups(Filters=f("reconciler:id", "sg-service"))["SecurityGroups"][0]["GroupId"]
+ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+print(f"deleted 0.0.0.0/0 from {rt}; opened tcp/22 to the world on {sg}")
+PY
+
+step "reconciler plan specs/prod.yaml --detailed-exitcode   (expect: the drift, named, exit 2)"
+expect_exit 2 "$R" plan specs/prod.yaml --detailed-exitcode
+
+step "reconciler apply specs/prod.yaml --auto-approve   (corrects only the difference)"
+"$R" apply specs/prod.yaml --auto-approve
+
+step "reconciler plan specs/prod.yaml --detailed-exitcode   (expect: clean again, exit 0)"
+expect_exit 0 "$R" plan specs/prod.yaml --detailed-exitcode
+
+if [ -x examples/demo-service.sh ]; then
+  bash examples/demo-service.sh "$venv"
+fi
+
+step "reconciler destroy specs/prod.yaml --auto-approve"
+"$R" destroy specs/prod.yaml --auto-approve
+
+step "demo complete"

@@ -1,0 +1,198 @@
+//! Command line: `validate`, `schema`, `plan`, `apply`, `destroy`. Exit codes follow
+//! terraform's `-detailed-exitcode`: 0 success / no changes, 2 changes present, 1 error.
+
+use crate::desired::{self, DesiredState};
+use crate::engine::{self, Ctx, Settings};
+use crate::plan::{render_json, render_text, Plan};
+use crate::resources;
+use crate::spec::{self, DeletionPolicy, Spec};
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "reconciler", version, about = "Converges a Fargate webhook stack on AWS to a YAML spec: no CloudFormation, no state file.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a spec file (syntax, types, and what AWS would reject); no AWS calls.
+    Validate { file: PathBuf },
+    /// Print the spec's JSON Schema.
+    Schema,
+    /// Show what apply would change.
+    Plan {
+        file: PathBuf,
+        /// Exit 2 when there are changes (0 when none, 1 on error).
+        #[arg(long)]
+        detailed_exitcode: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        aws: AwsOpts,
+    },
+    /// Converge the stack to the spec.
+    Apply {
+        file: PathBuf,
+        /// Do not ask for confirmation (required when standard input is not a terminal).
+        #[arg(long)]
+        auto_approve: bool,
+        #[command(flatten)]
+        aws: AwsOpts,
+    },
+    /// Delete everything the stack owns (found by its tags), in reverse dependency order.
+    Destroy {
+        file: PathBuf,
+        #[arg(long)]
+        auto_approve: bool,
+        #[command(flatten)]
+        aws: AwsOpts,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Args, Clone)]
+struct AwsOpts {
+    /// Seconds between polls of asynchronous resources (NAT gateways, ...).
+    #[arg(long, default_value_t = 5.0, env = "RECONCILER_POLL_INTERVAL")]
+    poll_interval: f64,
+    /// Seconds one wait may take before failing (a re-run resumes).
+    #[arg(long, default_value_t = 600.0, env = "RECONCILER_WAIT_TIMEOUT")]
+    wait_timeout: f64,
+    /// Attempts per AWS call; throttling and 5xx are retried with jittered backoff.
+    #[arg(long, default_value_t = 5, env = "RECONCILER_MAX_ATTEMPTS")]
+    max_attempts: u32,
+    /// Mutations in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { file } => {
+            let spec = load(&file)?;
+            println!("{}: valid (stack `{}`, region {})", file.display(), spec.name, spec.region);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            print!("{}", spec::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { file, detailed_exitcode, format, aws } => {
+            let s = Session::open(&file, &aws).await?;
+            let (_, _, plan) = s.plan().await?;
+            match format {
+                Format::Text => print!("{}", render_text(&plan)),
+                Format::Json => print!("{}", render_json(&plan)),
+            }
+            Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+        }
+        Command::Apply { file, auto_approve, aws } => {
+            let s = Session::open(&file, &aws).await?;
+            let (state, observed, plan) = s.plan().await?;
+            print!("{}", render_text(&plan));
+            if !plan.has_changes() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            confirm(auto_approve, "apply these changes")?;
+            let report = engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan).await?;
+            println!(
+                "Apply complete: {} created, {} updated, {} replaced, {} deleted.",
+                report.created, report.updated, report.replaced, report.deleted
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Destroy { file, auto_approve, aws } => {
+            let s = Session::open(&file, &aws).await?;
+            if s.spec.deletion_policy == DeletionPolicy::Retain {
+                bail!("the spec says `deletion_policy: retain`: destroy deletes nothing. Change it to `delete` first if you really mean to delete stack `{}`.", s.spec.name);
+            }
+            let observed = engine::observe(&s.ctx, &s.kinds).await?;
+            if observed.is_empty() {
+                println!("Nothing to destroy: no resource is tagged reconciler:stack={}.", s.spec.name);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for o in &observed {
+                println!("- {} {} [{}]: delete", o.kind, o.id, o.physical_id);
+            }
+            println!("\nDestroy stack `{}`: {} resources to delete.", s.spec.name, observed.len());
+            confirm(auto_approve, "delete these resources")?;
+            let n = engine::destroy(&s.ctx, &s.kinds, &observed).await?;
+            println!("Destroy complete: {n} deleted.");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(file: &std::path::Path) -> anyhow::Result<Spec> {
+    spec::load(file).map_err(|e| anyhow::anyhow!("{e}\n(see `reconciler schema` for every allowed key)"))
+}
+
+fn confirm(auto_approve: bool, what: &str) -> anyhow::Result<()> {
+    if auto_approve {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to {what} without --auto-approve: standard input is not a terminal");
+    }
+    print!("\nDo you want to {what}? Only `yes` is accepted: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        bail!("cancelled; nothing was changed");
+    }
+    Ok(())
+}
+
+/// A loaded spec and a context to reach AWS with.
+struct Session {
+    spec: Spec,
+    ctx: Ctx,
+    kinds: Vec<Box<dyn engine::Kind>>,
+}
+
+impl Session {
+    async fn open(file: &std::path::Path, aws: &AwsOpts) -> anyhow::Result<Self> {
+        let spec = load(file)?;
+        let mut settings = Settings::new(&spec.name, spec.tags.clone());
+        settings.poll_interval = Duration::from_secs_f64(aws.poll_interval.max(0.0));
+        settings.wait_timeout = Duration::from_secs_f64(aws.wait_timeout.max(0.0));
+        settings.max_concurrency = aws.concurrency.max(1);
+        let ctx = Ctx::from_env(&spec.region, settings, aws.max_attempts).await;
+        Ok(Session { spec, ctx, kinds: resources::registry() })
+    }
+
+    async fn plan(&self) -> anyhow::Result<(DesiredState, engine::Snapshot, Plan)> {
+        let (facts, observed) = tokio::try_join!(
+            async { crate::facts::gather(&self.ctx, &self.spec).await.context("reading the network the spec refers to") },
+            engine::observe(&self.ctx, &self.kinds)
+        )?;
+        let state = desired::build(&self.spec, &facts)?;
+        let mut plan = engine::plan(&self.spec.name, &self.kinds, &state.resources, &observed, &state.externals)?;
+        plan.notes = desired::not_yet_reconciled(&self.spec);
+        Ok((state, observed, plan))
+    }
+}

@@ -1,0 +1,56 @@
+//! What every verb gets: the stack's identity, tunables, and AWS clients.
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Stack name: the `reconciler:stack` tag value.
+    pub stack: String,
+    /// User tags from the spec, put on every owned resource.
+    pub tags: BTreeMap<String, String>,
+    /// How often waiters poll (NAT gateways, and later VPC links, ECS deployments).
+    pub poll_interval: Duration,
+    /// How long one waiter may wait before failing with a message that a re-run resumes.
+    pub wait_timeout: Duration,
+    /// Mutations in flight at once.
+    pub max_concurrency: usize,
+}
+
+impl Settings {
+    pub fn new(stack: &str, tags: BTreeMap<String, String>) -> Self {
+        Settings {
+            stack: stack.to_string(),
+            tags,
+            poll_interval: Duration::from_secs(5),
+            wait_timeout: Duration::from_secs(600),
+            max_concurrency: 4,
+        }
+    }
+}
+
+pub struct Ctx {
+    pub settings: Settings,
+    pub ec2: aws_sdk_ec2::Client,
+}
+
+impl Ctx {
+    /// Standard AWS configuration (credential chain, profiles, `AWS_ENDPOINT_URL`), in the
+    /// spec's region. Throttling and 5xx are retried by the SDK's standard retry mode
+    /// (jittered exponential backoff, bounded attempts); validation errors are not.
+    pub async fn from_env(region: &str, settings: Settings, max_attempts: u32) -> Self {
+        let conf = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .retry_config(RetryConfig::standard().with_max_attempts(max_attempts.max(1)))
+            .load()
+            .await;
+        Ctx { settings, ec2: aws_sdk_ec2::Client::new(&conf) }
+    }
+
+    /// The full tag set for an owned resource: user tags, a Name, and the ownership tags.
+    pub fn tags_for(&self, id: &str) -> BTreeMap<String, String> {
+        super::ownership::tags(&self.settings.stack, id, &self.settings.tags)
+    }
+}

@@ -1,0 +1,12 @@
+//! fargate-reconciler: a declarative, stateless reconciler for a webhook stack on AWS Fargate.
+//!
+//! `spec` (YAML model and validation) → `desired` (pure desired state) → `engine` (observe by
+//! ownership tags, diff, plan, apply) with one file per resource kind under `resources`.
+
+pub mod cli;
+pub mod desired;
+pub mod engine;
+pub mod facts;
+pub mod plan;
+pub mod resources;
+pub mod spec;

@@ -1,0 +1,134 @@
+//! Renderers only read a [`Plan`].
+
+use super::{Action, Plan};
+use serde_json::Value;
+use std::fmt::Write;
+
+pub fn render_json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).expect("plan serialises") + "\n"
+}
+
+/// Human-readable plan: one line per changing resource, then its fields. Sets (JSON arrays)
+/// show only the elements added (+) and removed (-), so a one-rule drift reads as one line.
+pub fn render_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    for r in &plan.resources {
+        let (sym, verb) = match &r.action {
+            Action::NoOp => continue,
+            Action::Create => ("+", "create".to_string()),
+            Action::Update => ("~", "update".to_string()),
+            Action::Replace { reason } => ("-/+", format!("replace ({reason})")),
+            Action::Delete { reason } => ("-", format!("delete ({reason})")),
+        };
+        let phys = r.physical_id.as_deref().map(|p| format!(" [{p}]")).unwrap_or_default();
+        let _ = writeln!(out, "{sym} {} {}{phys}: {verb}", r.kind, r.id);
+        if matches!(r.action, Action::Create | Action::Delete { .. }) {
+            continue;
+        }
+        for c in &r.changes {
+            match (&c.before, &c.after) {
+                (Some(Value::Array(before)), Value::Array(after)) => {
+                    let _ = writeln!(out, "    {}:", c.field);
+                    for x in after.iter().filter(|x| !before.contains(x)) {
+                        let _ = writeln!(out, "      + {}", compact(x));
+                    }
+                    for x in before.iter().filter(|x| !after.contains(x)) {
+                        let _ = writeln!(out, "      - {}", compact(x));
+                    }
+                }
+                (Some(Value::Object(before)), Value::Object(after)) => {
+                    // Maps (tags): one line per key that differs.
+                    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+                    for k in keys.into_iter().filter(|k| before.get(*k) != after.get(*k)) {
+                        let b = before.get(k).map(compact).unwrap_or_else(|| "(unset)".into());
+                        let a = after.get(k).map(compact).unwrap_or_else(|| "(unset)".into());
+                        let _ = writeln!(out, "    {}.{k}: {b} -> {a}", c.field);
+                    }
+                }
+                (before, after) => {
+                    let b = before.as_ref().map(compact).unwrap_or_else(|| "(unset)".into());
+                    let _ = writeln!(out, "    {}: {} -> {}", c.field, b, compact(after));
+                }
+            }
+        }
+    }
+    let (c, u, r, d) = (
+        plan.count(|a| *a == Action::Create),
+        plan.count(|a| *a == Action::Update),
+        plan.count(|a| matches!(a, Action::Replace { .. })),
+        plan.count(|a| matches!(a, Action::Delete { .. })),
+    );
+    if plan.has_changes() {
+        let _ = writeln!(out, "\nPlan for stack `{}`: {c} to create, {u} to update, {r} to replace, {d} to delete.", plan.stack);
+    } else {
+        let _ = writeln!(out, "No changes: stack `{}` matches the spec ({} resources).", plan.stack, plan.resources.len());
+    }
+    for n in &plan.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    out
+}
+
+fn compact(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::FieldChange;
+    use crate::plan::ResourcePlan;
+    use serde_json::json;
+
+    fn plan(action: Action, changes: Vec<FieldChange>) -> Plan {
+        Plan {
+            stack: "s".into(),
+            resources: vec![ResourcePlan { kind: "ec2:security-group", id: "sg-service".into(), physical_id: Some("sg-1".into()), action, changes }],
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn set_changes_show_only_the_difference() {
+        let p = plan(
+            Action::Update,
+            vec![FieldChange {
+                field: "ingress".into(),
+                before: Some(json!(["tcp 8080 10.0.0.0/16", "tcp 22 0.0.0.0/0"])),
+                after: json!(["tcp 8080 10.0.0.0/16"]),
+            }],
+        );
+        let t = render_text(&p);
+        assert!(t.contains("~ ec2:security-group sg-service [sg-1]: update"), "{t}");
+        assert!(t.contains("      - tcp 22 0.0.0.0/0"), "{t}");
+        assert!(!t.contains("+ tcp 8080"), "{t}");
+        assert!(t.contains("1 to update"), "{t}");
+    }
+
+    #[test]
+    fn scalar_changes_and_no_op() {
+        let p = plan(Action::Replace { reason: "cidr cannot change in place".into() }, vec![FieldChange {
+            field: "cidr".into(),
+            before: Some(json!("10.0.0.0/24")),
+            after: json!("10.0.2.0/24"),
+        }]);
+        let t = render_text(&p);
+        assert!(t.contains("-/+ ec2:security-group sg-service [sg-1]: replace (cidr cannot change in place)"), "{t}");
+        assert!(t.contains("cidr: 10.0.0.0/24 -> 10.0.2.0/24"), "{t}");
+        let t = render_text(&plan(Action::Update, vec![FieldChange {
+            field: "tags".into(),
+            before: Some(json!({"a": "1", "b": "2", "old": "x"})),
+            after: json!({"a": "1", "b": "3", "new": "y"}),
+        }]));
+        assert!(t.contains("    tags.b: 2 -> 3\n") && t.contains("tags.old: x -> (unset)") && t.contains("tags.new: (unset) -> y"), "{t}");
+        assert!(!t.contains("tags.a"), "{t}");
+        let t = render_text(&plan(Action::NoOp, vec![]));
+        assert!(t.starts_with("No changes"), "{t}");
+        let j: serde_json::Value = serde_json::from_str(&render_json(&plan(Action::Delete { reason: "r".into() }, vec![]))).unwrap();
+        assert_eq!(j["resources"][0]["action"], "delete");
+        assert_eq!(j["resources"][0]["reason"], "r");
+    }
+}

@@ -1,0 +1,63 @@
+//! `ec2:elastic-ip` — one public address per NAT gateway.
+
+use super::ec2::{call_failed, owned, stack_filter, sync_tags, tag_spec};
+use crate::engine::{Ctx, FieldChange, Fields, Kind, Observed};
+use aws_sdk_ec2::types::{DomainType, ResourceType};
+use futures::future::BoxFuture;
+
+pub struct ElasticIp;
+
+impl Kind for ElasticIp {
+    fn name(&self) -> &'static str {
+        "ec2:elastic-ip"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            // DescribeAddresses has no pagination.
+            let out = ctx.ec2.describe_addresses().filters(stack_filter(ctx)).send().await.map_err(call_failed("DescribeAddresses"))?;
+            Ok(out
+                .addresses()
+                .iter()
+                .filter_map(|a| {
+                    let (id, tags) = owned(ctx, a.tags())?;
+                    let mut fields = Fields::new();
+                    fields.insert("tags".into(), tags);
+                    if let Some(ip) = a.public_ip() {
+                        fields.insert("public_ip".into(), ip.into());
+                    }
+                    Some(Observed { kind: self.name(), id, physical_id: a.allocation_id()?.to_string(), fields })
+                })
+                .collect())
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+        Box::pin(async move {
+            let out = ctx
+                .ec2
+                .allocate_address()
+                .domain(DomainType::Vpc)
+                .tag_specifications(tag_spec(ResourceType::ElasticIp, fields))
+                .send()
+                .await
+                .map_err(call_failed("AllocateAddress"))?;
+            Ok(out.allocation_id().ok_or_else(|| anyhow::anyhow!("AllocateAddress returned no allocation id"))?.to_string())
+        })
+    }
+
+    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, _fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(sync_tags(ctx, &live.physical_id, changes))
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            ctx.ec2.release_address().allocation_id(&live.physical_id).send().await.map_err(call_failed("ReleaseAddress"))?;
+            Ok(())
+        })
+    }
+}

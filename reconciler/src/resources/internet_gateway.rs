@@ -1,0 +1,101 @@
+//! `ec2:internet-gateway` — the public subnets' way out, attached to the stack's VPC.
+
+use super::ec2::{call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
+use crate::engine::{Ctx, FieldChange, Fields, Kind, Observed};
+use aws_sdk_ec2::types::ResourceType;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+pub struct InternetGateway;
+
+async fn detach(ctx: &Ctx, igw: &str, vpc: &str) -> anyhow::Result<()> {
+    ctx.ec2
+        .detach_internet_gateway()
+        .internet_gateway_id(igw)
+        .vpc_id(vpc)
+        .send()
+        .await
+        .map_err(call_failed("DetachInternetGateway"))?;
+    Ok(())
+}
+
+async fn attach(ctx: &Ctx, igw: &str, vpc: &str) -> anyhow::Result<()> {
+    ctx.ec2
+        .attach_internet_gateway()
+        .internet_gateway_id(igw)
+        .vpc_id(vpc)
+        .send()
+        .await
+        .map_err(call_failed("AttachInternetGateway"))?;
+    Ok(())
+}
+
+impl Kind for InternetGateway {
+    fn name(&self) -> &'static str {
+        "ec2:internet-gateway"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let mut pages = ctx.ec2.describe_internet_gateways().filters(stack_filter(ctx)).into_paginator().send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                for g in page.map_err(call_failed("DescribeInternetGateways"))?.internet_gateways() {
+                    let (Some((id, tags)), Some(igw_id)) = (owned(ctx, g.tags()), g.internet_gateway_id()) else { continue };
+                    let vpc = g.attachments().iter().find_map(|a| a.vpc_id()).map(|v| Value::String(v.into())).unwrap_or(Value::Null);
+                    let mut fields = Fields::new();
+                    fields.insert("vpc".into(), vpc);
+                    fields.insert("tags".into(), tags);
+                    out.push(Observed { kind: self.name(), id, physical_id: igw_id.to_string(), fields });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+        Box::pin(async move {
+            let out = ctx
+                .ec2
+                .create_internet_gateway()
+                .tag_specifications(tag_spec(ResourceType::InternetGateway, fields))
+                .send()
+                .await
+                .map_err(call_failed("CreateInternetGateway"))?;
+            let igw = out.internet_gateway().and_then(|g| g.internet_gateway_id()).ok_or_else(|| anyhow::anyhow!("CreateInternetGateway returned no id"))?.to_string();
+            attach(ctx, &igw, str_field(fields, "vpc")?).await?;
+            Ok(igw)
+        })
+    }
+
+    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if changed(changes, "vpc") {
+                if let Some(old) = live.fields.get("vpc").and_then(Value::as_str) {
+                    detach(ctx, &live.physical_id, old).await?;
+                }
+                attach(ctx, &live.physical_id, str_field(fields, "vpc")?).await?;
+            }
+            sync_tags(ctx, &live.physical_id, changes).await
+        })
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if let Some(vpc) = live.fields.get("vpc").and_then(Value::as_str) {
+                detach(ctx, &live.physical_id, vpc).await?;
+            }
+            ctx.ec2
+                .delete_internet_gateway()
+                .internet_gateway_id(&live.physical_id)
+                .send()
+                .await
+                .map_err(call_failed("DeleteInternetGateway"))?;
+            Ok(())
+        })
+    }
+}

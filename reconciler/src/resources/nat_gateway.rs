@@ -1,0 +1,92 @@
+//! `ec2:nat-gateway` — the private subnets' way out (image pulls, AWS APIs, Benchling).
+//! Asynchronous on AWS: create waits for `available`, delete waits for `deleted` (the EIP
+//! cannot be released before).
+
+use super::ec2::{call_failed, owned, stack_filter, str_field, sync_tags, tag_spec};
+use crate::engine::{wait, Ctx, FieldChange, Fields, Kind, Observed};
+use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
+use futures::future::BoxFuture;
+
+pub struct NatGateway;
+
+async fn state(ctx: &Ctx, nat_id: &str) -> anyhow::Result<Option<(NatGatewayState, String)>> {
+    let out = ctx.ec2.describe_nat_gateways().nat_gateway_ids(nat_id).send().await.map_err(call_failed("DescribeNatGateways"))?;
+    Ok(out.nat_gateways().first().and_then(|n| Some((n.state()?.clone(), n.failure_message().unwrap_or_default().to_string()))))
+}
+
+impl Kind for NatGateway {
+    fn name(&self) -> &'static str {
+        "ec2:nat-gateway"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["subnet", "allocation"]
+    }
+
+    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            // Deleted NAT gateways stay listed for a while; moto ignores the tag filter here,
+            // so `owned` (client-side) is what decides.
+            let mut pages = ctx.ec2.describe_nat_gateways().filter(stack_filter(ctx)).into_paginator().send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                for n in page.map_err(call_failed("DescribeNatGateways"))?.nat_gateways() {
+                    if matches!(n.state(), Some(NatGatewayState::Deleted | NatGatewayState::Deleting | NatGatewayState::Failed)) {
+                        continue;
+                    }
+                    let (Some((id, tags)), Some(nat_id)) = (owned(ctx, n.tags()), n.nat_gateway_id()) else { continue };
+                    let mut fields = Fields::new();
+                    fields.insert("subnet".into(), n.subnet_id().unwrap_or_default().into());
+                    if let Some(a) = n.nat_gateway_addresses().iter().find_map(|a| a.allocation_id()) {
+                        fields.insert("allocation".into(), a.into());
+                    }
+                    fields.insert("tags".into(), tags);
+                    out.push(Observed { kind: self.name(), id, physical_id: nat_id.to_string(), fields });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+        Box::pin(async move {
+            let out = ctx
+                .ec2
+                .create_nat_gateway()
+                .subnet_id(str_field(fields, "subnet")?)
+                .allocation_id(str_field(fields, "allocation")?)
+                .tag_specifications(tag_spec(ResourceType::Natgateway, fields))
+                .send()
+                .await
+                .map_err(call_failed("CreateNatGateway"))?;
+            let nat = out.nat_gateway().and_then(|n| n.nat_gateway_id()).ok_or_else(|| anyhow::anyhow!("CreateNatGateway returned no id"))?.to_string();
+            wait::until(ctx, &format!("NAT gateway {nat} to become available"), || async {
+                match state(ctx, &nat).await? {
+                    Some((NatGatewayState::Available, _)) => Ok(Some(())),
+                    Some((NatGatewayState::Failed, why)) => anyhow::bail!("NAT gateway {nat} failed: {why}"),
+                    _ => Ok(None),
+                }
+            })
+            .await?;
+            Ok(nat)
+        })
+    }
+
+    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, _fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(sync_tags(ctx, &live.physical_id, changes))
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let nat = &live.physical_id;
+            ctx.ec2.delete_nat_gateway().nat_gateway_id(nat).send().await.map_err(call_failed("DeleteNatGateway"))?;
+            wait::until(ctx, &format!("NAT gateway {nat} to be deleted"), || async {
+                Ok(match state(ctx, nat).await? {
+                    None | Some((NatGatewayState::Deleted, _)) => Some(()),
+                    _ => None,
+                })
+            })
+            .await
+        })
+    }
+}

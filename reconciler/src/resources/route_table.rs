@@ -1,0 +1,150 @@
+//! `ec2:route-table` — routes and subnet associations, both converged as sets: only the
+//! difference is created, replaced or deleted, so traffic never loses its route in between.
+//! A route is `{"destination": CIDR, "target": igw-…|nat-…}`; the VPC's local route is AWS's.
+
+use super::ec2::{call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
+use crate::engine::{normalise_set, Ctx, FieldChange, Fields, Kind, Observed};
+use aws_sdk_ec2::types::{ResourceType, RouteOrigin};
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+pub struct RouteTable;
+
+fn routes_of(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| Some((r["destination"].as_str()?.to_string(), r["target"].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn subnets_of(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+async fn set_route(ctx: &Ctx, rt: &str, dest: &str, target: &str, replace: bool) -> anyhow::Result<()> {
+    if replace {
+        let mut r = ctx.ec2.replace_route().route_table_id(rt).destination_cidr_block(dest);
+        r = if target.starts_with("nat-") { r.nat_gateway_id(target) } else { r.gateway_id(target) };
+        r.send().await.map_err(call_failed("ReplaceRoute"))?;
+    } else {
+        let mut r = ctx.ec2.create_route().route_table_id(rt).destination_cidr_block(dest);
+        r = if target.starts_with("nat-") { r.nat_gateway_id(target) } else { r.gateway_id(target) };
+        r.send().await.map_err(call_failed("CreateRoute"))?;
+    }
+    Ok(())
+}
+
+/// Converges routes and associations from `have` to `want`.
+async fn converge(ctx: &Ctx, rt: &str, have: &Fields, want: &Fields) -> anyhow::Result<()> {
+    let (have_r, want_r) = (routes_of(have.get("routes")), routes_of(want.get("routes")));
+    for (dest, target) in &want_r {
+        match have_r.get(dest) {
+            Some(t) if t == target => {}
+            Some(_) => set_route(ctx, rt, dest, target, true).await?,
+            None => set_route(ctx, rt, dest, target, false).await?,
+        }
+    }
+    for dest in have_r.keys().filter(|d| !want_r.contains_key(*d)) {
+        ctx.ec2.delete_route().route_table_id(rt).destination_cidr_block(dest).send().await.map_err(call_failed("DeleteRoute"))?;
+    }
+    let (have_s, want_s) = (subnets_of(have.get("subnets")), subnets_of(want.get("subnets")));
+    let assoc = have.get("association_ids").cloned().unwrap_or(Value::Null);
+    for s in want_s.iter().filter(|s| !have_s.contains(s)) {
+        ctx.ec2.associate_route_table().route_table_id(rt).subnet_id(s).send().await.map_err(call_failed("AssociateRouteTable"))?;
+    }
+    for s in have_s.iter().filter(|s| !want_s.contains(s)) {
+        if let Some(a) = assoc[s.as_str()].as_str() {
+            ctx.ec2.disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
+        }
+    }
+    Ok(())
+}
+
+impl Kind for RouteTable {
+    fn name(&self) -> &'static str {
+        "ec2:route-table"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["vpc"]
+    }
+
+    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let mut pages = ctx.ec2.describe_route_tables().filters(stack_filter(ctx)).into_paginator().send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                for t in page.map_err(call_failed("DescribeRouteTables"))?.route_tables() {
+                    let (Some((id, tags)), Some(rt_id)) = (owned(ctx, t.tags()), t.route_table_id()) else { continue };
+                    let routes: Vec<Value> = t
+                        .routes()
+                        .iter()
+                        .filter(|r| r.origin() != Some(&RouteOrigin::CreateRouteTable) && r.gateway_id() != Some("local"))
+                        .filter_map(|r| {
+                            let target = r.nat_gateway_id().or(r.gateway_id())?;
+                            Some(json!({"destination": r.destination_cidr_block()?, "target": target}))
+                        })
+                        .collect();
+                    let mut subnets = Vec::new();
+                    let mut assoc = serde_json::Map::new();
+                    for a in t.associations() {
+                        if let (Some(s), Some(aid)) = (a.subnet_id(), a.route_table_association_id()) {
+                            subnets.push(Value::String(s.into()));
+                            assoc.insert(s.into(), aid.into());
+                        }
+                    }
+                    let mut fields = Fields::new();
+                    fields.insert("vpc".into(), t.vpc_id().unwrap_or_default().into());
+                    fields.insert("routes".into(), normalise_set(routes));
+                    fields.insert("subnets".into(), normalise_set(subnets));
+                    // Not a desired field (never diffed): what disassociation needs.
+                    fields.insert("association_ids".into(), Value::Object(assoc));
+                    fields.insert("tags".into(), tags);
+                    out.push(Observed { kind: self.name(), id, physical_id: rt_id.to_string(), fields });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+        Box::pin(async move {
+            let out = ctx
+                .ec2
+                .create_route_table()
+                .vpc_id(str_field(fields, "vpc")?)
+                .tag_specifications(tag_spec(ResourceType::RouteTable, fields))
+                .send()
+                .await
+                .map_err(call_failed("CreateRouteTable"))?;
+            let rt = out.route_table().and_then(|t| t.route_table_id()).ok_or_else(|| anyhow::anyhow!("CreateRouteTable returned no id"))?.to_string();
+            converge(ctx, &rt, &Fields::new(), fields).await?;
+            Ok(rt)
+        })
+    }
+
+    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if changed(changes, "routes") || changed(changes, "subnets") {
+                converge(ctx, &live.physical_id, &live.fields, fields).await?;
+            }
+            sync_tags(ctx, &live.physical_id, changes).await
+        })
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if let Some(assoc) = live.fields.get("association_ids").and_then(Value::as_object) {
+                for a in assoc.values().filter_map(Value::as_str) {
+                    ctx.ec2.disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
+                }
+            }
+            ctx.ec2.delete_route_table().route_table_id(&live.physical_id).send().await.map_err(call_failed("DeleteRouteTable"))?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! `ec2:security-group` — rules are a set. A rule is written `PROTOCOL PORTS PEER`
+//! (`tcp 8080 10.0.0.0/16`, `all all 0.0.0.0/0`, `tcp 443-444 sg-…`); descriptions are not
+//! part of a rule's identity. Convergence authorizes the missing rules and revokes the extra
+//! ones, never revoke-all-then-reauthorize (which would open an outage window).
+
+use super::ec2::{call_failed, owned, stack_filter, str_field, sync_tags, tag_spec};
+use crate::engine::{normalise_set, Ctx, FieldChange, Fields, Kind, Observed};
+use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, UserIdGroupPair};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+pub struct SecurityGroup;
+
+/// Canonical text of one observed rule.
+pub fn rule_text(r: &SecurityGroupRule) -> Option<String> {
+    let proto = match r.ip_protocol()? {
+        "-1" => "all".to_string(),
+        p => p.to_string(),
+    };
+    let (from, to) = (r.from_port().unwrap_or(-1), r.to_port().unwrap_or(-1));
+    let ports = if proto == "all" || (from == -1 && to == -1) || (from == 0 && to == 65535) {
+        "all".to_string()
+    } else if from == to {
+        from.to_string()
+    } else {
+        format!("{from}-{to}")
+    };
+    let peer = r
+        .cidr_ipv4()
+        .or(r.cidr_ipv6())
+        .or(r.prefix_list_id())
+        .or(r.referenced_group_info().and_then(|g| g.group_id()))?;
+    Some(format!("{proto} {ports} {peer}"))
+}
+
+/// The API form of a rule text.
+pub fn permission(rule: &str) -> anyhow::Result<IpPermission> {
+    let bad = || anyhow::anyhow!("internal error: malformed rule `{rule}` (want `PROTOCOL PORTS PEER`)");
+    let parts: Vec<&str> = rule.split_whitespace().collect();
+    let [proto, ports, peer] = parts[..] else { return Err(bad()) };
+    let mut p = IpPermission::builder().ip_protocol(if proto == "all" { "-1" } else { proto });
+    if proto != "all" {
+        let (from, to) = match ports {
+            "all" => (0, 65535),
+            _ => match ports.split_once('-') {
+                Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
+                None => {
+                    let n: i32 = ports.parse().map_err(|_| bad())?;
+                    (n, n)
+                }
+            },
+        };
+        p = p.from_port(from).to_port(to);
+    }
+    p = if peer.starts_with("sg-") {
+        p.user_id_group_pairs(UserIdGroupPair::builder().group_id(peer).build())
+    } else if peer.contains(':') {
+        p.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(peer).build())
+    } else {
+        p.ip_ranges(IpRange::builder().cidr_ip(peer).build())
+    };
+    Ok(p.build())
+}
+
+fn rules_of(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+/// (ingress, egress) rule texts per group id, in one DescribeSecurityGroupRules call.
+async fn rules(ctx: &Ctx, group_ids: &[String]) -> anyhow::Result<BTreeMap<String, (Vec<Value>, Vec<Value>)>> {
+    let mut out: BTreeMap<String, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    if group_ids.is_empty() {
+        return Ok(out);
+    }
+    let filter = Filter::builder().name("group-id").set_values(Some(group_ids.to_vec())).build();
+    let mut pages = ctx.ec2.describe_security_group_rules().filters(filter).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for r in page.map_err(call_failed("DescribeSecurityGroupRules"))?.security_group_rules() {
+            let (Some(gid), Some(text)) = (r.group_id(), rule_text(r)) else { continue };
+            let e = out.entry(gid.to_string()).or_default();
+            if r.is_egress() == Some(true) { &mut e.1 } else { &mut e.0 }.push(Value::String(text));
+        }
+    }
+    Ok(out)
+}
+
+/// Authorizes what `want` has and `have` lacks, then revokes what `have` has and `want` lacks.
+async fn converge_rules(ctx: &Ctx, sg: &str, egress: bool, have: &[String], want: &[String]) -> anyhow::Result<()> {
+    let add: Vec<IpPermission> = want.iter().filter(|r| !have.contains(r)).map(|r| permission(r)).collect::<anyhow::Result<_>>()?;
+    let remove: Vec<IpPermission> = have.iter().filter(|r| !want.contains(r)).map(|r| permission(r)).collect::<anyhow::Result<_>>()?;
+    if !add.is_empty() {
+        if egress {
+            ctx.ec2.authorize_security_group_egress().group_id(sg).set_ip_permissions(Some(add)).send().await.map_err(call_failed("AuthorizeSecurityGroupEgress"))?;
+        } else {
+            ctx.ec2.authorize_security_group_ingress().group_id(sg).set_ip_permissions(Some(add)).send().await.map_err(call_failed("AuthorizeSecurityGroupIngress"))?;
+        }
+    }
+    if !remove.is_empty() {
+        if egress {
+            ctx.ec2.revoke_security_group_egress().group_id(sg).set_ip_permissions(Some(remove)).send().await.map_err(call_failed("RevokeSecurityGroupEgress"))?;
+        } else {
+            ctx.ec2.revoke_security_group_ingress().group_id(sg).set_ip_permissions(Some(remove)).send().await.map_err(call_failed("RevokeSecurityGroupIngress"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn converge_all(ctx: &Ctx, sg: &str, fields: &Fields) -> anyhow::Result<()> {
+    let live = rules(ctx, &[sg.to_string()]).await?;
+    let (ing, eg) = live.get(sg).cloned().unwrap_or_default();
+    let texts = |v: Vec<Value>| v.into_iter().filter_map(|x| x.as_str().map(String::from)).collect::<Vec<_>>();
+    converge_rules(ctx, sg, false, &texts(ing), &rules_of(fields.get("ingress"))).await?;
+    converge_rules(ctx, sg, true, &texts(eg), &rules_of(fields.get("egress"))).await
+}
+
+impl Kind for SecurityGroup {
+    fn name(&self) -> &'static str {
+        "ec2:security-group"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["group_name", "description", "vpc"]
+    }
+
+    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let mut pages = ctx.ec2.describe_security_groups().filters(stack_filter(ctx)).into_paginator().send();
+            let mut groups = Vec::new();
+            while let Some(page) = pages.next().await {
+                for g in page.map_err(call_failed("DescribeSecurityGroups"))?.security_groups() {
+                    let (Some((id, tags)), Some(gid)) = (owned(ctx, g.tags()), g.group_id()) else { continue };
+                    let mut fields = Fields::new();
+                    fields.insert("group_name".into(), g.group_name().unwrap_or_default().into());
+                    fields.insert("description".into(), g.description().unwrap_or_default().into());
+                    fields.insert("vpc".into(), g.vpc_id().unwrap_or_default().into());
+                    fields.insert("tags".into(), tags);
+                    groups.push(Observed { kind: self.name(), id, physical_id: gid.to_string(), fields });
+                }
+            }
+            let ids: Vec<String> = groups.iter().map(|g| g.physical_id.clone()).collect();
+            let mut all_rules = rules(ctx, &ids).await?;
+            for g in &mut groups {
+                let (ing, eg) = all_rules.remove(&g.physical_id).unwrap_or_default();
+                g.fields.insert("ingress".into(), normalise_set(ing));
+                g.fields.insert("egress".into(), normalise_set(eg));
+            }
+            Ok(groups)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+        Box::pin(async move {
+            let out = ctx
+                .ec2
+                .create_security_group()
+                .group_name(str_field(fields, "group_name")?)
+                .description(str_field(fields, "description")?)
+                .vpc_id(str_field(fields, "vpc")?)
+                .tag_specifications(tag_spec(ResourceType::SecurityGroup, fields))
+                .send()
+                .await
+                .map_err(call_failed("CreateSecurityGroup"))?;
+            let sg = out.group_id().ok_or_else(|| anyhow::anyhow!("CreateSecurityGroup returned no id"))?.to_string();
+            // AWS adds a default allow-all egress rule; converging from the live rules removes
+            // it where the spec does not want it.
+            converge_all(ctx, &sg, fields).await?;
+            Ok(sg)
+        })
+    }
+
+    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, _fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            for (field, egress) in [("ingress", false), ("egress", true)] {
+                if let Some(c) = changes.iter().find(|c| c.field == field) {
+                    converge_rules(ctx, &live.physical_id, egress, &rules_of(c.before.as_ref()), &rules_of(Some(&c.after))).await?;
+                }
+            }
+            sync_tags(ctx, &live.physical_id, changes).await
+        })
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            ctx.ec2.delete_security_group().group_id(&live.physical_id).send().await.map_err(call_failed("DeleteSecurityGroup"))?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_text_round_trips_through_the_api_form() {
+        for text in ["tcp 8080 10.0.0.0/16", "all all 0.0.0.0/0", "tcp 443-444 sg-123", "udp 53 ::/0"] {
+            let p = permission(text).unwrap();
+            let r = SecurityGroupRule::builder()
+                .ip_protocol(p.ip_protocol().unwrap())
+                .set_from_port(p.from_port())
+                .set_to_port(p.to_port())
+                .set_cidr_ipv4(p.ip_ranges().first().and_then(|r| r.cidr_ip()).map(String::from))
+                .set_cidr_ipv6(p.ipv6_ranges().first().and_then(|r| r.cidr_ipv6()).map(String::from))
+                .set_referenced_group_info(
+                    p.user_id_group_pairs()
+                        .first()
+                        .map(|g| aws_sdk_ec2::types::ReferencedSecurityGroup::builder().set_group_id(g.group_id().map(String::from)).build()),
+                )
+                .build();
+            assert_eq!(rule_text(&r).as_deref(), Some(text));
+        }
+        assert!(permission("tcp 8080").is_err());
+        assert!(permission("tcp x 10.0.0.0/16").is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! `ec2:subnet` — public and private subnets, one of each per availability zone.
+
+use super::ec2::{bool_field, call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
+use crate::engine::{Ctx, FieldChange, Fields, Kind, Observed};
+use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
+use futures::future::BoxFuture;
+
+pub struct Subnet;
+
+impl Subnet {
+    async fn set_public_ip(ctx: &Ctx, subnet_id: &str, fields: &Fields) -> anyhow::Result<()> {
+        let v = AttributeBooleanValue::builder().value(bool_field(fields, "public_ip_on_launch")).build();
+        ctx.ec2
+            .modify_subnet_attribute()
+            .subnet_id(subnet_id)
+            .map_public_ip_on_launch(v)
+            .send()
+            .await
+            .map_err(call_failed("ModifySubnetAttribute"))?;
+        Ok(())
+    }
+}
+
+impl Kind for Subnet {
+    fn name(&self) -> &'static str {
+        "ec2:subnet"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["vpc", "cidr", "availability_zone"]
+    }
+
+    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let mut pages = ctx.ec2.describe_subnets().filters(stack_filter(ctx)).into_paginator().send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                for s in page.map_err(call_failed("DescribeSubnets"))?.subnets() {
+                    let (Some((id, tags)), Some(subnet_id)) = (owned(ctx, s.tags()), s.subnet_id()) else { continue };
+                    let mut fields = Fields::new();
+                    fields.insert("vpc".into(), s.vpc_id().unwrap_or_default().into());
+                    fields.insert("cidr".into(), s.cidr_block().unwrap_or_default().into());
+                    fields.insert("availability_zone".into(), s.availability_zone().unwrap_or_default().into());
+                    if let Some(p) = s.map_public_ip_on_launch() {
+                        fields.insert("public_ip_on_launch".into(), p.into());
+                    }
+                    fields.insert("tags".into(), tags);
+                    out.push(Observed { kind: self.name(), id, physical_id: subnet_id.to_string(), fields });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+        Box::pin(async move {
+            let out = ctx
+                .ec2
+                .create_subnet()
+                .vpc_id(str_field(fields, "vpc")?)
+                .cidr_block(str_field(fields, "cidr")?)
+                .availability_zone(str_field(fields, "availability_zone")?)
+                .tag_specifications(tag_spec(ResourceType::Subnet, fields))
+                .send()
+                .await
+                .map_err(call_failed("CreateSubnet"))?;
+            let subnet_id = out.subnet().and_then(|s| s.subnet_id()).ok_or_else(|| anyhow::anyhow!("CreateSubnet returned no subnet id"))?.to_string();
+            if bool_field(fields, "public_ip_on_launch") {
+                Self::set_public_ip(ctx, &subnet_id, fields).await?;
+            }
+            Ok(subnet_id)
+        })
+    }
+
+    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if changed(changes, "public_ip_on_launch") {
+                Self::set_public_ip(ctx, &live.physical_id, fields).await?;
+            }
+            sync_tags(ctx, &live.physical_id, changes).await
+        })
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            ctx.ec2.delete_subnet().subnet_id(&live.physical_id).send().await.map_err(call_failed("DeleteSubnet"))?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,116 @@
+//! `ec2:vpc` — the stack's own VPC, with DNS support and hostnames (Cloud Map needs both).
+
+use super::ec2::{bool_field, call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
+use crate::engine::{wait, Ctx, FieldChange, Fields, Kind, Observed};
+use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName, VpcState};
+use futures::future::BoxFuture;
+
+pub struct Vpc;
+
+impl Vpc {
+    async fn dns_attribute(ctx: &Ctx, vpc_id: &str, attr: VpcAttributeName) -> anyhow::Result<Option<bool>> {
+        let out = ctx
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(vpc_id)
+            .attribute(attr.clone())
+            .send()
+            .await
+            .map_err(call_failed("DescribeVpcAttribute"))?;
+        let v = match attr {
+            VpcAttributeName::EnableDnsSupport => out.enable_dns_support(),
+            _ => out.enable_dns_hostnames(),
+        };
+        Ok(v.and_then(|a| a.value()))
+    }
+
+    async fn set_dns(ctx: &Ctx, vpc_id: &str, fields: &Fields, support: bool, hostnames: bool) -> anyhow::Result<()> {
+        // One attribute per call: the API refuses both at once.
+        if support {
+            let v = AttributeBooleanValue::builder().value(bool_field(fields, "dns_support")).build();
+            ctx.ec2.modify_vpc_attribute().vpc_id(vpc_id).enable_dns_support(v).send().await.map_err(call_failed("ModifyVpcAttribute"))?;
+        }
+        if hostnames {
+            let v = AttributeBooleanValue::builder().value(bool_field(fields, "dns_hostnames")).build();
+            ctx.ec2.modify_vpc_attribute().vpc_id(vpc_id).enable_dns_hostnames(v).send().await.map_err(call_failed("ModifyVpcAttribute"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Kind for Vpc {
+    fn name(&self) -> &'static str {
+        "ec2:vpc"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["cidr"]
+    }
+
+    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let mut pages = ctx.ec2.describe_vpcs().filters(stack_filter(ctx)).into_paginator().send();
+            let mut found = Vec::new();
+            while let Some(page) = pages.next().await {
+                for v in page.map_err(call_failed("DescribeVpcs"))?.vpcs() {
+                    if let (Some((id, tags)), Some(vpc_id)) = (owned(ctx, v.tags()), v.vpc_id()) {
+                        found.push((id, vpc_id.to_string(), v.cidr_block().unwrap_or_default().to_string(), tags));
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            for (id, vpc_id, cidr, tags) in found {
+                let (support, hostnames) = futures::try_join!(
+                    Self::dns_attribute(ctx, &vpc_id, VpcAttributeName::EnableDnsSupport),
+                    Self::dns_attribute(ctx, &vpc_id, VpcAttributeName::EnableDnsHostnames)
+                )?;
+                let mut fields = Fields::new();
+                fields.insert("cidr".into(), cidr.into());
+                if let Some(b) = support {
+                    fields.insert("dns_support".into(), b.into());
+                }
+                if let Some(b) = hostnames {
+                    fields.insert("dns_hostnames".into(), b.into());
+                }
+                fields.insert("tags".into(), tags);
+                out.push(Observed { kind: self.name(), id, physical_id: vpc_id, fields });
+            }
+            Ok(out)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+        Box::pin(async move {
+            let out = ctx
+                .ec2
+                .create_vpc()
+                .cidr_block(str_field(fields, "cidr")?)
+                .tag_specifications(tag_spec(ResourceType::Vpc, fields))
+                .send()
+                .await
+                .map_err(call_failed("CreateVpc"))?;
+            let vpc_id = out.vpc().and_then(|v| v.vpc_id()).ok_or_else(|| anyhow::anyhow!("CreateVpc returned no VPC id"))?.to_string();
+            wait::until(ctx, &format!("VPC {vpc_id} to become available"), || async {
+                let out = ctx.ec2.describe_vpcs().vpc_ids(&vpc_id).send().await.map_err(call_failed("DescribeVpcs"))?;
+                Ok(out.vpcs().first().filter(|v| v.state() == Some(&VpcState::Available)).map(|_| ()))
+            })
+            .await?;
+            Self::set_dns(ctx, &vpc_id, fields, true, true).await?;
+            Ok(vpc_id)
+        })
+    }
+
+    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            Self::set_dns(ctx, &live.physical_id, fields, changed(changes, "dns_support"), changed(changes, "dns_hostnames")).await?;
+            sync_tags(ctx, &live.physical_id, changes).await
+        })
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            ctx.ec2.delete_vpc().vpc_id(&live.physical_id).send().await.map_err(call_failed("DeleteVpc"))?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! The stack spec: YAML model, loading with located errors, and validation beyond types.
+
+pub mod cidr;
+mod locate;
+mod model;
+mod validate;
+pub use validate::{default_subnets as default_subnet_layout, fargate_size};
+
+pub use model::*;
+
+use std::fmt;
+use std::path::Path;
+
+/// One problem in a spec, located in the file it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    /// Dotted path of the offending key, e.g. `network.vpc.cidr` (empty for syntax errors).
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// All the problems found in one spec file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+impl std::error::Error for SpecErrors {}
+
+/// Reads and validates a spec file.
+pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SpecErrors(vec![SpecError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: format!("cannot read the spec: {e}"),
+        }])
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses and validates spec text; `file` is only used to name locations.
+pub fn parse(file: &str, text: &str) -> Result<Spec, SpecErrors> {
+    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        return Err(SpecErrors(vec![SpecError {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            path: String::new(),
+            message: "the spec is empty: it needs at least `name`, `region` and `network` (see specs/prod.yaml)".into(),
+        }]));
+    }
+    let spec: Spec = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+        SpecErrors(vec![SpecError {
+            file: file.to_string(),
+            line,
+            column,
+            path: String::new(),
+            message: clean_parse_message(&e.to_string()),
+        }])
+    })?;
+    let problems = validate::validate(&spec);
+    if problems.is_empty() {
+        return Ok(spec);
+    }
+    Err(SpecErrors(
+        problems
+            .into_iter()
+            .map(|(path, message)| {
+                let (line, column) = locate::locate(text, &path);
+                SpecError { file: file.to_string(), line, column, path, message }
+            })
+            .collect(),
+    ))
+}
+
+/// serde-saphyr's Display repeats the location and may append a source snippet; keep the
+/// first line, without the location (we print our own `file:line:col`).
+fn clean_parse_message(msg: &str) -> String {
+    let first = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or(msg).trim();
+    let first = match first.find(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    let first = first.trim_start_matches("error: ");
+    // Drop a leading "line N column M: ": the location is printed as file:line:col already.
+    match first.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((loc, msg)) if loc.contains("column") => msg.to_string(),
+        _ => first.to_string(),
+    }
+}
+
+/// The JSON Schema of the spec, as checked in at `specs/schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Spec);
+    serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
+}

@@ -1,0 +1,324 @@
+//! Validation beyond types: what AWS would reject, and what would make the stack unsafe.
+//! Pure: returns (dotted path, message) pairs; `spec::parse` locates them in the file.
+
+use super::cidr::Cidr;
+use super::model::*;
+
+type Problems = Vec<(String, String)>;
+
+pub fn validate(spec: &Spec) -> Problems {
+    let mut p = Problems::new();
+    let mut err = |path: &str, msg: String| p.push((path.to_string(), msg));
+
+    if !valid_stack_name(&spec.name) {
+        err("name", format!("`{}` is not a valid stack name: use 2 to 32 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen", spec.name));
+    }
+    if !valid_region(&spec.region) {
+        err("region", format!("`{}` is not an AWS region name (expected e.g. us-east-1, eu-west-2)", spec.region));
+    }
+    for (k, v) in &spec.tags {
+        if k.starts_with("aws:") || k.starts_with("reconciler:") {
+            err(&format!("tags.{k}"), format!("tag key `{k}` is reserved (aws:* belongs to AWS, reconciler:* to ownership)"));
+        } else if k.is_empty() || k.len() > 128 || v.len() > 256 {
+            err(&format!("tags.{k}"), "tag keys are 1 to 128 characters and values at most 256".into());
+        }
+    }
+
+    match (&spec.network.vpc, &spec.network.existing) {
+        (Some(_), Some(_)) => err("network", "give either `vpc` (a new VPC) or `existing` (a VPC you own elsewhere), not both".into()),
+        (None, None) => err("network", "missing `vpc` (a new VPC) or `existing` (vpc_id + private_subnet_ids)".into()),
+        (Some(vpc), None) => validate_new_vpc(vpc, &mut err),
+        (None, Some(ex)) => {
+            if !ex.vpc_id.starts_with("vpc-") {
+                err("network.existing.vpc_id", format!("`{}` is not a VPC id (vpc-...)", ex.vpc_id));
+            }
+            if ex.private_subnet_ids.len() < 2 {
+                err("network.existing.private_subnet_ids", "give at least 2 private subnets, in 2 different availability zones".into());
+            }
+            for s in &ex.private_subnet_ids {
+                if !s.starts_with("subnet-") {
+                    err("network.existing.private_subnet_ids", format!("`{s}` is not a subnet id (subnet-...)"));
+                }
+            }
+        }
+    }
+
+    if let Some(d) = &spec.discovery {
+        if !valid_dns_name(&d.namespace) {
+            err("discovery.namespace", format!("`{}` is not a DNS name (labels of letters, digits and hyphens, separated by dots)", d.namespace));
+        }
+        if !valid_dns_label(&d.service) {
+            err("discovery.service", format!("`{}` is not a DNS label (letters, digits and hyphens, at most 63)", d.service));
+        }
+        if !(1..=2_147_483_647).contains(&d.ttl) {
+            err("discovery.ttl", "ttl must be at least 1 second".into());
+        }
+    }
+
+    if let Some(s) = &spec.service {
+        if !valid_aws_name(&s.cluster, 255) {
+            err("service.cluster", format!("`{}` is not a valid ECS cluster name: letters, digits, hyphens and underscores, at most 255", s.cluster));
+        }
+        if s.image.trim().is_empty() || s.image.chars().any(char::is_whitespace) {
+            err("service.image", "image must be `<registry>/<repo>:<tag>` or `<registry>/<repo>@sha256:<digest>` with no spaces".into());
+        } else if let Some((_, digest)) = s.image.split_once("@sha256:") {
+            if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+                err("service.image", "an image digest is `@sha256:` followed by 64 hex digits".into());
+            }
+        }
+        if let Err(m) = fargate_size(s.cpu, s.memory) {
+            let path = if FARGATE.iter().any(|(c, _)| *c == s.cpu) { "service.memory" } else { "service.cpu" };
+            err(path, m);
+        }
+        if !(1..=65535).contains(&s.port) {
+            err("service.port", format!("port {} is out of range: use 1 to 65535", s.port));
+        }
+        for (k, v) in &s.environment {
+            let up = k.to_ascii_uppercase();
+            if !valid_env_name(k) {
+                err(&format!("service.environment.{k}"), format!("`{k}` is not a valid environment variable name"));
+            } else if ["SECRET", "PASSWORD", "TOKEN", "PRIVATE_KEY"].iter().any(|w| up.contains(w)) && !v.starts_with("arn:") {
+                err(&format!("service.environment.{k}"), format!("`{k}` looks like a secret given inline: move it to `service.secrets` as a Secrets Manager or SSM ARN"));
+            }
+        }
+        for (k, v) in &s.secrets {
+            if !valid_env_name(k) {
+                err(&format!("service.secrets.{k}"), format!("`{k}` is not a valid environment variable name"));
+            }
+            if !(v.starts_with("arn:") && (v.contains(":secretsmanager:") || v.contains(":ssm:"))) {
+                err(&format!("service.secrets.{k}"), "secrets are references only: give a Secrets Manager or SSM parameter ARN, never the value".into());
+            }
+            if s.environment.contains_key(k) {
+                err(&format!("service.secrets.{k}"), format!("`{k}` is also in `environment`: keep it in one place"));
+            }
+        }
+        if let Some(sc) = &spec.scaling {
+            if s.desired_count < sc.min || s.desired_count > sc.max {
+                err("service.desired_count", format!("desired_count {} must lie within scaling min {} and max {}", s.desired_count, sc.min, sc.max));
+            }
+        }
+    }
+
+    if let Some(sc) = &spec.scaling {
+        if sc.min > sc.max {
+            err("scaling.min", format!("min ({}) is greater than max ({})", sc.min, sc.max));
+        }
+        if sc.max == 0 {
+            err("scaling.max", "max must be at least 1".into());
+        }
+        for (name, v) in [("cpu_target", sc.cpu_target), ("memory_target", sc.memory_target)] {
+            if let Some(v) = v {
+                if !(1..=100).contains(&v) {
+                    err(&format!("scaling.{name}"), format!("{name} is a percentage: use 1 to 100, not {v}"));
+                }
+            }
+        }
+        if sc.cpu_target.is_none() && sc.memory_target.is_none() {
+            err("scaling", "give cpu_target, memory_target or both: without a target nothing scales".into());
+        }
+        if spec.service.is_none() {
+            err("scaling", "scaling needs a `service` section".into());
+        }
+    }
+
+    if let Some(api) = &spec.api {
+        if api.name.is_empty() || api.name.len() > 128 {
+            err("api.name", "api name must be 1 to 128 characters".into());
+        }
+        if let Some(l) = &api.access_logs {
+            if !LOG_RETENTION_DAYS.contains(&l.retention_days) {
+                err("api.access_logs.retention_days", format!("{} is not a retention CloudWatch Logs accepts; use one of {:?}", l.retention_days, LOG_RETENTION_DAYS));
+            }
+        }
+        if let Some(t) = &api.throttling {
+            if !(t.rate.is_finite() && t.rate >= 0.0) {
+                err("api.throttling.rate", "rate must be a non-negative number of requests per second".into());
+            }
+            if (t.burst as f64) < t.rate.min(1.0) {
+                err("api.throttling.burst", "burst must be at least 1 when rate is above 0".into());
+            }
+        }
+        if spec.service.is_none() || spec.discovery.is_none() {
+            err("api", "the HTTP API routes to the service through Cloud Map: it needs `service` and `discovery`".into());
+        }
+    }
+    p
+}
+
+fn validate_new_vpc(vpc: &NewVpc, err: &mut impl FnMut(&str, String)) {
+    let cidr = match vpc.cidr.parse::<Cidr>() {
+        Ok(c) if (16..=28).contains(&c.prefix) => Some(c),
+        Ok(c) => {
+            err("network.vpc.cidr", format!("a VPC CIDR must be /16 to /28, not /{}", c.prefix));
+            None
+        }
+        Err(m) => {
+            err("network.vpc.cidr", m);
+            None
+        }
+    };
+    if !(2..=6).contains(&vpc.azs) {
+        err("network.vpc.azs", format!("azs must be 2 to 6 (API Gateway VPC links and high availability need 2), not {}", vpc.azs));
+        return;
+    }
+    let n = vpc.azs as usize;
+    if let Some(zones) = &vpc.availability_zones {
+        if zones.len() != n {
+            err("network.vpc.availability_zones", format!("{} zones given for azs: {n}", zones.len()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for z in zones {
+            if !seen.insert(z) {
+                err("network.vpc.availability_zones", format!("zone `{z}` is listed twice"));
+            }
+        }
+    }
+    let Some(cidr) = cidr else { return };
+    let mut all: Vec<(String, Cidr)> = Vec::new();
+    let mut too_small_said = false;
+    for (field, given) in [("public_subnets", &vpc.public_subnets), ("private_subnets", &vpc.private_subnets)] {
+        let path = format!("network.vpc.{field}");
+        let list: Vec<String> = match given {
+            Some(l) => l.clone(),
+            None => match default_subnets(cidr, vpc.azs, field == "private_subnets") {
+                Some(l) => l.iter().map(ToString::to_string).collect(),
+                None => {
+                    if !too_small_said {
+                        err("network.vpc.cidr", format!("{cidr} is too small for the default /24 subnets in {n} zones: list public_subnets and private_subnets explicitly"));
+                        too_small_said = true;
+                    }
+                    continue;
+                }
+            },
+        };
+        if list.len() != n {
+            err(&path, format!("{} subnets given for azs: {n} (one per zone)", list.len()));
+        }
+        for s in &list {
+            match s.parse::<Cidr>() {
+                Err(m) => err(&path, m),
+                Ok(c) if !cidr.contains(&c) => err(&path, format!("{c} is outside the VPC {cidr}")),
+                Ok(c) if !(16..=28).contains(&c.prefix) => err(&path, format!("{c}: a subnet must be /16 to /28")),
+                Ok(c) => {
+                    if let Some((_, other)) = all.iter().find(|(_, o)| o.overlaps(&c)) {
+                        err(&path, format!("{c} overlaps {other}"));
+                    }
+                    all.push((path.clone(), c));
+                }
+            }
+        }
+    }
+}
+
+/// Default subnet layout: public /24s from the start of the VPC, private /24s from its
+/// middle (10.0.0.0/16 → 10.0.0.0/24, 10.0.1.0/24 and 10.0.128.0/24, 10.0.129.0/24).
+pub fn default_subnets(vpc: Cidr, azs: u8, private: bool) -> Option<Vec<Cidr>> {
+    if vpc.prefix > 23 || (azs as u64) * 256 > vpc.size() / 2 {
+        return None;
+    }
+    let start = vpc.base + if private { (vpc.size() / 2) as u32 } else { 0 };
+    Some((0..azs as u32).map(|i| Cidr::new(start + i * 256, 24)).collect())
+}
+
+/// Fargate task sizes: CPU units → allowed memory (MiB).
+const FARGATE: [(u32, &[(u32, u32, u32)]); 7] = [
+    (256, &[(512, 512, 1), (1024, 2048, 1024)]),
+    (512, &[(1024, 4096, 1024)]),
+    (1024, &[(2048, 8192, 1024)]),
+    (2048, &[(4096, 16384, 1024)]),
+    (4096, &[(8192, 30720, 1024)]),
+    (8192, &[(16384, 61440, 4096)]),
+    (16384, &[(32768, 122880, 8192)]),
+];
+
+pub fn fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
+    let Some((_, ranges)) = FARGATE.iter().find(|(c, _)| *c == cpu) else {
+        let cpus: Vec<u32> = FARGATE.iter().map(|(c, _)| *c).collect();
+        return Err(format!("cpu {cpu} is not a Fargate size; use one of {cpus:?}"));
+    };
+    if ranges.iter().any(|&(lo, hi, step)| memory >= lo && memory <= hi && (memory - lo) % step == 0) {
+        return Ok(());
+    }
+    let allowed: Vec<String> = ranges
+        .iter()
+        .map(|&(lo, hi, step)| if lo == hi { lo.to_string() } else { format!("{lo}..={hi} in steps of {step}") })
+        .collect();
+    Err(format!("memory {memory} MiB does not fit cpu {cpu} on Fargate; allowed: {}", allowed.join(", ")))
+}
+
+const LOG_RETENTION_DAYS: [u32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+];
+
+fn valid_stack_name(s: &str) -> bool {
+    (2..=32).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn valid_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    (3..=4).contains(&parts.len())
+        && parts[0].len() == 2
+        && parts.iter().take(parts.len() - 1).all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts.last().is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn valid_aws_name(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn valid_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn valid_dns_name(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(valid_dns_label)
+}
+
+fn valid_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fargate_table() {
+        assert!(fargate_size(256, 512).is_ok());
+        assert!(fargate_size(256, 2048).is_ok());
+        assert!(fargate_size(256, 4096).is_err());
+        assert!(fargate_size(512, 3072).is_ok());
+        assert!(fargate_size(4096, 30720).is_ok());
+        assert!(fargate_size(8192, 20480).is_ok());
+        assert!(fargate_size(8192, 18432).is_err());
+        assert!(fargate_size(300, 512).unwrap_err().contains("not a Fargate size"));
+        assert!(fargate_size(1024, 1024).unwrap_err().contains("2048..=8192"));
+    }
+
+    #[test]
+    fn default_subnet_layout_matches_the_seed_design() {
+        let vpc: Cidr = "10.0.0.0/16".parse().unwrap();
+        let s = |v: Vec<Cidr>| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(s(default_subnets(vpc, 2, false).unwrap()), ["10.0.0.0/24", "10.0.1.0/24"]);
+        assert_eq!(s(default_subnets(vpc, 2, true).unwrap()), ["10.0.128.0/24", "10.0.129.0/24"]);
+        assert!(default_subnets("10.0.0.0/24".parse().unwrap(), 2, false).is_none());
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_stack_name("benchling-webhook"));
+        assert!(!valid_stack_name("Benchling"));
+        assert!(!valid_stack_name("a-"));
+        assert!(valid_region("us-east-1") && valid_region("us-gov-west-1"));
+        assert!(!valid_region("useast1") && !valid_region("us-east"));
+        assert!(valid_dns_name("benchling.local") && !valid_dns_name("a..b"));
+    }
+}

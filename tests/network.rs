@@ -1,0 +1,317 @@
+//! The network layer against moto: create from zero, no-op re-plan, drift in every kind
+//! detected (exit 2, resource and field named) and corrected, pruning, existing-VPC mode,
+//! and destroy that leaves unowned look-alikes alone. Each test owns its moto server.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, IpPermission, IpRange, NatGatewayState, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::Client;
+use std::process::{Command, Stdio};
+use support::{repo_root, Moto, Run};
+
+const STACK: &str = "benchling-webhook";
+
+fn reconciler(moto: &Moto, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(args)
+        .current_dir(repo_root())
+        .envs(moto.env())
+        .env("RECONCILER_POLL_INTERVAL", "0.05")
+        .env("RECONCILER_MAX_ATTEMPTS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run reconciler");
+    Run::from(out)
+}
+
+async fn ec2(moto: &Moto) -> Client {
+    Client::new(&moto.sdk_config().await)
+}
+
+fn tag_filter(key: &str, value: &str) -> Filter {
+    Filter::builder().name(format!("tag:{key}")).values(value).build()
+}
+
+/// Owned resources per kind, as AWS reports them (filters checked client-side too, since
+/// moto ignores some of them).
+#[derive(Debug, Default, PartialEq)]
+struct Counts {
+    vpcs: usize,
+    subnets: usize,
+    igws: usize,
+    eips: usize,
+    nats: usize,
+    route_tables: usize,
+    security_groups: usize,
+}
+
+fn ours(tags: &[Tag], stack: &str) -> bool {
+    tags.iter().any(|t| t.key() == Some("reconciler:stack") && t.value() == Some(stack))
+}
+
+async fn counts(c: &Client, stack: &str) -> Counts {
+    let f = || tag_filter("reconciler:stack", stack);
+    Counts {
+        vpcs: c.describe_vpcs().filters(f()).send().await.unwrap().vpcs().iter().filter(|x| ours(x.tags(), stack)).count(),
+        subnets: c.describe_subnets().filters(f()).send().await.unwrap().subnets().iter().filter(|x| ours(x.tags(), stack)).count(),
+        igws: c.describe_internet_gateways().filters(f()).send().await.unwrap().internet_gateways().iter().filter(|x| ours(x.tags(), stack)).count(),
+        eips: c.describe_addresses().filters(f()).send().await.unwrap().addresses().iter().filter(|x| ours(x.tags(), stack)).count(),
+        nats: c
+            .describe_nat_gateways()
+            .send()
+            .await
+            .unwrap()
+            .nat_gateways()
+            .iter()
+            .filter(|x| ours(x.tags(), stack) && x.state() == Some(&NatGatewayState::Available))
+            .count(),
+        route_tables: c.describe_route_tables().filters(f()).send().await.unwrap().route_tables().iter().filter(|x| ours(x.tags(), stack)).count(),
+        security_groups: c.describe_security_groups().filters(f()).send().await.unwrap().security_groups().iter().filter(|x| ours(x.tags(), stack)).count(),
+    }
+}
+
+async fn route_table(c: &Client, id: &str) -> aws_sdk_ec2::types::RouteTable {
+    c.describe_route_tables().filters(tag_filter("reconciler:id", id)).send().await.unwrap().route_tables()[0].clone()
+}
+async fn security_group(c: &Client, id: &str) -> String {
+    c.describe_security_groups().filters(tag_filter("reconciler:id", id)).send().await.unwrap().security_groups()[0].group_id().unwrap().to_string()
+}
+async fn subnet(c: &Client, id: &str) -> aws_sdk_ec2::types::Subnet {
+    c.describe_subnets().filters(tag_filter("reconciler:id", id)).send().await.unwrap().subnets()[0].clone()
+}
+
+fn ssh_from_anywhere() -> IpPermission {
+    IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+        .build()
+}
+
+fn assert_converged(moto: &Moto, spec: &str) {
+    let plan = reconciler(moto, &["plan", spec, "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "expected a no-op plan\n{plan}");
+    assert!(plan.stdout.contains("No changes"), "{plan}");
+}
+
+#[tokio::test]
+async fn apply_from_zero_creates_the_tagged_network_and_is_idempotent() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+
+    let plan = reconciler(&moto, &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(plan.stdout.contains("15 to create"), "{plan}");
+
+    let apply = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply}");
+    assert_eq!(
+        counts(&c, STACK).await,
+        Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 2 }
+    );
+
+    // Layout: the seed design's CIDRs, public subnets route to the IGW, each private subnet
+    // to the NAT gateway in its own AZ, the service takes its port from the VPC only.
+    assert_eq!(subnet(&c, "subnet-private-2").await.cidr_block(), Some("10.0.129.0/24"));
+    assert_eq!(subnet(&c, "subnet-public-1").await.map_public_ip_on_launch(), Some(true));
+    let pub_rt = route_table(&c, "rt-public").await;
+    assert!(pub_rt.routes().iter().any(|r| r.destination_cidr_block() == Some("0.0.0.0/0") && r.gateway_id().is_some_and(|g| g.starts_with("igw-"))));
+    assert_eq!(pub_rt.associations().iter().filter(|a| a.subnet_id().is_some()).count(), 2);
+    let nat1 = c.describe_nat_gateways().send().await.unwrap().nat_gateways().iter().find(|n| n.tags().iter().any(|t| t.value() == Some("nat-1"))).unwrap().clone();
+    let priv_rt = route_table(&c, "rt-private-1").await;
+    assert!(priv_rt.routes().iter().any(|r| r.nat_gateway_id() == nat1.nat_gateway_id()));
+    let sub1 = subnet(&c, "subnet-public-1").await;
+    assert_eq!(nat1.subnet_id(), sub1.subnet_id());
+
+    // Every owned resource carries both ownership tags and the spec's tags.
+    let vpc = c.describe_vpcs().filters(tag_filter("reconciler:stack", STACK)).send().await.unwrap().vpcs()[0].clone();
+    for key in ["reconciler:stack", "reconciler:id", "project", "environment", "Name"] {
+        assert!(vpc.tags().iter().any(|t| t.key() == Some(key)), "VPC lacks tag {key}");
+    }
+
+    let again = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(again.code, 0, "{again}");
+    assert!(again.stdout.contains("No changes"), "second apply must change nothing\n{again}");
+    assert!(!again.stderr.contains("created"), "{again}");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
+#[tokio::test]
+async fn drift_in_every_kind_is_named_and_corrected() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let apply = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply}");
+
+    // Out-of-band changes, one (or more) per kind.
+    let vpc_id = c.describe_vpcs().filters(tag_filter("reconciler:id", "vpc")).send().await.unwrap().vpcs()[0].vpc_id().unwrap().to_string();
+    c.modify_vpc_attribute().vpc_id(&vpc_id).enable_dns_hostnames(AttributeBooleanValue::builder().value(false).build()).send().await.unwrap();
+    let pub1 = subnet(&c, "subnet-public-1").await.subnet_id().unwrap().to_string();
+    c.modify_subnet_attribute().subnet_id(&pub1).map_public_ip_on_launch(AttributeBooleanValue::builder().value(false).build()).send().await.unwrap();
+    let igw = c.describe_internet_gateways().filters(tag_filter("reconciler:id", "igw")).send().await.unwrap().internet_gateways()[0].internet_gateway_id().unwrap().to_string();
+    c.detach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc_id).send().await.unwrap();
+    let eip = c.describe_addresses().filters(tag_filter("reconciler:id", "eip-nat-1")).send().await.unwrap().addresses()[0].allocation_id().unwrap().to_string();
+    c.create_tags().resources(&eip).tags(Tag::builder().key("environment").value("tampered").build()).send().await.unwrap();
+    let nat2 = c.describe_nat_gateways().send().await.unwrap().nat_gateways().iter().find(|n| n.tags().iter().any(|t| t.value() == Some("nat-2"))).unwrap().nat_gateway_id().unwrap().to_string();
+    c.delete_tags().resources(&nat2).tags(Tag::builder().key("project").build()).send().await.unwrap();
+    let rt = route_table(&c, "rt-private-1").await.route_table_id().unwrap().to_string();
+    c.delete_route().route_table_id(&rt).destination_cidr_block("0.0.0.0/0").send().await.unwrap();
+    let sg = security_group(&c, "sg-service").await;
+    c.authorize_security_group_ingress().group_id(&sg).ip_permissions(ssh_from_anywhere()).send().await.unwrap();
+
+    let plan = reconciler(&moto, &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{plan}");
+    let expect = [
+        ("~ ec2:vpc vpc", "dns_hostnames: false -> true"),
+        ("~ ec2:subnet subnet-public-1", "public_ip_on_launch: false -> true"),
+        ("~ ec2:internet-gateway igw", "vpc: null -> vpc-"),
+        ("~ ec2:elastic-ip eip-nat-1", "tags.environment: tampered -> production"),
+        ("~ ec2:nat-gateway nat-2", "tags.project: (unset) -> benchling-webhook"),
+        ("~ ec2:route-table rt-private-1", "routes:"),
+        ("~ ec2:security-group sg-service", "- tcp 22 0.0.0.0/0"),
+    ];
+    for (resource, field) in expect {
+        let at = plan.stdout.find(resource).unwrap_or_else(|| panic!("plan does not name {resource}\n{plan}"));
+        let block: String = plan.stdout[at..].lines().take(8).collect::<Vec<_>>().join("\n");
+        assert!(block.contains(field), "{resource} should show `{field}`\n{plan}");
+    }
+    assert!(plan.stdout.contains("7 to update"), "{plan}");
+    assert!(plan.stdout.contains("0 to replace"), "drift must be corrected in place\n{plan}");
+
+    let fix = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(fix.code, 0, "{fix}");
+    assert_converged(&moto, "specs/prod.yaml");
+    // And really fixed in AWS, not just in our view of it.
+    assert!(route_table(&c, "rt-private-1").await.routes().iter().any(|r| r.destination_cidr_block() == Some("0.0.0.0/0")));
+    let rules = c.describe_security_group_rules().filters(Filter::builder().name("group-id").values(&sg).build()).send().await.unwrap();
+    assert!(!rules.security_group_rules().iter().any(|r| r.from_port() == Some(22)), "the extra rule is still there");
+    assert!(rules.security_group_rules().iter().any(|r| r.from_port() == Some(8080)), "the wanted rule was lost");
+    assert_eq!(counts(&c, STACK).await.nats, 2);
+}
+
+#[tokio::test]
+async fn shrinking_the_spec_prunes_what_left_it() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    assert_eq!(reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]).code, 0);
+
+    let dir = std::env::temp_dir().join(format!("prune-{}", moto.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let single = dir.join("single.yaml");
+    std::fs::write(&single, std::fs::read_to_string(repo_root().join("specs/prod.yaml")).unwrap().replace("nat: per-az", "nat: single")).unwrap();
+    let single = single.to_str().unwrap();
+
+    let plan = reconciler(&moto, &["plan", single, "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(plan.stdout.contains("- ec2:nat-gateway nat-2"), "{plan}");
+    assert!(plan.stdout.contains("- ec2:elastic-ip eip-nat-2"), "{plan}");
+    assert!(plan.stdout.contains("~ ec2:route-table rt-private-2"), "{plan}");
+
+    let apply = reconciler(&moto, &["apply", single, "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply}");
+    let n = counts(&c, STACK).await;
+    assert_eq!((n.nats, n.eips), (1, 1));
+    let nat1 = c.describe_nat_gateways().send().await.unwrap().nat_gateways().iter().find(|n| n.state() == Some(&NatGatewayState::Available) && ours(n.tags(), STACK)).unwrap().nat_gateway_id().unwrap().to_string();
+    assert!(route_table(&c, "rt-private-2").await.routes().iter().any(|r| r.nat_gateway_id() == Some(nat1.as_str())));
+    assert_converged(&moto, single);
+}
+
+#[tokio::test]
+async fn destroy_removes_every_owned_resource_and_nothing_else() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    // Look-alikes: an untagged VPC named like ours, and one owned by another stack.
+    let name_tag = TagSpecification::builder().resource_type(ResourceType::Vpc).tags(Tag::builder().key("Name").value("benchling-webhook-vpc").build()).build();
+    let lookalike = c.create_vpc().cidr_block("10.0.0.0/16").tag_specifications(name_tag).send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    let other_tags = TagSpecification::builder()
+        .resource_type(ResourceType::Vpc)
+        .tags(Tag::builder().key("reconciler:stack").value("other-stack").build())
+        .tags(Tag::builder().key("reconciler:id").value("vpc").build())
+        .build();
+    let other = c.create_vpc().cidr_block("10.9.0.0/16").tag_specifications(other_tags).send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+
+    assert_eq!(reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]).code, 0);
+
+    let refused = reconciler(&moto, &["destroy", "specs/prod.yaml"]);
+    assert_eq!(refused.code, 1, "destroy without --auto-approve and no terminal must refuse\n{refused}");
+    assert!(refused.stderr.contains("--auto-approve"), "{refused}");
+    assert_eq!(counts(&c, STACK).await.vpcs, 1, "a refused destroy deleted something");
+
+    let destroy = reconciler(&moto, &["destroy", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(destroy.code, 0, "{destroy}");
+    assert!(destroy.stdout.contains("15 deleted"), "{destroy}");
+    assert_eq!(counts(&c, STACK).await, Counts::default());
+    let vpcs: Vec<String> = c.describe_vpcs().send().await.unwrap().vpcs().iter().filter_map(|v| v.vpc_id().map(String::from)).collect();
+    assert!(vpcs.contains(&lookalike), "the untagged look-alike VPC was deleted");
+    assert!(vpcs.contains(&other), "another stack's VPC was deleted");
+
+    let again = reconciler(&moto, &["destroy", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(again.code, 0, "{again}");
+    assert!(again.stdout.contains("Nothing to destroy"), "{again}");
+}
+
+#[tokio::test]
+async fn apply_without_approval_and_without_a_terminal_changes_nothing() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let run = reconciler(&moto, &["apply", "specs/prod.yaml"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("refusing to apply these changes without --auto-approve"), "{run}");
+    assert_eq!(counts(&c, STACK).await, Counts::default());
+}
+
+/// Existing-VPC mode: the VPC and subnets are validated live and referenced; only the
+/// security groups are created in it, and destroy leaves the VPC and subnets alone.
+#[tokio::test]
+async fn existing_vpc_is_referenced_validated_and_never_modified() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let vpc = c.create_vpc().cidr_block("172.31.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    let mk = |cidr: &'static str, az: &'static str| {
+        let c = c.clone();
+        let vpc = vpc.clone();
+        async move { c.create_subnet().vpc_id(vpc).cidr_block(cidr).availability_zone(az).send().await.unwrap().subnet().unwrap().subnet_id().unwrap().to_string() }
+    };
+    let (a, b, same_az) = (mk("172.31.1.0/24", "us-east-1a").await, mk("172.31.2.0/24", "us-east-1b").await, mk("172.31.3.0/24", "us-east-1a").await);
+
+    let dir = std::env::temp_dir().join(format!("existing-{}", moto.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, s1: &str, s2: &str| {
+        let text = std::fs::read_to_string(repo_root().join("specs/existing-vpc.yaml"))
+            .unwrap()
+            .replace("vpc-0123456789abcdef0", &vpc)
+            .replace("subnet-0123456789abcdef0", s1)
+            .replace("subnet-0fedcba9876543210", s2);
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+
+    // One AZ only: refused before anything is created, naming the subnets found.
+    let bad = write("one-az.yaml", &a, &same_az);
+    let run = reconciler(&moto, &["apply", &bad, "--auto-approve"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("at least 2 availability zones") && run.stderr.contains(&same_az), "{run}");
+
+    let good = write("good.yaml", &a, &b);
+    let run = reconciler(&moto, &["apply", &good, "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("2 to create"), "only the security groups are ours\n{run}");
+    let stack = "benchling-webhook-shared";
+    let n = counts(&c, stack).await;
+    assert_eq!(n, Counts { security_groups: 2, ..Counts::default() });
+    let sg = security_group(&c, "sg-service").await;
+    let rules = c.describe_security_group_rules().filters(Filter::builder().name("group-id").values(&sg).build()).send().await.unwrap();
+    assert!(rules.security_group_rules().iter().any(|r| r.cidr_ipv4() == Some("172.31.0.0/16") && r.from_port() == Some(8080)));
+    assert_converged(&moto, &good);
+
+    let run = reconciler(&moto, &["destroy", &good, "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("2 deleted"), "{run}");
+    let vpcs = c.describe_vpcs().vpc_ids(&vpc).send().await.unwrap();
+    assert_eq!(vpcs.vpcs().len(), 1, "the existing VPC must survive destroy");
+    let subs = c.describe_subnets().subnet_ids(&a).subnet_ids(&b).send().await.unwrap();
+    assert_eq!(subs.subnets().len(), 2, "the existing subnets must survive destroy");
+}

@@ -1,0 +1,119 @@
+//! Test harness: one moto server per test, on a free port on 127.0.0.1, killed on drop.
+//! moto is installed by `tests/emulator/install-moto.sh` into the checkout's `.venv` (or
+//! `$MOTO_VENV`); the first test to need it installs it, holding a file lock.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn moto_server() -> PathBuf {
+    let root = repo_root();
+    let lock = File::create(std::env::temp_dir().join("fargate-reconciler-moto-install.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = Command::new("bash")
+        .arg(root.join("tests/emulator/install-moto.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/emulator/install-moto.sh");
+    assert!(out.status.success(), "installing moto failed: see the output above (it needs python3 and PyPI)");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let server = moto_server();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let log = File::create(std::env::temp_dir().join(format!("moto-{port}.log"))).unwrap();
+            let mut child = Command::new(&server)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start moto_server");
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(30) {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Moto { child, port, endpoint: format!("http://127.0.0.1:{port}") };
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break; // port taken between probe and bind: try another
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+        }
+        panic!("moto_server did not start; see moto-*.log in the temp directory");
+    }
+
+    /// Environment that points an AWS SDK (or the reconciler) at this emulator.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_CONFIG_FILE", "/dev/null".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
+        ]
+    }
+
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "test"))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .load()
+            .await
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Result of one CLI run, with both streams for assertions and failure messages.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
