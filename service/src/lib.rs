@@ -1,0 +1,95 @@
+//! The Benchling webhook service: verifies Benchling app webhooks, acknowledges them only once
+//! they are durably queued (SQS FIFO), and reports its health for ECS and Cloud Map.
+
+pub mod app;
+pub mod config;
+pub mod jwks;
+pub mod queue;
+pub mod replay;
+pub mod verify;
+
+use app::AppState;
+use config::Config;
+use queue::{NoQueue, Queue, SqsQueue};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a missing secret or missing keys are retried.
+pub const RETRY_EVERY: Duration = Duration::from_secs(30);
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client")
+}
+
+/// Builds the state with AWS clients from the standard configuration, and starts the
+/// background loader (secret, then signing keys, then their 6-hourly refresh).
+pub async fn start(config: Config) -> Arc<AppState> {
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let queue: Arc<dyn Queue> = match &config.queue_url {
+        Some(url) => Arc::new(SqsQueue { client: aws_sdk_sqs::Client::new(&aws), url: url.clone() }),
+        None => Arc::new(NoQueue),
+    };
+    let state = AppState::new(config, queue);
+    let sm = aws_sdk_secretsmanager::Client::new(&aws);
+    tokio::spawn(load_forever(state.clone(), sm, http_client(), RETRY_EVERY));
+    state
+}
+
+/// Loads the secret until it succeeds (degraded meanwhile, never crash-looping), then keeps
+/// the signing keys fresh.
+pub async fn load_forever(state: Arc<AppState>, sm: aws_sdk_secretsmanager::Client, http: reqwest::Client, retry: Duration) {
+    let Some(secret_id) = state.config.secret_id.clone() else {
+        state.set_degraded("BENCHLING_SECRET is not set: give the Secrets Manager name or ARN of the Benchling secret".into());
+        tracing::error!("BENCHLING_SECRET is not set; serving in degraded mode (webhooks get 503)");
+        return;
+    };
+    let cache = loop {
+        match config::load_secret(&sm, &secret_id).await {
+            Ok(secret) => {
+                tracing::info!(tenant = %secret.tenant, verification = secret.enable_webhook_verification, "Benchling secret loaded");
+                break state.set_secret(secret, http.clone()).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Benchling secret not loaded; degraded, retrying");
+                state.set_degraded(e);
+                tokio::time::sleep(retry).await;
+            }
+        }
+    };
+    loop {
+        let wait = match cache.refresh().await {
+            Ok(n) => {
+                tracing::info!(keys = n, url = cache.url(), "signing keys loaded");
+                jwks::REFRESH_EVERY
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "signing keys not loaded; retrying");
+                retry
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Serves until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, app::router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Resolves on SIGTERM (ECS stop) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+}

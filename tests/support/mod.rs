@@ -81,7 +81,7 @@ impl Moto {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "test"))
+            .test_credentials()
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .load()
             .await

@@ -1,0 +1,171 @@
+//! Configuration: environment variables, plus the Benchling secret from Secrets Manager
+//! (by name or ARN, never inline). Secret values never reach logs or responses: `Debug`
+//! masks them.
+
+use serde_json::Value;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub app_env: String,
+    /// Secrets Manager name or ARN of the Benchling secret (`BENCHLING_SECRET`).
+    pub secret_id: Option<String>,
+    /// The service's own SQS FIFO queue (`QUEUE_URL`).
+    pub queue_url: Option<String>,
+    pub packager_sqs_url: Option<String>,
+    pub quilt_web_host: Option<String>,
+    pub athena_user_database: Option<String>,
+    /// Overrides `https://apps.benchling.com/api/v1/apps/{app_definition_id}/jwks`.
+    pub jwks_url: Option<String>,
+    /// Overrides `https://{tenant}.benchling.com` (tests run a fake Benchling).
+    pub benchling_base_url: Option<String>,
+    /// Optional client allowlist (`WEBHOOK_ALLOW_CIDRS`, comma-separated IPv4 CIDRs).
+    pub allow_cidrs: Vec<(u32, u8)>,
+    pub body_limit: usize,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let port = match get("PORT") {
+            Some(p) => p.parse().map_err(|_| format!("PORT must be a port number, not `{p}`"))?,
+            None => 8080,
+        };
+        let allow_cidrs = match get("WEBHOOK_ALLOW_CIDRS") {
+            Some(list) => list.split(',').map(|c| parse_cidr(c.trim())).collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        Ok(Config {
+            port,
+            app_env: get("APP_ENV").unwrap_or_else(|| "production".into()),
+            secret_id: get("BENCHLING_SECRET"),
+            queue_url: get("QUEUE_URL"),
+            packager_sqs_url: get("PACKAGER_SQS_URL"),
+            quilt_web_host: get("QUILT_WEB_HOST"),
+            athena_user_database: get("ATHENA_USER_DATABASE"),
+            jwks_url: get("BENCHLING_JWKS_URL"),
+            benchling_base_url: get("BENCHLING_BASE_URL"),
+            allow_cidrs,
+            body_limit: 1024 * 1024,
+        })
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<(u32, u8), String> {
+    let (a, p) = s.split_once('/').unwrap_or((s, "32"));
+    let addr: Ipv4Addr = a.parse().map_err(|_| format!("WEBHOOK_ALLOW_CIDRS: `{s}` is not an IPv4 CIDR"))?;
+    let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("WEBHOOK_ALLOW_CIDRS: bad prefix in `{s}`"))?;
+    Ok((u32::from(addr), prefix))
+}
+
+pub fn allowed(cidrs: &[(u32, u8)], ip: Ipv4Addr) -> bool {
+    let ip = u32::from(ip);
+    cidrs.iter().any(|&(base, prefix)| {
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        ip & mask == base & mask
+    })
+}
+
+/// The Benchling secret's JSON keys.
+#[derive(Clone)]
+pub struct BenchlingSecret {
+    pub tenant: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub app_definition_id: String,
+    pub pkg_prefix: String,
+    pub pkg_key: String,
+    pub user_bucket: String,
+    pub log_level: String,
+    pub enable_webhook_verification: bool,
+}
+
+impl std::fmt::Debug for BenchlingSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchlingSecret")
+            .field("tenant", &self.tenant)
+            .field("client_id", &"***")
+            .field("client_secret", &"***")
+            .field("app_definition_id", &self.app_definition_id)
+            .field("enable_webhook_verification", &self.enable_webhook_verification)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BenchlingSecret {
+    /// Parses the secret string; the error names missing keys, never values.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let v: Value = serde_json::from_str(text).map_err(|_| "the Benchling secret is not a JSON object".to_string())?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let need = |k: &str| s(k).filter(|x| !x.is_empty()).ok_or_else(|| format!("the Benchling secret lacks `{k}`"));
+        // Verification is on unless explicitly switched off (a bool, or the string "false").
+        let verification = match v.get("enable_webhook_verification") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(x)) => !matches!(x.to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off"),
+            Some(_) => return Err("enable_webhook_verification must be true or false".into()),
+        };
+        Ok(BenchlingSecret {
+            tenant: need("tenant")?,
+            client_id: need("client_id")?,
+            client_secret: need("client_secret")?,
+            app_definition_id: need("app_definition_id")?,
+            pkg_prefix: s("pkg_prefix").unwrap_or_else(|| "benchling".into()),
+            pkg_key: s("pkg_key").unwrap_or_else(|| "experiment_id".into()),
+            user_bucket: need("user_bucket")?,
+            log_level: s("log_level").unwrap_or_else(|| "info".into()),
+            enable_webhook_verification: verification,
+        })
+    }
+}
+
+/// Loads the secret from Secrets Manager.
+pub async fn load_secret(sm: &aws_sdk_secretsmanager::Client, id: &str) -> Result<BenchlingSecret, String> {
+    let out = sm
+        .get_secret_value()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| format!("cannot read secret {id}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))?;
+    BenchlingSecret::parse(out.secret_string().ok_or_else(|| format!("secret {id} has no string value"))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = r#"{"tenant":"t","client_id":"cid","client_secret":"hunter2","app_definition_id":"appdef_1","user_bucket":"b","enable_webhook_verification":"false"}"#;
+
+    #[test]
+    fn secret_parses_and_never_prints_its_values() {
+        let s = BenchlingSecret::parse(SECRET).unwrap();
+        assert!(!s.enable_webhook_verification);
+        assert_eq!(s.pkg_prefix, "benchling");
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("cid"), "{dbg}");
+        let e = BenchlingSecret::parse(&SECRET.replace(r#""app_definition_id":"appdef_1","#, "")).unwrap_err();
+        assert!(e.contains("app_definition_id") && !e.contains("hunter2"), "{e}");
+        assert!(BenchlingSecret::parse("hunter2").unwrap_err().contains("not a JSON object"));
+        let on = BenchlingSecret::parse(&SECRET.replace(r#","enable_webhook_verification":"false""#, "")).unwrap();
+        assert!(on.enable_webhook_verification, "verification defaults to on");
+    }
+
+    #[test]
+    fn env_and_allowlist() {
+        let c = Config::from_lookup(|k| match k {
+            "PORT" => Some("9000".into()),
+            "WEBHOOK_ALLOW_CIDRS" => Some("10.0.0.0/16, 192.168.1.7".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.port, 9000);
+        assert!(allowed(&c.allow_cidrs, "10.0.200.1".parse().unwrap()));
+        assert!(allowed(&c.allow_cidrs, "192.168.1.7".parse().unwrap()));
+        assert!(!allowed(&c.allow_cidrs, "192.168.1.8".parse().unwrap()));
+        assert!(Config::from_lookup(|k| (k == "PORT").then(|| "http".to_string())).is_err());
+    }
+}

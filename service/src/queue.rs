@@ -1,0 +1,41 @@
+//! Durable acknowledgement: an event is acknowledged only once its queue accepted it.
+
+use futures::future::BoxFuture;
+
+/// Where verified events go. FIFO semantics: `group` orders (the entry id), `dedup` makes a
+/// retried send harmless (the webhook-id).
+pub trait Queue: Send + Sync {
+    fn send<'a>(&'a self, group: &'a str, dedup: &'a str, body: String) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// SQS FIFO queue.
+pub struct SqsQueue {
+    pub client: aws_sdk_sqs::Client,
+    pub url: String,
+}
+
+impl Queue for SqsQueue {
+    fn send<'a>(&'a self, group: &'a str, dedup: &'a str, body: String) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.client
+                .send_message()
+                .queue_url(&self.url)
+                .message_group_id(group)
+                .message_deduplication_id(dedup)
+                .message_body(body)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("SQS SendMessage: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))
+        })
+    }
+}
+
+/// No queue configured: every send fails, so nothing is acknowledged that is not queued.
+pub struct NoQueue;
+
+impl Queue for NoQueue {
+    fn send<'a>(&'a self, _: &'a str, _: &'a str, _: String) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Err("QUEUE_URL is not set".to_string()) })
+    }
+}
