@@ -4,44 +4,17 @@
 
 #[path = "support/mod.rs"]
 mod support;
+#[path = "support/signer.rs"]
+mod signer;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use base64::Engine as _;
 use serde_json::{json, Value};
 use service::app::AppState;
 use service::config::Config;
 use service::queue::SqsQueue;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use signer::{now, Signer};
 use support::Moto;
-
-struct Signer {
-    key: EcdsaKeyPair,
-    rng: SystemRandom,
-}
-
-impl Signer {
-    fn new() -> Self {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-        Signer { key: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap(), rng }
-    }
-    fn jwks(&self) -> Value {
-        let p = self.key.public_key().as_ref();
-        json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "test", "x": URL_SAFE_NO_PAD.encode(&p[1..33]), "y": URL_SAFE_NO_PAD.encode(&p[33..65])}]})
-    }
-    fn sign(&self, id: &str, ts: i64, body: &[u8]) -> String {
-        let mut msg = format!("{id}.{ts}.").into_bytes();
-        msg.extend_from_slice(body);
-        format!("v1bder,{}", STANDARD.encode(self.key.sign(&self.rng, &msg).unwrap().as_ref()))
-    }
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
 
 fn event_body(event_type: &str, entry: &str) -> String {
     json!({"version": "0", "baseURL": "https://t.benchling.com", "tenantId": "ten_1", "app": {"id": "app_1"},
@@ -90,13 +63,7 @@ async fn start(setup: Setup) -> Service {
 
     // The app's JWKS, served locally.
     let signer = Signer::new();
-    let jwks = signer.jwks();
-    let jwks_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let jwks_url = format!("http://{}/jwks", jwks_listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { axum::Json(jwks) }));
-        axum::serve(jwks_listener, app).await.unwrap();
-    });
+    let jwks_url = signer::serve_jwks(signer.jwks()).await;
 
     let used_queue = if setup == Setup::BrokenQueue { format!("{}-missing.fifo", queue_url.trim_end_matches(".fifo")) } else { queue_url.clone() };
     let config = Config::from_lookup(|k| match k {
@@ -308,4 +275,246 @@ async fn no_client_input_causes_a_5xx() {
         let (st, v) = s.post_signed("/event", &format!("odd-{}", body.len()), body).await;
         assert!(st < 500, "{body} answered {st}: {v}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The packaging worker, end to end: signed webhook → service → SQS FIFO → worker → fake
+// Benchling (token, entry, export task, download) → moto S3 → packager queue.
+
+mod fake_benchling {
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    pub struct Fake {
+        pub base: String,
+        /// entry id → how many export calls fail before one succeeds (u32::MAX: always).
+        pub fail_exports: HashMap<String, u32>,
+        pub export_calls: Vec<String>,
+        pub token_calls: usize,
+        pub task_polls: HashMap<String, u32>,
+    }
+    pub type Shared = Arc<Mutex<Fake>>;
+
+    fn authorized(h: &HeaderMap) -> bool {
+        h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer tok-1")
+    }
+
+    pub async fn start() -> Shared {
+        let shared: Shared = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        shared.lock().unwrap().base = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/api/v2/token", post(token))
+            .route("/api/v2/entries/{id}", get(entry))
+            .route("/api/v2/exports", post(export))
+            .route("/api/v2/tasks/{task}", get(task))
+            .route("/download/{task}", get(download))
+            .with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        shared
+    }
+
+    async fn token(State(s): State<Shared>, h: HeaderMap, body: String) -> Response {
+        use base64::Engine as _;
+        let want = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("cid:s3cr3t-value"));
+        if h.get("authorization").and_then(|v| v.to_str().ok()) != Some(want.as_str()) || body != "grant_type=client_credentials" {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        s.lock().unwrap().token_calls += 1;
+        Json(json!({"access_token": "tok-1", "expires_in": 3600, "token_type": "Bearer"})).into_response()
+    }
+
+    async fn entry(h: HeaderMap, Path(id): Path<String>) -> Response {
+        if !authorized(&h) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        Json(json!({"entry": {"id": id, "displayId": format!("EXP-{id}"), "name": format!("Experiment {id}"), "webURL": format!("https://t.benchling.com/{id}")}})).into_response()
+    }
+
+    async fn export(State(s): State<Shared>, h: HeaderMap, Json(body): Json<Value>) -> Response {
+        if !authorized(&h) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let id = body["id"].as_str().unwrap_or_default().to_string();
+        let mut f = s.lock().unwrap();
+        f.export_calls.push(id.clone());
+        if let Some(left) = f.fail_exports.get_mut(&id) {
+            if *left > 0 {
+                *left = left.saturating_sub(1);
+                return (StatusCode::INTERNAL_SERVER_ERROR, "export backend down").into_response();
+            }
+        }
+        let n = f.export_calls.len();
+        (StatusCode::ACCEPTED, Json(json!({"taskId": format!("task-{id}-{n}")}))).into_response()
+    }
+
+    async fn task(State(s): State<Shared>, h: HeaderMap, Path(task): Path<String>) -> Response {
+        if !authorized(&h) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let mut f = s.lock().unwrap();
+        let polls = f.task_polls.entry(task.clone()).or_default();
+        *polls += 1;
+        if *polls < 2 {
+            return Json(json!({"id": task, "status": "RUNNING"})).into_response();
+        }
+        Json(json!({"id": task, "status": "SUCCEEDED", "response": {"downloadURL": format!("{}/download/{task}", f.base)}})).into_response()
+    }
+
+    async fn download(Path(task): Path<String>) -> Response {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, body) in [("data.csv", format!("task,{task}\n1,2\n")), ("raw/plate.txt", "A1 0.5\n".to_string())] {
+            w.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+            w.write_all(body.as_bytes()).unwrap();
+        }
+        w.finish().unwrap().into_inner().into_response()
+    }
+}
+
+struct WorkerRig {
+    worker: service::worker::Worker,
+    fake: fake_benchling::Shared,
+    s3: aws_sdk_s3::Client,
+    packager_url: String,
+    dlq_url: String,
+}
+
+async fn worker_rig(s: &Service) -> WorkerRig {
+    let aws = s.moto.sdk_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&aws).force_path_style(true).build());
+    s3.create_bucket().bucket("bucket").send().await.unwrap();
+    let fifo = |name: &'static str| {
+        let sqs = s.sqs.clone();
+        async move {
+            sqs.create_queue()
+                .queue_name(name)
+                .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+                .send()
+                .await
+                .unwrap()
+                .queue_url()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let packager_url = fifo("packager.fifo").await;
+    let dlq_url = fifo("events-dlq.fifo").await;
+    let fake = fake_benchling::start().await;
+    let base = fake.lock().unwrap().base.clone();
+    let secret = s.state.secret.read().await.clone().expect("secret loaded");
+    let cfg = service::worker::WorkerConfig {
+        queue_url: s.queue_url.clone(),
+        packager_url: packager_url.clone(),
+        dead_letter_url: Some(dlq_url.clone()),
+        max_attempts: 3,
+        retry_base: Duration::ZERO,
+        receive_wait_secs: 0,
+        export_poll: Duration::from_millis(10),
+        export_timeout: Duration::from_secs(10),
+        benchling_base_url: Some(base.clone()),
+    };
+    let worker = service::worker::Worker {
+        benchling: service::benchling::Benchling::new(reqwest::Client::new(), &secret, Some(&base)),
+        cfg,
+        sqs: s.sqs.clone(),
+        s3: s3.clone(),
+        secret: (*secret).clone(),
+    };
+    WorkerRig { worker, fake, s3, packager_url, dlq_url }
+}
+
+async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Value> {
+    let out = sqs.receive_message().queue_url(url).max_number_of_messages(10).send().await.unwrap();
+    out.messages().iter().map(|m| serde_json::from_str(m.body().unwrap()).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_event_becomes_s3_objects_and_a_packager_message() {
+    let s = start(Setup::Normal).await;
+    let rig = worker_rig(&s).await;
+    assert_eq!(s.post_signed("/event", "msg_w1", &event_body("v2.entry.updated.fields", "etr_w1")).await.0, 200);
+    assert_eq!(rig.worker.run_once().await.unwrap(), 1);
+
+    let listed = rig.s3.list_objects_v2().bucket("bucket").prefix("benchling/EXP-etr_w1/").send().await.unwrap();
+    let mut keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["benchling/EXP-etr_w1/README.md", "benchling/EXP-etr_w1/data.csv", "benchling/EXP-etr_w1/entry.json", "benchling/EXP-etr_w1/raw/plate.txt"]
+    );
+    let csv = rig.s3.get_object().bucket("bucket").key("benchling/EXP-etr_w1/data.csv").send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    assert!(String::from_utf8_lossy(&csv).starts_with("task,task-etr_w1-"), "the export's file, unchanged");
+    let entry = rig.s3.get_object().bucket("bucket").key("benchling/EXP-etr_w1/entry.json").send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    assert_eq!(serde_json::from_slice::<Value>(&entry).unwrap()["displayId"], "EXP-etr_w1");
+
+    let msgs = drain(&s.sqs, &rig.packager_url).await;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        msgs[0],
+        json!({
+            "source_prefix": "s3://bucket/benchling/EXP-etr_w1/",
+            "registry": "bucket",
+            "package_name": "benchling/EXP-etr_w1",
+            "metadata_uri": "entry.json",
+            "commit_message": "Benchling v2.entry.updated.fields etr_w1",
+        })
+    );
+    assert_eq!(s.queued().await, 0, "the job is deleted once packaged");
+
+    // A second job reuses the cached OAuth token.
+    assert_eq!(s.post_signed("/event", "msg_w2", &event_body("v2.entry.created", "etr_w2")).await.0, 200);
+    assert_eq!(rig.worker.run_once().await.unwrap(), 1);
+    assert_eq!(rig.fake.lock().unwrap().token_calls, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_export_is_retried_then_dead_lettered() {
+    let s = start(Setup::Normal).await;
+    let rig = worker_rig(&s).await;
+    rig.fake.lock().unwrap().fail_exports.insert("etr_bad".into(), u32::MAX);
+    assert_eq!(s.post_signed("/event", "msg_bad", &event_body("v2.entry.created", "etr_bad")).await.0, 200);
+    let mut dead = Vec::new();
+    for _ in 0..10 {
+        rig.worker.run_once().await.unwrap();
+        dead = drain(&s.sqs, &rig.dlq_url).await;
+        if !dead.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(dead.len(), 1, "the job should reach the dead-letter queue");
+    assert_eq!(dead[0]["job"]["entry_id"], "etr_bad");
+    assert!(dead[0]["error"].as_str().unwrap().contains("500"), "{}", dead[0]);
+    assert_eq!(rig.fake.lock().unwrap().export_calls.len(), 3, "max_attempts = 3 tries");
+    assert_eq!(s.queued().await, 0, "dead-lettered jobs leave the work queue");
+    assert!(drain(&s.sqs, &rig.packager_url).await.is_empty(), "nothing packaged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_entrys_events_are_packaged_in_order_even_across_a_retry() {
+    let s = start(Setup::Normal).await;
+    let rig = worker_rig(&s).await;
+    rig.fake.lock().unwrap().fail_exports.insert("etr_o".into(), 1); // the first export fails once
+    let types = ["v2.entry.created", "v2.entry.updated.fields", "v2.entry.updated.reviewRecord"];
+    for (i, t) in types.iter().enumerate() {
+        assert_eq!(s.post_signed("/event", &format!("msg_o{i}"), &event_body(t, "etr_o")).await.0, 200);
+    }
+    let mut packaged = Vec::new();
+    for _ in 0..10 {
+        rig.worker.run_once().await.unwrap();
+        packaged.extend(drain(&s.sqs, &rig.packager_url).await);
+        if packaged.len() >= 3 {
+            break;
+        }
+    }
+    let order: Vec<String> = packaged.iter().map(|m| m["commit_message"].as_str().unwrap().to_string()).collect();
+    assert_eq!(order, types.iter().map(|t| format!("Benchling {t} etr_o")).collect::<Vec<_>>());
+    assert_eq!(rig.fake.lock().unwrap().export_calls.len(), 4, "one failed export, then three good ones");
 }

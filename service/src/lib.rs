@@ -2,11 +2,13 @@
 //! they are durably queued (SQS FIFO), and reports its health for ECS and Cloud Map.
 
 pub mod app;
+pub mod benchling;
 pub mod config;
 pub mod jwks;
 pub mod queue;
 pub mod replay;
 pub mod verify;
+pub mod worker;
 
 use app::AppState;
 use config::Config;
@@ -24,7 +26,7 @@ pub fn http_client() -> reqwest::Client {
 
 /// Builds the state with AWS clients from the standard configuration, and starts the
 /// background loader (secret, then signing keys, then their 6-hourly refresh).
-pub async fn start(config: Config) -> Arc<AppState> {
+pub async fn start(config: Config) -> (Arc<AppState>, aws_config::SdkConfig) {
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let queue: Arc<dyn Queue> = match &config.queue_url {
         Some(url) => Arc::new(SqsQueue { client: aws_sdk_sqs::Client::new(&aws), url: url.clone() }),
@@ -33,7 +35,7 @@ pub async fn start(config: Config) -> Arc<AppState> {
     let state = AppState::new(config, queue);
     let sm = aws_sdk_secretsmanager::Client::new(&aws);
     tokio::spawn(load_forever(state.clone(), sm, http_client(), RETRY_EVERY));
-    state
+    (state, aws)
 }
 
 /// Loads the secret until it succeeds (degraded meanwhile, never crash-looping), then keeps
@@ -70,6 +72,34 @@ pub async fn load_forever(state: Arc<AppState>, sm: aws_sdk_secretsmanager::Clie
         };
         tokio::time::sleep(wait).await;
     }
+}
+
+/// S3 client; path-style addressing only against an emulator (`AWS_ENDPOINT_URL`).
+pub fn s3_client(aws: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let emulated = std::env::var_os("AWS_ENDPOINT_URL").is_some();
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(aws).force_path_style(emulated).build())
+}
+
+/// Waits for the Benchling secret, then runs the packaging worker until `stop` turns true.
+pub async fn run_worker(state: Arc<AppState>, aws: aws_config::SdkConfig, cfg: worker::WorkerConfig, stop: tokio::sync::watch::Receiver<bool>) {
+    let secret = loop {
+        if let Some(s) = state.secret.read().await.clone() {
+            break s;
+        }
+        if *stop.borrow() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let w = Arc::new(worker::Worker {
+        benchling: benchling::Benchling::new(http_client(), &secret, cfg.benchling_base_url.as_deref()),
+        cfg,
+        sqs: aws_sdk_sqs::Client::new(&aws),
+        s3: s3_client(&aws),
+        secret: (*secret).clone(),
+    });
+    tracing::info!(queue = w.cfg.queue_url, "worker started");
+    w.run(stop).await;
 }
 
 /// Serves until `shutdown` completes, then finishes in-flight requests.
