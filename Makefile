@@ -35,3 +35,7 @@ fmt:
 
 clippy:
 	cargo clippy --workspace --tests -- -D warnings
+
+# Signed /event load against the release binary (not a test; numbers go in the README).
+bench-service:
+	cargo bench -p benchling-webhook --bench webhook

@@ -32,6 +32,7 @@ struct Service {
     queue_url: String,
     http: reqwest::Client,
     state: Arc<AppState>,
+    jwks: signer::JwksServer,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -63,13 +64,15 @@ async fn start(setup: Setup) -> Service {
 
     // The app's JWKS, served locally.
     let signer = Signer::new();
-    let jwks_url = signer::serve_jwks(signer.jwks()).await;
+    let jwks = signer::serve_jwks(signer.jwks()).await;
+    let jwks_url = jwks.url.clone();
 
     let used_queue = if setup == Setup::BrokenQueue { format!("{}-missing.fifo", queue_url.trim_end_matches(".fifo")) } else { queue_url.clone() };
     let config = Config::from_lookup(|k| match k {
         "BENCHLING_SECRET" => Some("benchling".into()),
         "QUEUE_URL" => Some(used_queue.clone()),
         "BENCHLING_JWKS_URL" => Some(jwks_url.clone()),
+        "JWKS_MIN_REFETCH_SECS" => Some("0.5".into()),
         _ => None,
     })
     .unwrap();
@@ -78,7 +81,7 @@ async fn start(setup: Setup) -> Service {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(service::serve(state.clone(), listener, std::future::pending()));
-    let svc = Service { moto, url, signer, sqs, queue_url, http: reqwest::Client::new(), state };
+    let svc = Service { moto, url, signer, sqs, queue_url, http: reqwest::Client::new(), state, jwks };
     if setup != Setup::NoSecret {
         for _ in 0..100 {
             if svc.get("/health/ready").await.0 == 200 {
@@ -189,8 +192,51 @@ async fn routes_answer_with_the_documented_statuses() {
     let (st, h) = s.get("/health").await;
     assert_eq!((st, h["status"].as_str(), h["verification"].as_str()), (200, Some("ok"), Some("enabled")), "{h}");
     assert_eq!(s.get("/health/live").await.0, 200);
+    let r = s.http.get(format!("{}/health/live", s.url)).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123", "the caller's request id is echoed");
+    let r = s.http.get(format!("{}/health/live", s.url)).header("x-request-id", "evil\tline").send().await.unwrap();
+    assert!(r.headers()["x-request-id"].to_str().unwrap().starts_with("req-"), "unsafe ids are replaced");
     let all = format!("{h}");
     assert!(!all.contains("s3cr3t-value"), "health must not show secrets");
+}
+
+/// Benchling rotates the app's key: the first request signed with the new key triggers one
+/// JWKS refresh and succeeds; a flood of forged requests causes at most one fetch per
+/// `JWKS_MIN_REFETCH_SECS` (0.5 s here, 60 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_fetched_once_and_forgeries_cannot_cause_a_fetch_storm() {
+    let mut s = start(Setup::Normal).await;
+    assert_eq!(s.jwks.hits.load(std::sync::atomic::Ordering::SeqCst), 1, "keys are fetched at start-up");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let rotated = Signer::new();
+    *s.jwks.doc.lock().unwrap() = rotated.jwks();
+    s.signer = rotated;
+    let (st, v) = s.post_signed("/event", "msg_rot", &event_body("v2.entry.created", "etr_1")).await;
+    assert_eq!(st, 200, "signed with the rotated key: {v}");
+    assert_eq!(s.jwks.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    let forger = Signer::new();
+    let started = std::time::Instant::now();
+    let body = event_body("v2.entry.created", "etr_1");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let ts = now();
+        let headers = vec![("webhook-id", format!("forged_{i}")), ("webhook-timestamp", ts.to_string()), ("webhook-signature", forger.sign(&format!("forged_{i}"), ts, body.as_bytes()))];
+        let (http, url, body) = (s.http.clone(), format!("{}/event", s.url), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut req = http.post(url).body(body);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 401);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let fetches = s.jwks.hits.load(std::sync::atomic::Ordering::SeqCst) - 2;
+    assert!(fetches as f64 <= 1.0 + elapsed / 0.5, "{fetches} JWKS fetches in {elapsed:.2}s for 40 forged requests");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

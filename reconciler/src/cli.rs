@@ -26,6 +26,12 @@ enum Command {
     Validate { file: PathBuf },
     /// Print the spec's JSON Schema.
     Schema,
+    /// Print the least-privilege IAM policy for `plan` or for `apply`/`destroy` of a spec.
+    Policy {
+        file: PathBuf,
+        #[arg(long = "for", value_enum, default_value_t = PolicyFor::Apply)]
+        purpose: PolicyFor,
+    },
     /// Show what apply would change.
     Plan {
         file: PathBuf,
@@ -54,6 +60,12 @@ enum Command {
         #[command(flatten)]
         aws: AwsOpts,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicyFor {
+    Plan,
+    Apply,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,6 +110,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Schema => {
             print!("{}", spec::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy { file, purpose } => {
+            let spec = load(&file)?;
+            let purpose = match purpose {
+                PolicyFor::Plan => engine::policy::Purpose::Plan,
+                PolicyFor::Apply => engine::policy::Purpose::Apply,
+            };
+            let doc = engine::policy::document(&spec.name, &resources::registry(), purpose);
+            println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { file, detailed_exitcode, format, aws } => {

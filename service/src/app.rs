@@ -59,7 +59,7 @@ impl AppState {
             .jwks_url
             .clone()
             .unwrap_or_else(|| format!("https://apps.benchling.com/api/v1/apps/{}/jwks", secret.app_definition_id));
-        let cache = Arc::new(KeyCache::new(url, http));
+        let cache = Arc::new(KeyCache::new(url, http, self.config.jwks_min_refetch));
         *self.keys.write().await = Some(cache.clone());
         *self.secret.write().await = Some(Arc::new(secret));
         *self.degraded.lock().unwrap() = None;
@@ -101,7 +101,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{stage}/canvas", post(canvas))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route: webhooks go to POST /event, /lifecycle or /canvas") })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Every log line of a request carries its id: the caller's `x-request-id` when it is a short
+/// printable token (so it cannot forge log lines), else a generated one. Echoed back.
+async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument as _;
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| format!("req-{:x}-{}", now_unix(), REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = next.run(req).instrument(span).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
 }
 
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {

@@ -23,6 +23,9 @@ pub struct Config {
     /// Optional client allowlist (`WEBHOOK_ALLOW_CIDRS`, comma-separated IPv4 CIDRs).
     pub allow_cidrs: Vec<(u32, u8)>,
     pub body_limit: usize,
+    /// Least time between JWKS fetches triggered by signatures no cached key verifies
+    /// (`JWKS_MIN_REFETCH_SECS`, default 60).
+    pub jwks_min_refetch: std::time::Duration,
 }
 
 impl Config {
@@ -51,6 +54,10 @@ impl Config {
             benchling_base_url: get("BENCHLING_BASE_URL"),
             allow_cidrs,
             body_limit: 1024 * 1024,
+            jwks_min_refetch: std::time::Duration::from_secs_f64(match get("JWKS_MIN_REFETCH_SECS") {
+                Some(v) => v.parse::<f64>().ok().filter(|s| *s >= 0.0).ok_or_else(|| format!("JWKS_MIN_REFETCH_SECS must be seconds, not `{v}`"))?,
+                None => crate::jwks::MIN_REFETCH.as_secs_f64(),
+            }),
         })
     }
 }

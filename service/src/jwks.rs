@@ -49,6 +49,7 @@ pub fn parse(doc: &[u8]) -> Result<Vec<VerifyingKey>, String> {
 
 pub struct KeyCache {
     url: String,
+    min_refetch: Duration,
     http: reqwest::Client,
     keys: RwLock<Vec<VerifyingKey>>,
     fetched: Mutex<Option<Instant>>,
@@ -56,8 +57,9 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    pub fn new(url: String, http: reqwest::Client) -> Self {
-        KeyCache { url, http, keys: RwLock::new(Vec::new()), fetched: Mutex::new(None), last_error: Mutex::new(None) }
+    /// `min_refetch`: the least time between two fetches triggered by unverifiable requests.
+    pub fn new(url: String, http: reqwest::Client, min_refetch: Duration) -> Self {
+        KeyCache { url, min_refetch, http, keys: RwLock::new(Vec::new()), fetched: Mutex::new(None), last_error: Mutex::new(None) }
     }
 
     pub fn url(&self) -> &str {
@@ -102,11 +104,15 @@ impl KeyCache {
         }
     }
 
-    /// Refreshes unless a fetch happened within [`MIN_REFETCH`]; true if it fetched new keys.
+    /// Refreshes unless a fetch happened within `min_refetch`; true if it fetched new keys.
+    /// The check and the claim are one step, so concurrent forged requests cause one fetch.
     pub async fn refresh_if_stale(&self) -> bool {
-        let recent = self.fetched.lock().unwrap().is_some_and(|t| t.elapsed() < MIN_REFETCH);
-        if recent {
-            return false;
+        {
+            let mut fetched = self.fetched.lock().unwrap();
+            if fetched.is_some_and(|t| t.elapsed() < self.min_refetch) {
+                return false;
+            }
+            *fetched = Some(Instant::now());
         }
         self.refresh().await.is_ok()
     }

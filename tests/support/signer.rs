@@ -7,6 +7,8 @@ use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct Signer {
@@ -35,13 +37,28 @@ pub fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-/// Serves `jwks` at `http://127.0.0.1:PORT/jwks`; returns that URL.
-pub async fn serve_jwks(jwks: Value) -> String {
+/// A JWKS document the test can swap (key rotation), and how often it was fetched.
+#[derive(Clone, Default)]
+pub struct JwksServer {
+    pub doc: Arc<Mutex<Value>>,
+    pub hits: Arc<AtomicUsize>,
+    pub url: String,
+}
+
+/// Serves `jwks` at `http://127.0.0.1:PORT/jwks`.
+pub async fn serve_jwks(jwks: Value) -> JwksServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let server = JwksServer { doc: Arc::new(Mutex::new(jwks)), hits: Arc::default(), url: format!("http://{}/jwks", listener.local_addr().unwrap()) };
+    let (doc, hits) = (server.doc.clone(), server.hits.clone());
     tokio::spawn(async move {
-        let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { axum::Json(jwks) }));
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                axum::Json(doc.lock().unwrap().clone())
+            }),
+        );
         axum::serve(listener, app).await.unwrap();
     });
-    url
+    server
 }

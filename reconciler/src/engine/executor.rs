@@ -388,6 +388,9 @@ mod tests {
         fn delete<'a>(&'a self, _: &'a Ctx, _: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
             unreachable!()
         }
+        fn iam_actions(&self) -> crate::engine::IamActions {
+            crate::engine::IamActions::default()
+        }
     }
 
     fn kinds() -> Vec<Box<dyn Kind>> {

@@ -6,6 +6,7 @@ mod context;
 mod diff;
 mod executor;
 pub mod ownership;
+pub mod policy;
 mod refs;
 pub mod wait;
 
@@ -64,6 +65,19 @@ pub trait Kind: Send + Sync {
     ) -> BoxFuture<'a, anyhow::Result<()>>;
     /// Deletes the resource and waits until it is gone (or going, where AWS allows reuse).
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// The IAM actions the verbs above call (for `reconciler policy`).
+    fn iam_actions(&self) -> IamActions;
+}
+
+/// IAM actions of one kind, by how they can be constrained to what the stack owns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IamActions {
+    /// Called by `observe` (and so by `plan`).
+    pub read: &'static [&'static str],
+    /// Create calls that tag the new resource in the same request.
+    pub create: &'static [&'static str],
+    /// Calls that change or delete a resource the stack already owns (tagged).
+    pub change: &'static [&'static str],
 }
 
 /// One field's difference: `before` is `None` when the field is missing live.

@@ -1,7 +1,7 @@
 //! `ec2:elastic-ip` — one public address per NAT gateway.
 
 use super::ec2::{call_failed, owned, stack_filter, sync_tags, tag_spec};
-use crate::engine::{Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{IamActions, Ctx, FieldChange, Fields, Kind, Observed};
 use aws_sdk_ec2::types::{DomainType, ResourceType};
 use futures::future::BoxFuture;
 
@@ -52,6 +52,14 @@ impl Kind for ElasticIp {
 
     fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, _fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(sync_tags(ctx, &live.physical_id, changes))
+    }
+
+    fn iam_actions(&self) -> IamActions {
+        IamActions {
+            read: &["ec2:DescribeAddresses"],
+            create: &["ec2:AllocateAddress"],
+            change: &["ec2:ReleaseAddress", "ec2:CreateTags", "ec2:DeleteTags"],
+        }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {

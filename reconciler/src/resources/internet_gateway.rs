@@ -1,7 +1,7 @@
 //! `ec2:internet-gateway` — the public subnets' way out, attached to the stack's VPC.
 
 use super::ec2::{call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{IamActions, Ctx, FieldChange, Fields, Kind, Observed};
 use aws_sdk_ec2::types::ResourceType;
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -82,6 +82,14 @@ impl Kind for InternetGateway {
             }
             sync_tags(ctx, &live.physical_id, changes).await
         })
+    }
+
+    fn iam_actions(&self) -> IamActions {
+        IamActions {
+            read: &["ec2:DescribeInternetGateways"],
+            create: &["ec2:CreateInternetGateway"],
+            change: &["ec2:AttachInternetGateway", "ec2:DetachInternetGateway", "ec2:DeleteInternetGateway", "ec2:CreateTags", "ec2:DeleteTags"],
+        }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {

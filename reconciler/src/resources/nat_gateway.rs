@@ -3,7 +3,7 @@
 //! cannot be released before).
 
 use super::ec2::{call_failed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{wait, Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{IamActions, wait, Ctx, FieldChange, Fields, Kind, Observed};
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use futures::future::BoxFuture;
 
@@ -74,6 +74,14 @@ impl Kind for NatGateway {
 
     fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, _fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(sync_tags(ctx, &live.physical_id, changes))
+    }
+
+    fn iam_actions(&self) -> IamActions {
+        IamActions {
+            read: &["ec2:DescribeNatGateways"],
+            create: &["ec2:CreateNatGateway"],
+            change: &["ec2:DeleteNatGateway", "ec2:CreateTags", "ec2:DeleteTags"],
+        }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {

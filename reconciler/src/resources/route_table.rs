@@ -3,7 +3,7 @@
 //! A route is `{"destination": CIDR, "target": igw-…|nat-…}`; the VPC's local route is AWS's.
 
 use super::ec2::{call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{normalise_set, Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{IamActions, normalise_set, Ctx, FieldChange, Fields, Kind, Observed};
 use aws_sdk_ec2::types::{ResourceType, RouteOrigin};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
@@ -134,6 +134,14 @@ impl Kind for RouteTable {
             }
             sync_tags(ctx, &live.physical_id, changes).await
         })
+    }
+
+    fn iam_actions(&self) -> IamActions {
+        IamActions {
+            read: &["ec2:DescribeRouteTables"],
+            create: &["ec2:CreateRouteTable"],
+            change: &["ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DeleteRoute", "ec2:AssociateRouteTable", "ec2:DisassociateRouteTable", "ec2:DeleteRouteTable", "ec2:CreateTags", "ec2:DeleteTags"],
+        }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {

@@ -4,7 +4,7 @@
 //! ones, never revoke-all-then-reauthorize (which would open an outage window).
 
 use super::ec2::{call_failed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{normalise_set, Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{IamActions, normalise_set, Ctx, FieldChange, Fields, Kind, Observed};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, UserIdGroupPair};
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -178,6 +178,14 @@ impl Kind for SecurityGroup {
             }
             sync_tags(ctx, &live.physical_id, changes).await
         })
+    }
+
+    fn iam_actions(&self) -> IamActions {
+        IamActions {
+            read: &["ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules"],
+            create: &["ec2:CreateSecurityGroup"],
+            change: &["ec2:AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupEgress", "ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress", "ec2:DeleteSecurityGroup", "ec2:CreateTags", "ec2:DeleteTags"],
+        }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {

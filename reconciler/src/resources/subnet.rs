@@ -1,7 +1,7 @@
 //! `ec2:subnet` — public and private subnets, one of each per availability zone.
 
 use super::ec2::{bool_field, call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{IamActions, Ctx, FieldChange, Fields, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 use futures::future::BoxFuture;
 
@@ -79,6 +79,14 @@ impl Kind for Subnet {
             }
             sync_tags(ctx, &live.physical_id, changes).await
         })
+    }
+
+    fn iam_actions(&self) -> IamActions {
+        IamActions {
+            read: &["ec2:DescribeSubnets"],
+            create: &["ec2:CreateSubnet"],
+            change: &["ec2:ModifySubnetAttribute", "ec2:DeleteSubnet", "ec2:CreateTags", "ec2:DeleteTags"],
+        }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {

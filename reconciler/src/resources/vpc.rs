@@ -1,7 +1,7 @@
 //! `ec2:vpc` — the stack's own VPC, with DNS support and hostnames (Cloud Map needs both).
 
 use super::ec2::{bool_field, call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{wait, Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{IamActions, wait, Ctx, FieldChange, Fields, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName, VpcState};
 use futures::future::BoxFuture;
 
@@ -105,6 +105,14 @@ impl Kind for Vpc {
             Self::set_dns(ctx, &live.physical_id, fields, changed(changes, "dns_support"), changed(changes, "dns_hostnames")).await?;
             sync_tags(ctx, &live.physical_id, changes).await
         })
+    }
+
+    fn iam_actions(&self) -> IamActions {
+        IamActions {
+            read: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute"],
+            create: &["ec2:CreateVpc"],
+            change: &["ec2:ModifyVpcAttribute", "ec2:DeleteVpc", "ec2:CreateTags", "ec2:DeleteTags"],
+        }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
