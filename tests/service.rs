@@ -76,7 +76,7 @@ async fn start(setup: Setup) -> Service {
         _ => None,
     })
     .unwrap();
-    let state = AppState::new(config, Arc::new(SqsQueue { client: sqs.clone(), url: used_queue.clone() }));
+    let state = AppState::new(config, Arc::new(SqsQueue::new(sqs.clone(), used_queue.clone(), 32)));
     tokio::spawn(service::load_forever(state.clone(), sm, service::http_client(), Duration::from_millis(100)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -146,6 +146,7 @@ async fn run(seconds: u64) {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PORT", port.to_string())
         .env("RUST_LOG", "warn")
+        .envs(std::env::var("MALLOC_ARENA_MAX").ok().map(|v| ("MALLOC_ARENA_MAX", v)))
         .env("AWS_ENDPOINT_URL", &sink_url)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "bench")

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::RwLock;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -41,7 +41,7 @@ impl AppState {
             secret: RwLock::new(None),
             degraded: Mutex::new(Some("the Benchling secret is not loaded yet".into())),
             keys: RwLock::new(None),
-            replay: ReplayGuard::new(Duration::from_secs(verify::TOLERANCE_SECS as u64 * 2)),
+            replay: ReplayGuard::new(verify::TOLERANCE_SECS),
             queue,
         })
     }
@@ -304,7 +304,7 @@ async fn verify_request(s: &AppState, secret: &BenchlingSecret, headers: &Header
         result = verify::verify(&h, body, &cache.keys().await, now);
     }
     result?;
-    if !s.replay.reserve(h.id) {
+    if !s.replay.reserve(h.id, now) {
         return Err(Rejection::Replay);
     }
     Ok(h.id.to_string())

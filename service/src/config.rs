@@ -26,6 +26,8 @@ pub struct Config {
     /// Least time between JWKS fetches triggered by signatures no cached key verifies
     /// (`JWKS_MIN_REFETCH_SECS`, default 60).
     pub jwks_min_refetch: std::time::Duration,
+    /// SendMessage calls in flight at once (`SQS_MAX_IN_FLIGHT`, default 32).
+    pub sqs_max_in_flight: usize,
 }
 
 impl Config {
@@ -42,7 +44,12 @@ impl Config {
             Some(list) => list.split(',').map(|c| parse_cidr(c.trim())).collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
+        let sqs_max_in_flight = match get("SQS_MAX_IN_FLIGHT") {
+            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("SQS_MAX_IN_FLIGHT must be a positive number, not `{v}`"))?,
+            None => 32,
+        };
         Ok(Config {
+            sqs_max_in_flight,
             port,
             app_env: get("APP_ENV").unwrap_or_else(|| "production".into()),
             secret_id: get("BENCHLING_SECRET"),

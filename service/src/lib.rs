@@ -29,7 +29,7 @@ pub fn http_client() -> reqwest::Client {
 pub async fn start(config: Config) -> (Arc<AppState>, aws_config::SdkConfig) {
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let queue: Arc<dyn Queue> = match &config.queue_url {
-        Some(url) => Arc::new(SqsQueue { client: aws_sdk_sqs::Client::new(&aws), url: url.clone() }),
+        Some(url) => Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&aws), url.clone(), config.sqs_max_in_flight)),
         None => Arc::new(NoQueue),
     };
     let state = AppState::new(config, queue);

@@ -2,18 +2,18 @@
 //! ASN.1 DER (`v1bder,<base64>`) over `"{webhook-id}.{webhook-timestamp}.{raw body}"`.
 //! Crypto is aws-lc-rs (already in the tree for TLS); nothing here is hand-rolled.
 
-use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
+use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_ASN1};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 
 /// Largest allowed distance between `webhook-timestamp` and now.
 pub const TOLERANCE_SECS: i64 = 300;
 
-/// A P-256 public key (uncompressed SEC1 point) with its JWKS key id.
-#[derive(Clone, PartialEq, Eq)]
+/// A P-256 public key with its JWKS key id, parsed and validated once (not per request).
+#[derive(Clone)]
 pub struct VerifyingKey {
     pub kid: String,
-    point: Vec<u8>,
+    key: ParsedPublicKey,
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -34,11 +34,12 @@ impl VerifyingKey {
         point.push(0x04);
         point.extend_from_slice(&x);
         point.extend_from_slice(&y);
-        Ok(VerifyingKey { kid: kid.to_string(), point })
+        let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &point).map_err(|e| format!("key {kid}: not a valid P-256 public key: {e}"))?;
+        Ok(VerifyingKey { kid: kid.to_string(), key })
     }
 
     fn verifies(&self, message: &[u8], der: &[u8]) -> bool {
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.point).verify(message, der).is_ok()
+        self.key.verify_sig(message, der).is_ok()
     }
 }
 
@@ -154,5 +155,7 @@ mod tests {
         assert_eq!(verify(&h, c["body"].as_str().unwrap().as_bytes(), &[], c["now"].as_i64().unwrap()), Err(Rejection::NoKeys));
         assert!(VerifyingKey::from_jwk("k", "AAAA", "AAAA").is_err());
         assert!(VerifyingKey::from_jwk("k", "%%", "AAAA").is_err());
+        let not_on_curve = URL_SAFE_NO_PAD.encode([1u8; 32]);
+        assert!(VerifyingKey::from_jwk("k", &not_on_curve, &not_on_curve).unwrap_err().contains("not a valid P-256"));
     }
 }
