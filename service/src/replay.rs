@@ -8,6 +8,10 @@
 //! generation. Each entry is a keyed 64-bit hash of the id (random key per process, so ids
 //! cannot be chosen to collide): about 10 to 20 bytes an id.
 //!
+//! The set is split into shards by hash, each with its own lock and generations. A shard's
+//! table grows by doubling, so a resize briefly holds old and new tables: sharding keeps
+//! that spike at 1/64 of the set (and the locks uncontended).
+//!
 //! An id is reserved while its request is being queued and released if queuing fails, so
 //! Benchling's retry of a request we answered 503 is not mistaken for a replay.
 
@@ -17,11 +21,12 @@ use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 const GENERATIONS: usize = 3;
+const SHARDS: usize = 64;
 
 pub struct ReplayGuard {
     tolerance: i64,
     keys: RandomState,
-    inner: Mutex<Inner>,
+    shards: Vec<Mutex<Inner>>,
 }
 
 struct Inner {
@@ -36,14 +41,19 @@ impl ReplayGuard {
         ReplayGuard {
             tolerance: tolerance_secs.max(1),
             keys: RandomState::new(),
-            inner: Mutex::new(Inner { generations: VecDeque::from([HashSet::new()]), started: None }),
+            shards: (0..SHARDS).map(|_| Mutex::new(Inner { generations: VecDeque::from([HashSet::new()]), started: None })).collect(),
         }
+    }
+
+    fn shard(&self, h: u64) -> std::sync::MutexGuard<'_, Inner> {
+        // The low bits pick the bucket inside a shard's table; use the high bits here.
+        self.shards[(h >> 58) as usize % SHARDS].lock().unwrap()
     }
 
     /// Reserves `id` at time `now`; false if it was seen recently (a replay).
     pub fn reserve(&self, id: &str, now: i64) -> bool {
         let h = self.keys.hash_one(id);
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.shard(h);
         let started = *inner.started.get_or_insert(now);
         let elapsed = (now - started).max(0);
         if elapsed >= self.tolerance {
@@ -65,14 +75,14 @@ impl ReplayGuard {
     /// Forgets a reservation (the request was not acknowledged).
     pub fn release(&self, id: &str) {
         let h = self.keys.hash_one(id);
-        for g in self.inner.lock().unwrap().generations.iter_mut() {
+        for g in self.shard(h).generations.iter_mut() {
             g.remove(&h);
         }
     }
 
     /// Ids remembered.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap().generations.iter().map(HashSet::len).sum()
+        self.shards.iter().map(|s| s.lock().unwrap().generations.iter().map(HashSet::len).sum::<usize>()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -109,7 +119,11 @@ mod tests {
         for i in 0..1000 {
             g.reserve(&format!("x{i}"), 2000);
         }
-        g.reserve("late", 3000);
-        assert!(g.len() <= 2, "{} ids still remembered", g.len());
+        // Each shard drops its old generations when it is next used.
+        for i in 0..1000 {
+            g.reserve(&format!("y{i}"), 3000);
+        }
+        assert!(g.len() <= 1000 + SHARDS, "{} ids still remembered", g.len());
+        assert!(g.reserve("x1", 3001), "an id from long ago is forgotten");
     }
 }
