@@ -43,6 +43,19 @@ impl Builder<'_> {
     }
 }
 
+impl Builder<'_> {
+    fn security_group(&mut self, id: &str, suffix: &str, purpose: &str, ingress: Vec<Value>, egress: Vec<Value>) {
+        let fields = obj(json!({
+            "group_name": format!("{}-{suffix}", self.spec.name),
+            "description": format!("{} {purpose} (managed by reconciler)", self.spec.name),
+            "vpc": reference("vpc"),
+            "ingress": set(ingress),
+            "egress": set(egress),
+        }));
+        self.add("ec2:security-group", id, fields, &[]);
+    }
+}
+
 fn obj(v: Value) -> Fields {
     match v {
         Value::Object(m) => m,
@@ -133,32 +146,11 @@ pub fn build(spec: &Spec, facts: &Facts) -> anyhow::Result<DesiredState> {
 
     // Security groups. The service takes traffic on its port from inside the VPC only (the
     // VPC link's ENIs live there); it needs egress to pull images and call AWS and Benchling.
-    let port = spec.service.as_ref().map(|s| s.port).unwrap_or(8080);
-    b.add(
-        "ec2:security-group",
-        "sg-service",
-        obj(json!({
-            "group_name": format!("{}-service", spec.name),
-            "description": format!("{} webhook service tasks (managed by reconciler)", spec.name),
-            "vpc": reference("vpc"),
-            "ingress": set(vec![json!(format!("tcp {port} {vpc_cidr}"))]),
-            "egress": set(vec![json!("all all 0.0.0.0/0")]),
-        })),
-        &[],
-    );
     // The VPC link only needs to reach the service port inside the VPC.
-    b.add(
-        "ec2:security-group",
-        "sg-vpc-link",
-        obj(json!({
-            "group_name": format!("{}-vpc-link", spec.name),
-            "description": format!("{} API Gateway VPC link (managed by reconciler)", spec.name),
-            "vpc": reference("vpc"),
-            "ingress": set(vec![]),
-            "egress": set(vec![json!(format!("tcp {port} {vpc_cidr}"))]),
-        })),
-        &[],
-    );
+    let port = spec.service.as_ref().map(|s| s.port).unwrap_or(8080);
+    let service_port = json!(format!("tcp {port} {vpc_cidr}"));
+    b.security_group("sg-service", "service", "webhook service tasks", vec![service_port.clone()], vec![json!("all all 0.0.0.0/0")]);
+    b.security_group("sg-vpc-link", "vpc-link", "API Gateway VPC link", vec![], vec![service_port]);
 
     Ok(DesiredState { resources: b.out, externals })
 }

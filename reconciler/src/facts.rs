@@ -2,15 +2,11 @@
 //! mode) the referenced VPC and subnets, validated so that a bad reference fails fast.
 
 use crate::desired::{ExistingNetwork, Facts};
-use crate::engine::Ctx;
+use crate::engine::{call_failed, Ctx};
 use crate::spec::Spec;
 use anyhow::{anyhow, bail};
 use aws_sdk_ec2::types::Filter;
 use std::collections::BTreeSet;
-
-fn sdk<E: std::error::Error + Send + Sync + 'static>(call: &'static str) -> impl FnOnce(E) -> anyhow::Error {
-    move |e| anyhow!("{call}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e))
-}
 
 pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
     let mut facts = Facts { azs: vec![], existing: None };
@@ -22,7 +18,7 @@ pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
                 .filters(Filter::builder().name("state").values("available").build())
                 .send()
                 .await
-                .map_err(sdk("DescribeAvailabilityZones"))?;
+                .map_err(call_failed("DescribeAvailabilityZones"))?;
             let mut azs: Vec<String> = out
                 .availability_zones()
                 .iter()

@@ -18,6 +18,12 @@ pub use refs::{reference, references as references_in, resolve, set, UNKNOWN};
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
+/// Names the AWS call that failed and gives the service's full error (code and message), not
+/// just "service error".
+pub fn call_failed<E: std::error::Error + Send + Sync + 'static>(call: &str) -> impl FnOnce(E) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("{call}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e))
+}
+
 /// Fields of a resource: desired (may contain references) or observed (normalised).
 pub type Fields = Map<String, Value>;
 

@@ -2,15 +2,11 @@
 //! tag convergence, and error context. Kind logic stays in the kind files.
 
 use crate::engine::ownership::{self, STACK_TAG};
+pub use crate::engine::call_failed;
 use crate::engine::{Ctx, FieldChange, Fields};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use serde_json::Value;
 use std::collections::BTreeMap;
-
-/// Formats an SDK error with its full context (the service's code and message), naming the call.
-pub fn call_failed<E: std::error::Error + Send + Sync + 'static>(call: &str) -> impl FnOnce(E) -> anyhow::Error + '_ {
-    move |e| anyhow::anyhow!("{call}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e))
-}
 
 /// Server-side filter for everything this stack owns. Some emulators ignore filters, so
 /// callers also check ownership client-side with [`owned`].
