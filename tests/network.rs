@@ -4,6 +4,8 @@
 
 #[path = "support/mod.rs"]
 mod support;
+#[path = "support/fault_proxy.rs"]
+mod fault_proxy;
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, IpPermission, IpRange, NatGatewayState, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
@@ -13,12 +15,19 @@ use support::{repo_root, Moto, Run};
 const STACK: &str = "benchling-webhook";
 
 fn reconciler(moto: &Moto, args: &[&str]) -> Run {
+    reconciler_via(moto, &moto.endpoint, "1", args)
+}
+
+/// Runs the CLI against `endpoint` (moto itself, or the fault proxy in front of it).
+fn reconciler_via(moto: &Moto, endpoint: &str, attempts: &str, args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
         .args(args)
         .current_dir(repo_root())
         .envs(moto.env())
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("RECONCILER_POLL_INTERVAL", "0.05")
-        .env("RECONCILER_MAX_ATTEMPTS", "1")
+        .env("RECONCILER_MAX_ATTEMPTS", attempts)
+        .env("RECONCILER_RETRY_BASE_MS", "5")
         .stdin(Stdio::null())
         .output()
         .expect("run reconciler");
@@ -314,4 +323,66 @@ async fn existing_vpc_is_referenced_validated_and_never_modified() {
     assert_eq!(vpcs.vpcs().len(), 1, "the existing VPC must survive destroy");
     let subs = c.describe_subnets().subnet_ids(&a).subnet_ids(&b).send().await.unwrap();
     assert_eq!(subs.subnets().len(), 2, "the existing subnets must survive destroy");
+}
+
+/// Throttling and 5xx are retried, reads as they are and mutations only after observing
+/// again, and the stack converges with nothing created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_server_errors_are_retried_without_duplicates() {
+    use fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("DescribeVpcs", &[Fault::Throttle, Fault::ServerError]);
+    proxy.inject("CreateSubnet", &[Fault::Throttle, Fault::Throttle]);
+    proxy.inject("CreateSecurityGroup", &[Fault::ServerError]);
+    // The ambiguous case: the VPC and a NAT gateway are created, but the client is told 500.
+    proxy.inject("CreateVpc", &[Fault::ServerErrorAfterForwarding]);
+    proxy.inject("CreateNatGateway", &[Fault::ServerErrorAfterForwarding]);
+    proxy.inject("AuthorizeSecurityGroupIngress", &[Fault::ServerErrorAfterForwarding]);
+
+    let run = reconciler_via(&moto, &proxy.url, "4", &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(
+        counts(&c, STACK).await,
+        Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 2 },
+        "exactly one of everything, although creates were answered with 500 after taking effect\n{run}"
+    );
+    assert_eq!(proxy.count("CreateVpc"), 1, "the VPC was found by its tags, not created again");
+    assert_eq!(proxy.count("CreateNatGateway"), 2, "one per AZ, none repeated");
+    assert_eq!(proxy.count("CreateSubnet"), 6, "4 subnets + 2 throttled calls");
+    assert!(run.stderr.contains("observing again and retrying"), "{run}");
+    let sg = security_group(&c, "sg-service").await;
+    let rules = c.describe_security_group_rules().filters(Filter::builder().name("group-id").values(&sg).build()).send().await.unwrap();
+    assert_eq!(rules.security_group_rules().iter().filter(|r| r.from_port() == Some(8080)).count(), 1);
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
+/// A validation error is final: tried once, reported with AWS's code and message, exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_errors_are_not_retried() {
+    use fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("CreateVpc", &[Fault::Validation]);
+    let run = reconciler_via(&moto, &proxy.url, "5", &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(proxy.count("CreateVpc"), 1, "no retry of a validation error\n{run}");
+    assert!(run.stderr.contains("InvalidParameterValue") && run.stderr.contains("CreateVpc"), "{run}");
+    assert!(run.stderr.contains("run apply again"), "the error says what to do\n{run}");
+    // Independent work finished; nothing that depends on the VPC was attempted.
+    assert_eq!(proxy.count("CreateSubnet"), 0);
+}
+
+/// Retries are bounded: a call that keeps failing gives up after the configured attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_bounded() {
+    use fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("DescribeSubnets", &[Fault::Throttle; 10]);
+    let run = reconciler_via(&moto, &proxy.url, "3", &["plan", "specs/prod.yaml"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("RequestLimitExceeded"), "{run}");
+    assert_eq!(proxy.count("DescribeSubnets"), 3, "3 attempts, then the error");
 }

@@ -82,9 +82,13 @@ struct AwsOpts {
     /// Seconds one wait may take before failing (a re-run resumes).
     #[arg(long, default_value_t = 600.0, env = "RECONCILER_WAIT_TIMEOUT")]
     wait_timeout: f64,
-    /// Attempts per AWS call; throttling and 5xx are retried with jittered backoff.
+    /// Tries per AWS operation; throttling, 5xx and transport failures are retried with
+    /// jittered exponential backoff (a mutation only after observing again).
     #[arg(long, default_value_t = 5, env = "RECONCILER_MAX_ATTEMPTS")]
     max_attempts: u32,
+    /// First retry backoff in milliseconds (doubles per attempt, full jitter, 20 s cap).
+    #[arg(long, default_value_t = 500, env = "RECONCILER_RETRY_BASE_MS")]
+    retry_base_ms: u64,
     /// Mutations in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -203,13 +207,20 @@ impl Session {
         settings.poll_interval = Duration::from_secs_f64(aws.poll_interval.max(0.0));
         settings.wait_timeout = Duration::from_secs_f64(aws.wait_timeout.max(0.0));
         settings.max_concurrency = aws.concurrency.max(1);
-        let ctx = Ctx::from_env(&spec.region, settings, aws.max_attempts).await;
+        settings.max_attempts = aws.max_attempts.max(1);
+        settings.retry_base = Duration::from_millis(aws.retry_base_ms);
+        let ctx = Ctx::from_env(&spec.region, settings).await;
         Ok(Session { spec, ctx, kinds: resources::registry() })
     }
 
     async fn plan(&self) -> anyhow::Result<(DesiredState, engine::Snapshot, Plan)> {
         let (facts, observed) = tokio::try_join!(
-            async { crate::facts::gather(&self.ctx, &self.spec).await.context("reading the network the spec refers to") },
+            async {
+                let s = &self.ctx.settings;
+                engine::retry::with_retries(s.max_attempts, s.retry_base, || crate::facts::gather(&self.ctx, &self.spec))
+                    .await
+                    .context("reading the network the spec refers to")
+            },
             engine::observe(&self.ctx, &self.kinds)
         )?;
         let state = desired::build(&self.spec, &facts)?;

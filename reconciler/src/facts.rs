@@ -4,7 +4,7 @@
 use crate::desired::{ExistingNetwork, Facts};
 use crate::engine::{call_failed, Ctx};
 use crate::spec::Spec;
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context as _};
 use aws_sdk_ec2::types::Filter;
 use std::collections::BTreeSet;
 
@@ -30,14 +30,14 @@ pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
         }
     }
     if let Some(ex) = &spec.network.existing {
-        let vpcs = ctx.ec2.describe_vpcs().vpc_ids(&ex.vpc_id).send().await.map_err(|e| {
-            anyhow!(
-                "network.existing.vpc_id {} cannot be read in {}: {}. Check the id and the region.",
-                ex.vpc_id,
-                spec.region,
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            )
-        })?;
+        let vpcs = ctx
+            .ec2
+            .describe_vpcs()
+            .vpc_ids(&ex.vpc_id)
+            .send()
+            .await
+            .map_err(call_failed("DescribeVpcs"))
+            .with_context(|| format!("network.existing.vpc_id {} cannot be read in {}; check the id and the region", ex.vpc_id, spec.region))?;
         let vpc = vpcs.vpcs().first().ok_or_else(|| anyhow!("VPC {} does not exist in {}", ex.vpc_id, spec.region))?;
         let subnets = ctx
             .ec2
@@ -45,7 +45,8 @@ pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
             .set_subnet_ids(Some(ex.private_subnet_ids.clone()))
             .send()
             .await
-            .map_err(|e| anyhow!("network.existing.private_subnet_ids cannot be read: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)))?;
+            .map_err(call_failed("DescribeSubnets"))
+            .context("network.existing.private_subnet_ids cannot be read; check the ids and the region")?;
         let found: Vec<(String, String, String)> = subnets
             .subnets()
             .iter()

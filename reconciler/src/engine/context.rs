@@ -17,6 +17,10 @@ pub struct Settings {
     pub wait_timeout: Duration,
     /// Mutations in flight at once.
     pub max_concurrency: usize,
+    /// Tries per AWS operation when it fails retryably (throttling, 5xx, transport).
+    pub max_attempts: u32,
+    /// First backoff; doubles per attempt, with full jitter, capped at 20 s.
+    pub retry_base: Duration,
 }
 
 impl Settings {
@@ -27,6 +31,8 @@ impl Settings {
             poll_interval: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(600),
             max_concurrency: 4,
+            max_attempts: 5,
+            retry_base: Duration::from_millis(500),
         }
     }
 }
@@ -38,12 +44,11 @@ pub struct Ctx {
 
 impl Ctx {
     /// Standard AWS configuration (credential chain, profiles, `AWS_ENDPOINT_URL`), in the
-    /// spec's region. Throttling and 5xx are retried by the SDK's standard retry mode
-    /// (jittered exponential backoff, bounded attempts); validation errors are not.
-    pub async fn from_env(region: &str, settings: Settings, max_attempts: u32) -> Self {
+    /// spec's region. The SDK's own retries are off: the engine retries (see `retry.rs`).
+    pub async fn from_env(region: &str, settings: Settings) -> Self {
         let conf = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
-            .retry_config(RetryConfig::standard().with_max_attempts(max_attempts.max(1)))
+            .retry_config(RetryConfig::disabled())
             .load()
             .await;
         Ctx { settings, ec2: aws_sdk_ec2::Client::new(&conf) }

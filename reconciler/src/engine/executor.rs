@@ -14,14 +14,24 @@ use std::time::Instant;
 /// Everything the stack owns, as observed at one moment.
 pub type Snapshot = Vec<Observed>;
 
-/// Reads every kind concurrently.
+/// Reads every kind concurrently (each read retried while it fails retryably).
 pub async fn observe(ctx: &Ctx, kinds: &[Box<dyn Kind>]) -> anyhow::Result<Snapshot> {
-    let results = futures::future::join_all(kinds.iter().map(|k| k.observe(ctx))).await;
+    let results = futures::future::join_all(kinds.iter().map(|k| observe_kind(ctx, k.as_ref()))).await;
     let mut all = Vec::new();
     for (k, r) in kinds.iter().zip(results) {
         all.extend(r.with_context(|| format!("reading the stack's {} resources", k.name()))?);
     }
     Ok(all)
+}
+
+async fn observe_kind(ctx: &Ctx, kind: &dyn Kind) -> anyhow::Result<Vec<Observed>> {
+    let s = &ctx.settings;
+    super::retry::with_retries(s.max_attempts, s.retry_base, || kind.observe(ctx)).await
+}
+
+/// The resource with this logical id, as it is now.
+async fn observe_one(ctx: &Ctx, kind: &dyn Kind, id: &str) -> anyhow::Result<Option<Observed>> {
+    Ok(observe_kind(ctx, kind).await?.into_iter().find(|o| o.id == id))
 }
 
 fn kind_of<'k>(kinds: &'k [Box<dyn Kind>], name: &str) -> anyhow::Result<&'k dyn Kind> {
@@ -214,7 +224,7 @@ pub async fn apply(
         let d = &desired[i];
         if let (Action::Replace { reason }, Some(l)) = (action_of(d), live.get(&(d.kind, d.id.as_str()))) {
             progress(&format!("replacing {} {} [{}]: {reason}; deleting the old one", d.kind, d.id, l.physical_id));
-            kind_of(kinds, d.kind)?.delete(ctx, l).await.with_context(|| format!("deleting {} {} for replacement", d.kind, d.id))?;
+            delete_one(ctx, kind_of(kinds, d.kind)?, l).await.with_context(|| format!("deleting {} {} for replacement", d.kind, d.id))?;
         }
     }
 
@@ -309,7 +319,34 @@ enum Outcome {
     Unchanged,
 }
 
+/// Converges one resource. After a retryable failure nothing is re-sent blindly: the resource
+/// is observed again and converged from what is there (a create that did happen is kept).
 async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, live: Option<&Observed>) -> anyhow::Result<Outcome> {
+    let was_missing = live.is_none();
+    let mut live = live.cloned();
+    let mut attempt = 1;
+    loop {
+        match converge_step(ctx, kind, d, fields, live.as_ref()).await {
+            Ok(outcome) => {
+                return Ok(match (was_missing, outcome, &live) {
+                    // Created by an earlier attempt that reported failure: still a creation.
+                    (true, Outcome::Unchanged | Outcome::Updated(_), Some(l)) => Outcome::Created(l.physical_id.clone()),
+                    (_, outcome, _) => outcome,
+                });
+            }
+            Err(e) if attempt < ctx.settings.max_attempts && super::retry::is_retryable(&e) => {
+                let wait = super::retry::backoff(ctx.settings.retry_base, attempt);
+                progress(&format!("{} {}: {e:#}; observing again and retrying in {wait:.1?} (attempt {}/{})", d.kind, d.id, attempt + 1, ctx.settings.max_attempts));
+                tokio::time::sleep(wait).await;
+                live = observe_one(ctx, kind, &d.id).await?;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn converge_step(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, live: Option<&Observed>) -> anyhow::Result<Outcome> {
     let Some(live) = live else {
         return Ok(Outcome::Created(kind.create(ctx, &d.id, fields).await.with_context(|| format!("creating {} {}", d.kind, d.id))?));
     };
@@ -319,13 +356,32 @@ async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, 
     }
     if let Some(reason) = replace_reason(kind, &changes) {
         progress(&format!("replacing {} {} [{}]: {reason}", d.kind, d.id, live.physical_id));
-        kind.delete(ctx, live).await.with_context(|| format!("deleting {} {} for replacement", d.kind, d.id))?;
+        delete_one(ctx, kind, live).await?;
         return Ok(Outcome::Created(kind.create(ctx, &d.id, fields).await.with_context(|| format!("creating {} {}", d.kind, d.id))?));
     }
     kind.update(ctx, live, fields, &changes)
         .await
         .with_context(|| format!("updating {} {} [{}]", d.kind, d.id, live.physical_id))?;
     Ok(Outcome::Updated(changes.into_iter().map(|c| c.field).collect()))
+}
+
+/// Deletes one resource; after a retryable failure, observes again: gone is done.
+async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Result<()> {
+    let mut attempt = 1;
+    loop {
+        match kind.delete(ctx, live).await.with_context(|| format!("deleting {} {} [{}]", live.kind, live.id, live.physical_id)) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < ctx.settings.max_attempts && super::retry::is_retryable(&e) => {
+                tokio::time::sleep(super::retry::backoff(ctx.settings.retry_base, attempt)).await;
+                let still_there = observe_kind(ctx, kind).await?.iter().any(|o| o.physical_id == live.physical_id);
+                if !still_there {
+                    return Ok(());
+                }
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Deletes, kinds in reverse registration order (kinds are registered dependencies first),
@@ -338,7 +394,7 @@ async fn delete_in_reverse_kind_order(ctx: &Ctx, kinds: &[Box<dyn Kind>], victim
         for chunk in mine.chunks(ctx.settings.max_concurrency.max(1)) {
             let results = futures::future::join_all(chunk.iter().map(|o| async move {
                 progress(&format!("deleting {} {} [{}]", o.kind, o.id, o.physical_id));
-                kind.delete(ctx, o).await.with_context(|| format!("deleting {} {} [{}]", o.kind, o.id, o.physical_id))
+                delete_one(ctx, kind.as_ref(), o).await
             }))
             .await;
             for r in results {

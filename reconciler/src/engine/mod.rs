@@ -8,21 +8,17 @@ mod executor;
 pub mod ownership;
 pub mod policy;
 mod refs;
+pub mod retry;
 pub mod wait;
 
 pub use context::{Ctx, Settings};
 pub use diff::{diff_fields, normalise_set};
 pub use executor::{apply, destroy, observe, plan, ApplyReport, Snapshot};
+pub use retry::{call_failed, AwsError};
 pub use refs::{reference, references as references_in, resolve, set, UNKNOWN};
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
-
-/// Names the AWS call that failed and gives the service's full error (code and message), not
-/// just "service error".
-pub fn call_failed<E: std::error::Error + Send + Sync + 'static>(call: &str) -> impl FnOnce(E) -> anyhow::Error + '_ {
-    move |e| anyhow::anyhow!("{call}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e))
-}
 
 /// Fields of a resource: desired (may contain references) or observed (normalised).
 pub type Fields = Map<String, Value>;

@@ -1,0 +1,161 @@
+//! Retrying AWS calls without ever repeating a mutation blindly.
+//!
+//! The SDK's own retries are off: a create retried after an ambiguous 5xx can make a
+//! duplicate (EC2's CreateVpc has no idempotency token), and a delete or a rule change
+//! retried after it succeeded fails with NotFound or Duplicate. The engine retries instead.
+//! Reads are repeated. Mutations are never re-sent as they were: the resource is observed
+//! again by its tags and converged from what is there, so a create that did happen is found
+//! and kept. Only throttling, 5xx and transport failures are retried, never a validation error.
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use std::future::Future;
+use std::time::Duration;
+
+/// Error codes AWS uses for throttling.
+pub const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "BandwidthLimitExceeded",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// One failed AWS call: which, why (the service's code and message), and whether trying
+/// again can help.
+#[derive(Debug)]
+pub struct AwsError {
+    pub call: String,
+    pub code: Option<String>,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl std::fmt::Display for AwsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.call, self.message)
+    }
+}
+impl std::error::Error for AwsError {}
+
+/// Classifies an SDK error: throttling codes, HTTP 5xx, timeouts and transport failures are
+/// retryable; everything else (validation, not found, access denied) is final.
+pub fn classify<E>(call: &str, e: SdkError<E, Response>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (code, retryable) = match &e {
+        SdkError::ServiceError(ctx) => {
+            let code = ctx.err().code().map(str::to_string);
+            let throttled = code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c));
+            (code, throttled || ctx.raw().status().as_u16() >= 500)
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => (None, true),
+        _ => (None, false),
+    };
+    let message = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
+    AwsError { call: call.to_string(), code, message, retryable }
+}
+
+/// For `.map_err(call_failed("CreateVpc"))` on SDK results.
+pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    move |e| anyhow::Error::new(classify(call, e))
+}
+
+/// Whether any AWS error in the chain may succeed if tried again.
+pub fn is_retryable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(|a| a.retryable))
+}
+
+/// Exponential backoff with full jitter: a random wait in [0, base · 2^(attempt-1)], capped.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let cap = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(Duration::from_secs(20));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    // xorshift of the clock's nanoseconds: enough to spread concurrent retries.
+    let mut x = nanos as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    cap.mul_f64((x % 10_000) as f64 / 10_000.0)
+}
+
+/// Runs an idempotent operation (a read) up to `attempts` times while it fails retryably.
+pub async fn with_retries<T, F, Fut>(attempts: u32, base: Duration, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if attempt < attempts && is_retryable(&e) => {
+                tokio::time::sleep(backoff(base, attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(retryable: bool) -> anyhow::Error {
+        anyhow::Error::new(AwsError { call: "X".into(), code: None, message: "m".into(), retryable })
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..40 {
+            assert!(backoff(base, attempt) <= Duration::from_secs(20));
+        }
+        assert!(backoff(base, 1) <= base);
+    }
+
+    #[test]
+    fn retryable_is_found_through_context() {
+        assert!(is_retryable(&err(true).context("creating ec2:vpc vpc")));
+        assert!(!is_retryable(&err(false).context("creating ec2:vpc vpc")));
+        assert!(!is_retryable(&anyhow::anyhow!("plain")));
+    }
+
+    #[tokio::test]
+    async fn reads_are_retried_only_while_retryable() {
+        let mut calls = 0;
+        let r: anyhow::Result<u32> = with_retries(4, Duration::from_millis(1), || {
+            calls += 1;
+            let c = calls;
+            async move { if c < 3 { Err(err(true)) } else { Ok(c) } }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 3);
+        let mut calls = 0;
+        let r: anyhow::Result<u32> = with_retries(4, Duration::from_millis(1), || {
+            calls += 1;
+            async { Err(err(false)) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1, "validation errors are not retried");
+        let mut calls = 0;
+        let r: anyhow::Result<u32> = with_retries(3, Duration::from_millis(1), || {
+            calls += 1;
+            async { Err(err(true)) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 3, "bounded");
+    }
+}
