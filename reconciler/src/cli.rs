@@ -3,7 +3,7 @@
 
 use crate::desired::{self, DesiredState};
 use crate::engine::{self, Ctx, Settings};
-use crate::plan::{render_json, render_text, Plan};
+use crate::plan::{render_json, render_markdown, render_text, Plan};
 use crate::resources;
 use crate::spec::{self, DeletionPolicy, Spec};
 use anyhow::{bail, Context as _};
@@ -72,6 +72,8 @@ enum PolicyFor {
 enum Format {
     Text,
     Json,
+    /// For pull-request comments.
+    Markdown,
 }
 
 #[derive(Args, Clone)]
@@ -132,6 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match format {
                 Format::Text => print!("{}", render_text(&plan)),
                 Format::Json => print!("{}", render_json(&plan)),
+                Format::Markdown => print!("{}", render_markdown(&plan)),
             }
             Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }

@@ -3,7 +3,7 @@
 
 mod render;
 
-pub use render::{render_json, render_text};
+pub use render::{render_json, render_markdown, render_text};
 
 use crate::engine::FieldChange;
 use serde::Serialize;

@@ -4,6 +4,36 @@ use super::{Action, Plan};
 use serde_json::Value;
 use std::fmt::Write;
 
+/// Markdown for a pull-request comment: a summary line, a table of changing resources, and
+/// the field changes in a collapsed block. Values are code-quoted, `|` escaped.
+pub fn render_markdown(plan: &Plan) -> String {
+    let mut out = String::new();
+    let changing: Vec<_> = plan.resources.iter().filter(|r| r.action != Action::NoOp).collect();
+    if changing.is_empty() {
+        let _ = writeln!(out, "### `{}`: no changes\n\nLive state matches the spec ({} resources).", plan.stack, plan.resources.len());
+    } else {
+        let _ = writeln!(out, "### `{}`: {} resource(s) change\n", plan.stack, changing.len());
+        let _ = writeln!(out, "| action | kind | resource | AWS id | why / fields |\n|---|---|---|---|---|");
+        for r in &changing {
+            let (action, why) = match &r.action {
+                Action::Create => ("create", String::new()),
+                Action::Update => ("update", r.changes.iter().map(|c| format!("`{}`", c.field)).collect::<Vec<_>>().join(", ")),
+                Action::Replace { reason } => ("**replace**", reason.clone()),
+                Action::Delete { reason } => ("**delete**", reason.clone()),
+                Action::NoOp => unreachable!(),
+            };
+            let phys = r.physical_id.as_deref().map(|p| format!("`{p}`")).unwrap_or_default();
+            let _ = writeln!(out, "| {action} | `{}` | `{}` | {phys} | {} |", r.kind, r.id, why.replace('|', "\\|"));
+        }
+        let text = render_text(plan).replace("```", "'''");
+        let _ = writeln!(out, "\n<details><summary>Field changes</summary>\n\n```diff\n{text}```\n</details>");
+    }
+    for n in &plan.notes {
+        let _ = writeln!(out, "\n> {n}");
+    }
+    out
+}
+
 pub fn render_json(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).expect("plan serialises") + "\n"
 }
@@ -106,6 +136,19 @@ mod tests {
         assert!(t.contains("      - tcp 22 0.0.0.0/0"), "{t}");
         assert!(!t.contains("+ tcp 8080"), "{t}");
         assert!(t.contains("1 to update"), "{t}");
+    }
+
+    #[test]
+    fn markdown_for_pull_requests() {
+        let p = plan(Action::Update, vec![FieldChange { field: "ingress".into(), before: Some(json!(["a|b"])), after: json!([]) }]);
+        let m = render_markdown(&p);
+        assert!(m.contains("### `s`: 1 resource(s) change"), "{m}");
+        assert!(m.contains("| update | `ec2:security-group` | `sg-service` | `sg-1` | `ingress` |"), "{m}");
+        assert!(m.contains("```diff") && m.contains("      - a|b"), "{m}");
+        let m = render_markdown(&plan(Action::NoOp, vec![]));
+        assert!(m.contains("no changes"), "{m}");
+        let m = render_markdown(&plan(Action::Delete { reason: "x | y".into() }, vec![]));
+        assert!(m.contains("x \\| y"), "pipes in reasons are escaped: {m}");
     }
 
     #[test]
