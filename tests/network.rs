@@ -386,3 +386,36 @@ async fn retries_are_bounded() {
     assert!(run.stderr.contains("RequestLimitExceeded"), "{run}");
     assert_eq!(proxy.count("DescribeSubnets"), 3, "3 attempts, then the error");
 }
+
+/// A saved plan is applied as reviewed, and refused once live state changed since.
+#[tokio::test]
+async fn a_saved_plan_is_applied_only_while_nothing_changed() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let dir = std::env::temp_dir().join(format!("saved-plan-{}", moto.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = dir.join("first.json");
+    let first = first.to_str().unwrap();
+
+    let plan = reconciler(&moto, &["plan", "specs/prod.yaml", "--out", first]);
+    assert_eq!(plan.code, 0, "{plan}");
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(first).unwrap()).unwrap();
+    assert_eq!(saved["fingerprint"].as_str().unwrap().len(), 16);
+    let run = reconciler(&moto, &["apply", "specs/prod.yaml", "--plan", first]);
+    assert_eq!(run.code, 0, "a reviewed plan needs no --auto-approve\n{run}");
+    assert_eq!(counts(&c, STACK).await.vpcs, 1);
+
+    // Reviewed against one state, then someone changes the live stack: refused, untouched.
+    let second = dir.join("second.json");
+    let second = second.to_str().unwrap();
+    assert_eq!(reconciler(&moto, &["plan", "specs/prod.yaml", "--out", second]).code, 0);
+    let sg = security_group(&c, "sg-service").await;
+    c.authorize_security_group_ingress().group_id(&sg).ip_permissions(ssh_from_anywhere()).send().await.unwrap();
+    let run = reconciler(&moto, &["apply", "specs/prod.yaml", "--plan", second]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("changed since") && run.stderr.contains("nothing was applied"), "{run}");
+    let plan = reconciler(&moto, &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "the refused apply must not have corrected anything\n{plan}");
+    // The stale plan from before the first apply is refused too.
+    assert_eq!(reconciler(&moto, &["apply", "specs/prod.yaml", "--plan", first]).code, 1);
+}

@@ -40,6 +40,10 @@ enum Command {
         detailed_exitcode: bool,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Also save the plan (JSON, with a fingerprint of what it was computed from), for
+        /// `apply --plan`.
+        #[arg(long, value_name = "PLAN_FILE")]
+        out: Option<PathBuf>,
         #[command(flatten)]
         aws: AwsOpts,
     },
@@ -49,6 +53,10 @@ enum Command {
         /// Do not ask for confirmation (required when standard input is not a terminal).
         #[arg(long)]
         auto_approve: bool,
+        /// Apply a plan saved by `plan --out`, and only if nothing it was computed from has
+        /// changed since (it was reviewed: no confirmation is asked).
+        #[arg(long, value_name = "PLAN_FILE")]
+        plan: Option<PathBuf>,
         #[command(flatten)]
         aws: AwsOpts,
     },
@@ -128,9 +136,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { file, detailed_exitcode, format, aws } => {
+        Command::Plan { file, detailed_exitcode, format, out, aws } => {
             let s = Session::open(&file, &aws).await?;
             let (_, _, plan) = s.plan().await?;
+            if let Some(out) = out {
+                std::fs::write(&out, render_json(&plan)).with_context(|| format!("writing the plan to {}", out.display()))?;
+                eprintln!("plan saved to {} (fingerprint {})", out.display(), plan.fingerprint);
+            }
             match format {
                 Format::Text => print!("{}", render_text(&plan)),
                 Format::Json => print!("{}", render_json(&plan)),
@@ -138,14 +150,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
-        Command::Apply { file, auto_approve, aws } => {
+        Command::Apply { file, auto_approve, plan: saved, aws } => {
             let s = Session::open(&file, &aws).await?;
             let (state, observed, plan) = s.plan().await?;
+            let reviewed = match &saved {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| format!("reading the saved plan {}", path.display()))?;
+                    let doc: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not a saved plan (JSON)", path.display()))?;
+                    let (stack, fp) = (doc["stack"].as_str().unwrap_or_default(), doc["fingerprint"].as_str().unwrap_or_default());
+                    if stack != plan.stack {
+                        bail!("{} is a plan for stack `{stack}`, not `{}`", path.display(), plan.stack);
+                    }
+                    if fp != plan.fingerprint {
+                        bail!(
+                            "live state or the spec changed since {} was made (fingerprint {fp}, now {}): nothing was applied. Review a new plan: reconciler plan {} --out {}",
+                            path.display(),
+                            plan.fingerprint,
+                            file.display(),
+                            path.display()
+                        );
+                    }
+                    true
+                }
+                None => false,
+            };
             print!("{}", render_text(&plan));
             if !plan.has_changes() {
                 return Ok(ExitCode::SUCCESS);
             }
-            confirm(auto_approve, "apply these changes")?;
+            if !reviewed {
+                confirm(auto_approve, "apply these changes")?;
+            }
             let report = engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan).await?;
             println!(
                 "Apply complete: {} created, {} updated, {} replaced, {} deleted.",
@@ -229,6 +264,7 @@ impl Session {
         let state = desired::build(&self.spec, &facts)?;
         let mut plan = engine::plan(&self.spec.name, &self.kinds, &state.resources, &observed, &state.externals)?;
         plan.notes = desired::not_yet_reconciled(&self.spec);
+        plan.fingerprint = crate::plan::fingerprint(&self.spec, &facts, &observed);
         Ok((state, observed, plan))
     }
 }

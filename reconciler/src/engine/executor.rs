@@ -177,7 +177,7 @@ pub fn plan(
             changes: vec![],
         });
     }
-    Ok(Plan { stack: stack.to_string(), resources, notes: vec![] })
+    Ok(Plan { stack: stack.to_string(), resources, notes: vec![], fingerprint: String::new() })
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -118,6 +118,7 @@ mod tests {
             stack: "s".into(),
             resources: vec![ResourcePlan { kind: "ec2:security-group", id: "sg-service".into(), physical_id: Some("sg-1".into()), action, changes }],
             notes: vec![],
+            fingerprint: String::new(),
         }
     }
 
