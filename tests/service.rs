@@ -302,7 +302,8 @@ async fn verification_can_only_be_switched_off_explicitly_and_health_says_so() {
 async fn no_client_input_causes_a_5xx() {
     let s = start(Setup::Normal).await;
     let ts = now().to_string();
-    let inputs: Vec<(&str, Vec<(&str, String)>, Vec<u8>)> = vec![
+    type Input<'a> = (&'a str, Vec<(&'a str, String)>, Vec<u8>);
+    let inputs: Vec<Input> = vec![
         ("/event", vec![], vec![]),
         ("/event", vec![("webhook-id", "a".into())], b"{}".to_vec()),
         ("/event", vec![("webhook-id", "a".into()), ("webhook-timestamp", "x".into()), ("webhook-signature", "v1bder,!!".into())], b"{}".to_vec()),
@@ -563,4 +564,93 @@ async fn one_entrys_events_are_packaged_in_order_even_across_a_retry() {
     let order: Vec<String> = packaged.iter().map(|m| m["commit_message"].as_str().unwrap().to_string()).collect();
     assert_eq!(order, types.iter().map(|t| format!("Benchling {t} etr_o")).collect::<Vec<_>>());
     assert_eq!(rig.fake.lock().unwrap().export_calls.len(), 4, "one failed export, then three good ones");
+}
+
+/// SIGTERM (here: the shutdown future) stops accepting but lets an in-flight request finish:
+/// its event is queued and acknowledged, not cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_requests() {
+    use futures::future::BoxFuture;
+    struct SlowQueue(std::sync::atomic::AtomicUsize);
+    impl service::queue::Queue for SlowQueue {
+        fn send<'a>(&'a self, _: &'a str, _: &'a str, _: String) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+        }
+    }
+    let moto = Moto::start();
+    let sm = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
+    let secret = json!({"tenant": "t", "client_id": "c", "client_secret": "s", "app_definition_id": "a", "user_bucket": "b", "enable_webhook_verification": false});
+    sm.create_secret().name("benchling").secret_string(secret.to_string()).send().await.unwrap();
+    let config = Config::from_lookup(|k| (k == "BENCHLING_SECRET").then(|| "benchling".to_string())).unwrap();
+    let queue = Arc::new(SlowQueue(Default::default()));
+    let state = AppState::new(config, queue.clone());
+    tokio::spawn(service::load_forever(state.clone(), sm, service::http_client(), Duration::from_millis(100)));
+    for _ in 0..100 {
+        if state.secret.read().await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(service::serve(state, listener, async move {
+        let _ = stop_rx.await;
+    }));
+    let body = event_body("v2.entry.created", "etr_1");
+    let in_flight = tokio::spawn(async move { reqwest::Client::new().post(format!("{url}/event")).body(body).send().await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(200)).await; // the request is waiting on the queue
+    stop_tx.send(()).unwrap();
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the in-flight request completes");
+    assert_eq!(queue.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    tokio::time::timeout(Duration::from_secs(5), server).await.expect("server stops after draining").unwrap().unwrap();
+}
+
+/// With WEBHOOK_ALLOW_CIDRS, only the client addresses API Gateway forwards from those ranges
+/// get in; everyone else gets 403 before anything else is looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ip_allowlist_uses_the_forwarded_client_address() {
+    let moto = Moto::start();
+    let sm = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
+    let secret = json!({"tenant": "t", "client_id": "c", "client_secret": "s", "app_definition_id": "a", "user_bucket": "b", "enable_webhook_verification": false});
+    sm.create_secret().name("benchling").secret_string(secret.to_string()).send().await.unwrap();
+    let config = Config::from_lookup(|k| match k {
+        "BENCHLING_SECRET" => Some("benchling".into()),
+        "WEBHOOK_ALLOW_CIDRS" => Some("203.0.113.0/24".into()),
+        _ => None,
+    })
+    .unwrap();
+    struct Accept;
+    impl service::queue::Queue for Accept {
+        fn send<'a>(&'a self, _: &'a str, _: &'a str, _: String) -> futures::future::BoxFuture<'a, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+    let state = AppState::new(config, Arc::new(Accept));
+    tokio::spawn(service::load_forever(state.clone(), sm, service::http_client(), Duration::from_millis(100)));
+    for _ in 0..100 {
+        if state.secret.read().await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/event", listener.local_addr().unwrap());
+    tokio::spawn(service::serve(state, listener, std::future::pending()));
+    let http = reqwest::Client::new();
+    let body = event_body("v2.entry.created", "etr_1");
+    let send = |xff: Option<&'static str>| {
+        let mut r = http.post(&url).body(body.clone());
+        if let Some(x) = xff {
+            r = r.header("x-forwarded-for", x);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send(Some("203.0.113.7, 10.0.0.5")).await, 200);
+    assert_eq!(send(Some("198.51.100.7")).await, 403);
+    assert_eq!(send(None).await, 403, "no forwarded address: not allowed");
 }

@@ -60,6 +60,7 @@ impl Moto {
                 std::thread::sleep(Duration::from_millis(50));
             }
             let _ = child.kill();
+            let _ = child.wait();
         }
         panic!("moto_server did not start; see moto-*.log in the temp directory");
     }

@@ -61,6 +61,16 @@ pub enum Action {
     Delete { reason: String },
 }
 
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.resources.iter().any(|r| r.action != Action::NoOp)
+    }
+
+    pub fn count(&self, pred: impl Fn(&Action) -> bool) -> usize {
+        self.resources.iter().filter(|r| pred(&r.action)).count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,15 +91,5 @@ mod tests {
         let drifted = vec![obs("a", "10.0.9.0/24"), obs("b", "10.0.1.0/24")];
         assert_ne!(fingerprint(&"spec", &1, &a), fingerprint(&"spec", &1, &drifted), "live state counts");
         assert_eq!(fingerprint(&"spec", &1, &a).len(), 16);
-    }
-}
-
-impl Plan {
-    pub fn has_changes(&self) -> bool {
-        self.resources.iter().any(|r| r.action != Action::NoOp)
-    }
-
-    pub fn count(&self, pred: impl Fn(&Action) -> bool) -> usize {
-        self.resources.iter().filter(|r| pred(&r.action)).count()
     }
 }

@@ -220,8 +220,11 @@ pub fn default_subnets(vpc: Cidr, azs: u8, private: bool) -> Option<Vec<Cidr>> {
     Some((0..azs as u32).map(|i| Cidr::new(start + i * 256, 24)).collect())
 }
 
+/// Allowed memory for one CPU size: (from, to, step) MiB.
+type MemoryRanges = &'static [(u32, u32, u32)];
+
 /// Fargate task sizes: CPU units → allowed memory (MiB).
-const FARGATE: [(u32, &[(u32, u32, u32)]); 7] = [
+const FARGATE: [(u32, MemoryRanges); 7] = [
     (256, &[(512, 512, 1), (1024, 2048, 1024)]),
     (512, &[(1024, 4096, 1024)]),
     (1024, &[(2048, 8192, 1024)]),
@@ -236,7 +239,7 @@ pub fn fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
         let cpus: Vec<u32> = FARGATE.iter().map(|(c, _)| *c).collect();
         return Err(format!("cpu {cpu} is not a Fargate size; use one of {cpus:?}"));
     };
-    if ranges.iter().any(|&(lo, hi, step)| memory >= lo && memory <= hi && (memory - lo) % step == 0) {
+    if ranges.iter().any(|&(lo, hi, step)| memory >= lo && memory <= hi && (memory - lo).is_multiple_of(step)) {
         return Ok(());
     }
     let allowed: Vec<String> = ranges
