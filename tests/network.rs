@@ -250,6 +250,8 @@ async fn destroy_removes_every_owned_resource_and_nothing_else() {
 
     let destroy = reconciler(&moto, &["destroy", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(destroy.code, 0, "{destroy}");
+    let listed = |needle: &str| destroy.stdout.find(needle).unwrap_or_else(|| panic!("{needle} not listed\n{destroy}"));
+    assert!(listed("ec2:security-group") < listed("ec2:nat-gateway") && listed("ec2:nat-gateway") < listed("ec2:vpc vpc"), "listed in deletion order\n{destroy}");
     assert!(destroy.stdout.contains("15 deleted"), "{destroy}");
     assert_eq!(counts(&c, STACK).await, Counts::default());
     let vpcs: Vec<String> = c.describe_vpcs().send().await.unwrap().vpcs().iter().filter_map(|v| v.vpc_id().map(String::from)).collect();

@@ -198,7 +198,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("Nothing to destroy: no resource is tagged reconciler:stack={}.", s.spec.name);
                 return Ok(ExitCode::SUCCESS);
             }
-            for o in &observed {
+            // In the order they will go: dependents first (reverse of the kinds' registration).
+            let rank = |kind: &str| s.kinds.iter().position(|k| k.name() == kind).unwrap_or(0);
+            let mut ordered: Vec<&engine::Observed> = observed.iter().collect();
+            ordered.sort_by_key(|o| std::cmp::Reverse(rank(o.kind)));
+            for o in ordered {
                 println!("- {} {} [{}]: delete", o.kind, o.id, o.physical_id);
             }
             println!("\nDestroy stack `{}`: {} resources to delete.", s.spec.name, observed.len());
