@@ -581,20 +581,8 @@ async fn shutdown_finishes_in_flight_requests() {
             })
         }
     }
-    let moto = Moto::start();
-    let sm = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
-    let secret = json!({"tenant": "t", "client_id": "c", "client_secret": "s", "app_definition_id": "a", "user_bucket": "b", "enable_webhook_verification": false});
-    sm.create_secret().name("benchling").secret_string(secret.to_string()).send().await.unwrap();
-    let config = Config::from_lookup(|k| (k == "BENCHLING_SECRET").then(|| "benchling".to_string())).unwrap();
     let queue = Arc::new(SlowQueue(Default::default()));
-    let state = AppState::new(config, queue.clone());
-    tokio::spawn(service::load_forever(state.clone(), sm, service::http_client(), Duration::from_millis(100)));
-    for _ in 0..100 {
-        if state.secret.read().await.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_moto, state) = start_unverified(&[], queue.clone()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -614,30 +602,13 @@ async fn shutdown_finishes_in_flight_requests() {
 /// get in; everyone else gets 403 before anything else is looked at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ip_allowlist_uses_the_forwarded_client_address() {
-    let moto = Moto::start();
-    let sm = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
-    let secret = json!({"tenant": "t", "client_id": "c", "client_secret": "s", "app_definition_id": "a", "user_bucket": "b", "enable_webhook_verification": false});
-    sm.create_secret().name("benchling").secret_string(secret.to_string()).send().await.unwrap();
-    let config = Config::from_lookup(|k| match k {
-        "BENCHLING_SECRET" => Some("benchling".into()),
-        "WEBHOOK_ALLOW_CIDRS" => Some("203.0.113.0/24".into()),
-        _ => None,
-    })
-    .unwrap();
     struct Accept;
     impl service::queue::Queue for Accept {
         fn send<'a>(&'a self, _: &'a str, _: &'a str, _: String) -> futures::future::BoxFuture<'a, Result<(), String>> {
             Box::pin(async { Ok(()) })
         }
     }
-    let state = AppState::new(config, Arc::new(Accept));
-    tokio::spawn(service::load_forever(state.clone(), sm, service::http_client(), Duration::from_millis(100)));
-    for _ in 0..100 {
-        if state.secret.read().await.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_moto, state) = start_unverified(&[("WEBHOOK_ALLOW_CIDRS", "203.0.113.0/24")], Arc::new(Accept)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/event", listener.local_addr().unwrap());
     tokio::spawn(service::serve(state, listener, std::future::pending()));
@@ -653,4 +624,28 @@ async fn the_ip_allowlist_uses_the_forwarded_client_address() {
     assert_eq!(send(Some("203.0.113.7, 10.0.0.5")).await, 200);
     assert_eq!(send(Some("198.51.100.7")).await, 403);
     assert_eq!(send(None).await, 403, "no forwarded address: not allowed");
+}
+
+/// A service with verification switched off (the secret says so), the given queue, and
+/// `extra` environment; waits until the secret is loaded.
+async fn start_unverified(extra: &[(&str, &str)], queue: Arc<dyn service::queue::Queue>) -> (Moto, Arc<AppState>) {
+    let moto = Moto::start();
+    let sm = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
+    let secret = json!({"tenant": "t", "client_id": "c", "client_secret": "s", "app_definition_id": "a", "user_bucket": "b", "enable_webhook_verification": false});
+    sm.create_secret().name("benchling").secret_string(secret.to_string()).send().await.unwrap();
+    let config = Config::from_lookup(|k| match k {
+        "BENCHLING_SECRET" => Some("benchling".into()),
+        _ => extra.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string()),
+    })
+    .unwrap();
+    let state = AppState::new(config, queue);
+    tokio::spawn(service::load_forever(state.clone(), sm, service::http_client(), Duration::from_millis(100)));
+    for _ in 0..100 {
+        if state.secret.read().await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(state.secret.read().await.is_some(), "secret never loaded");
+    (moto, state)
 }
