@@ -360,6 +360,23 @@ async fn throttling_and_server_errors_are_retried_without_duplicates() {
     assert_converged(&moto, "specs/prod.yaml");
 }
 
+/// Right after CreateVpc, EC2 may not know the new VPC yet: the waiter and the dependent
+/// creates keep going instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventual_consistency_after_create_is_waited_out() {
+    use fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("ModifyVpcAttribute", &[Fault::NotYetVisible]);
+    proxy.inject("CreateSubnet", &[Fault::NotYetVisible, Fault::NotYetVisible]);
+    proxy.inject("CreateSecurityGroup", &[Fault::NotYetVisible]);
+    let run = reconciler_via(&moto, &proxy.url, "4", &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(counts(&c, STACK).await, Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 2 });
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
 /// A validation error is final: tried once, reported with AWS's code and message, exit 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_errors_are_not_retried() {

@@ -21,6 +21,8 @@ pub enum Fault {
     ServerErrorAfterForwarding,
     /// 400 InvalidParameterValue: must never be retried.
     Validation,
+    /// 400 InvalidVpcID.NotFound: what EC2's eventual consistency looks like right after a create.
+    NotYetVisible,
 }
 
 #[derive(Default)]
@@ -85,6 +87,7 @@ async fn forward(State((state, http)): State<(Arc<Mutex<State_>>, reqwest::Clien
         Some(Fault::Throttle) => return ec2_error(StatusCode::SERVICE_UNAVAILABLE, "RequestLimitExceeded", "Request limit exceeded."),
         Some(Fault::ServerError) => return ec2_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "An internal error has occurred."),
         Some(Fault::Validation) => return ec2_error(StatusCode::BAD_REQUEST, "InvalidParameterValue", "injected validation error"),
+        Some(Fault::NotYetVisible) => return ec2_error(StatusCode::BAD_REQUEST, "InvalidVpcID.NotFound", "The vpc ID does not exist"),
         _ => {}
     }
     let mut req = http.request(method, format!("{upstream}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));

@@ -28,6 +28,14 @@ pub const THROTTLING_CODES: &[&str] = &[
     "EC2ThrottledException",
 ];
 
+/// EC2 is eventually consistent: a resource just created can be "not found" for a few
+/// seconds by the next call (`InvalidVpcID.NotFound` on CreateSubnet right after CreateVpc).
+/// Retrying these is safe here because retried mutations re-observe first, and a delete whose
+/// target is gone is done.
+pub fn is_eventual_consistency(code: &str) -> bool {
+    code.starts_with("Invalid") && code.ends_with(".NotFound")
+}
+
 /// One failed AWS call: which, why (the service's code and message), and whether trying
 /// again can help.
 #[derive(Debug)]
@@ -54,8 +62,8 @@ where
     let (code, retryable) = match &e {
         SdkError::ServiceError(ctx) => {
             let code = ctx.err().code().map(str::to_string);
-            let throttled = code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c));
-            (code, throttled || ctx.raw().status().as_u16() >= 500)
+            let transient = code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c) || is_eventual_consistency(c));
+            (code, transient || ctx.raw().status().as_u16() >= 500)
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => (None, true),
         _ => (None, false),
@@ -122,6 +130,14 @@ mod tests {
             assert!(backoff(base, attempt) <= Duration::from_secs(20));
         }
         assert!(backoff(base, 1) <= base);
+    }
+
+    #[test]
+    fn eventual_consistency_codes() {
+        assert!(is_eventual_consistency("InvalidVpcID.NotFound"));
+        assert!(is_eventual_consistency("InvalidGroup.NotFound"));
+        assert!(!is_eventual_consistency("InvalidParameterValue"));
+        assert!(!is_eventual_consistency("DependencyViolation"));
     }
 
     #[test]

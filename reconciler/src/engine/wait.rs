@@ -6,7 +6,8 @@ use super::Ctx;
 use std::future::Future;
 use std::time::Instant;
 
-/// Polls `check` until it returns `Some`, or fails after the wait timeout.
+/// Polls `check` until it returns `Some`, or fails after the wait timeout. Retryable errors
+/// (throttling, not-yet-visible) count as "not yet".
 pub async fn until<T, F, Fut>(ctx: &Ctx, what: &str, mut check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
@@ -15,8 +16,12 @@ where
     let s = &ctx.settings;
     let started = Instant::now();
     loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            // Throttled, or not visible yet (eventual consistency): keep polling.
+            Err(e) if super::retry::is_retryable(&e) => {}
+            Err(e) => return Err(e),
         }
         if started.elapsed() >= s.wait_timeout {
             anyhow::bail!(
