@@ -438,3 +438,38 @@ async fn a_saved_plan_is_applied_only_while_nothing_changed() {
     // The stale plan from before the first apply is refused too.
     assert_eq!(reconciler(&moto, &["apply", "specs/prod.yaml", "--plan", first]).code, 1);
 }
+
+/// `run` converges, reports in_sync, notices drift made while it runs, corrects it, and
+/// says what it changed: one JSON line per iteration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_mode_corrects_drift_while_running() {
+    use std::io::{BufRead, BufReader};
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["run", "specs/prod.yaml", "--interval", "1", "--jitter", "0", "--iterations", "4"])
+        .current_dir(repo_root())
+        .envs(moto.env())
+        .env("RECONCILER_POLL_INTERVAL", "0.05")
+        .env("RECONCILER_MAX_ATTEMPTS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || -> serde_json::Value { serde_json::from_str(&lines.next().expect("a status line").unwrap()).unwrap() };
+    let first = next();
+    assert_eq!(first["result"], "corrected", "{first}");
+    assert_eq!(first["changes"].as_array().unwrap().len(), 15);
+    let second = next();
+    assert_eq!(second["result"], "in_sync", "{second}");
+    // Drift while it runs.
+    let sg = security_group(&c, "sg-service").await;
+    c.authorize_security_group_ingress().group_id(&sg).ip_permissions(ssh_from_anywhere()).send().await.unwrap();
+    let third = next();
+    assert_eq!(third["result"], "corrected", "{third}");
+    assert_eq!(third["changes"], serde_json::json!([{"kind": "ec2:security-group", "id": "sg-service", "action": "update", "fields": ["ingress"]}]));
+    assert_eq!(next()["result"], "in_sync");
+    assert!(child.wait().unwrap().success());
+}

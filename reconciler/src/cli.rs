@@ -60,6 +60,22 @@ enum Command {
         #[command(flatten)]
         aws: AwsOpts,
     },
+    /// Reconcile continuously: every interval (with jitter), observe, and apply any difference.
+    /// One JSON status line per iteration on stdout. Errors requeue sooner; SIGTERM stops.
+    Run {
+        file: PathBuf,
+        /// Seconds between iterations.
+        #[arg(long, default_value_t = 300.0)]
+        interval: f64,
+        /// Random spread of the interval, as a fraction (0.1 = ±10%).
+        #[arg(long, default_value_t = 0.1)]
+        jitter: f64,
+        /// Stop after this many iterations (0: run until stopped).
+        #[arg(long, default_value_t = 0)]
+        iterations: u64,
+        #[command(flatten)]
+        aws: AwsOpts,
+    },
     /// Delete everything the stack owns (found by its tags), in reverse dependency order.
     Destroy {
         file: PathBuf,
@@ -188,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run { file, interval, jitter, iterations, aws } => crate::run::run(&Session::open(&file, &aws).await?, interval, jitter, iterations).await,
         Command::Destroy { file, auto_approve, aws } => {
             let s = Session::open(&file, &aws).await?;
             if s.spec.deletion_policy == DeletionPolicy::Retain {
@@ -236,10 +253,10 @@ fn confirm(auto_approve: bool, what: &str) -> anyhow::Result<()> {
 }
 
 /// A loaded spec and a context to reach AWS with.
-struct Session {
-    spec: Spec,
-    ctx: Ctx,
-    kinds: Vec<Box<dyn engine::Kind>>,
+pub(crate) struct Session {
+    pub(crate) spec: Spec,
+    pub(crate) ctx: Ctx,
+    pub(crate) kinds: Vec<Box<dyn engine::Kind>>,
 }
 
 impl Session {
@@ -255,7 +272,7 @@ impl Session {
         Ok(Session { spec, ctx, kinds: resources::registry() })
     }
 
-    async fn plan(&self) -> anyhow::Result<(DesiredState, engine::Snapshot, Plan)> {
+    pub(crate) async fn plan(&self) -> anyhow::Result<(DesiredState, engine::Snapshot, Plan)> {
         let (facts, observed) = tokio::try_join!(
             async {
                 let s = &self.ctx.settings;

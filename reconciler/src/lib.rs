@@ -9,4 +9,5 @@ pub mod engine;
 pub mod facts;
 pub mod plan;
 pub mod resources;
+pub mod run;
 pub mod spec;

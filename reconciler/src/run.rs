@@ -1,0 +1,132 @@
+//! `reconciler run`: the reconcile loop as a long-running controller (kube-rs style: reconcile
+//! is an idempotent function of desired + observed; scheduling and error policy live here).
+
+use crate::cli::Session;
+use crate::engine::{self, retry};
+use crate::plan::{Action, Plan};
+use serde_json::{json, Value};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What one iteration found and did, as printed.
+pub fn status_line(stack: &str, plan: Option<&Plan>, applied: bool, error: Option<&str>, took: Duration) -> Value {
+    let drifted: Vec<Value> = plan
+        .map(|p| {
+            p.resources
+                .iter()
+                .filter(|r| r.action != Action::NoOp)
+                .map(|r| {
+                    let action = match &r.action {
+                        Action::Create => "create",
+                        Action::Update => "update",
+                        Action::Replace { .. } => "replace",
+                        Action::Delete { .. } => "delete",
+                        Action::NoOp => "no_op",
+                    };
+                    json!({"kind": r.kind, "id": r.id, "action": action, "fields": r.changes.iter().map(|c| c.field.clone()).collect::<Vec<_>>()})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let result = match (error, drifted.is_empty(), applied) {
+        (Some(_), _, _) => "error",
+        (None, true, _) => "in_sync",
+        (None, false, true) => "corrected",
+        (None, false, false) => "drifted",
+    };
+    json!({
+        "time": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "stack": stack,
+        "result": result,
+        "changes": drifted,
+        "error": error,
+        "duration_ms": took.as_millis() as u64,
+    })
+}
+
+/// Interval with ±jitter.
+fn next_wait(interval: f64, jitter: f64, consecutive_errors: u32, retry_base: Duration) -> Duration {
+    let base = Duration::from_secs_f64(interval.max(0.0));
+    if consecutive_errors > 0 {
+        // Requeue sooner after an error, backing off up to the normal interval.
+        return retry::backoff(retry_base.max(Duration::from_secs(1)), consecutive_errors + 2).min(base).max(Duration::from_millis(100));
+    }
+    let spread = jitter.clamp(0.0, 1.0);
+    let unit = retry::backoff(Duration::from_millis(1000), 1).as_secs_f64(); // in [0, 1) s
+    base.mul_f64(1.0 - spread + 2.0 * spread * unit)
+}
+
+pub(crate) async fn run(s: &Session, interval: f64, jitter: f64, iterations: u64) -> anyhow::Result<ExitCode> {
+    let mut errors = 0u32;
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        let started = Instant::now();
+        let outcome = async {
+            let (state, observed, plan) = s.plan().await?;
+            if plan.has_changes() {
+                engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan).await?;
+                return Ok::<_, anyhow::Error>((plan, true));
+            }
+            Ok((plan, false))
+        }
+        .await;
+        let line = match &outcome {
+            Ok((plan, applied)) => status_line(&s.spec.name, Some(plan), *applied, None, started.elapsed()),
+            Err(e) => status_line(&s.spec.name, None, false, Some(&format!("{e:#}")), started.elapsed()),
+        };
+        println!("{line}");
+        errors = if outcome.is_err() { errors + 1 } else { 0 };
+        if iterations > 0 && n >= iterations {
+            return Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        }
+        let wait = next_wait(interval, jitter, errors, s.ctx.settings.retry_base);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop_signal() => {
+                eprintln!("stopping: signal received between iterations");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+}
+
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_jittered_and_errors_requeue_sooner() {
+        for _ in 0..50 {
+            let w = next_wait(100.0, 0.1, 0, Duration::from_millis(500)).as_secs_f64();
+            assert!((90.0..=110.0).contains(&w), "{w}");
+            let e = next_wait(100.0, 0.1, 1, Duration::from_millis(500));
+            assert!(e <= Duration::from_secs(100) && e >= Duration::from_millis(100));
+        }
+        assert!(next_wait(2.0, 0.0, 5, Duration::from_secs(10)) <= Duration::from_secs(2), "never longer than the interval");
+    }
+
+    #[test]
+    fn status_lines() {
+        let l = status_line("s", None, false, Some("boom"), Duration::from_millis(5));
+        assert_eq!(l["result"], "error");
+        assert_eq!(l["error"], "boom");
+        let p = Plan { stack: "s".into(), resources: vec![], notes: vec![], fingerprint: String::new() };
+        assert_eq!(status_line("s", Some(&p), false, None, Duration::ZERO)["result"], "in_sync");
+    }
+}
