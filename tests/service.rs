@@ -649,3 +649,25 @@ async fn start_unverified(extra: &[(&str, &str)], queue: Arc<dyn service::queue:
     assert!(state.secret.read().await.is_some(), "secret never loaded");
     (moto, state)
 }
+
+/// `benchling-webhook healthcheck` (the container health check) exits 0 only while the local
+/// service is ready: ECS turns that into the Cloud Map health API Gateway routes by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_subcommand_follows_readiness() {
+    let check = |url: &str| {
+        let port = url.rsplit(':').next().unwrap().to_string();
+        std::process::Command::new(env!("CARGO_BIN_EXE_benchling-webhook"))
+            .arg("healthcheck")
+            .env_clear()
+            .env("PORT", port)
+            .status()
+            .unwrap()
+            .code()
+    };
+    let ready = start(Setup::Normal).await;
+    assert_eq!(check(&ready.url), Some(0), "ready service");
+    let degraded = start(Setup::NoSecret).await;
+    assert_eq!(check(&degraded.url), Some(1), "degraded service (no secret)");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert_eq!(check(&format!("http://127.0.0.1:{free}")), Some(1), "nothing listening");
+}
