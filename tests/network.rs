@@ -2,10 +2,10 @@
 //! detected (exit 2, resource and field named) and corrected, pruning, existing-VPC mode,
 //! and destroy that leaves unowned look-alikes alone. Each test owns its moto server.
 
-#[path = "support/mod.rs"]
-mod support;
 #[path = "support/fault_proxy.rs"]
 mod fault_proxy;
+#[path = "support/mod.rs"]
+mod support;
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, IpPermission, IpRange, NatGatewayState, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
@@ -64,7 +64,16 @@ async fn counts(c: &Client, stack: &str) -> Counts {
     Counts {
         vpcs: c.describe_vpcs().filters(f()).send().await.unwrap().vpcs().iter().filter(|x| ours(x.tags(), stack)).count(),
         subnets: c.describe_subnets().filters(f()).send().await.unwrap().subnets().iter().filter(|x| ours(x.tags(), stack)).count(),
-        igws: c.describe_internet_gateways().filters(f()).send().await.unwrap().internet_gateways().iter().filter(|x| ours(x.tags(), stack)).count(),
+        igws: c
+            .describe_internet_gateways()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .internet_gateways()
+            .iter()
+            .filter(|x| ours(x.tags(), stack))
+            .count(),
         eips: c.describe_addresses().filters(f()).send().await.unwrap().addresses().iter().filter(|x| ours(x.tags(), stack)).count(),
         nats: c
             .describe_nat_gateways()
@@ -75,8 +84,26 @@ async fn counts(c: &Client, stack: &str) -> Counts {
             .iter()
             .filter(|x| ours(x.tags(), stack) && x.state() == Some(&NatGatewayState::Available))
             .count(),
-        route_tables: c.describe_route_tables().filters(f()).send().await.unwrap().route_tables().iter().filter(|x| ours(x.tags(), stack)).count(),
-        security_groups: c.describe_security_groups().filters(f()).send().await.unwrap().security_groups().iter().filter(|x| ours(x.tags(), stack)).count(),
+        route_tables: c
+            .describe_route_tables()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .route_tables()
+            .iter()
+            .filter(|x| ours(x.tags(), stack))
+            .count(),
+        security_groups: c
+            .describe_security_groups()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .security_groups()
+            .iter()
+            .filter(|x| ours(x.tags(), stack))
+            .count(),
     }
 }
 
@@ -84,19 +111,17 @@ async fn route_table(c: &Client, id: &str) -> aws_sdk_ec2::types::RouteTable {
     c.describe_route_tables().filters(tag_filter("reconciler:id", id)).send().await.unwrap().route_tables()[0].clone()
 }
 async fn security_group(c: &Client, id: &str) -> String {
-    c.describe_security_groups().filters(tag_filter("reconciler:id", id)).send().await.unwrap().security_groups()[0].group_id().unwrap().to_string()
+    c.describe_security_groups().filters(tag_filter("reconciler:id", id)).send().await.unwrap().security_groups()[0]
+        .group_id()
+        .unwrap()
+        .to_string()
 }
 async fn subnet(c: &Client, id: &str) -> aws_sdk_ec2::types::Subnet {
     c.describe_subnets().filters(tag_filter("reconciler:id", id)).send().await.unwrap().subnets()[0].clone()
 }
 
 fn ssh_from_anywhere() -> IpPermission {
-    IpPermission::builder()
-        .ip_protocol("tcp")
-        .from_port(22)
-        .to_port(22)
-        .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
-        .build()
+    IpPermission::builder().ip_protocol("tcp").from_port(22).to_port(22).ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build()).build()
 }
 
 fn assert_converged(moto: &Moto, spec: &str) {
@@ -116,19 +141,28 @@ async fn apply_from_zero_creates_the_tagged_network_and_is_idempotent() {
 
     let apply = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(apply.code, 0, "{apply}");
-    assert_eq!(
-        counts(&c, STACK).await,
-        Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 2 }
-    );
+    assert_eq!(counts(&c, STACK).await, Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 2 });
 
     // Layout: the seed design's CIDRs, public subnets route to the IGW, each private subnet
     // to the NAT gateway in its own AZ, the service takes its port from the VPC only.
     assert_eq!(subnet(&c, "subnet-private-2").await.cidr_block(), Some("10.0.129.0/24"));
     assert_eq!(subnet(&c, "subnet-public-1").await.map_public_ip_on_launch(), Some(true));
     let pub_rt = route_table(&c, "rt-public").await;
-    assert!(pub_rt.routes().iter().any(|r| r.destination_cidr_block() == Some("0.0.0.0/0") && r.gateway_id().is_some_and(|g| g.starts_with("igw-"))));
+    assert!(pub_rt
+        .routes()
+        .iter()
+        .any(|r| r.destination_cidr_block() == Some("0.0.0.0/0") && r.gateway_id().is_some_and(|g| g.starts_with("igw-"))));
     assert_eq!(pub_rt.associations().iter().filter(|a| a.subnet_id().is_some()).count(), 2);
-    let nat1 = c.describe_nat_gateways().send().await.unwrap().nat_gateways().iter().find(|n| n.tags().iter().any(|t| t.value() == Some("nat-1"))).unwrap().clone();
+    let nat1 = c
+        .describe_nat_gateways()
+        .send()
+        .await
+        .unwrap()
+        .nat_gateways()
+        .iter()
+        .find(|n| n.tags().iter().any(|t| t.value() == Some("nat-1")))
+        .unwrap()
+        .clone();
     let priv_rt = route_table(&c, "rt-private-1").await;
     assert!(priv_rt.routes().iter().any(|r| r.nat_gateway_id() == nat1.nat_gateway_id()));
     let sub1 = subnet(&c, "subnet-public-1").await;
@@ -155,15 +189,43 @@ async fn drift_in_every_kind_is_named_and_corrected() {
     assert_eq!(apply.code, 0, "{apply}");
 
     // Out-of-band changes, one (or more) per kind.
-    let vpc_id = c.describe_vpcs().filters(tag_filter("reconciler:id", "vpc")).send().await.unwrap().vpcs()[0].vpc_id().unwrap().to_string();
-    c.modify_vpc_attribute().vpc_id(&vpc_id).enable_dns_hostnames(AttributeBooleanValue::builder().value(false).build()).send().await.unwrap();
+    let vpc_id =
+        c.describe_vpcs().filters(tag_filter("reconciler:id", "vpc")).send().await.unwrap().vpcs()[0].vpc_id().unwrap().to_string();
+    c.modify_vpc_attribute()
+        .vpc_id(&vpc_id)
+        .enable_dns_hostnames(AttributeBooleanValue::builder().value(false).build())
+        .send()
+        .await
+        .unwrap();
     let pub1 = subnet(&c, "subnet-public-1").await.subnet_id().unwrap().to_string();
-    c.modify_subnet_attribute().subnet_id(&pub1).map_public_ip_on_launch(AttributeBooleanValue::builder().value(false).build()).send().await.unwrap();
-    let igw = c.describe_internet_gateways().filters(tag_filter("reconciler:id", "igw")).send().await.unwrap().internet_gateways()[0].internet_gateway_id().unwrap().to_string();
+    c.modify_subnet_attribute()
+        .subnet_id(&pub1)
+        .map_public_ip_on_launch(AttributeBooleanValue::builder().value(false).build())
+        .send()
+        .await
+        .unwrap();
+    let igw = c.describe_internet_gateways().filters(tag_filter("reconciler:id", "igw")).send().await.unwrap().internet_gateways()[0]
+        .internet_gateway_id()
+        .unwrap()
+        .to_string();
     c.detach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc_id).send().await.unwrap();
-    let eip = c.describe_addresses().filters(tag_filter("reconciler:id", "eip-nat-1")).send().await.unwrap().addresses()[0].allocation_id().unwrap().to_string();
+    let eip = c.describe_addresses().filters(tag_filter("reconciler:id", "eip-nat-1")).send().await.unwrap().addresses()[0]
+        .allocation_id()
+        .unwrap()
+        .to_string();
     c.create_tags().resources(&eip).tags(Tag::builder().key("environment").value("tampered").build()).send().await.unwrap();
-    let nat2 = c.describe_nat_gateways().send().await.unwrap().nat_gateways().iter().find(|n| n.tags().iter().any(|t| t.value() == Some("nat-2"))).unwrap().nat_gateway_id().unwrap().to_string();
+    let nat2 = c
+        .describe_nat_gateways()
+        .send()
+        .await
+        .unwrap()
+        .nat_gateways()
+        .iter()
+        .find(|n| n.tags().iter().any(|t| t.value() == Some("nat-2")))
+        .unwrap()
+        .nat_gateway_id()
+        .unwrap()
+        .to_string();
     c.delete_tags().resources(&nat2).tags(Tag::builder().key("project").build()).send().await.unwrap();
     let rt = route_table(&c, "rt-private-1").await.route_table_id().unwrap().to_string();
     c.delete_route().route_table_id(&rt).destination_cidr_block("0.0.0.0/0").send().await.unwrap();
@@ -209,7 +271,8 @@ async fn shrinking_the_spec_prunes_what_left_it() {
     let dir = std::env::temp_dir().join(format!("prune-{}", moto.port));
     std::fs::create_dir_all(&dir).unwrap();
     let single = dir.join("single.yaml");
-    std::fs::write(&single, std::fs::read_to_string(repo_root().join("specs/prod.yaml")).unwrap().replace("nat: per-az", "nat: single")).unwrap();
+    std::fs::write(&single, std::fs::read_to_string(repo_root().join("specs/prod.yaml")).unwrap().replace("nat: per-az", "nat: single"))
+        .unwrap();
     let single = single.to_str().unwrap();
 
     let plan = reconciler(&moto, &["plan", single, "--detailed-exitcode"]);
@@ -222,7 +285,18 @@ async fn shrinking_the_spec_prunes_what_left_it() {
     assert_eq!(apply.code, 0, "{apply}");
     let n = counts(&c, STACK).await;
     assert_eq!((n.nats, n.eips), (1, 1));
-    let nat1 = c.describe_nat_gateways().send().await.unwrap().nat_gateways().iter().find(|n| n.state() == Some(&NatGatewayState::Available) && ours(n.tags(), STACK)).unwrap().nat_gateway_id().unwrap().to_string();
+    let nat1 = c
+        .describe_nat_gateways()
+        .send()
+        .await
+        .unwrap()
+        .nat_gateways()
+        .iter()
+        .find(|n| n.state() == Some(&NatGatewayState::Available) && ours(n.tags(), STACK))
+        .unwrap()
+        .nat_gateway_id()
+        .unwrap()
+        .to_string();
     assert!(route_table(&c, "rt-private-2").await.routes().iter().any(|r| r.nat_gateway_id() == Some(nat1.as_str())));
     assert_converged(&moto, single);
 }
@@ -232,14 +306,39 @@ async fn destroy_removes_every_owned_resource_and_nothing_else() {
     let moto = Moto::start();
     let c = ec2(&moto).await;
     // Look-alikes: an untagged VPC named like ours, and one owned by another stack.
-    let name_tag = TagSpecification::builder().resource_type(ResourceType::Vpc).tags(Tag::builder().key("Name").value("benchling-webhook-vpc").build()).build();
-    let lookalike = c.create_vpc().cidr_block("10.0.0.0/16").tag_specifications(name_tag).send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    let name_tag = TagSpecification::builder()
+        .resource_type(ResourceType::Vpc)
+        .tags(Tag::builder().key("Name").value("benchling-webhook-vpc").build())
+        .build();
+    let lookalike = c
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .tag_specifications(name_tag)
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
     let other_tags = TagSpecification::builder()
         .resource_type(ResourceType::Vpc)
         .tags(Tag::builder().key("reconciler:stack").value("other-stack").build())
         .tags(Tag::builder().key("reconciler:id").value("vpc").build())
         .build();
-    let other = c.create_vpc().cidr_block("10.9.0.0/16").tag_specifications(other_tags).send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    let other = c
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .tag_specifications(other_tags)
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
 
     assert_eq!(reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]).code, 0);
 
@@ -251,7 +350,10 @@ async fn destroy_removes_every_owned_resource_and_nothing_else() {
     let destroy = reconciler(&moto, &["destroy", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(destroy.code, 0, "{destroy}");
     let listed = |needle: &str| destroy.stdout.find(needle).unwrap_or_else(|| panic!("{needle} not listed\n{destroy}"));
-    assert!(listed("ec2:security-group") < listed("ec2:nat-gateway") && listed("ec2:nat-gateway") < listed("ec2:vpc vpc"), "listed in deletion order\n{destroy}");
+    assert!(
+        listed("ec2:security-group") < listed("ec2:nat-gateway") && listed("ec2:nat-gateway") < listed("ec2:vpc vpc"),
+        "listed in deletion order\n{destroy}"
+    );
     assert!(destroy.stdout.contains("15 deleted"), "{destroy}");
     assert_eq!(counts(&c, STACK).await, Counts::default());
     let vpcs: Vec<String> = c.describe_vpcs().send().await.unwrap().vpcs().iter().filter_map(|v| v.vpc_id().map(String::from)).collect();
@@ -283,9 +385,23 @@ async fn existing_vpc_is_referenced_validated_and_never_modified() {
     let mk = |cidr: &'static str, az: &'static str| {
         let c = c.clone();
         let vpc = vpc.clone();
-        async move { c.create_subnet().vpc_id(vpc).cidr_block(cidr).availability_zone(az).send().await.unwrap().subnet().unwrap().subnet_id().unwrap().to_string() }
+        async move {
+            c.create_subnet()
+                .vpc_id(vpc)
+                .cidr_block(cidr)
+                .availability_zone(az)
+                .send()
+                .await
+                .unwrap()
+                .subnet()
+                .unwrap()
+                .subnet_id()
+                .unwrap()
+                .to_string()
+        }
     };
-    let (a, b, same_az) = (mk("172.31.1.0/24", "us-east-1a").await, mk("172.31.2.0/24", "us-east-1b").await, mk("172.31.3.0/24", "us-east-1a").await);
+    let (a, b, same_az) =
+        (mk("172.31.1.0/24", "us-east-1a").await, mk("172.31.2.0/24", "us-east-1b").await, mk("172.31.3.0/24", "us-east-1a").await);
 
     let dir = std::env::temp_dir().join(format!("existing-{}", moto.port));
     std::fs::create_dir_all(&dir).unwrap();
@@ -469,7 +585,53 @@ async fn run_mode_corrects_drift_while_running() {
     c.authorize_security_group_ingress().group_id(&sg).ip_permissions(ssh_from_anywhere()).send().await.unwrap();
     let third = next();
     assert_eq!(third["result"], "corrected", "{third}");
-    assert_eq!(third["changes"], serde_json::json!([{"kind": "ec2:security-group", "id": "sg-service", "action": "update", "fields": ["ingress"]}]));
+    assert_eq!(
+        third["changes"],
+        serde_json::json!([{"kind": "ec2:security-group", "id": "sg-service", "action": "update", "fields": ["ingress"]}])
+    );
     assert_eq!(next()["result"], "in_sync");
     assert!(child.wait().unwrap().success());
+}
+
+/// With `lock:` in the spec, a live lease held by someone else stops apply before it touches
+/// anything; an expired one (a crashed holder) is taken over; the lease is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_lock_keeps_two_reconcilers_apart() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let aws = moto.sdk_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&aws).force_path_style(true).build());
+    s3.create_bucket().bucket("locks").send().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("lock-{}", moto.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("locked.yaml");
+    let text =
+        std::fs::read_to_string(repo_root().join("specs/prod.yaml")).unwrap().replace("network:\n", "lock:\n  bucket: locks\nnetwork:\n");
+    std::fs::write(&spec, text).unwrap();
+    let spec = spec.to_str().unwrap();
+    let key = "reconciler/benchling-webhook.lock";
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let put = |expires: u64| {
+        let body = serde_json::json!({"stack": STACK, "holder": "ci-runner-7", "acquired_at": now - 10, "expires_at": expires}).to_string();
+        s3.put_object().bucket("locks").key(key).body(body.into_bytes().into()).send()
+    };
+
+    put(now + 600).await.unwrap();
+    let run = reconciler(&moto, &["apply", spec, "--auto-approve"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("locked by ci-runner-7"), "{run}");
+    assert_eq!(counts(&c, STACK).await, Counts::default(), "nothing may change while another holds the lock");
+
+    put(now - 1).await.unwrap(); // the holder crashed; its lease ran out
+    let run = reconciler(&moto, &["apply", spec, "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("taking over an expired lock from ci-runner-7"), "{run}");
+    assert_eq!(counts(&c, STACK).await.vpcs, 1);
+    assert!(s3.get_object().bucket("locks").key(key).send().await.is_err(), "the lease is released after apply");
+
+    // plan needs no lock; destroy takes it too.
+    put(now + 600).await.unwrap();
+    assert_eq!(reconciler(&moto, &["plan", spec]).code, 0);
+    assert_eq!(reconciler(&moto, &["destroy", spec, "--auto-approve"]).code, 1);
+    assert_eq!(counts(&c, STACK).await.vpcs, 1, "destroy waited for the lock");
 }

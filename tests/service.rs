@@ -2,18 +2,18 @@
 //! every route's statuses, durable acknowledgement, concurrency, degraded mode, and no 5xx
 //! for any client input. Each test owns its moto server and its service instance.
 
-#[path = "support/mod.rs"]
-mod support;
 #[path = "support/signer.rs"]
 mod signer;
+#[path = "support/mod.rs"]
+mod support;
 
 use serde_json::{json, Value};
 use service::app::AppState;
 use service::config::Config;
 use service::queue::SqsQueue;
+use signer::{now, Signer};
 use std::sync::Arc;
 use std::time::Duration;
-use signer::{now, Signer};
 use support::Moto;
 
 fn event_body(event_type: &str, entry: &str) -> String {
@@ -67,7 +67,8 @@ async fn start(setup: Setup) -> Service {
     let jwks = signer::serve_jwks(signer.jwks()).await;
     let jwks_url = jwks.url.clone();
 
-    let used_queue = if setup == Setup::BrokenQueue { format!("{}-missing.fifo", queue_url.trim_end_matches(".fifo")) } else { queue_url.clone() };
+    let used_queue =
+        if setup == Setup::BrokenQueue { format!("{}-missing.fifo", queue_url.trim_end_matches(".fifo")) } else { queue_url.clone() };
     let config = Config::from_lookup(|k| match k {
         "BENCHLING_SECRET" => Some("benchling".into()),
         "QUEUE_URL" => Some(used_queue.clone()),
@@ -114,7 +115,11 @@ impl Service {
     /// A freshly signed request.
     async fn post_signed(&self, path: &str, id: &str, body: &str) -> (u16, Value) {
         let ts = now();
-        let headers = [("webhook-id", id.to_string()), ("webhook-timestamp", ts.to_string()), ("webhook-signature", self.signer.sign(id, ts, body.as_bytes()))];
+        let headers = [
+            ("webhook-id", id.to_string()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", self.signer.sign(id, ts, body.as_bytes())),
+        ];
         self.post_raw(path, &headers, body.as_bytes().to_vec()).await
     }
 
@@ -131,7 +136,8 @@ impl Service {
             .await
             .unwrap();
         let a = out.attributes().unwrap();
-        a[&A::ApproximateNumberOfMessages].parse::<usize>().unwrap() + a[&A::ApproximateNumberOfMessagesNotVisible].parse::<usize>().unwrap()
+        a[&A::ApproximateNumberOfMessages].parse::<usize>().unwrap()
+            + a[&A::ApproximateNumberOfMessagesNotVisible].parse::<usize>().unwrap()
     }
 }
 
@@ -148,7 +154,8 @@ async fn routes_answer_with_the_documented_statuses() {
     assert_eq!((st, v["status"].as_str()), (200, Some("acknowledged")), "other types are acknowledged, not queued: {v}");
     let lifecycle = json!({"message": {"type": "v2.app.installed", "id": "x"}}).to_string();
     assert_eq!(s.post_signed("/lifecycle", "msg_4", &lifecycle).await.0, 200);
-    let canvas = json!({"message": {"type": "v2.canvas.userInteracted", "buttonId": "update-package-etr_5", "resourceId": "etr_5"}}).to_string();
+    let canvas =
+        json!({"message": {"type": "v2.canvas.userInteracted", "buttonId": "update-package-etr_5", "resourceId": "etr_5"}}).to_string();
     let (st, v) = s.post_signed("/canvas", "msg_5", &canvas).await;
     assert_eq!((st, v["entry_id"].as_str()), (200, Some("etr_5")), "{v}");
     assert_eq!(s.queued().await, 3, "event, stage event and canvas are queued; the rest are not");
@@ -174,12 +181,20 @@ async fn routes_answer_with_the_documented_statuses() {
     assert_eq!(s.post_signed("/event", "msg_1", &body).await.0, 401, "replayed webhook-id");
     assert_eq!(s.post_raw("/event", &[], body.clone().into_bytes()).await.0, 401, "unsigned");
     let ts = now();
-    let forged = [("webhook-id", "msg_9".to_string()), ("webhook-timestamp", ts.to_string()), ("webhook-signature", s.signer.sign("msg_9", ts, b"other body"))];
+    let forged = [
+        ("webhook-id", "msg_9".to_string()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", s.signer.sign("msg_9", ts, b"other body")),
+    ];
     let (st, v) = s.post_raw("/event", &forged, body.clone().into_bytes()).await;
     assert_eq!(st, 401);
     assert!(v["error"].as_str().unwrap().contains("signature"), "{v}");
     let old = ts - 400;
-    let stale = [("webhook-id", "msg_10".to_string()), ("webhook-timestamp", old.to_string()), ("webhook-signature", s.signer.sign("msg_10", old, body.as_bytes()))];
+    let stale = [
+        ("webhook-id", "msg_10".to_string()),
+        ("webhook-timestamp", old.to_string()),
+        ("webhook-signature", s.signer.sign("msg_10", old, body.as_bytes())),
+    ];
     assert_eq!(s.post_raw("/event", &stale, body.clone().into_bytes()).await.0, 401, "stale timestamp");
     assert_eq!(s.post_signed("/event", "msg_11", "{not json").await.0, 400, "malformed JSON");
     assert_eq!(s.post_signed("/event", "msg_12", "[1,2]").await.0, 400, "JSON but not an object");
@@ -221,7 +236,11 @@ async fn a_rotated_key_is_fetched_once_and_forgeries_cannot_cause_a_fetch_storm(
     let mut tasks = Vec::new();
     for i in 0..40 {
         let ts = now();
-        let headers = vec![("webhook-id", format!("forged_{i}")), ("webhook-timestamp", ts.to_string()), ("webhook-signature", forger.sign(&format!("forged_{i}"), ts, body.as_bytes()))];
+        let headers = vec![
+            ("webhook-id", format!("forged_{i}")),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", forger.sign(&format!("forged_{i}"), ts, body.as_bytes())),
+        ];
         let (http, url, body) = (s.http.clone(), format!("{}/event", s.url), body.clone());
         tasks.push(tokio::spawn(async move {
             let mut req = http.post(url).body(body);
@@ -245,7 +264,9 @@ async fn a_hundred_concurrent_events_are_all_acknowledged_and_queued_exactly_onc
     let mut tasks = Vec::new();
     for i in 0..100 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.post_signed("/event", &format!("msg_{i}"), &event_body("v2.entry.created", &format!("etr_{i}"))).await.0 }));
+        tasks.push(tokio::spawn(async move {
+            s.post_signed("/event", &format!("msg_{i}"), &event_body("v2.entry.created", &format!("etr_{i}"))).await.0
+        }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -306,9 +327,25 @@ async fn no_client_input_causes_a_5xx() {
     let inputs: Vec<Input> = vec![
         ("/event", vec![], vec![]),
         ("/event", vec![("webhook-id", "a".into())], b"{}".to_vec()),
-        ("/event", vec![("webhook-id", "a".into()), ("webhook-timestamp", "x".into()), ("webhook-signature", "v1bder,!!".into())], b"{}".to_vec()),
-        ("/event", vec![("webhook-id", "a".into()), ("webhook-timestamp", ts.clone()), ("webhook-signature", "v1bder,".into())], vec![0xff, 0xfe, 0x00]),
-        ("/event", vec![("webhook-id", "a".into()), ("webhook-timestamp", "99999999999999999999".into()), ("webhook-signature", "x".repeat(10_000))], b"{}".to_vec()),
+        (
+            "/event",
+            vec![("webhook-id", "a".into()), ("webhook-timestamp", "x".into()), ("webhook-signature", "v1bder,!!".into())],
+            b"{}".to_vec(),
+        ),
+        (
+            "/event",
+            vec![("webhook-id", "a".into()), ("webhook-timestamp", ts.clone()), ("webhook-signature", "v1bder,".into())],
+            vec![0xff, 0xfe, 0x00],
+        ),
+        (
+            "/event",
+            vec![
+                ("webhook-id", "a".into()),
+                ("webhook-timestamp", "99999999999999999999".into()),
+                ("webhook-signature", "x".repeat(10_000)),
+            ],
+            b"{}".to_vec(),
+        ),
         ("/canvas", vec![("content-type", "application/json".into())], b"null".to_vec()),
         ("/lifecycle", vec![], "é".repeat(1000).into_bytes()),
         ("/a/b/c/event", vec![], b"{}".to_vec()),
@@ -495,11 +532,40 @@ async fn an_entry_event_becomes_s3_objects_and_a_packager_message() {
     keys.sort();
     assert_eq!(
         keys,
-        ["benchling/EXP-etr_w1/README.md", "benchling/EXP-etr_w1/data.csv", "benchling/EXP-etr_w1/entry.json", "benchling/EXP-etr_w1/raw/plate.txt"]
+        [
+            "benchling/EXP-etr_w1/README.md",
+            "benchling/EXP-etr_w1/data.csv",
+            "benchling/EXP-etr_w1/entry.json",
+            "benchling/EXP-etr_w1/raw/plate.txt"
+        ]
     );
-    let csv = rig.s3.get_object().bucket("bucket").key("benchling/EXP-etr_w1/data.csv").send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    let csv = rig
+        .s3
+        .get_object()
+        .bucket("bucket")
+        .key("benchling/EXP-etr_w1/data.csv")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
     assert!(String::from_utf8_lossy(&csv).starts_with("task,task-etr_w1-"), "the export's file, unchanged");
-    let entry = rig.s3.get_object().bucket("bucket").key("benchling/EXP-etr_w1/entry.json").send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    let entry = rig
+        .s3
+        .get_object()
+        .bucket("bucket")
+        .key("benchling/EXP-etr_w1/entry.json")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
     assert_eq!(serde_json::from_slice::<Value>(&entry).unwrap()["displayId"], "EXP-etr_w1");
 
     let msgs = drain(&s.sqs, &rig.packager_url).await;
@@ -590,7 +656,10 @@ async fn shutdown_finishes_in_flight_requests() {
         let _ = stop_rx.await;
     }));
     let body = event_body("v2.entry.created", "etr_1");
-    let in_flight = tokio::spawn(async move { reqwest::Client::new().post(format!("{url}/event")).body(body).send().await.map(|r| r.status().as_u16()) });
+    let in_flight =
+        tokio::spawn(
+            async move { reqwest::Client::new().post(format!("{url}/event")).body(body).send().await.map(|r| r.status().as_u16()) },
+        );
     tokio::time::sleep(Duration::from_millis(200)).await; // the request is waiting on the queue
     stop_tx.send(()).unwrap();
     assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the in-flight request completes");

@@ -20,7 +20,11 @@ fn every_invalid_spec_gives_a_located_specific_error() {
     assert!(files.len() >= 25, "the corpus should hold at least 25 invalid specs, has {}", files.len());
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
-        let header = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).unwrap_or_else(|| panic!("{} lacks `# expect: LINE: TEXT`", path.display()));
+        let header = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} lacks `# expect: LINE: TEXT`", path.display()));
         let (line, want) = header.split_once(": ").map(|(l, t)| (l, t.trim())).unwrap_or((header.trim_end_matches(':'), ""));
         let line: u64 = line.trim().parse().unwrap();
         let name = path.file_name().unwrap().to_str().unwrap();

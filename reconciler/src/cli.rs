@@ -14,7 +14,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "reconciler", version, about = "Converges a Fargate webhook stack on AWS to a YAML spec: no CloudFormation, no state file.")]
+#[command(
+    name = "reconciler",
+    version,
+    about = "Converges a Fargate webhook stack on AWS to a YAML spec: no CloudFormation, no state file."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -148,7 +152,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PolicyFor::Plan => engine::policy::Purpose::Plan,
                 PolicyFor::Apply => engine::policy::Purpose::Apply,
             };
-            let doc = engine::policy::document(&spec.name, &resources::registry(), purpose);
+            let lock_key =
+                spec.lock.as_ref().map(|l| (l.bucket.clone(), l.key.clone().unwrap_or_else(|| format!("reconciler/{}.lock", spec.name))));
+            let doc = engine::policy::document(
+                &spec.name,
+                &resources::registry(),
+                purpose,
+                lock_key.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
+            );
             println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -168,66 +179,95 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Apply { file, auto_approve, plan: saved, aws } => {
             let s = Session::open(&file, &aws).await?;
-            let (state, observed, plan) = s.plan().await?;
-            let reviewed = match &saved {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path).with_context(|| format!("reading the saved plan {}", path.display()))?;
-                    let doc: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not a saved plan (JSON)", path.display()))?;
-                    let (stack, fp) = (doc["stack"].as_str().unwrap_or_default(), doc["fingerprint"].as_str().unwrap_or_default());
-                    if stack != plan.stack {
-                        bail!("{} is a plan for stack `{stack}`, not `{}`", path.display(), plan.stack);
-                    }
-                    if fp != plan.fingerprint {
-                        bail!(
+            let lock = s.lock().await?;
+            let result = apply_locked(&s, &file, auto_approve, saved.as_deref()).await;
+            release(lock).await?;
+            result
+        }
+        Command::Run { file, interval, jitter, iterations, aws } => {
+            crate::run::run(&Session::open(&file, &aws).await?, interval, jitter, iterations).await
+        }
+        Command::Destroy { file, auto_approve, aws } => {
+            let s = Session::open(&file, &aws).await?;
+            let lock = s.lock().await?;
+            let result = destroy_locked(&s, auto_approve).await;
+            release(lock).await?;
+            result
+        }
+    }
+}
+
+async fn apply_locked(
+    s: &Session,
+    file: &std::path::Path,
+    auto_approve: bool,
+    saved: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let (state, observed, plan) = s.plan().await?;
+    let reviewed = match saved {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading the saved plan {}", path.display()))?;
+            let doc: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not a saved plan (JSON)", path.display()))?;
+            let (stack, fp) = (doc["stack"].as_str().unwrap_or_default(), doc["fingerprint"].as_str().unwrap_or_default());
+            if stack != plan.stack {
+                bail!("{} is a plan for stack `{stack}`, not `{}`", path.display(), plan.stack);
+            }
+            if fp != plan.fingerprint {
+                bail!(
                             "live state or the spec changed since {} was made (fingerprint {fp}, now {}): nothing was applied. Review a new plan: reconciler plan {} --out {}",
                             path.display(),
                             plan.fingerprint,
                             file.display(),
                             path.display()
                         );
-                    }
-                    true
-                }
-                None => false,
-            };
-            print!("{}", render_text(&plan));
-            if !plan.has_changes() {
-                return Ok(ExitCode::SUCCESS);
             }
-            if !reviewed {
-                confirm(auto_approve, "apply these changes")?;
-            }
-            let report = engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan).await?;
-            println!(
-                "Apply complete: {} created, {} updated, {} replaced, {} deleted.",
-                report.created, report.updated, report.replaced, report.deleted
-            );
-            Ok(ExitCode::SUCCESS)
+            true
         }
-        Command::Run { file, interval, jitter, iterations, aws } => crate::run::run(&Session::open(&file, &aws).await?, interval, jitter, iterations).await,
-        Command::Destroy { file, auto_approve, aws } => {
-            let s = Session::open(&file, &aws).await?;
-            if s.spec.deletion_policy == DeletionPolicy::Retain {
-                bail!("the spec says `deletion_policy: retain`: destroy deletes nothing. Change it to `delete` first if you really mean to delete stack `{}`.", s.spec.name);
-            }
-            let observed = engine::observe(&s.ctx, &s.kinds).await?;
-            if observed.is_empty() {
-                println!("Nothing to destroy: no resource is tagged reconciler:stack={}.", s.spec.name);
-                return Ok(ExitCode::SUCCESS);
-            }
-            // In the order they will go: dependents first (reverse of the kinds' registration).
-            let rank = |kind: &str| s.kinds.iter().position(|k| k.name() == kind).unwrap_or(0);
-            let mut ordered: Vec<&engine::Observed> = observed.iter().collect();
-            ordered.sort_by_key(|o| std::cmp::Reverse(rank(o.kind)));
-            for o in ordered {
-                println!("- {} {} [{}]: delete", o.kind, o.id, o.physical_id);
-            }
-            println!("\nDestroy stack `{}`: {} resources to delete.", s.spec.name, observed.len());
-            confirm(auto_approve, "delete these resources")?;
-            let n = engine::destroy(&s.ctx, &s.kinds, &observed).await?;
-            println!("Destroy complete: {n} deleted.");
-            Ok(ExitCode::SUCCESS)
-        }
+        None => false,
+    };
+    print!("{}", render_text(&plan));
+    if !plan.has_changes() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !reviewed {
+        confirm(auto_approve, "apply these changes")?;
+    }
+    let report = engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan).await?;
+    println!(
+        "Apply complete: {} created, {} updated, {} replaced, {} deleted.",
+        report.created, report.updated, report.replaced, report.deleted
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn destroy_locked(s: &Session, auto_approve: bool) -> anyhow::Result<ExitCode> {
+    if s.spec.deletion_policy == DeletionPolicy::Retain {
+        bail!("the spec says `deletion_policy: retain`: destroy deletes nothing. Change it to `delete` first if you really mean to delete stack `{}`.", s.spec.name);
+    }
+    let observed = engine::observe(&s.ctx, &s.kinds).await?;
+    if observed.is_empty() {
+        println!("Nothing to destroy: no resource is tagged reconciler:stack={}.", s.spec.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    // In the order they will go: dependents first (reverse of the kinds' registration).
+    let rank = |kind: &str| s.kinds.iter().position(|k| k.name() == kind).unwrap_or(0);
+    let mut ordered: Vec<&engine::Observed> = observed.iter().collect();
+    ordered.sort_by_key(|o| std::cmp::Reverse(rank(o.kind)));
+    for o in ordered {
+        println!("- {} {} [{}]: delete", o.kind, o.id, o.physical_id);
+    }
+    println!("\nDestroy stack `{}`: {} resources to delete.", s.spec.name, observed.len());
+    confirm(auto_approve, "delete these resources")?;
+    let n = engine::destroy(&s.ctx, &s.kinds, &observed).await?;
+    println!("Destroy complete: {n} deleted.");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn release(lock: Option<engine::lock::StackLock>) -> anyhow::Result<()> {
+    match lock {
+        Some(l) => l.release().await.context("releasing the stack lock"),
+        None => Ok(()),
     }
 }
 
@@ -270,6 +310,14 @@ impl Session {
         settings.retry_base = Duration::from_millis(aws.retry_base_ms);
         let ctx = Ctx::from_env(&spec.region, settings).await;
         Ok(Session { spec, ctx, kinds: resources::registry() })
+    }
+
+    /// Takes the stack lock if the spec configures one.
+    pub(crate) async fn lock(&self) -> anyhow::Result<Option<engine::lock::StackLock>> {
+        let Some(l) = &self.spec.lock else { return Ok(None) };
+        let key = l.key.clone().unwrap_or_else(|| format!("reconciler/{}.lock", self.spec.name)); // as in `policy`
+        let ttl = Duration::from_secs(l.ttl_seconds as u64);
+        Ok(Some(engine::lock::StackLock::acquire(&self.ctx.s3, &l.bucket, &key, &self.spec.name, ttl).await?))
     }
 
     pub(crate) async fn plan(&self) -> anyhow::Result<(DesiredState, engine::Snapshot, Plan)> {

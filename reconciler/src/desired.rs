@@ -74,7 +74,11 @@ pub fn build(spec: &Spec, facts: &Facts) -> anyhow::Result<DesiredState> {
         let n = vpc.azs as usize;
         let azs: Vec<String> = vpc.availability_zones.clone().unwrap_or_else(|| facts.azs.iter().take(n).cloned().collect());
         if azs.len() < n {
-            anyhow::bail!("the region offers {} availability zone(s) ({}) but the spec asks for {n}: lower network.vpc.azs", azs.len(), azs.join(", "));
+            anyhow::bail!(
+                "the region offers {} availability zone(s) ({}) but the spec asks for {n}: lower network.vpc.azs",
+                azs.len(),
+                azs.join(", ")
+            );
         }
         let subnets = |given: &Option<Vec<String>>, private: bool| -> anyhow::Result<Vec<String>> {
             Ok(match given {
@@ -93,8 +97,18 @@ pub fn build(spec: &Spec, facts: &Facts) -> anyhow::Result<DesiredState> {
         b.add("ec2:internet-gateway", "igw", obj(json!({"vpc": reference("vpc")})), &[]);
         for (i, az) in azs.iter().enumerate() {
             let k = i + 1;
-            b.add("ec2:subnet", &format!("subnet-public-{k}"), obj(json!({"vpc": reference("vpc"), "cidr": public[i], "availability_zone": az, "public_ip_on_launch": true})), &[]);
-            b.add("ec2:subnet", &format!("subnet-private-{k}"), obj(json!({"vpc": reference("vpc"), "cidr": private[i], "availability_zone": az, "public_ip_on_launch": false})), &[]);
+            b.add(
+                "ec2:subnet",
+                &format!("subnet-public-{k}"),
+                obj(json!({"vpc": reference("vpc"), "cidr": public[i], "availability_zone": az, "public_ip_on_launch": true})),
+                &[],
+            );
+            b.add(
+                "ec2:subnet",
+                &format!("subnet-private-{k}"),
+                obj(json!({"vpc": reference("vpc"), "cidr": private[i], "availability_zone": az, "public_ip_on_launch": false})),
+                &[],
+            );
         }
         let nats = match vpc.nat {
             NatMode::PerAz => n,
@@ -133,10 +147,7 @@ pub fn build(spec: &Spec, facts: &Facts) -> anyhow::Result<DesiredState> {
             );
         }
     } else {
-        let ex = facts
-            .existing
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("internal error: existing-VPC facts were not gathered"))?;
+        let ex = facts.existing.as_ref().ok_or_else(|| anyhow::anyhow!("internal error: existing-VPC facts were not gathered"))?;
         vpc_cidr = ex.cidr.clone();
         externals.insert("vpc".into(), ex.vpc_id.clone());
         for (i, s) in ex.private_subnet_ids.iter().enumerate() {
@@ -243,7 +254,11 @@ mod tests {
         .unwrap();
         let f = Facts {
             azs: vec![],
-            existing: Some(ExistingNetwork { vpc_id: "vpc-1".into(), cidr: "172.16.0.0/16".into(), private_subnet_ids: vec!["subnet-1".into(), "subnet-2".into()] }),
+            existing: Some(ExistingNetwork {
+                vpc_id: "vpc-1".into(),
+                cidr: "172.16.0.0/16".into(),
+                private_subnet_ids: vec!["subnet-1".into(), "subnet-2".into()],
+            }),
         };
         let d = build(&s, &f).unwrap();
         assert!(d.resources.iter().all(|r| r.kind == "ec2:security-group"));

@@ -30,14 +30,9 @@ pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
         }
     }
     if let Some(ex) = &spec.network.existing {
-        let vpcs = ctx
-            .ec2
-            .describe_vpcs()
-            .vpc_ids(&ex.vpc_id)
-            .send()
-            .await
-            .map_err(call_failed("DescribeVpcs"))
-            .with_context(|| format!("network.existing.vpc_id {} cannot be read in {}; check the id and the region", ex.vpc_id, spec.region))?;
+        let vpcs = ctx.ec2.describe_vpcs().vpc_ids(&ex.vpc_id).send().await.map_err(call_failed("DescribeVpcs")).with_context(|| {
+            format!("network.existing.vpc_id {} cannot be read in {}; check the id and the region", ex.vpc_id, spec.region)
+        })?;
         let vpc = vpcs.vpcs().first().ok_or_else(|| anyhow!("VPC {} does not exist in {}", ex.vpc_id, spec.region))?;
         let subnets = ctx
             .ec2

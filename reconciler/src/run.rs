@@ -63,12 +63,21 @@ pub(crate) async fn run(s: &Session, interval: f64, jitter: f64, iterations: u64
         n += 1;
         let started = Instant::now();
         let outcome = async {
-            let (state, observed, plan) = s.plan().await?;
-            if plan.has_changes() {
-                engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan).await?;
-                return Ok::<_, anyhow::Error>((plan, true));
+            // Held per iteration, so a person can apply between iterations.
+            let lock = s.lock().await?;
+            let result = async {
+                let (state, observed, plan) = s.plan().await?;
+                if plan.has_changes() {
+                    engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan).await?;
+                    return Ok::<_, anyhow::Error>((plan, true));
+                }
+                Ok((plan, false))
             }
-            Ok((plan, false))
+            .await;
+            if let Some(l) = lock {
+                l.release().await?;
+            }
+            result
         }
         .await;
         let line = match &outcome {

@@ -36,7 +36,12 @@ struct Sink {
 }
 
 fn sqs_error(kind: &str, msg: &str) -> Response {
-    (StatusCode::BAD_REQUEST, [("content-type", "application/x-amz-json-1.0")], json!({"__type": format!("com.amazonaws.sqs#{kind}"), "message": msg}).to_string()).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        [("content-type", "application/x-amz-json-1.0")],
+        json!({"__type": format!("com.amazonaws.sqs#{kind}"), "message": msg}).to_string(),
+    )
+        .into_response()
 }
 
 async fn sink(axum::extract::State(s): axum::extract::State<Arc<Sink>>, h: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -90,7 +95,13 @@ impl Proc {
 }
 
 fn clock_ticks_per_sec() -> u64 {
-    std::process::Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8(o.stdout).ok()).and_then(|s| s.trim().parse().ok()).unwrap_or(100)
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -114,10 +125,15 @@ async fn run(seconds: u64) {
     let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "bench", "x": URL_SAFE_NO_PAD.encode(&p[1..33]), "y": URL_SAFE_NO_PAD.encode(&p[33..65])}]});
 
     // Verification cost alone, in this process, with the service's own verifier.
-    let vkey = service::verify::VerifyingKey::from_jwk("bench", jwks["keys"][0]["x"].as_str().unwrap(), jwks["keys"][0]["y"].as_str().unwrap()).unwrap();
+    let vkey =
+        service::verify::VerifyingKey::from_jwk("bench", jwks["keys"][0]["x"].as_str().unwrap(), jwks["keys"][0]["y"].as_str().unwrap())
+            .unwrap();
     let body = br#"{"message":{"type":"v2.entry.updated.fields","resourceId":"etr_1"}}"#;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    let sig = format!("v1bder,{}", STANDARD.encode(key.sign(&rng, &[b"m.".as_slice(), now.to_string().as_bytes(), b".", body].concat()).unwrap().as_ref()));
+    let sig = format!(
+        "v1bder,{}",
+        STANDARD.encode(key.sign(&rng, &[b"m.".as_slice(), now.to_string().as_bytes(), b".", body].concat()).unwrap().as_ref())
+    );
     let ts = now.to_string();
     let h = service::verify::SignedHeaders { id: "m", timestamp: &ts, signature: &sig };
     let n_verify = 5_000;
@@ -127,7 +143,9 @@ async fn run(seconds: u64) {
     }
     let verify_us = t.elapsed().as_secs_f64() * 1e6 / n_verify as f64;
 
-    let secret = json!({"tenant": "bench", "client_id": "c", "client_secret": "s", "app_definition_id": "appdef_bench", "user_bucket": "b"}).to_string();
+    let secret =
+        json!({"tenant": "bench", "client_id": "c", "client_secret": "s", "app_definition_id": "appdef_bench", "user_bucket": "b"})
+            .to_string();
     let sink_state = Arc::new(Sink { secret, jwks: jwks.clone(), ..Default::default() });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink_url = format!("http://{}", listener.local_addr().unwrap());
@@ -196,7 +214,8 @@ async fn run(seconds: u64) {
     let deadline = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for _ in 0..CONNECTIONS {
-        let (client, requests, next, errors, url) = (client.clone(), requests.clone(), next.clone(), errors.clone(), format!("{base}/event"));
+        let (client, requests, next, errors, url) =
+            (client.clone(), requests.clone(), next.clone(), errors.clone(), format!("{base}/event"));
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
@@ -238,7 +257,10 @@ async fn run(seconds: u64) {
     let ok = lat.len();
     let errs = errors.load(Ordering::Relaxed);
     let exhausted = next.load(Ordering::Relaxed) >= budget;
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
 
     println!("| metric | value |");
@@ -247,9 +269,18 @@ async fn run(seconds: u64) {
     println!("| duration, connections | {elapsed:.1} s, {CONNECTIONS} |");
     println!("| requests acknowledged (200) | {ok} |");
     println!("| requests/s | {:.0} |", ok as f64 / elapsed);
-    println!("| ack latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |", percentile(&lat, 0.50), percentile(&lat, 0.99), percentile(&lat, 1.0));
+    println!(
+        "| ack latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        percentile(&lat, 1.0)
+    );
     println!("| errors (non-200 or transport) | {errs} |");
-    println!("| messages in the SQS sink | {} (duplicates refused: {}) |", sink_state.accepted.load(Ordering::Relaxed), sink_state.duplicates.load(Ordering::Relaxed));
+    println!(
+        "| messages in the SQS sink | {} (duplicates refused: {}) |",
+        sink_state.accepted.load(Ordering::Relaxed),
+        sink_state.duplicates.load(Ordering::Relaxed)
+    );
     println!("| service peak RSS | {:.1} MiB (idle after start-up: {:.1} MiB) |", peak_rss as f64 / 1024.0, idle_rss as f64 / 1024.0);
     println!("| service CPU per request | {:.3} ms |", cpu_ms / ok.max(1) as f64);
     println!("| signature verification | {verify_us:.1} µs |");

@@ -278,11 +278,7 @@ async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: By
 fn canvas_entry(message: &Value) -> Option<String> {
     let button = message["buttonId"].as_str()?;
     let suffix = button.strip_prefix("update-package-")?;
-    message["resourceId"]
-        .as_str()
-        .or_else(|| message["entryId"].as_str())
-        .or((!suffix.is_empty()).then_some(suffix))
-        .map(str::to_string)
+    message["resourceId"].as_str().or_else(|| message["entryId"].as_str()).or((!suffix.is_empty()).then_some(suffix)).map(str::to_string)
 }
 
 /// Verifies (unless switched off) and reserves the webhook-id; returns it.

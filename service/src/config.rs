@@ -45,7 +45,9 @@ impl Config {
             None => Vec::new(),
         };
         let sqs_max_in_flight = match get("SQS_MAX_IN_FLIGHT") {
-            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("SQS_MAX_IN_FLIGHT must be a positive number, not `{v}`"))?,
+            Some(v) => {
+                v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("SQS_MAX_IN_FLIGHT must be a positive number, not `{v}`"))?
+            }
             None => 32,
         };
         Ok(Config {
@@ -62,7 +64,11 @@ impl Config {
             allow_cidrs,
             body_limit: 1024 * 1024,
             jwks_min_refetch: std::time::Duration::from_secs_f64(match get("JWKS_MIN_REFETCH_SECS") {
-                Some(v) => v.parse::<f64>().ok().filter(|s| *s >= 0.0).ok_or_else(|| format!("JWKS_MIN_REFETCH_SECS must be seconds, not `{v}`"))?,
+                Some(v) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| *s >= 0.0)
+                    .ok_or_else(|| format!("JWKS_MIN_REFETCH_SECS must be seconds, not `{v}`"))?,
                 None => crate::jwks::MIN_REFETCH.as_secs_f64(),
             }),
         })

@@ -82,7 +82,13 @@ impl KeyCache {
     pub async fn refresh(&self) -> Result<usize, String> {
         *self.fetched.lock().unwrap() = Some(Instant::now());
         let result = async {
-            let resp = self.http.get(&self.url).timeout(Duration::from_secs(10)).send().await.map_err(|e| format!("fetching JWKS from {}: {e}", self.url))?;
+            let resp = self
+                .http
+                .get(&self.url)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .map_err(|e| format!("fetching JWKS from {}: {e}", self.url))?;
             if !resp.status().is_success() {
                 return Err(format!("fetching JWKS from {}: HTTP {}", self.url, resp.status()));
             }

@@ -81,7 +81,12 @@ pub fn s3_client(aws: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 }
 
 /// Waits for the Benchling secret, then runs the packaging worker until `stop` turns true.
-pub async fn run_worker(state: Arc<AppState>, aws: aws_config::SdkConfig, cfg: worker::WorkerConfig, stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run_worker(
+    state: Arc<AppState>,
+    aws: aws_config::SdkConfig,
+    cfg: worker::WorkerConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     let secret = loop {
         if let Some(s) = state.secret.read().await.clone() {
             break s;
@@ -103,7 +108,11 @@ pub async fn run_worker(state: Arc<AppState>, aws: aws_config::SdkConfig, cfg: w
 }
 
 /// Serves until `shutdown` completes, then finishes in-flight requests.
-pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, app::router(state)).with_graceful_shutdown(shutdown).await
 }
 

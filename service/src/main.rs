@@ -38,7 +38,8 @@ async fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve { with_worker: false });
     if let Command::Healthcheck = command {
         let url = format!("http://127.0.0.1:{}/health/ready", config.port);
-        let ok = reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(3)).send().await.is_ok_and(|r| r.status().is_success());
+        let ok =
+            reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(3)).send().await.is_ok_and(|r| r.status().is_success());
         return if ok { ExitCode::SUCCESS } else { ExitCode::from(1) };
     }
     tracing_subscriber::fmt()

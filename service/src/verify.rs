@@ -34,7 +34,8 @@ impl VerifyingKey {
         point.push(0x04);
         point.extend_from_slice(&x);
         point.extend_from_slice(&y);
-        let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &point).map_err(|e| format!("key {kid}: not a valid P-256 public key: {e}"))?;
+        let key =
+            ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &point).map_err(|e| format!("key {kid}: not a valid P-256 public key: {e}"))?;
         Ok(VerifyingKey { kid: kid.to_string(), key })
     }
 

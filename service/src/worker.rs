@@ -33,7 +33,9 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn from_env(config: &crate::config::Config) -> Result<Self, String> {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let num = |k: &str, d: u64| get(k).map(|v| v.parse::<u64>().map_err(|_| format!("{k} must be a whole number"))).transpose().map(|v| v.unwrap_or(d));
+        let num = |k: &str, d: u64| {
+            get(k).map(|v| v.parse::<u64>().map_err(|_| format!("{k} must be a whole number"))).transpose().map(|v| v.unwrap_or(d))
+        };
         Ok(WorkerConfig {
             queue_url: config.queue_url.clone().ok_or("the worker needs QUEUE_URL")?,
             packager_url: config.packager_sqs_url.clone().ok_or("the worker needs PACKAGER_SQS_URL")?,
@@ -65,7 +67,7 @@ pub struct Packaged {
 }
 
 fn safe_name(name: &str) -> Option<String> {
-    let parts: Vec<&str> = name.split(['/', '\\']).filter(|p| !p.is_empty() && *p != "." ).collect();
+    let parts: Vec<&str> = name.split(['/', '\\']).filter(|p| !p.is_empty() && *p != ".").collect();
     if parts.is_empty() || parts.contains(&"..") {
         return None;
     }
@@ -128,7 +130,8 @@ impl Worker {
         }
         let entry_json = serde_json::to_vec_pretty(&entry).expect("JSON");
         self.put(bucket, &format!("{prefix}/entry.json"), entry_json, "application/json").await?;
-        self.put(bucket, &format!("{prefix}/README.md"), readme(&entry, entry_id, event_type, &names).into_bytes(), "text/markdown").await?;
+        self.put(bucket, &format!("{prefix}/README.md"), readme(&entry, entry_id, event_type, &names).into_bytes(), "text/markdown")
+            .await?;
 
         let message = json!({
             "source_prefix": format!("s3://{bucket}/{prefix}/"),
@@ -175,7 +178,8 @@ impl Worker {
     }
 
     async fn release(&self, receipt: &str) {
-        let _ = self.sqs.change_message_visibility().queue_url(&self.cfg.queue_url).receipt_handle(receipt).visibility_timeout(0).send().await;
+        let _ =
+            self.sqs.change_message_visibility().queue_url(&self.cfg.queue_url).receipt_handle(receipt).visibility_timeout(0).send().await;
     }
 
     /// Receives and processes one batch; returns how many messages were received.
@@ -244,7 +248,10 @@ impl Worker {
 
     async fn dead_letter(&self, body: &str, group: &str, id: &str, error: &str) -> Result<(), String> {
         let Some(dlq) = &self.cfg.dead_letter_url else {
-            return Err(format!("job failed {} times and DEAD_LETTER_QUEUE_URL is not set; leaving it on the queue (last error: {error})", self.cfg.max_attempts));
+            return Err(format!(
+                "job failed {} times and DEAD_LETTER_QUEUE_URL is not set; leaving it on the queue (last error: {error})",
+                self.cfg.max_attempts
+            ));
         };
         let wrapped = json!({"job": serde_json::from_str::<Value>(body).unwrap_or(Value::String(body.into())), "error": error, "attempts": self.cfg.max_attempts});
         let mut send = self.sqs.send_message().queue_url(dlq).message_body(wrapped.to_string());
@@ -301,7 +308,8 @@ mod tests {
 
     #[test]
     fn readme_lists_files() {
-        let r = readme(&json!({"name": "Exp 1", "displayId": "EXP1", "webURL": "https://t/e"}), "etr_1", "v2.entry.created", &["a.csv".into()]);
+        let r =
+            readme(&json!({"name": "Exp 1", "displayId": "EXP1", "webURL": "https://t/e"}), "etr_1", "v2.entry.created", &["a.csv".into()]);
         assert!(r.starts_with("# Exp 1") && r.contains("(EXP1)") && r.contains("- `a.csv`") && r.contains("entry.json"), "{r}");
     }
 }

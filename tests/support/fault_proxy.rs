@@ -61,11 +61,7 @@ impl FaultProxy {
 }
 
 fn action_of(body: &[u8]) -> String {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("Action="))
-        .unwrap_or("?")
-        .to_string()
+    String::from_utf8_lossy(body).split('&').find_map(|kv| kv.strip_prefix("Action=")).unwrap_or("?").to_string()
 }
 
 fn ec2_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -75,7 +71,13 @@ fn ec2_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, [("content-type", "text/xml")], xml).into_response()
 }
 
-async fn forward(State((state, http)): State<(Arc<Mutex<State_>>, reqwest::Client)>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn forward(
+    State((state, http)): State<(Arc<Mutex<State_>>, reqwest::Client)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let action = action_of(&body);
     let (upstream, fault) = {
         let mut s = state.lock().unwrap();
@@ -85,7 +87,9 @@ async fn forward(State((state, http)): State<(Arc<Mutex<State_>>, reqwest::Clien
     };
     match fault {
         Some(Fault::Throttle) => return ec2_error(StatusCode::SERVICE_UNAVAILABLE, "RequestLimitExceeded", "Request limit exceeded."),
-        Some(Fault::ServerError) => return ec2_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "An internal error has occurred."),
+        Some(Fault::ServerError) => {
+            return ec2_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "An internal error has occurred.")
+        }
         Some(Fault::Validation) => return ec2_error(StatusCode::BAD_REQUEST, "InvalidParameterValue", "injected validation error"),
         Some(Fault::NotYetVisible) => return ec2_error(StatusCode::BAD_REQUEST, "InvalidVpcID.NotFound", "The vpc ID does not exist"),
         _ => {}

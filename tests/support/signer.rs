@@ -48,7 +48,11 @@ pub struct JwksServer {
 /// Serves `jwks` at `http://127.0.0.1:PORT/jwks`.
 pub async fn serve_jwks(jwks: Value) -> JwksServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = JwksServer { doc: Arc::new(Mutex::new(jwks)), hits: Arc::default(), url: format!("http://{}/jwks", listener.local_addr().unwrap()) };
+    let server = JwksServer {
+        doc: Arc::new(Mutex::new(jwks)),
+        hits: Arc::default(),
+        url: format!("http://{}/jwks", listener.local_addr().unwrap()),
+    };
     let (doc, hits) = (server.doc.clone(), server.hits.clone());
     tokio::spawn(async move {
         let app = axum::Router::new().route(

@@ -40,6 +40,8 @@ impl Settings {
 pub struct Ctx {
     pub settings: Settings,
     pub ec2: aws_sdk_ec2::Client,
+    /// For the stack lock only.
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Ctx {
@@ -51,7 +53,10 @@ impl Ctx {
             .retry_config(RetryConfig::disabled())
             .load()
             .await;
-        Ctx { settings, ec2: aws_sdk_ec2::Client::new(&conf) }
+        // Path-style addressing only against an emulator (`AWS_ENDPOINT_URL`).
+        let emulated = std::env::var_os("AWS_ENDPOINT_URL").is_some();
+        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(emulated).build());
+        Ctx { settings, ec2: aws_sdk_ec2::Client::new(&conf), s3 }
     }
 
     /// The full tag set for an owned resource: user tags, a Name, and the ownership tags.

@@ -204,13 +204,8 @@ pub async fn apply(
 ) -> anyhow::Result<ApplyReport> {
     let order = topo_order(desired, externals)?;
     let (live, _) = index_live(observed);
-    let action_of = |d: &Desired| {
-        plan.resources
-            .iter()
-            .find(|r| r.kind == d.kind && r.id == d.id)
-            .map(|r| r.action.clone())
-            .unwrap_or(Action::Create)
-    };
+    let action_of =
+        |d: &Desired| plan.resources.iter().find(|r| r.kind == d.kind && r.id == d.id).map(|r| r.action.clone()).unwrap_or(Action::Create);
     let mut report = ApplyReport::default();
     let mut ids = externals.clone();
     for d in desired {
@@ -229,7 +224,8 @@ pub async fn apply(
     }
 
     // 2. Creates and updates, in dependency order, concurrently where independent.
-    let deps: Vec<BTreeSet<String>> = desired.iter().map(|d| deps_of(d).into_iter().filter(|x| !externals.contains_key(x)).collect()).collect();
+    let deps: Vec<BTreeSet<String>> =
+        desired.iter().map(|d| deps_of(d).into_iter().filter(|x| !externals.contains_key(x)).collect()).collect();
     let mut pending: Vec<usize> = order.clone();
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
@@ -336,7 +332,13 @@ async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, 
             }
             Err(e) if attempt < ctx.settings.max_attempts && super::retry::is_retryable(&e) => {
                 let wait = super::retry::backoff(ctx.settings.retry_base, attempt);
-                progress(&format!("{} {}: {e:#}; observing again and retrying in {wait:.1?} (attempt {}/{})", d.kind, d.id, attempt + 1, ctx.settings.max_attempts));
+                progress(&format!(
+                    "{} {}: {e:#}; observing again and retrying in {wait:.1?} (attempt {}/{})",
+                    d.kind,
+                    d.id,
+                    attempt + 1,
+                    ctx.settings.max_attempts
+                ));
                 tokio::time::sleep(wait).await;
                 live = observe_one(ctx, kind, &d.id).await?;
                 attempt += 1;
@@ -359,9 +361,7 @@ async fn converge_step(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields,
         delete_one(ctx, kind, live).await?;
         return Ok(Outcome::Created(kind.create(ctx, &d.id, fields).await.with_context(|| format!("creating {} {}", d.kind, d.id))?));
     }
-    kind.update(ctx, live, fields, &changes)
-        .await
-        .with_context(|| format!("updating {} {} [{}]", d.kind, d.id, live.physical_id))?;
+    kind.update(ctx, live, fields, &changes).await.with_context(|| format!("updating {} {} [{}]", d.kind, d.id, live.physical_id))?;
     Ok(Outcome::Updated(changes.into_iter().map(|c| c.field).collect()))
 }
 
@@ -500,10 +500,7 @@ mod tests {
 
     #[test]
     fn replacement_propagates_to_dependents_that_cannot_move() {
-        let d = vec![
-            desired("a", "root", json!({"cidr": "10.1.0.0/16"})),
-            desired("b", "child", json!({"parent": reference("root")})),
-        ];
+        let d = vec![desired("a", "root", json!({"cidr": "10.1.0.0/16"})), desired("b", "child", json!({"parent": reference("root")}))];
         let obs = vec![live("a", "root", "r-1", json!({"cidr": "10.0.0.0/16"})), live("b", "child", "c-1", json!({"parent": "r-1"}))];
         let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
         assert!(matches!(&p.resources[0].action, Action::Replace { reason } if reason.contains("`cidr`")));

@@ -5,6 +5,7 @@
 mod context;
 mod diff;
 mod executor;
+pub mod lock;
 pub mod ownership;
 pub mod policy;
 mod refs;
@@ -14,8 +15,8 @@ pub mod wait;
 pub use context::{Ctx, Settings};
 pub use diff::{diff_fields, normalise_set};
 pub use executor::{apply, destroy, observe, plan, ApplyReport, Snapshot};
-pub use retry::{call_failed, AwsError};
 pub use refs::{reference, references as references_in, resolve, set, UNKNOWN};
+pub use retry::{call_failed, AwsError};
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};

@@ -30,10 +30,7 @@ pub fn owned_id<'a>(stack: &str, tags: impl IntoIterator<Item = (&'a str, &'a st
 
 /// Tags as compared in diffs: AWS-managed `aws:*` tags are not ours to manage.
 pub fn comparable<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
-    tags.into_iter()
-        .filter(|(k, _)| !k.starts_with("aws:"))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    tags.into_iter().filter(|(k, _)| !k.starts_with("aws:")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ pub enum Purpose {
 /// Reads that the engine itself needs beside the kinds' (the facts the layout depends on).
 pub const FACT_READS: &[&str] = &["ec2:DescribeAvailabilityZones", "ec2:DescribeVpcs", "ec2:DescribeSubnets"];
 
-pub fn document(stack: &str, kinds: &[Box<dyn Kind>], purpose: Purpose) -> Value {
+/// `lock`: the S3 bucket and key of the stack lock, if the spec has one.
+pub fn document(stack: &str, kinds: &[Box<dyn Kind>], purpose: Purpose, lock: Option<(&str, &str)>) -> Value {
     let mut read: BTreeSet<&str> = FACT_READS.iter().copied().collect();
     let mut create: BTreeSet<&str> = BTreeSet::new();
     let mut change: BTreeSet<&str> = BTreeSet::new();
@@ -51,6 +52,14 @@ pub fn document(stack: &str, kinds: &[Box<dyn Kind>], purpose: Purpose) -> Value
             "Condition": {"StringEquals": {format!("aws:ResourceTag/{STACK_TAG}"): stack}},
         }));
     }
+    if let (Purpose::Apply, Some((bucket, key))) = (purpose, lock) {
+        statements.push(json!({
+            "Sid": "HoldTheStackLock",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": format!("arn:aws:s3:::{bucket}/{key}"),
+        }));
+    }
     json!({"Version": "2012-10-17", "Statement": statements})
 }
 
@@ -78,15 +87,23 @@ mod tests {
 
     #[test]
     fn plan_policy_only_reads() {
-        let doc = document("s", &registry(), Purpose::Plan);
+        let doc = document("s", &registry(), Purpose::Plan, Some(("b", "k")));
         let acts = actions(&doc);
         assert!(acts.iter().all(|a| a.starts_with("ec2:Describe")), "{acts:?}");
         assert!(acts.contains("ec2:DescribeSecurityGroupRules") && acts.contains("ec2:DescribeAvailabilityZones"));
+        assert!(!acts.contains("s3:PutObject"), "plan takes no lock");
+    }
+
+    #[test]
+    fn the_lock_is_one_object() {
+        let doc = document("s", &registry(), Purpose::Apply, Some(("locks", "reconciler/s.lock")));
+        let st = doc["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == "HoldTheStackLock").unwrap();
+        assert_eq!(st["Resource"], "arn:aws:s3:::locks/reconciler/s.lock");
     }
 
     #[test]
     fn apply_policy_scopes_mutations_to_the_stack() {
-        let doc = document("my-stack", &registry(), Purpose::Apply);
+        let doc = document("my-stack", &registry(), Purpose::Apply, None);
         let acts = actions(&doc);
         for a in ["ec2:CreateVpc", "ec2:DeleteVpc", "ec2:RevokeSecurityGroupIngress", "ec2:CreateNatGateway", "ec2:ReplaceRoute"] {
             assert!(acts.contains(a), "missing {a}");

@@ -153,7 +153,13 @@ mod tests {
         let r: anyhow::Result<u32> = with_retries(4, Duration::from_millis(1), || {
             calls += 1;
             let c = calls;
-            async move { if c < 3 { Err(err(true)) } else { Ok(c) } }
+            async move {
+                if c < 3 {
+                    Err(err(true))
+                } else {
+                    Ok(c)
+                }
+            }
         })
         .await;
         assert_eq!(r.unwrap(), 3);

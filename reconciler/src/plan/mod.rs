@@ -78,7 +78,12 @@ mod tests {
     use serde_json::json;
 
     fn obs(id: &str, cidr: &str) -> Observed {
-        Observed { kind: "ec2:subnet", id: id.into(), physical_id: format!("subnet-{id}"), fields: json!({"cidr": cidr}).as_object().unwrap().clone() }
+        Observed {
+            kind: "ec2:subnet",
+            id: id.into(),
+            physical_id: format!("subnet-{id}"),
+            fields: json!({"cidr": cidr}).as_object().unwrap().clone(),
+        }
     }
 
     #[test]

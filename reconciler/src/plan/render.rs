@@ -116,7 +116,13 @@ mod tests {
     fn plan(action: Action, changes: Vec<FieldChange>) -> Plan {
         Plan {
             stack: "s".into(),
-            resources: vec![ResourcePlan { kind: "ec2:security-group", id: "sg-service".into(), physical_id: Some("sg-1".into()), action, changes }],
+            resources: vec![ResourcePlan {
+                kind: "ec2:security-group",
+                id: "sg-service".into(),
+                physical_id: Some("sg-1".into()),
+                action,
+                changes,
+            }],
             notes: vec![],
             fingerprint: String::new(),
         }
@@ -154,19 +160,21 @@ mod tests {
 
     #[test]
     fn scalar_changes_and_no_op() {
-        let p = plan(Action::Replace { reason: "cidr cannot change in place".into() }, vec![FieldChange {
-            field: "cidr".into(),
-            before: Some(json!("10.0.0.0/24")),
-            after: json!("10.0.2.0/24"),
-        }]);
+        let p = plan(
+            Action::Replace { reason: "cidr cannot change in place".into() },
+            vec![FieldChange { field: "cidr".into(), before: Some(json!("10.0.0.0/24")), after: json!("10.0.2.0/24") }],
+        );
         let t = render_text(&p);
         assert!(t.contains("-/+ ec2:security-group sg-service [sg-1]: replace (cidr cannot change in place)"), "{t}");
         assert!(t.contains("cidr: 10.0.0.0/24 -> 10.0.2.0/24"), "{t}");
-        let t = render_text(&plan(Action::Update, vec![FieldChange {
-            field: "tags".into(),
-            before: Some(json!({"a": "1", "b": "2", "old": "x"})),
-            after: json!({"a": "1", "b": "3", "new": "y"}),
-        }]));
+        let t = render_text(&plan(
+            Action::Update,
+            vec![FieldChange {
+                field: "tags".into(),
+                before: Some(json!({"a": "1", "b": "2", "old": "x"})),
+                after: json!({"a": "1", "b": "3", "new": "y"}),
+            }],
+        ));
         assert!(t.contains("    tags.b: 2 -> 3\n") && t.contains("tags.old: x -> (unset)") && t.contains("tags.new: (unset) -> y"), "{t}");
         assert!(!t.contains("tags.a"), "{t}");
         let t = render_text(&plan(Action::NoOp, vec![]));

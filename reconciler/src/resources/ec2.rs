@@ -1,8 +1,8 @@
 //! Shared EC2 plumbing for the network kinds: ownership filters, atomic tagging on create,
 //! tag convergence, and error context. Kind logic stays in the kind files.
 
-use crate::engine::ownership::{self, STACK_TAG};
 pub use crate::engine::call_failed;
+use crate::engine::ownership::{self, STACK_TAG};
 use crate::engine::{Ctx, FieldChange, Fields};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use serde_json::Value;
@@ -44,11 +44,7 @@ pub async fn sync_tags(ctx: &Ctx, resource_id: &str, changes: &[FieldChange]) ->
     let Some(c) = changes.iter().find(|c| c.field == "tags") else { return Ok(()) };
     let want = tag_map(Some(&c.after));
     let have = tag_map(c.before.as_ref());
-    let set: Vec<Tag> = want
-        .iter()
-        .filter(|(k, v)| have.get(*k) != Some(v))
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
+    let set: Vec<Tag> = want.iter().filter(|(k, v)| have.get(*k) != Some(v)).map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
     let unset: Vec<Tag> = have.keys().filter(|k| !want.contains_key(*k)).map(|k| Tag::builder().key(k).build()).collect();
     if !set.is_empty() {
         ctx.ec2.create_tags().resources(resource_id).set_tags(Some(set)).send().await.map_err(call_failed("CreateTags"))?;
@@ -60,9 +56,7 @@ pub async fn sync_tags(ctx: &Ctx, resource_id: &str, changes: &[FieldChange]) ->
 }
 
 pub fn str_field<'a>(f: &'a Fields, name: &str) -> anyhow::Result<&'a str> {
-    f.get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow::anyhow!("internal error: field `{name}` is missing or not a string"))
+    f.get(name).and_then(Value::as_str).ok_or_else(|| anyhow::anyhow!("internal error: field `{name}` is missing or not a string"))
 }
 
 pub fn bool_field(f: &Fields, name: &str) -> bool {

@@ -1,7 +1,7 @@
 //! `ec2:elastic-ip` — one public address per NAT gateway.
 
 use super::ec2::{call_failed, owned, stack_filter, sync_tags, tag_spec};
-use crate::engine::{IamActions, Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{Ctx, FieldChange, Fields, IamActions, Kind, Observed};
 use aws_sdk_ec2::types::{DomainType, ResourceType};
 use futures::future::BoxFuture;
 
@@ -50,7 +50,13 @@ impl Kind for ElasticIp {
         })
     }
 
-    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, _fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        _fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(sync_tags(ctx, &live.physical_id, changes))
     }
 

@@ -1,7 +1,7 @@
 //! `ec2:internet-gateway` — the public subnets' way out, attached to the stack's VPC.
 
 use super::ec2::{call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{IamActions, Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{Ctx, FieldChange, Fields, IamActions, Kind, Observed};
 use aws_sdk_ec2::types::ResourceType;
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -9,24 +9,12 @@ use serde_json::Value;
 pub struct InternetGateway;
 
 async fn detach(ctx: &Ctx, igw: &str, vpc: &str) -> anyhow::Result<()> {
-    ctx.ec2
-        .detach_internet_gateway()
-        .internet_gateway_id(igw)
-        .vpc_id(vpc)
-        .send()
-        .await
-        .map_err(call_failed("DetachInternetGateway"))?;
+    ctx.ec2.detach_internet_gateway().internet_gateway_id(igw).vpc_id(vpc).send().await.map_err(call_failed("DetachInternetGateway"))?;
     Ok(())
 }
 
 async fn attach(ctx: &Ctx, igw: &str, vpc: &str) -> anyhow::Result<()> {
-    ctx.ec2
-        .attach_internet_gateway()
-        .internet_gateway_id(igw)
-        .vpc_id(vpc)
-        .send()
-        .await
-        .map_err(call_failed("AttachInternetGateway"))?;
+    ctx.ec2.attach_internet_gateway().internet_gateway_id(igw).vpc_id(vpc).send().await.map_err(call_failed("AttachInternetGateway"))?;
     Ok(())
 }
 
@@ -66,13 +54,23 @@ impl Kind for InternetGateway {
                 .send()
                 .await
                 .map_err(call_failed("CreateInternetGateway"))?;
-            let igw = out.internet_gateway().and_then(|g| g.internet_gateway_id()).ok_or_else(|| anyhow::anyhow!("CreateInternetGateway returned no id"))?.to_string();
+            let igw = out
+                .internet_gateway()
+                .and_then(|g| g.internet_gateway_id())
+                .ok_or_else(|| anyhow::anyhow!("CreateInternetGateway returned no id"))?
+                .to_string();
             attach(ctx, &igw, str_field(fields, "vpc")?).await?;
             Ok(igw)
         })
     }
 
-    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             if changed(changes, "vpc") {
                 if let Some(old) = live.fields.get("vpc").and_then(Value::as_str) {
@@ -88,7 +86,13 @@ impl Kind for InternetGateway {
         IamActions {
             read: &["ec2:DescribeInternetGateways"],
             create: &["ec2:CreateInternetGateway"],
-            change: &["ec2:AttachInternetGateway", "ec2:DetachInternetGateway", "ec2:DeleteInternetGateway", "ec2:CreateTags", "ec2:DeleteTags"],
+            change: &[
+                "ec2:AttachInternetGateway",
+                "ec2:DetachInternetGateway",
+                "ec2:DeleteInternetGateway",
+                "ec2:CreateTags",
+                "ec2:DeleteTags",
+            ],
         }
     }
 

@@ -3,7 +3,7 @@
 //! cannot be released before).
 
 use super::ec2::{call_failed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{IamActions, wait, Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{wait, Ctx, FieldChange, Fields, IamActions, Kind, Observed};
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use futures::future::BoxFuture;
 
@@ -59,7 +59,11 @@ impl Kind for NatGateway {
                 .send()
                 .await
                 .map_err(call_failed("CreateNatGateway"))?;
-            let nat = out.nat_gateway().and_then(|n| n.nat_gateway_id()).ok_or_else(|| anyhow::anyhow!("CreateNatGateway returned no id"))?.to_string();
+            let nat = out
+                .nat_gateway()
+                .and_then(|n| n.nat_gateway_id())
+                .ok_or_else(|| anyhow::anyhow!("CreateNatGateway returned no id"))?
+                .to_string();
             wait::until(ctx, &format!("NAT gateway {nat} to become available"), || async {
                 match state(ctx, &nat).await? {
                     Some((NatGatewayState::Available, _)) => Ok(Some(())),
@@ -72,7 +76,13 @@ impl Kind for NatGateway {
         })
     }
 
-    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, _fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        _fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(sync_tags(ctx, &live.physical_id, changes))
     }
 

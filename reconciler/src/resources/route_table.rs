@@ -3,7 +3,7 @@
 //! A route is `{"destination": CIDR, "target": igw-…|nat-…}`; the VPC's local route is AWS's.
 
 use super::ec2::{call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{IamActions, normalise_set, Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{normalise_set, Ctx, FieldChange, Fields, IamActions, Kind, Observed};
 use aws_sdk_ec2::types::{ResourceType, RouteOrigin};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
@@ -13,11 +13,7 @@ pub struct RouteTable;
 
 fn routes_of(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| Some((r["destination"].as_str()?.to_string(), r["target"].as_str()?.to_string())))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|r| Some((r["destination"].as_str()?.to_string(), r["target"].as_str()?.to_string()))).collect())
         .unwrap_or_default()
 }
 
@@ -121,13 +117,23 @@ impl Kind for RouteTable {
                 .send()
                 .await
                 .map_err(call_failed("CreateRouteTable"))?;
-            let rt = out.route_table().and_then(|t| t.route_table_id()).ok_or_else(|| anyhow::anyhow!("CreateRouteTable returned no id"))?.to_string();
+            let rt = out
+                .route_table()
+                .and_then(|t| t.route_table_id())
+                .ok_or_else(|| anyhow::anyhow!("CreateRouteTable returned no id"))?
+                .to_string();
             converge(ctx, &rt, &Fields::new(), fields).await?;
             Ok(rt)
         })
     }
 
-    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             if changed(changes, "routes") || changed(changes, "subnets") {
                 converge(ctx, &live.physical_id, &live.fields, fields).await?;
@@ -140,7 +146,16 @@ impl Kind for RouteTable {
         IamActions {
             read: &["ec2:DescribeRouteTables"],
             create: &["ec2:CreateRouteTable"],
-            change: &["ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DeleteRoute", "ec2:AssociateRouteTable", "ec2:DisassociateRouteTable", "ec2:DeleteRouteTable", "ec2:CreateTags", "ec2:DeleteTags"],
+            change: &[
+                "ec2:CreateRoute",
+                "ec2:ReplaceRoute",
+                "ec2:DeleteRoute",
+                "ec2:AssociateRouteTable",
+                "ec2:DisassociateRouteTable",
+                "ec2:DeleteRouteTable",
+                "ec2:CreateTags",
+                "ec2:DeleteTags",
+            ],
         }
     }
 

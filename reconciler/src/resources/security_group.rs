@@ -4,7 +4,7 @@
 //! ones, never revoke-all-then-reauthorize (which would open an outage window).
 
 use super::ec2::{call_failed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{IamActions, normalise_set, Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{normalise_set, Ctx, FieldChange, Fields, IamActions, Kind, Observed};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, UserIdGroupPair};
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -26,11 +26,7 @@ pub fn rule_text(r: &SecurityGroupRule) -> Option<String> {
     } else {
         format!("{from}-{to}")
     };
-    let peer = r
-        .cidr_ipv4()
-        .or(r.cidr_ipv6())
-        .or(r.prefix_list_id())
-        .or(r.referenced_group_info().and_then(|g| g.group_id()))?;
+    let peer = r.cidr_ipv4().or(r.cidr_ipv6()).or(r.prefix_list_id()).or(r.referenced_group_info().and_then(|g| g.group_id()))?;
     Some(format!("{proto} {ports} {peer}"))
 }
 
@@ -91,16 +87,40 @@ async fn converge_rules(ctx: &Ctx, sg: &str, egress: bool, have: &[String], want
     let remove: Vec<IpPermission> = have.iter().filter(|r| !want.contains(r)).map(|r| permission(r)).collect::<anyhow::Result<_>>()?;
     if !add.is_empty() {
         if egress {
-            ctx.ec2.authorize_security_group_egress().group_id(sg).set_ip_permissions(Some(add)).send().await.map_err(call_failed("AuthorizeSecurityGroupEgress"))?;
+            ctx.ec2
+                .authorize_security_group_egress()
+                .group_id(sg)
+                .set_ip_permissions(Some(add))
+                .send()
+                .await
+                .map_err(call_failed("AuthorizeSecurityGroupEgress"))?;
         } else {
-            ctx.ec2.authorize_security_group_ingress().group_id(sg).set_ip_permissions(Some(add)).send().await.map_err(call_failed("AuthorizeSecurityGroupIngress"))?;
+            ctx.ec2
+                .authorize_security_group_ingress()
+                .group_id(sg)
+                .set_ip_permissions(Some(add))
+                .send()
+                .await
+                .map_err(call_failed("AuthorizeSecurityGroupIngress"))?;
         }
     }
     if !remove.is_empty() {
         if egress {
-            ctx.ec2.revoke_security_group_egress().group_id(sg).set_ip_permissions(Some(remove)).send().await.map_err(call_failed("RevokeSecurityGroupEgress"))?;
+            ctx.ec2
+                .revoke_security_group_egress()
+                .group_id(sg)
+                .set_ip_permissions(Some(remove))
+                .send()
+                .await
+                .map_err(call_failed("RevokeSecurityGroupEgress"))?;
         } else {
-            ctx.ec2.revoke_security_group_ingress().group_id(sg).set_ip_permissions(Some(remove)).send().await.map_err(call_failed("RevokeSecurityGroupIngress"))?;
+            ctx.ec2
+                .revoke_security_group_ingress()
+                .group_id(sg)
+                .set_ip_permissions(Some(remove))
+                .send()
+                .await
+                .map_err(call_failed("RevokeSecurityGroupIngress"))?;
         }
     }
     Ok(())
@@ -169,7 +189,13 @@ impl Kind for SecurityGroup {
         })
     }
 
-    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, _fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        _fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             for (field, egress) in [("ingress", false), ("egress", true)] {
                 if let Some(c) = changes.iter().find(|c| c.field == field) {
@@ -184,7 +210,15 @@ impl Kind for SecurityGroup {
         IamActions {
             read: &["ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules"],
             create: &["ec2:CreateSecurityGroup"],
-            change: &["ec2:AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupEgress", "ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress", "ec2:DeleteSecurityGroup", "ec2:CreateTags", "ec2:DeleteTags"],
+            change: &[
+                "ec2:AuthorizeSecurityGroupIngress",
+                "ec2:AuthorizeSecurityGroupEgress",
+                "ec2:RevokeSecurityGroupIngress",
+                "ec2:RevokeSecurityGroupEgress",
+                "ec2:DeleteSecurityGroup",
+                "ec2:CreateTags",
+                "ec2:DeleteTags",
+            ],
         }
     }
 
@@ -204,18 +238,17 @@ mod tests {
     fn rule_text_round_trips_through_the_api_form() {
         for text in ["tcp 8080 10.0.0.0/16", "all all 0.0.0.0/0", "tcp 443-444 sg-123", "udp 53 ::/0"] {
             let p = permission(text).unwrap();
-            let r = SecurityGroupRule::builder()
-                .ip_protocol(p.ip_protocol().unwrap())
-                .set_from_port(p.from_port())
-                .set_to_port(p.to_port())
-                .set_cidr_ipv4(p.ip_ranges().first().and_then(|r| r.cidr_ip()).map(String::from))
-                .set_cidr_ipv6(p.ipv6_ranges().first().and_then(|r| r.cidr_ipv6()).map(String::from))
-                .set_referenced_group_info(
-                    p.user_id_group_pairs()
-                        .first()
-                        .map(|g| aws_sdk_ec2::types::ReferencedSecurityGroup::builder().set_group_id(g.group_id().map(String::from)).build()),
-                )
-                .build();
+            let r =
+                SecurityGroupRule::builder()
+                    .ip_protocol(p.ip_protocol().unwrap())
+                    .set_from_port(p.from_port())
+                    .set_to_port(p.to_port())
+                    .set_cidr_ipv4(p.ip_ranges().first().and_then(|r| r.cidr_ip()).map(String::from))
+                    .set_cidr_ipv6(p.ipv6_ranges().first().and_then(|r| r.cidr_ipv6()).map(String::from))
+                    .set_referenced_group_info(p.user_id_group_pairs().first().map(|g| {
+                        aws_sdk_ec2::types::ReferencedSecurityGroup::builder().set_group_id(g.group_id().map(String::from)).build()
+                    }))
+                    .build();
             assert_eq!(rule_text(&r).as_deref(), Some(text));
         }
         assert!(permission("tcp 8080").is_err());

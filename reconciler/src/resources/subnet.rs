@@ -1,7 +1,7 @@
 //! `ec2:subnet` — public and private subnets, one of each per availability zone.
 
 use super::ec2::{bool_field, call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{IamActions, Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{Ctx, FieldChange, Fields, IamActions, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 use futures::future::BoxFuture;
 
@@ -64,7 +64,8 @@ impl Kind for Subnet {
                 .send()
                 .await
                 .map_err(call_failed("CreateSubnet"))?;
-            let subnet_id = out.subnet().and_then(|s| s.subnet_id()).ok_or_else(|| anyhow::anyhow!("CreateSubnet returned no subnet id"))?.to_string();
+            let subnet_id =
+                out.subnet().and_then(|s| s.subnet_id()).ok_or_else(|| anyhow::anyhow!("CreateSubnet returned no subnet id"))?.to_string();
             if bool_field(fields, "public_ip_on_launch") {
                 Self::set_public_ip(ctx, &subnet_id, fields).await?;
             }
@@ -72,7 +73,13 @@ impl Kind for Subnet {
         })
     }
 
-    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             if changed(changes, "public_ip_on_launch") {
                 Self::set_public_ip(ctx, &live.physical_id, fields).await?;

@@ -1,7 +1,7 @@
 //! `ec2:vpc` — the stack's own VPC, with DNS support and hostnames (Cloud Map needs both).
 
 use super::ec2::{bool_field, call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{IamActions, wait, Ctx, FieldChange, Fields, Kind, Observed};
+use crate::engine::{wait, Ctx, FieldChange, Fields, IamActions, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName, VpcState};
 use futures::future::BoxFuture;
 
@@ -32,7 +32,13 @@ impl Vpc {
         }
         if hostnames {
             let v = AttributeBooleanValue::builder().value(bool_field(fields, "dns_hostnames")).build();
-            ctx.ec2.modify_vpc_attribute().vpc_id(vpc_id).enable_dns_hostnames(v).send().await.map_err(call_failed("ModifyVpcAttribute"))?;
+            ctx.ec2
+                .modify_vpc_attribute()
+                .vpc_id(vpc_id)
+                .enable_dns_hostnames(v)
+                .send()
+                .await
+                .map_err(call_failed("ModifyVpcAttribute"))?;
         }
         Ok(())
     }
@@ -100,7 +106,13 @@ impl Kind for Vpc {
         })
     }
 
-    fn update<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields, changes: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             Self::set_dns(ctx, &live.physical_id, fields, changed(changes, "dns_support"), changed(changes, "dns_hostnames")).await?;
             sync_tags(ctx, &live.physical_id, changes).await

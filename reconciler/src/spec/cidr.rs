@@ -15,7 +15,11 @@ impl Cidr {
         Cidr { base, prefix }
     }
     fn mask(prefix: u8) -> u32 {
-        if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        }
     }
     pub fn size(&self) -> u64 {
         1u64 << (32 - self.prefix)
@@ -35,17 +39,11 @@ impl Cidr {
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("`{s}` is not a CIDR block: expected ADDRESS/PREFIX, e.g. 10.0.0.0/16"))?;
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("`{s}`: `{addr}` is not an IPv4 address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("`{s}`: prefix length must be a number from 0 to 32"))?;
+        let (addr, prefix) =
+            s.split_once('/').ok_or_else(|| format!("`{s}` is not a CIDR block: expected ADDRESS/PREFIX, e.g. 10.0.0.0/16"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("`{s}`: `{addr}` is not an IPv4 address"))?;
+        let prefix: u8 =
+            prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("`{s}`: prefix length must be a number from 0 to 32"))?;
         let base = u32::from(addr);
         if base & !Cidr::mask(prefix) != 0 {
             let net = Ipv4Addr::from(base & Cidr::mask(prefix));

@@ -20,6 +20,10 @@ pub struct Spec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
     pub network: Network,
+    /// A lease in S3 that keeps two reconcilers (a `run` loop and a person's `apply`) from
+    /// changing the stack at the same time. Without it, do not run two at once.
+    #[serde(default)]
+    pub lock: Option<LockSpec>,
     #[serde(default)]
     pub discovery: Option<Discovery>,
     #[serde(default)]
@@ -36,6 +40,22 @@ pub enum DeletionPolicy {
     #[default]
     Delete,
     Retain,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LockSpec {
+    /// An existing S3 bucket (the stack does not own it); the lease is one small object.
+    pub bucket: String,
+    /// Object key; default `reconciler/<stack>.lock`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// How long a lease lives without renewal (a crashed holder blocks no longer than this).
+    #[serde(default = "default_lock_ttl")]
+    pub ttl_seconds: u32,
+}
+fn default_lock_ttl() -> u32 {
+    900
 }
 
 /// Exactly one of `vpc` (a new VPC the stack owns) or `existing` (referenced, never modified).

@@ -24,6 +24,20 @@ pub fn validate(spec: &Spec) -> Problems {
         }
     }
 
+    if let Some(l) = &spec.lock {
+        let b = &l.bucket;
+        let ok = (3..=63).contains(&b.len())
+            && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && b.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && b.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !ok {
+            err("lock.bucket", format!("`{b}` is not an S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens)"));
+        }
+        if !(60..=86_400).contains(&l.ttl_seconds) {
+            err("lock.ttl_seconds", "ttl_seconds must be 60 to 86400".into());
+        }
+    }
+
     match (&spec.network.vpc, &spec.network.existing) {
         (Some(_), Some(_)) => err("network", "give either `vpc` (a new VPC) or `existing` (a VPC you own elsewhere), not both".into()),
         (None, None) => err("network", "missing `vpc` (a new VPC) or `existing` (vpc_id + private_subnet_ids)".into()),
@@ -45,7 +59,10 @@ pub fn validate(spec: &Spec) -> Problems {
 
     if let Some(d) = &spec.discovery {
         if !valid_dns_name(&d.namespace) {
-            err("discovery.namespace", format!("`{}` is not a DNS name (labels of letters, digits and hyphens, separated by dots)", d.namespace));
+            err(
+                "discovery.namespace",
+                format!("`{}` is not a DNS name (labels of letters, digits and hyphens, separated by dots)", d.namespace),
+            );
         }
         if !valid_dns_label(&d.service) {
             err("discovery.service", format!("`{}` is not a DNS label (letters, digits and hyphens, at most 63)", d.service));
@@ -57,7 +74,10 @@ pub fn validate(spec: &Spec) -> Problems {
 
     if let Some(s) = &spec.service {
         if !valid_aws_name(&s.cluster, 255) {
-            err("service.cluster", format!("`{}` is not a valid ECS cluster name: letters, digits, hyphens and underscores, at most 255", s.cluster));
+            err(
+                "service.cluster",
+                format!("`{}` is not a valid ECS cluster name: letters, digits, hyphens and underscores, at most 255", s.cluster),
+            );
         }
         if s.image.trim().is_empty() || s.image.chars().any(char::is_whitespace) {
             err("service.image", "image must be `<registry>/<repo>:<tag>` or `<registry>/<repo>@sha256:<digest>` with no spaces".into());
@@ -78,7 +98,10 @@ pub fn validate(spec: &Spec) -> Problems {
             if !valid_env_name(k) {
                 err(&format!("service.environment.{k}"), format!("`{k}` is not a valid environment variable name"));
             } else if ["SECRET", "PASSWORD", "TOKEN", "PRIVATE_KEY"].iter().any(|w| up.contains(w)) && !v.starts_with("arn:") {
-                err(&format!("service.environment.{k}"), format!("`{k}` looks like a secret given inline: move it to `service.secrets` as a Secrets Manager or SSM ARN"));
+                err(
+                    &format!("service.environment.{k}"),
+                    format!("`{k}` looks like a secret given inline: move it to `service.secrets` as a Secrets Manager or SSM ARN"),
+                );
             }
         }
         for (k, v) in &s.secrets {
@@ -86,7 +109,10 @@ pub fn validate(spec: &Spec) -> Problems {
                 err(&format!("service.secrets.{k}"), format!("`{k}` is not a valid environment variable name"));
             }
             if !(v.starts_with("arn:") && (v.contains(":secretsmanager:") || v.contains(":ssm:"))) {
-                err(&format!("service.secrets.{k}"), "secrets are references only: give a Secrets Manager or SSM parameter ARN, never the value".into());
+                err(
+                    &format!("service.secrets.{k}"),
+                    "secrets are references only: give a Secrets Manager or SSM parameter ARN, never the value".into(),
+                );
             }
             if s.environment.contains_key(k) {
                 err(&format!("service.secrets.{k}"), format!("`{k}` is also in `environment`: keep it in one place"));
@@ -94,7 +120,10 @@ pub fn validate(spec: &Spec) -> Problems {
         }
         if let Some(sc) = &spec.scaling {
             if s.desired_count < sc.min || s.desired_count > sc.max {
-                err("service.desired_count", format!("desired_count {} must lie within scaling min {} and max {}", s.desired_count, sc.min, sc.max));
+                err(
+                    "service.desired_count",
+                    format!("desired_count {} must lie within scaling min {} and max {}", s.desired_count, sc.min, sc.max),
+                );
             }
         }
     }
@@ -127,7 +156,10 @@ pub fn validate(spec: &Spec) -> Problems {
         }
         if let Some(l) = &api.access_logs {
             if !LOG_RETENTION_DAYS.contains(&l.retention_days) {
-                err("api.access_logs.retention_days", format!("{} is not a retention CloudWatch Logs accepts; use one of {:?}", l.retention_days, LOG_RETENTION_DAYS));
+                err(
+                    "api.access_logs.retention_days",
+                    format!("{} is not a retention CloudWatch Logs accepts; use one of {:?}", l.retention_days, LOG_RETENTION_DAYS),
+                );
             }
         }
         if let Some(t) = &api.throttling {
@@ -242,16 +274,13 @@ pub fn fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
     if ranges.iter().any(|&(lo, hi, step)| memory >= lo && memory <= hi && (memory - lo).is_multiple_of(step)) {
         return Ok(());
     }
-    let allowed: Vec<String> = ranges
-        .iter()
-        .map(|&(lo, hi, step)| if lo == hi { lo.to_string() } else { format!("{lo}..={hi} in steps of {step}") })
-        .collect();
+    let allowed: Vec<String> =
+        ranges.iter().map(|&(lo, hi, step)| if lo == hi { lo.to_string() } else { format!("{lo}..={hi} in steps of {step}") }).collect();
     Err(format!("memory {memory} MiB does not fit cpu {cpu} on Fargate; allowed: {}", allowed.join(", ")))
 }
 
-const LOG_RETENTION_DAYS: [u32; 22] = [
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
-];
+const LOG_RETENTION_DAYS: [u32; 22] =
+    [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
 fn valid_stack_name(s: &str) -> bool {
     (2..=32).contains(&s.len())
@@ -273,10 +302,7 @@ fn valid_aws_name(s: &str, max: usize) -> bool {
 }
 
 fn valid_dns_label(s: &str) -> bool {
-    (1..=63).contains(&s.len())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    (1..=63).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !s.starts_with('-') && !s.ends_with('-')
 }
 
 fn valid_dns_name(s: &str) -> bool {
@@ -284,9 +310,7 @@ fn valid_dns_name(s: &str) -> bool {
 }
 
 fn valid_env_name(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !s.is_empty() && !s.starts_with(|c: char| c.is_ascii_digit()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
