@@ -9,7 +9,6 @@ mod security_group;
 mod subnet;
 mod vpc;
 
-pub use security_group::{permission as security_group_permission, rule_text as security_group_rule_text};
 
 use crate::engine::Kind;
 
