@@ -120,6 +120,18 @@ async fn subnet(c: &Client, id: &str) -> aws_sdk_ec2::types::Subnet {
     c.describe_subnets().filters(tag_filter("reconciler:id", id)).send().await.unwrap().subnets()[0].clone()
 }
 
+/// A VPC made out of band (not by the reconciler), with these tags; its id.
+async fn vpc_tagged(c: &Client, cidr: &str, tags: &[(&str, &str)]) -> String {
+    let mut req = c.create_vpc().cidr_block(cidr);
+    if !tags.is_empty() {
+        let spec = tags.iter().fold(TagSpecification::builder().resource_type(ResourceType::Vpc), |b, (k, v)| {
+            b.tags(Tag::builder().key(*k).value(*v).build())
+        });
+        req = req.tag_specifications(spec.build());
+    }
+    req.send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string()
+}
+
 fn ssh_from_anywhere() -> IpPermission {
     IpPermission::builder().ip_protocol("tcp").from_port(22).to_port(22).ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build()).build()
 }
@@ -306,39 +318,8 @@ async fn destroy_removes_every_owned_resource_and_nothing_else() {
     let moto = Moto::start();
     let c = ec2(&moto).await;
     // Look-alikes: an untagged VPC named like ours, and one owned by another stack.
-    let name_tag = TagSpecification::builder()
-        .resource_type(ResourceType::Vpc)
-        .tags(Tag::builder().key("Name").value("benchling-webhook-vpc").build())
-        .build();
-    let lookalike = c
-        .create_vpc()
-        .cidr_block("10.0.0.0/16")
-        .tag_specifications(name_tag)
-        .send()
-        .await
-        .unwrap()
-        .vpc()
-        .unwrap()
-        .vpc_id()
-        .unwrap()
-        .to_string();
-    let other_tags = TagSpecification::builder()
-        .resource_type(ResourceType::Vpc)
-        .tags(Tag::builder().key("reconciler:stack").value("other-stack").build())
-        .tags(Tag::builder().key("reconciler:id").value("vpc").build())
-        .build();
-    let other = c
-        .create_vpc()
-        .cidr_block("10.9.0.0/16")
-        .tag_specifications(other_tags)
-        .send()
-        .await
-        .unwrap()
-        .vpc()
-        .unwrap()
-        .vpc_id()
-        .unwrap()
-        .to_string();
+    let lookalike = vpc_tagged(&c, "10.0.0.0/16", &[("Name", "benchling-webhook-vpc")]).await;
+    let other = vpc_tagged(&c, "10.9.0.0/16", &[("reconciler:stack", "other-stack"), ("reconciler:id", "vpc")]).await;
 
     assert_eq!(reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]).code, 0);
 
@@ -381,7 +362,7 @@ async fn apply_without_approval_and_without_a_terminal_changes_nothing() {
 async fn existing_vpc_is_referenced_validated_and_never_modified() {
     let moto = Moto::start();
     let c = ec2(&moto).await;
-    let vpc = c.create_vpc().cidr_block("172.31.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    let vpc = vpc_tagged(&c, "172.31.0.0/16", &[]).await;
     let mk = |cidr: &'static str, az: &'static str| {
         let c = c.clone();
         let vpc = vpc.clone();

@@ -471,6 +471,13 @@ struct WorkerRig {
     dlq_url: String,
 }
 
+impl WorkerRig {
+    /// The bytes of an object in the user bucket.
+    async fn object(&self, key: &str) -> Vec<u8> {
+        self.s3.get_object().bucket("bucket").key(key).send().await.unwrap().body.collect().await.unwrap().into_bytes().to_vec()
+    }
+}
+
 async fn worker_rig(s: &Service) -> WorkerRig {
     let aws = s.moto.sdk_config().await;
     let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&aws).force_path_style(true).build());
@@ -539,33 +546,9 @@ async fn an_entry_event_becomes_s3_objects_and_a_packager_message() {
             "benchling/EXP-etr_w1/raw/plate.txt"
         ]
     );
-    let csv = rig
-        .s3
-        .get_object()
-        .bucket("bucket")
-        .key("benchling/EXP-etr_w1/data.csv")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let csv = rig.object("benchling/EXP-etr_w1/data.csv").await;
     assert!(String::from_utf8_lossy(&csv).starts_with("task,task-etr_w1-"), "the export's file, unchanged");
-    let entry = rig
-        .s3
-        .get_object()
-        .bucket("bucket")
-        .key("benchling/EXP-etr_w1/entry.json")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let entry = rig.object("benchling/EXP-etr_w1/entry.json").await;
     assert_eq!(serde_json::from_slice::<Value>(&entry).unwrap()["displayId"], "EXP-etr_w1");
 
     let msgs = drain(&s.sqs, &rig.packager_url).await;

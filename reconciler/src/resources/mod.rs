@@ -9,7 +9,6 @@ mod security_group;
 mod subnet;
 mod vpc;
 
-
 use crate::engine::Kind;
 
 /// Every kind, dependencies first: destroy and pruning delete in reverse of this order, so a
