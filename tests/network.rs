@@ -116,6 +116,11 @@ async fn security_group(c: &Client, id: &str) -> String {
         .unwrap()
         .to_string()
 }
+/// By logical id, matched client-side (moto ignores DescribeNatGateways' tag filter).
+async fn nat_gateway(c: &Client, id: &str) -> aws_sdk_ec2::types::NatGateway {
+    let out = c.describe_nat_gateways().send().await.unwrap();
+    out.nat_gateways().iter().find(|n| n.tags().iter().any(|t| t.key() == Some("reconciler:id") && t.value() == Some(id))).unwrap().clone()
+}
 async fn subnet(c: &Client, id: &str) -> aws_sdk_ec2::types::Subnet {
     c.describe_subnets().filters(tag_filter("reconciler:id", id)).send().await.unwrap().subnets()[0].clone()
 }
@@ -165,16 +170,7 @@ async fn apply_from_zero_creates_the_tagged_network_and_is_idempotent() {
         .iter()
         .any(|r| r.destination_cidr_block() == Some("0.0.0.0/0") && r.gateway_id().is_some_and(|g| g.starts_with("igw-"))));
     assert_eq!(pub_rt.associations().iter().filter(|a| a.subnet_id().is_some()).count(), 2);
-    let nat1 = c
-        .describe_nat_gateways()
-        .send()
-        .await
-        .unwrap()
-        .nat_gateways()
-        .iter()
-        .find(|n| n.tags().iter().any(|t| t.value() == Some("nat-1")))
-        .unwrap()
-        .clone();
+    let nat1 = nat_gateway(&c, "nat-1").await;
     let priv_rt = route_table(&c, "rt-private-1").await;
     assert!(priv_rt.routes().iter().any(|r| r.nat_gateway_id() == nat1.nat_gateway_id()));
     let sub1 = subnet(&c, "subnet-public-1").await;
@@ -226,18 +222,7 @@ async fn drift_in_every_kind_is_named_and_corrected() {
         .unwrap()
         .to_string();
     c.create_tags().resources(&eip).tags(Tag::builder().key("environment").value("tampered").build()).send().await.unwrap();
-    let nat2 = c
-        .describe_nat_gateways()
-        .send()
-        .await
-        .unwrap()
-        .nat_gateways()
-        .iter()
-        .find(|n| n.tags().iter().any(|t| t.value() == Some("nat-2")))
-        .unwrap()
-        .nat_gateway_id()
-        .unwrap()
-        .to_string();
+    let nat2 = nat_gateway(&c, "nat-2").await.nat_gateway_id().unwrap().to_string();
     c.delete_tags().resources(&nat2).tags(Tag::builder().key("project").build()).send().await.unwrap();
     let rt = route_table(&c, "rt-private-1").await.route_table_id().unwrap().to_string();
     c.delete_route().route_table_id(&rt).destination_cidr_block("0.0.0.0/0").send().await.unwrap();
