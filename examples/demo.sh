@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: the whole loop on a local AWS emulator, from a fresh machine.
-#   installs moto (pinned, into .venv) → starts it on 127.0.0.1 → apply specs/prod.yaml →
-#   no-op plan → drift injected out of band → plan names it (exit 2) → apply corrects it →
-#   plan is clean again → destroy.
+#   installs moto (pinned, into .venv) → starts it on 127.0.0.1 → apply specs/prod.yaml (the
+#   network, IAM roles, logs, queues, Cloud Map, ECS, autoscaling) → no-op plan → drift injected
+#   out of band in the network and the service → plan names it (exit 2) → apply corrects it →
+#   plan is clean again → a signed webhook through the service binary → destroy (the log group
+#   and the queues are retained, as the spec says).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -31,7 +33,8 @@ done
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \
   AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
-  AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null RECONCILER_POLL_INTERVAL=0.1
+  AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null RECONCILER_POLL_INTERVAL=0.1 \
+  RECONCILER_WAIT_FOR_DEPLOYMENTS=false  # moto runs no tasks: ECS deployments never settle
 
 expect_exit() { # expect_exit CODE cmd...
   local want=$1; shift
@@ -45,7 +48,7 @@ step "reconciler apply specs/prod.yaml --auto-approve"
 step "reconciler plan specs/prod.yaml --detailed-exitcode   (expect: no changes, exit 0)"
 expect_exit 0 "$R" plan specs/prod.yaml --detailed-exitcode
 
-step "injecting drift out of band: delete a private default route, open port 22 to 0.0.0.0/0"
+step "injecting drift out of band: a private default route deleted, port 22 opened to 0.0.0.0/0, the container log retention cut to 1 day, the dead-letter redrive removed, the service scaled to 20 tasks"
 "$venv/bin/python" - <<'PY'
 import boto3
 ec2 = boto3.client("ec2")
@@ -55,6 +58,14 @@ ec2.delete_route(RouteTableId=rt, DestinationCidrBlock="0.0.0.0/0")
 sg = ec2.describe_security_groups(Filters=f("reconciler:id", "sg-service"))["SecurityGroups"][0]["GroupId"]
 ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
 print(f"deleted 0.0.0.0/0 from {rt}; opened tcp/22 to the world on {sg}")
+logs = boto3.client("logs")
+logs.put_retention_policy(logGroupName="/ecs/benchling-webhook", retentionInDays=1)
+sqs = boto3.client("sqs")
+url = sqs.get_queue_url(QueueName="benchling-webhook-events.fifo")["QueueUrl"]
+sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": ""})
+ecs = boto3.client("ecs")
+ecs.update_service(cluster="benchling-webhook-cluster", service="benchling-webhook", desiredCount=20)
+print("log retention 1 day; redrive removed from", url, "; desiredCount 20 (autoscaling allows 2..10)")
 PY
 
 step "reconciler plan specs/prod.yaml --detailed-exitcode   (expect: the drift, named, exit 2)"

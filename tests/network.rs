@@ -2,6 +2,8 @@
 //! detected (exit 2, resource and field named) and corrected, pruning, existing-VPC mode,
 //! and destroy that leaves unowned look-alikes alone. Each test owns its moto server.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/fault_proxy.rs"]
 mod fault_proxy;
 #[path = "support/mod.rs"]
@@ -9,30 +11,11 @@ mod support;
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, IpPermission, IpRange, NatGatewayState, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
+use cli::{assert_converged, reconciler, reconciler_via};
 use std::process::{Command, Stdio};
-use support::{repo_root, Moto, Run};
+use support::{repo_root, Moto};
 
 const STACK: &str = "benchling-webhook";
-
-fn reconciler(moto: &Moto, args: &[&str]) -> Run {
-    reconciler_via(moto, &moto.endpoint, "1", args)
-}
-
-/// Runs the CLI against `endpoint` (moto itself, or the fault proxy in front of it).
-fn reconciler_via(moto: &Moto, endpoint: &str, attempts: &str, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .args(args)
-        .current_dir(repo_root())
-        .envs(moto.env())
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("RECONCILER_POLL_INTERVAL", "0.05")
-        .env("RECONCILER_MAX_ATTEMPTS", attempts)
-        .env("RECONCILER_RETRY_BASE_MS", "5")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run reconciler");
-    Run::from(out)
-}
 
 async fn ec2(moto: &Moto) -> Client {
     Client::new(&moto.sdk_config().await)
@@ -141,12 +124,6 @@ fn ssh_from_anywhere() -> IpPermission {
     IpPermission::builder().ip_protocol("tcp").from_port(22).to_port(22).ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build()).build()
 }
 
-fn assert_converged(moto: &Moto, spec: &str) {
-    let plan = reconciler(moto, &["plan", spec, "--detailed-exitcode"]);
-    assert_eq!(plan.code, 0, "expected a no-op plan\n{plan}");
-    assert!(plan.stdout.contains("No changes"), "{plan}");
-}
-
 #[tokio::test]
 async fn apply_from_zero_creates_the_tagged_network_and_is_idempotent() {
     let moto = Moto::start();
@@ -154,7 +131,8 @@ async fn apply_from_zero_creates_the_tagged_network_and_is_idempotent() {
 
     let plan = reconciler(&moto, &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "{plan}");
-    assert!(plan.stdout.contains("15 to create"), "{plan}");
+    // 15 network resources and 13 for the service (IAM, logs, queues, Cloud Map, ECS, scaling).
+    assert!(plan.stdout.contains("28 to create"), "{plan}");
 
     let apply = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(apply.code, 0, "{apply}");
@@ -278,7 +256,15 @@ async fn shrinking_the_spec_prunes_what_left_it() {
     assert!(plan.stdout.contains("- ec2:elastic-ip eip-nat-2"), "{plan}");
     assert!(plan.stdout.contains("~ ec2:route-table rt-private-2"), "{plan}");
 
-    let apply = reconciler(&moto, &["apply", single, "--auto-approve"]);
+    assert!(plan.stdout.contains("DESTRUCTIVE: 0 replacement(s), 2 deletion(s)"), "{plan}");
+
+    // Unattended, the deletions are held back (exit 3) while the in-place update goes ahead.
+    let held = reconciler(&moto, &["apply", single, "--auto-approve"]);
+    assert_eq!(held.code, 3, "{held}");
+    assert!(held.stdout.contains("Held back (2)") && held.stdout.contains("ec2:nat-gateway nat-2: delete"), "{held}");
+    assert_eq!(counts(&c, STACK).await.nats, 2, "nothing may be deleted without --allow-destructive");
+
+    let apply = reconciler(&moto, &["apply", single, "--auto-approve", "--allow-destructive"]);
     assert_eq!(apply.code, 0, "{apply}");
     let n = counts(&c, STACK).await;
     assert_eq!((n.nats, n.eips), (1, 1));
@@ -316,11 +302,17 @@ async fn destroy_removes_every_owned_resource_and_nothing_else() {
     let destroy = reconciler(&moto, &["destroy", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(destroy.code, 0, "{destroy}");
     let listed = |needle: &str| destroy.stdout.find(needle).unwrap_or_else(|| panic!("{needle} not listed\n{destroy}"));
+    // Dependents first: routes before the NAT gateways they point at, those before their
+    // subnets, the service before its security group, everything before the VPC.
     assert!(
-        listed("ec2:security-group") < listed("ec2:nat-gateway") && listed("ec2:nat-gateway") < listed("ec2:vpc vpc"),
+        listed("ec2:route-table") < listed("ec2:nat-gateway")
+            && listed("ec2:nat-gateway") < listed("ec2:subnet")
+            && listed("ecs:service") < listed("ec2:security-group sg-service")
+            && listed("ec2:security-group sg-service") < listed("ec2:vpc vpc"),
         "listed in deletion order\n{destroy}"
     );
-    assert!(destroy.stdout.contains("15 deleted"), "{destroy}");
+    // The log group and both queues are retained (specs/prod.yaml says so).
+    assert!(destroy.stdout.contains("25 deleted, 3 retained"), "{destroy}");
     assert_eq!(counts(&c, STACK).await, Counts::default());
     let vpcs: Vec<String> = c.describe_vpcs().send().await.unwrap().vpcs().iter().filter_map(|v| v.vpc_id().map(String::from)).collect();
     assert!(vpcs.contains(&lookalike), "the untagged look-alike VPC was deleted");
@@ -417,13 +409,13 @@ async fn throttling_and_server_errors_are_retried_without_duplicates() {
     let moto = Moto::start();
     let c = ec2(&moto).await;
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    proxy.inject("DescribeVpcs", &[Fault::Throttle, Fault::ServerError]);
-    proxy.inject("CreateSubnet", &[Fault::Throttle, Fault::Throttle]);
-    proxy.inject("CreateSecurityGroup", &[Fault::ServerError]);
+    proxy.inject("ec2:DescribeVpcs", &[Fault::Throttle, Fault::ServerError]);
+    proxy.inject("ec2:CreateSubnet", &[Fault::Throttle, Fault::Throttle]);
+    proxy.inject("ec2:CreateSecurityGroup", &[Fault::ServerError]);
     // The ambiguous case: the VPC and a NAT gateway are created, but the client is told 500.
-    proxy.inject("CreateVpc", &[Fault::ServerErrorAfterForwarding]);
-    proxy.inject("CreateNatGateway", &[Fault::ServerErrorAfterForwarding]);
-    proxy.inject("AuthorizeSecurityGroupIngress", &[Fault::ServerErrorAfterForwarding]);
+    proxy.inject("ec2:CreateVpc", &[Fault::ServerErrorAfterForwarding]);
+    proxy.inject("ec2:CreateNatGateway", &[Fault::ServerErrorAfterForwarding]);
+    proxy.inject("ec2:AuthorizeSecurityGroupIngress", &[Fault::ServerErrorAfterForwarding]);
 
     let run = reconciler_via(&moto, &proxy.url, "4", &["apply", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(run.code, 0, "{run}");
@@ -432,9 +424,9 @@ async fn throttling_and_server_errors_are_retried_without_duplicates() {
         Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 2 },
         "exactly one of everything, although creates were answered with 500 after taking effect\n{run}"
     );
-    assert_eq!(proxy.count("CreateVpc"), 1, "the VPC was found by its tags, not created again");
-    assert_eq!(proxy.count("CreateNatGateway"), 2, "one per AZ, none repeated");
-    assert_eq!(proxy.count("CreateSubnet"), 6, "4 subnets + 2 throttled calls");
+    assert_eq!(proxy.count("ec2:CreateVpc"), 1, "the VPC was found by its tags, not created again");
+    assert_eq!(proxy.count("ec2:CreateNatGateway"), 2, "one per AZ, none repeated");
+    assert_eq!(proxy.count("ec2:CreateSubnet"), 6, "4 subnets + 2 throttled calls");
     assert!(run.stderr.contains("observing again and retrying"), "{run}");
     let sg = security_group(&c, "sg-service").await;
     let rules = c.describe_security_group_rules().filters(Filter::builder().name("group-id").values(&sg).build()).send().await.unwrap();
@@ -450,9 +442,9 @@ async fn eventual_consistency_after_create_is_waited_out() {
     let moto = Moto::start();
     let c = ec2(&moto).await;
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    proxy.inject("ModifyVpcAttribute", &[Fault::NotYetVisible]);
-    proxy.inject("CreateSubnet", &[Fault::NotYetVisible, Fault::NotYetVisible]);
-    proxy.inject("CreateSecurityGroup", &[Fault::NotYetVisible]);
+    proxy.inject("ec2:ModifyVpcAttribute", &[Fault::NotYetVisible]);
+    proxy.inject("ec2:CreateSubnet", &[Fault::NotYetVisible, Fault::NotYetVisible]);
+    proxy.inject("ec2:CreateSecurityGroup", &[Fault::NotYetVisible]);
     let run = reconciler_via(&moto, &proxy.url, "4", &["apply", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(run.code, 0, "{run}");
     assert_eq!(counts(&c, STACK).await, Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 2 });
@@ -465,14 +457,14 @@ async fn validation_errors_are_not_retried() {
     use fault_proxy::{Fault, FaultProxy};
     let moto = Moto::start();
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    proxy.inject("CreateVpc", &[Fault::Validation]);
+    proxy.inject("ec2:CreateVpc", &[Fault::Validation]);
     let run = reconciler_via(&moto, &proxy.url, "5", &["apply", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(run.code, 1, "{run}");
-    assert_eq!(proxy.count("CreateVpc"), 1, "no retry of a validation error\n{run}");
+    assert_eq!(proxy.count("ec2:CreateVpc"), 1, "no retry of a validation error\n{run}");
     assert!(run.stderr.contains("InvalidParameterValue") && run.stderr.contains("CreateVpc"), "{run}");
     assert!(run.stderr.contains("run apply again"), "the error says what to do\n{run}");
     // Independent work finished; nothing that depends on the VPC was attempted.
-    assert_eq!(proxy.count("CreateSubnet"), 0);
+    assert_eq!(proxy.count("ec2:CreateSubnet"), 0);
 }
 
 /// Retries are bounded: a call that keeps failing gives up after the configured attempts.
@@ -481,11 +473,11 @@ async fn retries_are_bounded() {
     use fault_proxy::{Fault, FaultProxy};
     let moto = Moto::start();
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    proxy.inject("DescribeSubnets", &[Fault::Throttle; 10]);
+    proxy.inject("ec2:DescribeSubnets", &[Fault::Throttle; 10]);
     let run = reconciler_via(&moto, &proxy.url, "3", &["plan", "specs/prod.yaml"]);
     assert_eq!(run.code, 1, "{run}");
     assert!(run.stderr.contains("RequestLimitExceeded"), "{run}");
-    assert_eq!(proxy.count("DescribeSubnets"), 3, "3 attempts, then the error");
+    assert_eq!(proxy.count("ec2:DescribeSubnets"), 3, "3 attempts, then the error");
 }
 
 /// A saved plan is applied as reviewed, and refused once live state changed since.
@@ -534,6 +526,7 @@ async fn run_mode_corrects_drift_while_running() {
         .envs(moto.env())
         .env("RECONCILER_POLL_INTERVAL", "0.05")
         .env("RECONCILER_MAX_ATTEMPTS", "1")
+        .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -543,7 +536,7 @@ async fn run_mode_corrects_drift_while_running() {
     let mut next = || -> serde_json::Value { serde_json::from_str(&lines.next().expect("a status line").unwrap()).unwrap() };
     let first = next();
     assert_eq!(first["result"], "corrected", "{first}");
-    assert_eq!(first["changes"].as_array().unwrap().len(), 15);
+    assert_eq!(first["changes"].as_array().unwrap().len(), 28);
     let second = next();
     assert_eq!(second["result"], "in_sync", "{second}");
     // Drift while it runs.

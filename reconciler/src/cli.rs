@@ -61,6 +61,10 @@ enum Command {
         /// changed since (it was reviewed: no confirmation is asked).
         #[arg(long, value_name = "PLAN_FILE")]
         plan: Option<PathBuf>,
+        /// With --auto-approve: also take destructive steps (replacements, deletions). Without
+        /// it, an unattended apply holds them back, says which, and exits 3.
+        #[arg(long, env = "RECONCILER_ALLOW_DESTRUCTIVE")]
+        allow_destructive: bool,
         #[command(flatten)]
         aws: AwsOpts,
     },
@@ -77,6 +81,10 @@ enum Command {
         /// Stop after this many iterations (0: run until stopped).
         #[arg(long, default_value_t = 0)]
         iterations: u64,
+        /// Also take destructive steps (replacements, deletions). Without it they are held
+        /// back and reported (`result: held`).
+        #[arg(long, env = "RECONCILER_ALLOW_DESTRUCTIVE")]
+        allow_destructive: bool,
         #[command(flatten)]
         aws: AwsOpts,
     },
@@ -122,7 +130,14 @@ struct AwsOpts {
     /// Mutations in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Wait for ECS deployments to reach a steady state (`false` where nothing runs tasks,
+    /// e.g. an emulator).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "RECONCILER_WAIT_FOR_DEPLOYMENTS")]
+    wait_for_deployments: bool,
 }
+
+/// Exit code of an unattended apply (or a `run` that ends) that held destructive steps back.
+pub const HELD: u8 = 3;
 
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -158,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &spec.name,
                 &resources::registry(),
                 purpose,
+                crate::facts::IAM_READS,
                 lock_key.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
             );
             println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -177,15 +193,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
-        Command::Apply { file, auto_approve, plan: saved, aws } => {
+        Command::Apply { file, auto_approve, plan: saved, allow_destructive, aws } => {
             let s = Session::open(&file, &aws).await?;
             let lock = s.lock().await?;
-            let result = apply_locked(&s, &file, auto_approve, saved.as_deref()).await;
+            let result = apply_locked(&s, &file, auto_approve, allow_destructive, saved.as_deref()).await;
             release(lock).await?;
             result
         }
-        Command::Run { file, interval, jitter, iterations, aws } => {
-            crate::run::run(&Session::open(&file, &aws).await?, interval, jitter, iterations).await
+        Command::Run { file, interval, jitter, iterations, allow_destructive, aws } => {
+            let destructive = if allow_destructive { engine::Destructive::Allow } else { engine::Destructive::Hold };
+            crate::run::run(&Session::open(&file, &aws).await?, interval, jitter, iterations, destructive).await
         }
         Command::Destroy { file, auto_approve, aws } => {
             let s = Session::open(&file, &aws).await?;
@@ -201,6 +218,7 @@ async fn apply_locked(
     s: &Session,
     file: &std::path::Path,
     auto_approve: bool,
+    allow_destructive: bool,
     saved: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let (state, observed, plan) = s.plan().await?;
@@ -233,11 +251,24 @@ async fn apply_locked(
     if !reviewed {
         confirm(auto_approve, "apply these changes")?;
     }
-    let report = engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan).await?;
+    // A person who typed `yes`, or a reviewed plan, may replace and delete; an unattended
+    // apply (--auto-approve) only with --allow-destructive.
+    let destructive = if reviewed || !auto_approve || allow_destructive { engine::Destructive::Allow } else { engine::Destructive::Hold };
+    let report = engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan, destructive).await?;
     println!(
-        "Apply complete: {} created, {} updated, {} replaced, {} deleted.",
-        report.created, report.updated, report.replaced, report.deleted
+        "Apply complete: {} created, {} updated, {} replaced, {} deleted, {} retained.",
+        report.created, report.updated, report.replaced, report.deleted, report.retained
     );
+    if !report.held.is_empty() {
+        println!(
+            "Held back ({}), because this apply is unattended and destructive steps need --allow-destructive or a reviewed plan:",
+            report.held.len()
+        );
+        for h in &report.held {
+            println!("  {h}");
+        }
+        return Ok(ExitCode::from(HELD));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -245,22 +276,22 @@ async fn destroy_locked(s: &Session, auto_approve: bool) -> anyhow::Result<ExitC
     if s.spec.deletion_policy == DeletionPolicy::Retain {
         bail!("the spec says `deletion_policy: retain`: destroy deletes nothing. Change it to `delete` first if you really mean to delete stack `{}`.", s.spec.name);
     }
-    let observed = engine::observe(&s.ctx, &s.kinds).await?;
+    let (state, observed) = s.observe_owned().await?;
     if observed.is_empty() {
-        println!("Nothing to destroy: no resource is tagged reconciler:stack={}.", s.spec.name);
+        println!("Nothing to destroy: no resource is owned by stack {}.", s.spec.name);
         return Ok(ExitCode::SUCCESS);
     }
-    // In the order they will go: dependents first (reverse of the kinds' registration).
-    let rank = |kind: &str| s.kinds.iter().position(|k| k.name() == kind).unwrap_or(0);
-    let mut ordered: Vec<&engine::Observed> = observed.iter().collect();
-    ordered.sort_by_key(|o| std::cmp::Reverse(rank(o.kind)));
+    // In the order they will go: dependents first, from the dependency graph.
+    let ordered = engine::destroy_order(&observed, &state.resources);
+    let kept = ordered.iter().filter(|o| engine::ownership::retained(&o.fields)).count();
     for o in ordered {
-        println!("- {} {} [{}]: delete", o.kind, o.id, o.physical_id);
+        let what = if engine::ownership::retained(&o.fields) { "retain (stays in AWS, no longer managed)" } else { "delete" };
+        println!("- {} {} [{}]: {what}", o.kind, o.id, o.physical_id);
     }
-    println!("\nDestroy stack `{}`: {} resources to delete.", s.spec.name, observed.len());
+    println!("\nDestroy stack `{}`: {} resources to delete, {kept} to retain.", s.spec.name, observed.len() - kept);
     confirm(auto_approve, "delete these resources")?;
-    let n = engine::destroy(&s.ctx, &s.kinds, &observed).await?;
-    println!("Destroy complete: {n} deleted.");
+    let (deleted, retained) = engine::destroy(&s.ctx, &s.kinds, &observed, &state.resources).await?;
+    println!("Destroy complete: {deleted} deleted, {retained} retained.");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -308,6 +339,8 @@ impl Session {
         settings.max_concurrency = aws.concurrency.max(1);
         settings.max_attempts = aws.max_attempts.max(1);
         settings.retry_base = Duration::from_millis(aws.retry_base_ms);
+        settings.wait_for_deployments = aws.wait_for_deployments;
+        settings.interactive = std::io::stderr().is_terminal();
         let ctx = Ctx::from_env(&spec.region, settings).await;
         Ok(Session { spec, ctx, kinds: resources::registry() })
     }
@@ -317,23 +350,40 @@ impl Session {
         let Some(l) = &self.spec.lock else { return Ok(None) };
         let key = l.key.clone().unwrap_or_else(|| format!("reconciler/{}.lock", self.spec.name)); // as in `policy`
         let ttl = Duration::from_secs(l.ttl_seconds as u64);
-        Ok(Some(engine::lock::StackLock::acquire(&self.ctx.s3, &l.bucket, &key, &self.spec.name, ttl).await?))
+        Ok(Some(engine::lock::StackLock::acquire(&self.ctx.client(), &l.bucket, &key, &self.spec.name, ttl).await?))
+    }
+
+    /// Live facts, the desired state computed from them, and what the stack owns now.
+    async fn observe_with_facts(&self) -> anyhow::Result<(desired::Facts, DesiredState, engine::Snapshot)> {
+        let s = &self.ctx.settings;
+        let facts = engine::retry::with_retries(s.max_attempts, s.retry_base, || crate::facts::gather(&self.ctx, &self.spec))
+            .await
+            .context("reading the facts the spec depends on (zones, an existing VPC, the account)")?;
+        let state = desired::build(&self.spec, &facts)?;
+        let observed = engine::observe(&self.ctx, &self.kinds, &state.resources).await?;
+        Ok((facts, state, observed))
+    }
+
+    /// What the stack owns, for destroy: same-named resources it does not own are reported
+    /// and left alone.
+    pub(crate) async fn observe_owned(&self) -> anyhow::Result<(DesiredState, engine::Snapshot)> {
+        let s = &self.ctx.settings;
+        let facts = engine::retry::with_retries(s.max_attempts, s.retry_base, || crate::facts::gather(&self.ctx, &self.spec))
+            .await
+            .context("reading the facts the spec depends on (zones, an existing VPC, the account)")?;
+        let state = desired::build(&self.spec, &facts)?;
+        let (observed, skipped) = engine::observe_owned(&self.ctx, &self.kinds, &state.resources).await?;
+        for m in skipped {
+            println!("not ours, left alone: {m}");
+        }
+        Ok((state, observed))
     }
 
     pub(crate) async fn plan(&self) -> anyhow::Result<(DesiredState, engine::Snapshot, Plan)> {
-        let (facts, observed) = tokio::try_join!(
-            async {
-                let s = &self.ctx.settings;
-                engine::retry::with_retries(s.max_attempts, s.retry_base, || crate::facts::gather(&self.ctx, &self.spec))
-                    .await
-                    .context("reading the network the spec refers to")
-            },
-            engine::observe(&self.ctx, &self.kinds)
-        )?;
-        let state = desired::build(&self.spec, &facts)?;
+        let (facts, state, observed) = self.observe_with_facts().await?;
         let mut plan = engine::plan(&self.spec.name, &self.kinds, &state.resources, &observed, &state.externals)?;
         plan.notes = desired::not_yet_reconciled(&self.spec);
-        plan.fingerprint = crate::plan::fingerprint(&self.spec, &facts, &observed);
+        plan.fingerprint = crate::plan::fingerprint(&self.spec, &facts, &observed, &state.resources);
         Ok((state, observed, plan))
     }
 }

@@ -3,17 +3,54 @@
 
 use crate::desired::{ExistingNetwork, Facts};
 use crate::engine::{call_failed, Ctx};
+use crate::resources::ec2::ec2;
 use crate::spec::Spec;
 use anyhow::{anyhow, bail, Context as _};
 use aws_sdk_ec2::types::Filter;
 use std::collections::BTreeSet;
 
+/// The IAM actions `gather` calls (added to every policy `reconciler policy` prints).
+pub const IAM_READS: &[&str] = &["ec2:DescribeAvailabilityZones", "ec2:DescribeVpcs", "ec2:DescribeSubnets", "sts:GetCallerIdentity"];
+
+impl crate::engine::Service for aws_sdk_sts::Client {
+    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
+        aws_sdk_sts::Client::new(conf)
+    }
+}
+
+/// The account the credentials belong to (trust policies and ARNs are scoped to it).
+async fn account(ctx: &Ctx) -> anyhow::Result<String> {
+    let sts: aws_sdk_sts::Client = ctx.client();
+    let out = sts.get_caller_identity().send().await.map_err(call_failed("GetCallerIdentity"))?;
+    out.account().map(String::from).ok_or_else(|| anyhow!("GetCallerIdentity returned no account"))
+}
+
+/// Zones of the stack's own subnets (`subnet-public-K` / `subnet-private-K`), by K.
+async fn zones_in_use(ctx: &Ctx) -> anyhow::Result<std::collections::BTreeMap<usize, String>> {
+    let filter = Filter::builder().name(format!("tag:{}", crate::engine::ownership::STACK_TAG)).values(&ctx.settings.stack).build();
+    let out = ec2(ctx).describe_subnets().filters(filter).send().await.map_err(call_failed("DescribeSubnets"))?;
+    let mut zones = std::collections::BTreeMap::new();
+    for s in out.subnets() {
+        let tags = s.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()));
+        let Some(id) = crate::engine::ownership::owned_id(&ctx.settings.stack, tags) else { continue };
+        let k = id.strip_prefix("subnet-public-").or_else(|| id.strip_prefix("subnet-private-")).and_then(|k| k.parse::<usize>().ok());
+        if let (Some(k), Some(az)) = (k, s.availability_zone()) {
+            zones.entry(k).or_insert_with(|| az.to_string());
+        }
+    }
+    Ok(zones)
+}
+
 pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
-    let mut facts = Facts { azs: vec![], existing: None };
-    if let Some(vpc) = &spec.network.vpc {
-        if vpc.availability_zones.is_none() {
-            let out = ctx
-                .ec2
+    let mut facts = Facts { azs: vec![], zones_in_use: Default::default(), existing: None, account: String::new() };
+    // Independent reads, concurrently: one round trip.
+    let new_vpc = spec.network.vpc.as_ref().filter(|v| v.availability_zones.is_none()).is_some();
+    let (azs, in_use, account) = tokio::try_join!(
+        async {
+            if !new_vpc {
+                return Ok(vec![]);
+            }
+            let out = ec2(ctx)
                 .describe_availability_zones()
                 .filters(Filter::builder().name("state").values("available").build())
                 .send()
@@ -26,16 +63,29 @@ pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
                 .filter_map(|z| z.zone_name().map(String::from))
                 .collect();
             azs.sort();
-            facts.azs = azs;
+            anyhow::Ok(azs)
+        },
+        async {
+            if new_vpc {
+                zones_in_use(ctx).await
+            } else {
+                Ok(Default::default())
+            }
+        },
+        async {
+            if spec.service.is_none() {
+                return Ok(String::new());
+            }
+            account(ctx).await.context("finding the AWS account (sts:GetCallerIdentity)")
         }
-    }
+    )?;
+    (facts.azs, facts.zones_in_use, facts.account) = (azs, in_use, account);
     if let Some(ex) = &spec.network.existing {
-        let vpcs = ctx.ec2.describe_vpcs().vpc_ids(&ex.vpc_id).send().await.map_err(call_failed("DescribeVpcs")).with_context(|| {
+        let vpcs = ec2(ctx).describe_vpcs().vpc_ids(&ex.vpc_id).send().await.map_err(call_failed("DescribeVpcs")).with_context(|| {
             format!("network.existing.vpc_id {} cannot be read in {}; check the id and the region", ex.vpc_id, spec.region)
         })?;
         let vpc = vpcs.vpcs().first().ok_or_else(|| anyhow!("VPC {} does not exist in {}", ex.vpc_id, spec.region))?;
-        let subnets = ctx
-            .ec2
+        let subnets = ec2(ctx)
             .describe_subnets()
             .set_subnet_ids(Some(ex.private_subnet_ids.clone()))
             .send()

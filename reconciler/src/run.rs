@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// What one iteration found and did, as printed.
-pub fn status_line(stack: &str, plan: Option<&Plan>, applied: bool, error: Option<&str>, took: Duration) -> Value {
+/// What one iteration found and did, as printed. `held`: destructive steps not taken.
+pub fn status_line(stack: &str, plan: Option<&Plan>, applied: bool, held: &[String], error: Option<&str>, took: Duration) -> Value {
     let drifted: Vec<Value> = plan
         .map(|p| {
             p.resources
@@ -21,6 +21,7 @@ pub fn status_line(stack: &str, plan: Option<&Plan>, applied: bool, error: Optio
                         Action::Update => "update",
                         Action::Replace { .. } => "replace",
                         Action::Delete { .. } => "delete",
+                        Action::Retain { .. } => "retain",
                         Action::NoOp => "no_op",
                     };
                     json!({"kind": r.kind, "id": r.id, "action": action, "fields": r.changes.iter().map(|c| c.field.clone()).collect::<Vec<_>>()})
@@ -31,6 +32,7 @@ pub fn status_line(stack: &str, plan: Option<&Plan>, applied: bool, error: Optio
     let result = match (error, drifted.is_empty(), applied) {
         (Some(_), _, _) => "error",
         (None, true, _) => "in_sync",
+        (None, false, _) if !held.is_empty() => "held",
         (None, false, true) => "corrected",
         (None, false, false) => "drifted",
     };
@@ -39,6 +41,7 @@ pub fn status_line(stack: &str, plan: Option<&Plan>, applied: bool, error: Optio
         "stack": stack,
         "result": result,
         "changes": drifted,
+        "held": held,
         "error": error,
         "duration_ms": took.as_millis() as u64,
     })
@@ -56,7 +59,13 @@ fn next_wait(interval: f64, jitter: f64, consecutive_errors: u32, retry_base: Du
     base.mul_f64(1.0 - spread + 2.0 * spread * unit)
 }
 
-pub(crate) async fn run(s: &Session, interval: f64, jitter: f64, iterations: u64) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    s: &Session,
+    interval: f64,
+    jitter: f64,
+    iterations: u64,
+    destructive: engine::Destructive,
+) -> anyhow::Result<ExitCode> {
     let mut errors = 0u32;
     let mut n = 0u64;
     loop {
@@ -68,10 +77,13 @@ pub(crate) async fn run(s: &Session, interval: f64, jitter: f64, iterations: u64
             let result = async {
                 let (state, observed, plan) = s.plan().await?;
                 if plan.has_changes() {
-                    engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan).await?;
-                    return Ok::<_, anyhow::Error>((plan, true));
+                    let report = engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan, destructive).await?;
+                    for h in &report.held {
+                        eprintln!("held back (needs --allow-destructive): {h}");
+                    }
+                    return Ok::<_, anyhow::Error>((plan, true, report.held));
                 }
-                Ok((plan, false))
+                Ok((plan, false, vec![]))
             }
             .await;
             if let Some(l) = lock {
@@ -81,13 +93,20 @@ pub(crate) async fn run(s: &Session, interval: f64, jitter: f64, iterations: u64
         }
         .await;
         let line = match &outcome {
-            Ok((plan, applied)) => status_line(&s.spec.name, Some(plan), *applied, None, started.elapsed()),
-            Err(e) => status_line(&s.spec.name, None, false, Some(&format!("{e:#}")), started.elapsed()),
+            Ok((plan, applied, held)) => status_line(&s.spec.name, Some(plan), *applied, held, None, started.elapsed()),
+            Err(e) => status_line(&s.spec.name, None, false, &[], Some(&format!("{e:#}")), started.elapsed()),
         };
         println!("{line}");
         errors = if outcome.is_err() { errors + 1 } else { 0 };
         if iterations > 0 && n >= iterations {
-            return Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
+            let held = matches!(&outcome, Ok((_, _, h)) if !h.is_empty());
+            return Ok(if errors > 0 {
+                ExitCode::from(1)
+            } else if held {
+                ExitCode::from(crate::cli::HELD)
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         let wait = next_wait(interval, jitter, errors, s.ctx.settings.retry_base);
         tokio::select! {
@@ -121,21 +140,27 @@ mod tests {
 
     #[test]
     fn waits_are_jittered_and_errors_requeue_sooner() {
+        let mut seen = Vec::new();
         for _ in 0..50 {
             let w = next_wait(100.0, 0.1, 0, Duration::from_millis(500)).as_secs_f64();
             assert!((90.0..=110.0).contains(&w), "{w}");
+            seen.push(w);
             let e = next_wait(100.0, 0.1, 1, Duration::from_millis(500));
             assert!(e <= Duration::from_secs(100) && e >= Duration::from_millis(100));
         }
         assert!(next_wait(2.0, 0.0, 5, Duration::from_secs(10)) <= Duration::from_secs(2), "never longer than the interval");
+        // Jittered: the waits differ, and spread over a good part of the ±10% band.
+        let (lo, hi) = seen.iter().fold((f64::MAX, f64::MIN), |(lo, hi), w| (lo.min(*w), hi.max(*w)));
+        assert!(hi - lo > 2.0, "50 waits should spread over the ±10 s band, got {lo}..{hi}");
+        assert_eq!(next_wait(100.0, 0.0, 0, Duration::from_millis(500)), Duration::from_secs(100), "no jitter asked, none given");
     }
 
     #[test]
     fn status_lines() {
-        let l = status_line("s", None, false, Some("boom"), Duration::from_millis(5));
+        let l = status_line("s", None, false, &[], Some("boom"), Duration::from_millis(5));
         assert_eq!(l["result"], "error");
         assert_eq!(l["error"], "boom");
         let p = Plan { stack: "s".into(), resources: vec![], notes: vec![], fingerprint: String::new() };
-        assert_eq!(status_line("s", Some(&p), false, None, Duration::ZERO)["result"], "in_sync");
+        assert_eq!(status_line("s", Some(&p), false, &[], None, Duration::ZERO)["result"], "in_sync");
     }
 }

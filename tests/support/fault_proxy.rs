@@ -1,7 +1,11 @@
 //! A fault proxy between the SDK and moto (which injects no faults itself): it forwards every
-//! request, counts them by EC2 action, and answers chosen actions with throttling, a 5xx, a
-//! 5xx after really forwarding the call (the ambiguous case), or a validation error. It
-//! listens on 127.0.0.1 only.
+//! request, counts them by `service:Action` (`ec2:CreateVpc`, `iam:CreateRole`,
+//! `ecs:CreateService`), and answers chosen actions with throttling, a 5xx, a 5xx after really
+//! forwarding the call (the ambiguous case), or a validation error, each in the protocol's own
+//! error format: EC2's query XML, the awsQuery XML of IAM and STS, and the JSON protocol of
+//! ECS, Cloud Map, CloudWatch Logs, Application Auto Scaling and SQS. The service comes from the
+//! SigV4 credential scope; the action from `X-Amz-Target` (JSON) or the form's `Action=`
+//! (query). It listens on 127.0.0.1 only.
 #![allow(dead_code)]
 
 use axum::body::Bytes;
@@ -28,10 +32,12 @@ pub enum Fault {
 #[derive(Default)]
 struct State_ {
     upstream: String,
-    /// action → faults to inject, in order.
+    /// `service:Action` → faults to inject, in order.
     rules: HashMap<String, Vec<Fault>>,
-    /// action → requests seen.
+    /// `service:Action` → requests seen.
     counts: HashMap<String, usize>,
+    /// Every request seen, in order (`service:Action`).
+    log: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -50,25 +56,93 @@ impl FaultProxy {
         FaultProxy { url, state }
     }
 
-    /// The next `faults.len()` calls of `action` get these faults.
+    /// The next `faults.len()` calls of `action` (`service:Action`) get these faults.
     pub fn inject(&self, action: &str, faults: &[Fault]) {
+        assert!(action.contains(':'), "name actions as service:Action, e.g. ec2:CreateVpc");
         self.state.lock().unwrap().rules.entry(action.to_string()).or_default().extend_from_slice(faults);
     }
 
     pub fn count(&self, action: &str) -> usize {
         self.state.lock().unwrap().counts.get(action).copied().unwrap_or(0)
     }
+
+    /// Every request so far, in order, as `service:Action`.
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    /// Forgets the counts and the log (not the injected faults).
+    pub fn reset_counts(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.counts.clear();
+        s.log.clear();
+    }
 }
 
-fn action_of(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).split('&').find_map(|kv| kv.strip_prefix("Action=")).unwrap_or("?").to_string()
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Protocol {
+    Ec2,
+    Query,
+    Json,
 }
 
-fn ec2_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>"
-    );
-    (status, [("content-type", "text/xml")], xml).into_response()
+/// (`service:Action`, protocol) of a request.
+fn identify(headers: &HeaderMap, body: &[u8]) -> (String, Protocol) {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // Credential=AKID/20261128/us-east-1/iam/aws4_request
+    let service =
+        auth.split("Credential=").nth(1).and_then(|c| c.split(',').next()).and_then(|c| c.split('/').nth(3)).unwrap_or("?").to_string();
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        let action = target.rsplit('.').next().unwrap_or(target);
+        return (format!("{service}:{action}"), Protocol::Json);
+    }
+    let action = String::from_utf8_lossy(body).split('&').find_map(|kv| kv.strip_prefix("Action=").map(String::from)).unwrap_or("?".into());
+    let protocol = if service == "ec2" { Protocol::Ec2 } else { Protocol::Query };
+    (format!("{service}:{action}"), protocol)
+}
+
+fn error(protocol: Protocol, status: StatusCode, code: &str, message: &str) -> Response {
+    match protocol {
+        Protocol::Ec2 => {
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>"
+            );
+            (status, [("content-type", "text/xml")], xml).into_response()
+        }
+        Protocol::Query => {
+            let kind = if status.is_server_error() { "Receiver" } else { "Sender" };
+            let xml = format!(
+                "<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>fault-proxy</RequestId></ErrorResponse>"
+            );
+            (status, [("content-type", "text/xml")], xml).into_response()
+        }
+        Protocol::Json => {
+            let body = format!("{{\"__type\":\"{code}\",\"message\":\"{message}\"}}");
+            (status, [("content-type", "application/x-amz-json-1.1"), ("x-amzn-errortype", code)], body).into_response()
+        }
+    }
+}
+
+/// Each protocol's throttling answer, as the services send it.
+fn throttled(protocol: Protocol) -> Response {
+    match protocol {
+        Protocol::Ec2 => error(protocol, StatusCode::SERVICE_UNAVAILABLE, "RequestLimitExceeded", "Request limit exceeded."),
+        Protocol::Query => error(protocol, StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"),
+        Protocol::Json => error(protocol, StatusCode::BAD_REQUEST, "ThrottlingException", "Rate exceeded"),
+    }
+}
+
+fn validation(protocol: Protocol) -> Response {
+    match protocol {
+        Protocol::Ec2 => error(protocol, StatusCode::BAD_REQUEST, "InvalidParameterValue", "injected validation error"),
+        Protocol::Query => error(protocol, StatusCode::BAD_REQUEST, "ValidationError", "injected validation error"),
+        Protocol::Json => error(protocol, StatusCode::BAD_REQUEST, "InvalidParameterException", "injected validation error"),
+    }
+}
+
+fn server_error(protocol: Protocol) -> Response {
+    let code = if protocol == Protocol::Json { "ServerException" } else { "InternalError" };
+    error(protocol, StatusCode::INTERNAL_SERVER_ERROR, code, "An internal error has occurred.")
 }
 
 async fn forward(
@@ -78,20 +152,21 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let action = action_of(&body);
+    let (action, protocol) = identify(&headers, &body);
     let (upstream, fault) = {
         let mut s = state.lock().unwrap();
         *s.counts.entry(action.clone()).or_default() += 1;
+        s.log.push(action.clone());
         let fault = s.rules.get_mut(&action).and_then(|q| (!q.is_empty()).then(|| q.remove(0)));
         (s.upstream.clone(), fault)
     };
     match fault {
-        Some(Fault::Throttle) => return ec2_error(StatusCode::SERVICE_UNAVAILABLE, "RequestLimitExceeded", "Request limit exceeded."),
-        Some(Fault::ServerError) => {
-            return ec2_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "An internal error has occurred.")
+        Some(Fault::Throttle) => return throttled(protocol),
+        Some(Fault::ServerError) => return server_error(protocol),
+        Some(Fault::Validation) => return validation(protocol),
+        Some(Fault::NotYetVisible) => {
+            return error(protocol, StatusCode::BAD_REQUEST, "InvalidVpcID.NotFound", "The vpc ID does not exist")
         }
-        Some(Fault::Validation) => return ec2_error(StatusCode::BAD_REQUEST, "InvalidParameterValue", "injected validation error"),
-        Some(Fault::NotYetVisible) => return ec2_error(StatusCode::BAD_REQUEST, "InvalidVpcID.NotFound", "The vpc ID does not exist"),
         _ => {}
     }
     let mut req = http.request(method, format!("{upstream}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
@@ -105,7 +180,7 @@ async fn forward(
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
     if fault == Some(Fault::ServerErrorAfterForwarding) {
-        return ec2_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "An internal error has occurred.");
+        return server_error(protocol);
     }
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("text/xml").to_string();

@@ -1,8 +1,11 @@
-//! What every verb gets: the stack's identity, tunables, and AWS clients.
+//! What every verb gets: the stack's identity, tunables, and AWS clients for any service,
+//! all built from one shared SDK configuration.
 
 use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region};
-use std::collections::BTreeMap;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -11,7 +14,7 @@ pub struct Settings {
     pub stack: String,
     /// User tags from the spec, put on every owned resource.
     pub tags: BTreeMap<String, String>,
-    /// How often waiters poll (NAT gateways, and later VPC links, ECS deployments).
+    /// How often waiters poll (NAT gateways, Cloud Map operations, ECS deployments).
     pub poll_interval: Duration,
     /// How long one waiter may wait before failing with a message that a re-run resumes.
     pub wait_timeout: Duration,
@@ -21,6 +24,11 @@ pub struct Settings {
     pub max_attempts: u32,
     /// First backoff; doubles per attempt, with full jitter, capped at 20 s.
     pub retry_base: Duration,
+    /// Wait for ECS deployments to reach a steady state after a create or update (on by
+    /// default; an emulator never gets there).
+    pub wait_for_deployments: bool,
+    /// Whether a terminal is attached (progress lines vs. quiet).
+    pub interactive: bool,
 }
 
 impl Settings {
@@ -33,34 +41,57 @@ impl Settings {
             max_concurrency: 4,
             max_attempts: 5,
             retry_base: Duration::from_millis(500),
+            wait_for_deployments: true,
+            interactive: false,
         }
     }
 }
 
+/// An AWS service client that can be built from the shared configuration. Each service
+/// folder under `resources/` implements it for its SDK client; the engine names none.
+pub trait Service: Clone + Send + Sync + 'static {
+    fn connect(conf: &SdkConfig, emulated: bool) -> Self;
+}
+
 pub struct Ctx {
     pub settings: Settings,
-    pub ec2: aws_sdk_ec2::Client,
-    /// For the stack lock only.
-    pub s3: aws_sdk_s3::Client,
+    /// The one SDK configuration (credential chain, region, `AWS_ENDPOINT_URL`).
+    pub aws: SdkConfig,
+    /// True when `AWS_ENDPOINT_URL` points at an emulator (S3 path-style addressing).
+    pub emulated: bool,
+    clients: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
 }
 
 impl Ctx {
     /// Standard AWS configuration (credential chain, profiles, `AWS_ENDPOINT_URL`), in the
     /// spec's region. The SDK's own retries are off: the engine retries (see `retry.rs`).
     pub async fn from_env(region: &str, settings: Settings) -> Self {
-        let conf = aws_config::defaults(BehaviorVersion::latest())
+        let aws = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .retry_config(RetryConfig::disabled())
             .load()
             .await;
-        // Path-style addressing only against an emulator (`AWS_ENDPOINT_URL`).
         let emulated = std::env::var_os("AWS_ENDPOINT_URL").is_some();
-        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(emulated).build());
-        Ctx { settings, ec2: aws_sdk_ec2::Client::new(&conf), s3 }
+        Ctx { settings, aws, emulated, clients: Mutex::new(HashMap::new()) }
+    }
+
+    /// The client for service `C`, built once and shared (clients are cheap handles).
+    pub fn client<C: Service>(&self) -> C {
+        let mut clients = self.clients.lock().expect("client cache");
+        clients
+            .entry(TypeId::of::<C>())
+            .or_insert_with(|| Box::new(C::connect(&self.aws, self.emulated)))
+            .downcast_ref::<C>()
+            .expect("one client type per TypeId")
+            .clone()
     }
 
     /// The full tag set for an owned resource: user tags, a Name, and the ownership tags.
     pub fn tags_for(&self, id: &str) -> BTreeMap<String, String> {
         super::ownership::tags(&self.settings.stack, id, &self.settings.tags)
+    }
+
+    pub fn region(&self) -> &str {
+        self.aws.region().map(|r| r.as_ref()).unwrap_or("us-east-1")
     }
 }

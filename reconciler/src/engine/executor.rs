@@ -1,11 +1,12 @@
 //! Observe → plan → apply, and destroy. Reads of all kinds run concurrently (one batched
-//! read per kind, so a plan costs one round trip of latency); mutations run as soon as their
-//! dependencies are done, at most `max_concurrency` at a time.
+//! read per kind, a few dependent calls deep); mutations run as soon as their dependencies
+//! are done, at most `max_concurrency` at a time; deletions follow the dependency graph.
 
-use super::diff::diff_fields;
+use super::diff::{diff_fields, for_create, for_update};
+use super::ownership;
 use super::refs::{contains_unknown, references, resolve};
-use super::{Ctx, Desired, FieldChange, Fields, Kind, Observed};
-use crate::plan::{Action, Plan, ResourcePlan};
+use super::{Ctx, Desired, FieldChange, Fields, Identity, Kind, Observed, Replacement, Status};
+use crate::plan::{Action, Plan, ResourcePlan, DUPLICATE};
 use anyhow::{anyhow, Context as _};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,9 +15,14 @@ use std::time::Instant;
 /// Everything the stack owns, as observed at one moment.
 pub type Snapshot = Vec<Observed>;
 
-/// Reads every kind concurrently (each read retried while it fails retryably).
-pub async fn observe(ctx: &Ctx, kinds: &[Box<dyn Kind>]) -> anyhow::Result<Snapshot> {
-    let results = futures::future::join_all(kinds.iter().map(|k| observe_kind(ctx, k.as_ref()))).await;
+/// Reads every kind concurrently (each read retried while it fails retryably). `desired`
+/// gives the kinds found by name or parent what to look for.
+pub async fn observe(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desired]) -> anyhow::Result<Snapshot> {
+    let results = futures::future::join_all(kinds.iter().map(|k| async move {
+        let wanted: Vec<&Desired> = desired.iter().filter(|d| d.kind == k.name()).collect();
+        observe_kind(ctx, k.as_ref(), &wanted).await
+    }))
+    .await;
     let mut all = Vec::new();
     for (k, r) in kinds.iter().zip(results) {
         all.extend(r.with_context(|| format!("reading the stack's {} resources", k.name()))?);
@@ -24,14 +30,46 @@ pub async fn observe(ctx: &Ctx, kinds: &[Box<dyn Kind>]) -> anyhow::Result<Snaps
     Ok(all)
 }
 
-async fn observe_kind(ctx: &Ctx, kind: &dyn Kind) -> anyhow::Result<Vec<Observed>> {
+async fn observe_kind(ctx: &Ctx, kind: &dyn Kind, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
     let s = &ctx.settings;
-    super::retry::with_retries(s.max_attempts, s.retry_base, || kind.observe(ctx)).await
+    super::retry::with_retries(s.max_attempts, s.retry_base, || kind.observe(ctx, wanted)).await
+}
+
+/// Like [`observe`], for destroy: a resource found by a wanted name that the stack does not
+/// own (another owner's, or one an earlier destroy retained) is left out and reported, not
+/// an error: destroy deletes only what is ours.
+pub async fn observe_owned(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desired]) -> anyhow::Result<(Snapshot, Vec<String>)> {
+    let results = futures::future::join_all(kinds.iter().map(|k| async move {
+        let mut wanted: Vec<&Desired> = desired.iter().filter(|d| d.kind == k.name()).collect();
+        let mut skipped = Vec::new();
+        loop {
+            match observe_kind(ctx, k.as_ref(), &wanted).await {
+                Ok(found) => return Ok((found, skipped)),
+                Err(e) => {
+                    let Some(n) = e.chain().find_map(|c| c.downcast_ref::<ownership::NotOwned>()) else { return Err(e) };
+                    let before = wanted.len();
+                    wanted.retain(|d| !d.fields.values().any(|v| v.as_str() == Some(n.name.as_str())));
+                    if wanted.len() == before {
+                        return Err(e);
+                    }
+                    skipped.push(n.message.clone());
+                }
+            }
+        }
+    }))
+    .await;
+    let (mut all, mut skipped) = (Vec::new(), Vec::new());
+    for (k, r) in kinds.iter().zip(results) {
+        let (found, s) = r.with_context(|| format!("reading the stack's {} resources", k.name()))?;
+        all.extend(found);
+        skipped.extend(s);
+    }
+    Ok((all, skipped))
 }
 
 /// The resource with this logical id, as it is now.
-async fn observe_one(ctx: &Ctx, kind: &dyn Kind, id: &str) -> anyhow::Result<Option<Observed>> {
-    Ok(observe_kind(ctx, kind).await?.into_iter().find(|o| o.id == id))
+async fn observe_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired) -> anyhow::Result<Option<Observed>> {
+    Ok(observe_kind(ctx, kind, &[d]).await?.into_iter().find(|o| o.id == d.id))
 }
 
 fn kind_of<'k>(kinds: &'k [Box<dyn Kind>], name: &str) -> anyhow::Result<&'k dyn Kind> {
@@ -87,22 +125,27 @@ fn topo_order(desired: &[Desired], externals: &BTreeMap<String, String>) -> anyh
     Ok(order)
 }
 
-fn resolve_fields(fields: &Fields, ids: &BTreeMap<String, String>) -> Fields {
+fn resolve_fields(fields: &Fields, ids: &BTreeMap<String, Identity>) -> Fields {
     fields.iter().map(|(k, v)| (k.clone(), resolve(v, ids))).collect()
 }
 
-/// Live resources by (kind, logical id); later duplicates (a crashed run, an emulator that
-/// ignores idempotency tokens) are returned separately, to be deleted.
+/// Live resources by (kind, logical id). Where an interrupted run (or an API without
+/// idempotency tokens) left two, the one other resources reference is kept, else the first
+/// listed; the others are returned separately, to be deleted.
 fn index_live(observed: &[Observed]) -> (BTreeMap<(&str, &str), &Observed>, Vec<&Observed>) {
+    let all: Vec<&Observed> = observed.iter().collect();
+    let deps = super::graph::dependencies(&all, &[]);
+    let referenced = |i: usize| deps.iter().any(|d| d.contains(&i));
+    let mut groups: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, o) in observed.iter().enumerate() {
+        groups.entry((o.kind, o.id.as_str())).or_default().push(i);
+    }
     let mut live = BTreeMap::new();
     let mut dups = Vec::new();
-    for o in observed {
-        match live.entry((o.kind, o.id.as_str())) {
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(o);
-            }
-            std::collections::btree_map::Entry::Occupied(_) => dups.push(o),
-        }
+    for (key, members) in groups {
+        let keep = members.iter().copied().find(|&i| referenced(i)).unwrap_or(members[0]);
+        live.insert(key, &observed[keep]);
+        dups.extend(members.into_iter().filter(|&i| i != keep).map(|i| &observed[i]));
     }
     (live, dups)
 }
@@ -128,10 +171,10 @@ pub fn plan(
 ) -> anyhow::Result<Plan> {
     let order = topo_order(desired, externals)?;
     let (live, dups) = index_live(observed);
-    let mut ids = externals.clone();
+    let mut ids: BTreeMap<String, Identity> = externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.clone()))).collect();
     for d in desired {
         if let Some(l) = live.get(&(d.kind, d.id.as_str())) {
-            ids.insert(d.id.clone(), l.physical_id.clone());
+            ids.insert(d.id.clone(), l.identity());
         }
     }
     let mut resources = Vec::new();
@@ -142,17 +185,23 @@ pub fn plan(
         let (action, changes, physical_id) = match live.get(&(d.kind, d.id.as_str())) {
             None => {
                 ids.remove(&d.id);
-                let all = fields.iter().map(|(k, v)| FieldChange { field: k.clone(), before: None, after: v.clone() }).collect();
+                let all = for_create(&fields).into_iter().map(|(k, v)| FieldChange { field: k, before: None, after: v }).collect();
                 (Action::Create, all, None)
             }
             Some(l) => {
-                let changes = diff_fields(&fields, &l.fields);
-                let action = if let Some(reason) = replace_reason(kind, &changes) {
+                let changes = diff_fields(&fields, &l.fields, kind.unreported());
+                let action = if let Status::Failed(why) = &l.status {
+                    ids.remove(&d.id);
+                    Action::Replace { reason: format!("it failed: {why}") }
+                } else if let Some(reason) = replace_reason(kind, &changes) {
                     ids.remove(&d.id);
                     Action::Replace { reason }
                 } else if changes.is_empty() {
                     Action::NoOp
                 } else {
+                    if kind.updates_yield_new_identity() {
+                        ids.remove(&d.id);
+                    }
                     Action::Update
                 };
                 (action, changes, Some(l.physical_id.clone()))
@@ -162,20 +211,17 @@ pub fn plan(
     }
     let wanted: BTreeSet<(&str, &str)> = desired.iter().map(|d| (d.kind, d.id.as_str())).collect();
     for o in observed {
-        let reason = if dups.iter().any(|d| std::ptr::eq(*d, o)) {
-            "duplicate of the same logical id (left by an interrupted run)"
-        } else if !wanted.contains(&(o.kind, o.id.as_str())) {
-            "no longer in the spec"
-        } else {
+        let duplicate = dups.iter().any(|d| std::ptr::eq(*d, o));
+        let action = if duplicate {
+            Action::Delete { reason: DUPLICATE.into() }
+        } else if wanted.contains(&(o.kind, o.id.as_str())) {
             continue;
+        } else if ownership::retained(&o.fields) {
+            Action::Retain { reason: "no longer in the spec; deletion_policy is retain".into() }
+        } else {
+            Action::Delete { reason: "no longer in the spec".into() }
         };
-        resources.push(ResourcePlan {
-            kind: o.kind,
-            id: o.id.clone(),
-            physical_id: Some(o.physical_id.clone()),
-            action: Action::Delete { reason: reason.into() },
-            changes: vec![],
-        });
+        resources.push(ResourcePlan { kind: o.kind, id: o.id.clone(), physical_id: Some(o.physical_id.clone()), action, changes: vec![] });
     }
     Ok(Plan { stack: stack.to_string(), resources, notes: vec![], fingerprint: String::new() })
 }
@@ -186,6 +232,17 @@ pub struct ApplyReport {
     pub updated: usize,
     pub replaced: usize,
     pub deleted: usize,
+    pub retained: usize,
+    /// Destructive steps not taken (unattended mode): `kind id: action`.
+    pub held: Vec<String>,
+}
+
+/// Whether apply may take destructive steps (replacements, deletions). Unattended runs hold
+/// them back and say so; a person who confirmed, or a reviewed saved plan, allows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destructive {
+    Allow,
+    Hold,
 }
 
 fn progress(msg: &str) {
@@ -201,25 +258,53 @@ pub async fn apply(
     observed: &[Observed],
     externals: &BTreeMap<String, String>,
     plan: &Plan,
+    destructive: Destructive,
 ) -> anyhow::Result<ApplyReport> {
     let order = topo_order(desired, externals)?;
     let (live, _) = index_live(observed);
-    let action_of =
-        |d: &Desired| plan.resources.iter().find(|r| r.kind == d.kind && r.id == d.id).map(|r| r.action.clone()).unwrap_or(Action::Create);
     let mut report = ApplyReport::default();
-    let mut ids = externals.clone();
+    // Held steps: the resource stays as it is (a held replacement keeps the old one, which
+    // dependents keep pointing at).
+    let held: BTreeSet<(&str, &str)> = match destructive {
+        Destructive::Allow => BTreeSet::new(),
+        Destructive::Hold => plan.destructive().into_iter().map(|r| (r.kind, r.id.as_str())).collect(),
+    };
+    for r in plan.destructive().into_iter().filter(|r| held.contains(&(r.kind, r.id.as_str()))) {
+        let what = match &r.action {
+            Action::Replace { reason } => format!("replace ({reason})"),
+            Action::Delete { reason } => format!("delete ({reason})"),
+            Action::Retain { reason } => format!("retain ({reason})"),
+            _ => continue,
+        };
+        report.held.push(format!("{} {}: {what}", r.kind, r.id));
+    }
+    let action_of = |d: &Desired| {
+        if held.contains(&(d.kind, d.id.as_str())) {
+            return Action::NoOp;
+        }
+        plan.resources.iter().find(|r| r.kind == d.kind && r.id == d.id).map(|r| r.action.clone()).unwrap_or(Action::Create)
+    };
+    let mut ids: BTreeMap<String, Identity> = externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.clone()))).collect();
     for d in desired {
         if let (Some(l), Action::NoOp | Action::Update) = (live.get(&(d.kind, d.id.as_str())), action_of(d)) {
-            ids.insert(d.id.clone(), l.physical_id.clone());
+            ids.insert(d.id.clone(), l.identity());
         }
     }
 
-    // 1. Replacements: delete the old ones first, dependents before their dependencies.
+    // 1. Replacements that AWS forces to go delete-first: the old ones go first, dependents
+    //    before their dependencies. Create-before-destroy replacements keep the old one
+    //    until the new one exists and dependents point at it (step 3).
+    let mut old_halves: Vec<&Observed> = Vec::new();
     for &i in order.iter().rev() {
         let d = &desired[i];
         if let (Action::Replace { reason }, Some(l)) = (action_of(d), live.get(&(d.kind, d.id.as_str()))) {
+            let kind = kind_of(kinds, d.kind)?;
+            if kind.replacement() == Replacement::CreateBeforeDestroy {
+                old_halves.push(l);
+                continue;
+            }
             progress(&format!("replacing {} {} [{}]: {reason}; deleting the old one", d.kind, d.id, l.physical_id));
-            delete_one(ctx, kind_of(kinds, d.kind)?, l).await.with_context(|| format!("deleting {} {} for replacement", d.kind, d.id))?;
+            delete_one(ctx, kind, l).await.with_context(|| format!("deleting {} {} for replacement", d.kind, d.id))?;
         }
     }
 
@@ -245,6 +330,10 @@ pub async fn apply(
                 continue;
             }
             pending.remove(i);
+            if held.contains(&(d.kind, d.id.as_str())) {
+                done.insert(d.id.clone());
+                continue;
+            }
             let kind = kind_of(kinds, d.kind)?;
             let fields = resolve_fields(&d.fields, &ids);
             let current = match action_of(d) {
@@ -259,19 +348,22 @@ pub async fn apply(
         }
         let Some((d, started, result)) = running.next().await else { break };
         match result {
-            Ok(Outcome::Created(phys)) => {
-                progress(&format!("created {} {} [{phys}] in {:.1?}", d.kind, d.id, started.elapsed()));
+            Ok(Outcome::Created(identity)) => {
+                progress(&format!("created {} {} [{}] in {:.1?}", d.kind, d.id, identity.physical_id, started.elapsed()));
                 if matches!(action_of(d), Action::Replace { .. }) {
                     report.replaced += 1;
                 } else {
                     report.created += 1;
                 }
-                ids.insert(d.id.clone(), phys);
+                ids.insert(d.id.clone(), identity);
                 done.insert(d.id.clone());
             }
-            Ok(Outcome::Updated(fields)) => {
+            Ok(Outcome::Updated(fields, identity)) => {
                 progress(&format!("updated {} {} ({}) in {:.1?}", d.kind, d.id, fields.join(", "), started.elapsed()));
                 report.updated += 1;
+                if let Some(identity) = identity {
+                    ids.insert(d.id.clone(), identity);
+                }
                 done.insert(d.id.clone());
             }
             Ok(Outcome::Unchanged) => {
@@ -284,18 +376,23 @@ pub async fn apply(
         }
     }
 
-    // 3. Resources no longer in the spec (and duplicates): reverse kind order.
+    // 3. Old halves of create-before-destroy replacements, resources no longer in the spec,
+    //    and duplicates: in dependency order (dependents first), only when all else succeeded.
     if failed.is_empty() {
         let doomed: Vec<(&str, &str)> = plan
             .resources
             .iter()
-            .filter(|r| matches!(r.action, Action::Delete { .. }))
+            .filter(|r| matches!(r.action, Action::Delete { .. } | Action::Retain { .. }))
+            .filter(|r| !held.contains(&(r.kind, r.id.as_str())) || r.action == Action::Delete { reason: DUPLICATE.into() })
             .filter_map(|r| Some((r.kind, r.physical_id.as_deref()?)))
             .collect();
-        let victims: Vec<&Observed> = observed.iter().filter(|o| doomed.contains(&(o.kind, o.physical_id.as_str()))).collect();
-        report.deleted += delete_in_reverse_kind_order(ctx, kinds, &victims).await?;
-    } else if plan.count(|a| matches!(a, Action::Delete { .. })) > 0 {
-        progress("not deleting resources that left the spec, because something failed above");
+        let mut victims: Vec<&Observed> = observed.iter().filter(|o| doomed.contains(&(o.kind, o.physical_id.as_str()))).collect();
+        victims.extend(old_halves);
+        let (deleted, retained) = delete_in_dependency_order(ctx, kinds, &victims, desired).await?;
+        report.deleted += deleted;
+        report.retained += retained;
+    } else if plan.count(|a| matches!(a, Action::Delete { .. })) > 0 || !old_halves.is_empty() {
+        progress("not deleting resources that left the spec or were replaced, because something failed above");
     }
 
     if !failed.is_empty() {
@@ -310,13 +407,14 @@ pub async fn apply(
 }
 
 enum Outcome {
-    Created(String),
-    Updated(Vec<String>),
+    Created(Identity),
+    Updated(Vec<String>, Option<Identity>),
     Unchanged,
 }
 
 /// Converges one resource. After a retryable failure nothing is re-sent blindly: the resource
 /// is observed again and converged from what is there (a create that did happen is kept).
+/// A resource that is still becoming ready (found Pending) is waited for before dependents run.
 async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, live: Option<&Observed>) -> anyhow::Result<Outcome> {
     let was_missing = live.is_none();
     let mut live = live.cloned();
@@ -324,9 +422,13 @@ async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, 
     loop {
         match converge_step(ctx, kind, d, fields, live.as_ref()).await {
             Ok(outcome) => {
+                if let Some(l) = live.as_ref().filter(|l| matches!(l.status, Status::Pending(_))) {
+                    wait_ready(ctx, kind, d, l).await?;
+                }
                 return Ok(match (was_missing, outcome, &live) {
                     // Created by an earlier attempt that reported failure: still a creation.
-                    (true, Outcome::Unchanged | Outcome::Updated(_), Some(l)) => Outcome::Created(l.physical_id.clone()),
+                    (true, Outcome::Unchanged, Some(l)) => Outcome::Created(l.identity()),
+                    (true, Outcome::Updated(_, id), Some(l)) => Outcome::Created(id.unwrap_or_else(|| l.identity())),
                     (_, outcome, _) => outcome,
                 });
             }
@@ -340,7 +442,7 @@ async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, 
                     ctx.settings.max_attempts
                 ));
                 tokio::time::sleep(wait).await;
-                live = observe_one(ctx, kind, &d.id).await?;
+                live = observe_one(ctx, kind, d).await?;
                 attempt += 1;
             }
             Err(e) => return Err(e),
@@ -348,32 +450,53 @@ async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, 
     }
 }
 
+/// Polls until the resource is Ready; Failed or a timeout is an error that says so.
+async fn wait_ready(ctx: &Ctx, kind: &dyn Kind, d: &Desired, live: &Observed) -> anyhow::Result<()> {
+    progress(&format!("waiting for {} {} [{}] to become ready", d.kind, d.id, live.physical_id));
+    super::wait::until(ctx, &format!("{} {} [{}] to become ready", d.kind, d.id, live.physical_id), || async {
+        match observe_one(ctx, kind, d).await?.map(|o| o.status) {
+            Some(Status::Ready) => Ok(Some(())),
+            Some(Status::Failed(why)) => Err(anyhow!("{} {} failed: {why}; the next apply replaces it", d.kind, d.id)),
+            Some(Status::Pending(_)) => Ok(None),
+            None => Err(anyhow!("{} {} disappeared while waiting for it; run apply again", d.kind, d.id)),
+        }
+    })
+    .await
+}
+
 async fn converge_step(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, live: Option<&Observed>) -> anyhow::Result<Outcome> {
     let Some(live) = live else {
-        return Ok(Outcome::Created(kind.create(ctx, &d.id, fields).await.with_context(|| format!("creating {} {}", d.kind, d.id))?));
+        let created = kind.create(ctx, &d.id, &for_create(fields)).await.with_context(|| format!("creating {} {}", d.kind, d.id))?;
+        return Ok(Outcome::Created(created));
     };
-    let changes = diff_fields(fields, &live.fields);
+    let changes = diff_fields(fields, &live.fields, kind.unreported());
     if changes.is_empty() {
         return Ok(Outcome::Unchanged);
     }
     if let Some(reason) = replace_reason(kind, &changes) {
         progress(&format!("replacing {} {} [{}]: {reason}", d.kind, d.id, live.physical_id));
         delete_one(ctx, kind, live).await?;
-        return Ok(Outcome::Created(kind.create(ctx, &d.id, fields).await.with_context(|| format!("creating {} {}", d.kind, d.id))?));
+        let created = kind.create(ctx, &d.id, &for_create(fields)).await.with_context(|| format!("creating {} {}", d.kind, d.id))?;
+        return Ok(Outcome::Created(created));
     }
-    kind.update(ctx, live, fields, &changes).await.with_context(|| format!("updating {} {} [{}]", d.kind, d.id, live.physical_id))?;
-    Ok(Outcome::Updated(changes.into_iter().map(|c| c.field).collect()))
+    let identity = kind
+        .update(ctx, live, &for_update(fields, &live.fields), &changes)
+        .await
+        .with_context(|| format!("updating {} {} [{}]", d.kind, d.id, live.physical_id))?;
+    Ok(Outcome::Updated(changes.into_iter().map(|c| c.field).collect(), identity))
 }
 
-/// Deletes one resource; after a retryable failure, observes again: gone is done.
+/// Deletes one resource; a "gone" answer is done, and after a retryable failure it observes
+/// again: gone is done.
 async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Result<()> {
     let mut attempt = 1;
     loop {
         match kind.delete(ctx, live).await.with_context(|| format!("deleting {} {} [{}]", live.kind, live.id, live.physical_id)) {
             Ok(()) => return Ok(()),
+            Err(e) if super::retry::is_gone(&e) => return Ok(()),
             Err(e) if attempt < ctx.settings.max_attempts && super::retry::is_retryable(&e) => {
                 tokio::time::sleep(super::retry::backoff(ctx.settings.retry_base, attempt)).await;
-                let still_there = observe_kind(ctx, kind).await?.iter().any(|o| o.physical_id == live.physical_id);
+                let still_there = observe_kind(ctx, kind, &[]).await?.iter().any(|o| o.physical_id == live.physical_id);
                 if !still_there {
                     return Ok(());
                 }
@@ -384,22 +507,35 @@ async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Resu
     }
 }
 
-/// Deletes, kinds in reverse registration order (kinds are registered dependencies first),
-/// resources of one kind concurrently. Stops at the first kind with a failure.
-async fn delete_in_reverse_kind_order(ctx: &Ctx, kinds: &[Box<dyn Kind>], victims: &[&Observed]) -> anyhow::Result<usize> {
-    let mut deleted = 0;
-    for kind in kinds.iter().rev() {
-        let mine: Vec<&Observed> = victims.iter().copied().filter(|o| o.kind == kind.name()).collect();
+/// Deletes (or, where the deletion policy says retain, orphans) in waves from the dependency
+/// graph: dependents first, each wave concurrently (bounded). Stops after a wave with a failure.
+async fn delete_in_dependency_order(
+    ctx: &Ctx,
+    kinds: &[Box<dyn Kind>],
+    victims: &[&Observed],
+    desired: &[Desired],
+) -> anyhow::Result<(usize, usize)> {
+    let (mut deleted, mut retained) = (0, 0);
+    for wave in super::graph::deletion_waves(victims, desired) {
         let mut errors = Vec::new();
-        for chunk in mine.chunks(ctx.settings.max_concurrency.max(1)) {
-            let results = futures::future::join_all(chunk.iter().map(|o| async move {
-                progress(&format!("deleting {} {} [{}]", o.kind, o.id, o.physical_id));
-                delete_one(ctx, kind.as_ref(), o).await
+        for chunk in wave.chunks(ctx.settings.max_concurrency.max(1)) {
+            let results = futures::future::join_all(chunk.iter().map(|&i| async move {
+                let o = victims[i];
+                let kind = kind_of(kinds, o.kind)?;
+                if ownership::retained(&o.fields) {
+                    progress(&format!("retaining {} {} [{}]: no longer managed, not deleted", o.kind, o.id, o.physical_id));
+                    kind.orphan(ctx, o).await.with_context(|| format!("retaining {} {}", o.kind, o.id))?;
+                    Ok(false)
+                } else {
+                    progress(&format!("deleting {} {} [{}]", o.kind, o.id, o.physical_id));
+                    delete_one(ctx, kind, o).await.map(|_| true)
+                }
             }))
             .await;
             for r in results {
                 match r {
-                    Ok(()) => deleted += 1,
+                    Ok(true) => deleted += 1,
+                    Ok(false) => retained += 1,
                     Err(e) => errors.push(format!("{e:#}")),
                 }
             }
@@ -408,19 +544,26 @@ async fn delete_in_reverse_kind_order(ctx: &Ctx, kinds: &[Box<dyn Kind>], victim
             return Err(anyhow!("{}\nRun the command again once the cause is fixed; what was deleted stays deleted.", errors.join("\n")));
         }
     }
-    Ok(deleted)
+    Ok((deleted, retained))
 }
 
-/// Deletes everything the stack owns (found by its tags), in reverse dependency order.
-pub async fn destroy(ctx: &Ctx, kinds: &[Box<dyn Kind>], observed: &[Observed]) -> anyhow::Result<usize> {
+/// The order destroy goes in: dependency waves, dependents first.
+pub fn destroy_order<'a>(observed: &'a [Observed], desired: &[Desired]) -> Vec<&'a Observed> {
     let all: Vec<&Observed> = observed.iter().collect();
-    delete_in_reverse_kind_order(ctx, kinds, &all).await
+    super::graph::deletion_waves(&all, desired).into_iter().flatten().map(|i| all[i]).collect()
+}
+
+/// Deletes everything the stack owns (found by its tags), dependents first; retained
+/// resources are orphaned. Returns (deleted, retained).
+pub async fn destroy(ctx: &Ctx, kinds: &[Box<dyn Kind>], observed: &[Observed], desired: &[Desired]) -> anyhow::Result<(usize, usize)> {
+    let all: Vec<&Observed> = observed.iter().collect();
+    delete_in_dependency_order(ctx, kinds, &all, desired).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::reference;
+    use crate::engine::{reference, reference_to};
     use futures::future::BoxFuture;
     use serde_json::json;
 
@@ -432,31 +575,40 @@ mod tests {
         fn replace_on(&self) -> &'static [&'static str] {
             &["parent", "cidr"]
         }
-        fn observe<'a>(&'a self, _: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        fn observe<'a>(&'a self, _: &'a Ctx, _: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
             unreachable!()
         }
-        fn create<'a>(&'a self, _: &'a Ctx, _: &'a str, _: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+        fn create<'a>(&'a self, _: &'a Ctx, _: &'a str, _: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
             unreachable!()
         }
-        fn update<'a>(&'a self, _: &'a Ctx, _: &'a Observed, _: &'a Fields, _: &'a [FieldChange]) -> BoxFuture<'a, anyhow::Result<()>> {
+        fn update<'a>(
+            &'a self,
+            _: &'a Ctx,
+            _: &'a Observed,
+            _: &'a Fields,
+            _: &'a [FieldChange],
+        ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
             unreachable!()
+        }
+        fn updates_yield_new_identity(&self) -> bool {
+            self.0 == "rev"
         }
         fn delete<'a>(&'a self, _: &'a Ctx, _: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
             unreachable!()
         }
-        fn iam_actions(&self) -> crate::engine::IamActions {
+        fn iam(&self, _: &str) -> crate::engine::IamActions {
             crate::engine::IamActions::default()
         }
     }
 
     fn kinds() -> Vec<Box<dyn Kind>> {
-        vec![Box::new(FakeKind("a")), Box::new(FakeKind("b"))]
+        vec![Box::new(FakeKind("a")), Box::new(FakeKind("b")), Box::new(FakeKind("rev"))]
     }
     fn desired(kind: &'static str, id: &str, fields: serde_json::Value) -> Desired {
         Desired { kind, id: id.into(), fields: fields.as_object().unwrap().clone(), after: vec![] }
     }
     fn live(kind: &'static str, id: &str, phys: &str, fields: serde_json::Value) -> Observed {
-        Observed { kind, id: id.into(), physical_id: phys.into(), fields: fields.as_object().unwrap().clone() }
+        Observed::new(kind, id.into(), phys.into(), fields.as_object().unwrap().clone())
     }
     fn actions(p: &Plan) -> Vec<(String, Action)> {
         p.resources.iter().map(|r| (r.id.clone(), r.action.clone())).collect()
@@ -508,13 +660,44 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_deleted_and_the_first_is_kept() {
-        let d = vec![desired("a", "root", json!({}))];
-        let obs = vec![live("a", "root", "r-1", json!({})), live("a", "root", "r-2", json!({}))];
+    fn duplicates_are_deleted_keeping_the_referenced_one() {
+        let d = vec![desired("a", "root", json!({})), desired("b", "child", json!({"parent": reference("root")}))];
+        let obs = vec![
+            live("a", "root", "r-1", json!({})),
+            live("a", "root", "r-2", json!({})),
+            live("b", "child", "c-1", json!({"parent": "r-2"})),
+        ];
         let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
-        assert_eq!(p.resources[0].physical_id.as_deref(), Some("r-1"));
+        assert_eq!(p.resources[0].physical_id.as_deref(), Some("r-2"), "the duplicate the child uses is kept");
         assert_eq!(p.resources[0].action, Action::NoOp);
-        assert_eq!(p.resources[1].physical_id.as_deref(), Some("r-2"));
-        assert!(matches!(&p.resources[1].action, Action::Delete { reason } if reason.contains("duplicate")));
+        assert_eq!(p.resources[1].action, Action::NoOp);
+        assert_eq!(p.resources[2].physical_id.as_deref(), Some("r-1"));
+        assert!(matches!(&p.resources[2].action, Action::Delete { reason } if reason.contains("duplicate")));
+        // Nobody references either: the first listed stays.
+        let p = plan("s", &kinds(), &d[..1], &obs[..2], &BTreeMap::new()).unwrap();
+        assert_eq!(p.resources[0].physical_id.as_deref(), Some("r-1"));
+    }
+
+    #[test]
+    fn an_update_that_makes_a_new_identity_repoints_dependents() {
+        let d = vec![desired("rev", "td", json!({"image": "b"})), desired("a", "svc", json!({"td": reference_to("td", "arn")}))];
+        let mut td = live("rev", "td", "td-1", json!({"image": "a"}));
+        td.attrs.insert("arn".into(), "arn:td:1".into());
+        let obs = vec![td, live("a", "svc", "s-1", json!({"td": "arn:td:1"}))];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        assert_eq!(p.resources[0].action, Action::Update);
+        assert_eq!(p.resources[1].action, Action::Update);
+        assert_eq!(p.resources[1].changes[0].after, json!(crate::engine::UNKNOWN));
+    }
+
+    #[test]
+    fn failed_resources_are_replaced_and_retained_ones_are_not_deleted() {
+        let d = vec![desired("a", "root", json!({}))];
+        let mut root = live("a", "root", "r-1", json!({}));
+        root.status = Status::Failed("INACTIVE".into());
+        let logs = live("b", "old-logs", "l-1", json!({"tags": {"reconciler:deletion-policy": "retain"}}));
+        let p = plan("s", &kinds(), &d, &[root, logs], &BTreeMap::new()).unwrap();
+        assert!(matches!(&p.resources[0].action, Action::Replace { reason } if reason.contains("INACTIVE")));
+        assert!(matches!(&p.resources[1].action, Action::Retain { .. }));
     }
 }

@@ -1,10 +1,11 @@
 //! The generic reconcile engine. It knows no resource kind: kinds plug in through [`Kind`]
-//! (one file each under `resources/`), desired state comes in as [`Desired`] nodes, live state
-//! as [`Observed`] items found by ownership tags.
+//! (one file each under `resources/<service>/`), desired state comes in as [`Desired`] nodes,
+//! live state as [`Observed`] items found by ownership (tags, a deterministic name, or a parent).
 
 mod context;
 mod diff;
 mod executor;
+mod graph;
 pub mod lock;
 pub mod ownership;
 pub mod policy;
@@ -12,75 +13,175 @@ mod refs;
 pub mod retry;
 pub mod wait;
 
-pub use context::{Ctx, Settings};
-pub use diff::{diff_fields, normalise_set};
-pub use executor::{apply, destroy, observe, plan, ApplyReport, Snapshot};
-pub use refs::{reference, references as references_in, resolve, set, UNKNOWN};
-pub use retry::{call_failed, AwsError};
+pub use context::{Ctx, Service, Settings};
+pub use diff::{diff_fields, for_create, for_update, normalise_set};
+pub use executor::{apply, destroy, destroy_order, observe, observe_owned, plan, ApplyReport, Destructive, Snapshot};
+pub use refs::{initial, reference, reference_to, references as references_in, resolve, set, within, UNKNOWN};
+pub use retry::{call_failed, call_failed_with, AwsError, ErrorClass};
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
-/// Fields of a resource: desired (may contain references) or observed (normalised).
+/// Fields of a resource: desired (may contain references and markers) or observed (normalised).
 pub type Fields = Map<String, Value>;
 
-/// One resource the spec wants. `fields` may contain references (`engine::reference(id)`)
-/// to other nodes' physical ids; the dependency graph is derived from them plus `after`.
+/// Attributes other resources may reference besides the physical id: `arn`, `name`, `url`, ...
+pub type Attrs = BTreeMap<String, String>;
+
+/// One resource the spec wants. `fields` may contain references (`engine::reference(id)`,
+/// `engine::reference_to(id, "arn")`) to other nodes; the dependency graph is derived from
+/// them plus `after`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
     pub kind: &'static str,
     pub id: String,
     pub fields: Fields,
     /// Extra ordering edges that no field expresses (e.g. a NAT gateway needs the IGW).
+    /// (`deletion_policy: retain` is recorded on the resource itself, as the tag
+    /// `ownership::RETAIN_TAG`, so that pruning and destroy know it without the spec.)
     pub after: Vec<String>,
+}
+
+/// Whether a live resource is usable (dependents wait for Ready; Failed is replaced).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Ready,
+    Pending(String),
+    Failed(String),
 }
 
 /// One live resource, with the fields its kind normalised for comparison.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Observed {
     pub kind: &'static str,
-    /// Logical id, from the `reconciler:id` tag.
+    /// Logical id, from the `reconciler:id` tag (or the kind's naming scheme).
     pub id: String,
-    /// AWS id (vpc-..., subnet-..., sg-...).
+    /// AWS id (vpc-..., an ARN, a queue URL: whatever the kind's calls address it by).
     pub physical_id: String,
+    /// What dependents may reference besides the physical id.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: Attrs,
     pub fields: Fields,
+    #[serde(skip_serializing_if = "is_ready")]
+    pub status: Status,
+}
+
+fn is_ready(s: &Status) -> bool {
+    *s == Status::Ready
+}
+
+impl Observed {
+    /// A ready resource with no attributes beyond its id (most EC2 kinds).
+    pub fn new(kind: &'static str, id: String, physical_id: String, fields: Fields) -> Self {
+        Observed { kind, id, physical_id, attrs: Attrs::new(), fields, status: Status::Ready }
+    }
+
+    pub fn identity(&self) -> Identity {
+        Identity { physical_id: self.physical_id.clone(), attrs: self.attrs.clone() }
+    }
+}
+
+/// What a create (or an update that yields a new identity) returns: how dependents refer to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub physical_id: String,
+    pub attrs: Attrs,
+}
+
+impl Identity {
+    pub fn id(physical_id: impl Into<String>) -> Self {
+        Identity { physical_id: physical_id.into(), attrs: Attrs::new() }
+    }
+
+    pub fn with(mut self, attr: &str, value: impl Into<String>) -> Self {
+        self.attrs.insert(attr.to_string(), value.into());
+        self
+    }
+}
+
+/// How a kind is replaced when an immutable field changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replacement {
+    /// The new one is created first, dependents are repointed, then the old one is deleted.
+    /// Possible where two can coexist (no unique name in the way).
+    CreateBeforeDestroy,
+    /// AWS forbids two at once (a unique name, a CIDR): the old one goes first.
+    DeleteBeforeCreate,
 }
 
 /// A resource kind: the same verbs for every kind. Implementations do AWS I/O only; the
-/// decisions (what to create, update, replace, delete) are the engine's.
+/// decisions (what to create, update, replace, delete, wait for) are the engine's.
 pub trait Kind: Send + Sync {
-    /// Stable kind name, e.g. `ec2:subnet`.
+    /// Stable kind name, e.g. `ec2:subnet`, `ecs:service`.
     fn name(&self) -> &'static str;
     /// Fields that cannot change in place: a difference there is a replacement.
     fn replace_on(&self) -> &'static [&'static str];
-    /// Every resource of this kind owned by the stack (one batched read).
-    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>>;
-    /// Creates the resource (tagged atomically where the API allows) and waits until usable.
-    /// `fields` are resolved: no references left.
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>>;
-    /// Converges the changed fields in place.
+    /// How a replacement is ordered.
+    fn replacement(&self) -> Replacement {
+        Replacement::DeleteBeforeCreate
+    }
+    /// Fields the API may leave out of what it returns (an emulator drops some ECS fields):
+    /// missing live, they are unknown rather than drift. Any other field missing live is drift.
+    fn unreported(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// True when an update makes a new identity (a task definition revision): the plan shows
+    /// dependents' references to it as known after apply, and apply repoints them.
+    fn updates_yield_new_identity(&self) -> bool {
+        false
+    }
+    /// Every resource of this kind the stack owns (batched reads). `wanted` are this kind's
+    /// desired nodes (unresolved), for kinds found by a deterministic name or by a parent. A
+    /// same-named resource the stack does not own is an error naming it, never adopted.
+    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>>;
+    /// Creates the resource (owned from the first request where the API allows). `fields`
+    /// are resolved: no references or markers left.
+    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>>;
+    /// Converges the changed fields in place; returns the new identity where the update made one.
     fn update<'a>(
         &'a self,
         ctx: &'a Ctx,
         live: &'a Observed,
         fields: &'a Fields,
         changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<()>>;
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>>;
     /// Deletes the resource and waits until it is gone (or going, where AWS allows reuse).
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>>;
-    /// The IAM actions the verbs above call (for `reconciler policy`).
-    fn iam_actions(&self) -> IamActions;
+    /// Leaves the resource in place but no longer owned (`deletion_policy: retain`): removes
+    /// the ownership tags and marks it `reconciler:retained-from`.
+    fn orphan<'a>(&'a self, _ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { anyhow::bail!("{} {} cannot be retained: this kind has no retain support", live.kind, live.id) })
+    }
+    /// The IAM permissions the verbs above need (for `reconciler policy`).
+    fn iam(&self, stack: &str) -> IamActions;
 }
 
 /// IAM actions of one kind, by how they can be constrained to what the stack owns.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct IamActions {
-    /// Called by `observe` (and so by `plan`).
-    pub read: &'static [&'static str],
-    /// Create calls that tag the new resource in the same request.
-    pub create: &'static [&'static str],
-    /// Calls that change or delete a resource the stack already owns (tagged).
-    pub change: &'static [&'static str],
+    /// Called by `observe` (and so by `plan`), on `*` (List/Describe calls take no resource).
+    pub read: Vec<&'static str>,
+    /// Create calls that tag the new resource in the same request (`aws:RequestTag`).
+    pub create: Vec<&'static str>,
+    /// Calls that change or delete a resource the stack already owns (`aws:ResourceTag`).
+    pub change: Vec<&'static str>,
+    /// Calls scoped by resource ARN pattern instead of tags (names derived from the stack,
+    /// for APIs whose resources cannot be tag-conditioned).
+    pub scoped: Vec<Scoped>,
+    /// Whole statements a service needs beside these (EC2's tag-on-create condition).
+    pub extra: Vec<serde_json::Value>,
+}
+
+/// Actions allowed on resources matching ARN patterns.
+#[derive(Debug, Clone)]
+pub struct Scoped {
+    pub actions: Vec<&'static str>,
+    pub resources: Vec<String>,
+    /// Read-only actions (also granted to `plan`).
+    pub read_only: bool,
 }
 
 /// One field's difference: `before` is `None` when the field is missing live.

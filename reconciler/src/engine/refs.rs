@@ -1,6 +1,12 @@
-//! References between desired nodes: `{"$ref": "<logical id>"}` stands for that node's
-//! physical id until it is known.
+//! Values with meaning to the engine inside desired fields:
+//! - `{"$ref": "<logical id>"}` stands for that node's physical id until it is known, and
+//!   `{"$ref": "<id>", "$attr": "arn"}` for one of its attributes (ARN, name, URL);
+//! - `{"$set": [...]}` is a list AWS treats as a set;
+//! - `{"$initial": v}` is set on create and then owned by someone else (never diffed);
+//! - `{"$within": [min, max], "$initial": n}` is set to `n` on create and afterwards only
+//!   drift when the live value leaves [min, max] (a count that autoscaling owns).
 
+use super::Identity;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +17,11 @@ pub fn reference(id: &str) -> Value {
     json!({ "$ref": id })
 }
 
+/// One attribute of another node (`arn`, `name`, `url`: whatever its kind reports).
+pub fn reference_to(id: &str, attr: &str) -> Value {
+    json!({ "$ref": id, "$attr": attr })
+}
+
 /// A list AWS treats as a set (rules, routes, associations). It is sorted after references
 /// are resolved, because the order of AWS ids is only known then; observe sorts the live
 /// side the same way (`normalise_set`), so order never shows as a change.
@@ -18,9 +29,22 @@ pub fn set(items: Vec<Value>) -> Value {
     json!({ "$set": items })
 }
 
-fn ref_target(v: &Value) -> Option<&str> {
-    match v {
-        Value::Object(m) if m.len() == 1 => m.get("$ref").and_then(Value::as_str),
+/// Set on create; afterwards another owner controls it (a deploy pipeline's image).
+pub fn initial(v: Value) -> Value {
+    json!({ "$initial": v })
+}
+
+/// Set to `initial` on create; afterwards drift only outside [min, max].
+pub fn within(min: u64, max: u64, initial: u64) -> Value {
+    json!({ "$within": [min, max], "$initial": initial })
+}
+
+fn ref_target(v: &Value) -> Option<(&str, Option<&str>)> {
+    let Value::Object(m) = v else { return None };
+    let id = m.get("$ref")?.as_str()?;
+    match (m.len(), m.get("$attr").and_then(Value::as_str)) {
+        (1, None) => Some((id, None)),
+        (2, Some(attr)) => Some((id, Some(attr))),
         _ => None,
     }
 }
@@ -32,9 +56,24 @@ fn set_items(v: &Value) -> Option<&Vec<Value>> {
     }
 }
 
+/// The value of an `$initial` marker, if `v` is one.
+pub(crate) fn initial_value(v: &Value) -> Option<&Value> {
+    match v {
+        Value::Object(m) if m.len() == 1 => m.get("$initial"),
+        _ => None,
+    }
+}
+
+/// (min, max, initial) of a `$within` marker.
+pub(crate) fn within_bounds(v: &Value) -> Option<(f64, f64, &Value)> {
+    let Value::Object(m) = v else { return None };
+    let b = m.get("$within")?.as_array()?;
+    Some((b.first()?.as_f64()?, b.get(1)?.as_f64()?, m.get("$initial")?))
+}
+
 /// Every logical id referenced anywhere inside `v`.
 pub fn references(v: &Value, out: &mut BTreeSet<String>) {
-    if let Some(id) = ref_target(v) {
+    if let Some((id, _)) = ref_target(v) {
         out.insert(id.to_string());
         return;
     }
@@ -45,10 +84,14 @@ pub fn references(v: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Replaces references by physical ids; ids not (yet) known become [`UNKNOWN`].
-pub fn resolve(v: &Value, ids: &BTreeMap<String, String>) -> Value {
-    if let Some(id) = ref_target(v) {
-        return Value::String(ids.get(id).cloned().unwrap_or_else(|| UNKNOWN.to_string()));
+/// Replaces references by what they point at; what is not (yet) known becomes [`UNKNOWN`].
+pub fn resolve(v: &Value, ids: &BTreeMap<String, Identity>) -> Value {
+    if let Some((id, attr)) = ref_target(v) {
+        let found = ids.get(id).and_then(|i| match attr {
+            None => Some(i.physical_id.clone()),
+            Some(a) => i.attrs.get(a).cloned(),
+        });
+        return Value::String(found.unwrap_or_else(|| UNKNOWN.to_string()));
     }
     if let Some(items) = set_items(v) {
         return super::diff::normalise_set(items.iter().map(|x| resolve(x, ids)).collect());
@@ -73,27 +116,42 @@ pub fn contains_unknown(v: &Value) -> bool {
 mod tests {
     use super::*;
 
+    fn ids(pairs: &[(&str, &str)]) -> BTreeMap<String, Identity> {
+        pairs.iter().map(|(k, v)| (k.to_string(), Identity::id(*v).with("arn", format!("arn:{v}")))).collect()
+    }
+
     #[test]
-    fn resolves_nested_references() {
-        let v = json!({"vpc": reference("vpc"), "routes": [{"to": "0.0.0.0/0", "nat": reference("nat-1")}]});
+    fn resolves_nested_references_and_attributes() {
+        let v = json!({"vpc": reference("vpc"), "role": reference_to("role", "arn"), "routes": [{"to": "0.0.0.0/0", "nat": reference("nat-1")}]});
         let mut refs = BTreeSet::new();
         references(&v, &mut refs);
-        assert_eq!(refs.into_iter().collect::<Vec<_>>(), ["nat-1", "vpc"]);
-        let ids = BTreeMap::from([("vpc".to_string(), "vpc-1".to_string())]);
-        let r = resolve(&v, &ids);
+        assert_eq!(refs.into_iter().collect::<Vec<_>>(), ["nat-1", "role", "vpc"]);
+        let r = resolve(&v, &ids(&[("vpc", "vpc-1"), ("role", "r")]));
         assert_eq!(r["vpc"], "vpc-1");
+        assert_eq!(r["role"], "arn:r");
         assert_eq!(r["routes"][0]["nat"], UNKNOWN);
         assert!(contains_unknown(&r));
         assert!(!contains_unknown(&r["vpc"]));
+        // An attribute the kind does not report is unknown, not the id.
+        assert_eq!(resolve(&reference_to("vpc", "url"), &ids(&[("vpc", "vpc-1")])), json!(UNKNOWN));
     }
 
     #[test]
     fn sets_are_sorted_after_resolution() {
         let v = set(vec![reference("a"), reference("b"), json!("x")]);
-        let ids = BTreeMap::from([("a".to_string(), "subnet-9".to_string()), ("b".to_string(), "subnet-1".to_string())]);
-        assert_eq!(resolve(&v, &ids), json!(["subnet-1", "subnet-9", "x"]));
+        let r = resolve(&v, &ids(&[("a", "subnet-9"), ("b", "subnet-1")]));
+        assert_eq!(r, json!(["subnet-1", "subnet-9", "x"]));
         let mut refs = BTreeSet::new();
         references(&v, &mut refs);
         assert_eq!(refs.len(), 2);
+    }
+
+    #[test]
+    fn markers_are_recognised() {
+        assert_eq!(initial_value(&initial(json!("img:1"))), Some(&json!("img:1")));
+        assert_eq!(initial_value(&json!({"$initial": 1, "x": 2})), None);
+        let w = within(2, 10, 3);
+        let (lo, hi, n) = within_bounds(&w).unwrap();
+        assert_eq!((lo, hi, n), (2.0, 10.0, &json!(3)));
     }
 }

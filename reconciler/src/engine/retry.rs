@@ -36,14 +36,33 @@ pub fn is_eventual_consistency(code: &str) -> bool {
     code.starts_with("Invalid") && code.ends_with(".NotFound")
 }
 
-/// One failed AWS call: which, why (the service's code and message), and whether trying
-/// again can help.
+/// How a failed call should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Throttling, 5xx, transport, eventual consistency: try again (a mutation only after
+    /// observing again).
+    Retryable,
+    /// The resource is not there (any more): a delete is done, a read finds nothing.
+    Gone,
+    /// Another change is in progress on it (ConflictException, ResourceInUse): try again later.
+    Conflict,
+    /// Validation, access denied, limits: trying again cannot help.
+    Final,
+}
+
+/// One failed AWS call: which, why (the service's code and message), and what to do about it.
 #[derive(Debug)]
 pub struct AwsError {
     pub call: String,
     pub code: Option<String>,
     pub message: String,
-    pub retryable: bool,
+    pub class: ErrorClass,
+}
+
+impl AwsError {
+    pub fn retryable(&self) -> bool {
+        matches!(self.class, ErrorClass::Retryable | ErrorClass::Conflict)
+    }
 }
 
 impl std::fmt::Display for AwsError {
@@ -53,23 +72,37 @@ impl std::fmt::Display for AwsError {
 }
 impl std::error::Error for AwsError {}
 
-/// Classifies an SDK error: throttling codes, HTTP 5xx, timeouts and transport failures are
-/// retryable; everything else (validation, not found, access denied) is final.
-pub fn classify<E>(call: &str, e: SdkError<E, Response>) -> AwsError
+/// A service's own error codes: (code, message) → class, `None` for the generic rules.
+pub type Classifier = fn(&str, &str) -> Option<ErrorClass>;
+
+fn no_extra(_: &str, _: &str) -> Option<ErrorClass> {
+    None
+}
+
+/// Classifies an SDK error: the service's own rules first, then throttling codes, HTTP 5xx,
+/// timeouts and transport failures are retryable; everything else is final.
+pub fn classify<E>(call: &str, e: SdkError<E, Response>, extra: Classifier) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let (code, retryable) = match &e {
+    let (code, class) = match &e {
         SdkError::ServiceError(ctx) => {
             let code = ctx.err().code().map(str::to_string);
-            let transient = code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c) || is_eventual_consistency(c));
-            (code, transient || ctx.raw().status().as_u16() >= 500)
+            let c = code.as_deref().unwrap_or_default();
+            let class = extra(c, ctx.err().message().unwrap_or_default()).unwrap_or({
+                if THROTTLING_CODES.contains(&c) || is_eventual_consistency(c) || ctx.raw().status().as_u16() >= 500 {
+                    ErrorClass::Retryable
+                } else {
+                    ErrorClass::Final
+                }
+            });
+            (code, class)
         }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => (None, true),
-        _ => (None, false),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => (None, ErrorClass::Retryable),
+        _ => (None, ErrorClass::Final),
     };
     let message = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
-    AwsError { call: call.to_string(), code, message, retryable }
+    AwsError { call: call.to_string(), code, message, class }
 }
 
 /// For `.map_err(call_failed("CreateVpc"))` on SDK results.
@@ -77,12 +110,25 @@ pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyho
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    move |e| anyhow::Error::new(classify(call, e))
+    call_failed_with(call, no_extra)
+}
+
+/// Like [`call_failed`], with a service's own classification (each service folder wraps it).
+pub fn call_failed_with<E>(call: &str, extra: Classifier) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    move |e| anyhow::Error::new(classify(call, e, extra))
 }
 
 /// Whether any AWS error in the chain may succeed if tried again.
 pub fn is_retryable(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(|a| a.retryable))
+    e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(AwsError::retryable))
+}
+
+/// Whether the error says the resource is gone (a delete of it is done).
+pub fn is_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(|a| a.class == ErrorClass::Gone))
 }
 
 /// Exponential backoff with full jitter: a random wait in [0, base · 2^(attempt-1)], capped.
@@ -120,7 +166,8 @@ mod tests {
     use super::*;
 
     fn err(retryable: bool) -> anyhow::Error {
-        anyhow::Error::new(AwsError { call: "X".into(), code: None, message: "m".into(), retryable })
+        let class = if retryable { ErrorClass::Retryable } else { ErrorClass::Final };
+        anyhow::Error::new(AwsError { call: "X".into(), code: None, message: "m".into(), class })
     }
 
     #[test]
@@ -129,7 +176,11 @@ mod tests {
         for attempt in 1..40 {
             assert!(backoff(base, attempt) <= Duration::from_secs(20));
         }
-        assert!(backoff(base, 1) <= base);
+        let most = |attempt| (0..300).map(|_| backoff(base, attempt)).max().unwrap();
+        assert!(most(1) <= base);
+        // Attempt 6 may wait up to 32 × base: over 300 draws some exceed what attempt 1 allows.
+        assert!(most(6) > base * 2, "backoff does not grow: {:?}", most(6));
+        assert!(most(12) > Duration::from_secs(10), "the cap is reached: {:?}", most(12));
     }
 
     #[test]

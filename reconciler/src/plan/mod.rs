@@ -3,15 +3,35 @@
 
 mod render;
 
-pub use render::{render_json, render_markdown, render_text};
+pub use render::{destructive_summary, render_json, render_markdown, render_text};
 
 use crate::engine::FieldChange;
 use serde::Serialize;
 
-/// A stable digest (FNV-1a, 64 bit, hex) of the plan's inputs. Observed resources are sorted
-/// first, so the order AWS lists them in does not matter; JSON objects have sorted keys.
-pub fn fingerprint(spec: &impl Serialize, facts: &impl std::fmt::Debug, observed: &[crate::engine::Observed]) -> String {
-    let mut items: Vec<String> = observed.iter().map(|o| serde_json::to_string(o).expect("observed serialises")).collect();
+/// A stable digest (FNV-1a, 64 bit, hex) of the plan's inputs: the tool's version, the spec,
+/// the live facts, and of each observed resource its identity and the fields the plan compared
+/// (fields nobody compares, such as a running count, may change without invalidating a
+/// reviewed plan). Observed resources are sorted first, so the order AWS lists them in does
+/// not matter; JSON objects have sorted keys.
+pub fn fingerprint(
+    spec: &impl Serialize,
+    facts: &impl std::fmt::Debug,
+    observed: &[crate::engine::Observed],
+    desired: &[crate::engine::Desired],
+) -> String {
+    let mut items: Vec<String> = observed
+        .iter()
+        .map(|o| {
+            let compared = desired.iter().find(|d| d.kind == o.kind && d.id == o.id);
+            let fields: serde_json::Map<String, serde_json::Value> = o
+                .fields
+                .iter()
+                .filter(|(k, _)| compared.is_some_and(|d| d.fields.contains_key(*k)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            serde_json::json!([o.kind, o.id, o.physical_id, o.attrs, fields, o.status]).to_string()
+        })
+        .collect();
     items.sort();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
@@ -21,6 +41,7 @@ pub fn fingerprint(spec: &impl Serialize, facts: &impl std::fmt::Debug, observed
         }
         h ^= 0xff; // separator
     };
+    feed(env!("CARGO_PKG_VERSION").as_bytes());
     feed(serde_json::to_string(spec).expect("spec serialises").as_bytes());
     feed(format!("{facts:?}").as_bytes());
     for i in &items {
@@ -57,13 +78,42 @@ pub enum Action {
     NoOp,
     Create,
     Update,
-    Replace { reason: String },
-    Delete { reason: String },
+    Replace {
+        reason: String,
+    },
+    Delete {
+        reason: String,
+    },
+    /// Left the spec (or destroyed) with `deletion_policy: retain`: stays in AWS, unmanaged.
+    Retain {
+        reason: String,
+    },
+}
+
+/// The reason given for deleting a duplicate left by an interrupted create: cleanup, not a
+/// destructive change.
+pub const DUPLICATE: &str = "duplicate of the same logical id (left by an interrupted run)";
+
+impl Action {
+    /// Replacements and deletions (pruning, retaining) lose or move something that exists;
+    /// deleting a duplicate of a logical id is cleanup.
+    pub fn is_destructive(&self) -> bool {
+        match self {
+            Action::Replace { .. } | Action::Retain { .. } => true,
+            Action::Delete { reason } => reason != DUPLICATE,
+            Action::NoOp | Action::Create | Action::Update => false,
+        }
+    }
 }
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
         self.resources.iter().any(|r| r.action != Action::NoOp)
+    }
+
+    /// The destructive steps (see [`Action::is_destructive`]).
+    pub fn destructive(&self) -> Vec<&ResourcePlan> {
+        self.resources.iter().filter(|r| r.action.is_destructive()).collect()
     }
 
     pub fn count(&self, pred: impl Fn(&Action) -> bool) -> usize {
@@ -78,23 +128,55 @@ mod tests {
     use serde_json::json;
 
     fn obs(id: &str, cidr: &str) -> Observed {
-        Observed {
+        Observed::new("ec2:subnet", id.into(), format!("subnet-{id}"), json!({"cidr": cidr}).as_object().unwrap().clone())
+    }
+
+    fn want(id: &str) -> crate::engine::Desired {
+        crate::engine::Desired {
             kind: "ec2:subnet",
             id: id.into(),
-            physical_id: format!("subnet-{id}"),
-            fields: json!({"cidr": cidr}).as_object().unwrap().clone(),
+            fields: json!({"cidr": ""}).as_object().unwrap().clone(),
+            after: vec![],
         }
     }
 
     #[test]
     fn fingerprint_is_stable_and_sensitive() {
+        let d = vec![want("a"), want("b")];
         let a = vec![obs("a", "10.0.0.0/24"), obs("b", "10.0.1.0/24")];
         let b = vec![a[1].clone(), a[0].clone()];
-        assert_eq!(fingerprint(&"spec", &1, &a), fingerprint(&"spec", &1, &b), "order of observation is irrelevant");
-        assert_ne!(fingerprint(&"spec", &1, &a), fingerprint(&"spec2", &1, &a), "the spec counts");
-        assert_ne!(fingerprint(&"spec", &1, &a), fingerprint(&"spec", &2, &a), "the facts count");
+        assert_eq!(fingerprint(&"spec", &1, &a, &d), fingerprint(&"spec", &1, &b, &d), "order of observation is irrelevant");
+        assert_ne!(fingerprint(&"spec", &1, &a, &d), fingerprint(&"spec2", &1, &a, &d), "the spec counts");
+        assert_ne!(fingerprint(&"spec", &1, &a, &d), fingerprint(&"spec", &2, &a, &d), "the facts count");
         let drifted = vec![obs("a", "10.0.9.0/24"), obs("b", "10.0.1.0/24")];
-        assert_ne!(fingerprint(&"spec", &1, &a), fingerprint(&"spec", &1, &drifted), "live state counts");
-        assert_eq!(fingerprint(&"spec", &1, &a).len(), 16);
+        assert_ne!(fingerprint(&"spec", &1, &a, &d), fingerprint(&"spec", &1, &drifted, &d), "live state counts");
+        assert_eq!(fingerprint(&"spec", &1, &a, &d).len(), 16);
+        // A field the plan does not compare may change.
+        let mut busy = a.clone();
+        busy[0].fields.insert("running_count".into(), json!(3));
+        assert_eq!(fingerprint(&"spec", &1, &a, &d), fingerprint(&"spec", &1, &busy, &d));
+    }
+
+    #[test]
+    fn destructive_steps_are_replacements_and_deletions_but_not_duplicate_cleanup() {
+        let r = |action: Action| ResourcePlan { kind: "k", id: "i".into(), physical_id: None, action, changes: vec![] };
+        let p = Plan {
+            stack: "s".into(),
+            resources: vec![
+                r(Action::Create),
+                r(Action::Update),
+                r(Action::Replace { reason: "x".into() }),
+                r(Action::Delete { reason: "no longer in the spec".into() }),
+                r(Action::Delete { reason: DUPLICATE.into() }),
+                r(Action::Retain { reason: "x".into() }),
+            ],
+            notes: vec![],
+            fingerprint: String::new(),
+        };
+        let d: Vec<&Action> = p.destructive().iter().map(|r| &r.action).collect();
+        assert_eq!(d.len(), 3);
+        assert!(matches!(d[0], Action::Replace { .. }) && matches!(d[1], Action::Delete { .. }) && matches!(d[2], Action::Retain { .. }));
+        let text = super::render_text(&p);
+        assert!(text.contains("DESTRUCTIVE: 1 replacement(s), 1 deletion(s), 1 released"), "{text}");
     }
 }

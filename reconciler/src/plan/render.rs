@@ -13,6 +13,9 @@ pub fn render_markdown(plan: &Plan) -> String {
         let _ = writeln!(out, "### `{}`: no changes\n\nLive state matches the spec ({} resources).", plan.stack, plan.resources.len());
     } else {
         let _ = writeln!(out, "### `{}`: {} resource(s) change\n", plan.stack, changing.len());
+        if let Some(line) = destructive_summary(plan) {
+            let _ = writeln!(out, "> **{line}**\n");
+        }
         let _ = writeln!(out, "| action | kind | resource | AWS id | why / fields |\n|---|---|---|---|---|");
         for r in &changing {
             let (action, why) = match &r.action {
@@ -20,6 +23,7 @@ pub fn render_markdown(plan: &Plan) -> String {
                 Action::Update => ("update", r.changes.iter().map(|c| format!("`{}`", c.field)).collect::<Vec<_>>().join(", ")),
                 Action::Replace { reason } => ("**replace**", reason.clone()),
                 Action::Delete { reason } => ("**delete**", reason.clone()),
+                Action::Retain { reason } => ("retain", reason.clone()),
                 Action::NoOp => unreachable!(),
             };
             let phys = r.physical_id.as_deref().map(|p| format!("`{p}`")).unwrap_or_default();
@@ -32,6 +36,23 @@ pub fn render_markdown(plan: &Plan) -> String {
         let _ = writeln!(out, "\n> {n}");
     }
     out
+}
+
+/// One unmistakable line when the plan replaces or deletes anything.
+pub fn destructive_summary(plan: &Plan) -> Option<String> {
+    let steps = plan.destructive();
+    if steps.is_empty() {
+        return None;
+    }
+    let count = |f: fn(&Action) -> bool| steps.iter().filter(|r| f(&r.action)).count();
+    let (replace, delete, retain) = (
+        count(|a| matches!(a, Action::Replace { .. })),
+        count(|a| matches!(a, Action::Delete { .. })),
+        count(|a| matches!(a, Action::Retain { .. })),
+    );
+    Some(format!(
+        "DESTRUCTIVE: {replace} replacement(s), {delete} deletion(s), {retain} released from management. Unattended runs (`run`, `apply --auto-approve`) hold these back unless --allow-destructive is given."
+    ))
 }
 
 pub fn render_json(plan: &Plan) -> String {
@@ -49,10 +70,11 @@ pub fn render_text(plan: &Plan) -> String {
             Action::Update => ("~", "update".to_string()),
             Action::Replace { reason } => ("-/+", format!("replace ({reason})")),
             Action::Delete { reason } => ("-", format!("delete ({reason})")),
+            Action::Retain { reason } => ("~", format!("retain ({reason}): stays in AWS, no longer managed")),
         };
         let phys = r.physical_id.as_deref().map(|p| format!(" [{p}]")).unwrap_or_default();
         let _ = writeln!(out, "{sym} {} {}{phys}: {verb}", r.kind, r.id);
-        if matches!(r.action, Action::Create | Action::Delete { .. }) {
+        if matches!(r.action, Action::Create | Action::Delete { .. } | Action::Retain { .. }) {
             continue;
         }
         for c in &r.changes {
@@ -88,8 +110,13 @@ pub fn render_text(plan: &Plan) -> String {
         plan.count(|a| matches!(a, Action::Replace { .. })),
         plan.count(|a| matches!(a, Action::Delete { .. })),
     );
+    let kept = plan.count(|a| matches!(a, Action::Retain { .. }));
     if plan.has_changes() {
-        let _ = writeln!(out, "\nPlan for stack `{}`: {c} to create, {u} to update, {r} to replace, {d} to delete.", plan.stack);
+        let retain = if kept > 0 { format!(", {kept} to retain") } else { String::new() };
+        let _ = writeln!(out, "\nPlan for stack `{}`: {c} to create, {u} to update, {r} to replace, {d} to delete{retain}.", plan.stack);
+        if let Some(line) = destructive_summary(plan) {
+            let _ = writeln!(out, "{line}");
+        }
     } else {
         let _ = writeln!(out, "No changes: stack `{}` matches the spec ({} resources).", plan.stack, plan.resources.len());
     }

@@ -1,26 +1,27 @@
-//! One file per AWS resource kind, each implementing [`crate::engine::Kind`] with the same verbs.
+//! One folder per AWS service, one file per resource kind, each implementing
+//! [`crate::engine::Kind`] with the same verbs. Each service folder holds its own helpers
+//! (client, tagging, error codes).
 
-mod ec2;
-mod elastic_ip;
-mod internet_gateway;
-mod nat_gateway;
-mod route_table;
-mod security_group;
-mod subnet;
-mod vpc;
+pub mod autoscaling;
+pub mod ec2;
+pub mod ecs;
+pub mod iam;
+pub mod logs;
+pub mod servicediscovery;
+pub mod sqs;
 
 use crate::engine::Kind;
 
-/// Every kind, dependencies first: destroy and pruning delete in reverse of this order, so a
-/// kind may only reference kinds listed before it (checked by a test in `desired`).
+/// Every kind. The order is only the order of reads and listings: the engine derives
+/// creation and deletion order from references, not from this list.
 pub fn registry() -> Vec<Box<dyn Kind>> {
-    vec![
-        Box::new(vpc::Vpc),
-        Box::new(internet_gateway::InternetGateway),
-        Box::new(subnet::Subnet),
-        Box::new(elastic_ip::ElasticIp),
-        Box::new(nat_gateway::NatGateway),
-        Box::new(route_table::RouteTable),
-        Box::new(security_group::SecurityGroup),
-    ]
+    let mut kinds = ec2::kinds();
+    kinds.extend(iam::kinds());
+    kinds.extend(logs::kinds());
+    kinds.extend(sqs::kinds());
+    kinds.extend(servicediscovery::kinds());
+    kinds.extend(ecs::kinds());
+    kinds.extend(autoscaling::kinds());
+    kinds.shrink_to_fit();
+    kinds
 }

@@ -4,7 +4,7 @@ pub mod cidr;
 mod locate;
 mod model;
 mod validate;
-pub use validate::{default_subnets as default_subnet_layout, fargate_size};
+pub use validate::{default_subnets as default_subnet_layout, fargate_size, sqs_arn_parts, WIRED_ENV};
 
 pub use model::*;
 

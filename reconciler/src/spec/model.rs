@@ -30,6 +30,12 @@ pub struct Spec {
     pub service: Option<Service>,
     #[serde(default)]
     pub scaling: Option<Scaling>,
+    /// The webhook's own SQS FIFO queue and its dead-letter queue (created with `service`).
+    #[serde(default)]
+    pub queue: QueueSpec,
+    /// What the webhook reaches outside the stack. The task role is scoped to exactly these.
+    #[serde(default)]
+    pub webhook: Option<Webhook>,
     #[serde(default)]
     pub api: Option<Api>,
 }
@@ -126,6 +132,29 @@ pub struct Discovery {
     /// DNS TTL in seconds.
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// DNS record types per instance. API Gateway's private integration needs SRV (an IP and
+    /// a port per task); A adds plain address lookups. Fixed at creation: a change replaces
+    /// the Cloud Map service.
+    #[serde(default = "default_records")]
+    pub records: Vec<RecordType>,
+}
+fn default_records() -> Vec<RecordType> {
+    vec![RecordType::Srv, RecordType::A]
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RecordType {
+    #[serde(rename = "SRV")]
+    Srv,
+    A,
+}
+impl RecordType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::Srv => "SRV",
+            RecordType::A => "A",
+        }
+    }
 }
 fn default_ttl() -> u32 {
     30
@@ -149,9 +178,142 @@ pub struct Service {
     /// Plain environment variables. Secret values belong in `secrets`.
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
-    /// Secrets by reference only: Secrets Manager or SSM Parameter Store ARNs.
+    /// Secrets by reference only: Secrets Manager or SSM Parameter Store ARNs. ECS injects
+    /// their values; the execution role may read exactly these.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Who owns the running image: `pinned` (default: the spec's image wins, a different live
+    /// image is drift) or `track-live` (a deploy pipeline owns it: the reconciler keeps the
+    /// image of the live revision and converges everything else).
+    #[serde(default)]
+    pub image_policy: ImagePolicy,
+    /// How tasks are spread over Fargate capacity; default: all on FARGATE.
+    #[serde(default)]
+    pub capacity: Capacity,
+    /// Seconds ECS ignores failing health checks after a task starts.
+    #[serde(default = "default_grace")]
+    pub health_check_grace_seconds: u32,
+    /// Seconds a container gets between SIGTERM and SIGKILL (2 to 120).
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout_seconds: u32,
+    /// The container's log group `/ecs/<stack>`.
+    #[serde(default)]
+    pub logs: LogSpec,
+}
+fn default_grace() -> u32 {
+    60
+}
+fn default_stop_timeout() -> u32 {
+    30
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImagePolicy {
+    #[default]
+    Pinned,
+    TrackLive,
+}
+
+/// Capacity provider strategy: relative weights of FARGATE and FARGATE_SPOT, and how many
+/// tasks always run on FARGATE first.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    #[serde(default = "one")]
+    pub fargate_weight: u32,
+    #[serde(default)]
+    pub spot_weight: u32,
+    #[serde(default)]
+    pub fargate_base: u32,
+}
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity { fargate_weight: 1, spot_weight: 0, fargate_base: 0 }
+    }
+}
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogSpec {
+    /// CloudWatch Logs retention in days (one of the values CloudWatch accepts).
+    #[serde(default = "default_log_retention")]
+    pub retention_days: u32,
+    /// `retain` keeps the log group (unmanaged) when the stack is destroyed or it leaves the
+    /// spec; default: the stack's `deletion_policy`.
+    #[serde(default)]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+impl Default for LogSpec {
+    fn default() -> Self {
+        LogSpec { retention_days: default_log_retention(), deletion_policy: None }
+    }
+}
+fn default_log_retention() -> u32 {
+    7
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSpec {
+    /// Seconds a received message stays invisible: longer than the worker's longest job.
+    #[serde(default = "default_visibility")]
+    pub visibility_timeout_seconds: u32,
+    /// Receives before a message moves to the dead-letter queue.
+    #[serde(default = "default_max_receive")]
+    pub max_receive_count: u32,
+    /// Seconds a message is kept (60 to 1209600).
+    #[serde(default = "default_retention")]
+    pub retention_seconds: u32,
+    /// `retain` keeps both queues (unmanaged) on destroy; default: the stack's `deletion_policy`.
+    #[serde(default)]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+impl Default for QueueSpec {
+    fn default() -> Self {
+        QueueSpec {
+            visibility_timeout_seconds: default_visibility(),
+            max_receive_count: default_max_receive(),
+            retention_seconds: default_retention(),
+            deletion_policy: None,
+        }
+    }
+}
+fn default_visibility() -> u32 {
+    960
+}
+fn default_max_receive() -> u32 {
+    5
+}
+fn default_retention() -> u32 {
+    1_209_600
+}
+
+/// The webhook's external resources. The task role gets exactly: read the secret, send to
+/// the packager queue, and read/write/list the user bucket under the prefix.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// Secrets Manager ARN of the Benchling app secret (JSON). Passed by reference as
+    /// `BENCHLING_SECRET`; the service reads it at start-up.
+    pub benchling_secret_arn: String,
+    /// ARN of the packager's SQS queue (`PACKAGER_SQS_URL` is derived from it).
+    pub packager_queue_arn: String,
+    /// The bucket packages are written to.
+    pub user_bucket: String,
+    /// Key prefix inside the bucket.
+    #[serde(default = "default_pkg_prefix")]
+    pub pkg_prefix: String,
+    #[serde(default)]
+    pub quilt_web_host: Option<String>,
+    #[serde(default)]
+    pub athena_user_database: Option<String>,
+}
+fn default_pkg_prefix() -> String {
+    "benchling".into()
 }
 fn default_port() -> u32 {
     8080
@@ -198,6 +360,9 @@ pub struct Api {
 pub struct AccessLogs {
     /// CloudWatch Logs retention; one of the values CloudWatch accepts (1, 3, 5, 7, 14, 30, ...).
     pub retention_days: u32,
+    /// `retain` keeps the access log group on destroy; default: the stack's `deletion_policy`.
+    #[serde(default)]
+    pub deletion_policy: Option<DeletionPolicy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

@@ -26,11 +26,7 @@ pub fn validate(spec: &Spec) -> Problems {
 
     if let Some(l) = &spec.lock {
         let b = &l.bucket;
-        let ok = (3..=63).contains(&b.len())
-            && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-            && b.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && b.ends_with(|c: char| c.is_ascii_alphanumeric());
-        if !ok {
+        if !valid_bucket(b) {
             err("lock.bucket", format!("`{b}` is not an S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens)"));
         }
         if !(60..=86_400).contains(&l.ttl_seconds) {
@@ -69,6 +65,13 @@ pub fn validate(spec: &Spec) -> Problems {
         }
         if !(1..=2_147_483_647).contains(&d.ttl) {
             err("discovery.ttl", "ttl must be at least 1 second".into());
+        }
+        if !d.records.contains(&RecordType::Srv) {
+            err("discovery.records", "records must include SRV: API Gateway finds each task's IP and port through SRV records".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if d.records.iter().any(|r| !seen.insert(*r)) {
+            err("discovery.records", "a record type is listed twice".into());
         }
     }
 
@@ -147,6 +150,75 @@ pub fn validate(spec: &Spec) -> Problems {
         }
         if spec.service.is_none() {
             err("scaling", "scaling needs a `service` section".into());
+        }
+    }
+
+    if let Some(s) = &spec.service {
+        if !LOG_RETENTION_DAYS.contains(&s.logs.retention_days) {
+            err(
+                "service.logs.retention_days",
+                format!("{} is not a retention CloudWatch Logs accepts; use one of {:?}", s.logs.retention_days, LOG_RETENTION_DAYS),
+            );
+        }
+        if !(2..=120).contains(&s.stop_timeout_seconds) {
+            err(
+                "service.stop_timeout_seconds",
+                format!("stop_timeout_seconds must be 2 to 120 (Fargate's limit), not {}", s.stop_timeout_seconds),
+            );
+        }
+        if s.health_check_grace_seconds > 2_147_483_647 {
+            err("service.health_check_grace_seconds", "health_check_grace_seconds is too large".into());
+        }
+        if s.capacity.fargate_weight + s.capacity.spot_weight == 0 {
+            err("service.capacity", "fargate_weight and spot_weight are both 0: no task could be placed".into());
+        }
+        if s.capacity.fargate_weight > 1000 || s.capacity.spot_weight > 1000 || s.capacity.fargate_base > 100_000 {
+            err("service.capacity", "weights are 0 to 1000 and fargate_base 0 to 100000".into());
+        }
+        for k in s.environment.keys().chain(s.secrets.keys()) {
+            if WIRED_ENV.contains(&k.as_str()) {
+                let section = if s.environment.contains_key(k) { "environment" } else { "secrets" };
+                err(
+                    &format!("service.{section}.{k}"),
+                    format!("`{k}` is set by the reconciler from the stack (queues, `webhook`, region, port): remove it here"),
+                );
+            }
+        }
+    }
+    let q = &spec.queue;
+    if q.visibility_timeout_seconds > 43_200 {
+        err("queue.visibility_timeout_seconds", "visibility_timeout_seconds must be 0 to 43200 (12 hours)".into());
+    }
+    if !(1..=1000).contains(&q.max_receive_count) {
+        err("queue.max_receive_count", format!("max_receive_count must be 1 to 1000, not {}", q.max_receive_count));
+    }
+    if !(60..=1_209_600).contains(&q.retention_seconds) {
+        err("queue.retention_seconds", "retention_seconds must be 60 to 1209600 (14 days)".into());
+    }
+    if let Some(w) = &spec.webhook {
+        if spec.service.is_none() {
+            err("webhook", "webhook needs a `service` section to run in".into());
+        }
+        if !(w.benchling_secret_arn.starts_with("arn:") && w.benchling_secret_arn.contains(":secretsmanager:")) {
+            err(
+                "webhook.benchling_secret_arn",
+                "give the Secrets Manager ARN of the Benchling app secret (arn:aws:secretsmanager:...)".into(),
+            );
+        }
+        if sqs_arn_parts(&w.packager_queue_arn).is_none() {
+            err(
+                "webhook.packager_queue_arn",
+                format!("`{}` is not an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)", w.packager_queue_arn),
+            );
+        }
+        if !valid_bucket(&w.user_bucket) {
+            err(
+                "webhook.user_bucket",
+                format!("`{}` is not an S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens)", w.user_bucket),
+            );
+        }
+        if w.pkg_prefix.is_empty() || w.pkg_prefix.starts_with('/') || w.pkg_prefix.ends_with('/') || w.pkg_prefix.contains('*') {
+            err("webhook.pkg_prefix", "pkg_prefix is a key prefix without leading or trailing `/` and without `*`".into());
         }
     }
 
@@ -282,6 +354,33 @@ pub fn fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
 const LOG_RETENTION_DAYS: [u32; 22] =
     [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
+/// Environment variables the reconciler sets in the task definition itself.
+pub const WIRED_ENV: [&str; 6] = ["QUEUE_URL", "DEAD_LETTER_QUEUE_URL", "PACKAGER_SQS_URL", "BENCHLING_SECRET", "AWS_REGION", "PORT"];
+
+fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && b.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && b.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// (region, account, name) of `arn:aws:sqs:REGION:ACCOUNT:NAME`.
+pub fn sqs_arn_parts(arn: &str) -> Option<(&str, &str, &str)> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    match parts[..] {
+        ["arn", partition, "sqs", region, account, name]
+            if partition.starts_with("aws")
+                && !region.is_empty()
+                && account.len() == 12
+                && account.chars().all(|c| c.is_ascii_digit())
+                && !name.is_empty() =>
+        {
+            Some((region, account, name))
+        }
+        _ => None,
+    }
+}
+
 fn valid_stack_name(s: &str) -> bool {
     (2..=32).contains(&s.len())
         && s.starts_with(|c: char| c.is_ascii_lowercase())
@@ -347,5 +446,8 @@ mod tests {
         assert!(valid_region("us-east-1") && valid_region("us-gov-west-1"));
         assert!(!valid_region("useast1") && !valid_region("us-east"));
         assert!(valid_dns_name("benchling.local") && !valid_dns_name("a..b"));
+        assert_eq!(sqs_arn_parts("arn:aws:sqs:us-east-1:123456789012:packager"), Some(("us-east-1", "123456789012", "packager")));
+        assert!(sqs_arn_parts("arn:aws:sqs:us-east-1:1234:packager").is_none());
+        assert!(sqs_arn_parts("https://sqs.us-east-1.amazonaws.com/123456789012/q").is_none());
     }
 }

@@ -1,12 +1,93 @@
-//! Shared EC2 plumbing for the network kinds: ownership filters, atomic tagging on create,
-//! tag convergence, and error context. Kind logic stays in the kind files.
+//! EC2: the network kinds, one file each, and their shared plumbing: the client, ownership
+//! filters, atomic tagging on create, tag convergence, and error context.
+
+mod elastic_ip;
+mod internet_gateway;
+mod nat_gateway;
+mod route_table;
+mod security_group;
+mod subnet;
+mod vpc;
+
+pub use elastic_ip::ElasticIp;
+pub use internet_gateway::InternetGateway;
+pub use nat_gateway::NatGateway;
+pub use route_table::RouteTable;
+pub use security_group::SecurityGroup;
+pub use subnet::Subnet;
+pub use vpc::Vpc;
 
 pub use crate::engine::call_failed;
 use crate::engine::ownership::{self, STACK_TAG};
-use crate::engine::{Ctx, FieldChange, Fields};
+use crate::engine::{Ctx, FieldChange, Fields, Service};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
+
+impl Service for aws_sdk_ec2::Client {
+    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
+        aws_sdk_ec2::Client::new(conf)
+    }
+}
+
+pub fn ec2(ctx: &Ctx) -> aws_sdk_ec2::Client {
+    ctx.client()
+}
+
+/// Every EC2 create call the kinds make (checked against each kind's `iam().create` by a test).
+const CREATES: &[&str] = &[
+    "AllocateAddress",
+    "CreateInternetGateway",
+    "CreateNatGateway",
+    "CreateRouteTable",
+    "CreateSecurityGroup",
+    "CreateSubnet",
+    "CreateVpc",
+];
+
+/// EC2 authorises the tags of a create as `ec2:CreateTags` with `ec2:CreateAction` naming
+/// the create call: the bare action name (`CreateVpc`), not `ec2:CreateVpc`.
+pub fn tag_on_create(stack: &str) -> Value {
+    json!({
+        "Sid": "TagOnCreate",
+        "Effect": "Allow",
+        "Action": "ec2:CreateTags",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"ec2:CreateAction": CREATES, format!("aws:RequestTag/{STACK_TAG}"): stack}},
+    })
+}
+
+/// The network kinds, dependencies first.
+pub fn kinds() -> Vec<Box<dyn crate::engine::Kind>> {
+    vec![
+        Box::new(Vpc),
+        Box::new(InternetGateway),
+        Box::new(Subnet),
+        Box::new(ElasticIp),
+        Box::new(NatGateway),
+        Box::new(RouteTable),
+        Box::new(SecurityGroup),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_on_create_names_every_create_by_its_bare_action() {
+        let st = tag_on_create("s");
+        let listed: Vec<&str> =
+            st["Condition"]["StringEquals"]["ec2:CreateAction"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert!(listed.iter().all(|a| !a.contains(':')), "bare names only: {listed:?}");
+        for k in kinds() {
+            for c in k.iam("s").create {
+                assert!(listed.contains(&c.trim_start_matches("ec2:")), "{c} is not in CREATES");
+            }
+        }
+        assert_eq!(st["Condition"]["StringEquals"]["aws:RequestTag/reconciler:stack"], "s");
+    }
+}
 
 /// Server-side filter for everything this stack owns. Some emulators ignore filters, so
 /// callers also check ownership client-side with [`owned`].
@@ -47,10 +128,10 @@ pub async fn sync_tags(ctx: &Ctx, resource_id: &str, changes: &[FieldChange]) ->
     let set: Vec<Tag> = want.iter().filter(|(k, v)| have.get(*k) != Some(v)).map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
     let unset: Vec<Tag> = have.keys().filter(|k| !want.contains_key(*k)).map(|k| Tag::builder().key(k).build()).collect();
     if !set.is_empty() {
-        ctx.ec2.create_tags().resources(resource_id).set_tags(Some(set)).send().await.map_err(call_failed("CreateTags"))?;
+        ec2(ctx).create_tags().resources(resource_id).set_tags(Some(set)).send().await.map_err(call_failed("CreateTags"))?;
     }
     if !unset.is_empty() {
-        ctx.ec2.delete_tags().resources(resource_id).set_tags(Some(unset)).send().await.map_err(call_failed("DeleteTags"))?;
+        ec2(ctx).delete_tags().resources(resource_id).set_tags(Some(unset)).send().await.map_err(call_failed("DeleteTags"))?;
     }
     Ok(())
 }

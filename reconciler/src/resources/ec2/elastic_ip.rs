@@ -1,7 +1,7 @@
 //! `ec2:elastic-ip` — one public address per NAT gateway.
 
-use super::ec2::{call_failed, owned, stack_filter, sync_tags, tag_spec};
-use crate::engine::{Ctx, FieldChange, Fields, IamActions, Kind, Observed};
+use super::{call_failed, ec2, owned, stack_filter, sync_tags, tag_on_create, tag_spec};
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{DomainType, ResourceType};
 use futures::future::BoxFuture;
 
@@ -16,10 +16,10 @@ impl Kind for ElasticIp {
         &[]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
             // DescribeAddresses has no pagination.
-            let out = ctx.ec2.describe_addresses().filters(stack_filter(ctx)).send().await.map_err(call_failed("DescribeAddresses"))?;
+            let out = ec2(ctx).describe_addresses().filters(stack_filter(ctx)).send().await.map_err(call_failed("DescribeAddresses"))?;
             Ok(out
                 .addresses()
                 .iter()
@@ -30,23 +30,22 @@ impl Kind for ElasticIp {
                     if let Some(ip) = a.public_ip() {
                         fields.insert("public_ip".into(), ip.into());
                     }
-                    Some(Observed { kind: self.name(), id, physical_id: a.allocation_id()?.to_string(), fields })
+                    Some(Observed::new(self.name(), id, a.allocation_id()?.to_string(), fields))
                 })
                 .collect())
         })
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let out = ctx
-                .ec2
+            let out = ec2(ctx)
                 .allocate_address()
                 .domain(DomainType::Vpc)
                 .tag_specifications(tag_spec(ResourceType::ElasticIp, fields))
                 .send()
                 .await
                 .map_err(call_failed("AllocateAddress"))?;
-            Ok(out.allocation_id().ok_or_else(|| anyhow::anyhow!("AllocateAddress returned no allocation id"))?.to_string())
+            Ok(Identity::id(out.allocation_id().ok_or_else(|| anyhow::anyhow!("AllocateAddress returned no allocation id"))?))
         })
     }
 
@@ -56,21 +55,26 @@ impl Kind for ElasticIp {
         live: &'a Observed,
         _fields: &'a Fields,
         changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(sync_tags(ctx, &live.physical_id, changes))
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move {
+            sync_tags(ctx, &live.physical_id, changes).await?;
+            Ok(None)
+        })
     }
 
-    fn iam_actions(&self) -> IamActions {
+    fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: &["ec2:DescribeAddresses"],
-            create: &["ec2:AllocateAddress"],
-            change: &["ec2:ReleaseAddress", "ec2:CreateTags", "ec2:DeleteTags"],
+            read: vec!["ec2:DescribeAddresses"],
+            create: vec!["ec2:AllocateAddress"],
+            change: vec!["ec2:ReleaseAddress", "ec2:CreateTags", "ec2:DeleteTags"],
+            extra: vec![tag_on_create(stack)],
+            ..Default::default()
         }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            ctx.ec2.release_address().allocation_id(&live.physical_id).send().await.map_err(call_failed("ReleaseAddress"))?;
+            ec2(ctx).release_address().allocation_id(&live.physical_id).send().await.map_err(call_failed("ReleaseAddress"))?;
             Ok(())
         })
     }

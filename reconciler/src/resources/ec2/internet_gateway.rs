@@ -1,7 +1,7 @@
 //! `ec2:internet-gateway` — the public subnets' way out, attached to the stack's VPC.
 
-use super::ec2::{call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{Ctx, FieldChange, Fields, IamActions, Kind, Observed};
+use super::{call_failed, changed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::ResourceType;
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -9,12 +9,12 @@ use serde_json::Value;
 pub struct InternetGateway;
 
 async fn detach(ctx: &Ctx, igw: &str, vpc: &str) -> anyhow::Result<()> {
-    ctx.ec2.detach_internet_gateway().internet_gateway_id(igw).vpc_id(vpc).send().await.map_err(call_failed("DetachInternetGateway"))?;
+    ec2(ctx).detach_internet_gateway().internet_gateway_id(igw).vpc_id(vpc).send().await.map_err(call_failed("DetachInternetGateway"))?;
     Ok(())
 }
 
 async fn attach(ctx: &Ctx, igw: &str, vpc: &str) -> anyhow::Result<()> {
-    ctx.ec2.attach_internet_gateway().internet_gateway_id(igw).vpc_id(vpc).send().await.map_err(call_failed("AttachInternetGateway"))?;
+    ec2(ctx).attach_internet_gateway().internet_gateway_id(igw).vpc_id(vpc).send().await.map_err(call_failed("AttachInternetGateway"))?;
     Ok(())
 }
 
@@ -27,9 +27,9 @@ impl Kind for InternetGateway {
         &[]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
-            let mut pages = ctx.ec2.describe_internet_gateways().filters(stack_filter(ctx)).into_paginator().send();
+            let mut pages = ec2(ctx).describe_internet_gateways().filters(stack_filter(ctx)).into_paginator().send();
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
                 for g in page.map_err(call_failed("DescribeInternetGateways"))?.internet_gateways() {
@@ -38,17 +38,16 @@ impl Kind for InternetGateway {
                     let mut fields = Fields::new();
                     fields.insert("vpc".into(), vpc);
                     fields.insert("tags".into(), tags);
-                    out.push(Observed { kind: self.name(), id, physical_id: igw_id.to_string(), fields });
+                    out.push(Observed::new(self.name(), id, igw_id.to_string(), fields));
                 }
             }
             Ok(out)
         })
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let out = ctx
-                .ec2
+            let out = ec2(ctx)
                 .create_internet_gateway()
                 .tag_specifications(tag_spec(ResourceType::InternetGateway, fields))
                 .send()
@@ -60,7 +59,7 @@ impl Kind for InternetGateway {
                 .ok_or_else(|| anyhow::anyhow!("CreateInternetGateway returned no id"))?
                 .to_string();
             attach(ctx, &igw, str_field(fields, "vpc")?).await?;
-            Ok(igw)
+            Ok(Identity::id(igw))
         })
     }
 
@@ -70,7 +69,7 @@ impl Kind for InternetGateway {
         live: &'a Observed,
         fields: &'a Fields,
         changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
             if changed(changes, "vpc") {
                 if let Some(old) = live.fields.get("vpc").and_then(Value::as_str) {
@@ -78,21 +77,24 @@ impl Kind for InternetGateway {
                 }
                 attach(ctx, &live.physical_id, str_field(fields, "vpc")?).await?;
             }
-            sync_tags(ctx, &live.physical_id, changes).await
+            sync_tags(ctx, &live.physical_id, changes).await?;
+            Ok(None)
         })
     }
 
-    fn iam_actions(&self) -> IamActions {
+    fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: &["ec2:DescribeInternetGateways"],
-            create: &["ec2:CreateInternetGateway"],
-            change: &[
+            read: vec!["ec2:DescribeInternetGateways"],
+            create: vec!["ec2:CreateInternetGateway"],
+            change: vec![
                 "ec2:AttachInternetGateway",
                 "ec2:DetachInternetGateway",
                 "ec2:DeleteInternetGateway",
                 "ec2:CreateTags",
                 "ec2:DeleteTags",
             ],
+            extra: vec![tag_on_create(stack)],
+            ..Default::default()
         }
     }
 
@@ -101,7 +103,7 @@ impl Kind for InternetGateway {
             if let Some(vpc) = live.fields.get("vpc").and_then(Value::as_str) {
                 detach(ctx, &live.physical_id, vpc).await?;
             }
-            ctx.ec2
+            ec2(ctx)
                 .delete_internet_gateway()
                 .internet_gateway_id(&live.physical_id)
                 .send()

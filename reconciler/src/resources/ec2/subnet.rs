@@ -1,7 +1,7 @@
 //! `ec2:subnet` — public and private subnets, one of each per availability zone.
 
-use super::ec2::{bool_field, call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{Ctx, FieldChange, Fields, IamActions, Kind, Observed};
+use super::{bool_field, call_failed, changed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 use futures::future::BoxFuture;
 
@@ -10,7 +10,7 @@ pub struct Subnet;
 impl Subnet {
     async fn set_public_ip(ctx: &Ctx, subnet_id: &str, fields: &Fields) -> anyhow::Result<()> {
         let v = AttributeBooleanValue::builder().value(bool_field(fields, "public_ip_on_launch")).build();
-        ctx.ec2
+        ec2(ctx)
             .modify_subnet_attribute()
             .subnet_id(subnet_id)
             .map_public_ip_on_launch(v)
@@ -30,9 +30,9 @@ impl Kind for Subnet {
         &["vpc", "cidr", "availability_zone"]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
-            let mut pages = ctx.ec2.describe_subnets().filters(stack_filter(ctx)).into_paginator().send();
+            let mut pages = ec2(ctx).describe_subnets().filters(stack_filter(ctx)).into_paginator().send();
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
                 for s in page.map_err(call_failed("DescribeSubnets"))?.subnets() {
@@ -45,17 +45,16 @@ impl Kind for Subnet {
                         fields.insert("public_ip_on_launch".into(), p.into());
                     }
                     fields.insert("tags".into(), tags);
-                    out.push(Observed { kind: self.name(), id, physical_id: subnet_id.to_string(), fields });
+                    out.push(Observed::new(self.name(), id, subnet_id.to_string(), fields));
                 }
             }
             Ok(out)
         })
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let out = ctx
-                .ec2
+            let out = ec2(ctx)
                 .create_subnet()
                 .vpc_id(str_field(fields, "vpc")?)
                 .cidr_block(str_field(fields, "cidr")?)
@@ -69,7 +68,7 @@ impl Kind for Subnet {
             if bool_field(fields, "public_ip_on_launch") {
                 Self::set_public_ip(ctx, &subnet_id, fields).await?;
             }
-            Ok(subnet_id)
+            Ok(Identity::id(subnet_id))
         })
     }
 
@@ -79,26 +78,29 @@ impl Kind for Subnet {
         live: &'a Observed,
         fields: &'a Fields,
         changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
             if changed(changes, "public_ip_on_launch") {
                 Self::set_public_ip(ctx, &live.physical_id, fields).await?;
             }
-            sync_tags(ctx, &live.physical_id, changes).await
+            sync_tags(ctx, &live.physical_id, changes).await?;
+            Ok(None)
         })
     }
 
-    fn iam_actions(&self) -> IamActions {
+    fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: &["ec2:DescribeSubnets"],
-            create: &["ec2:CreateSubnet"],
-            change: &["ec2:ModifySubnetAttribute", "ec2:DeleteSubnet", "ec2:CreateTags", "ec2:DeleteTags"],
+            read: vec!["ec2:DescribeSubnets"],
+            create: vec!["ec2:CreateSubnet"],
+            change: vec!["ec2:ModifySubnetAttribute", "ec2:DeleteSubnet", "ec2:CreateTags", "ec2:DeleteTags"],
+            extra: vec![tag_on_create(stack)],
+            ..Default::default()
         }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            ctx.ec2.delete_subnet().subnet_id(&live.physical_id).send().await.map_err(call_failed("DeleteSubnet"))?;
+            ec2(ctx).delete_subnet().subnet_id(&live.physical_id).send().await.map_err(call_failed("DeleteSubnet"))?;
             Ok(())
         })
     }

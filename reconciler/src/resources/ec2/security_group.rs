@@ -3,8 +3,8 @@
 //! part of a rule's identity. Convergence authorizes the missing rules and revokes the extra
 //! ones, never revoke-all-then-reauthorize (which would open an outage window).
 
-use super::ec2::{call_failed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{normalise_set, Ctx, FieldChange, Fields, IamActions, Kind, Observed};
+use super::{call_failed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use crate::engine::{normalise_set, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, UserIdGroupPair};
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -70,7 +70,7 @@ async fn rules(ctx: &Ctx, group_ids: &[String]) -> anyhow::Result<BTreeMap<Strin
         return Ok(out);
     }
     let filter = Filter::builder().name("group-id").set_values(Some(group_ids.to_vec())).build();
-    let mut pages = ctx.ec2.describe_security_group_rules().filters(filter).into_paginator().send();
+    let mut pages = ec2(ctx).describe_security_group_rules().filters(filter).into_paginator().send();
     while let Some(page) = pages.next().await {
         for r in page.map_err(call_failed("DescribeSecurityGroupRules"))?.security_group_rules() {
             let (Some(gid), Some(text)) = (r.group_id(), rule_text(r)) else { continue };
@@ -87,7 +87,7 @@ async fn converge_rules(ctx: &Ctx, sg: &str, egress: bool, have: &[String], want
     let remove: Vec<IpPermission> = have.iter().filter(|r| !want.contains(r)).map(|r| permission(r)).collect::<anyhow::Result<_>>()?;
     if !add.is_empty() {
         if egress {
-            ctx.ec2
+            ec2(ctx)
                 .authorize_security_group_egress()
                 .group_id(sg)
                 .set_ip_permissions(Some(add))
@@ -95,7 +95,7 @@ async fn converge_rules(ctx: &Ctx, sg: &str, egress: bool, have: &[String], want
                 .await
                 .map_err(call_failed("AuthorizeSecurityGroupEgress"))?;
         } else {
-            ctx.ec2
+            ec2(ctx)
                 .authorize_security_group_ingress()
                 .group_id(sg)
                 .set_ip_permissions(Some(add))
@@ -106,7 +106,7 @@ async fn converge_rules(ctx: &Ctx, sg: &str, egress: bool, have: &[String], want
     }
     if !remove.is_empty() {
         if egress {
-            ctx.ec2
+            ec2(ctx)
                 .revoke_security_group_egress()
                 .group_id(sg)
                 .set_ip_permissions(Some(remove))
@@ -114,7 +114,7 @@ async fn converge_rules(ctx: &Ctx, sg: &str, egress: bool, have: &[String], want
                 .await
                 .map_err(call_failed("RevokeSecurityGroupEgress"))?;
         } else {
-            ctx.ec2
+            ec2(ctx)
                 .revoke_security_group_ingress()
                 .group_id(sg)
                 .set_ip_permissions(Some(remove))
@@ -140,12 +140,12 @@ impl Kind for SecurityGroup {
     }
 
     fn replace_on(&self) -> &'static [&'static str] {
-        &["group_name", "description", "vpc"]
+        &["group_name", "vpc"]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
-            let mut pages = ctx.ec2.describe_security_groups().filters(stack_filter(ctx)).into_paginator().send();
+            let mut pages = ec2(ctx).describe_security_groups().filters(stack_filter(ctx)).into_paginator().send();
             let mut groups = Vec::new();
             while let Some(page) = pages.next().await {
                 for g in page.map_err(call_failed("DescribeSecurityGroups"))?.security_groups() {
@@ -155,7 +155,7 @@ impl Kind for SecurityGroup {
                     fields.insert("description".into(), g.description().unwrap_or_default().into());
                     fields.insert("vpc".into(), g.vpc_id().unwrap_or_default().into());
                     fields.insert("tags".into(), tags);
-                    groups.push(Observed { kind: self.name(), id, physical_id: gid.to_string(), fields });
+                    groups.push(Observed::new(self.name(), id, gid.to_string(), fields));
                 }
             }
             let ids: Vec<String> = groups.iter().map(|g| g.physical_id.clone()).collect();
@@ -169,10 +169,9 @@ impl Kind for SecurityGroup {
         })
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let out = ctx
-                .ec2
+            let out = ec2(ctx)
                 .create_security_group()
                 .group_name(str_field(fields, "group_name")?)
                 .description(str_field(fields, "description")?)
@@ -185,7 +184,7 @@ impl Kind for SecurityGroup {
             // AWS adds a default allow-all egress rule; converging from the live rules removes
             // it where the spec does not want it.
             converge_all(ctx, &sg, fields).await?;
-            Ok(sg)
+            Ok(Identity::id(sg))
         })
     }
 
@@ -195,22 +194,23 @@ impl Kind for SecurityGroup {
         live: &'a Observed,
         _fields: &'a Fields,
         changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
             for (field, egress) in [("ingress", false), ("egress", true)] {
                 if let Some(c) = changes.iter().find(|c| c.field == field) {
                     converge_rules(ctx, &live.physical_id, egress, &rules_of(c.before.as_ref()), &rules_of(Some(&c.after))).await?;
                 }
             }
-            sync_tags(ctx, &live.physical_id, changes).await
+            sync_tags(ctx, &live.physical_id, changes).await?;
+            Ok(None)
         })
     }
 
-    fn iam_actions(&self) -> IamActions {
+    fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: &["ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules"],
-            create: &["ec2:CreateSecurityGroup"],
-            change: &[
+            read: vec!["ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules"],
+            create: vec!["ec2:CreateSecurityGroup"],
+            change: vec![
                 "ec2:AuthorizeSecurityGroupIngress",
                 "ec2:AuthorizeSecurityGroupEgress",
                 "ec2:RevokeSecurityGroupIngress",
@@ -219,12 +219,14 @@ impl Kind for SecurityGroup {
                 "ec2:CreateTags",
                 "ec2:DeleteTags",
             ],
+            extra: vec![tag_on_create(stack)],
+            ..Default::default()
         }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            ctx.ec2.delete_security_group().group_id(&live.physical_id).send().await.map_err(call_failed("DeleteSecurityGroup"))?;
+            ec2(ctx).delete_security_group().group_id(&live.physical_id).send().await.map_err(call_failed("DeleteSecurityGroup"))?;
             Ok(())
         })
     }

@@ -1,7 +1,7 @@
 //! `ec2:vpc` — the stack's own VPC, with DNS support and hostnames (Cloud Map needs both).
 
-use super::ec2::{bool_field, call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{wait, Ctx, FieldChange, Fields, IamActions, Kind, Observed};
+use super::{bool_field, call_failed, changed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName, VpcState};
 use futures::future::BoxFuture;
 
@@ -9,8 +9,7 @@ pub struct Vpc;
 
 impl Vpc {
     async fn dns_attribute(ctx: &Ctx, vpc_id: &str, attr: VpcAttributeName) -> anyhow::Result<Option<bool>> {
-        let out = ctx
-            .ec2
+        let out = ec2(ctx)
             .describe_vpc_attribute()
             .vpc_id(vpc_id)
             .attribute(attr.clone())
@@ -28,11 +27,11 @@ impl Vpc {
         // One attribute per call: the API refuses both at once.
         if support {
             let v = AttributeBooleanValue::builder().value(bool_field(fields, "dns_support")).build();
-            ctx.ec2.modify_vpc_attribute().vpc_id(vpc_id).enable_dns_support(v).send().await.map_err(call_failed("ModifyVpcAttribute"))?;
+            ec2(ctx).modify_vpc_attribute().vpc_id(vpc_id).enable_dns_support(v).send().await.map_err(call_failed("ModifyVpcAttribute"))?;
         }
         if hostnames {
             let v = AttributeBooleanValue::builder().value(bool_field(fields, "dns_hostnames")).build();
-            ctx.ec2
+            ec2(ctx)
                 .modify_vpc_attribute()
                 .vpc_id(vpc_id)
                 .enable_dns_hostnames(v)
@@ -53,9 +52,9 @@ impl Kind for Vpc {
         &["cidr"]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
-            let mut pages = ctx.ec2.describe_vpcs().filters(stack_filter(ctx)).into_paginator().send();
+            let mut pages = ec2(ctx).describe_vpcs().filters(stack_filter(ctx)).into_paginator().send();
             let mut found = Vec::new();
             while let Some(page) = pages.next().await {
                 for v in page.map_err(call_failed("DescribeVpcs"))?.vpcs() {
@@ -79,16 +78,15 @@ impl Kind for Vpc {
                     fields.insert("dns_hostnames".into(), b.into());
                 }
                 fields.insert("tags".into(), tags);
-                out.push(Observed { kind: self.name(), id, physical_id: vpc_id, fields });
+                out.push(Observed::new(self.name(), id, vpc_id, fields));
             }
             Ok(out)
         })
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let out = ctx
-                .ec2
+            let out = ec2(ctx)
                 .create_vpc()
                 .cidr_block(str_field(fields, "cidr")?)
                 .tag_specifications(tag_spec(ResourceType::Vpc, fields))
@@ -97,12 +95,12 @@ impl Kind for Vpc {
                 .map_err(call_failed("CreateVpc"))?;
             let vpc_id = out.vpc().and_then(|v| v.vpc_id()).ok_or_else(|| anyhow::anyhow!("CreateVpc returned no VPC id"))?.to_string();
             wait::until(ctx, &format!("VPC {vpc_id} to become available"), || async {
-                let out = ctx.ec2.describe_vpcs().vpc_ids(&vpc_id).send().await.map_err(call_failed("DescribeVpcs"))?;
+                let out = ec2(ctx).describe_vpcs().vpc_ids(&vpc_id).send().await.map_err(call_failed("DescribeVpcs"))?;
                 Ok(out.vpcs().first().filter(|v| v.state() == Some(&VpcState::Available)).map(|_| ()))
             })
             .await?;
             Self::set_dns(ctx, &vpc_id, fields, true, true).await?;
-            Ok(vpc_id)
+            Ok(Identity::id(vpc_id))
         })
     }
 
@@ -112,24 +110,27 @@ impl Kind for Vpc {
         live: &'a Observed,
         fields: &'a Fields,
         changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
             Self::set_dns(ctx, &live.physical_id, fields, changed(changes, "dns_support"), changed(changes, "dns_hostnames")).await?;
-            sync_tags(ctx, &live.physical_id, changes).await
+            sync_tags(ctx, &live.physical_id, changes).await?;
+            Ok(None)
         })
     }
 
-    fn iam_actions(&self) -> IamActions {
+    fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute"],
-            create: &["ec2:CreateVpc"],
-            change: &["ec2:ModifyVpcAttribute", "ec2:DeleteVpc", "ec2:CreateTags", "ec2:DeleteTags"],
+            read: vec!["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute"],
+            create: vec!["ec2:CreateVpc"],
+            change: vec!["ec2:ModifyVpcAttribute", "ec2:DeleteVpc", "ec2:CreateTags", "ec2:DeleteTags"],
+            extra: vec![tag_on_create(stack)],
+            ..Default::default()
         }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            ctx.ec2.delete_vpc().vpc_id(&live.physical_id).send().await.map_err(call_failed("DeleteVpc"))?;
+            ec2(ctx).delete_vpc().vpc_id(&live.physical_id).send().await.map_err(call_failed("DeleteVpc"))?;
             Ok(())
         })
     }

@@ -2,8 +2,8 @@
 //! difference is created, replaced or deleted, so traffic never loses its route in between.
 //! A route is `{"destination": CIDR, "target": igw-…|nat-…}`; the VPC's local route is AWS's.
 
-use super::ec2::{call_failed, changed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{normalise_set, Ctx, FieldChange, Fields, IamActions, Kind, Observed};
+use super::{call_failed, changed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use crate::engine::{normalise_set, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{ResourceType, RouteOrigin};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
@@ -23,15 +23,27 @@ fn subnets_of(v: Option<&Value>) -> Vec<String> {
 
 async fn set_route(ctx: &Ctx, rt: &str, dest: &str, target: &str, replace: bool) -> anyhow::Result<()> {
     if replace {
-        let mut r = ctx.ec2.replace_route().route_table_id(rt).destination_cidr_block(dest);
+        let mut r = ec2(ctx).replace_route().route_table_id(rt).destination_cidr_block(dest);
         r = if target.starts_with("nat-") { r.nat_gateway_id(target) } else { r.gateway_id(target) };
         r.send().await.map_err(call_failed("ReplaceRoute"))?;
     } else {
-        let mut r = ctx.ec2.create_route().route_table_id(rt).destination_cidr_block(dest);
+        let mut r = ec2(ctx).create_route().route_table_id(rt).destination_cidr_block(dest);
         r = if target.starts_with("nat-") { r.nat_gateway_id(target) } else { r.gateway_id(target) };
         r.send().await.map_err(call_failed("CreateRoute"))?;
     }
     Ok(())
+}
+
+/// The id of the subnet's explicit association with some route table, if it has one.
+async fn association_elsewhere(ctx: &Ctx, subnet: &str) -> anyhow::Result<Option<String>> {
+    let filter = aws_sdk_ec2::types::Filter::builder().name("association.subnet-id").values(subnet).build();
+    let out = ec2(ctx).describe_route_tables().filters(filter).send().await.map_err(call_failed("DescribeRouteTables"))?;
+    Ok(out
+        .route_tables()
+        .iter()
+        .flat_map(|t| t.associations())
+        .find(|a| a.subnet_id() == Some(subnet) && a.main() != Some(true))
+        .and_then(|a| a.route_table_association_id().map(String::from)))
 }
 
 /// Converges routes and associations from `have` to `want`.
@@ -45,16 +57,37 @@ async fn converge(ctx: &Ctx, rt: &str, have: &Fields, want: &Fields) -> anyhow::
         }
     }
     for dest in have_r.keys().filter(|d| !want_r.contains_key(*d)) {
-        ctx.ec2.delete_route().route_table_id(rt).destination_cidr_block(dest).send().await.map_err(call_failed("DeleteRoute"))?;
+        ec2(ctx).delete_route().route_table_id(rt).destination_cidr_block(dest).send().await.map_err(call_failed("DeleteRoute"))?;
     }
     let (have_s, want_s) = (subnets_of(have.get("subnets")), subnets_of(want.get("subnets")));
     let assoc = have.get("association_ids").cloned().unwrap_or(Value::Null);
     for s in want_s.iter().filter(|s| !have_s.contains(s)) {
-        ctx.ec2.associate_route_table().route_table_id(rt).subnet_id(s).send().await.map_err(call_failed("AssociateRouteTable"))?;
+        // A subnet has one explicit association: where it has one elsewhere (it is moving
+        // between tables), that association is re-pointed; AssociateRouteTable would fail.
+        match association_elsewhere(ctx, s).await? {
+            Some(a) => {
+                ec2(ctx)
+                    .replace_route_table_association()
+                    .association_id(a)
+                    .route_table_id(rt)
+                    .send()
+                    .await
+                    .map_err(call_failed("ReplaceRouteTableAssociation"))?;
+            }
+            None => {
+                ec2(ctx)
+                    .associate_route_table()
+                    .route_table_id(rt)
+                    .subnet_id(s)
+                    .send()
+                    .await
+                    .map_err(call_failed("AssociateRouteTable"))?;
+            }
+        }
     }
     for s in have_s.iter().filter(|s| !want_s.contains(s)) {
         if let Some(a) = assoc[s.as_str()].as_str() {
-            ctx.ec2.disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
+            ec2(ctx).disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
         }
     }
     Ok(())
@@ -69,9 +102,9 @@ impl Kind for RouteTable {
         &["vpc"]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
-            let mut pages = ctx.ec2.describe_route_tables().filters(stack_filter(ctx)).into_paginator().send();
+            let mut pages = ec2(ctx).describe_route_tables().filters(stack_filter(ctx)).into_paginator().send();
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
                 for t in page.map_err(call_failed("DescribeRouteTables"))?.route_tables() {
@@ -100,17 +133,16 @@ impl Kind for RouteTable {
                     // Not a desired field (never diffed): what disassociation needs.
                     fields.insert("association_ids".into(), Value::Object(assoc));
                     fields.insert("tags".into(), tags);
-                    out.push(Observed { kind: self.name(), id, physical_id: rt_id.to_string(), fields });
+                    out.push(Observed::new(self.name(), id, rt_id.to_string(), fields));
                 }
             }
             Ok(out)
         })
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let out = ctx
-                .ec2
+            let out = ec2(ctx)
                 .create_route_table()
                 .vpc_id(str_field(fields, "vpc")?)
                 .tag_specifications(tag_spec(ResourceType::RouteTable, fields))
@@ -123,7 +155,7 @@ impl Kind for RouteTable {
                 .ok_or_else(|| anyhow::anyhow!("CreateRouteTable returned no id"))?
                 .to_string();
             converge(ctx, &rt, &Fields::new(), fields).await?;
-            Ok(rt)
+            Ok(Identity::id(rt))
         })
     }
 
@@ -133,29 +165,33 @@ impl Kind for RouteTable {
         live: &'a Observed,
         fields: &'a Fields,
         changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
             if changed(changes, "routes") || changed(changes, "subnets") {
                 converge(ctx, &live.physical_id, &live.fields, fields).await?;
             }
-            sync_tags(ctx, &live.physical_id, changes).await
+            sync_tags(ctx, &live.physical_id, changes).await?;
+            Ok(None)
         })
     }
 
-    fn iam_actions(&self) -> IamActions {
+    fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: &["ec2:DescribeRouteTables"],
-            create: &["ec2:CreateRouteTable"],
-            change: &[
+            read: vec!["ec2:DescribeRouteTables"],
+            create: vec!["ec2:CreateRouteTable"],
+            change: vec![
                 "ec2:CreateRoute",
                 "ec2:ReplaceRoute",
                 "ec2:DeleteRoute",
                 "ec2:AssociateRouteTable",
+                "ec2:ReplaceRouteTableAssociation",
                 "ec2:DisassociateRouteTable",
                 "ec2:DeleteRouteTable",
                 "ec2:CreateTags",
                 "ec2:DeleteTags",
             ],
+            extra: vec![tag_on_create(stack)],
+            ..Default::default()
         }
     }
 
@@ -163,10 +199,10 @@ impl Kind for RouteTable {
         Box::pin(async move {
             if let Some(assoc) = live.fields.get("association_ids").and_then(Value::as_object) {
                 for a in assoc.values().filter_map(Value::as_str) {
-                    ctx.ec2.disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
+                    ec2(ctx).disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
                 }
             }
-            ctx.ec2.delete_route_table().route_table_id(&live.physical_id).send().await.map_err(call_failed("DeleteRouteTable"))?;
+            ec2(ctx).delete_route_table().route_table_id(&live.physical_id).send().await.map_err(call_failed("DeleteRouteTable"))?;
             Ok(())
         })
     }

@@ -2,15 +2,15 @@
 //! Asynchronous on AWS: create waits for `available`, delete waits for `deleted` (the EIP
 //! cannot be released before).
 
-use super::ec2::{call_failed, owned, stack_filter, str_field, sync_tags, tag_spec};
-use crate::engine::{wait, Ctx, FieldChange, Fields, IamActions, Kind, Observed};
+use super::{call_failed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use futures::future::BoxFuture;
 
 pub struct NatGateway;
 
 async fn state(ctx: &Ctx, nat_id: &str) -> anyhow::Result<Option<(NatGatewayState, String)>> {
-    let out = ctx.ec2.describe_nat_gateways().nat_gateway_ids(nat_id).send().await.map_err(call_failed("DescribeNatGateways"))?;
+    let out = ec2(ctx).describe_nat_gateways().nat_gateway_ids(nat_id).send().await.map_err(call_failed("DescribeNatGateways"))?;
     Ok(out.nat_gateways().first().and_then(|n| Some((n.state()?.clone(), n.failure_message().unwrap_or_default().to_string()))))
 }
 
@@ -23,11 +23,11 @@ impl Kind for NatGateway {
         &["subnet", "allocation"]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
             // Deleted NAT gateways stay listed for a while; moto ignores the tag filter here,
             // so `owned` (client-side) is what decides.
-            let mut pages = ctx.ec2.describe_nat_gateways().filter(stack_filter(ctx)).into_paginator().send();
+            let mut pages = ec2(ctx).describe_nat_gateways().filter(stack_filter(ctx)).into_paginator().send();
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
                 for n in page.map_err(call_failed("DescribeNatGateways"))?.nat_gateways() {
@@ -41,17 +41,16 @@ impl Kind for NatGateway {
                         fields.insert("allocation".into(), a.into());
                     }
                     fields.insert("tags".into(), tags);
-                    out.push(Observed { kind: self.name(), id, physical_id: nat_id.to_string(), fields });
+                    out.push(Observed::new(self.name(), id, nat_id.to_string(), fields));
                 }
             }
             Ok(out)
         })
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<String>> {
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let out = ctx
-                .ec2
+            let out = ec2(ctx)
                 .create_nat_gateway()
                 .subnet_id(str_field(fields, "subnet")?)
                 .allocation_id(str_field(fields, "allocation")?)
@@ -72,7 +71,7 @@ impl Kind for NatGateway {
                 }
             })
             .await?;
-            Ok(nat)
+            Ok(Identity::id(nat))
         })
     }
 
@@ -82,22 +81,27 @@ impl Kind for NatGateway {
         live: &'a Observed,
         _fields: &'a Fields,
         changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(sync_tags(ctx, &live.physical_id, changes))
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move {
+            sync_tags(ctx, &live.physical_id, changes).await?;
+            Ok(None)
+        })
     }
 
-    fn iam_actions(&self) -> IamActions {
+    fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: &["ec2:DescribeNatGateways"],
-            create: &["ec2:CreateNatGateway"],
-            change: &["ec2:DeleteNatGateway", "ec2:CreateTags", "ec2:DeleteTags"],
+            read: vec!["ec2:DescribeNatGateways"],
+            create: vec!["ec2:CreateNatGateway"],
+            change: vec!["ec2:DeleteNatGateway", "ec2:CreateTags", "ec2:DeleteTags"],
+            extra: vec![tag_on_create(stack)],
+            ..Default::default()
         }
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let nat = &live.physical_id;
-            ctx.ec2.delete_nat_gateway().nat_gateway_id(nat).send().await.map_err(call_failed("DeleteNatGateway"))?;
+            ec2(ctx).delete_nat_gateway().nat_gateway_id(nat).send().await.map_err(call_failed("DeleteNatGateway"))?;
             wait::until(ctx, &format!("NAT gateway {nat} to be deleted"), || async {
                 Ok(match state(ctx, nat).await? {
                     None | Some((NatGatewayState::Deleted, _)) => Some(()),

@@ -1,0 +1,141 @@
+//! Application Auto Scaling: the ECS service's scalable target (desired-count bounds) and its
+//! target-tracking policies. Neither can be found by tags (moto's ListTagsForResource fails),
+//! so both are found by their parent: the resource id `service/<cluster>/<service>` that
+//! names the stack's ECS service, taken from the wanted nodes (a literal string there).
+//! Shared here: the client, error classes, and what both kinds declare for IAM.
+
+mod scalable_target;
+mod scaling_policy;
+
+pub use scalable_target::ScalableTarget;
+pub use scaling_policy::ScalingPolicy;
+
+// Generic field accessor (not EC2-specific) from the first service that needed it.
+pub use crate::resources::ec2::str_field;
+
+use crate::engine::retry::Classifier;
+use crate::engine::{call_failed_with, Ctx, Desired, ErrorClass, Fields, Scoped, Service};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde_json::{json, Value};
+
+impl Service for aws_sdk_applicationautoscaling::Client {
+    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
+        aws_sdk_applicationautoscaling::Client::new(conf)
+    }
+}
+
+pub fn client(ctx: &Ctx) -> aws_sdk_applicationautoscaling::Client {
+    ctx.client()
+}
+
+/// The one dimension an ECS service scales on.
+pub const DIMENSION: &str = "ecs:service:DesiredCount";
+
+/// Application Auto Scaling's own error codes. A missing target or policy is gone (AWS says
+/// ObjectNotFoundException; moto says ValidationException "No scalable target found …" /
+/// "No scaling policy found …"); ConcurrentUpdateException clears up by itself.
+fn classify(code: &str, message: &str) -> Option<ErrorClass> {
+    match code {
+        "ObjectNotFoundException" => Some(ErrorClass::Gone),
+        "ValidationException" if message.starts_with("No scalable target") || message.starts_with("No scaling policy") => {
+            Some(ErrorClass::Gone)
+        }
+        "ConcurrentUpdateException" => Some(ErrorClass::Conflict),
+        _ => None,
+    }
+}
+
+/// For `.map_err(call_failed("PutScalingPolicy"))` on Application Auto Scaling calls.
+pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    call_failed_with(call, classify as Classifier)
+}
+
+/// The wanted nodes that name their parent literally, with that resource id.
+pub fn by_resource_id<'a>(wanted: &'a [&'a Desired]) -> Vec<(&'a Desired, &'a str)> {
+    wanted.iter().filter_map(|w| Some((*w, w.fields.get("resource_id")?.as_str()?))).collect()
+}
+
+pub fn u64_field(f: &Fields, name: &str) -> anyhow::Result<u64> {
+    f.get(name).and_then(Value::as_u64).ok_or_else(|| anyhow::anyhow!("internal error: field `{name}` is missing or not a whole number"))
+}
+
+/// A count or cooldown as the API takes it.
+pub fn i32_field(f: &Fields, name: &str) -> anyhow::Result<i32> {
+    let n = u64_field(f, name)?;
+    i32::try_from(n).map_err(|_| anyhow::anyhow!("`{name}` = {n} is too large for Application Auto Scaling"))
+}
+
+/// Application Auto Scaling creates its service-linked role for ECS on the first
+/// RegisterScalableTarget in the account, with the caller's permissions. An account-wide,
+/// AWS-defined role: it cannot be scoped to the stack, only to that one service and role.
+fn service_linked_role() -> Value {
+    json!({
+        "Sid": "AutoscalingCreatesItsServiceLinkedRoleForEcs",
+        "Effect": "Allow",
+        "Action": "iam:CreateServiceLinkedRole",
+        "Resource": "arn:aws:iam::*:role/aws-service-role/ecs.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_ECSService",
+        "Condition": {"StringEquals": {"iam:AWSServiceName": "ecs.application-autoscaling.amazonaws.com"}},
+    })
+}
+
+/// Target tracking creates and deletes its CloudWatch alarms with the caller's permissions.
+/// They are named `TargetTracking-service/<cluster>/<service>-AlarmHigh-<uuid>` (and
+/// `-AlarmLow-`), and desired state names the ECS service after the stack.
+fn target_tracking_alarms(stack: &str) -> Scoped {
+    Scoped {
+        actions: vec!["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
+        resources: vec![format!("arn:aws:cloudwatch:*:*:alarm:TargetTracking-service/*/{stack}-Alarm*")],
+        read_only: false,
+    }
+}
+
+/// The Application Auto Scaling kinds, the target first.
+pub fn kinds() -> Vec<Box<dyn crate::engine::Kind>> {
+    vec![Box::new(ScalableTarget), Box::new(ScalingPolicy)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_targets_and_policies_are_gone_in_both_dialects() {
+        assert_eq!(classify("ObjectNotFoundException", "No scalable target registered for service namespace: ecs"), Some(ErrorClass::Gone));
+        assert_eq!(
+            classify("ValidationException", "No scalable target found for service namespace: ecs, resource ID: service/c/s"),
+            Some(ErrorClass::Gone)
+        );
+        assert_eq!(classify("ValidationException", "No scaling policy found for service namespace: ecs"), Some(ErrorClass::Gone));
+        assert_eq!(classify("ValidationException", "ECS service doesn't exist: service/c/s"), None);
+        assert_eq!(classify("ConcurrentUpdateException", ""), Some(ErrorClass::Conflict));
+    }
+
+    #[test]
+    fn only_literal_resource_ids_are_looked_up() {
+        let d = |id: &str, rid: Value| Desired {
+            kind: "k",
+            id: id.into(),
+            fields: json!({"resource_id": rid}).as_object().unwrap().clone(),
+            after: vec![],
+        };
+        let a = d("a", json!("service/c/s"));
+        let b = d("b", json!({"$ref": "service", "$attr": "resource_id"}));
+        let wanted = [&a, &b];
+        let found = by_resource_id(&wanted);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1, "service/c/s");
+    }
+
+    #[test]
+    fn counts_fit_the_api() {
+        let f = json!({"min": 2, "max": 3_000_000_000u64}).as_object().unwrap().clone();
+        assert_eq!(i32_field(&f, "min").unwrap(), 2);
+        assert!(i32_field(&f, "max").is_err());
+        assert!(u64_field(&f, "missing").is_err());
+    }
+}

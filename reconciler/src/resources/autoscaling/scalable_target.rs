@@ -1,0 +1,158 @@
+//! `application-autoscaling:scalable-target` — the bounds autoscaling keeps the ECS service's
+//! desired count within. Identified by its parent: physical id = the resource id
+//! `service/<cluster>/<service>`. Registering again with new bounds updates it in place (and
+//! AWS moves the service's capacity into them).
+
+use super::{by_resource_id, call_failed, client, i32_field, service_linked_role, str_field, DIMENSION};
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
+use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+use futures::future::BoxFuture;
+use serde_json::json;
+
+pub struct ScalableTarget;
+
+/// Observed fields of a scalable target.
+pub fn target_fields(t: &aws_sdk_applicationautoscaling::types::ScalableTarget) -> Fields {
+    let mut fields = Fields::new();
+    fields.insert("resource_id".into(), t.resource_id().into());
+    fields.insert("dimension".into(), t.scalable_dimension().as_str().into());
+    fields.insert("min".into(), json!(t.min_capacity().max(0) as u64));
+    fields.insert("max".into(), json!(t.max_capacity().max(0) as u64));
+    fields
+}
+
+/// RegisterScalableTarget with the fields' bounds; tags only on create (the API tags a new
+/// target only; the tags let IAM scope later calls to what the stack registered).
+async fn register(ctx: &Ctx, fields: &Fields, tags: Option<&std::collections::BTreeMap<String, String>>) -> anyhow::Result<()> {
+    let mut req = client(ctx)
+        .register_scalable_target()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(str_field(fields, "resource_id")?)
+        .scalable_dimension(ScalableDimension::from(str_field(fields, "dimension")?))
+        .min_capacity(i32_field(fields, "min")?)
+        .max_capacity(i32_field(fields, "max")?);
+    if let Some(tags) = tags {
+        req = req.set_tags(Some(tags.clone().into_iter().collect()));
+    }
+    req.send().await.map_err(call_failed("RegisterScalableTarget"))?;
+    Ok(())
+}
+
+impl Kind for ScalableTarget {
+    fn name(&self) -> &'static str {
+        "application-autoscaling:scalable-target"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["resource_id", "dimension"]
+    }
+
+    /// One DescribeScalableTargets (ServiceNamespace ecs, ResourceIds = the wanted ones).
+    /// Without wanted nodes there is no parent to look under: nothing is returned.
+    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let wanted = by_resource_id(wanted);
+            if wanted.is_empty() {
+                return Ok(vec![]);
+            }
+            let ids: Vec<String> = wanted.iter().map(|(_, rid)| rid.to_string()).collect();
+            let mut pages = client(ctx)
+                .describe_scalable_targets()
+                .service_namespace(ServiceNamespace::Ecs)
+                .set_resource_ids(Some(ids))
+                .into_paginator()
+                .send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                for t in page.map_err(call_failed("DescribeScalableTargets"))?.scalable_targets() {
+                    let dimension = t.scalable_dimension().as_str();
+                    let wanted_here = wanted.iter().find(|(w, rid)| {
+                        *rid == t.resource_id() && w.fields.get("dimension").and_then(|d| d.as_str()).unwrap_or(DIMENSION) == dimension
+                    });
+                    if let Some((w, rid)) = wanted_here {
+                        out.push(Observed::new(self.name(), w.id.clone(), rid.to_string(), target_fields(t)));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+        Box::pin(async move {
+            register(ctx, fields, Some(&ctx.tags_for(id))).await?;
+            Ok(Identity::id(str_field(fields, "resource_id")?))
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        _live: &'a Observed,
+        fields: &'a Fields,
+        _changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move {
+            register(ctx, fields, None).await?;
+            Ok(None)
+        })
+    }
+
+    /// DeregisterScalableTarget. On AWS this also deletes the target's policies.
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let dimension = live.fields.get("dimension").and_then(|d| d.as_str()).unwrap_or(DIMENSION);
+            client(ctx)
+                .deregister_scalable_target()
+                .service_namespace(ServiceNamespace::Ecs)
+                .resource_id(&live.physical_id)
+                .scalable_dimension(ScalableDimension::from(dimension))
+                .send()
+                .await
+                .map_err(call_failed("DeregisterScalableTarget"))?;
+            Ok(())
+        })
+    }
+
+    fn iam(&self, _stack: &str) -> IamActions {
+        IamActions {
+            // Registering checks the ECS service with the caller's permissions.
+            read: vec!["application-autoscaling:DescribeScalableTargets", "ecs:DescribeServices"],
+            create: vec!["application-autoscaling:RegisterScalableTarget", "application-autoscaling:TagResource"],
+            // Targets are tagged on create, so re-registering and deregistering are scoped by
+            // those tags; registering sets the ECS service's desired count into the bounds.
+            change: vec![
+                "application-autoscaling:RegisterScalableTarget",
+                "application-autoscaling:DeregisterScalableTarget",
+                "ecs:UpdateService",
+            ],
+            extra: vec![service_linked_role()],
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_applicationautoscaling::types::ScalableTarget as Target;
+
+    #[test]
+    fn observed_fields_have_the_desired_shape() {
+        let t = Target::builder()
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id("service/c/s")
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .min_capacity(2)
+            .max_capacity(6)
+            .role_arn("arn:aws:iam::1:role/x")
+            .creation_time(aws_smithy_types::DateTime::from_secs(0))
+            .build()
+            .unwrap();
+        assert_eq!(
+            serde_json::Value::Object(target_fields(&t)),
+            json!({"resource_id": "service/c/s", "dimension": "ecs:service:DesiredCount", "min": 2, "max": 6})
+        );
+        assert_eq!(ScalableDimension::EcsServiceDesiredCount.as_str(), DIMENSION);
+    }
+}

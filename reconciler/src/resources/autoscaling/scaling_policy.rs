@@ -1,0 +1,232 @@
+//! `application-autoscaling:scaling-policy` — target tracking on the ECS service's average CPU
+//! or memory. physical id = the policy name (`<stack>-cpu`); PutScalingPolicy creates and
+//! updates alike. Its ARN is reported but never compared: moto hands out a new one per put.
+//!
+//! Found under the wanted resource ids. A policy there named `<stack>-<x>` that no wanted node
+//! names (the spec dropped its memory target) is reported as `scaling-<x>`, the logical id
+//! desired state gives `<stack>-<x>`, so that it is deleted instead of scaling on forever.
+
+use super::{by_resource_id, call_failed, client, i32_field, str_field, target_tracking_alarms, DIMENSION};
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
+use aws_sdk_applicationautoscaling::types::{
+    MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace, TargetTrackingScalingPolicyConfiguration,
+};
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+pub struct ScalingPolicy;
+
+/// AWS's cooldown for ECS services when a policy sets none.
+const DEFAULT_COOLDOWN: i32 = 300;
+
+/// Observed fields of a policy. Not target tracking on a predefined metric (someone changed
+/// it by hand): metric, target and cooldowns are null, so the put converges it.
+pub fn policy_fields(p: &aws_sdk_applicationautoscaling::types::ScalingPolicy) -> Fields {
+    let tt = p.target_tracking_scaling_policy_configuration().filter(|_| *p.policy_type() == PolicyType::TargetTrackingScaling);
+    let metric = tt.and_then(|c| c.predefined_metric_specification()).map(|m| m.predefined_metric_type().as_str());
+    let cooldown = |c: Option<i32>| json!(c.unwrap_or(DEFAULT_COOLDOWN).max(0) as u64);
+    let mut fields = Fields::new();
+    fields.insert("name".into(), p.policy_name().into());
+    fields.insert("resource_id".into(), p.resource_id().into());
+    fields.insert("metric".into(), metric.map(Value::from).unwrap_or(Value::Null));
+    // As an f64 JSON number, like desired state writes it (70.0, not 70).
+    fields.insert("target".into(), tt.map(|c| json!(c.target_value())).unwrap_or(Value::Null));
+    fields.insert("scale_in_cooldown".into(), tt.map(|c| cooldown(c.scale_in_cooldown())).unwrap_or(Value::Null));
+    fields.insert("scale_out_cooldown".into(), tt.map(|c| cooldown(c.scale_out_cooldown())).unwrap_or(Value::Null));
+    fields
+}
+
+/// The logical id of a stack policy by its name: `<stack>-<x>` → `scaling-<x>`.
+pub fn logical_id_of(stack: &str, policy_name: &str) -> Option<String> {
+    let suffix = policy_name.strip_prefix(stack)?.strip_prefix('-')?;
+    (!suffix.is_empty()).then(|| format!("scaling-{suffix}"))
+}
+
+async fn put(ctx: &Ctx, fields: &Fields) -> anyhow::Result<String> {
+    let target = fields
+        .get("target")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| anyhow::anyhow!("internal error: field `target` is missing or not a number"))?;
+    let config = TargetTrackingScalingPolicyConfiguration::builder()
+        .target_value(target)
+        .predefined_metric_specification(
+            PredefinedMetricSpecification::builder().predefined_metric_type(MetricType::from(str_field(fields, "metric")?)).build()?,
+        )
+        .scale_in_cooldown(i32_field(fields, "scale_in_cooldown")?)
+        .scale_out_cooldown(i32_field(fields, "scale_out_cooldown")?)
+        .build()?;
+    let out = client(ctx)
+        .put_scaling_policy()
+        .policy_name(str_field(fields, "name")?)
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(str_field(fields, "resource_id")?)
+        .scalable_dimension(ScalableDimension::from(DIMENSION))
+        .policy_type(PolicyType::TargetTrackingScaling)
+        .target_tracking_scaling_policy_configuration(config)
+        .send()
+        .await
+        .map_err(call_failed("PutScalingPolicy"))?;
+    Ok(out.policy_arn().to_string())
+}
+
+impl Kind for ScalingPolicy {
+    fn name(&self) -> &'static str {
+        "application-autoscaling:scaling-policy"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["name", "resource_id"]
+    }
+
+    /// One DescribeScalingPolicies per wanted resource id (one here: both policies scale the
+    /// same service). Without wanted nodes there is no parent to look under: nothing.
+    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let wanted = by_resource_id(wanted);
+            let parents: BTreeSet<&str> = wanted.iter().map(|(_, rid)| *rid).collect();
+            let mut out = Vec::new();
+            for rid in parents {
+                let mut pages = client(ctx)
+                    .describe_scaling_policies()
+                    .service_namespace(ServiceNamespace::Ecs)
+                    .resource_id(rid)
+                    .scalable_dimension(ScalableDimension::from(DIMENSION))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    for p in page.map_err(call_failed("DescribeScalingPolicies"))?.scaling_policies() {
+                        // moto matches the resource id as a substring (`service/c/s` also finds
+                        // `service/c/s2`'s policies): compare exactly.
+                        if p.resource_id() != rid {
+                            continue;
+                        }
+                        let named =
+                            wanted.iter().find(|(w, r)| *r == rid && w.fields.get("name").and_then(Value::as_str) == Some(p.policy_name()));
+                        let Some(id) = named.map(|(w, _)| w.id.clone()).or_else(|| logical_id_of(&ctx.settings.stack, p.policy_name()))
+                        else {
+                            continue;
+                        };
+                        let mut o = Observed::new(self.name(), id, p.policy_name().to_string(), policy_fields(p));
+                        o.attrs.insert("arn".into(), p.policy_arn().into());
+                        out.push(o);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+        Box::pin(async move {
+            let arn = put(ctx, fields).await?;
+            Ok(Identity::id(str_field(fields, "name")?).with("arn", arn))
+        })
+    }
+
+    /// PutScalingPolicy with every field (it replaces the configuration as a whole).
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        _live: &'a Observed,
+        fields: &'a Fields,
+        _changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move {
+            put(ctx, fields).await?;
+            Ok(None)
+        })
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            client(ctx)
+                .delete_scaling_policy()
+                .policy_name(&live.physical_id)
+                .service_namespace(ServiceNamespace::Ecs)
+                .resource_id(str_field(&live.fields, "resource_id")?)
+                .scalable_dimension(ScalableDimension::from(DIMENSION))
+                .send()
+                .await
+                .map_err(call_failed("DeleteScalingPolicy"))?;
+            Ok(())
+        })
+    }
+
+    fn iam(&self, stack: &str) -> IamActions {
+        IamActions {
+            read: vec!["application-autoscaling:DescribeScalingPolicies", "cloudwatch:DescribeAlarms"],
+            // A policy's resource is its scalable target, tagged for the stack on create.
+            change: vec!["application-autoscaling:PutScalingPolicy", "application-autoscaling:DeleteScalingPolicy"],
+            scoped: vec![target_tracking_alarms(stack)],
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_applicationautoscaling::types::ScalingPolicy as Policy;
+
+    fn policy(config: Option<TargetTrackingScalingPolicyConfiguration>) -> Policy {
+        Policy::builder()
+            .policy_arn("arn:aws:autoscaling:us-east-1:1:scalingPolicy:x:resource/ecs/service/c/s:policyName/s-cpu")
+            .policy_name("s-cpu")
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id("service/c/s")
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .policy_type(PolicyType::TargetTrackingScaling)
+            .set_target_tracking_scaling_policy_configuration(config)
+            .creation_time(aws_smithy_types::DateTime::from_secs(0))
+            .build()
+            .unwrap()
+    }
+
+    fn config(cooldowns: Option<(i32, i32)>) -> TargetTrackingScalingPolicyConfiguration {
+        TargetTrackingScalingPolicyConfiguration::builder()
+            .target_value(70.0)
+            .predefined_metric_specification(
+                PredefinedMetricSpecification::builder()
+                    .predefined_metric_type(MetricType::EcsServiceAverageCpuUtilization)
+                    .build()
+                    .unwrap(),
+            )
+            .set_scale_in_cooldown(cooldowns.map(|c| c.0))
+            .set_scale_out_cooldown(cooldowns.map(|c| c.1))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn observed_fields_have_the_desired_shape() {
+        let f = policy_fields(&policy(Some(config(Some((300, 60))))));
+        let desired = json!({
+            "name": "s-cpu",
+            "resource_id": "service/c/s",
+            "metric": "ECSServiceAverageCPUUtilization",
+            "target": 70.0,
+            "scale_in_cooldown": 300,
+            "scale_out_cooldown": 60,
+        });
+        assert_eq!(Value::Object(f), desired, "the target stays a float: 70.0 == 70.0, never 70");
+    }
+
+    #[test]
+    fn cooldowns_left_out_are_aws_defaults_and_other_policies_are_null() {
+        let f = policy_fields(&policy(Some(config(None))));
+        assert_eq!((f["scale_in_cooldown"].clone(), f["scale_out_cooldown"].clone()), (json!(300), json!(300)));
+        let f = policy_fields(&policy(None));
+        assert_eq!(f["metric"], Value::Null);
+        assert_eq!(f["target"], Value::Null);
+    }
+
+    #[test]
+    fn stack_policies_map_to_their_logical_ids() {
+        assert_eq!(logical_id_of("demo", "demo-cpu").as_deref(), Some("scaling-cpu"));
+        assert_eq!(logical_id_of("demo", "demo-memory").as_deref(), Some("scaling-memory"));
+        assert_eq!(logical_id_of("demo", "demo2-cpu"), None, "another stack's prefix");
+        assert_eq!(logical_id_of("demo", "demo-"), None);
+        assert_eq!(logical_id_of("demo", "manual"), None);
+    }
+}

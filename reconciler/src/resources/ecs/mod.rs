@@ -1,0 +1,312 @@
+//! ECS: the cluster, the task definition and the Fargate service, one file each, and their
+//! shared plumbing: the client, ECS's error classification, tag helpers, the capacity
+//! provider strategy shape both the cluster and the service use, and the typed field
+//! structs' conversion to and from [`Fields`].
+//!
+//! Each kind describes its fields as a serde struct (`ClusterFields`, `TaskDefinitionFields`,
+//! `ServiceFields`): observe builds it from the API's answer and serialises it, create and
+//! update deserialise the resolved desired fields into it. So the shape observe reports and
+//! the shape the verbs read cannot drift apart, and a misspelt field is an error, not a
+//! silent never-converging difference.
+
+mod cluster;
+mod service;
+mod task_definition;
+
+pub use cluster::{Cluster, ClusterFields};
+pub use service::{deployment_state, EcsService, Registry, Rollout, ServiceFields};
+pub use task_definition::{container_fields, Container, TaskDefinition, TaskDefinitionFields};
+
+use crate::engine::ownership::{self, STACK_TAG};
+use crate::engine::{call_failed_with, Ctx, ErrorClass, FieldChange, Fields, Kind, Service};
+use aws_sdk_ecs::types::{CapacityProviderStrategyItem, Tag};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+impl Service for aws_sdk_ecs::Client {
+    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
+        aws_sdk_ecs::Client::new(conf)
+    }
+}
+
+pub fn client(ctx: &Ctx) -> aws_sdk_ecs::Client {
+    ctx.client()
+}
+
+/// The ECS kinds, dependencies first.
+pub fn kinds() -> Vec<Box<dyn Kind>> {
+    vec![Box::new(Cluster), Box::new(TaskDefinition), Box::new(EcsService)]
+}
+
+/// ECS's own error codes (see `engine::retry` for the generic rules that follow).
+fn classify(code: &str, message: &str) -> Option<ErrorClass> {
+    match code {
+        "ClusterNotFoundException" | "ServiceNotFoundException" | "ServiceNotActiveException" | "ResourceNotFoundException" => {
+            Some(ErrorClass::Gone)
+        }
+        // Another change is still running on the resource (a deployment, a capacity provider
+        // update), or a cluster still holds services that are draining: try again later.
+        "ResourceInUseException"
+        | "UpdateInProgressException"
+        | "ConflictException"
+        | "ClusterContainsServicesException"
+        | "ClusterContainsTasksException" => Some(ErrorClass::Conflict),
+        _ if is_role_propagation(code, message) => Some(ErrorClass::Retryable),
+        // DescribeTaskDefinition / DeregisterTaskDefinition of a revision or family that
+        // does not exist (ECS has no dedicated code for it).
+        "ClientException" if message.contains("Unable to describe task definition") || message.contains("does not exist") => {
+            Some(ErrorClass::Gone)
+        }
+        _ => None,
+    }
+}
+
+/// IAM is eventually consistent: a role (or ECS's service-linked role) created seconds ago
+/// can be refused as "cannot be assumed" by ECS until it has propagated. Those errors heal
+/// by themselves, so they are retried.
+// TODO(lead): replace with `resources::iam::is_propagation_error` once both are merged;
+// this is ECS's private copy of the same rule.
+fn is_role_propagation(code: &str, message: &str) -> bool {
+    if !matches!(code, "ClientException" | "InvalidParameterException") {
+        return false;
+    }
+    let m = message.to_ascii_lowercase();
+    [
+        "unable to assume",
+        "cannot be assumed",
+        "could not be assumed",
+        "not authorized to perform: sts:assumerole",
+        "verify that the role being passed has the proper trust relationship",
+        "service linked role",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+/// For `.map_err(call_failed("CreateService"))` on ECS SDK results.
+pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    call_failed_with(call, classify)
+}
+
+/// Whether a failed call means the emulator does not implement the operation. moto answers
+/// an unimplemented action with a bare HTML "500 Internal Server Error" page; AWS answers
+/// every error, 5xx included, with a JSON body. Only ever true against an emulator.
+pub fn emulator_lacks_operation<E>(ctx: &Ctx, e: &SdkError<E, Response>) -> bool {
+    let Some(raw) = e.raw_response() else { return false };
+    lacks_operation(ctx.emulated, raw.status().as_u16(), raw.body().bytes().unwrap_or_default())
+}
+
+fn lacks_operation(emulated: bool, status: u16, body: &[u8]) -> bool {
+    emulated && status == 500 && String::from_utf8_lossy(body).trim_start().starts_with('<')
+}
+
+/// The logical id, if this stack owns a resource with these tags.
+pub fn owned_id(ctx: &Ctx, tags: &[Tag]) -> Option<String> {
+    ownership::owned_id(&ctx.settings.stack, tags.iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())))
+}
+
+/// Tags as compared in diffs (`aws:*` left out).
+pub fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    ownership::comparable(tags.iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())))
+}
+
+/// Tags in the form ECS's create calls take them (tagged in the same request, so a crash
+/// cannot leave an untagged, hence invisible, resource behind).
+pub fn ecs_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+}
+
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
+}
+
+/// Converges tags if `tags` is among the changes: adds/overwrites what differs, removes keys
+/// no longer wanted. `aws:*` tags were never compared, so they are left alone.
+pub async fn sync_tags(ctx: &Ctx, arn: &str, changes: &[FieldChange]) -> anyhow::Result<()> {
+    let Some(c) = changes.iter().find(|c| c.field == "tags") else { return Ok(()) };
+    let want = string_map(Some(&c.after));
+    let have = string_map(c.before.as_ref());
+    let set: BTreeMap<String, String> = want.iter().filter(|(k, v)| have.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let unset: Vec<String> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+    if !set.is_empty() {
+        client(ctx).tag_resource().resource_arn(arn).set_tags(Some(ecs_tags(&set))).send().await.map_err(call_failed("TagResource"))?;
+    }
+    if !unset.is_empty() {
+        client(ctx).untag_resource().resource_arn(arn).set_tag_keys(Some(unset)).send().await.map_err(call_failed("UntagResource"))?;
+    }
+    Ok(())
+}
+
+/// One entry of a capacity provider strategy (the cluster's default, a service's own).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyItem {
+    pub provider: String,
+    pub weight: u64,
+    pub base: u64,
+}
+
+/// A strategy as compared: sorted by provider; ECS's absent `base` is 0.
+pub fn strategy_of(items: &[CapacityProviderStrategyItem]) -> Vec<StrategyItem> {
+    let mut out: Vec<StrategyItem> = items
+        .iter()
+        .map(|i| StrategyItem {
+            provider: i.capacity_provider().to_string(),
+            weight: i.weight().max(0) as u64,
+            base: i.base().max(0) as u64,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The API form of a strategy.
+pub fn strategy_items(items: &[StrategyItem]) -> anyhow::Result<Vec<CapacityProviderStrategyItem>> {
+    items
+        .iter()
+        .map(|i| {
+            CapacityProviderStrategyItem::builder()
+                .capacity_provider(&i.provider)
+                .weight(i32::try_from(i.weight)?)
+                .base(i32::try_from(i.base)?)
+                .build()
+                .map_err(anyhow::Error::from)
+        })
+        .collect()
+}
+
+/// Resolved desired fields as a kind's typed struct. A missing or misspelt field is an
+/// internal error (desired state and the kind disagree), reported with the kind's name.
+pub fn parse_fields<T: DeserializeOwned>(kind: &str, fields: &Fields) -> anyhow::Result<T> {
+    serde_json::from_value(Value::Object(fields.clone()))
+        .map_err(|e| anyhow::anyhow!("internal error: the desired fields of {kind} do not match what the kind reads: {e}"))
+}
+
+/// A kind's typed struct as the fields observe reports.
+pub fn to_fields<T: Serialize>(t: &T) -> Fields {
+    match serde_json::to_value(t) {
+        Ok(Value::Object(m)) => m,
+        _ => unreachable!("field structs serialise to objects"),
+    }
+}
+
+/// A literal string field of a desired node (names are literal even before references are
+/// resolved).
+pub fn literal<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
+    fields.get(name).and_then(Value::as_str)
+}
+
+pub fn changed(changes: &[FieldChange], field: &str) -> bool {
+    changes.iter().any(|c| c.field == field)
+}
+
+/// A count or duration for an ECS API that takes `i32`.
+pub fn int(field: &str, n: u64) -> anyhow::Result<i32> {
+    i32::try_from(n).map_err(|_| anyhow::anyhow!("{field} = {n} is too large for ECS"))
+}
+
+/// Which ECS create calls the kinds make: `ecs:TagResource` on create is authorised with
+/// `ecs:CreateAction` naming them.
+const CREATES: &[&str] = &["CreateCluster", "RegisterTaskDefinition", "CreateService"];
+
+/// ECS authorises the tags of a create call as `ecs:TagResource` too (since 2023), with the
+/// condition key `ecs:CreateAction` naming the create call.
+pub fn tag_on_create(stack: &str) -> Value {
+    json!({
+        "Sid": "EcsTagOnCreate",
+        "Effect": "Allow",
+        "Action": "ecs:TagResource",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"ecs:CreateAction": CREATES, format!("aws:RequestTag/{STACK_TAG}"): stack}},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_classes() {
+        assert_eq!(classify("ClusterNotFoundException", "Cluster not found."), Some(ErrorClass::Gone));
+        assert_eq!(classify("ServiceNotActiveException", "Service was not ACTIVE."), Some(ErrorClass::Gone));
+        assert_eq!(classify("ServiceNotFoundException", ""), Some(ErrorClass::Gone));
+        assert_eq!(classify("ClientException", "Unable to describe task definition."), Some(ErrorClass::Gone));
+        assert_eq!(
+            classify("ClusterContainsServicesException", "The Cluster cannot be deleted while Services are active."),
+            Some(ErrorClass::Conflict)
+        );
+        assert_eq!(classify("UpdateInProgressException", ""), Some(ErrorClass::Conflict));
+        assert_eq!(classify("InvalidParameterException", "subnets can not be empty."), None);
+        assert_eq!(classify("ClientException", "Invalid setting for container 'a'."), None);
+    }
+
+    #[test]
+    fn role_propagation_is_retried() {
+        for (code, msg) in [
+            (
+                "ClientException",
+                "ECS was unable to assume the role 'arn:aws:iam::1:role/reconciler/s/s-execution' that was provided for this task. Please verify that the role being passed has the proper trust relationship and permissions and that your IAM user has permissions to pass this role.",
+            ),
+            ("InvalidParameterException", "Unable to assume the service linked role. Please verify that the ECS service linked role exists."),
+            ("InvalidParameterException", "The role arn:aws:iam::1:role/x cannot be assumed by ecs-tasks.amazonaws.com"),
+            ("ClientException", "User: arn:aws:sts::1:assumed-role/x is not authorized to perform: sts:AssumeRole on resource: y"),
+        ] {
+            assert_eq!(classify(code, msg), Some(ErrorClass::Retryable), "{msg}");
+        }
+        assert!(!is_role_propagation("AccessDeniedException", "Unable to assume role"), "only ECS's validation codes");
+        assert!(!is_role_propagation("InvalidParameterException", "The role ARN is malformed"));
+    }
+
+    #[test]
+    fn unimplemented_operations_are_only_detected_against_an_emulator() {
+        let page = b"<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>";
+        assert!(lacks_operation(true, 500, page));
+        assert!(!lacks_operation(false, 500, page), "AWS's 5xx are retried, never taken for a missing feature");
+        assert!(!lacks_operation(true, 500, br#"{"__type":"ServerException","message":"x"}"#));
+        assert!(!lacks_operation(true, 400, page));
+    }
+
+    #[test]
+    fn strategies_are_sorted_and_round_trip() {
+        let want = vec![
+            StrategyItem { provider: "FARGATE_SPOT".into(), weight: 3, base: 0 },
+            StrategyItem { provider: "FARGATE".into(), weight: 1, base: 1 },
+        ];
+        let api = strategy_items(&want).unwrap();
+        let back = strategy_of(&api);
+        assert_eq!(back[0].provider, "FARGATE");
+        assert_eq!(back.len(), 2);
+        assert!(back.contains(&want[0]) && back.contains(&want[1]));
+        // ECS leaves `base` out when it is 0.
+        let no_base = CapacityProviderStrategyItem::builder().capacity_provider("FARGATE").weight(2).build().unwrap();
+        assert_eq!(strategy_of(&[no_base]), vec![StrategyItem { provider: "FARGATE".into(), weight: 2, base: 0 }]);
+    }
+
+    #[test]
+    fn tag_on_create_names_every_create() {
+        for k in kinds() {
+            for c in k.iam("s").create {
+                assert!(CREATES.contains(&c.trim_start_matches("ecs:")), "{c} is not in CREATES");
+            }
+        }
+        assert_eq!(tag_on_create("s")["Condition"]["StringEquals"]["aws:RequestTag/reconciler:stack"], "s");
+    }
+
+    #[test]
+    fn typed_fields_reject_unknown_and_missing_fields() {
+        let ok = json!({"provider": "FARGATE", "weight": 1, "base": 0});
+        assert!(serde_json::from_value::<StrategyItem>(ok).is_ok());
+        let typo = json!({"provider": "FARGATE", "wieght": 1, "base": 0});
+        assert!(serde_json::from_value::<StrategyItem>(typo).is_err());
+    }
+}

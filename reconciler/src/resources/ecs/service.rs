@@ -1,0 +1,852 @@
+//! `ecs:service` — the Fargate service, found by name in its cluster (DescribeServices takes
+//! the cluster NAME, which desired state passes as the literal `cluster_name` so observe can
+//! look before references are resolved).
+//!
+//! `desired_count` belongs to autoscaling once it exists: desired state wraps it in `$within`,
+//! so it is only a change when the live count leaves the bounds, and UpdateService sends
+//! `desiredCount` only when it is among the changes (never the desired value blindly).
+//!
+//! Deployments: after a create or an update, with `wait_for_deployments` on, the kind polls
+//! until the PRIMARY deployment is COMPLETED. The decision is the pure [`deployment_state`].
+
+use super::cluster;
+use super::{
+    call_failed, changed, client, ecs_tags, int, literal, owned_id, parse_fields, strategy_items, strategy_of, sync_tags, tag_map,
+};
+use super::{tag_on_create, to_fields, StrategyItem};
+use crate::engine::ownership::not_owned;
+use crate::engine::retry::{is_gone, is_retryable};
+use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Status};
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentController, DeploymentControllerType,
+    DeploymentRolloutState, NetworkConfiguration, PropagateTags, SchedulingStrategy, ServiceField, ServiceRegistry,
+};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub struct EcsService;
+
+/// The fields of `ecs:service`, as desired state builds them and observe reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFields {
+    pub name: String,
+    /// Cluster ARN.
+    pub cluster: String,
+    /// The same cluster's name, literal in desired state (observe needs it unresolved).
+    pub cluster_name: String,
+    /// Task definition ARN with revision.
+    pub task_definition: String,
+    pub desired_count: u64,
+    /// Sorted by provider; empty: the cluster's default strategy.
+    pub capacity_strategy: Vec<StrategyItem>,
+    /// Sorted.
+    pub subnets: Vec<String>,
+    /// Sorted.
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: bool,
+    /// null: not registered in Cloud Map.
+    pub registry: Option<Registry>,
+    /// Deployment circuit breaker, enabled with rollback.
+    pub circuit_breaker: bool,
+    pub min_healthy_percent: u64,
+    pub max_percent: u64,
+    pub health_check_grace: u64,
+    /// "SERVICE", "TASK_DEFINITION" or "NONE".
+    pub propagate_tags: String,
+    pub managed_tags: bool,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The service's Cloud Map registration (ECS allows one per service).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    pub arn: String,
+    pub container_name: String,
+    pub container_port: u64,
+}
+
+/// Fields DescribeServices may leave out. Verified against moto 5.2.5: after CreateService
+/// it omits `capacityProviderStrategy`, `deploymentConfiguration` (circuit breaker, minimum
+/// and maximum percent), `healthCheckGracePeriodSeconds` and `enableECSManagedTags`; it
+/// reports them once an UpdateService has set them. `propagateTags`, `assignPublicIp` (sent
+/// on every create here) and the service registry are echoed. AWS returns all of them.
+const UNREPORTED: &[&str] =
+    &["capacity_strategy", "circuit_breaker", "min_healthy_percent", "max_percent", "health_check_grace", "managed_tags"];
+
+/// The comparable fields of a described service: the typed struct, minus the unreported
+/// fields the answer did not contain (unknown, not drift).
+fn fields_of(emulated: bool, s: &aws_sdk_ecs::types::Service) -> Fields {
+    let mut missing: Vec<&str> = Vec::new();
+    let vpc = s.network_configuration().and_then(|n| n.awsvpc_configuration());
+    let mut subnets = vpc.map(|v| v.subnets().to_vec()).unwrap_or_default();
+    subnets.sort();
+    let mut security_groups = vpc.map(|v| v.security_groups().to_vec()).unwrap_or_default();
+    security_groups.sort();
+    let capacity_strategy = match &s.capacity_provider_strategy {
+        Some(items) => strategy_of(items),
+        None => {
+            missing.push("capacity_strategy");
+            vec![]
+        }
+    };
+    let dc = s.deployment_configuration();
+    if dc.is_none() {
+        missing.extend(["circuit_breaker", "min_healthy_percent", "max_percent"]);
+    }
+    let breaker = dc.and_then(|d| d.deployment_circuit_breaker());
+    if dc.is_some_and(|d| d.minimum_healthy_percent().is_none()) {
+        missing.push("min_healthy_percent");
+    }
+    if dc.is_some_and(|d| d.maximum_percent().is_none()) {
+        missing.push("max_percent");
+    }
+    if s.health_check_grace_period_seconds().is_none() {
+        missing.push("health_check_grace");
+    }
+    // The SDK turns an absent `enableECSManagedTags` into `false`. AWS always sends it; the
+    // emulator leaves it out after CreateService, so there `false` may mean "not said".
+    if emulated && !s.enable_ecs_managed_tags() {
+        missing.push("managed_tags");
+    }
+    let cluster_arn = s.cluster_arn().unwrap_or_default();
+    let f = ServiceFields {
+        name: s.service_name().unwrap_or_default().to_string(),
+        cluster: cluster_arn.to_string(),
+        cluster_name: cluster_name_of(cluster_arn).to_string(),
+        task_definition: s.task_definition().unwrap_or_default().to_string(),
+        desired_count: s.desired_count().max(0) as u64,
+        capacity_strategy,
+        subnets,
+        security_groups,
+        assign_public_ip: vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Enabled),
+        registry: s.service_registries().first().map(|r| Registry {
+            arn: r.registry_arn().unwrap_or_default().to_string(),
+            container_name: r.container_name().unwrap_or_default().to_string(),
+            container_port: r.container_port().map(|p| p.max(0) as u64).unwrap_or(0),
+        }),
+        circuit_breaker: breaker.is_some_and(|b| b.enable() && b.rollback()),
+        min_healthy_percent: dc.and_then(|d| d.minimum_healthy_percent()).map(|p| p.max(0) as u64).unwrap_or(0),
+        max_percent: dc.and_then(|d| d.maximum_percent()).map(|p| p.max(0) as u64).unwrap_or(0),
+        health_check_grace: s.health_check_grace_period_seconds().map(|p| p.max(0) as u64).unwrap_or(0),
+        propagate_tags: s.propagate_tags().map(|p| p.as_str().to_string()).unwrap_or_else(|| "NONE".into()),
+        managed_tags: s.enable_ecs_managed_tags(),
+        tags: tag_map(s.tags()),
+    };
+    let mut fields = to_fields(&f);
+    for m in missing {
+        debug_assert!(UNREPORTED.contains(&m), "{m} is left out but not declared unreported");
+        fields.remove(m);
+    }
+    fields
+}
+
+/// `demo` from `arn:aws:ecs:us-east-1:1:cluster/demo` (a plain name stays as it is).
+fn cluster_name_of(arn: &str) -> &str {
+    arn.rsplit_once(":cluster/").map(|(_, n)| n).unwrap_or(arn)
+}
+
+fn identity(s: &aws_sdk_ecs::types::Service) -> anyhow::Result<Identity> {
+    let arn = s.service_arn().ok_or_else(|| anyhow::anyhow!("ECS returned a service without an ARN"))?;
+    let name = s.service_name().unwrap_or_default();
+    let cluster = cluster_name_of(s.cluster_arn().unwrap_or_default());
+    Ok(Identity::id(arn).with("arn", arn).with("name", name).with("resource_id", format!("service/{cluster}/{name}")))
+}
+
+/// ACTIVE services among `names` (10 per call) in `cluster` (name or ARN), with tags.
+/// DRAINING and INACTIVE ones are on their way out: absent. A missing cluster has none.
+async fn describe(ctx: &Ctx, cluster: &str, names: &[String]) -> anyhow::Result<Vec<aws_sdk_ecs::types::Service>> {
+    let mut out = Vec::new();
+    for chunk in names.chunks(10) {
+        let resp = client(ctx)
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(chunk.to_vec()))
+            .include(ServiceField::Tags)
+            .send()
+            .await
+            .map_err(call_failed("DescribeServices"));
+        match resp {
+            Ok(r) => out.extend(r.services().iter().filter(|s| s.status() == Some("ACTIVE")).cloned()),
+            Err(e) if is_gone(&e) => return Ok(vec![]),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Every ACTIVE service in the clusters the stack owns (when there is no name to look for).
+async fn all_in_owned_clusters(ctx: &Ctx) -> anyhow::Result<Vec<aws_sdk_ecs::types::Service>> {
+    let mut out = Vec::new();
+    for (_, c) in cluster::owned(ctx, &[]).await? {
+        let Some(arn) = c.cluster_arn() else { continue };
+        let mut arns = Vec::new();
+        let mut pages = client(ctx).list_services().cluster(arn).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            arns.extend(page.map_err(call_failed("ListServices"))?.service_arns().iter().cloned());
+        }
+        out.extend(describe(ctx, arn, &arns).await?);
+    }
+    Ok(out)
+}
+
+/// What the primary deployment is doing, decided from one DescribeServices answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    InProgress {
+        deployment: String,
+        state: String,
+        running: i32,
+        desired: i32,
+        pending: i32,
+        failed_tasks: i32,
+    },
+    Completed,
+    /// The deployment of the wanted revision failed (and ECS rolled back where it could).
+    Failed(String),
+}
+
+impl Rollout {
+    /// One progress line (for stderr and the Pending status).
+    pub fn summary(&self) -> String {
+        match self {
+            Rollout::InProgress { deployment, state, running, desired, pending, failed_tasks } => {
+                let failed = if *failed_tasks > 0 { format!(", {failed_tasks} failed task(s)") } else { String::new() };
+                format!("deployment {deployment} {state}: {running}/{desired} task(s) running, {pending} pending{failed}")
+            }
+            Rollout::Completed => "deployment completed".into(),
+            Rollout::Failed(why) => why.clone(),
+        }
+    }
+}
+
+/// The state of the deployment of `wanted` (a task definition ARN) from a described service.
+/// - a FAILED deployment of `wanted`: the circuit breaker stopped it; if the primary now runs
+///   another revision, ECS rolled back to it;
+/// - a primary running another revision: ours was rolled back (and already cleaned up) or
+///   replaced by someone else's deployment;
+/// - otherwise the primary's rolloutState (without one — another deployment controller —
+///   a single deployment with every task running is done).
+pub fn deployment_state(service: &aws_sdk_ecs::types::Service, wanted: &str) -> Rollout {
+    let deployments = service.deployments();
+    let primary = deployments.iter().find(|d| d.status() == Some("PRIMARY"));
+    let fix = "Check the service's events and the tasks' logs (stopped reason, container health check), fix the image or the configuration, and apply again.";
+    if let Some(failed) =
+        deployments.iter().find(|d| d.task_definition() == Some(wanted) && d.rollout_state() == Some(&DeploymentRolloutState::Failed))
+    {
+        let id = failed.id().unwrap_or("?");
+        let reason = failed.rollout_state_reason().unwrap_or("no reason given");
+        return Rollout::Failed(match primary.and_then(|p| p.task_definition()).filter(|td| *td != wanted) {
+            Some(previous) => format!(
+                "the new task definition revision {wanted} failed to become healthy (deployment {id}: {reason}); the deployment circuit breaker rolled the service back to {previous}. {fix}"
+            ),
+            None => format!(
+                "the new task definition revision {wanted} failed to become healthy (deployment {id}: {reason}); ECS stopped the deployment and had no earlier healthy revision to roll back to. {fix}"
+            ),
+        });
+    }
+    let Some(p) = primary else {
+        return Rollout::InProgress {
+            deployment: "(not started yet)".into(),
+            state: "PENDING".into(),
+            running: 0,
+            desired: 0,
+            pending: 0,
+            failed_tasks: 0,
+        };
+    };
+    let id = p.id().unwrap_or("?").to_string();
+    if p.task_definition() != Some(wanted) {
+        return Rollout::Failed(format!(
+            "the service's primary deployment {id} runs {}, not {wanted}: the deployment of {wanted} was rolled back by the circuit breaker or replaced by another deployment. {fix}",
+            p.task_definition().unwrap_or("no task definition")
+        ));
+    }
+    let done_without_state =
+        p.rollout_state().is_none() && deployments.len() == 1 && p.running_count() == p.desired_count() && p.pending_count() == 0;
+    match p.rollout_state() {
+        Some(DeploymentRolloutState::Completed) => Rollout::Completed,
+        _ if done_without_state => Rollout::Completed,
+        state => Rollout::InProgress {
+            deployment: id,
+            state: state.map(|s| s.as_str().to_string()).unwrap_or_else(|| "IN_PROGRESS".into()),
+            running: p.running_count(),
+            desired: p.desired_count(),
+            pending: p.pending_count(),
+            failed_tasks: p.failed_tasks(),
+        },
+    }
+}
+
+/// The error when a deployment is still running after the wait timeout.
+pub fn timeout_message(service: &str, last: &Rollout, waited: Duration) -> String {
+    format!(
+        "ECS service {service}: {} after waiting {waited:?}. ECS keeps working on it and nothing was rolled back by the reconciler: \
+         run the same command again to resume waiting (raise --wait-timeout if deployments here take longer)",
+        match last {
+            Rollout::InProgress { .. } => format!("{} — still not completed", last.summary()),
+            other => other.summary(),
+        }
+    )
+}
+
+/// Polls until the deployment of `task_definition` completes; progress lines on stderr.
+async fn wait_for_deployment(ctx: &Ctx, cluster: &str, name: &str, task_definition: &str) -> anyhow::Result<()> {
+    let s = &ctx.settings;
+    let started = Instant::now();
+    let mut last = Rollout::InProgress {
+        deployment: "(not seen yet)".into(),
+        state: "UNKNOWN".into(),
+        running: 0,
+        desired: 0,
+        pending: 0,
+        failed_tasks: 0,
+    };
+    let mut printed = String::new();
+    loop {
+        match describe(ctx, cluster, &[name.to_string()]).await {
+            Ok(found) => {
+                let Some(svc) = found.first() else {
+                    anyhow::bail!("ECS service {name} disappeared while waiting for its deployment; run apply again");
+                };
+                last = deployment_state(svc, task_definition);
+                match &last {
+                    Rollout::Completed => {
+                        eprintln!("  ecs:service {name}: deployment completed");
+                        return Ok(());
+                    }
+                    Rollout::Failed(why) => anyhow::bail!("ECS service {name}: {why}"),
+                    Rollout::InProgress { .. } => {
+                        let line = last.summary();
+                        if line != printed {
+                            eprintln!("  ecs:service {name}: {line}");
+                            printed = line;
+                        }
+                    }
+                }
+            }
+            // Throttled or briefly unreachable: keep waiting.
+            Err(e) if is_retryable(&e) => {}
+            Err(e) => return Err(e),
+        }
+        if started.elapsed() >= s.wait_timeout {
+            anyhow::bail!(timeout_message(name, &last, s.wait_timeout));
+        }
+        tokio::time::sleep(s.poll_interval).await;
+    }
+}
+
+fn network(f: &ServiceFields) -> anyhow::Result<NetworkConfiguration> {
+    // Security groups are always sent (moto answers 500 without them; AWS would pick the
+    // VPC's default group, which this stack must not depend on).
+    let vpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(f.subnets.clone()))
+        .set_security_groups(Some(f.security_groups.clone()))
+        .assign_public_ip(if f.assign_public_ip { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled })
+        .build()?;
+    Ok(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
+}
+
+fn registries(f: &ServiceFields) -> anyhow::Result<Vec<ServiceRegistry>> {
+    f.registry
+        .iter()
+        .map(|r| {
+            Ok(ServiceRegistry::builder()
+                .registry_arn(&r.arn)
+                .container_name(&r.container_name)
+                .container_port(int("registry.container_port", r.container_port)?)
+                .build())
+        })
+        .collect()
+}
+
+fn deployment_configuration(f: &ServiceFields) -> anyhow::Result<DeploymentConfiguration> {
+    Ok(DeploymentConfiguration::builder()
+        .deployment_circuit_breaker(DeploymentCircuitBreaker::builder().enable(f.circuit_breaker).rollback(f.circuit_breaker).build())
+        .minimum_healthy_percent(int("min_healthy_percent", f.min_healthy_percent)?)
+        .maximum_percent(int("max_percent", f.max_percent)?)
+        .build())
+}
+
+/// An empty strategy means "the cluster's default": nothing is sent.
+fn strategy(f: &ServiceFields) -> anyhow::Result<Option<Vec<aws_sdk_ecs::types::CapacityProviderStrategyItem>>> {
+    Ok(if f.capacity_strategy.is_empty() { None } else { Some(strategy_items(&f.capacity_strategy)?) })
+}
+
+/// The UpdateService call for the changed fields, or `None` if only tags changed.
+fn update_request(
+    client: &aws_sdk_ecs::Client,
+    arn: &str,
+    f: &ServiceFields,
+    changes: &[FieldChange],
+) -> anyhow::Result<Option<aws_sdk_ecs::operation::update_service::builders::UpdateServiceFluentBuilder>> {
+    let mut req = client.update_service().cluster(&f.cluster).service(arn);
+    let mut any = false;
+    if changed(changes, "task_definition") {
+        req = req.task_definition(&f.task_definition);
+        any = true;
+    }
+    // Only when the count itself is a change (outside autoscaling's bounds, or no
+    // autoscaling): otherwise autoscaling's live value stands.
+    if changed(changes, "desired_count") {
+        req = req.desired_count(int("desired_count", f.desired_count)?);
+        any = true;
+    }
+    if ["subnets", "security_groups", "assign_public_ip"].iter().any(|c| changed(changes, c)) {
+        req = req.network_configuration(network(f)?);
+        any = true;
+    }
+    if changed(changes, "registry") {
+        // An empty list removes the registration.
+        req = req.set_service_registries(Some(registries(f)?));
+        any = true;
+    }
+    if changed(changes, "capacity_strategy") {
+        req = req.set_capacity_provider_strategy(Some(strategy(f)?.unwrap_or_default()));
+        any = true;
+    }
+    if ["circuit_breaker", "min_healthy_percent", "max_percent"].iter().any(|c| changed(changes, c)) {
+        req = req.deployment_configuration(deployment_configuration(f)?);
+        any = true;
+    }
+    if changed(changes, "health_check_grace") {
+        req = req.health_check_grace_period_seconds(int("health_check_grace", f.health_check_grace)?);
+        any = true;
+    }
+    if changed(changes, "propagate_tags") {
+        req = req.propagate_tags(PropagateTags::from(f.propagate_tags.as_str()));
+        any = true;
+    }
+    if changed(changes, "managed_tags") {
+        req = req.enable_ecs_managed_tags(f.managed_tags);
+        any = true;
+    }
+    Ok(any.then_some(req))
+}
+
+impl Kind for EcsService {
+    fn name(&self) -> &'static str {
+        "ecs:service"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["name", "cluster", "cluster_name"]
+    }
+
+    fn unreported(&self) -> &'static [&'static str] {
+        UNREPORTED
+    }
+
+    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let services = if wanted.is_empty() {
+                all_in_owned_clusters(ctx).await?
+            } else {
+                // One DescribeServices per cluster (there is one).
+                let mut by_cluster: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+                for d in wanted {
+                    if let (Some(c), Some(n)) = (literal(&d.fields, "cluster_name"), literal(&d.fields, "name")) {
+                        by_cluster.entry(c).or_default().push(n.to_string());
+                    }
+                }
+                let mut all = Vec::new();
+                for (cluster, names) in &by_cluster {
+                    for s in describe(ctx, cluster, names).await? {
+                        if owned_id(ctx, s.tags()).is_none() {
+                            let name = s.service_name().unwrap_or_default();
+                            return Err(not_owned(
+                                &format!("ECS service (in cluster {cluster})"),
+                                name,
+                                &ctx.settings.stack,
+                                &tag_map(s.tags()),
+                            ));
+                        }
+                        all.push(s);
+                    }
+                }
+                all
+            };
+            let mut found = Vec::new();
+            for s in services {
+                let Some(id) = owned_id(ctx, s.tags()) else { continue };
+                let ident = identity(&s)?;
+                // Only when waiting is on: an emulator's deployments never complete, and a
+                // plan must not wait for them.
+                let status = if ctx.settings.wait_for_deployments {
+                    match deployment_state(&s, s.task_definition().unwrap_or_default()) {
+                        r @ Rollout::InProgress { .. } => Status::Pending(r.summary()),
+                        _ => Status::Ready,
+                    }
+                } else {
+                    Status::Ready
+                };
+                found.push(Observed {
+                    attrs: ident.attrs,
+                    status,
+                    ..Observed::new(self.name(), id, ident.physical_id, fields_of(ctx.emulated, &s))
+                });
+            }
+            Ok(found)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+        Box::pin(async move {
+            let f: ServiceFields = parse_fields(self.name(), fields)?;
+            // CreateService has no working idempotency (moto replaces a same-named service,
+            // AWS refuses it): look first.
+            if let Some(s) = describe(ctx, &f.cluster, std::slice::from_ref(&f.name)).await?.first() {
+                return match owned_id(ctx, s.tags()) {
+                    Some(owner) if owner == id => identity(s),
+                    Some(owner) => anyhow::bail!(
+                        "ECS service `{}` already belongs to `{owner}` in this stack; two logical ids cannot share it",
+                        f.name
+                    ),
+                    None => Err(not_owned("ECS service", &f.name, &ctx.settings.stack, &tag_map(s.tags()))),
+                };
+            }
+            let out = client(ctx)
+                .create_service()
+                .cluster(&f.cluster)
+                .service_name(&f.name)
+                .task_definition(&f.task_definition)
+                .desired_count(int("desired_count", f.desired_count)?)
+                .set_capacity_provider_strategy(strategy(&f)?)
+                .network_configuration(network(&f)?)
+                .set_service_registries(Some(registries(&f)?))
+                .deployment_configuration(deployment_configuration(&f)?)
+                .health_check_grace_period_seconds(int("health_check_grace", f.health_check_grace)?)
+                .scheduling_strategy(SchedulingStrategy::Replica)
+                .deployment_controller(DeploymentController::builder().r#type(DeploymentControllerType::Ecs).build()?)
+                .propagate_tags(PropagateTags::from(f.propagate_tags.as_str()))
+                .enable_ecs_managed_tags(f.managed_tags)
+                .set_tags(Some(ecs_tags(&f.tags)))
+                .send()
+                .await
+                .map_err(call_failed("CreateService"))?;
+            let svc = out.service().ok_or_else(|| anyhow::anyhow!("CreateService returned no service"))?;
+            let ident = identity(svc)?;
+            if ctx.settings.wait_for_deployments {
+                wait_for_deployment(ctx, &f.cluster, &f.name, &f.task_definition).await?;
+            }
+            Ok(ident)
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move {
+            let f: ServiceFields = parse_fields(self.name(), fields)?;
+            let c = client(ctx);
+            let deployed = match update_request(&c, &live.physical_id, &f, changes)? {
+                Some(req) => {
+                    req.send().await.map_err(call_failed("UpdateService"))?;
+                    true
+                }
+                None => false,
+            };
+            sync_tags(ctx, &live.physical_id, changes).await?;
+            if deployed && ctx.settings.wait_for_deployments {
+                wait_for_deployment(ctx, &f.cluster, &f.name, &f.task_definition).await?;
+            }
+            Ok(None)
+        })
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let cluster = live.fields.get("cluster").and_then(|v| v.as_str()).unwrap_or_default();
+            // Scale to zero first, so tasks drain (and leave Cloud Map) before the service goes.
+            match client(ctx)
+                .update_service()
+                .cluster(cluster)
+                .service(&live.physical_id)
+                .desired_count(0)
+                .send()
+                .await
+                .map_err(call_failed("UpdateService"))
+            {
+                Ok(_) => {}
+                Err(e) if is_gone(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            client(ctx)
+                .delete_service()
+                .cluster(cluster)
+                .service(&live.physical_id)
+                .force(true)
+                .send()
+                .await
+                .map_err(call_failed("DeleteService"))?;
+            // DRAINING until its tasks have stopped; the Cloud Map service and the cluster can
+            // only be deleted after that.
+            let name = [live.physical_id.clone()];
+            wait::until(ctx, &format!("ECS service {} to finish draining", live.physical_id), || async {
+                Ok(describe_any_status(ctx, cluster, &name).await?.iter().all(|s| s.status() == Some("INACTIVE")).then_some(()))
+            })
+            .await
+        })
+    }
+
+    fn iam(&self, stack: &str) -> IamActions {
+        IamActions {
+            read: vec!["ecs:DescribeServices", "ecs:ListServices", "ecs:DescribeClusters", "ecs:ListClusters"],
+            create: vec!["ecs:CreateService"],
+            change: vec!["ecs:UpdateService", "ecs:DeleteService", "ecs:TagResource", "ecs:UntagResource"],
+            extra: vec![tag_on_create(stack)],
+            ..Default::default()
+        }
+    }
+}
+
+/// Services in any status (the delete waiter needs to see DRAINING).
+async fn describe_any_status(ctx: &Ctx, cluster: &str, names: &[String]) -> anyhow::Result<Vec<aws_sdk_ecs::types::Service>> {
+    match client(ctx)
+        .describe_services()
+        .cluster(cluster)
+        .set_services(Some(names.to_vec()))
+        .send()
+        .await
+        .map_err(call_failed("DescribeServices"))
+    {
+        Ok(r) => Ok(r.services().to_vec()),
+        Err(e) if is_gone(&e) => Ok(vec![]),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::types::{CapacityProviderStrategyItem, Deployment, Tag};
+    use serde_json::json;
+
+    const TD1: &str = "arn:aws:ecs:us-east-1:1:task-definition/demo:1";
+    const TD2: &str = "arn:aws:ecs:us-east-1:1:task-definition/demo:2";
+
+    fn deployment(id: &str, status: &str, td: &str, state: Option<DeploymentRolloutState>, running: i32, desired: i32) -> Deployment {
+        Deployment::builder()
+            .id(id)
+            .status(status)
+            .task_definition(td)
+            .set_rollout_state(state)
+            .rollout_state_reason("ECS deployment circuit breaker: tasks failed to start.")
+            .running_count(running)
+            .desired_count(desired)
+            .pending_count(desired - running)
+            .build()
+    }
+
+    fn service(deployments: Vec<Deployment>) -> aws_sdk_ecs::types::Service {
+        aws_sdk_ecs::types::Service::builder().service_name("demo").set_deployments(Some(deployments)).build()
+    }
+
+    #[test]
+    fn in_progress_reports_counts() {
+        let s = service(vec![deployment("ecs-svc/2", "PRIMARY", TD2, Some(DeploymentRolloutState::InProgress), 1, 2)]);
+        let r = deployment_state(&s, TD2);
+        assert!(matches!(r, Rollout::InProgress { running: 1, desired: 2, .. }), "{r:?}");
+        assert_eq!(r.summary(), "deployment ecs-svc/2 IN_PROGRESS: 1/2 task(s) running, 1 pending");
+        let old_draining = service(vec![
+            deployment("ecs-svc/2", "PRIMARY", TD2, Some(DeploymentRolloutState::InProgress), 0, 2),
+            deployment("ecs-svc/1", "ACTIVE", TD1, Some(DeploymentRolloutState::Completed), 2, 2),
+        ]);
+        assert!(matches!(deployment_state(&old_draining, TD2), Rollout::InProgress { .. }));
+    }
+
+    #[test]
+    fn completed() {
+        let s = service(vec![deployment("ecs-svc/2", "PRIMARY", TD2, Some(DeploymentRolloutState::Completed), 2, 2)]);
+        assert_eq!(deployment_state(&s, TD2), Rollout::Completed);
+        // No rolloutState (another deployment controller): one deployment, all running.
+        let s = service(vec![deployment("d", "PRIMARY", TD2, None, 2, 2)]);
+        assert_eq!(deployment_state(&s, TD2), Rollout::Completed);
+        let s = service(vec![deployment("d", "PRIMARY", TD2, None, 1, 2)]);
+        assert!(matches!(deployment_state(&s, TD2), Rollout::InProgress { .. }));
+    }
+
+    #[test]
+    fn failed_and_rolled_back() {
+        let s = service(vec![
+            deployment("ecs-svc/3", "PRIMARY", TD1, Some(DeploymentRolloutState::InProgress), 1, 2),
+            deployment("ecs-svc/2", "ACTIVE", TD2, Some(DeploymentRolloutState::Failed), 0, 2),
+        ]);
+        let Rollout::Failed(why) = deployment_state(&s, TD2) else { panic!("not failed") };
+        assert!(why.contains("failed to become healthy"), "{why}");
+        assert!(why.contains("rolled the service back to arn:aws:ecs:us-east-1:1:task-definition/demo:1"), "{why}");
+        assert!(why.contains("ecs-svc/2") && why.contains("circuit breaker: tasks failed to start"), "{why}");
+        // Rolled back and the failed deployment already cleaned up.
+        let s = service(vec![deployment("ecs-svc/3", "PRIMARY", TD1, Some(DeploymentRolloutState::Completed), 2, 2)]);
+        let Rollout::Failed(why) = deployment_state(&s, TD2) else { panic!("not failed") };
+        assert!(why.contains("rolled back by the circuit breaker"), "{why}");
+        // A first deployment has nothing to roll back to.
+        let s = service(vec![deployment("ecs-svc/1", "PRIMARY", TD1, Some(DeploymentRolloutState::Failed), 0, 2)]);
+        let Rollout::Failed(why) = deployment_state(&s, TD1) else { panic!("not failed") };
+        assert!(why.contains("no earlier healthy revision"), "{why}");
+    }
+
+    #[test]
+    fn no_primary_yet_is_in_progress() {
+        assert!(matches!(deployment_state(&service(vec![]), TD1), Rollout::InProgress { .. }));
+    }
+
+    #[test]
+    fn timeout_names_the_deployment_its_state_and_how_to_resume() {
+        let s = service(vec![deployment("ecs-svc/7", "PRIMARY", TD2, Some(DeploymentRolloutState::InProgress), 0, 2)]);
+        let m = timeout_message("demo", &deployment_state(&s, TD2), Duration::from_secs(600));
+        assert!(m.contains("ecs-svc/7") && m.contains("IN_PROGRESS") && m.contains("0/2"), "{m}");
+        assert!(m.contains("run the same command again to resume"), "{m}");
+    }
+
+    fn described(with_deployment_config: bool) -> aws_sdk_ecs::types::Service {
+        let mut b = aws_sdk_ecs::types::Service::builder()
+            .service_arn("arn:aws:ecs:us-east-1:1:service/demo/demo-webhook")
+            .service_name("demo-webhook")
+            .cluster_arn("arn:aws:ecs:us-east-1:1:cluster/demo")
+            .status("ACTIVE")
+            .task_definition(TD1)
+            .desired_count(2)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(
+                        AwsVpcConfiguration::builder()
+                            .subnets("subnet-b")
+                            .subnets("subnet-a")
+                            .security_groups("sg-1")
+                            .assign_public_ip(AssignPublicIp::Disabled)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .service_registries(
+                ServiceRegistry::builder()
+                    .registry_arn("arn:aws:servicediscovery:us-east-1:1:service/srv-1")
+                    .container_name("app")
+                    .container_port(8080)
+                    .build(),
+            )
+            .propagate_tags(PropagateTags::Service)
+            .tags(Tag::builder().key("reconciler:stack").value("demo").build());
+        if with_deployment_config {
+            b = b
+                .capacity_provider_strategy(CapacityProviderStrategyItem::builder().capacity_provider("FARGATE").weight(1).build().unwrap())
+                .deployment_configuration(
+                    DeploymentConfiguration::builder()
+                        .deployment_circuit_breaker(DeploymentCircuitBreaker::builder().enable(true).rollback(true).build())
+                        .minimum_healthy_percent(100)
+                        .maximum_percent(200)
+                        .build(),
+                )
+                .health_check_grace_period_seconds(60)
+                .enable_ecs_managed_tags(true);
+        }
+        b.build()
+    }
+
+    #[test]
+    fn observed_shape_on_aws() {
+        let f = fields_of(false, &described(true));
+        assert_eq!(
+            serde_json::Value::Object(f),
+            json!({
+                "name": "demo-webhook",
+                "cluster": "arn:aws:ecs:us-east-1:1:cluster/demo",
+                "cluster_name": "demo",
+                "task_definition": TD1,
+                "desired_count": 2,
+                "capacity_strategy": [{"provider": "FARGATE", "weight": 1, "base": 0}],
+                "subnets": ["subnet-a", "subnet-b"],
+                "security_groups": ["sg-1"],
+                "assign_public_ip": false,
+                "registry": {"arn": "arn:aws:servicediscovery:us-east-1:1:service/srv-1", "container_name": "app", "container_port": 8080},
+                "circuit_breaker": true,
+                "min_healthy_percent": 100,
+                "max_percent": 200,
+                "health_check_grace": 60,
+                "propagate_tags": "SERVICE",
+                "managed_tags": true,
+                "tags": {"reconciler:stack": "demo"},
+            })
+        );
+    }
+
+    #[test]
+    fn fields_the_emulator_drops_are_left_out_not_reported_as_defaults() {
+        let f = fields_of(true, &described(false));
+        for k in UNREPORTED {
+            assert!(!f.contains_key(*k), "{k} should be unknown");
+        }
+        assert_eq!(f["registry"]["container_port"], 8080);
+        assert_eq!(f["propagate_tags"], "SERVICE");
+        // On AWS an absent managed-tags flag is a real `false`.
+        assert_eq!(fields_of(false, &described(false))["managed_tags"], false);
+        // No registry is null (so a removed registration is a difference).
+        let bare = aws_sdk_ecs::types::Service::builder().service_name("x").build();
+        assert_eq!(fields_of(false, &bare)["registry"], serde_json::Value::Null);
+    }
+
+    fn desired() -> ServiceFields {
+        let f = fields_of(false, &described(true));
+        parse_fields("ecs:service", &f).unwrap()
+    }
+
+    fn change(field: &str) -> FieldChange {
+        FieldChange { field: field.into(), before: None, after: json!(null) }
+    }
+
+    fn client() -> aws_sdk_ecs::Client {
+        let conf = aws_sdk_ecs::Config::builder()
+            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+            .build();
+        aws_sdk_ecs::Client::from_conf(conf)
+    }
+
+    #[test]
+    fn update_sends_desired_count_only_when_it_is_a_change() {
+        let f = desired();
+        let c = client();
+        let req = update_request(&c, "arn", &f, &[change("task_definition")]).unwrap().unwrap();
+        assert_eq!(req.get_task_definition().as_deref(), Some(TD1));
+        assert_eq!(req.get_desired_count(), &None, "autoscaling's count must not be overwritten");
+        assert_eq!(req.get_network_configuration(), &None);
+        let req = update_request(&c, "arn", &f, &[change("desired_count")]).unwrap().unwrap();
+        assert_eq!(req.get_desired_count(), &Some(2));
+        assert_eq!(req.get_task_definition(), &None);
+    }
+
+    #[test]
+    fn update_groups_fields_into_their_api_shapes() {
+        let mut f = desired();
+        let c = client();
+        assert!(update_request(&c, "arn", &f, &[change("tags")]).unwrap().is_none(), "tags alone need no UpdateService");
+        let req = update_request(&c, "arn", &f, &[change("subnets")]).unwrap().unwrap();
+        let vpc = req.get_network_configuration().as_ref().unwrap().awsvpc_configuration().unwrap();
+        assert_eq!(vpc.security_groups(), ["sg-1"], "security groups always go with the subnets");
+        let req = update_request(&c, "arn", &f, &[change("min_healthy_percent")]).unwrap().unwrap();
+        let dc = req.get_deployment_configuration().as_ref().unwrap();
+        assert_eq!((dc.minimum_healthy_percent(), dc.maximum_percent()), (Some(100), Some(200)));
+        assert!(dc.deployment_circuit_breaker().is_some_and(|b| b.enable() && b.rollback()));
+        f.registry = None;
+        let req = update_request(&c, "arn", &f, &[change("registry"), change("health_check_grace")]).unwrap().unwrap();
+        assert_eq!(req.get_service_registries().as_deref(), Some(&[][..]), "an empty list removes the registration");
+        assert_eq!(req.get_health_check_grace_period_seconds(), &Some(60));
+    }
+
+    #[test]
+    fn cluster_names() {
+        assert_eq!(cluster_name_of("arn:aws:ecs:us-east-1:1:cluster/demo"), "demo");
+        assert_eq!(cluster_name_of("demo"), "demo");
+        let id = identity(&described(true)).unwrap();
+        assert_eq!(id.attrs["resource_id"], "service/demo/demo-webhook");
+    }
+}

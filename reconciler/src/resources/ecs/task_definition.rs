@@ -1,0 +1,682 @@
+//! `ecs:task-definition` — immutable revisions of one family. Observe reports the latest
+//! ACTIVE revision; every update registers exactly one new revision (a new identity the
+//! service is repointed to) and leaves the old ones ACTIVE, because a circuit-breaker rollback
+//! and a manual rollback both need them. Delete deregisters every ACTIVE revision.
+//!
+//! AWS fills defaults into what it echoes (`essential`, container `cpu: 0`, the port mapping's
+//! protocol and host port, health check timings, empty lists) and keeps environment order as
+//! sent; [`container_fields`] folds all of that into the one shape desired state builds, or
+//! every plan would show a change and every apply would register a revision.
+
+use super::{call_failed, client, ecs_tags, int, literal, owned_id, parse_fields, tag_map, to_fields};
+use crate::engine::ownership::not_owned;
+use crate::engine::retry::is_gone;
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement};
+use aws_sdk_ecs::types::{
+    Compatibility, ContainerDefinition, HealthCheck as ApiHealthCheck, KeyValuePair, LogConfiguration, LogDriver, MountPoint, NetworkMode,
+    PortMapping, Secret, SortOrder, Tag, TaskDefinitionFamilyStatus, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol, Volume,
+};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+pub struct TaskDefinition;
+
+/// The fields of `ecs:task-definition`, as desired state builds them and observe reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDefinitionFields {
+    pub family: String,
+    /// Task-level CPU units as ECS echoes them: an integer string ("256").
+    pub cpu: String,
+    /// Task-level memory in MiB as an integer string ("512").
+    pub memory: String,
+    pub network_mode: String,
+    /// requiresCompatibilities, sorted (["FARGATE"]).
+    pub requires: Vec<String>,
+    pub execution_role: String,
+    pub task_role: String,
+    /// The container's image (kept apart from `container` because a deploy pipeline may own it).
+    pub image: String,
+    /// Names of the task's (Fargate ephemeral) volumes, sorted.
+    pub volumes: Vec<String>,
+    pub container: Container,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The one container, normalised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    pub name: String,
+    pub command: Vec<String>,
+    /// The container port (0: no port mapping); under awsvpc the host port always equals it.
+    pub port: u64,
+    pub protocol: String,
+    /// Sorted by name.
+    pub environment: Vec<EnvVar>,
+    /// Sorted by name.
+    pub secrets: Vec<SecretRef>,
+    /// null: no log configuration.
+    pub log: Option<Log>,
+    /// null: no container health check.
+    pub health_check: Option<HealthCheck>,
+    /// "" when unset.
+    pub user: String,
+    pub read_only_root: bool,
+    /// Sorted.
+    pub mounts: Vec<Mount>,
+    pub stop_timeout: u64,
+    pub essential: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub name: String,
+    pub value_from: String,
+}
+
+/// awslogs options; a missing option is "".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub driver: String,
+    pub group: String,
+    pub region: String,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub command: Vec<String>,
+    pub interval: u64,
+    pub timeout: u64,
+    pub retries: u64,
+    pub start_period: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    pub volume: String,
+    pub path: String,
+    pub read_only: bool,
+}
+
+impl Container {
+    /// Sets sorted, so that order never shows as a change (desired state sorts the same way).
+    pub fn normalised(mut self) -> Self {
+        self.environment.sort();
+        self.secrets.sort();
+        self.mounts.sort();
+        self
+    }
+}
+
+impl TaskDefinitionFields {
+    pub fn normalised(mut self) -> Self {
+        self.requires.sort();
+        self.volumes.sort();
+        self.container = self.container.normalised();
+        self
+    }
+}
+
+// ECS's documented defaults for what a container definition leaves out.
+const HEALTH_INTERVAL: u64 = 30;
+const HEALTH_TIMEOUT: u64 = 5;
+const HEALTH_RETRIES: u64 = 3;
+const HEALTH_START_PERIOD: u64 = 0;
+/// Fargate's stop timeout when none is given.
+const STOP_TIMEOUT: u64 = 30;
+
+fn n(v: Option<i32>, default: u64) -> u64 {
+    v.map(|x| x.max(0) as u64).unwrap_or(default)
+}
+
+/// The comparable shape of a live container definition, AWS defaults filled in.
+pub fn container_of(c: &ContainerDefinition) -> Container {
+    let mapping = c.port_mappings().first();
+    let log = c.log_configuration().map(|l| {
+        let opt = |k: &str| l.options().and_then(|o| o.get(k)).cloned().unwrap_or_default();
+        Log {
+            driver: l.log_driver().as_str().to_string(),
+            group: opt("awslogs-group"),
+            region: opt("awslogs-region"),
+            prefix: opt("awslogs-stream-prefix"),
+        }
+    });
+    Container {
+        name: c.name().unwrap_or_default().to_string(),
+        command: c.command().to_vec(),
+        port: mapping.and_then(|m| m.container_port()).map(|p| p.max(0) as u64).unwrap_or(0),
+        protocol: mapping.and_then(|m| m.protocol()).map(|p| p.as_str().to_string()).unwrap_or_else(|| "tcp".into()),
+        environment: c
+            .environment()
+            .iter()
+            .map(|e| EnvVar { name: e.name().unwrap_or_default().to_string(), value: e.value().unwrap_or_default().to_string() })
+            .collect(),
+        secrets: c.secrets().iter().map(|s| SecretRef { name: s.name().to_string(), value_from: s.value_from().to_string() }).collect(),
+        log,
+        health_check: c.health_check().map(|h| HealthCheck {
+            command: h.command().to_vec(),
+            interval: n(h.interval(), HEALTH_INTERVAL),
+            timeout: n(h.timeout(), HEALTH_TIMEOUT),
+            retries: n(h.retries(), HEALTH_RETRIES),
+            start_period: n(h.start_period(), HEALTH_START_PERIOD),
+        }),
+        user: c.user().unwrap_or_default().to_string(),
+        read_only_root: c.readonly_root_filesystem().unwrap_or(false),
+        mounts: c
+            .mount_points()
+            .iter()
+            .map(|m| Mount {
+                volume: m.source_volume().unwrap_or_default().to_string(),
+                path: m.container_path().unwrap_or_default().to_string(),
+                read_only: m.read_only().unwrap_or(false),
+            })
+            .collect(),
+        stop_timeout: n(c.stop_timeout(), STOP_TIMEOUT),
+        essential: c.essential().unwrap_or(true),
+    }
+    .normalised()
+}
+
+/// The normalised `container` field of a live container definition.
+pub fn container_fields(c: &ContainerDefinition) -> Value {
+    serde_json::to_value(container_of(c)).expect("container serialises")
+}
+
+/// The API form of the container (what RegisterTaskDefinition sends).
+pub fn container_definition(c: &Container, image: &str) -> anyhow::Result<ContainerDefinition> {
+    let mut d = ContainerDefinition::builder()
+        .name(&c.name)
+        .image(image)
+        .essential(c.essential)
+        .readonly_root_filesystem(c.read_only_root)
+        .stop_timeout(int("stop_timeout", c.stop_timeout)?)
+        .set_command((!c.command.is_empty()).then(|| c.command.clone()))
+        .set_environment(Some(c.environment.iter().map(|e| KeyValuePair::builder().name(&e.name).value(&e.value).build()).collect()))
+        .set_secrets(Some(
+            c.secrets.iter().map(|s| Secret::builder().name(&s.name).value_from(&s.value_from).build()).collect::<Result<_, _>>()?,
+        ))
+        .set_mount_points(Some(
+            c.mounts
+                .iter()
+                .map(|m| MountPoint::builder().source_volume(&m.volume).container_path(&m.path).read_only(m.read_only).build())
+                .collect(),
+        ));
+    if c.port != 0 {
+        let port = int("port", c.port)?;
+        d = d.port_mappings(
+            PortMapping::builder().container_port(port).host_port(port).protocol(TransportProtocol::from(c.protocol.as_str())).build(),
+        );
+    }
+    if !c.user.is_empty() {
+        d = d.user(&c.user);
+    }
+    if let Some(l) = &c.log {
+        let mut b = LogConfiguration::builder().log_driver(LogDriver::from(l.driver.as_str()));
+        for (k, v) in [("awslogs-group", &l.group), ("awslogs-region", &l.region), ("awslogs-stream-prefix", &l.prefix)] {
+            if !v.is_empty() {
+                b = b.options(k, v);
+            }
+        }
+        d = d.log_configuration(b.build()?);
+    }
+    if let Some(h) = &c.health_check {
+        d = d.health_check(
+            ApiHealthCheck::builder()
+                .set_command(Some(h.command.clone()))
+                .interval(int("health_check.interval", h.interval)?)
+                .timeout(int("health_check.timeout", h.timeout)?)
+                .retries(int("health_check.retries", h.retries)?)
+                .start_period(int("health_check.start_period", h.start_period)?)
+                .build()?,
+        );
+    }
+    Ok(d.build())
+}
+
+/// The comparable fields of a described revision. A revision with other than exactly one
+/// container reports `container` as the list of all of them, so that it shows as a change
+/// (an injected sidecar is drift) and the update registers the one container wanted.
+fn fields_of(td: &aws_sdk_ecs::types::TaskDefinition, tags: &[Tag]) -> Fields {
+    let containers = td.container_definitions();
+    let first = containers.first().map(container_of).unwrap_or_else(|| container_of(&ContainerDefinition::builder().build()));
+    let mut requires: Vec<String> = td.requires_compatibilities().iter().map(|c| c.as_str().to_string()).collect();
+    requires.sort();
+    let mut volumes: Vec<String> = td.volumes().iter().filter_map(|v| v.name()).map(String::from).collect();
+    volumes.sort();
+    let f = TaskDefinitionFields {
+        family: td.family().unwrap_or_default().to_string(),
+        cpu: td.cpu().unwrap_or_default().to_string(),
+        memory: td.memory().unwrap_or_default().to_string(),
+        network_mode: td.network_mode().map(|m| m.as_str().to_string()).unwrap_or_default(),
+        requires,
+        execution_role: td.execution_role_arn().unwrap_or_default().to_string(),
+        task_role: td.task_role_arn().unwrap_or_default().to_string(),
+        image: containers.first().and_then(|c| c.image()).unwrap_or_default().to_string(),
+        volumes,
+        container: first,
+        tags: tag_map(tags),
+    };
+    let mut fields = to_fields(&f);
+    if containers.len() != 1 {
+        fields.insert("container".into(), Value::Array(containers.iter().map(container_fields).collect()));
+    }
+    fields
+}
+
+/// The family of a task definition ARN (`…:task-definition/<family>:<revision>`).
+fn family_of(arn: &str) -> Option<&str> {
+    let (_, rest) = arn.rsplit_once(":task-definition/")?;
+    Some(rest.rsplit_once(':').map(|(f, _)| f).unwrap_or(rest))
+}
+
+/// ACTIVE revisions of exactly `family`, newest first. `familyPrefix` is a prefix match
+/// (`demo` also lists `demo-worker`), so the family is compared exactly here.
+async fn active_revisions(ctx: &Ctx, family: &str) -> anyhow::Result<Vec<String>> {
+    let mut arns = Vec::new();
+    let mut pages = client(ctx)
+        .list_task_definitions()
+        .family_prefix(family)
+        .status(TaskDefinitionStatus::Active)
+        .sort(SortOrder::Desc)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(call_failed("ListTaskDefinitions"))?;
+        arns.extend(page.task_definition_arns().iter().filter(|a| family_of(a) == Some(family)).cloned());
+    }
+    Ok(arns)
+}
+
+/// One revision (or a family's latest) with its tags; `None` if there is no such thing.
+async fn describe(ctx: &Ctx, what: &str) -> anyhow::Result<Option<(aws_sdk_ecs::types::TaskDefinition, Vec<Tag>)>> {
+    match client(ctx).describe_task_definition().task_definition(what).include(TaskDefinitionField::Tags).send().await {
+        Ok(out) => Ok(out.task_definition().cloned().map(|td| (td, out.tags().to_vec()))),
+        Err(e) => {
+            let e = call_failed("DescribeTaskDefinition")(e);
+            if is_gone(&e) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The latest ACTIVE revision of `family`. DescribeTaskDefinition by family answers with it
+/// in one call; only when that answer is INACTIVE (the emulator returns the newest revision
+/// whatever its status) are the ACTIVE revisions listed.
+async fn latest_active(ctx: &Ctx, family: &str) -> anyhow::Result<Option<(aws_sdk_ecs::types::TaskDefinition, Vec<Tag>)>> {
+    match describe(ctx, family).await? {
+        Some((td, tags)) if td.status() == Some(&TaskDefinitionStatus::Active) => Ok(Some((td, tags))),
+        None => Ok(None),
+        Some(_) => match active_revisions(ctx, family).await?.first() {
+            Some(arn) => describe(ctx, arn).await,
+            None => Ok(None),
+        },
+    }
+}
+
+/// How many older revisions are checked for the stack's tags when the newest one lacks them.
+const OWNER_SEARCH_DEPTH: usize = 20;
+
+/// Who owns a family whose newest revision is untagged. A deploy pipeline that registers
+/// revisions itself (image owned by CI) usually copies the definition without its tags; the
+/// family is still the stack's if an earlier ACTIVE revision carries the stack's tags. The
+/// untagged revision is then what is live (its tags show as drift and the next update
+/// registers a tagged revision with the live image).
+async fn owner_of_family(ctx: &Ctx, family: &str, newest: &str) -> anyhow::Result<Option<String>> {
+    for arn in active_revisions(ctx, family).await?.iter().filter(|a| a.as_str() != newest).take(OWNER_SEARCH_DEPTH) {
+        let out = client(ctx).list_tags_for_resource().resource_arn(arn).send().await.map_err(call_failed("ListTagsForResource"))?;
+        if let Some(id) = owned_id(ctx, out.tags()) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+fn identity(td: &aws_sdk_ecs::types::TaskDefinition) -> anyhow::Result<Identity> {
+    let arn = td.task_definition_arn().ok_or_else(|| anyhow::anyhow!("ECS returned a task definition without an ARN"))?;
+    Ok(Identity::id(arn).with("arn", arn).with("family", td.family().unwrap_or_default()))
+}
+
+/// The stack's latest ACTIVE revision of `family`, if any; a family someone else owns is an
+/// error (`named`) or skipped (found by listing).
+async fn observe_family(ctx: &Ctx, kind: &'static str, family: &str, named: bool) -> anyhow::Result<Option<Observed>> {
+    let Some((td, tags)) = latest_active(ctx, family).await? else { return Ok(None) };
+    let ident = identity(&td)?;
+    let id = match owned_id(ctx, &tags) {
+        Some(id) => id,
+        None => match owner_of_family(ctx, family, &ident.physical_id).await? {
+            Some(id) => id,
+            None if named => return Err(not_owned("ECS task definition family", family, &ctx.settings.stack, &tag_map(&tags))),
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(Observed { attrs: ident.attrs, ..Observed::new(kind, id, ident.physical_id, fields_of(&td, &tags)) }))
+}
+
+/// Registers one revision from the (resolved) fields.
+async fn register(ctx: &Ctx, kind: &str, fields: &Fields) -> anyhow::Result<Identity> {
+    let f: TaskDefinitionFields = parse_fields(kind, fields)?;
+    let out = client(ctx)
+        .register_task_definition()
+        .family(&f.family)
+        .cpu(&f.cpu)
+        .memory(&f.memory)
+        .network_mode(NetworkMode::from(f.network_mode.as_str()))
+        .set_requires_compatibilities(Some(f.requires.iter().map(|c| Compatibility::from(c.as_str())).collect()))
+        .set_execution_role_arn((!f.execution_role.is_empty()).then(|| f.execution_role.clone()))
+        .set_task_role_arn((!f.task_role.is_empty()).then(|| f.task_role.clone()))
+        .set_volumes(Some(f.volumes.iter().map(|v| Volume::builder().name(v).build()).collect()))
+        .container_definitions(container_definition(&f.container, &f.image)?)
+        .set_tags(Some(ecs_tags(&f.tags)))
+        .send()
+        .await
+        .map_err(call_failed("RegisterTaskDefinition"))?;
+    identity(out.task_definition().ok_or_else(|| anyhow::anyhow!("RegisterTaskDefinition returned no task definition"))?)
+}
+
+impl Kind for TaskDefinition {
+    fn name(&self) -> &'static str {
+        "ecs:task-definition"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["family"]
+    }
+
+    /// Two families coexist: the new one is registered, the service repointed, then the old
+    /// family deregistered (running tasks keep a deregistered revision).
+    fn replacement(&self) -> Replacement {
+        Replacement::CreateBeforeDestroy
+    }
+
+    fn updates_yield_new_identity(&self) -> bool {
+        true
+    }
+
+    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            if wanted.is_empty() {
+                // Nothing to look for by name: the families named after the stack.
+                let mut families = Vec::new();
+                let mut pages = client(ctx)
+                    .list_task_definition_families()
+                    .family_prefix(&ctx.settings.stack)
+                    .status(TaskDefinitionFamilyStatus::Active)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    families.extend(page.map_err(call_failed("ListTaskDefinitionFamilies"))?.families().iter().cloned());
+                }
+                for family in families {
+                    found.extend(observe_family(ctx, self.name(), &family, false).await?);
+                }
+                return Ok(found);
+            }
+            for d in wanted {
+                if let Some(family) = literal(&d.fields, "family") {
+                    found.extend(observe_family(ctx, self.name(), family, true).await?);
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+        Box::pin(register(ctx, self.name(), fields))
+    }
+
+    /// Revisions are immutable: any change (tags included) is one new revision.
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        _live: &'a Observed,
+        fields: &'a Fields,
+        _changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move { register(ctx, self.name(), fields).await.map(Some) })
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let family = live
+                .attrs
+                .get("family")
+                .map(String::as_str)
+                .or_else(|| family_of(&live.physical_id))
+                .ok_or_else(|| anyhow::anyhow!("internal error: no family for task definition {}", live.physical_id))?;
+            for arn in active_revisions(ctx, family).await? {
+                match client(ctx)
+                    .deregister_task_definition()
+                    .task_definition(&arn)
+                    .send()
+                    .await
+                    .map_err(call_failed("DeregisterTaskDefinition"))
+                {
+                    Ok(_) => {}
+                    Err(e) if is_gone(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn iam(&self, _stack: &str) -> IamActions {
+        IamActions {
+            read: vec![
+                "ecs:DescribeTaskDefinition",
+                "ecs:ListTaskDefinitions",
+                "ecs:ListTaskDefinitionFamilies",
+                "ecs:ListTagsForResource",
+            ],
+            create: vec!["ecs:RegisterTaskDefinition"],
+            // DeregisterTaskDefinition supports neither resource ARNs nor tag conditions.
+            extra: vec![serde_json::json!({
+                "Sid": "EcsDeregisterTaskDefinitions",
+                "Effect": "Allow",
+                "Action": "ecs:DeregisterTaskDefinition",
+                "Resource": "*",
+            })],
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The container as desired state builds it.
+    fn desired() -> Value {
+        json!({
+            "name": "app",
+            "command": ["service", "serve"],
+            "port": 8080,
+            "protocol": "tcp",
+            "environment": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+            "secrets": [{"name": "S", "value_from": "arn:aws:secretsmanager:us-east-1:1:secret:s"}],
+            "log": {"driver": "awslogs", "group": "/ecs/demo", "region": "us-east-1", "prefix": "app"},
+            "health_check": {"command": ["CMD", "/app/service", "healthcheck"], "interval": 30, "timeout": 5, "retries": 3, "start_period": 0},
+            "user": "10001",
+            "read_only_root": true,
+            "mounts": [{"volume": "tmp", "path": "/tmp", "read_only": false}],
+            "stop_timeout": 30,
+            "essential": true
+        })
+    }
+
+    /// What AWS echoes for the definition registered from `desired()`: defaults filled in
+    /// (cpu 0, essential, protocol, hostPort), health check timings left out, environment
+    /// in another order, response-only empty lists.
+    fn echo() -> aws_sdk_ecs::types::builders::ContainerDefinitionBuilder {
+        ContainerDefinition::builder()
+            .name("app")
+            .image("r/i:1")
+            .cpu(0)
+            .essential(true)
+            .command("service")
+            .command("serve")
+            .port_mappings(PortMapping::builder().container_port(8080).host_port(8080).protocol(TransportProtocol::Tcp).build())
+            .environment(KeyValuePair::builder().name("B").value("2").build())
+            .environment(KeyValuePair::builder().name("A").value("1").build())
+            .secrets(Secret::builder().name("S").value_from("arn:aws:secretsmanager:us-east-1:1:secret:s").build().unwrap())
+            .set_volumes_from(Some(vec![]))
+            .mount_points(MountPoint::builder().source_volume("tmp").container_path("/tmp").read_only(false).build())
+            .log_configuration(
+                LogConfiguration::builder()
+                    .log_driver(LogDriver::Awslogs)
+                    .options("awslogs-group", "/ecs/demo")
+                    .options("awslogs-region", "us-east-1")
+                    .options("awslogs-stream-prefix", "app")
+                    .build()
+                    .unwrap(),
+            )
+            .health_check(ApiHealthCheck::builder().command("CMD").command("/app/service").command("healthcheck").build().unwrap())
+            .user("10001")
+            .readonly_root_filesystem(true)
+            .stop_timeout(30)
+    }
+
+    #[test]
+    fn aws_echo_with_defaults_and_reordering_equals_desired() {
+        assert_eq!(container_fields(&echo().build()), desired());
+    }
+
+    #[test]
+    fn defaults_are_filled_when_aws_leaves_them_out() {
+        // No essential flag, no protocol or host port, a minimal mount, no stop timeout.
+        let c = echo()
+            .set_essential(None)
+            .set_port_mappings(Some(vec![PortMapping::builder().container_port(8080).build()]))
+            .set_mount_points(Some(vec![MountPoint::builder().source_volume("tmp").container_path("/tmp").build()]))
+            .set_stop_timeout(None)
+            .build();
+        assert_eq!(container_fields(&c), desired());
+    }
+
+    #[test]
+    fn explicit_health_check_timings_are_kept() {
+        let c = echo()
+            .health_check(
+                ApiHealthCheck::builder()
+                    .command("CMD")
+                    .command("/app/service")
+                    .command("healthcheck")
+                    .interval(10)
+                    .timeout(2)
+                    .retries(5)
+                    .start_period(15)
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        assert_eq!(
+            container_fields(&c)["health_check"],
+            json!({"command": ["CMD", "/app/service", "healthcheck"], "interval": 10, "timeout": 2, "retries": 5, "start_period": 15})
+        );
+    }
+
+    #[test]
+    fn a_removed_health_check_is_a_difference() {
+        let c = echo().set_health_check(None).build();
+        let live = container_fields(&c);
+        assert_eq!(live["health_check"], Value::Null);
+        assert_ne!(live, desired());
+    }
+
+    #[test]
+    fn emptied_lists_and_removed_settings_are_differences() {
+        let c = echo().set_environment(None).set_secrets(None).set_mount_points(None).set_log_configuration(None).set_user(None).build();
+        let live = container_fields(&c);
+        assert_eq!(live["environment"], json!([]));
+        assert_eq!(live["secrets"], json!([]));
+        assert_eq!(live["mounts"], json!([]));
+        assert_eq!(live["log"], Value::Null);
+        assert_eq!(live["user"], "");
+        assert_eq!(live["read_only_root"], true);
+        let bare = container_fields(&ContainerDefinition::builder().name("x").build());
+        assert_eq!(bare["essential"], true);
+        assert_eq!(bare["read_only_root"], false);
+        assert_eq!(bare["port"], 0);
+        assert_eq!(bare["protocol"], "tcp");
+        assert_eq!(bare["command"], json!([]));
+    }
+
+    #[test]
+    fn the_registered_definition_normalises_back_to_the_desired_shape() {
+        let c: Container = serde_json::from_value(desired()).unwrap();
+        let api = container_definition(&c, "r/i:1").unwrap();
+        assert_eq!(api.image(), Some("r/i:1"));
+        assert_eq!(api.port_mappings()[0].host_port(), Some(8080));
+        assert_eq!(container_fields(&api), desired());
+        // Environment given unsorted is sent as given but compares sorted.
+        let mut unsorted = c.clone();
+        unsorted.environment.reverse();
+        assert_eq!(container_fields(&container_definition(&unsorted, "x").unwrap()), desired());
+    }
+
+    #[test]
+    fn task_level_fields() {
+        let td = aws_sdk_ecs::types::TaskDefinition::builder()
+            .task_definition_arn("arn:aws:ecs:us-east-1:1:task-definition/demo:3")
+            .family("demo")
+            .cpu("256")
+            .memory("512")
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Fargate)
+            .compatibilities(Compatibility::Ec2)
+            .compatibilities(Compatibility::Fargate)
+            .execution_role_arn("arn:aws:iam::1:role/reconciler/demo/demo-execution")
+            .task_role_arn("arn:aws:iam::1:role/reconciler/demo/demo-task")
+            .volumes(Volume::builder().name("tmp").build())
+            .container_definitions(echo().build())
+            .revision(3)
+            .status(TaskDefinitionStatus::Active)
+            .build();
+        let tags = [Tag::builder().key("reconciler:stack").value("demo").build()];
+        let f = fields_of(&td, &tags);
+        assert_eq!(f["cpu"], "256");
+        assert_eq!(f["memory"], "512");
+        assert_eq!(f["network_mode"], "awsvpc");
+        assert_eq!(f["requires"], json!(["FARGATE"]));
+        assert_eq!(f["image"], "r/i:1");
+        assert_eq!(f["volumes"], json!(["tmp"]));
+        assert_eq!(f["container"], desired());
+        assert_eq!(f["tags"], json!({"reconciler:stack": "demo"}));
+        let typed: TaskDefinitionFields = parse_fields("ecs:task-definition", &f).unwrap();
+        assert_eq!(typed.family, "demo");
+        // A second (injected) container shows as a list, so it is a difference.
+        let two = td.to_owned();
+        let two = aws_sdk_ecs::types::TaskDefinition::builder()
+            .set_container_definitions(Some(vec![echo().build(), ContainerDefinition::builder().name("sidecar").image("s").build()]))
+            .family(two.family().unwrap())
+            .build();
+        assert!(fields_of(&two, &[])["container"].is_array());
+    }
+
+    #[test]
+    fn family_of_arn() {
+        assert_eq!(family_of("arn:aws:ecs:us-east-1:1:task-definition/demo:3"), Some("demo"));
+        assert_eq!(family_of("arn:aws:ecs:us-east-1:1:task-definition/demo-worker:12"), Some("demo-worker"));
+        assert_eq!(family_of("arn:aws:ecs:us-east-1:1:cluster/demo"), None);
+    }
+}

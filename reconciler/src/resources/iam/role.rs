@@ -1,0 +1,327 @@
+//! `iam:role` — found by name under the stack's path (`/reconciler/<stack>/`), owned by its
+//! tags. The physical id is the role name; dependents reference its `arn`. The trust policy
+//! and the inline policies are compared in canonical form (`canonical_policy`), so that a
+//! document IAM echoes back with other spelling is not drift.
+
+use super::{apply_tags, call_failed, canonical_policy, client, iam_tags, owned, parse_policy_document, role_path};
+use crate::engine::ownership::not_owned;
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Scoped};
+use crate::resources::sqs::{gone_as_none, has_code, observe_again, typed, untyped, TagDelta, TagMap};
+use anyhow::Context as _;
+use futures::future::{try_join_all, BoxFuture};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub struct Role;
+
+/// The fields of a role, exactly as desired state builds them and observe reports them.
+/// Policy documents are in `canonical_policy` form on both sides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFields {
+    pub name: String,
+    pub path: String,
+    /// The trust (assume-role) policy document.
+    pub trust: Value,
+    /// Inline policies: name → document.
+    pub policies: BTreeMap<String, Value>,
+    pub tags: TagMap,
+}
+
+/// The inline policies to put (new or changed) and to delete, going from `have` to `want`.
+pub fn policy_changes<'a>(
+    have: &'a BTreeMap<String, Value>,
+    want: &'a BTreeMap<String, Value>,
+) -> (Vec<(&'a str, &'a Value)>, Vec<&'a str>) {
+    let put = want.iter().filter(|(k, v)| have.get(*k) != Some(v)).map(|(k, v)| (k.as_str(), v)).collect();
+    let delete = have.keys().filter(|k| !want.contains_key(*k)).map(String::as_str).collect();
+    (put, delete)
+}
+
+fn policy_map(v: Option<&Value>) -> BTreeMap<String, Value> {
+    v.and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+}
+
+/// What one role name turned out to be.
+enum Found {
+    Owned(Box<Observed>),
+    /// Exists, but this stack does not own it: its comparable tags.
+    Foreign(TagMap),
+    Gone,
+}
+
+/// Names of the role's inline policies.
+async fn policy_names(ctx: &Ctx, role: &str) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut pages = client(ctx).list_role_policies().role_name(role).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        names.extend(page.map_err(call_failed("ListRolePolicies"))?.policy_names().iter().cloned());
+    }
+    Ok(names)
+}
+
+/// Inline policies, canonical: ListRolePolicies, then GetRolePolicy each.
+async fn policies(ctx: &Ctx, role: &str) -> anyhow::Result<BTreeMap<String, Value>> {
+    let names = policy_names(ctx, role).await?;
+    let docs = try_join_all(names.iter().map(|p| async move {
+        let out =
+            gone_as_none(client(ctx).get_role_policy().role_name(role).policy_name(p).send().await.map_err(call_failed("GetRolePolicy")))?;
+        out.map(|o| parse_policy_document(o.policy_document()).with_context(|| format!("reading inline policy `{p}` of role `{role}`")))
+            .transpose()
+    }))
+    .await?;
+    // A policy deleted between the two calls is simply not there.
+    Ok(names.into_iter().zip(docs).filter_map(|(n, d)| Some((n, canonical_policy(&d?)))).collect())
+}
+
+/// Reads one role: GetRole (tags, trust), then, if the stack owns it, its inline policies.
+async fn read(ctx: &Ctx, name: &str) -> anyhow::Result<Found> {
+    let Some(out) = gone_as_none(client(ctx).get_role().role_name(name).send().await.map_err(call_failed("GetRole")))? else {
+        return Ok(Found::Gone);
+    };
+    let Some(role) = out.role() else { return Ok(Found::Gone) };
+    let (id, tags) = owned(ctx, role.tags());
+    let Some(id) = id else { return Ok(Found::Foreign(tags)) };
+    let trust = match role.assume_role_policy_document() {
+        Some(doc) => canonical_policy(&parse_policy_document(doc).with_context(|| format!("reading the trust policy of role `{name}`"))?),
+        None => Value::Null,
+    };
+    let policies = match gone_as_none(policies(ctx, name).await)? {
+        Some(p) => p,
+        None => return Ok(Found::Gone),
+    };
+    let fields = RoleFields { name: role.role_name().to_string(), path: role.path().to_string(), trust, policies, tags };
+    let identity = Identity::id(role.role_name()).with("arn", role.arn()).with("name", role.role_name());
+    Ok(Found::Owned(Box::new(Observed {
+        attrs: identity.attrs,
+        ..Observed::new("iam:role", id, role.role_name().to_string(), untyped(&fields))
+    })))
+}
+
+impl Kind for Role {
+    fn name(&self) -> &'static str {
+        "iam:role"
+    }
+
+    /// A role name is unique in the account whatever its path, so a new path cannot exist
+    /// beside the old one: replacement is delete-first (the default).
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["name", "path"]
+    }
+
+    /// ListRoles(PathPrefix `/reconciler/<stack>/`), then per role GetRole (ListRoles carries
+    /// no tags) and, if owned, ListRolePolicies + GetRolePolicy per inline policy; per wanted
+    /// name the listing did not show, GetRole (a same-named role elsewhere is not ours).
+    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let stack = &ctx.settings.stack;
+            let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
+            let mut names: BTreeSet<String> = BTreeSet::new();
+            let mut pages = client(ctx).list_roles().path_prefix(role_path(stack)).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                names.extend(page.map_err(call_failed("ListRoles"))?.roles().iter().map(|r| r.role_name().to_string()));
+            }
+            names.extend(wanted.iter().map(|n| n.to_string()));
+            let mut found = Vec::new();
+            for (name, r) in names.iter().zip(try_join_all(names.iter().map(|n| read(ctx, n))).await?) {
+                match r {
+                    Found::Owned(o) => found.push(*o),
+                    Found::Foreign(tags) if wanted.contains(name.as_str()) => return Err(not_owned("IAM role", name, stack, &tags)),
+                    Found::Foreign(_) | Found::Gone => {}
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+        Box::pin(async move {
+            let f: RoleFields = typed(self.name(), fields)?;
+            // CreateRole refuses an existing name (EntityAlreadyExists): no duplicate, no
+            // takeover; the refusal is turned into what it means. Tagged in the same request,
+            // so an interrupted create is found again.
+            let sent = client(ctx)
+                .create_role()
+                .role_name(&f.name)
+                .path(&f.path)
+                .assume_role_policy_document(f.trust.to_string())
+                .set_tags(Some(iam_tags(&f.tags)?))
+                .send()
+                .await
+                .map_err(call_failed("CreateRole"));
+            let out = match sent {
+                Ok(out) => out,
+                Err(e) if has_code(&e, "EntityAlreadyExists") => {
+                    return Err(match read(ctx, &f.name).await? {
+                        Found::Owned(o) => observe_again(
+                            "CreateRole",
+                            format!("role `{}` already exists as this stack's `{}` (an earlier attempt made it)", f.name, o.id),
+                        ),
+                        Found::Foreign(tags) => not_owned("IAM role", &f.name, &ctx.settings.stack, &tags),
+                        Found::Gone => e,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            let arn = out.role().map(|r| r.arn().to_string()).unwrap_or_default();
+            for (policy, doc) in &f.policies {
+                client(ctx)
+                    .put_role_policy()
+                    .role_name(&f.name)
+                    .policy_name(policy)
+                    .policy_document(doc.to_string())
+                    .send()
+                    .await
+                    .map_err(call_failed("PutRolePolicy"))
+                    .map_err(|e| e.context(format!("role `{}` ({id}) was created; putting its inline policy `{policy}` failed", f.name)))?;
+            }
+            Ok(Identity::id(&f.name).with("arn", arn).with("name", &f.name))
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move {
+            let f: RoleFields = typed(self.name(), fields)?;
+            let role = &live.physical_id;
+            let iam = client(ctx);
+            if changes.iter().any(|c| c.field == "trust") {
+                iam.update_assume_role_policy()
+                    .role_name(role)
+                    .policy_document(f.trust.to_string())
+                    .send()
+                    .await
+                    .map_err(call_failed("UpdateAssumeRolePolicy"))?;
+            }
+            if let Some(c) = changes.iter().find(|c| c.field == "policies") {
+                let have = policy_map(c.before.as_ref());
+                let (put, delete) = policy_changes(&have, &f.policies);
+                // New permissions first, removals after: the role never has less than both.
+                for (policy, doc) in put {
+                    iam.put_role_policy()
+                        .role_name(role)
+                        .policy_name(policy)
+                        .policy_document(doc.to_string())
+                        .send()
+                        .await
+                        .map_err(call_failed("PutRolePolicy"))?;
+                }
+                for policy in delete {
+                    gone_as_none(
+                        iam.delete_role_policy().role_name(role).policy_name(policy).send().await.map_err(call_failed("DeleteRolePolicy")),
+                    )?;
+                }
+            }
+            apply_tags(ctx, role, &TagDelta::of(changes)).await?;
+            Ok(None)
+        })
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let role = &live.physical_id;
+            let iam = client(ctx);
+            // Listed now rather than taken from the observation: DeleteRole fails while any
+            // inline policy is left.
+            for policy in policy_names(ctx, role).await? {
+                // A policy already gone is fine; that must not read as "the role is gone".
+                gone_as_none(
+                    iam.delete_role_policy().role_name(role).policy_name(&policy).send().await.map_err(call_failed("DeleteRolePolicy")),
+                )?;
+            }
+            iam.delete_role().role_name(role).send().await.map_err(call_failed("DeleteRole")).map_err(|e| {
+                if has_code(&e, "DeleteConflict") {
+                    e.context(format!(
+                        "role `{role}` still has managed policies attached or belongs to an instance profile (added outside the reconciler): detach or remove them, then run again"
+                    ))
+                } else {
+                    e
+                }
+            })?;
+            Ok(())
+        })
+    }
+
+    fn iam(&self, stack: &str) -> IamActions {
+        let roles = vec![format!("arn:aws:iam::*:role{}*", role_path(stack))];
+        IamActions {
+            read: vec!["iam:ListRoles", "iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy"],
+            // IAM supports aws:ResourceTag poorly: scoped by the stack's role path instead.
+            // CreateRole with tags also needs TagRole.
+            scoped: vec![
+                Scoped {
+                    actions: vec![
+                        "iam:CreateRole",
+                        "iam:TagRole",
+                        "iam:UntagRole",
+                        "iam:UpdateAssumeRolePolicy",
+                        "iam:PutRolePolicy",
+                        "iam:DeleteRolePolicy",
+                        "iam:DeleteRole",
+                    ],
+                    resources: roles.clone(),
+                    read_only: false,
+                },
+                // ECS is handed these roles (task and execution role); no others.
+                Scoped { actions: vec!["iam:PassRole"], resources: roles, read_only: false },
+            ],
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn inline_policy_changes() {
+        let doc =
+            |a: &str| canonical_policy(&json!({"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": a, "Resource": "*"}}));
+        let have = BTreeMap::from([
+            ("keep".to_string(), doc("s3:GetObject")),
+            ("edit".to_string(), doc("sqs:SendMessage")),
+            ("drop".to_string(), doc("x:Y")),
+        ]);
+        let want = BTreeMap::from([
+            ("keep".to_string(), doc("s3:GetObject")),
+            ("edit".to_string(), doc("sqs:*")),
+            ("add".to_string(), doc("logs:*")),
+        ]);
+        let (put, delete) = policy_changes(&have, &want);
+        assert_eq!(put.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec!["add", "edit"]);
+        assert_eq!(delete, vec!["drop"]);
+        let (put, delete) = policy_changes(&want, &want);
+        assert!(put.is_empty() && delete.is_empty());
+    }
+
+    #[test]
+    fn fields_shape() {
+        let f = RoleFields {
+            name: "s-task".into(),
+            path: "/reconciler/s/".into(),
+            trust: json!({}),
+            policies: BTreeMap::new(),
+            tags: TagMap::new(),
+        };
+        let u = untyped(&f);
+        assert_eq!(u.keys().map(String::as_str).collect::<Vec<_>>(), vec!["name", "path", "policies", "tags", "trust"]);
+        assert_eq!(u["policies"], json!({}), "no inline policies is an empty object, so removing all of them is drift");
+        assert_eq!(typed::<RoleFields>("iam:role", &u).unwrap(), f);
+    }
+
+    #[test]
+    fn iam_scopes_roles_by_the_stack_path() {
+        let a = Role.iam("s");
+        assert_eq!(a.scoped[0].resources, vec!["arn:aws:iam::*:role/reconciler/s/*".to_string()]);
+        assert_eq!(a.scoped[1].actions, vec!["iam:PassRole"]);
+        assert!(a.read.iter().all(|r| r.starts_with("iam:List") || r.starts_with("iam:Get")));
+    }
+}

@@ -1,0 +1,293 @@
+//! `logs:log-group` — found by name, owned by its tags. The physical id is the name (what
+//! the log APIs and the awslogs driver take); dependents reference `arn` (tagging, API
+//! Gateway access logs) or `arn_wildcard` (IAM statements for its streams).
+//!
+//! DescribeLogGroups returns no tags, so every candidate costs one ListTagsForResource;
+//! candidates are the wanted names and whatever lies under the stack's prefixes (so that a
+//! log group the spec no longer wants is still found, pruned or retained).
+
+use super::{apply_tags, arns, call_failed, client, owned, stack_prefixes};
+use crate::engine::ownership::not_owned;
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Scoped};
+use crate::resources::sqs::{gone_as_none, has_code, observe_again, typed, untyped, TagDelta, TagMap};
+use futures::future::{try_join_all, BoxFuture};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub struct LogGroup;
+
+/// The fields of a log group, exactly as desired state builds them and observe reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogGroupFields {
+    pub name: String,
+    /// `null` live when events never expire (no retention policy).
+    pub retention_days: Option<u64>,
+    pub tags: TagMap,
+}
+
+/// One log group as DescribeLogGroups lists it.
+#[derive(Debug, Clone, PartialEq)]
+struct Listed {
+    name: String,
+    arn: String,
+    retention_days: Option<u64>,
+}
+
+/// The DescribeLogGroups prefixes to search: the stack's own, plus any wanted name that lies
+/// outside them (one call each; a wanted name under a stack prefix costs nothing extra).
+pub fn search_prefixes(stack: &str, wanted: &BTreeSet<&str>) -> Vec<String> {
+    let mut prefixes = stack_prefixes(stack);
+    for name in wanted {
+        if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            prefixes.push(name.to_string());
+        }
+    }
+    prefixes
+}
+
+/// Whether a listed log group is worth a ListTagsForResource: a prefix search also returns
+/// longer names (`/aws/x` finds `/aws/xyz`).
+pub fn is_candidate(name: &str, stack: &str, wanted: &BTreeSet<&str>) -> bool {
+    wanted.contains(name) || stack_prefixes(stack).iter().any(|p| name.starts_with(p.as_str()))
+}
+
+/// Every log group whose name starts with `prefix`.
+async fn describe(ctx: &Ctx, prefix: &str) -> anyhow::Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    let mut pages = client(ctx).describe_log_groups().log_group_name_prefix(prefix).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for g in page.map_err(call_failed("DescribeLogGroups"))?.log_groups() {
+            let (Some(name), Some(arn)) = (g.log_group_name(), g.log_group_arn().or(g.arn())) else { continue };
+            out.push(Listed {
+                name: name.to_string(),
+                arn: arns(arn).0,
+                retention_days: g.retention_in_days().and_then(|d| u64::try_from(d).ok()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Logical id (if the stack owns it) and tags of the log group named exactly `name`, if it exists.
+async fn owner(ctx: &Ctx, name: &str) -> anyhow::Result<Option<(Option<String>, TagMap)>> {
+    let Some(g) = describe(ctx, name).await?.into_iter().find(|g| g.name == name) else { return Ok(None) };
+    let tags =
+        gone_as_none(client(ctx).list_tags_for_resource().resource_arn(&g.arn).send().await.map_err(call_failed("ListTagsForResource")))?;
+    Ok(tags.map(|t| owned(ctx, t.tags())))
+}
+
+fn identity(name: &str, arn: &str) -> Identity {
+    let (plain, wildcard) = arns(arn);
+    Identity::id(name).with("arn", plain).with("arn_wildcard", wildcard).with("name", name)
+}
+
+fn retention(days: u64) -> anyhow::Result<i32> {
+    i32::try_from(days).map_err(|_| anyhow::anyhow!("retention_days {days} is out of range for CloudWatch Logs"))
+}
+
+async fn set_retention(ctx: &Ctx, name: &str, days: Option<u64>) -> anyhow::Result<()> {
+    match days {
+        Some(d) => {
+            let d = retention(d)?;
+            client(ctx)
+                .put_retention_policy()
+                .log_group_name(name)
+                .retention_in_days(d)
+                .send()
+                .await
+                .map_err(call_failed("PutRetentionPolicy"))?;
+        }
+        None => {
+            client(ctx).delete_retention_policy().log_group_name(name).send().await.map_err(call_failed("DeleteRetentionPolicy"))?;
+        }
+    }
+    Ok(())
+}
+
+impl Kind for LogGroup {
+    fn name(&self) -> &'static str {
+        "logs:log-group"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["name"]
+    }
+
+    /// A renamed log group is another one: the task definition moves to it before the old
+    /// one (and its events) goes.
+    fn replacement(&self) -> Replacement {
+        Replacement::CreateBeforeDestroy
+    }
+
+    /// DescribeLogGroups per search prefix (two: `/ecs/<stack>`, `/aws/apigateway/<stack>`),
+    /// then ListTagsForResource per candidate.
+    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let stack = &ctx.settings.stack;
+            let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
+            let prefixes = search_prefixes(stack, &wanted);
+            // By name: overlapping prefixes list a group twice.
+            let listed: BTreeMap<String, Listed> = try_join_all(prefixes.iter().map(|p| describe(ctx, p)))
+                .await?
+                .into_iter()
+                .flatten()
+                .filter(|g| is_candidate(&g.name, stack, &wanted))
+                .map(|g| (g.name.clone(), g))
+                .collect();
+            let tags = try_join_all(listed.values().map(|g| async move {
+                gone_as_none(
+                    client(ctx).list_tags_for_resource().resource_arn(&g.arn).send().await.map_err(call_failed("ListTagsForResource")),
+                )
+            }))
+            .await?;
+            let mut found = Vec::new();
+            for (g, tags) in listed.values().zip(tags) {
+                let Some(tags) = tags else { continue }; // deleted since it was listed
+                match owned(ctx, tags.tags()) {
+                    (Some(id), tags) => {
+                        let fields = LogGroupFields { name: g.name.clone(), retention_days: g.retention_days, tags };
+                        let identity = identity(&g.name, &g.arn);
+                        found.push(Observed { attrs: identity.attrs, ..Observed::new(self.name(), id, g.name.clone(), untyped(&fields)) });
+                    }
+                    (None, tags) if wanted.contains(g.name.as_str()) => {
+                        return Err(not_owned("CloudWatch log group", &g.name, stack, &tags))
+                    }
+                    (None, _) => {}
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+        Box::pin(async move {
+            let f: LogGroupFields = typed(self.name(), fields)?;
+            // CreateLogGroup refuses an existing name, so it can neither duplicate nor take
+            // over someone else's group; the refusal is turned into what it means.
+            let sent =
+                client(ctx).create_log_group().log_group_name(&f.name).set_tags(Some(f.tags.clone().into_iter().collect())).send().await;
+            if let Err(e) = sent.map_err(call_failed("CreateLogGroup")) {
+                if !has_code(&e, "ResourceAlreadyExistsException") {
+                    return Err(e);
+                }
+                return Err(match owner(ctx, &f.name).await? {
+                    Some((Some(owned_as), _)) => observe_again(
+                        "CreateLogGroup",
+                        format!("log group `{}` already exists as this stack's `{owned_as}` (an earlier attempt made it)", f.name),
+                    ),
+                    Some((None, tags)) => not_owned("CloudWatch log group", &f.name, &ctx.settings.stack, &tags),
+                    None => e,
+                });
+            }
+            if f.retention_days.is_some() {
+                set_retention(ctx, &f.name, f.retention_days)
+                    .await
+                    .map_err(|e| e.context(format!("log group `{}` ({id}) was created; setting its retention failed", f.name)))?;
+            }
+            // The ARN (account id included) is only known from a read.
+            let listed = describe(ctx, &f.name).await?.into_iter().find(|g| g.name == f.name);
+            let g = listed
+                .ok_or_else(|| observe_again("DescribeLogGroups", format!("log group `{}` was created but is not listed yet", f.name)))?;
+            Ok(identity(&g.name, &g.arn))
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move {
+            let f: LogGroupFields = typed(self.name(), fields)?;
+            if changes.iter().any(|c| c.field == "retention_days") {
+                set_retention(ctx, &live.physical_id, f.retention_days).await?;
+            }
+            let arn = live
+                .attrs
+                .get("arn")
+                .ok_or_else(|| anyhow::anyhow!("internal error: log group {} was observed without an ARN", live.physical_id))?;
+            apply_tags(ctx, arn, &TagDelta::of(changes)).await?;
+            Ok(None)
+        })
+    }
+
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            client(ctx).delete_log_group().log_group_name(&live.physical_id).send().await.map_err(call_failed("DeleteLogGroup"))?;
+            Ok(())
+        })
+    }
+
+    fn orphan<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let arn = live
+                .attrs
+                .get("arn")
+                .ok_or_else(|| anyhow::anyhow!("internal error: log group {} was observed without an ARN", live.physical_id))?;
+            apply_tags(ctx, arn, &TagDelta::orphan(&ctx.settings.stack)).await
+        })
+    }
+
+    fn iam(&self, stack: &str) -> IamActions {
+        IamActions {
+            read: vec!["logs:DescribeLogGroups", "logs:ListTagsForResource"],
+            // Scoped by name prefix (the pattern also covers the `:*` form). Creating with
+            // tags also needs TagResource.
+            scoped: vec![Scoped {
+                actions: vec![
+                    "logs:CreateLogGroup",
+                    "logs:PutRetentionPolicy",
+                    "logs:DeleteRetentionPolicy",
+                    "logs:TagResource",
+                    "logs:UntagResource",
+                    "logs:DeleteLogGroup",
+                ],
+                resources: stack_prefixes(stack).iter().map(|p| format!("arn:aws:logs:*:*:log-group:{p}*")).collect(),
+                read_only: false,
+            }],
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn searches_the_stack_prefixes_and_only_names_outside_them() {
+        let wanted = BTreeSet::from(["/ecs/s", "/aws/apigateway/s"]);
+        assert_eq!(search_prefixes("s", &wanted), vec!["/ecs/s", "/aws/apigateway/s"]);
+        assert_eq!(search_prefixes("s", &BTreeSet::new()), vec!["/ecs/s", "/aws/apigateway/s"], "without names: still the stack's");
+        let odd = BTreeSet::from(["/custom/s-app"]);
+        assert_eq!(search_prefixes("s", &odd), vec!["/ecs/s", "/aws/apigateway/s", "/custom/s-app"]);
+    }
+
+    #[test]
+    fn candidates() {
+        let wanted = BTreeSet::from(["/custom/s-app"]);
+        assert!(is_candidate("/ecs/s", "s", &wanted));
+        assert!(is_candidate("/custom/s-app", "s", &wanted));
+        assert!(!is_candidate("/custom/s-app-2", "s", &wanted), "a prefix match of a wanted name is not that name");
+    }
+
+    #[test]
+    fn never_expiring_is_null() {
+        let f = LogGroupFields { name: "/ecs/s".into(), retention_days: None, tags: TagMap::new() };
+        assert_eq!(Value::Object(untyped(&f)), json!({"name": "/ecs/s", "retention_days": null, "tags": {}}));
+        assert!(retention(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn iam_covers_both_prefixes_by_arn() {
+        let a = LogGroup.iam("s");
+        assert_eq!(a.scoped[0].resources, vec!["arn:aws:logs:*:*:log-group:/ecs/s*", "arn:aws:logs:*:*:log-group:/aws/apigateway/s*"]);
+        assert!(a.scoped[0].actions.contains(&"logs:TagResource"));
+        assert!(a.create.is_empty() && a.change.is_empty());
+    }
+}

@@ -1,0 +1,106 @@
+//! CloudWatch Logs: the container and API access log groups, and the service's plumbing:
+//! the client, error classification, tags, and the stack's log group name prefixes.
+
+mod log_group;
+
+pub use log_group::{LogGroup, LogGroupFields};
+
+use crate::engine::ownership;
+use crate::engine::{call_failed_with, Ctx, ErrorClass, Kind, Service};
+use crate::resources::sqs::{TagDelta, TagMap};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use std::collections::HashMap;
+
+impl Service for aws_sdk_cloudwatchlogs::Client {
+    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
+        aws_sdk_cloudwatchlogs::Client::new(conf)
+    }
+}
+
+pub fn client(ctx: &Ctx) -> aws_sdk_cloudwatchlogs::Client {
+    ctx.client()
+}
+
+/// The CloudWatch Logs kinds.
+pub fn kinds() -> Vec<Box<dyn Kind>> {
+    vec![Box::new(LogGroup)]
+}
+
+fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
+    match code {
+        "ResourceNotFoundException" => Some(ErrorClass::Gone),
+        // Another operation on the same log group is in progress.
+        "OperationAbortedException" => Some(ErrorClass::Conflict),
+        "ServiceUnavailableException" => Some(ErrorClass::Retryable),
+        _ => None,
+    }
+}
+
+/// For `.map_err(call_failed("DescribeLogGroups"))` on CloudWatch Logs SDK results.
+pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    call_failed_with(call, classify)
+}
+
+/// Where the stack's log groups live (`/ecs/<stack>`, `/aws/apigateway/<stack>`). Log groups
+/// carry no tags in DescribeLogGroups and their ARNs cannot be tag-conditioned in IAM, so
+/// these prefixes both bound the search when no names are given and scope the IAM policy.
+pub fn stack_prefixes(stack: &str) -> Vec<String> {
+    vec![format!("/ecs/{stack}"), format!("/aws/apigateway/{stack}")]
+}
+
+/// A log group ARN without the `:*` suffix DescribeLogGroups' `arn` carries (the form
+/// TagResource and ListTagsForResource take), and with it (the form IAM policies for
+/// log streams use).
+pub fn arns(arn: &str) -> (String, String) {
+    let plain = arn.strip_suffix(":*").unwrap_or(arn);
+    (plain.to_string(), format!("{plain}:*"))
+}
+
+/// Logical id and comparable tags, from ListTagsForResource's map.
+pub fn owned(ctx: &Ctx, tags: Option<&HashMap<String, String>>) -> (Option<String>, TagMap) {
+    let pairs = || tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()));
+    (ownership::owned_id(&ctx.settings.stack, pairs()), ownership::comparable(pairs()))
+}
+
+/// Applies a tag delta to a log group (`arn` without `:*`).
+pub async fn apply_tags(ctx: &Ctx, arn: &str, delta: &TagDelta) -> anyhow::Result<()> {
+    if !delta.set.is_empty() {
+        let tags: HashMap<String, String> = delta.set.clone().into_iter().collect();
+        client(ctx).tag_resource().resource_arn(arn).set_tags(Some(tags)).send().await.map_err(call_failed("TagResource"))?;
+    }
+    if !delta.unset.is_empty() {
+        client(ctx)
+            .untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(delta.unset.clone()))
+            .send()
+            .await
+            .map_err(call_failed("UntagResource"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arn_forms() {
+        let (plain, wild) = arns("arn:aws:logs:us-east-1:1:log-group:/ecs/s:*");
+        assert_eq!(plain, "arn:aws:logs:us-east-1:1:log-group:/ecs/s");
+        assert_eq!(wild, "arn:aws:logs:us-east-1:1:log-group:/ecs/s:*");
+        assert_eq!(arns(&plain), (plain.clone(), wild.clone()), "either form in, both out");
+    }
+
+    #[test]
+    fn logs_error_codes() {
+        assert_eq!(classify("ResourceNotFoundException", ""), Some(ErrorClass::Gone));
+        assert_eq!(classify("OperationAbortedException", ""), Some(ErrorClass::Conflict));
+        assert_eq!(classify("ResourceAlreadyExistsException", ""), None);
+    }
+}

@@ -1,0 +1,214 @@
+//! Cloud Map (AWS Service Discovery): the private DNS namespace the webhook tasks register
+//! in, and the discovery service API Gateway resolves them through. Shared here: the client,
+//! error classes, tagging, and waiting for Cloud Map's asynchronous operations.
+//!
+//! Cloud Map's `List*` calls ignore their filters on moto, so every listing is also filtered
+//! client-side. Namespaces and services carry the ownership tags like every other kind.
+
+mod namespace;
+mod service;
+
+pub use namespace::Namespace;
+pub use service::DiscoveryService;
+
+use crate::engine::ownership;
+use crate::engine::retry::{self, Classifier};
+use crate::engine::{call_failed_with, wait, Ctx, ErrorClass, FieldChange, Service};
+// Generic field accessors (not EC2-specific) live with the first service that needed them.
+pub use crate::resources::ec2::{changed, str_field};
+use aws_sdk_servicediscovery::types::{OperationStatus, OperationTargetType, Tag};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+
+impl Service for aws_sdk_servicediscovery::Client {
+    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
+        aws_sdk_servicediscovery::Client::new(conf)
+    }
+}
+
+pub fn client(ctx: &Ctx) -> aws_sdk_servicediscovery::Client {
+    ctx.client()
+}
+
+/// Cloud Map's own error codes. Not-found means gone (a delete is done); `ResourceInUse`
+/// (a namespace that still has services, a service that still has instances ECS has not
+/// deregistered yet) and `DuplicateRequest` (the same operation is still running) clear up
+/// by themselves: try again later.
+fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
+    match code {
+        "NamespaceNotFound" | "ServiceNotFound" | "OperationNotFound" | "InstanceNotFound" | "ResourceNotFoundException" => {
+            Some(ErrorClass::Gone)
+        }
+        "ResourceInUse" | "DuplicateRequest" => Some(ErrorClass::Conflict),
+        _ => None,
+    }
+}
+
+/// For `.map_err(call_failed("CreateService"))` on Cloud Map calls.
+pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    call_failed_with(call, classify as Classifier)
+}
+
+/// The description put on everything this kind creates: for people looking at the console,
+/// and (services) a cheap hint that finds a renamed service of the stack without reading the
+/// tags of every service in the account. Ownership is still decided by the tags alone.
+pub fn description(stack: &str) -> String {
+    format!("Managed by reconciler stack {stack}")
+}
+
+/// A `CreatorRequestId` for one create call. moto ignores it; on AWS a token reused after the
+/// namespace was deleted (a replacement) could answer with the old operation, so each call
+/// gets its own. A create that did happen is found by its tags on the next observe instead.
+pub fn request_id(ctx: &Ctx, id: &str) -> String {
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let mut token = format!("{}-{id}-{millis}", ctx.settings.stack);
+    // The API allows 64 characters; keep the unique end.
+    if token.len() > 64 {
+        token = token[token.len() - 64..].to_string();
+    }
+    token
+}
+
+/// Tags of one namespace or service, by ARN.
+pub async fn tags_of(ctx: &Ctx, arn: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let out = client(ctx).list_tags_for_resource().resource_arn(arn).send().await.map_err(call_failed("ListTagsForResource"))?;
+    Ok(out.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+}
+
+/// The logical id, if `stack` owns a resource with these tags.
+pub fn owned(ctx: &Ctx, tags: &BTreeMap<String, String>) -> Option<String> {
+    ownership::owned_id(&ctx.settings.stack, tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// Tags as the `tags` field compares them.
+pub fn tags_value(tags: &BTreeMap<String, String>) -> Value {
+    let comparable = ownership::comparable(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Value::Object(comparable.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+}
+
+/// A `tags` field value as a map (missing or malformed: empty).
+pub fn tag_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
+}
+
+/// Tags in the form create calls take (tagging in the create request itself, so a crash can
+/// never leave an untagged, hence invisible, namespace or service behind).
+pub fn api_tags(tags: &BTreeMap<String, String>) -> anyhow::Result<Vec<Tag>> {
+    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(anyhow::Error::from)).collect()
+}
+
+/// Converges tags if `tags` is among the changes: adds/overwrites what differs and removes
+/// keys no longer wanted. Keys that were never compared (`aws:*`, the namespace's VPC record)
+/// are not in `before`, so they are left alone.
+pub async fn sync_tags(ctx: &Ctx, arn: &str, changes: &[FieldChange]) -> anyhow::Result<()> {
+    let Some(c) = changes.iter().find(|c| c.field == "tags") else { return Ok(()) };
+    let want = tag_map(Some(&c.after));
+    let have = tag_map(c.before.as_ref());
+    let set: BTreeMap<String, String> = want.iter().filter(|(k, v)| have.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let unset: Vec<String> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+    if !set.is_empty() {
+        client(ctx).tag_resource().resource_arn(arn).set_tags(Some(api_tags(&set)?)).send().await.map_err(call_failed("TagResource"))?;
+    }
+    if !unset.is_empty() {
+        client(ctx).untag_resource().resource_arn(arn).set_tag_keys(Some(unset)).send().await.map_err(call_failed("UntagResource"))?;
+    }
+    Ok(())
+}
+
+/// Where one Cloud Map operation stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationState {
+    Done,
+    Running,
+    /// FAIL, with Cloud Map's reason.
+    Failed(String),
+}
+
+/// SUBMITTED and PENDING are still running; so is a status this SDK does not know yet (the
+/// waiter's timeout bounds it). FAIL carries the operation's error code and message.
+pub fn operation_state(status: Option<&OperationStatus>, error_code: Option<&str>, error_message: Option<&str>) -> OperationState {
+    match status {
+        Some(OperationStatus::Success) => OperationState::Done,
+        Some(OperationStatus::Fail) => {
+            let why = match (error_code, error_message) {
+                (Some(c), Some(m)) => format!("{c}: {m}"),
+                (None, Some(m)) => m.to_string(),
+                (Some(c), None) => c.to_string(),
+                (None, None) => "no reason given".to_string(),
+            };
+            OperationState::Failed(why)
+        }
+        _ => OperationState::Running,
+    }
+}
+
+/// Polls a Cloud Map operation (namespace create/delete, service update) until it succeeds;
+/// returns its targets (NAMESPACE / SERVICE → id). FAIL is an error with Cloud Map's reason.
+pub async fn wait_for_operation(ctx: &Ctx, operation_id: &str, what: &str) -> anyhow::Result<HashMap<OperationTargetType, String>> {
+    let sd = client(ctx);
+    wait::until(ctx, what, || async {
+        let out = match sd.get_operation().operation_id(operation_id).send().await.map_err(call_failed("GetOperation")) {
+            Ok(out) => out,
+            // Just submitted: an eventually consistent read may not see it yet.
+            Err(e) if retry::is_gone(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(op) = out.operation() else { return Ok(None) };
+        match operation_state(op.status(), op.error_code(), op.error_message()) {
+            OperationState::Done => Ok(Some(op.targets().cloned().unwrap_or_default())),
+            OperationState::Running => Ok(None),
+            OperationState::Failed(why) => {
+                Err(anyhow::anyhow!("{what}: Cloud Map operation {operation_id} failed ({why}); fix the cause and run the command again"))
+            }
+        }
+    })
+    .await
+}
+
+/// The Cloud Map kinds, namespace first.
+pub fn kinds() -> Vec<Box<dyn crate::engine::Kind>> {
+    vec![Box::new(Namespace), Box::new(DiscoveryService)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_states() {
+        assert_eq!(operation_state(Some(&OperationStatus::Success), None, None), OperationState::Done);
+        assert_eq!(operation_state(Some(&OperationStatus::Submitted), None, None), OperationState::Running);
+        assert_eq!(operation_state(Some(&OperationStatus::Pending), None, None), OperationState::Running);
+        assert_eq!(operation_state(None, None, None), OperationState::Running);
+        assert_eq!(
+            operation_state(Some(&OperationStatus::Fail), Some("CANNOT_CREATE_HOSTED_ZONE"), Some("The VPC does not exist")),
+            OperationState::Failed("CANNOT_CREATE_HOSTED_ZONE: The VPC does not exist".into())
+        );
+        assert_eq!(operation_state(Some(&OperationStatus::Fail), None, None), OperationState::Failed("no reason given".into()));
+    }
+
+    #[test]
+    fn error_classes() {
+        assert_eq!(classify("NamespaceNotFound", ""), Some(ErrorClass::Gone));
+        assert_eq!(classify("ServiceNotFound", ""), Some(ErrorClass::Gone));
+        assert_eq!(classify("ResourceInUse", "has instances"), Some(ErrorClass::Conflict));
+        assert_eq!(classify("InvalidInput", ""), None);
+    }
+
+    #[test]
+    fn tags_compare_without_aws_tags() {
+        let tags: BTreeMap<String, String> =
+            [("aws:cloudformation:stack-name", "x"), ("a", "1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(tags_value(&tags), serde_json::json!({"a": "1"}));
+        assert_eq!(tag_map(Some(&serde_json::json!({"a": "1"}))).get("a").map(String::as_str), Some("1"));
+        assert!(tag_map(None).is_empty());
+    }
+}

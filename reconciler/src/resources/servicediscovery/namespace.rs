@@ -1,0 +1,245 @@
+//! `servicediscovery:namespace` — the Cloud Map private DNS namespace (`benchling.local`) in
+//! the stack's VPC. Creation and deletion are asynchronous Cloud Map operations.
+//!
+//! Cloud Map never reports a namespace's VPC (it lives on the Route 53 hosted zone behind it),
+//! so create records it in the tag `reconciler:vpc`, written in the same request; observe reads
+//! it back into the `vpc` field and keeps it out of `tags`. A namespace without that tag has
+//! an unknown VPC (`unreported`), never a drifted one.
+
+use super::{
+    api_tags, call_failed, client, description, owned, request_id, str_field, sync_tags, tag_map, tags_of, tags_value, wait_for_operation,
+};
+use crate::engine::ownership::not_owned;
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
+use aws_sdk_servicediscovery::types::{
+    FilterCondition, NamespaceFilter, NamespaceFilterName, NamespaceSummary, NamespaceType, OperationTargetType,
+};
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+pub struct Namespace;
+
+/// The tag that records the namespace's VPC (see the module comment).
+pub const VPC_TAG: &str = "reconciler:vpc";
+
+/// Observed fields of a namespace from its name and all its tags.
+pub fn namespace_fields(name: &str, tags: &BTreeMap<String, String>) -> Fields {
+    let mut fields = Fields::new();
+    fields.insert("name".into(), name.into());
+    if let Some(vpc) = tags.get(VPC_TAG) {
+        fields.insert("vpc".into(), vpc.as_str().into());
+    }
+    let mut user = tags.clone();
+    user.remove(VPC_TAG);
+    fields.insert("tags".into(), tags_value(&user));
+    fields
+}
+
+/// Whether a same-named namespace the stack does not own stands in the way of the wanted one.
+/// Names only clash inside one VPC (two stacks in one account may both use `benchling.local`
+/// in their own VPCs), but Cloud Map cannot tell us another namespace's VPC unless a stack
+/// recorded it (`VPC_TAG`). Recorded: it clashes when the wanted VPC is given literally and
+/// is the same (a reference is unresolved here; if both really are in one VPC, Cloud Map
+/// refuses the create). Not recorded (made by hand or by another tool): refuse rather than
+/// guess, since it may well be in this VPC.
+pub fn clashes(wanted_vpc: Option<&Value>, other_vpc: Option<&str>) -> bool {
+    match other_vpc {
+        Some(have) => wanted_vpc.and_then(Value::as_str) == Some(have),
+        None => true,
+    }
+}
+
+/// Every private DNS namespace in the region (moto ignores the type filter).
+async fn private_namespaces(ctx: &Ctx) -> anyhow::Result<Vec<NamespaceSummary>> {
+    let filter = NamespaceFilter::builder().name(NamespaceFilterName::Type).values("DNS_PRIVATE").condition(FilterCondition::Eq).build()?;
+    let mut pages = client(ctx).list_namespaces().filters(filter).into_paginator().send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        out.extend(
+            page.map_err(call_failed("ListNamespaces"))?
+                .namespaces()
+                .iter()
+                .filter(|n| n.r#type() == Some(&NamespaceType::DnsPrivate))
+                .cloned(),
+        );
+    }
+    Ok(out)
+}
+
+impl Kind for Namespace {
+    fn name(&self) -> &'static str {
+        "servicediscovery:namespace"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["name", "vpc"]
+    }
+
+    fn unreported(&self) -> &'static [&'static str] {
+        &["vpc"]
+    }
+
+    /// ListNamespaces (one page per 100) + ListTagsForResource per private DNS namespace:
+    /// namespaces are few (a quota of 50 per region), and reading all of them finds a
+    /// namespace the stack renamed, so that it is replaced rather than left behind.
+    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let namespaces = private_namespaces(ctx).await?;
+            let tags = futures::future::try_join_all(namespaces.iter().map(|n| tags_of(ctx, n.arn().unwrap_or_default()))).await?;
+            let mut out = Vec::new();
+            for (n, tags) in namespaces.iter().zip(tags) {
+                let (Some(ns_id), Some(arn), Some(name)) = (n.id(), n.arn(), n.name()) else { continue };
+                match owned(ctx, &tags) {
+                    Some(id) => {
+                        let mut o = Observed::new(self.name(), id, ns_id.to_string(), namespace_fields(name, &tags));
+                        o.attrs.insert("arn".into(), arn.into());
+                        o.attrs.insert("name".into(), name.into());
+                        out.push(o);
+                    }
+                    None => {
+                        let other_vpc = tags.get(VPC_TAG).map(String::as_str);
+                        let same_name = |w: &&&Desired| w.fields.get("name").and_then(Value::as_str) == Some(name);
+                        if wanted.iter().filter(same_name).any(|w| clashes(w.fields.get("vpc"), other_vpc)) {
+                            return Err(not_owned("Cloud Map namespace", name, &ctx.settings.stack, &tags));
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+        Box::pin(async move {
+            let name = str_field(fields, "name")?;
+            let vpc = str_field(fields, "vpc")?;
+            let mut tags = tag_map(fields.get("tags"));
+            tags.insert(VPC_TAG.into(), vpc.into());
+            let sd = client(ctx);
+            let out = sd
+                .create_private_dns_namespace()
+                .name(name)
+                .vpc(vpc)
+                .description(description(&ctx.settings.stack))
+                .creator_request_id(request_id(ctx, id))
+                .set_tags(Some(api_tags(&tags)?))
+                .send()
+                .await
+                .map_err(call_failed("CreatePrivateDnsNamespace"))?;
+            let op = out.operation_id().ok_or_else(|| anyhow::anyhow!("CreatePrivateDnsNamespace returned no operation id"))?;
+            let targets = wait_for_operation(ctx, op, &format!("Cloud Map namespace {name} to be created in {vpc}")).await?;
+            let ns_id = targets
+                .get(&OperationTargetType::Namespace)
+                .ok_or_else(|| anyhow::anyhow!("Cloud Map operation {op} succeeded but names no namespace"))?;
+            // The operation names only the id; the ARN is what tags and dependents use.
+            let ns = sd.get_namespace().id(ns_id).send().await.map_err(call_failed("GetNamespace"))?;
+            let arn = ns.namespace().and_then(|n| n.arn()).ok_or_else(|| anyhow::anyhow!("GetNamespace {ns_id} returned no ARN"))?;
+            Ok(Identity::id(ns_id.as_str()).with("arn", arn).with("name", name))
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        _fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move {
+            let arn = live
+                .attrs
+                .get("arn")
+                .ok_or_else(|| anyhow::anyhow!("internal error: namespace {} observed without an ARN", live.physical_id))?;
+            sync_tags(ctx, arn, changes).await?;
+            Ok(None)
+        })
+    }
+
+    /// DeleteNamespace, then waits for the operation. Services still in it answer
+    /// ResourceInUse (a conflict the engine retries once they are deleted).
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let ns = &live.physical_id;
+            let out = client(ctx).delete_namespace().id(ns).send().await.map_err(call_failed("DeleteNamespace"))?;
+            if let Some(op) = out.operation_id() {
+                wait_for_operation(ctx, op, &format!("Cloud Map namespace {ns} to be deleted")).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn iam(&self, _stack: &str) -> IamActions {
+        IamActions {
+            read: vec![
+                "servicediscovery:ListNamespaces",
+                "servicediscovery:ListTagsForResource",
+                "servicediscovery:GetNamespace",
+                "servicediscovery:GetOperation",
+                // Checked by CreatePrivateDnsNamespace with the caller's permissions.
+                "route53:GetHostedZone",
+                "route53:ListHostedZonesByName",
+                "ec2:DescribeVpcs",
+                "ec2:DescribeRegions",
+            ],
+            create: vec!["servicediscovery:CreatePrivateDnsNamespace", "servicediscovery:TagResource"],
+            change: vec!["servicediscovery:DeleteNamespace", "servicediscovery:TagResource", "servicediscovery:UntagResource"],
+            // CreatePrivateDnsNamespace creates the namespace's private hosted zone with the
+            // caller's own permissions. Route 53 scopes CreateHostedZone by neither tag nor
+            // name (the zone is named after the spec's namespace, not the stack), so this one
+            // statement cannot be limited to the stack.
+            extra: vec![json!({
+                "Sid": "CloudMapCreatesTheNamespaceHostedZone",
+                "Effect": "Allow",
+                "Action": "route53:CreateHostedZone",
+                "Resource": "*",
+            })],
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_vpc_comes_from_its_tag_and_stays_out_of_tags() {
+        let t =
+            tags(&[("Name", "s-namespace"), ("reconciler:stack", "s"), ("reconciler:id", "namespace"), (VPC_TAG, "vpc-1"), ("aws:x", "y")]);
+        let f = namespace_fields("benchling.local", &t);
+        assert_eq!(
+            Value::Object(f),
+            json!({
+                "name": "benchling.local",
+                "vpc": "vpc-1",
+                "tags": {"Name": "s-namespace", "reconciler:stack": "s", "reconciler:id": "namespace"},
+            })
+        );
+        let f = namespace_fields("benchling.local", &tags(&[("reconciler:stack", "s")]));
+        assert!(f.get("vpc").is_none(), "unknown, not empty: `vpc` is unreported");
+        assert!(Namespace.unreported().contains(&"vpc"));
+    }
+
+    #[test]
+    fn same_name_clashes_only_where_the_vpc_can_be_the_same() {
+        let literal = json!("vpc-1");
+        assert!(clashes(Some(&literal), Some("vpc-1")));
+        assert!(!clashes(Some(&literal), Some("vpc-2")), "another stack's namespace in its own VPC");
+        let unresolved = json!({"$ref": "vpc"});
+        assert!(!clashes(Some(&unresolved), Some("vpc-1")), "another stack's: cannot compare, Cloud Map refuses a real clash");
+        assert!(clashes(Some(&unresolved), None), "made by hand, VPC unknown: refuse rather than guess");
+        assert!(clashes(Some(&literal), None));
+    }
+
+    #[test]
+    fn iam_creates_and_changes_are_cloud_map_actions() {
+        let a = Namespace.iam("s");
+        assert!(a.create.iter().chain(&a.change).all(|x| x.starts_with("servicediscovery:")));
+        assert!(a.create.contains(&"servicediscovery:CreatePrivateDnsNamespace"));
+    }
+}

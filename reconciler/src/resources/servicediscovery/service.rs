@@ -1,0 +1,311 @@
+//! `servicediscovery:service` — the Cloud Map service ECS registers the webhook tasks in and
+//! API Gateway's private integration discovers them through. SRV records carry the port API
+//! Gateway needs (A records alone are not supported there); `HealthCheckCustomConfig` lets
+//! ECS report each task's container health, so unhealthy tasks are not returned. Both are
+//! fixed at creation (a change is a replacement); only the TTL is updated in place.
+//!
+//! Names are unique within a namespace, so a replacement deletes first. Found by name, or by
+//! the description this kind writes (a renamed service is then still found, and pruned);
+//! ownership is decided by the tags.
+
+use super::{
+    api_tags, call_failed, changed, client, description, owned, request_id, str_field, sync_tags, tag_map, tags_of, tags_value,
+    wait_for_operation,
+};
+use crate::engine::ownership::not_owned;
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
+use aws_sdk_servicediscovery::types::{
+    DnsConfig, DnsConfigChange, DnsRecord, HealthCheckCustomConfig, RecordType, RoutingPolicy, ServiceChange,
+};
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub struct DiscoveryService;
+
+/// Cloud Map's routing policy when none was given.
+const DEFAULT_ROUTING: &str = "MULTIVALUE";
+
+/// (`record_types`, `ttl`, `routing_policy`) of a service's DNS configuration, as desired
+/// state writes them. Desired state has one TTL for all records; records whose TTLs differ
+/// (changed by hand) show as the list of the distinct TTLs, which is never equal to the
+/// wanted number, so the update rewrites them all. No DNS configuration: no records, TTL null.
+pub fn dns_fields(dns: Option<&DnsConfig>) -> (Value, Value, Value) {
+    let records = dns.map(|d| d.dns_records()).unwrap_or_default();
+    let types: BTreeSet<&str> = records.iter().map(|r| r.r#type().as_str()).collect();
+    let ttls: BTreeSet<i64> = records.iter().map(|r| r.ttl()).collect();
+    let ttl = match ttls.len() {
+        0 => Value::Null,
+        1 => json!(ttls.first().copied().unwrap_or_default().max(0) as u64),
+        _ => json!(ttls.into_iter().collect::<Vec<_>>()),
+    };
+    let routing = dns.and_then(|d| d.routing_policy()).map(|r| r.as_str()).unwrap_or(DEFAULT_ROUTING);
+    (json!(types.into_iter().collect::<Vec<_>>()), ttl, json!(routing))
+}
+
+/// Observed fields of a service.
+pub fn service_fields(svc: &aws_sdk_servicediscovery::types::Service, tags: &BTreeMap<String, String>) -> Fields {
+    let (record_types, ttl, routing) = dns_fields(svc.dns_config());
+    let mut fields = Fields::new();
+    fields.insert("name".into(), svc.name().unwrap_or_default().into());
+    fields.insert("namespace".into(), svc.namespace_id().unwrap_or_default().into());
+    fields.insert("record_types".into(), record_types);
+    fields.insert("routing_policy".into(), routing);
+    fields.insert("health_check_custom".into(), svc.health_check_custom_config().is_some().into());
+    fields.insert("ttl".into(), ttl);
+    fields.insert("tags".into(), tags_value(tags));
+    fields
+}
+
+/// The ARN of namespace `ns_id`, next to service ARN `service_arn` (same partition, region
+/// and account): `arn:aws:servicediscovery:r:a:service/srv-1` → `…:namespace/ns-1`.
+pub fn namespace_arn(service_arn: &str, ns_id: &str) -> Option<String> {
+    let (prefix, _) = service_arn.rsplit_once(":service/")?;
+    Some(format!("{prefix}:namespace/{ns_id}"))
+}
+
+/// The DNS records desired fields ask for: one per record type, all with the one TTL.
+fn dns_records(fields: &Fields) -> anyhow::Result<Vec<DnsRecord>> {
+    let ttl = fields
+        .get("ttl")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| anyhow::anyhow!("internal error: field `ttl` is missing or not a number"))?;
+    let types = fields.get("record_types").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    types
+        .iter()
+        .map(|t| {
+            let t = t.as_str().ok_or_else(|| anyhow::anyhow!("internal error: record type {t} is not a string"))?;
+            Ok(DnsRecord::builder().r#type(RecordType::from(t)).ttl(ttl as i64).build()?)
+        })
+        .collect()
+}
+
+/// Whether an unowned service of a wanted name sits in the wanted namespace: compared
+/// directly when the namespace is given literally, else (a reference to the stack's own
+/// namespace) by asking whether its namespace is the stack's.
+async fn in_wanted_namespace(ctx: &Ctx, wanted: &Desired, svc: &aws_sdk_servicediscovery::types::Service) -> anyhow::Result<bool> {
+    let Some(ns_id) = svc.namespace_id() else { return Ok(false) };
+    if let Some(want) = wanted.fields.get("namespace").and_then(Value::as_str) {
+        return Ok(want == ns_id);
+    }
+    let Some(ns_arn) = svc.arn().and_then(|a| namespace_arn(a, ns_id)) else { return Ok(false) };
+    Ok(owned(ctx, &tags_of(ctx, &ns_arn).await?).is_some())
+}
+
+impl Kind for DiscoveryService {
+    fn name(&self) -> &'static str {
+        "servicediscovery:service"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["name", "namespace", "record_types", "routing_policy", "health_check_custom"]
+    }
+
+    /// ListServices (one page per 100; moto ignores filters, and the namespace is unresolved
+    /// here anyway), then GetService + ListTagsForResource per candidate: a wanted name or
+    /// this stack's description. One more ListTagsForResource only for an unowned service of
+    /// a wanted name (is its namespace ours?).
+    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let sd = client(ctx);
+            let names: BTreeSet<&str> = wanted.iter().filter_map(|w| w.fields.get("name").and_then(Value::as_str)).collect();
+            let ours = description(&ctx.settings.stack);
+            let mut candidates = Vec::new();
+            let mut pages = sd.list_services().into_paginator().send();
+            while let Some(page) = pages.next().await {
+                for s in page.map_err(call_failed("ListServices"))?.services() {
+                    let named = s.name().is_some_and(|n| names.contains(n));
+                    if let (Some(id), true) = (s.id(), named || s.description() == Some(ours.as_str())) {
+                        candidates.push(id.to_string());
+                    }
+                }
+            }
+            let sd = &sd;
+            let read = futures::future::try_join_all(candidates.iter().map(|id| async move {
+                let out = sd.get_service().id(id).send().await.map_err(call_failed("GetService"))?;
+                let svc = out.service().cloned().ok_or_else(|| anyhow::anyhow!("GetService {id} returned no service"))?;
+                let tags = tags_of(ctx, svc.arn().unwrap_or_default()).await?;
+                anyhow::Ok((svc, tags))
+            }))
+            .await?;
+            let mut out = Vec::new();
+            for (svc, tags) in read {
+                let (Some(srv_id), Some(arn), Some(name)) = (svc.id(), svc.arn(), svc.name()) else { continue };
+                if let Some(id) = owned(ctx, &tags) {
+                    let mut o = Observed::new(self.name(), id, srv_id.to_string(), service_fields(&svc, &tags));
+                    o.attrs.insert("arn".into(), arn.into());
+                    out.push(o);
+                    continue;
+                }
+                for w in wanted.iter().filter(|w| w.fields.get("name").and_then(Value::as_str) == Some(name)) {
+                    if in_wanted_namespace(ctx, w, &svc).await? {
+                        return Err(not_owned("Cloud Map service", name, &ctx.settings.stack, &tags));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+        Box::pin(async move {
+            let routing = fields.get("routing_policy").and_then(Value::as_str).unwrap_or(DEFAULT_ROUTING);
+            let dns =
+                DnsConfig::builder().routing_policy(RoutingPolicy::from(routing)).set_dns_records(Some(dns_records(fields)?)).build()?;
+            let mut req = client(ctx)
+                .create_service()
+                .name(str_field(fields, "name")?)
+                .namespace_id(str_field(fields, "namespace")?)
+                .description(description(&ctx.settings.stack))
+                .creator_request_id(request_id(ctx, id))
+                .dns_config(dns)
+                .set_tags(Some(api_tags(&tag_map(fields.get("tags")))?));
+            if fields.get("health_check_custom").and_then(Value::as_bool) == Some(true) {
+                // No failure threshold: it is deprecated, Cloud Map always uses 1.
+                req = req.health_check_custom_config(HealthCheckCustomConfig::builder().build());
+            }
+            let out = req.send().await.map_err(call_failed("CreateService"))?;
+            let svc = out.service().ok_or_else(|| anyhow::anyhow!("CreateService returned no service"))?;
+            let (Some(srv_id), Some(arn)) = (svc.id(), svc.arn()) else { anyhow::bail!("CreateService returned no service id or ARN") };
+            Ok(Identity::id(srv_id).with("arn", arn))
+        })
+    }
+
+    /// The TTL: UpdateService with every record (records left out would be deleted), then
+    /// waits for the operation. Tags: TagResource / UntagResource.
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move {
+            let srv = &live.physical_id;
+            if changed(changes, "ttl") {
+                let change = ServiceChange::builder()
+                    // Resent so the description (what finds a renamed service) never goes.
+                    .description(description(&ctx.settings.stack))
+                    .dns_config(DnsConfigChange::builder().set_dns_records(Some(dns_records(fields)?)).build()?)
+                    .build();
+                let out = client(ctx).update_service().id(srv).service(change).send().await.map_err(call_failed("UpdateService"))?;
+                if let Some(op) = out.operation_id() {
+                    wait_for_operation(ctx, op, &format!("Cloud Map service {srv} to take the new TTL")).await?;
+                }
+            }
+            let arn = live.attrs.get("arn").ok_or_else(|| anyhow::anyhow!("internal error: service {srv} observed without an ARN"))?;
+            sync_tags(ctx, arn, changes).await?;
+            Ok(None)
+        })
+    }
+
+    /// DeleteService. Instances ECS has not deregistered yet answer ResourceInUse: a
+    /// conflict the engine retries.
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            client(ctx).delete_service().id(&live.physical_id).send().await.map_err(call_failed("DeleteService"))?;
+            Ok(())
+        })
+    }
+
+    fn iam(&self, _stack: &str) -> IamActions {
+        IamActions {
+            read: vec![
+                "servicediscovery:ListServices",
+                "servicediscovery:GetService",
+                "servicediscovery:ListTagsForResource",
+                "servicediscovery:GetOperation",
+            ],
+            create: vec!["servicediscovery:CreateService", "servicediscovery:TagResource"],
+            change: vec![
+                "servicediscovery:UpdateService",
+                "servicediscovery:DeleteService",
+                "servicediscovery:TagResource",
+                "servicediscovery:UntagResource",
+            ],
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_servicediscovery::types::Service as CloudMapService;
+
+    fn record(t: RecordType, ttl: i64) -> DnsRecord {
+        DnsRecord::builder().r#type(t).ttl(ttl).build().unwrap()
+    }
+
+    #[test]
+    fn dns_config_normalises_to_sorted_types_and_one_ttl() {
+        // AWS echoes records in the order they were sent: SRV first here.
+        let dns = DnsConfig::builder().dns_records(record(RecordType::Srv, 30)).dns_records(record(RecordType::A, 30)).build().unwrap();
+        let (types, ttl, routing) = dns_fields(Some(&dns));
+        assert_eq!(types, json!(["A", "SRV"]));
+        assert_eq!(ttl, json!(30));
+        assert_eq!(routing, json!("MULTIVALUE"), "Cloud Map's default when none is reported");
+        let mixed = DnsConfig::builder()
+            .routing_policy(RoutingPolicy::Weighted)
+            .dns_records(record(RecordType::Srv, 60))
+            .dns_records(record(RecordType::A, 30))
+            .build()
+            .unwrap();
+        let (_, ttl, routing) = dns_fields(Some(&mixed));
+        assert_eq!(ttl, json!([30, 60]), "TTLs changed by hand show, and never equal the wanted number");
+        assert_eq!(routing, json!("WEIGHTED"));
+        assert_eq!(dns_fields(None), (json!([]), Value::Null, json!("MULTIVALUE")));
+    }
+
+    #[test]
+    fn observed_fields_have_the_desired_shape() {
+        let dns = DnsConfig::builder()
+            .routing_policy(RoutingPolicy::Multivalue)
+            .dns_records(record(RecordType::Srv, 10))
+            .dns_records(record(RecordType::A, 10))
+            .build()
+            .unwrap();
+        let svc = CloudMapService::builder()
+            .id("srv-1")
+            .arn("arn:aws:servicediscovery:us-east-1:123:service/srv-1")
+            .name("webhook")
+            .namespace_id("ns-1")
+            .dns_config(dns)
+            .health_check_custom_config(HealthCheckCustomConfig::builder().build())
+            .build();
+        let tags: BTreeMap<String, String> =
+            [("reconciler:stack", "s"), ("aws:x", "y")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(
+            Value::Object(service_fields(&svc, &tags)),
+            json!({
+                "name": "webhook",
+                "namespace": "ns-1",
+                "record_types": ["A", "SRV"],
+                "routing_policy": "MULTIVALUE",
+                "health_check_custom": true,
+                "ttl": 10,
+                "tags": {"reconciler:stack": "s"},
+            })
+        );
+        let bare = CloudMapService::builder().name("webhook").namespace_id("ns-1").build();
+        assert_eq!(service_fields(&bare, &BTreeMap::new())["health_check_custom"], json!(false));
+    }
+
+    #[test]
+    fn desired_records_round_trip() {
+        let fields = json!({"record_types": ["A", "SRV"], "ttl": 30}).as_object().unwrap().clone();
+        let records = dns_records(&fields).unwrap();
+        let dns = DnsConfig::builder().set_dns_records(Some(records)).build().unwrap();
+        assert_eq!(dns_fields(Some(&dns)).0, fields["record_types"]);
+        assert_eq!(dns_fields(Some(&dns)).1, fields["ttl"]);
+    }
+
+    #[test]
+    fn namespace_arn_sits_beside_the_service_arn() {
+        assert_eq!(
+            namespace_arn("arn:aws:servicediscovery:eu-west-1:123:service/srv-1", "ns-9").as_deref(),
+            Some("arn:aws:servicediscovery:eu-west-1:123:namespace/ns-9")
+        );
+        assert_eq!(namespace_arn("not-an-arn", "ns-9"), None);
+    }
+}
