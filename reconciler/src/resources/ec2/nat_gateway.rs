@@ -3,7 +3,7 @@
 //! cannot be released before).
 
 use super::{call_failed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
-use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
+use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Status};
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use futures::future::BoxFuture;
 
@@ -17,6 +17,11 @@ async fn state(ctx: &Ctx, nat_id: &str) -> anyhow::Result<Option<(NatGatewayStat
 impl Kind for NatGateway {
     fn name(&self) -> &'static str {
         "ec2:nat-gateway"
+    }
+
+    /// A pending NAT gateway may not list its address yet.
+    fn unreported(&self) -> &'static [&'static str] {
+        &["allocation"]
     }
 
     fn replace_on(&self) -> &'static [&'static str] {
@@ -41,7 +46,13 @@ impl Kind for NatGateway {
                         fields.insert("allocation".into(), a.into());
                     }
                     fields.insert("tags".into(), tags);
-                    out.push(Observed::new(self.name(), id, nat_id.to_string(), fields));
+                    let mut o = Observed::new(self.name(), id, nat_id.to_string(), fields);
+                    // Left pending by a run that timed out: the next run waits for it (the
+                    // engine waits on Pending before dependents), it does not create another.
+                    if n.state() == Some(&NatGatewayState::Pending) {
+                        o.status = Status::Pending("NAT gateway pending".into());
+                    }
+                    out.push(o);
                 }
             }
             Ok(out)
