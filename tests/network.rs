@@ -594,3 +594,24 @@ async fn the_stack_lock_keeps_two_reconcilers_apart() {
     assert_eq!(reconciler(&moto, &["destroy", spec, "--auto-approve"]).code, 1);
     assert_eq!(counts(&c, STACK).await.vpcs, 1, "destroy waited for the lock");
 }
+
+/// Tags other tools put on the stack's resources: with `ignore_tags` they are neither drift
+/// nor removed; without it they are drift (and removed by apply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_tags_are_neither_drift_nor_removed() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let spec =
+        cli::spec_variant(&moto, "specs/prod.yaml", "ignore.yaml", |s| s.replace("network:\n", "ignore_tags: [\"scanner:*\"]\nnetwork:\n"));
+    assert_eq!(reconciler(&moto, &["apply", &spec, "--auto-approve"]).code, 0);
+    let vpc = c.describe_vpcs().filters(tag_filter("reconciler:id", "vpc")).send().await.unwrap().vpcs()[0].vpc_id().unwrap().to_string();
+    c.create_tags().resources(&vpc).tags(Tag::builder().key("scanner:last-run").value("today").build()).send().await.unwrap();
+    assert_converged(&moto, &spec);
+    assert_eq!(reconciler(&moto, &["apply", &spec, "--auto-approve"]).code, 0);
+    let tags = c.describe_vpcs().vpc_ids(&vpc).send().await.unwrap().vpcs()[0].tags().to_vec();
+    assert!(tags.iter().any(|t| t.key() == Some("scanner:last-run")), "an ignored tag must not be removed");
+    // The same tag is drift for a spec that does not ignore it.
+    let plan = reconciler(&moto, &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(plan.stdout.contains("tags.scanner:last-run: today -> (unset)"), "{plan}");
+}

@@ -88,7 +88,8 @@ enum Command {
         #[command(flatten)]
         aws: AwsOpts,
     },
-    /// Delete everything the stack owns (found by its tags), in reverse dependency order.
+    /// Delete everything the stack owns, dependents first (from the dependency graph); retained
+    /// resources are released from management, not deleted.
     Destroy {
         file: PathBuf,
         #[arg(long)]
@@ -130,6 +131,10 @@ struct AwsOpts {
     /// Mutations in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Seconds to wait for the stack lock when another reconciler holds it (default: fail at
+    /// once, naming the holder).
+    #[arg(long, default_value_t = 0.0, env = "RECONCILER_LOCK_WAIT")]
+    lock_wait: f64,
     /// Wait for ECS deployments to reach a steady state (`false` where nothing runs tasks,
     /// e.g. an emulator).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "RECONCILER_WAIT_FOR_DEPLOYMENTS")]
@@ -195,6 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Apply { file, auto_approve, plan: saved, allow_destructive, aws } => {
             let s = Session::open(&file, &aws).await?;
+            s.stop_on_signal();
             let lock = s.lock().await?;
             let result = apply_locked(&s, &file, auto_approve, allow_destructive, saved.as_deref()).await;
             release(lock).await?;
@@ -202,10 +208,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { file, interval, jitter, iterations, allow_destructive, aws } => {
             let destructive = if allow_destructive { engine::Destructive::Allow } else { engine::Destructive::Hold };
-            crate::run::run(&Session::open(&file, &aws).await?, interval, jitter, iterations, destructive).await
+            let s = Session::open(&file, &aws).await?;
+            s.stop_on_signal();
+            crate::run::run(&s, interval, jitter, iterations, destructive).await
         }
         Command::Destroy { file, auto_approve, aws } => {
             let s = Session::open(&file, &aws).await?;
+            s.stop_on_signal();
             let lock = s.lock().await?;
             let result = destroy_locked(&s, auto_approve).await;
             release(lock).await?;
@@ -328,12 +337,17 @@ pub(crate) struct Session {
     pub(crate) spec: Spec,
     pub(crate) ctx: Ctx,
     pub(crate) kinds: Vec<Box<dyn engine::Kind>>,
+    lock_wait: Duration,
 }
+
+/// The reason a signal gives for stopping (run exits 0 for it).
+pub(crate) const SIGNALLED: &str = "signal received";
 
 impl Session {
     async fn open(file: &std::path::Path, aws: &AwsOpts) -> anyhow::Result<Self> {
         let spec = load(file)?;
         let mut settings = Settings::new(&spec.name, spec.tags.clone());
+        settings.ignore_tags = spec.ignore_tags.clone();
         settings.poll_interval = Duration::from_secs_f64(aws.poll_interval.max(0.0));
         settings.wait_timeout = Duration::from_secs_f64(aws.wait_timeout.max(0.0));
         settings.max_concurrency = aws.concurrency.max(1);
@@ -342,15 +356,57 @@ impl Session {
         settings.wait_for_deployments = aws.wait_for_deployments;
         settings.interactive = std::io::stderr().is_terminal();
         let ctx = Ctx::from_env(&spec.region, settings).await;
-        Ok(Session { spec, ctx, kinds: resources::registry() })
+        Ok(Session { spec, ctx, kinds: resources::registry(), lock_wait: Duration::from_secs_f64(aws.lock_wait.max(0.0)) })
+    }
+
+    /// One listener for SIGTERM and SIGINT for the whole command, registered before anything
+    /// changes: the first signal lets the mutations in flight finish and starts no new one
+    /// (the command then releases the lock and exits); a second one exits at once.
+    pub(crate) fn stop_on_signal(&self) {
+        let stop = self.ctx.stop.clone();
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        let int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+        let (Ok(mut term), Ok(mut int)) = (term, int) else { return };
+        tokio::spawn(async move {
+            for n in 0.. {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+                if n > 0 {
+                    eprintln!("second signal: exiting now");
+                    std::process::exit(130);
+                }
+                eprintln!("signal received: finishing the changes in flight, starting no new one");
+                stop.request(SIGNALLED);
+            }
+        });
     }
 
     /// Takes the stack lock if the spec configures one.
     pub(crate) async fn lock(&self) -> anyhow::Result<Option<engine::lock::StackLock>> {
-        let Some(l) = &self.spec.lock else { return Ok(None) };
+        let Some(l) = &self.spec.lock else {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                eprintln!(
+                    "warning: the spec has no `lock:`: two reconcilers running at once are not fenced from each other (see README, Safety)"
+                )
+            });
+            return Ok(None);
+        };
         let key = l.key.clone().unwrap_or_else(|| format!("reconciler/{}.lock", self.spec.name)); // as in `policy`
         let ttl = Duration::from_secs(l.ttl_seconds as u64);
-        Ok(Some(engine::lock::StackLock::acquire(&self.ctx.client(), &l.bucket, &key, &self.spec.name, ttl).await?))
+        let lock = engine::lock::StackLock::acquire(
+            &self.ctx.client(),
+            &l.bucket,
+            &key,
+            &self.spec.name,
+            ttl,
+            self.lock_wait,
+            self.ctx.stop.clone(),
+        )
+        .await?;
+        Ok(Some(lock))
     }
 
     /// Live facts, the desired state computed from them, and what the stack owns now.

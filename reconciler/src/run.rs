@@ -96,7 +96,16 @@ pub(crate) async fn run(
             Ok((plan, applied, held)) => status_line(&s.spec.name, Some(plan), *applied, held, None, started.elapsed()),
             Err(e) => status_line(&s.spec.name, None, false, &[], Some(&format!("{e:#}")), started.elapsed()),
         };
+        let mut line = line;
+        if s.ctx.stop.requested().is_some() {
+            line["result"] = "stopped".into();
+        }
         println!("{line}");
+        if let Some(why) = s.ctx.stop.requested() {
+            // The lock was released above; a signal is a normal way to stop, a lost lease is not.
+            eprintln!("stopping: {why}");
+            return Ok(if why == crate::cli::SIGNALLED { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
         errors = if outcome.is_err() { errors + 1 } else { 0 };
         if iterations > 0 && n >= iterations {
             let held = matches!(&outcome, Ok((_, _, h)) if !h.is_empty());
@@ -111,26 +120,11 @@ pub(crate) async fn run(
         let wait = next_wait(interval, jitter, errors, s.ctx.settings.retry_base);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop_signal() => {
-                eprintln!("stopping: signal received between iterations");
+            _ = s.ctx.stop.wait() => {
+                eprintln!("stopping: {} between iterations", s.ctx.stop.requested().unwrap_or_default());
                 return Ok(ExitCode::SUCCESS);
             }
         }
-    }
-}
-
-async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {},
-        _ = tokio::signal::ctrl_c() => {},
     }
 }
 

@@ -27,6 +27,8 @@ pub enum Fault {
     Validation,
     /// 400 InvalidVpcID.NotFound: what EC2's eventual consistency looks like right after a create.
     NotYetVisible,
+    /// The call is held this many milliseconds, then forwarded (a slow call in flight).
+    Delay(u64),
 }
 
 #[derive(Default)]
@@ -160,6 +162,9 @@ async fn forward(
         let fault = s.rules.get_mut(&action).and_then(|q| (!q.is_empty()).then(|| q.remove(0)));
         (s.upstream.clone(), fault)
     };
+    if let Some(Fault::Delay(ms)) = fault {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     match fault {
         Some(Fault::Throttle) => return throttled(protocol),
         Some(Fault::ServerError) => return server_error(protocol),
@@ -183,7 +188,18 @@ async fn forward(
         return server_error(protocol);
     }
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
-    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("text/xml").to_string();
+    // Every response header goes back (S3's ETag carries the lock's fencing token), except
+    // those that describe this hop's framing.
+    let mut out_headers = HeaderMap::new();
+    for (k, v) in resp.headers() {
+        if !["content-length", "transfer-encoding", "connection"].contains(&k.as_str()) {
+            if let (Ok(k), Ok(v)) =
+                (axum::http::HeaderName::from_bytes(k.as_str().as_bytes()), axum::http::HeaderValue::from_bytes(v.as_bytes()))
+            {
+                out_headers.insert(k, v);
+            }
+        }
+    }
     let bytes = resp.bytes().await.unwrap_or_default();
-    (status, [("content-type", content_type)], bytes).into_response()
+    (status, out_headers, bytes).into_response()
 }

@@ -17,19 +17,19 @@ pub const CONTAINER: &str = "webhook";
 /// The writable scratch volume the worker unpacks exports in (the root filesystem is read-only).
 const SCRATCH: &str = "tmp";
 
-pub fn queue_name(stack: &str) -> String {
-    format!("{stack}-events.fifo")
+fn queue_name(stack: &str) -> String {
+    crate::resources::sqs::queue_names(stack)[0].clone()
 }
-pub fn dead_letter_queue_name(stack: &str) -> String {
-    format!("{stack}-dlq.fifo")
+fn dead_letter_queue_name(stack: &str) -> String {
+    crate::resources::sqs::queue_names(stack)[1].clone()
 }
-pub fn container_log_group(stack: &str) -> String {
-    format!("/ecs/{stack}")
+fn container_log_group(stack: &str) -> String {
+    crate::resources::logs::stack_prefixes(stack)[0].clone()
 }
 /// IAM path of the stack's roles: the policy that `reconciler policy` prints scopes IAM
-/// actions to it.
-pub fn role_path(stack: &str) -> String {
-    format!("/reconciler/{stack}/")
+/// actions to it (one definition, in the IAM kind).
+fn role_path(stack: &str) -> String {
+    crate::resources::iam::role_path(stack)
 }
 
 pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {

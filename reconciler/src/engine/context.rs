@@ -14,6 +14,9 @@ pub struct Settings {
     pub stack: String,
     /// User tags from the spec, put on every owned resource.
     pub tags: BTreeMap<String, String>,
+    /// Tag keys (or `prefix*`) other tools manage: dropped from what is observed unless the
+    /// spec sets them, so they are neither compared nor removed.
+    pub ignore_tags: Vec<String>,
     /// How often waiters poll (NAT gateways, Cloud Map operations, ECS deployments).
     pub poll_interval: Duration,
     /// How long one waiter may wait before failing with a message that a re-run resumes.
@@ -36,6 +39,7 @@ impl Settings {
         Settings {
             stack: stack.to_string(),
             tags,
+            ignore_tags: Vec::new(),
             poll_interval: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(600),
             max_concurrency: 4,
@@ -43,6 +47,40 @@ impl Settings {
             retry_base: Duration::from_millis(500),
             wait_for_deployments: true,
             interactive: false,
+        }
+    }
+}
+
+/// A request to stop: after a signal, or when the stack lock was lost. Mutations in flight
+/// finish; no new one starts; the command then says why it stopped.
+#[derive(Debug, Default)]
+pub struct Stop {
+    reason: Mutex<Option<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    /// The first reason wins.
+    pub fn request(&self, reason: impl Into<String>) {
+        let mut r = self.reason.lock().expect("stop reason");
+        if r.is_none() {
+            *r = Some(reason.into());
+        }
+        self.notify.notify_waiters();
+    }
+
+    pub fn requested(&self) -> Option<String> {
+        self.reason.lock().expect("stop reason").clone()
+    }
+
+    /// Resolves once a stop is requested.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.requested().is_some() {
+                return;
+            }
+            notified.await;
         }
     }
 }
@@ -59,6 +97,8 @@ pub struct Ctx {
     pub aws: SdkConfig,
     /// True when `AWS_ENDPOINT_URL` points at an emulator (S3 path-style addressing).
     pub emulated: bool,
+    /// Set by a signal or a lost lock: start no new mutation.
+    pub stop: std::sync::Arc<Stop>,
     clients: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
 }
 
@@ -72,7 +112,7 @@ impl Ctx {
             .load()
             .await;
         let emulated = std::env::var_os("AWS_ENDPOINT_URL").is_some();
-        Ctx { settings, aws, emulated, clients: Mutex::new(HashMap::new()) }
+        Ctx { settings, aws, emulated, stop: Default::default(), clients: Mutex::new(HashMap::new()) }
     }
 
     /// The client for service `C`, built once and shared (clients are cheap handles).

@@ -32,7 +32,12 @@ pub async fn observe(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desired]) ->
 
 async fn observe_kind(ctx: &Ctx, kind: &dyn Kind, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
     let s = &ctx.settings;
-    super::retry::with_retries(s.max_attempts, s.retry_base, || kind.observe(ctx, wanted)).await
+    let mut found = super::retry::with_retries(s.max_attempts, s.retry_base, || kind.observe(ctx, wanted)).await?;
+    for o in &mut found {
+        let spec_tags = wanted.iter().find(|d| d.id == o.id).and_then(|d| d.fields.get("tags"));
+        ownership::drop_ignored_tags(&mut o.fields, spec_tags, &s.ignore_tags);
+    }
+    Ok(found)
 }
 
 /// Like [`observe`], for destroy: a resource found by a wanted name that the stack does not
@@ -318,6 +323,13 @@ pub async fn apply(
     loop {
         let mut i = 0;
         while i < pending.len() && running.len() < ctx.settings.max_concurrency.max(1) {
+            // A signal or a lost lock: what runs finishes, nothing new starts.
+            if let Some(why) = ctx.stop.requested() {
+                for n in pending.drain(..) {
+                    failed.insert(desired[n].id.clone(), format!("not started: {why}"));
+                }
+                break;
+            }
             let n = pending[i];
             let d = &desired[n];
             if let Some(bad) = deps[n].iter().find(|x| failed.contains_key(*x)) {
@@ -517,6 +529,11 @@ async fn delete_in_dependency_order(
 ) -> anyhow::Result<(usize, usize)> {
     let (mut deleted, mut retained) = (0, 0);
     for wave in super::graph::deletion_waves(victims, desired) {
+        if let Some(why) = ctx.stop.requested() {
+            return Err(anyhow!(
+                "stopped before deleting everything: {why}. What was deleted stays deleted; run the command again to finish."
+            ));
+        }
         let mut errors = Vec::new();
         for chunk in wave.chunks(ctx.settings.max_concurrency.max(1)) {
             let results = futures::future::join_all(chunk.iter().map(|&i| async move {

@@ -3,11 +3,14 @@
 //!
 //! Acquire: create the object only if it does not exist (`If-None-Match: *`). If it exists
 //! and its lease has expired (the holder crashed), take it over only if nobody else changed
-//! it meanwhile (`If-Match: <etag>`). While held, the lease is renewed every third of its TTL.
-//! Release deletes it, if it is still ours.
+//! it meanwhile (`If-Match: <etag>`). A live lease held by someone else fails at once, or is
+//! waited for up to `--lock-wait`. While held, the lease is renewed every third of its TTL
+//! (`If-Match` on our last ETag); a failed renewal means the lease may be someone else's now:
+//! the holder requests a stop (no new mutation starts) and the command fails saying so.
+//! Release deletes the object only if it is still exactly what we wrote (`If-Match`).
 
 use super::retry::call_failed;
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,35 +26,90 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+use aws_smithy_runtime_api::client::result::SdkError as SdkErr;
+type S3Err<E> = SdkErr<E, aws_smithy_runtime_api::http::Response>;
+
 /// 412 Precondition Failed (the condition did not hold), or 409 (a concurrent conditional write).
-fn precondition_failed<E>(e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>) -> bool {
-    use aws_smithy_runtime_api::client::result::SdkError;
-    matches!(e, SdkError::ServiceError(ctx) if matches!(ctx.raw().status().as_u16(), 412 | 409))
+fn precondition_failed<E>(e: &S3Err<E>) -> bool {
+    matches!(e, SdkErr::ServiceError(ctx) if matches!(ctx.raw().status().as_u16(), 412 | 409))
+}
+
+fn is_server_error<E>(e: &S3Err<E>) -> bool {
+    matches!(e, SdkErr::ServiceError(ctx) if ctx.raw().status().as_u16() >= 500)
 }
 
 pub struct StackLock {
     s3: aws_sdk_s3::Client,
     bucket: String,
     key: String,
-    holder: String,
+    /// Our last write's ETag: renewals and the release are conditional on it.
+    etag: Arc<Mutex<String>>,
     renew: tokio::task::JoinHandle<()>,
 }
 
-fn lease(stack: &str, holder: &str, ttl: Duration) -> Vec<u8> {
+/// The lease object. `acquired_at` stays what it was when the lease was taken; renewals move
+/// `renewed_at` and `expires_at`.
+fn lease(stack: &str, holder: &str, acquired_at: u64, ttl: Duration) -> Vec<u8> {
     let t = now();
-    json!({"stack": stack, "holder": holder, "acquired_at": t, "expires_at": t + ttl.as_secs()}).to_string().into_bytes()
+    json!({"stack": stack, "holder": holder, "acquired_at": acquired_at, "renewed_at": t, "expires_at": t + ttl.as_secs()})
+        .to_string()
+        .into_bytes()
 }
 
+/// Whether a failed acquisition may be worth waiting out (another live holder).
+#[derive(Debug)]
+pub struct Held(pub String);
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Held {}
+
 impl StackLock {
-    pub async fn acquire(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, stack: &str, ttl: Duration) -> anyhow::Result<StackLock> {
+    /// Takes the lease, waiting up to `wait` for a live holder to finish. A lost renewal later
+    /// requests `stop`.
+    pub async fn acquire(
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        key: &str,
+        stack: &str,
+        ttl: Duration,
+        wait: Duration,
+        stop: Arc<super::Stop>,
+    ) -> anyhow::Result<StackLock> {
+        let started = std::time::Instant::now();
+        loop {
+            match Self::try_acquire(s3, bucket, key, stack, ttl, stop.clone()).await {
+                Err(e) if e.downcast_ref::<Held>().is_some() && started.elapsed() < wait => {
+                    eprintln!("  {e:#}; waiting (up to --lock-wait {wait:?})");
+                    tokio::time::sleep(Duration::from_secs(2).min(wait.saturating_sub(started.elapsed())).max(Duration::from_millis(100)))
+                        .await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_acquire(
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        key: &str,
+        stack: &str,
+        ttl: Duration,
+        stop: Arc<super::Stop>,
+    ) -> anyhow::Result<StackLock> {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown-host".into());
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let holder = format!("{host}/pid-{}/{nanos}", std::process::id());
         let where_ = format!("s3://{bucket}/{key}");
+        let acquired_at = now();
         let put = || s3.put_object().bucket(bucket).key(key).content_type("application/json");
-        let etag = match put().if_none_match("*").body(lease(stack, &holder, ttl).into()).send().await {
+        let etag = match put().if_none_match("*").body(lease(stack, &holder, acquired_at, ttl).into()).send().await {
             Ok(out) => out.e_tag().unwrap_or_default().to_string(),
-            Err(e) if precondition_failed(&e) => {
+            Err(e) if precondition_failed(&e) || is_server_error(&e) => {
+                // 412: someone holds it. A 5xx on a conditional create was once seen from the
+                // emulator when two raced: either way, read what is there.
                 let cur = s3
                     .get_object()
                     .bucket(bucket)
@@ -65,24 +123,53 @@ impl StackLock {
                 let held: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let expires = held["expires_at"].as_u64().unwrap_or(0);
                 if expires > now() {
-                    bail!(
-                        "stack `{stack}` is locked by {} since {} (lease until {expires}, unix time): another reconciler is changing it. Wait for it; if that holder is gone, its lease expires by itself ({where_}).",
+                    return Err(anyhow::Error::new(Held(format!(
+                        "stack `{stack}` is locked by {} since {} (lease until {expires}, unix time): another reconciler is changing it. Wait for it (--lock-wait), or, if that holder is gone, its lease expires by itself ({where_})",
                         held["holder"].as_str().unwrap_or("an unknown holder"),
                         held["acquired_at"].as_u64().unwrap_or(0),
-                    );
+                    ))));
                 }
                 eprintln!("  taking over an expired lock from {} ({where_})", held["holder"].as_str().unwrap_or("an unknown holder"));
-                match put().if_match(&cur_etag).body(lease(stack, &holder, ttl).into()).send().await {
+                match put().if_match(&cur_etag).body(lease(stack, &holder, acquired_at, ttl).into()).send().await {
                     Ok(out) => out.e_tag().unwrap_or_default().to_string(),
-                    Err(e) if precondition_failed(&e) => bail!("another reconciler took the expired lock {where_} first; try again later"),
+                    Err(e) if precondition_failed(&e) => {
+                        return Err(anyhow::Error::new(Held(format!("another reconciler took the expired lock {where_} first"))))
+                    }
                     Err(e) => return Err(call_failed("PutObject")(e)).with_context(|| format!("taking over the lock {where_}")),
                 }
             }
             Err(e) => {
-                return Err(call_failed("PutObject")(e))
-                    .with_context(|| format!("acquiring the lock {where_} (the bucket must exist and allow s3:PutObject)"))
+                return Err(call_failed("PutObject")(e)).with_context(|| {
+                    format!(
+                    "acquiring the lock {where_}: the bucket must exist (create it once: aws s3 mb s3://{bucket}) and allow s3:PutObject"
+                )
+                })
             }
         };
+        // Renewal and release are conditional on this ETag: without one nothing is fenced.
+        if etag.is_empty() {
+            anyhow::bail!("S3 returned no ETag for the lock {where_}: the lease cannot be renewed or released conditionally");
+        }
+        // Read back after a moment: a store whose conditional create is not atomic (the
+        // emulator lets two racing creates both succeed) shows the last writer here, and the
+        // other one backs off. On S3 this costs one GET.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let back = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(call_failed("GetObject"))
+            .with_context(|| format!("reading back the lock {where_}"))?;
+        if back.e_tag().unwrap_or_default() != etag {
+            let body = back.body.collect().await.context("reading the lock")?.into_bytes();
+            let held: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            return Err(anyhow::Error::new(Held(format!(
+                "stack `{stack}` is locked by {} (it won a simultaneous acquisition of {where_})",
+                held["holder"].as_str().unwrap_or("an unknown holder")
+            ))));
+        }
         let etag = Arc::new(Mutex::new(etag));
         let renew = {
             let (s3, bucket, key, stack, holder, etag) =
@@ -91,34 +178,42 @@ impl StackLock {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
                     let current = etag.lock().unwrap().clone();
-                    match s3.put_object().bucket(&bucket).key(&key).if_match(current).body(lease(&stack, &holder, ttl).into()).send().await
-                    {
-                        Ok(out) => *etag.lock().unwrap() = out.e_tag().unwrap_or_default().to_string(),
-                        Err(e) => eprintln!(
-                            "  warning: renewing the lock s3://{bucket}/{key} failed: {}",
-                            aws_smithy_types::error::display::DisplayErrorContext(&e)
-                        ),
+                    let body = lease(&stack, &holder, acquired_at, ttl);
+                    match s3.put_object().bucket(&bucket).key(&key).if_match(current).body(body.into()).send().await {
+                        Ok(out) if out.e_tag().is_some() => *etag.lock().unwrap() = out.e_tag().unwrap_or_default().to_string(),
+                        Ok(_) => {
+                            stop.request(format!("the stack lock s3://{bucket}/{key} was lost: S3 returned no ETag on renewal, so the lease cannot be fenced"));
+                            return;
+                        }
+                        Err(e) => {
+                            // Changed under us (taken over) or unreachable: it may be someone
+                            // else's now. Start nothing new.
+                            stop.request(format!(
+                                "the stack lock s3://{bucket}/{key} was lost (renewal failed: {}); another reconciler may hold it now",
+                                aws_smithy_types::error::display::DisplayErrorContext(&e)
+                            ));
+                            return;
+                        }
                     }
                 }
             })
         };
-        Ok(StackLock { s3: s3.clone(), bucket: bucket.into(), key: key.into(), holder, renew })
+        Ok(StackLock { s3: s3.clone(), bucket: bucket.into(), key: key.into(), etag, renew })
     }
 
-    /// Deletes the lease if it is still ours (a lease taken over after expiry is left alone).
+    /// Deletes the lease only if it is still exactly what we last wrote (`If-Match`): a lease
+    /// taken over meanwhile is the next holder's and stays.
     pub async fn release(self) -> anyhow::Result<()> {
         self.renew.abort();
-        let cur = match self.s3.get_object().bucket(&self.bucket).key(&self.key).send().await {
-            Ok(c) => c,
-            Err(_) => return Ok(()), // already gone
-        };
-        let body = cur.body.collect().await.context("reading the lock")?.into_bytes();
-        let held: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if held["holder"].as_str() == Some(self.holder.as_str()) {
-            self.s3.delete_object().bucket(&self.bucket).key(&self.key).send().await.map_err(call_failed("DeleteObject"))?;
-        } else {
-            eprintln!("  warning: the lock s3://{}/{} was taken over while held; not deleting it", self.bucket, self.key);
+        let etag = self.etag.lock().unwrap().clone();
+        match self.s3.delete_object().bucket(&self.bucket).key(&self.key).if_match(etag).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if precondition_failed(&e) => {
+                eprintln!("  warning: the lock s3://{}/{} changed while held (taken over); not deleting it", self.bucket, self.key);
+                Ok(())
+            }
+            Err(e) if matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() == 404) => Ok(()),
+            Err(e) => Err(call_failed("DeleteObject")(e)).with_context(|| format!("releasing the lock s3://{}/{}", self.bucket, self.key)),
         }
-        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 mod context;
 mod diff;
 mod executor;
+pub mod fields;
 mod graph;
 pub mod lock;
 pub mod ownership;
@@ -13,7 +14,7 @@ mod refs;
 pub mod retry;
 pub mod wait;
 
-pub use context::{Ctx, Service, Settings};
+pub use context::{Ctx, Service, Settings, Stop};
 pub use diff::{diff_fields, for_create, for_update, normalise_set};
 pub use executor::{apply, destroy, destroy_order, observe, observe_owned, plan, ApplyReport, Destructive, Snapshot};
 pub use refs::{initial, reference, reference_to, references as references_in, resolve, set, within, UNKNOWN};

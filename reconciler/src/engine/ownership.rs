@@ -1,6 +1,7 @@
 //! Ownership: a resource belongs to a stack when it carries `reconciler:stack = <stack>`;
 //! `reconciler:id` names its logical id. Nothing without both tags is ever updated or deleted.
 
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub const STACK_TAG: &str = "reconciler:stack";
@@ -66,9 +67,74 @@ pub fn owned_id<'a>(stack: &str, tags: impl IntoIterator<Item = (&'a str, &'a st
     id.filter(|_| is_ours)
 }
 
+/// Removes from an observed `tags` field the keys other tools manage (`ignore`: keys, or
+/// prefixes ending in `*`), unless the spec sets that key itself: they are then neither
+/// compared nor removed by tag convergence, which only acts on compared keys.
+pub fn drop_ignored_tags(fields: &mut serde_json::Map<String, Value>, spec_tags: Option<&Value>, ignore: &[String]) {
+    if ignore.is_empty() {
+        return;
+    }
+    let Some(Value::Object(live)) = fields.get_mut("tags") else { return };
+    let wanted = |k: &str| spec_tags.and_then(|t| t.get(k)).is_some();
+    let ignored = |k: &str| {
+        ignore.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => k.starts_with(prefix),
+            None => k == p,
+        })
+    };
+    live.retain(|k, _| wanted(k) || !ignored(k));
+}
+
 /// Tags as compared in diffs: AWS-managed `aws:*` tags are not ours to manage.
 pub fn comparable<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
     tags.into_iter().filter(|(k, _)| !k.starts_with("aws:")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// A `tags` field: key → value.
+pub type TagMap = BTreeMap<String, String>;
+
+/// What turns one tag set into another: keys to set (new, or with another value) and keys to
+/// remove. Tags are set before they are removed, so ownership tags are never missing midway.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TagDelta {
+    pub set: TagMap,
+    pub unset: Vec<String>,
+}
+
+impl TagDelta {
+    pub fn between(have: &TagMap, want: &TagMap) -> TagDelta {
+        TagDelta {
+            set: want.iter().filter(|(k, v)| have.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            unset: have.keys().filter(|k| !want.contains_key(*k)).cloned().collect(),
+        }
+    }
+
+    /// The `tags` change among `changes`, if any. AWS-managed `aws:*` tags were never
+    /// compared (observe drops them), so they are never removed.
+    pub fn of(changes: &[super::FieldChange]) -> TagDelta {
+        let Some(c) = changes.iter().find(|c| c.field == "tags") else { return TagDelta::default() };
+        TagDelta::between(&tag_map(c.before.as_ref()), &tag_map(Some(&c.after)))
+    }
+
+    /// Retaining a resource: mark the stack it came from, then drop the ownership tags (in
+    /// that order, so that an interruption never leaves it unowned *and* unmarked).
+    pub fn orphan(stack: &str) -> TagDelta {
+        TagDelta {
+            set: TagMap::from([(RETAINED_FROM_TAG.to_string(), stack.to_string())]),
+            unset: vec![STACK_TAG.to_string(), ID_TAG.to_string()],
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.unset.is_empty()
+    }
+}
+
+/// A `tags` field value as a map (anything else as empty).
+pub fn tag_map(v: Option<&Value>) -> TagMap {
+    v.and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -87,5 +153,49 @@ mod tests {
     fn aws_tags_are_ignored() {
         let t = comparable([("aws:cloudformation:stack-name", "x"), ("a", "1")]);
         assert_eq!(t.len(), 1);
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> TagMap {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn tag_delta_sets_what_differs_and_removes_what_is_extra() {
+        let have = map(&[("a", "1"), ("b", "2"), ("gone", "x")]);
+        let want = map(&[("a", "1"), ("b", "3"), ("new", "y")]);
+        let d = TagDelta::between(&have, &want);
+        assert_eq!(d.set, map(&[("b", "3"), ("new", "y")]));
+        assert_eq!(d.unset, vec!["gone".to_string()]);
+        assert!(TagDelta::between(&want, &want).is_empty());
+    }
+
+    #[test]
+    fn tag_delta_from_a_change() {
+        let c = crate::engine::FieldChange { field: "tags".into(), before: None, after: serde_json::json!({"a": "1"}) };
+        assert_eq!(TagDelta::of(&[c]).set, map(&[("a", "1")]), "tags missing live: everything is set");
+        let other =
+            crate::engine::FieldChange { field: "retention".into(), before: Some(serde_json::json!(1)), after: serde_json::json!(2) };
+        assert!(TagDelta::of(&[other]).is_empty());
+    }
+
+    #[test]
+    fn orphaning_marks_then_drops_ownership() {
+        let d = TagDelta::orphan("s");
+        assert_eq!(d.set, map(&[(RETAINED_FROM_TAG, "s")]));
+        assert_eq!(d.unset, vec![STACK_TAG.to_string(), ID_TAG.to_string()]);
+    }
+
+    #[test]
+    fn ignored_tags_are_dropped_unless_the_spec_sets_them() {
+        let mut f = serde_json::json!({"tags": {"cost:team": "a", "cost:center": "b", "scanner": "x", "keep": "y", "owner": "z"}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let spec = serde_json::json!({"owner": "z", "cost:team": "a"});
+        drop_ignored_tags(&mut f, Some(&spec), &["cost:*".into(), "scanner".into(), "owner".into()]);
+        assert_eq!(f["tags"], serde_json::json!({"cost:team": "a", "keep": "y", "owner": "z"}));
+        let mut g = serde_json::json!({"tags": {"scanner": "x"}}).as_object().unwrap().clone();
+        drop_ignored_tags(&mut g, None, &[]);
+        assert_eq!(g["tags"], serde_json::json!({"scanner": "x"}), "nothing ignored by default");
     }
 }

@@ -161,6 +161,26 @@ where
     }
 }
 
+/// Whether an AWS call in the chain failed with this error code.
+pub fn has_code(e: &anyhow::Error, code: &str) -> bool {
+    e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(|a| a.code.as_deref() == Some(code)))
+}
+
+/// A retryable failure that is not an AWS error: the engine observes again and converges from
+/// what it finds (a resource an earlier attempt created, one not yet visible after a create).
+pub fn observe_again(call: &str, message: String) -> anyhow::Error {
+    anyhow::Error::new(AwsError { call: call.to_string(), code: None, message, class: ErrorClass::Retryable })
+}
+
+/// `Ok(None)` where the call said the resource is not there (a read that finds nothing).
+pub fn gone_as_none<T>(r: anyhow::Result<T>) -> anyhow::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_gone(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,12 @@ pub struct Spec {
     /// Tags put on every owned resource (besides the ownership tags).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Tag keys other tools manage on the stack's resources (cost allocation, security
+    /// scanners): never compared and never removed. An entry ending in `*` is a prefix
+    /// (`cost:*`). `aws:*` is always ignored. Default: none (a tag can carry meaning, e.g. for
+    /// attribute-based access control, so hiding its drift is opt-in).
+    #[serde(default)]
+    pub ignore_tags: Vec<String>,
     /// What happens to owned resources on `destroy`: `delete` (default) or `retain`.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,

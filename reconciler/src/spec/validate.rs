@@ -24,6 +24,15 @@ pub fn validate(spec: &Spec) -> Problems {
         }
     }
 
+    for t in &spec.ignore_tags {
+        let body = t.strip_suffix('*').unwrap_or(t);
+        if body.is_empty() || body.contains('*') || body.len() > 128 {
+            err("ignore_tags", format!("`{t}` is not a tag key or a prefix ending in `*` (1 to 128 characters)"));
+        } else if body.starts_with("reconciler:") {
+            err("ignore_tags", format!("`{t}`: the reconciler's own tags (ownership) cannot be ignored"));
+        }
+    }
+
     if let Some(l) = &spec.lock {
         let b = &l.bucket;
         if !valid_bucket(b) {

@@ -11,7 +11,7 @@ pub use scalable_target::ScalableTarget;
 pub use scaling_policy::ScalingPolicy;
 
 // Generic field accessor (not EC2-specific) from the first service that needed it.
-pub use crate::resources::ec2::str_field;
+pub use crate::engine::fields::str_field;
 
 use crate::engine::retry::Classifier;
 use crate::engine::{call_failed_with, Ctx, Desired, ErrorClass, Fields, Scoped, Service};

@@ -18,7 +18,8 @@ pub use subnet::Subnet;
 pub use vpc::Vpc;
 
 pub use crate::engine::call_failed;
-use crate::engine::ownership::{self, STACK_TAG};
+pub use crate::engine::fields::{changed, str_field};
+use crate::engine::ownership::{self, tag_map, TagDelta, STACK_TAG};
 use crate::engine::{Ctx, FieldChange, Fields, Service};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use serde_json::{json, Value};
@@ -106,12 +107,6 @@ pub fn tags_value(tags: &BTreeMap<String, String>) -> Value {
     Value::Object(tags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
 }
 
-fn tag_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
-        .unwrap_or_default()
-}
-
 /// Tags to apply atomically with a create call (so a crash can never leave an untagged,
 /// hence invisible, resource behind).
 pub fn tag_spec(kind: ResourceType, fields: &Fields) -> TagSpecification {
@@ -122,11 +117,9 @@ pub fn tag_spec(kind: ResourceType, fields: &Fields) -> TagSpecification {
 /// Converges tags if `tags` is among the changes: adds/overwrites what differs and removes
 /// keys we no longer want. AWS-managed tags were never compared, so they are left alone.
 pub async fn sync_tags(ctx: &Ctx, resource_id: &str, changes: &[FieldChange]) -> anyhow::Result<()> {
-    let Some(c) = changes.iter().find(|c| c.field == "tags") else { return Ok(()) };
-    let want = tag_map(Some(&c.after));
-    let have = tag_map(c.before.as_ref());
-    let set: Vec<Tag> = want.iter().filter(|(k, v)| have.get(*k) != Some(v)).map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-    let unset: Vec<Tag> = have.keys().filter(|k| !want.contains_key(*k)).map(|k| Tag::builder().key(k).build()).collect();
+    let delta = TagDelta::of(changes);
+    let set: Vec<Tag> = delta.set.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+    let unset: Vec<Tag> = delta.unset.iter().map(|k| Tag::builder().key(k).build()).collect();
     if !set.is_empty() {
         ec2(ctx).create_tags().resources(resource_id).set_tags(Some(set)).send().await.map_err(call_failed("CreateTags"))?;
     }
@@ -136,14 +129,6 @@ pub async fn sync_tags(ctx: &Ctx, resource_id: &str, changes: &[FieldChange]) ->
     Ok(())
 }
 
-pub fn str_field<'a>(f: &'a Fields, name: &str) -> anyhow::Result<&'a str> {
-    f.get(name).and_then(Value::as_str).ok_or_else(|| anyhow::anyhow!("internal error: field `{name}` is missing or not a string"))
-}
-
 pub fn bool_field(f: &Fields, name: &str) -> bool {
     f.get(name).and_then(Value::as_bool).unwrap_or(false)
-}
-
-pub fn changed(changes: &[FieldChange], field: &str) -> bool {
-    changes.iter().any(|c| c.field == field)
 }

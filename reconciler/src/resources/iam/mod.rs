@@ -8,8 +8,8 @@ mod role;
 pub use role::{Role, RoleFields};
 
 use crate::engine::ownership;
+use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::{call_failed_with, Ctx, ErrorClass, Kind, Service};
-use crate::resources::sqs::{TagDelta, TagMap};
 use anyhow::Context as _;
 use aws_sdk_iam::types::Tag;
 use aws_smithy_runtime_api::client::result::SdkError;

@@ -4,9 +4,11 @@
 //! document IAM echoes back with other spelling is not drift.
 
 use super::{apply_tags, call_failed, canonical_policy, client, iam_tags, owned, parse_policy_document, role_path};
+use crate::engine::fields::{typed, untyped};
 use crate::engine::ownership::not_owned;
+use crate::engine::ownership::{TagDelta, TagMap};
+use crate::engine::retry::{gone_as_none, has_code, observe_again};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Scoped};
-use crate::resources::sqs::{gone_as_none, has_code, observe_again, typed, untyped, TagDelta, TagMap};
 use anyhow::Context as _;
 use futures::future::{try_join_all, BoxFuture};
 use serde::{Deserialize, Serialize};

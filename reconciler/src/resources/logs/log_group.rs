@@ -7,9 +7,11 @@
 //! log group the spec no longer wants is still found, pruned or retained).
 
 use super::{apply_tags, arns, call_failed, client, owned, stack_prefixes};
+use crate::engine::fields::{typed, untyped};
 use crate::engine::ownership::not_owned;
+use crate::engine::ownership::{TagDelta, TagMap};
+use crate::engine::retry::{gone_as_none, has_code, observe_again};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Scoped};
-use crate::resources::sqs::{gone_as_none, has_code, observe_again, typed, untyped, TagDelta, TagMap};
 use futures::future::{try_join_all, BoxFuture};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -246,7 +248,12 @@ impl Kind for LogGroup {
                     "logs:UntagResource",
                     "logs:DeleteLogGroup",
                 ],
-                resources: stack_prefixes(stack).iter().map(|p| format!("arn:aws:logs:*:*:log-group:{p}*")).collect(),
+                // Exact names (and their streams): a prefix would also match another stack
+                // whose name starts with this one's (`<stack>-dev`).
+                resources: stack_prefixes(stack)
+                    .iter()
+                    .flat_map(|p| [format!("arn:aws:logs:*:*:log-group:{p}"), format!("arn:aws:logs:*:*:log-group:{p}:*")])
+                    .collect(),
                 read_only: false,
             }],
             ..Default::default()
@@ -286,7 +293,15 @@ mod tests {
     #[test]
     fn iam_covers_both_prefixes_by_arn() {
         let a = LogGroup.iam("s");
-        assert_eq!(a.scoped[0].resources, vec!["arn:aws:logs:*:*:log-group:/ecs/s*", "arn:aws:logs:*:*:log-group:/aws/apigateway/s*"]);
+        assert_eq!(
+            a.scoped[0].resources,
+            vec![
+                "arn:aws:logs:*:*:log-group:/ecs/s",
+                "arn:aws:logs:*:*:log-group:/ecs/s:*",
+                "arn:aws:logs:*:*:log-group:/aws/apigateway/s",
+                "arn:aws:logs:*:*:log-group:/aws/apigateway/s:*"
+            ]
+        );
         assert!(a.scoped[0].actions.contains(&"logs:TagResource"));
         assert!(a.create.is_empty() && a.change.is_empty());
     }

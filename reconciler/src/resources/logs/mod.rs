@@ -6,8 +6,8 @@ mod log_group;
 pub use log_group::{LogGroup, LogGroupFields};
 
 use crate::engine::ownership;
+use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::{call_failed_with, Ctx, ErrorClass, Kind, Service};
-use crate::resources::sqs::{TagDelta, TagMap};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;

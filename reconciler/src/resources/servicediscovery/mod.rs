@@ -15,7 +15,7 @@ use crate::engine::ownership;
 use crate::engine::retry::{self, Classifier};
 use crate::engine::{call_failed_with, wait, Ctx, ErrorClass, FieldChange, Service};
 // Generic field accessors (not EC2-specific) live with the first service that needed them.
-pub use crate::resources::ec2::{changed, str_field};
+pub use crate::engine::fields::{changed, str_field};
 use aws_sdk_servicediscovery::types::{OperationStatus, OperationTargetType, Tag};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;

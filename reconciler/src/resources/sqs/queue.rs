@@ -6,8 +6,11 @@
 //! returns that queue's URL, whoever owns it. So create looks the name up first and never
 //! takes over a queue it did not make.
 
-use super::{apply_tags, call_failed, client, deleted_recently, gone_as_none, observe_again, owned, typed, untyped, TagDelta, TagMap};
+use super::{apply_tags, call_failed, client, deleted_recently, owned};
+use crate::engine::fields::{typed, untyped};
 use crate::engine::ownership::not_owned;
+use crate::engine::ownership::{TagDelta, TagMap};
+use crate::engine::retry::{gone_as_none, observe_again};
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Scoped};
 use aws_sdk_sqs::types::QueueAttributeName as A;
 use futures::future::BoxFuture;
@@ -310,7 +313,9 @@ impl Kind for Queue {
             // tags also needs TagQueue.
             scoped: vec![Scoped {
                 actions: vec!["sqs:CreateQueue", "sqs:SetQueueAttributes", "sqs:TagQueue", "sqs:UntagQueue", "sqs:DeleteQueue"],
-                resources: vec![format!("arn:aws:sqs:*:*:{stack}-*")],
+                // Exact names: a prefix would also match another stack whose name starts
+                // with this one's (`<stack>-dev`).
+                resources: super::queue_names(stack).iter().map(|n| format!("arn:aws:sqs:*:*:{n}")).collect(),
                 read_only: false,
             }],
             ..Default::default()
@@ -412,7 +417,7 @@ mod tests {
     fn iam_is_scoped_to_the_stacks_queue_names() {
         let a = Queue.iam("s");
         assert!(a.create.is_empty() && a.change.is_empty());
-        assert_eq!(a.scoped[0].resources, vec!["arn:aws:sqs:*:*:s-*".to_string()]);
+        assert_eq!(a.scoped[0].resources, vec!["arn:aws:sqs:*:*:s-events.fifo".to_string(), "arn:aws:sqs:*:*:s-dlq.fifo".to_string()]);
         assert!(a.scoped[0].actions.contains(&"sqs:TagQueue"), "tag-on-create needs TagQueue");
     }
 }

@@ -1,0 +1,142 @@
+//! Safe to leave running: the stack lock fences two reconcilers, a lost lease stops new
+//! mutations, and a signal during a pass lets the call in flight finish, starts nothing new,
+//! releases the lock and exits 0. Each test owns its moto server.
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/fault_proxy.rs"]
+mod fault_proxy;
+#[path = "support/mod.rs"]
+mod support;
+
+use fault_proxy::{Fault, FaultProxy};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{repo_root, Moto, Run};
+
+const KEY: &str = "reconciler/benchling-webhook.lock";
+
+async fn s3(moto: &Moto) -> aws_sdk_s3::Client {
+    let aws = moto.sdk_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&aws).force_path_style(true).build());
+    s3.create_bucket().bucket("locks").send().await.unwrap();
+    s3
+}
+
+/// specs/prod.yaml with a lock in the bucket `locks`.
+fn locked_spec(moto: &Moto, ttl: u32) -> String {
+    cli::spec_variant(moto, "specs/prod.yaml", "locked.yaml", |s| {
+        s.replace("network:\n", &format!("lock:\n  bucket: locks\n  ttl_seconds: {ttl}\nnetwork:\n"))
+    })
+}
+
+fn spawn(moto: &Moto, endpoint: &str, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(args)
+        .current_dir(repo_root())
+        .envs(moto.env())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("RECONCILER_POLL_INTERVAL", "0.05")
+        .env("RECONCILER_MAX_ATTEMPTS", "3")
+        .env("RECONCILER_RETRY_BASE_MS", "5")
+        .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child) -> Run {
+    Run::from(child.wait_with_output().unwrap())
+}
+
+async fn lease(s3: &aws_sdk_s3::Client) -> Option<serde_json::Value> {
+    let out = s3.get_object().bucket("locks").key(KEY).send().await.ok()?;
+    Some(serde_json::from_slice(&out.body.collect().await.unwrap().into_bytes()).unwrap())
+}
+
+async fn vpcs(moto: &Moto) -> usize {
+    let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
+    let f = aws_sdk_ec2::types::Filter::builder().name("tag:reconciler:stack").values("benchling-webhook").build();
+    ec2.describe_vpcs().filters(f).send().await.unwrap().vpcs().len()
+}
+
+async fn wait_for_call(proxy: &FaultProxy, action: &str) {
+    let started = Instant::now();
+    while proxy.count(action) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "{action} was never called");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two live reconcilers started at once on an empty account: one holds the lock, the other
+/// waits for it (`--lock-wait`) and then finds nothing to do. Exactly one of every resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reconcilers_started_at_once_build_one_stack() {
+    let moto = Moto::start();
+    let s3 = s3(&moto).await;
+    let spec = locked_spec(&moto, 900);
+    let args = ["apply", spec.as_str(), "--auto-approve", "--lock-wait", "120"];
+    let (a, b) = (spawn(&moto, &moto.endpoint, &args), spawn(&moto, &moto.endpoint, &args));
+    let (a, b) = (finish(a), finish(b));
+    assert_eq!((a.code, b.code), (0, 0), "{a}\n{b}");
+    let created = |r: &Run| r.stdout.contains("Apply complete: 28 created");
+    assert!(created(&a) ^ created(&b), "exactly one of them builds the stack\n{a}\n{b}");
+    assert!(a.stdout.contains("No changes") || b.stdout.contains("No changes"), "the other finds it built\n{a}\n{b}");
+    assert_eq!(vpcs(&moto).await, 1);
+    let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
+    assert_eq!(iam.list_roles().path_prefix("/reconciler/benchling-webhook/").send().await.unwrap().roles().len(), 2);
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    assert_eq!(ecs.list_services().cluster("benchling-webhook-cluster").send().await.unwrap().service_arns().len(), 1);
+    assert!(lease(&s3).await.is_none(), "both released the lock");
+}
+
+/// SIGTERM while a call is in flight: it finishes, nothing new starts, the lease is
+/// released, and `run` exits 0 within 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_pass_finishes_the_call_in_flight_and_releases_the_lock() {
+    let moto = Moto::start();
+    let s3 = s3(&moto).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("ec2:CreateVpc", &[Fault::Delay(3000)]);
+    let spec = locked_spec(&moto, 900);
+    let child = spawn(&moto, &proxy.url, &["run", &spec, "--interval", "60", "--iterations", "3"]);
+    wait_for_call(&proxy, "ec2:CreateVpc").await;
+    assert!(lease(&s3).await.is_some(), "the pass holds the lock");
+    let signalled = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let run = finish(child);
+    assert!(signalled.elapsed() < Duration::from_secs(10), "took {:?}\n{run}", signalled.elapsed());
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("\"result\":\"stopped\""), "{run}");
+    assert_eq!(vpcs(&moto).await, 1, "the call in flight finished");
+    assert_eq!(proxy.count("ec2:CreateSubnet"), 0, "nothing that needed the VPC started\n{run}");
+    assert!(lease(&s3).await.is_none(), "the lock was released\n{run}");
+}
+
+/// A renewal that fails (the lease was taken over while a slow call ran) stops new
+/// mutations, the command fails saying the lease was lost, and the new holder's lease is
+/// not deleted on the way out (the release is conditional on our ETag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_stops_new_mutations_and_is_not_deleted() {
+    let moto = Moto::start();
+    let s3 = s3(&moto).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    // Renewal comes every ttl/3 = 20 s; the VPC create is held past it.
+    proxy.inject("ec2:CreateVpc", &[Fault::Delay(24_000)]);
+    let spec = locked_spec(&moto, 60);
+    let child = spawn(&moto, &proxy.url, &["apply", &spec, "--auto-approve"]);
+    wait_for_call(&proxy, "ec2:CreateVpc").await;
+    let held = lease(&s3).await.expect("held");
+    assert!(held["renewed_at"].as_u64() >= held["acquired_at"].as_u64() && held["acquired_at"].as_u64() > Some(0), "{held}");
+    // Someone else takes the lease over.
+    let intruder =
+        serde_json::json!({"stack": "benchling-webhook", "holder": "intruder", "acquired_at": 1, "expires_at": 9_999_999_999u64});
+    s3.put_object().bucket("locks").key(KEY).body(intruder.to_string().into_bytes().into()).send().await.unwrap();
+    let run = finish(child);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("was lost"), "{run}");
+    assert_eq!(proxy.count("ec2:CreateSubnet"), 0, "no new mutation after the lease was lost\n{run}");
+    assert_eq!(lease(&s3).await.expect("the new holder's lease stays")["holder"], "intruder", "{run}");
+}
