@@ -123,12 +123,12 @@ mod tests {
 
     #[test]
     fn spec_edges_count_where_nothing_is_recorded() {
-        let items = [obs("ec2:igw", "igw", "igw-1", &[], json!({})), obs("ec2:nat", "nat", "nat-1", &[], json!({}))];
-        let desired = vec![Desired { kind: "ec2:nat", id: "nat".into(), fields: Default::default(), after: vec!["igw".into()] }];
+        let items = [obs("x:gateway", "igw", "igw-1", &[], json!({})), obs("x:nat", "nat", "nat-1", &[], json!({}))];
+        let desired = vec![Desired { kind: "x:nat", id: "nat".into(), fields: Default::default(), after: vec!["igw".into()] }];
         let refs: Vec<&Observed> = items.iter().collect();
         assert_eq!(deletion_waves(&refs, &desired), vec![vec![1], vec![0]]);
         let d2 = vec![Desired {
-            kind: "ec2:nat",
+            kind: "x:nat",
             id: "nat".into(),
             fields: json!({"x": reference("igw")}).as_object().unwrap().clone(),
             after: vec![],

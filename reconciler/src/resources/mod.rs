@@ -25,3 +25,107 @@ pub fn registry() -> Vec<Box<dyn Kind>> {
     kinds.shrink_to_fit();
     kinds
 }
+
+/// The policy the whole registry needs (here, beside the registry: the engine's policy
+/// builder knows no service).
+#[cfg(test)]
+mod policy_tests {
+    use super::registry;
+    use crate::engine::policy::{document, Purpose};
+    use serde_json::{json, Value};
+    use std::collections::BTreeSet;
+
+    fn actions(doc: &Value) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for s in doc["Statement"].as_array().unwrap() {
+            if s["Effect"] != "Allow" {
+                continue;
+            }
+            match &s["Action"] {
+                Value::String(a) => {
+                    out.insert(a.clone());
+                }
+                Value::Array(a) => out.extend(a.iter().map(|x| x.as_str().unwrap().to_string())),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Statements AWS gives no way to limit to the stack, each explained in the README
+    /// (section "Least privilege").
+    const UNSCOPABLE: [&str; 3] = [
+        // Cloud Map creates the namespace's hosted zone with the caller's permissions; Route 53
+        // scopes CreateHostedZone by neither tag nor name.
+        "CloudMapCreatesTheNamespaceHostedZone",
+        // Limited to the one service-linked role's ARN and service name.
+        "AutoscalingCreatesItsServiceLinkedRoleForEcs",
+        // ECS DeregisterTaskDefinition takes neither a resource ARN nor a tag condition.
+        "EcsDeregisterTaskDefinitions",
+    ];
+
+    fn is_read(action: &str) -> bool {
+        let verb = action.split(':').nth(1).unwrap_or_default();
+        ["Describe", "List", "Get"].iter().any(|p| verb.starts_with(p))
+    }
+
+    #[test]
+    fn plan_policy_only_reads() {
+        let doc = document("s", &registry(), Purpose::Plan, crate::facts::IAM_READS, Some(("b", "k")));
+        let acts = actions(&doc);
+        assert!(acts.iter().all(|a| is_read(a)), "{acts:?}");
+        assert!(acts.contains("ec2:DescribeSecurityGroupRules") && acts.contains("ec2:DescribeAvailabilityZones"));
+        assert!(acts.contains("sts:GetCallerIdentity"));
+        assert!(!acts.contains("s3:PutObject"), "plan takes no lock");
+    }
+
+    #[test]
+    fn the_lock_is_one_object() {
+        let doc = document("s", &registry(), Purpose::Apply, crate::facts::IAM_READS, Some(("locks", "reconciler/s.lock")));
+        let st = doc["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == "HoldTheStackLock").unwrap();
+        assert_eq!(st["Resource"], "arn:aws:s3:::locks/reconciler/s.lock");
+    }
+
+    /// Every statement that can change something is limited to the stack: by a tag condition
+    /// naming it, or by resource ARNs that contain its name.
+    #[test]
+    fn apply_policy_scopes_mutations_to_the_stack() {
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::facts::IAM_READS, None);
+        let acts = actions(&doc);
+        for a in ["ec2:CreateVpc", "ec2:DeleteVpc", "ec2:RevokeSecurityGroupIngress", "ec2:CreateNatGateway", "ec2:ReplaceRoute"] {
+            assert!(acts.contains(a), "missing {a}");
+        }
+        for s in doc["Statement"].as_array().unwrap() {
+            let listed: Vec<&str> = match &s["Action"] {
+                Value::String(a) => vec![a.as_str()],
+                Value::Array(a) => a.iter().map(|x| x.as_str().unwrap()).collect(),
+                _ => vec![],
+            };
+            if listed.iter().all(|a| is_read(a)) {
+                continue;
+            }
+            let by_tag = s["Condition"].to_string().contains("my-stack");
+            let resources: Vec<String> = match &s["Resource"] {
+                Value::String(r) => vec![r.clone()],
+                Value::Array(r) => r.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+                _ => vec![],
+            };
+            let by_name = !resources.is_empty() && resources.iter().all(|r| r.contains("my-stack"));
+            let sid = s["Sid"].as_str().unwrap_or_default();
+            assert!(by_tag || by_name || UNSCOPABLE.contains(&sid), "unscoped statement {s}");
+        }
+    }
+
+    /// EC2 names the create call in `ec2:CreateAction` by its bare name: `ec2:CreateVpc` there
+    /// would deny every tagged create on real AWS.
+    #[test]
+    fn tag_on_create_uses_bare_action_names() {
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::facts::IAM_READS, None);
+        let st = doc["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == "TagOnCreate").expect("one TagOnCreate statement");
+        assert_eq!(st["Action"], "ec2:CreateTags");
+        let listed = st["Condition"]["StringEquals"]["ec2:CreateAction"].as_array().unwrap();
+        assert!(listed.contains(&json!("CreateVpc")) && listed.contains(&json!("AllocateAddress")));
+        assert!(listed.iter().all(|a| !a.as_str().unwrap().contains(':')));
+        assert_eq!(doc["Statement"].as_array().unwrap().iter().filter(|s| s["Sid"] == "TagOnCreate").count(), 1);
+    }
+}
