@@ -410,24 +410,20 @@ impl Session {
     }
 
     /// Live facts, the desired state computed from them, and what the stack owns now.
-    async fn observe_with_facts(&self) -> anyhow::Result<(desired::Facts, DesiredState, engine::Snapshot)> {
+    /// Live facts and the desired state computed from them.
+    async fn desired(&self) -> anyhow::Result<(desired::Facts, DesiredState)> {
         let s = &self.ctx.settings;
         let facts = engine::retry::with_retries(s.max_attempts, s.retry_base, || crate::facts::gather(&self.ctx, &self.spec))
             .await
             .context("reading the facts the spec depends on (zones, an existing VPC, the account)")?;
         let state = desired::build(&self.spec, &facts)?;
-        let observed = engine::observe(&self.ctx, &self.kinds, &state.resources).await?;
-        Ok((facts, state, observed))
+        Ok((facts, state))
     }
 
     /// What the stack owns, for destroy: same-named resources it does not own are reported
     /// and left alone.
     pub(crate) async fn observe_owned(&self) -> anyhow::Result<(DesiredState, engine::Snapshot)> {
-        let s = &self.ctx.settings;
-        let facts = engine::retry::with_retries(s.max_attempts, s.retry_base, || crate::facts::gather(&self.ctx, &self.spec))
-            .await
-            .context("reading the facts the spec depends on (zones, an existing VPC, the account)")?;
-        let state = desired::build(&self.spec, &facts)?;
+        let (_, state) = self.desired().await?;
         let (observed, skipped) = engine::observe_owned(&self.ctx, &self.kinds, &state.resources).await?;
         for m in skipped {
             println!("not ours, left alone: {m}");
@@ -436,7 +432,8 @@ impl Session {
     }
 
     pub(crate) async fn plan(&self) -> anyhow::Result<(DesiredState, engine::Snapshot, Plan)> {
-        let (facts, state, observed) = self.observe_with_facts().await?;
+        let (facts, state) = self.desired().await?;
+        let observed = engine::observe(&self.ctx, &self.kinds, &state.resources).await?;
         let mut plan = engine::plan(&self.spec.name, &self.kinds, &state.resources, &observed, &state.externals)?;
         plan.notes = desired::not_yet_reconciled(&self.spec);
         plan.fingerprint = crate::plan::fingerprint(&self.spec, &facts, &observed, &state.resources);
