@@ -387,7 +387,7 @@ async fn changing_only_the_image_registers_one_revision_and_updates_the_service(
         .into_iter()
         .filter(|c| {
             let action = c.split(':').nth(1).unwrap_or_default();
-            !["Describe", "List", "Get"].iter().any(|p| action.starts_with(p))
+            !["Describe", "List", "Get", "GET "].iter().any(|p| action.starts_with(p))
         })
         .collect();
     assert_eq!(mutating, ["ecs:RegisterTaskDefinition", "ecs:UpdateService"], "{run}");
@@ -542,7 +542,9 @@ async fn no_op_plan_calls_are_reported() {
         eprintln!("  {k}: {v}");
     }
     assert!(
-        calls.iter().all(|c| !c.contains(":Create") && !c.contains(":Update") && !c.contains(":Delete") && !c.contains(":Put")),
+        calls.iter().all(|c| {
+            [":Create", ":Update", ":Delete", ":Put", ":POST", ":PATCH", ":PUT", ":DELETE"].iter().all(|verb| !c.contains(verb))
+        }),
         "{calls:?}"
     );
 }

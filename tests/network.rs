@@ -131,8 +131,9 @@ async fn apply_from_zero_creates_the_tagged_network_and_is_idempotent() {
 
     let plan = reconciler(&moto, &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "{plan}");
-    // 15 network resources and 13 for the service (IAM, logs, queues, Cloud Map, ECS, scaling).
-    assert!(plan.stdout.contains("28 to create"), "{plan}");
+    // 15 network resources, 13 for the service (IAM, logs, queues, Cloud Map, ECS, scaling)
+    // and 7 for the edge (access log group, VPC link, API, integration, 2 routes, stage).
+    assert!(plan.stdout.contains("35 to create"), "{plan}");
 
     let apply = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(apply.code, 0, "{apply}");
@@ -312,7 +313,7 @@ async fn destroy_removes_every_owned_resource_and_nothing_else() {
         "listed in deletion order\n{destroy}"
     );
     // The log group and both queues are retained (specs/prod.yaml says so).
-    assert!(destroy.stdout.contains("25 deleted, 3 retained"), "{destroy}");
+    assert!(destroy.stdout.contains("32 deleted, 3 retained"), "{destroy}");
     assert_eq!(counts(&c, STACK).await, Counts::default());
     let vpcs: Vec<String> = c.describe_vpcs().send().await.unwrap().vpcs().iter().filter_map(|v| v.vpc_id().map(String::from)).collect();
     assert!(vpcs.contains(&lookalike), "the untagged look-alike VPC was deleted");
@@ -536,7 +537,7 @@ async fn run_mode_corrects_drift_while_running() {
     let mut next = || -> serde_json::Value { serde_json::from_str(&lines.next().expect("a status line").unwrap()).unwrap() };
     let first = next();
     assert_eq!(first["result"], "corrected", "{first}");
-    assert_eq!(first["changes"].as_array().unwrap().len(), 28);
+    assert_eq!(first["changes"].as_array().unwrap().len(), 35);
     let second = next();
     assert_eq!(second["result"], "in_sync", "{second}");
     // Drift while it runs.

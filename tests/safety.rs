@@ -81,7 +81,7 @@ async fn two_reconcilers_started_at_once_build_one_stack() {
     let (a, b) = (spawn(&moto, &moto.endpoint, &args), spawn(&moto, &moto.endpoint, &args));
     let (a, b) = (finish(a), finish(b));
     assert_eq!((a.code, b.code), (0, 0), "{a}\n{b}");
-    let created = |r: &Run| r.stdout.contains("Apply complete: 28 created");
+    let created = |r: &Run| r.stdout.contains("Apply complete: 35 created");
     assert!(created(&a) ^ created(&b), "exactly one of them builds the stack\n{a}\n{b}");
     assert!(a.stdout.contains("No changes") || b.stdout.contains("No changes"), "the other finds it built\n{a}\n{b}");
     assert_eq!(vpcs(&moto).await, 1);

@@ -88,6 +88,29 @@ enum Command {
         #[command(flatten)]
         aws: AwsOpts,
     },
+    /// Print the stack's outputs from live state: the webhook URL, the Benchling manifest URLs,
+    /// the cluster and service, log groups and queues. Only reads.
+    Output {
+        file: PathBuf,
+        /// `json` is stable (documented in the README): keys are only ever added.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        #[command(flatten)]
+        aws: AwsOpts,
+    },
+    /// Check the webhook end to end: GET /health/ready on the public endpoint, and when it is
+    /// not ready, name the broken hop (stage, integration, VPC link, ECS tasks, Cloud Map) with
+    /// evidence. Exit 0 ready, 1 not. Only reads.
+    Verify {
+        file: PathBuf,
+        /// Call this base URL instead of the API's endpoint (a custom domain, a local test).
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        #[command(flatten)]
+        aws: AwsOpts,
+    },
     /// Delete everything the stack owns, dependents first (from the dependency graph); retained
     /// resources are released from management, not deleted.
     Destroy {
@@ -103,6 +126,12 @@ enum Command {
 enum PolicyFor {
     Plan,
     Apply,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -174,11 +203,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let lock_key =
                 spec.lock.as_ref().map(|l| (l.bucket.clone(), l.key.clone().unwrap_or_else(|| format!("reconciler/{}.lock", spec.name))));
+            // Beside the kinds' own reads: the facts the layout depends on and verify's reads.
+            let reads: Vec<&'static str> = crate::facts::IAM_READS.iter().chain(crate::verify::IAM_READS).copied().collect();
             let doc = engine::policy::document(
                 &spec.name,
                 &resources::registry(),
                 purpose,
-                crate::facts::IAM_READS,
+                &reads,
                 lock_key.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
             );
             println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -211,6 +242,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = Session::open(&file, &aws).await?;
             s.stop_on_signal();
             crate::run::run(&s, interval, jitter, iterations, destructive).await
+        }
+        Command::Output { file, format, aws } => {
+            let s = Session::open(&file, &aws).await?;
+            let (_, observed) = s.observe_owned().await?;
+            print_outputs(&s, &observed, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { file, endpoint, format, aws } => {
+            let s = Session::open(&file, &aws).await?;
+            let (_, observed) = s.observe_owned().await?;
+            let url = endpoint.or_else(|| crate::outputs::from_observed(&s.spec.name, s.ctx.region(), &observed).webhook_url);
+            let answer = crate::verify::call_endpoint(url.as_deref()).await;
+            let evidence = if crate::verify::is_ready(&answer) {
+                crate::verify::Evidence::endpoint_only(answer)
+            } else {
+                crate::verify::gather(&s.ctx, &observed, answer).await?
+            };
+            let verdict = crate::verify::diagnose(&evidence);
+            match format {
+                OutputFormat::Text => print!("{}", crate::verify::render_text(&verdict)),
+                OutputFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"verdict": verdict, "evidence": evidence}))?)
+                }
+            }
+            Ok(if verdict.ready { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Destroy { file, auto_approve, aws } => {
             let s = Session::open(&file, &aws).await?;
@@ -255,6 +311,8 @@ async fn apply_locked(
     };
     print!("{}", render_text(&plan));
     if !plan.has_changes() {
+        println!();
+        print_outputs(s, &observed, OutputFormat::Text)?;
         return Ok(ExitCode::SUCCESS);
     }
     if !reviewed {
@@ -268,6 +326,9 @@ async fn apply_locked(
         "Apply complete: {} created, {} updated, {} replaced, {} deleted, {} retained.",
         report.created, report.updated, report.replaced, report.deleted, report.retained
     );
+    let (_, now) = s.observe_owned().await.context("reading the outputs after apply")?;
+    println!();
+    print_outputs(s, &now, OutputFormat::Text)?;
     if !report.held.is_empty() {
         println!(
             "Held back ({}), because this apply is unattended and destructive steps need --allow-destructive or a reviewed plan:",
@@ -302,6 +363,15 @@ async fn destroy_locked(s: &Session, auto_approve: bool) -> anyhow::Result<ExitC
     let (deleted, retained) = engine::destroy(&s.ctx, &s.kinds, &observed, &state.resources).await?;
     println!("Destroy complete: {deleted} deleted, {retained} retained.");
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_outputs(s: &Session, observed: &[engine::Observed], format: OutputFormat) -> anyhow::Result<()> {
+    let out = crate::outputs::from_observed(&s.spec.name, s.ctx.region(), observed);
+    match format {
+        OutputFormat::Text => print!("{}", crate::outputs::render_text(&out)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&out)?),
+    }
+    Ok(())
 }
 
 async fn release(lock: Option<engine::lock::StackLock>) -> anyhow::Result<()> {
@@ -435,7 +505,6 @@ impl Session {
         let (facts, state) = self.desired().await?;
         let observed = engine::observe(&self.ctx, &self.kinds, &state.resources).await?;
         let mut plan = engine::plan(&self.spec.name, &self.kinds, &state.resources, &observed, &state.externals)?;
-        plan.notes = desired::not_yet_reconciled(&self.spec);
         plan.fingerprint = crate::plan::fingerprint(&self.spec, &facts, &observed, &state.resources);
         Ok((state, observed, plan))
     }

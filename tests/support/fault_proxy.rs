@@ -88,8 +88,9 @@ enum Protocol {
     Json,
 }
 
-/// (`service:Action`, protocol) of a request.
-fn identify(headers: &HeaderMap, body: &[u8]) -> (String, Protocol) {
+/// (`service:Action`, protocol) of a request. REST services (API Gateway) name no action: the
+/// key is the method and the path with ids starred, `apigateway:GET /apis/*/routes`.
+fn identify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> (String, Protocol) {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
     // Credential=AKID/20261128/us-east-1/iam/aws4_request
     let service =
@@ -98,7 +99,14 @@ fn identify(headers: &HeaderMap, body: &[u8]) -> (String, Protocol) {
         let action = target.rsplit('.').next().unwrap_or(target);
         return (format!("{service}:{action}"), Protocol::Json);
     }
-    let action = String::from_utf8_lossy(body).split('&').find_map(|kv| kv.strip_prefix("Action=").map(String::from)).unwrap_or("?".into());
+    let Some(action) = String::from_utf8_lossy(body).split('&').find_map(|kv| kv.strip_prefix("Action=").map(String::from)) else {
+        if service == "apigateway" {
+            let segments: Vec<&str> = uri.path().trim_start_matches("/v2/").split('/').collect();
+            let path: Vec<&str> = segments.iter().enumerate().map(|(i, s)| if i % 2 == 1 { "*" } else { *s }).collect();
+            return (format!("{service}:{method} /{}", path.join("/")), Protocol::Json);
+        }
+        return (format!("{service}:?"), Protocol::Query);
+    };
     let protocol = if service == "ec2" { Protocol::Ec2 } else { Protocol::Query };
     (format!("{service}:{action}"), protocol)
 }
@@ -154,7 +162,7 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (action, protocol) = identify(&headers, &body);
+    let (action, protocol) = identify(&method, &uri, &headers, &body);
     let (upstream, fault) = {
         let mut s = state.lock().unwrap();
         *s.counts.entry(action.clone()).or_default() += 1;

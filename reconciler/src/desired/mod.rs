@@ -5,6 +5,7 @@
 
 mod compute;
 mod discovery;
+mod edge;
 mod network;
 
 use crate::engine::ownership;
@@ -88,18 +89,8 @@ pub fn build(spec: &Spec, facts: &Facts) -> anyhow::Result<DesiredState> {
     let private_subnets = network::build(&mut b, facts)?;
     discovery::build(&mut b);
     compute::build(&mut b, &private_subnets);
+    edge::build(&mut b, &private_subnets);
     Ok(DesiredState { resources: b.out, externals: b.externals })
-}
-
-/// Sections of the spec that are validated but not reconciled yet, said in every plan.
-pub fn not_yet_reconciled(spec: &Spec) -> Vec<String> {
-    match &spec.api {
-        Some(_) => vec![
-            "spec section api is validated but not reconciled by this version (the HTTP API edge comes next); nothing is created for it"
-                .into(),
-        ],
-        None => vec![],
-    }
 }
 
 #[cfg(test)]
@@ -234,9 +225,33 @@ mod tests {
                 "service",
                 "scaling-target",
                 "scaling-cpu",
-                "scaling-memory"
+                "scaling-memory",
+                "log-api",
+                "vpc-link",
+                "api",
+                "integration",
+                "route-root",
+                "route-proxy",
+                "stage"
             ]
         );
+        // The edge: the integration reaches the Cloud Map service over the VPC link, which
+        // sits in the private subnets with its own security group; access logs go to the
+        // API log group.
+        let integration = node(&d, "integration");
+        assert_eq!(integration.fields["uri"], crate::engine::reference_to("discovery-service", "arn"));
+        assert_eq!(integration.fields["connection_id"], crate::engine::reference("vpc-link"));
+        assert!(integration.fields["timeout_ms"].as_u64().unwrap() < 30_000);
+        let link = node(&d, "vpc-link");
+        assert_eq!(
+            link.fields["subnets"],
+            set(vec![crate::engine::reference("subnet-private-1"), crate::engine::reference("subnet-private-2")])
+        );
+        assert_eq!(link.fields["security_groups"], set(vec![crate::engine::reference("sg-vpc-link")]));
+        let stage = node(&d, "stage");
+        assert_eq!(stage.fields["access_log_destination"], crate::engine::reference_to("log-api", "arn"));
+        assert_eq!((stage.fields["throttling_rate"].clone(), stage.fields["throttling_burst"].clone()), (json!(100.0), json!(200)));
+        assert_eq!(node(&d, "log-api").fields["name"], "/aws/apigateway/benchling-webhook");
         // Wires: by reference, so creation order and new identities follow.
         let td = node(&d, "task-definition");
         assert_eq!(td.fields["execution_role"], crate::engine::reference_to("role-execution", "arn"));

@@ -2,6 +2,7 @@
 //! [`crate::engine::Kind`] with the same verbs. Each service folder holds its own helpers
 //! (client, tagging, error codes).
 
+pub mod apigateway;
 pub mod autoscaling;
 pub mod ec2;
 pub mod ecs;
@@ -22,6 +23,7 @@ pub fn registry() -> Vec<Box<dyn Kind>> {
     kinds.extend(servicediscovery::kinds());
     kinds.extend(ecs::kinds());
     kinds.extend(autoscaling::kinds());
+    kinds.extend(apigateway::kinds());
     kinds.shrink_to_fit();
     kinds
 }
@@ -54,7 +56,7 @@ mod policy_tests {
 
     /// Statements AWS gives no way to limit to the stack, each explained in the README
     /// (section "Least privilege").
-    const UNSCOPABLE: [&str; 3] = [
+    const UNSCOPABLE: [&str; 4] = [
         // Cloud Map creates the namespace's hosted zone with the caller's permissions; Route 53
         // scopes CreateHostedZone by neither tag nor name.
         "CloudMapCreatesTheNamespaceHostedZone",
@@ -62,11 +64,15 @@ mod policy_tests {
         "AutoscalingCreatesItsServiceLinkedRoleForEcs",
         // ECS DeregisterTaskDefinition takes neither a resource ARN nor a tag condition.
         "EcsDeregisterTaskDefinitions",
+        // API Gateway's access logging is a CloudWatch Logs vended delivery, made with the
+        // caller's permissions; those log-delivery actions take no resource ARN.
+        "ApiGatewayAccessLogDelivery",
     ];
 
     fn is_read(action: &str) -> bool {
         let verb = action.split(':').nth(1).unwrap_or_default();
-        ["Describe", "List", "Get"].iter().any(|p| verb.starts_with(p))
+        // API Gateway authorises by HTTP verb: GET reads.
+        verb == "GET" || ["Describe", "List", "Get"].iter().any(|p| verb.starts_with(p))
     }
 
     #[test]

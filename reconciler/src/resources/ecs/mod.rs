@@ -38,6 +38,52 @@ pub fn client(ctx: &Ctx) -> aws_sdk_ecs::Client {
     ctx.client()
 }
 
+/// How the service's tasks are doing, for `reconciler verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskHealth {
+    pub running: i32,
+    pub desired: i32,
+    /// Why the most recently stopped task stopped, if ECS still lists one.
+    pub last_stopped: Option<String>,
+}
+
+/// DescribeServices, then (only when fewer tasks run than wanted) the latest stopped task's
+/// reason: ListTasks (STOPPED) + DescribeTasks. `None`: no such active service.
+pub async fn task_health(ctx: &Ctx, cluster: &str, service: &str) -> anyhow::Result<Option<TaskHealth>> {
+    let ecs = client(ctx);
+    let out = ecs.describe_services().cluster(cluster).services(service).send().await.map_err(call_failed("DescribeServices"))?;
+    let Some(svc) = out.services().iter().find(|s| s.status() == Some("ACTIVE")) else { return Ok(None) };
+    let mut health = TaskHealth { running: svc.running_count(), desired: svc.desired_count(), last_stopped: None };
+    if health.running >= health.desired && health.desired > 0 {
+        return Ok(Some(health));
+    }
+    let stopped = ecs
+        .list_tasks()
+        .cluster(cluster)
+        .service_name(service)
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+        .send()
+        .await
+        .map_err(call_failed("ListTasks"))?;
+    if !stopped.task_arns().is_empty() {
+        let tasks = ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(stopped.task_arns().to_vec()))
+            .send()
+            .await
+            .map_err(call_failed("DescribeTasks"))?;
+        health.last_stopped = tasks
+            .tasks()
+            .iter()
+            .filter(|t| t.stopped_reason().is_some())
+            .max_by_key(|t| t.stopped_at().map(|d| d.secs()))
+            .and_then(|t| t.stopped_reason())
+            .map(str::to_string);
+    }
+    Ok(Some(health))
+}
+
 /// The ECS kinds, dependencies first.
 pub fn kinds() -> Vec<Box<dyn Kind>> {
     vec![Box::new(Cluster), Box::new(TaskDefinition), Box::new(EcsService)]

@@ -173,6 +173,30 @@ pub async fn wait_for_operation(ctx: &Ctx, operation_id: &str, what: &str) -> an
     .await
 }
 
+/// Each registered instance of a Cloud Map service and its health as Cloud Map reports it
+/// (HEALTHY, UNHEALTHY, UNKNOWN), for `reconciler verify`: ListInstances, then
+/// GetInstancesHealthStatus.
+pub async fn instance_health(ctx: &Ctx, service_id: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let sd = client(ctx);
+    let mut ids = Vec::new();
+    let mut pages = sd.list_instances().service_id(service_id).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        ids.extend(page.map_err(call_failed("ListInstances"))?.instances().iter().filter_map(|i| i.id().map(str::to_string)));
+    }
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let health = sd.get_instances_health_status().service_id(service_id).send().await.map_err(call_failed("GetInstancesHealthStatus"))?;
+    let status = health.status().cloned().unwrap_or_default();
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let h = status.get(&id).map(|s| s.as_str().to_string()).unwrap_or_else(|| "UNKNOWN".into());
+            (id, h)
+        })
+        .collect())
+}
+
 /// The Cloud Map kinds, namespace first.
 pub fn kinds() -> Vec<Box<dyn crate::engine::Kind>> {
     vec![Box::new(Namespace), Box::new(DiscoveryService)]

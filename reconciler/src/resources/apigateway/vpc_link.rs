@@ -1,0 +1,189 @@
+//! `apigateway:vpc-link` — how API Gateway reaches the private subnets: ENIs in the private
+//! subnets with the `sg-vpc-link` security group. Owned by its tags. Asynchronous on AWS
+//! (PENDING → AVAILABLE, minutes): create waits for AVAILABLE; one left PENDING by a run that
+//! timed out is observed Pending and waited for by the next run. Subnets and security groups
+//! are immutable; names are not unique, so a replacement creates the new link first, the
+//! integration is repointed, and then the old one is deleted.
+
+use super::{apply_tags, arn, call_failed, client, owned, pages};
+use crate::engine::fields::{typed, untyped};
+use crate::engine::ownership::{TagDelta, TagMap};
+use crate::engine::retry::is_gone;
+use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Status};
+use aws_sdk_apigatewayv2::types::VpcLinkStatus;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+pub struct VpcLink;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpcLinkFields {
+    pub name: String,
+    /// Sorted (a set).
+    pub subnets: Vec<String>,
+    /// Sorted (a set).
+    pub security_groups: Vec<String>,
+    pub tags: TagMap,
+}
+
+/// Readiness from the link's status. INACTIVE (unused for 60 days) re-provisions on first use:
+/// usable. DELETING links are not reported at all.
+pub fn status_of(status: Option<&VpcLinkStatus>, message: Option<&str>) -> Status {
+    let why = |s: &str| match message {
+        Some(m) if !m.is_empty() => format!("VPC link {s}: {m}"),
+        _ => format!("VPC link {s}"),
+    };
+    match status {
+        Some(VpcLinkStatus::Pending) => Status::Pending(why("PENDING")),
+        Some(VpcLinkStatus::Failed) => Status::Failed(why("FAILED")),
+        _ => Status::Ready,
+    }
+}
+
+fn sorted(v: &[String]) -> Vec<String> {
+    let mut v = v.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+async fn read(ctx: &Ctx, link_id: &str) -> anyhow::Result<Option<aws_sdk_apigatewayv2::operation::get_vpc_link::GetVpcLinkOutput>> {
+    match client(ctx).get_vpc_link().vpc_link_id(link_id).send().await.map_err(call_failed("GetVpcLink")) {
+        Ok(out) => Ok(Some(out)),
+        Err(e) if is_gone(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl Kind for VpcLink {
+    fn name(&self) -> &'static str {
+        "apigateway:vpc-link"
+    }
+
+    fn replace_on(&self) -> &'static [&'static str] {
+        &["subnets", "security_groups"]
+    }
+
+    fn replacement(&self) -> Replacement {
+        Replacement::CreateBeforeDestroy
+    }
+
+    /// GetVpcLinks (tags included in the listing), page by page.
+    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+        Box::pin(async move {
+            let links = pages(|token| async move {
+                let page = client(ctx).get_vpc_links().set_next_token(token).send().await.map_err(call_failed("GetVpcLinks"))?;
+                Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
+            })
+            .await?;
+            let mut out = Vec::new();
+            for l in &links {
+                if l.vpc_link_status() == Some(&VpcLinkStatus::Deleting) {
+                    continue;
+                }
+                let (Some((id, tags)), Some(link_id)) = (owned(ctx, l.tags()), l.vpc_link_id()) else { continue };
+                let fields = VpcLinkFields {
+                    name: l.name().unwrap_or_default().to_string(),
+                    subnets: sorted(l.subnet_ids()),
+                    security_groups: sorted(l.security_group_ids()),
+                    tags,
+                };
+                let mut o = Observed::new(self.name(), id, link_id.to_string(), untyped(&fields));
+                o.status = status_of(l.vpc_link_status(), l.vpc_link_status_message());
+                out.push(o);
+            }
+            Ok(out)
+        })
+    }
+
+    /// CreateVpcLink, tagged in the request, then waits for AVAILABLE (minutes on AWS).
+    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+        Box::pin(async move {
+            let f: VpcLinkFields = typed(self.name(), fields)?;
+            let out = client(ctx)
+                .create_vpc_link()
+                .name(&f.name)
+                .set_subnet_ids(Some(f.subnets.clone()))
+                .set_security_group_ids(Some(f.security_groups.clone()))
+                .set_tags(Some(f.tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(call_failed("CreateVpcLink"))?;
+            let link_id = out.vpc_link_id().ok_or_else(|| anyhow::anyhow!("CreateVpcLink returned no id"))?.to_string();
+            if status_of(out.vpc_link_status(), None) != Status::Ready {
+                let what = format!("VPC link {link_id} to become AVAILABLE (usually a few minutes)");
+                eprintln!("  waiting for {what}");
+                wait::until(ctx, &what, || async {
+                    let Some(l) = read(ctx, &link_id).await? else { return Ok(None) };
+                    match status_of(l.vpc_link_status(), l.vpc_link_status_message()) {
+                        Status::Ready => Ok(Some(())),
+                        Status::Pending(_) => Ok(None),
+                        Status::Failed(why) => Err(anyhow::anyhow!("{why}; check the subnets and security group, then apply again")),
+                    }
+                })
+                .await?;
+            }
+            Ok(Identity::id(link_id))
+        })
+    }
+
+    /// UpdateVpcLink (the name) and tags; subnets and security groups replace.
+    fn update<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        live: &'a Observed,
+        fields: &'a Fields,
+        changes: &'a [FieldChange],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move {
+            let f: VpcLinkFields = typed(self.name(), fields)?;
+            if changes.iter().any(|c| c.field == "name") {
+                client(ctx)
+                    .update_vpc_link()
+                    .vpc_link_id(&live.physical_id)
+                    .name(&f.name)
+                    .send()
+                    .await
+                    .map_err(call_failed("UpdateVpcLink"))?;
+            }
+            apply_tags(ctx, &arn(ctx, &format!("/vpclinks/{}", live.physical_id)), &TagDelta::of(changes)).await?;
+            Ok(None)
+        })
+    }
+
+    /// DeleteVpcLink. An integration still using it answers ConflictException: the engine
+    /// retries (the integration is repointed or deleted first).
+    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            client(ctx).delete_vpc_link().vpc_link_id(&live.physical_id).send().await.map_err(call_failed("DeleteVpcLink"))?;
+            Ok(())
+        })
+    }
+
+    fn iam(&self, _stack: &str) -> IamActions {
+        IamActions {
+            // API Gateway authorises every call as an HTTP verb on a path: GET is a read.
+            read: vec!["apigateway:GET"],
+            create: vec!["apigateway:POST"],
+            change: vec!["apigateway:PATCH", "apigateway:DELETE", "apigateway:POST"],
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_the_link_status() {
+        assert_eq!(status_of(Some(&VpcLinkStatus::Available), None), Status::Ready);
+        assert_eq!(status_of(Some(&VpcLinkStatus::Inactive), None), Status::Ready, "re-provisions on first use");
+        assert_eq!(status_of(Some(&VpcLinkStatus::Pending), Some("")), Status::Pending("VPC link PENDING".into()));
+        assert_eq!(
+            status_of(Some(&VpcLinkStatus::Failed), Some("subnet not found")),
+            Status::Failed("VPC link FAILED: subnet not found".into())
+        );
+    }
+}

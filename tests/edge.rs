@@ -1,0 +1,308 @@
+//! The front door against moto: VPC link, HTTP API, integration, routes, `$default` stage.
+//! Built from zero and wired end to end, no-op re-plan, drift named and corrected (a deleted
+//! route, a changed integration URI, a deleted VPC link, a stage without access logs),
+//! outputs, `verify` against a local endpoint, and destroy (edge before network).
+//! Each test owns its moto server.
+//!
+//! moto does not implement UpdateStage: the stage kind then recreates the stage and says so
+//! (the UpdateStage path itself is unit-tested in `resources/apigateway/stage.rs`).
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/mod.rs"]
+mod support;
+
+use aws_sdk_apigatewayv2::types::{AccessLogSettings, RouteSettings};
+use cli::{assert_converged, reconciler};
+use support::Moto;
+
+const PROD: &str = "specs/prod.yaml";
+const API_LOG_GROUP: &str = "/aws/apigateway/benchling-webhook";
+
+struct Aws {
+    apigw: aws_sdk_apigatewayv2::Client,
+    ec2: aws_sdk_ec2::Client,
+    cloudmap: aws_sdk_servicediscovery::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+}
+
+async fn aws(moto: &Moto) -> Aws {
+    let c = moto.sdk_config().await;
+    Aws {
+        apigw: aws_sdk_apigatewayv2::Client::new(&c),
+        ec2: aws_sdk_ec2::Client::new(&c),
+        cloudmap: aws_sdk_servicediscovery::Client::new(&c),
+        logs: aws_sdk_cloudwatchlogs::Client::new(&c),
+    }
+}
+
+fn apply(moto: &Moto, spec: &str) -> String {
+    let run = reconciler(moto, &["apply", spec, "--auto-approve", "--allow-destructive"]);
+    assert_eq!(run.code, 0, "{run}");
+    run.stdout
+}
+
+/// Plan exits 2 and names each (resource, field).
+fn assert_drift(moto: &Moto, spec: &str, expect: &[(&str, &str)]) -> String {
+    let plan = reconciler(moto, &["plan", spec, "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{plan}");
+    for (resource, field) in expect {
+        let at = plan.stdout.find(resource).unwrap_or_else(|| panic!("plan does not name {resource}\n{plan}"));
+        let block: String = plan.stdout[at..].lines().take(12).collect::<Vec<_>>().join("\n");
+        assert!(block.contains(field), "{resource} should show `{field}`\n{plan}");
+    }
+    plan.stdout
+}
+
+async fn api(a: &Aws) -> aws_sdk_apigatewayv2::types::Api {
+    let apis = a.apigw.get_apis().send().await.unwrap();
+    assert_eq!(apis.items().len(), 1, "exactly one HTTP API: {apis:?}");
+    apis.items()[0].clone()
+}
+
+async fn vpc_links(a: &Aws) -> Vec<aws_sdk_apigatewayv2::types::VpcLink> {
+    a.apigw.get_vpc_links().send().await.unwrap().items().to_vec()
+}
+
+async fn integrations(a: &Aws, api_id: &str) -> Vec<aws_sdk_apigatewayv2::types::Integration> {
+    a.apigw.get_integrations().api_id(api_id).send().await.unwrap().items().to_vec()
+}
+
+async fn routes(a: &Aws, api_id: &str) -> Vec<aws_sdk_apigatewayv2::types::Route> {
+    a.apigw.get_routes().api_id(api_id).send().await.unwrap().items().to_vec()
+}
+
+async fn stages(a: &Aws, api_id: &str) -> Vec<aws_sdk_apigatewayv2::types::Stage> {
+    a.apigw.get_stages().api_id(api_id).send().await.unwrap().items().to_vec()
+}
+
+/// The EC2 id of one of the stack's resources, by its logical id.
+async fn ec2_id(a: &Aws, logical: &str) -> String {
+    let f = |n: &str, v: &str| aws_sdk_ec2::types::Filter::builder().name(n).values(v).build();
+    if logical.starts_with("sg-") {
+        let out = a.ec2.describe_security_groups().filters(f("tag:reconciler:id", logical)).send().await.unwrap();
+        return out.security_groups()[0].group_id().unwrap().to_string();
+    }
+    let out = a.ec2.describe_subnets().filters(f("tag:reconciler:id", logical)).send().await.unwrap();
+    out.subnets()[0].subnet_id().unwrap().to_string()
+}
+
+async fn cloud_map_arn(a: &Aws) -> String {
+    let out = a.cloudmap.list_services().send().await.unwrap();
+    out.services().iter().find(|s| s.name() == Some("benchling-webhook")).and_then(|s| s.arn()).unwrap().to_string()
+}
+
+async fn api_log_group_arn(a: &Aws) -> String {
+    let out = a.logs.describe_log_groups().log_group_name_prefix(API_LOG_GROUP).send().await.unwrap();
+    let g = &out.log_groups()[0];
+    g.log_group_arn().or(g.arn()).unwrap().trim_end_matches(":*").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_from_zero_builds_the_whole_edge_and_prints_the_urls() {
+    let moto = Moto::start();
+    let a = aws(&moto).await;
+    let out = apply(&moto, PROD);
+
+    let api = api(&a).await;
+    let api_id = api.api_id().unwrap();
+    let endpoint = api.api_endpoint().unwrap().trim_end_matches('/').to_string();
+    assert_eq!(api.name(), Some("benchling-webhook-http"));
+
+    // Exactly one VPC link, in the private subnets, with its own security group.
+    let links = vpc_links(&a).await;
+    assert_eq!(links.len(), 1, "{links:?}");
+    let link = &links[0];
+    let mut subnets = link.subnet_ids().to_vec();
+    subnets.sort();
+    let mut private = vec![ec2_id(&a, "subnet-private-1").await, ec2_id(&a, "subnet-private-2").await];
+    private.sort();
+    assert_eq!(subnets, private);
+    assert_eq!(link.security_group_ids(), [ec2_id(&a, "sg-vpc-link").await]);
+
+    // One integration: over that link, to the live Cloud Map service.
+    let ints = integrations(&a, api_id).await;
+    assert_eq!(ints.len(), 1, "{ints:?}");
+    let i = &ints[0];
+    assert_eq!(i.integration_uri(), Some(cloud_map_arn(&a).await.as_str()));
+    assert_eq!(i.connection_id(), link.vpc_link_id());
+    assert_eq!(i.connection_type().map(|c| c.as_str()), Some("VPC_LINK"));
+    assert_eq!(i.integration_type().map(|c| c.as_str()), Some("HTTP_PROXY"));
+    assert_eq!(i.payload_format_version(), Some("1.0"));
+    assert!(i.timeout_in_millis().unwrap() <= 29_000);
+
+    // Two routes to it.
+    let target = format!("integrations/{}", i.integration_id().unwrap());
+    let mut keys: Vec<(String, String)> =
+        routes(&a, api_id).await.iter().map(|r| (r.route_key().unwrap().to_string(), r.target().unwrap_or_default().to_string())).collect();
+    keys.sort();
+    assert_eq!(keys, [("ANY /".to_string(), target.clone()), ("ANY /{proxy+}".to_string(), target)]);
+
+    // The $default stage: auto-deploy, JSON access logs to the API log group, throttling.
+    let st = stages(&a, api_id).await;
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].stage_name(), Some("$default"));
+    assert_eq!(st[0].auto_deploy(), Some(true));
+    let logs = st[0].access_log_settings().expect("access logs");
+    assert_eq!(logs.destination_arn(), Some(api_log_group_arn(&a).await.as_str()));
+    let format: serde_json::Value = serde_json::from_str(logs.format().unwrap()).expect("a JSON access log format");
+    assert_eq!(format["ip"], "$context.identity.sourceIp");
+    let route = st[0].default_route_settings().unwrap();
+    assert_eq!((route.throttling_rate_limit(), route.throttling_burst_limit()), (Some(100.0), Some(200)));
+
+    // apply printed the URLs to paste into the Benchling manifest.
+    assert!(out.contains(&format!("webhook URL:  {endpoint}")), "{out}");
+    for path in ["/event", "/lifecycle", "/canvas"] {
+        assert!(out.contains(&format!("{endpoint}{path}")), "{path} missing\n{out}");
+    }
+
+    // Re-apply creates nothing; the plan is a no-op; no section is left unreconciled.
+    let again = apply(&moto, PROD);
+    assert!(again.contains("No changes") && !again.contains("not reconciled"), "{again}");
+    assert_converged(&moto, PROD);
+    assert_eq!(vpc_links(&a).await.len(), 1);
+    assert_eq!(routes(&a, api_id).await.len(), 2);
+
+    // `output` only reads, and its JSON is the documented shape.
+    let o = reconciler(&moto, &["output", PROD, "--format", "json"]);
+    assert_eq!(o.code, 0, "{o}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["webhook_url"], endpoint.as_str());
+    assert_eq!(v["manifest"]["event"], format!("{endpoint}/event"));
+    assert_eq!(v["manifest"]["lifecycle"], format!("{endpoint}/lifecycle"));
+    assert_eq!(v["manifest"]["canvas"], format!("{endpoint}/canvas"));
+    assert_eq!(v["api_id"], api_id);
+    assert_eq!(v["cluster"], "benchling-webhook-cluster");
+    assert_eq!(v["service"], "benchling-webhook");
+    assert_eq!(v["log_groups"]["log-api"], API_LOG_GROUP);
+    assert!(v["queues"]["queue"].as_str().unwrap().ends_with("benchling-webhook-events.fifo"), "{v}");
+    let text = reconciler(&moto, &["output", PROD]);
+    assert!(text.stdout.contains(&format!("event      {endpoint}/event")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_at_the_edge_is_named_and_corrected() {
+    let moto = Moto::start();
+    let a = aws(&moto).await;
+    apply(&moto, PROD);
+    let api_id = api(&a).await.api_id().unwrap().to_string();
+    let integration = integrations(&a, &api_id).await[0].clone();
+    let integration_id = integration.integration_id().unwrap().to_string();
+
+    // A deleted route and a changed integration URI.
+    let proxy = routes(&a, &api_id).await.into_iter().find(|r| r.route_key() == Some("ANY /{proxy+}")).unwrap();
+    a.apigw.delete_route().api_id(&api_id).route_id(proxy.route_id().unwrap()).send().await.unwrap();
+    let elsewhere = "arn:aws:servicediscovery:us-east-1:123456789012:service/srv-elsewhere";
+    a.apigw.update_integration().api_id(&api_id).integration_id(&integration_id).integration_uri(elsewhere).send().await.unwrap();
+    assert_drift(
+        &moto,
+        PROD,
+        &[("+ apigateway:route route-proxy", "create"), ("~ apigateway:integration integration", &format!("uri: {elsewhere} ->"))],
+    );
+    apply(&moto, PROD);
+    assert_converged(&moto, PROD);
+    assert_eq!(integrations(&a, &api_id).await[0].integration_uri(), Some(cloud_map_arn(&a).await.as_str()));
+    assert_eq!(routes(&a, &api_id).await.len(), 2);
+
+    // A deleted VPC link: recreated, and the integration repointed to it.
+    let old_link = vpc_links(&a).await[0].vpc_link_id().unwrap().to_string();
+    a.apigw.delete_vpc_link().vpc_link_id(&old_link).send().await.unwrap();
+    assert_drift(&moto, PROD, &[("+ apigateway:vpc-link vpc-link", "create"), ("~ apigateway:integration integration", "connection_id")]);
+    apply(&moto, PROD);
+    assert_converged(&moto, PROD);
+    let links = vpc_links(&a).await;
+    assert_eq!(links.len(), 1);
+    assert_ne!(links[0].vpc_link_id(), Some(old_link.as_str()));
+    assert_eq!(integrations(&a, &api_id).await[0].connection_id(), links[0].vpc_link_id(), "repointed");
+
+    // The stage recreated by hand without access logs and with other throttling (moto cannot
+    // UpdateStage, so this is how the drift is made; real AWS would show the same fields).
+    a.apigw.delete_stage().api_id(&api_id).stage_name("$default").send().await.unwrap();
+    a.apigw
+        .create_stage()
+        .api_id(&api_id)
+        .stage_name("$default")
+        .auto_deploy(true)
+        .default_route_settings(RouteSettings::builder().throttling_rate_limit(5.0).throttling_burst_limit(5).build())
+        .send()
+        .await
+        .unwrap();
+    assert_drift(&moto, PROD, &[("~ apigateway:stage stage", "access_log_destination"), ("~ apigateway:stage stage", "throttling_rate")]);
+    let run = reconciler(&moto, &["apply", PROD, "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("does not implement UpdateStage") && run.stderr.contains("recreating stage $default"), "{run}");
+    assert_converged(&moto, PROD);
+    let st = stages(&a, &api_id).await;
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].access_log_settings().and_then(AccessLogSettings::destination_arn), Some(api_log_group_arn(&a).await.as_str()));
+
+    // A deleted stage is recreated.
+    a.apigw.delete_stage().api_id(&api_id).stage_name("$default").send().await.unwrap();
+    assert_drift(&moto, PROD, &[("+ apigateway:stage stage", "create")]);
+    apply(&moto, PROD);
+    assert_converged(&moto, PROD);
+}
+
+/// A local HTTP server on 127.0.0.1 playing the public endpoint: `/health/ready` answers
+/// `status`. Stops when the test ends.
+async fn endpoint(status: u16) -> String {
+    let app = axum::Router::new().route(
+        "/health/ready",
+        axum::routing::get(move || async move { (axum::http::StatusCode::from_u16(status).unwrap(), "{\"status\":\"x\"}") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Against moto there is no data plane: a local server plays the endpoint, moto the control
+/// plane (which runs no tasks and registers no Cloud Map instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_broken_hop() {
+    let moto = Moto::start();
+    let a = aws(&moto).await;
+    apply(&moto, PROD);
+
+    let ready = endpoint(200).await;
+    let run = reconciler(&moto, &["verify", PROD, "--endpoint", &ready]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("READY"), "{run}");
+
+    let unavailable = endpoint(503).await;
+    let run = reconciler(&moto, &["verify", PROD, "--endpoint", &unavailable]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stdout.contains("answered 503"), "{run}");
+    assert!(run.stdout.contains("broken hop: ecs service") && run.stdout.contains("0 of 2 tasks running"), "{run}");
+
+    // The stage gone: named first, as it is the first hop from the caller.
+    let api_id = api(&a).await.api_id().unwrap().to_string();
+    a.apigw.delete_stage().api_id(&api_id).stage_name("$default").send().await.unwrap();
+    let run = reconciler(&moto, &["verify", PROD, "--endpoint", &unavailable, "--format", "json"]);
+    assert_eq!(run.code, 1, "{run}");
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["verdict"]["broken"], "stage", "{v}");
+
+    // Without --endpoint: moto's API endpoint is not reachable from here, and verify says so.
+    let run = reconciler(&moto, &["verify", PROD]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stdout.contains("cannot reach https://") && run.stdout.contains(".execute-api.us-east-1.amazonaws.com"), "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_removes_the_edge_before_the_network() {
+    let moto = Moto::start();
+    let a = aws(&moto).await;
+    apply(&moto, PROD);
+    let destroy = reconciler(&moto, &["destroy", PROD, "--auto-approve"]);
+    assert_eq!(destroy.code, 0, "{destroy}");
+    let at = |needle: &str| destroy.stdout.find(needle).unwrap_or_else(|| panic!("{needle} not listed\n{destroy}"));
+    assert!(at("apigateway:route route-proxy") < at("apigateway:integration integration"), "routes before the integration\n{destroy}");
+    assert!(at("apigateway:integration integration") < at("apigateway:vpc-link vpc-link"), "{destroy}");
+    assert!(at("apigateway:integration integration") < at("servicediscovery:service"), "{destroy}");
+    assert!(at("apigateway:vpc-link vpc-link") < at("ec2:security-group sg-vpc-link"), "edge before network\n{destroy}");
+    assert!(at("apigateway:vpc-link vpc-link") < at("ec2:subnet subnet-private-1"), "{destroy}");
+    assert!(at("apigateway:stage stage") < at("logs:log-group log-api"), "{destroy}");
+    assert!(a.apigw.get_apis().send().await.unwrap().items().is_empty());
+    assert!(vpc_links(&a).await.is_empty());
+}
