@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make demo`: the whole loop on a local AWS emulator, from a fresh machine.
 #   installs moto (pinned, into .venv) → starts it on 127.0.0.1 → apply specs/prod.yaml (the
-#   network, IAM roles, logs, queues, Cloud Map, ECS, autoscaling) → no-op plan → drift injected
-#   out of band in the network and the service → plan names it (exit 2) → apply corrects it →
-#   plan is clean again → a signed webhook through the service binary → destroy (the log group
-#   and the queues are retained, as the spec says).
+#   network, IAM roles, logs, queues, Cloud Map, ECS, autoscaling, and the HTTP API edge: VPC
+#   link, API, integration, routes, stage), which prints the webhook URLs → no-op plan → drift
+#   injected out of band in the network, the service and the edge → plan names it (exit 2) →
+#   apply corrects it → plan is clean again → verify names the broken hop (moto runs no tasks)
+#   → a signed webhook through the service binary → destroy (the container log group and the
+#   queues are retained, as the spec says).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -48,6 +50,9 @@ step "reconciler apply specs/prod.yaml --auto-approve"
 step "reconciler plan specs/prod.yaml --detailed-exitcode   (expect: no changes, exit 0)"
 expect_exit 0 "$R" plan specs/prod.yaml --detailed-exitcode
 
+step "reconciler output specs/prod.yaml --format json   (the URLs for the Benchling app manifest; only reads)"
+"$R" output specs/prod.yaml --format json
+
 step "injecting drift out of band: a private default route deleted, port 22 opened to 0.0.0.0/0, the container log retention cut to 1 day, the dead-letter redrive removed, the service scaled to 20 tasks"
 "$venv/bin/python" - <<'PY'
 import boto3
@@ -66,6 +71,14 @@ sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": ""})
 ecs = boto3.client("ecs")
 ecs.update_service(cluster="benchling-webhook-cluster", service="benchling-webhook", desiredCount=20)
 print("log retention 1 day; redrive removed from", url, "; desiredCount 20 (autoscaling allows 2..10)")
+apigw = boto3.client("apigatewayv2")
+api = apigw.get_apis()["Items"][0]["ApiId"]
+route = next(r for r in apigw.get_routes(ApiId=api)["Items"] if r["RouteKey"] == "ANY /{proxy+}")
+apigw.delete_route(ApiId=api, RouteId=route["RouteId"])
+integration = apigw.get_integrations(ApiId=api)["Items"][0]["IntegrationId"]
+apigw.update_integration(ApiId=api, IntegrationId=integration,
+                         IntegrationUri="arn:aws:servicediscovery:us-east-1:123456789012:service/srv-elsewhere")
+print(f"API {api}: route ANY /{{proxy+}} deleted; the integration pointed at another Cloud Map service")
 PY
 
 step "reconciler plan specs/prod.yaml --detailed-exitcode   (expect: the drift, named, exit 2)"
@@ -76,6 +89,9 @@ step "reconciler apply specs/prod.yaml --auto-approve   (corrects only the diffe
 
 step "reconciler plan specs/prod.yaml --detailed-exitcode   (expect: clean again, exit 0)"
 expect_exit 0 "$R" plan specs/prod.yaml --detailed-exitcode
+
+step "reconciler verify specs/prod.yaml   (expect: not ready, exit 1: moto has no data plane and runs no tasks; verify says which hop)"
+expect_exit 1 "$R" verify specs/prod.yaml
 
 if [ -x examples/demo-service.sh ]; then
   bash examples/demo-service.sh "$venv"

@@ -13,7 +13,7 @@ mod cli;
 mod support;
 
 use aws_sdk_apigatewayv2::types::{AccessLogSettings, RouteSettings};
-use cli::{assert_converged, reconciler};
+use cli::{assert_converged, reconciler, spec_variant};
 use support::Moto;
 
 const PROD: &str = "specs/prod.yaml";
@@ -305,4 +305,72 @@ async fn destroy_removes_the_edge_before_the_network() {
     assert!(at("apigateway:stage stage") < at("logs:log-group log-api"), "{destroy}");
     assert!(a.apigw.get_apis().send().await.unwrap().items().is_empty());
     assert!(vpc_links(&a).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_domain_is_mapped_and_its_dns_record_shown() {
+    let moto = Moto::start();
+    let a = aws(&moto).await;
+    let spec = spec_variant(&moto, PROD, "domain.yaml", |s| {
+        s.replace(
+            "  name: benchling-webhook-http\n",
+            "  name: benchling-webhook-http\n  domain:\n    name: hooks.example.com\n    certificate_arn: arn:aws:acm:us-east-1:123456789012:certificate/abc\n",
+        )
+    });
+    let plan = reconciler(&moto, &["plan", &spec]);
+    assert!(plan.stdout.contains("create the DNS record CNAME hooks.example.com -> (known after apply)"), "{plan}");
+    let out = apply(&moto, &spec);
+    assert!(out.contains("webhook URL:  https://hooks.example.com") && out.contains("https://hooks.example.com/event"), "{out}");
+    assert!(out.contains("DNS record to create: CNAME hooks.example.com"), "{out}");
+
+    let domains = a.apigw.get_domain_names().send().await.unwrap();
+    assert_eq!(domains.items().len(), 1);
+    let d = &domains.items()[0];
+    assert_eq!(d.domain_name(), Some("hooks.example.com"));
+    assert_eq!(d.domain_name_configurations()[0].certificate_arn(), Some("arn:aws:acm:us-east-1:123456789012:certificate/abc"));
+    assert_eq!(d.tags().unwrap().get("reconciler:stack").map(String::as_str), Some("benchling-webhook"));
+    let mappings = a.apigw.get_api_mappings().domain_name("hooks.example.com").send().await.unwrap();
+    assert_eq!(mappings.items().len(), 1);
+    assert_eq!(mappings.items()[0].api_id(), api(&a).await.api_id());
+    assert_eq!(mappings.items()[0].stage(), Some("$default"));
+    assert_converged(&moto, &spec);
+
+    // The mapping deleted by hand comes back; destroy removes it before the domain.
+    let mapping_id = mappings.items()[0].api_mapping_id().unwrap().to_string();
+    a.apigw.delete_api_mapping().domain_name("hooks.example.com").api_mapping_id(&mapping_id).send().await.unwrap();
+    assert_drift(&moto, &spec, &[("+ apigateway:api-mapping api-mapping", "create")]);
+    apply(&moto, &spec);
+    assert_converged(&moto, &spec);
+    let destroy = reconciler(&moto, &["destroy", &spec, "--auto-approve"]);
+    assert_eq!(destroy.code, 0, "{destroy}");
+    let at = |needle: &str| destroy.stdout.find(needle).unwrap_or_else(|| panic!("{needle} not listed\n{destroy}"));
+    assert!(at("apigateway:api-mapping api-mapping") < at("apigateway:domain-name domain-name"), "{destroy}");
+    assert!(a.apigw.get_domain_names().send().await.unwrap().items().is_empty());
+}
+
+/// A domain name of the same name that the stack does not own is refused, never adopted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_named_domain_we_do_not_own_is_refused() {
+    let moto = Moto::start();
+    let a = aws(&moto).await;
+    let spec = spec_variant(&moto, PROD, "domain.yaml", |s| {
+        s.replace(
+            "  name: benchling-webhook-http\n",
+            "  name: benchling-webhook-http\n  domain:\n    name: hooks.example.com\n    certificate_arn: arn:aws:acm:us-east-1:123456789012:certificate/abc\n",
+        )
+    });
+    a.apigw
+        .create_domain_name()
+        .domain_name("hooks.example.com")
+        .domain_name_configurations(
+            aws_sdk_apigatewayv2::types::DomainNameConfiguration::builder()
+                .certificate_arn("arn:aws:acm:us-east-1:123456789012:certificate/other")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let run = reconciler(&moto, &["plan", &spec]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("API Gateway domain name `hooks.example.com` exists but is not owned"), "{run}");
 }

@@ -505,6 +505,11 @@ impl Session {
         let (facts, state) = self.desired().await?;
         let observed = engine::observe(&self.ctx, &self.kinds, &state.resources).await?;
         let mut plan = engine::plan(&self.spec.name, &self.kinds, &state.resources, &observed, &state.externals)?;
+        if let Some(d) = self.spec.api.as_ref().and_then(|a| a.domain.as_ref()) {
+            if let Some(r) = crate::outputs::dns_record(Some(&d.name), &observed) {
+                plan.notes.push(format!("custom domain: create the DNS record {} (the reconciler does not manage DNS)", r.describe()));
+            }
+        }
         plan.fingerprint = crate::plan::fingerprint(&self.spec, &facts, &observed, &state.resources);
         Ok((state, observed, plan))
     }

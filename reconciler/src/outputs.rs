@@ -16,8 +16,12 @@ pub const PATHS: [(&str, &str); 3] = [("event", "/event"), ("lifecycle", "/lifec
 pub struct Outputs {
     pub stack: String,
     pub region: String,
-    /// `https://<api-id>.execute-api.<region>.amazonaws.com`, no trailing slash.
+    /// `https://<api-id>.execute-api.<region>.amazonaws.com`, or `https://<custom domain>`;
+    /// no trailing slash.
     pub webhook_url: Option<String>,
+    /// With a custom domain: the DNS record the user creates so that the name reaches API
+    /// Gateway (`null` without one).
+    pub dns_record: Option<DnsRecord>,
     /// The URLs to paste into the Benchling app manifest: `event`, `lifecycle`, `canvas`.
     pub manifest: Option<BTreeMap<String, String>>,
     pub api_id: Option<String>,
@@ -30,6 +34,40 @@ pub struct Outputs {
     pub queues: BTreeMap<String, String>,
 }
 
+/// A CNAME from the custom domain to API Gateway's regional name (or, in Route 53, an alias
+/// to it in `hosted_zone_id`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// `d-xxxx.execute-api.<region>.amazonaws.com`; `null` until the domain exists (or where
+    /// the endpoint reports none, as moto).
+    pub value: Option<String>,
+    pub hosted_zone_id: Option<String>,
+}
+
+impl DnsRecord {
+    pub fn describe(&self) -> String {
+        let value = self.value.clone().unwrap_or_else(|| crate::engine::UNKNOWN.to_string());
+        let zone = self.hosted_zone_id.as_ref().map(|z| format!(" (or a Route 53 alias to it, hosted zone {z})")).unwrap_or_default();
+        format!("{} {} -> {value}{zone}", self.record_type, self.name)
+    }
+}
+
+/// The DNS record a custom domain needs, from what observe found (the name from the spec
+/// when the domain is not created yet).
+pub fn dns_record(wanted: Option<&str>, observed: &[Observed]) -> Option<DnsRecord> {
+    let live = find(observed, "apigateway:domain-name", "domain-name");
+    let name = live.map(|o| o.physical_id.clone()).or_else(|| wanted.map(str::to_string))?;
+    Some(DnsRecord {
+        name,
+        record_type: "CNAME".into(),
+        value: live.and_then(|o| o.attrs.get("target").cloned()),
+        hosted_zone_id: live.and_then(|o| o.attrs.get("hosted_zone_id").cloned()),
+    })
+}
+
 fn find<'a>(observed: &'a [Observed], kind: &str, id: &str) -> Option<&'a Observed> {
     observed.iter().find(|o| o.kind == kind && o.id == id)
 }
@@ -40,7 +78,11 @@ fn attr(observed: &[Observed], kind: &str, id: &str, attr: &str) -> Option<Strin
 
 /// The outputs of a stack from what observe found.
 pub fn from_observed(stack: &str, region: &str, observed: &[Observed]) -> Outputs {
-    let webhook_url = attr(observed, "apigateway:api", "api", "endpoint").map(|e| e.trim_end_matches('/').to_string());
+    let dns_record = dns_record(None, observed);
+    let webhook_url = match &dns_record {
+        Some(d) => Some(format!("https://{}", d.name)),
+        None => attr(observed, "apigateway:api", "api", "endpoint").map(|e| e.trim_end_matches('/').to_string()),
+    };
     let manifest = webhook_url.as_ref().map(|base| PATHS.iter().map(|(name, path)| (name.to_string(), format!("{base}{path}"))).collect());
     let of_kind = |kind: &str, value: &dyn Fn(&Observed) -> Option<String>| -> BTreeMap<String, String> {
         observed.iter().filter(|o| o.kind == kind).filter_map(|o| Some((o.id.clone(), value(o)?))).collect()
@@ -49,6 +91,7 @@ pub fn from_observed(stack: &str, region: &str, observed: &[Observed]) -> Output
         stack: stack.to_string(),
         region: region.to_string(),
         webhook_url,
+        dns_record,
         manifest,
         api_id: find(observed, "apigateway:api", "api").map(|o| o.physical_id.clone()),
         vpc_link_id: find(observed, "apigateway:vpc-link", "vpc-link").map(|o| o.physical_id.clone()),
@@ -65,6 +108,9 @@ pub fn render_text(o: &Outputs) -> String {
     let mut s = String::new();
     s.push_str(&format!("Outputs of stack `{}` ({}):\n", o.stack, o.region));
     s.push_str(&format!("  webhook URL:  {}\n", or_none(&o.webhook_url)));
+    if let Some(d) = &o.dns_record {
+        s.push_str(&format!("  DNS record to create: {}\n", d.describe()));
+    }
     if let Some(m) = &o.manifest {
         s.push_str("  Benchling app manifest (webhook URLs):\n");
         for (name, _) in PATHS {
@@ -124,13 +170,49 @@ mod tests {
     #[test]
     fn json_keys_are_stable() {
         let v = serde_json::to_value(from_observed("hooks", "eu-west-1", &stack())).unwrap();
-        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
         assert_eq!(
             keys,
-            ["api_id", "cluster", "log_groups", "manifest", "queues", "region", "service", "stack", "vpc_link_id", "webhook_url"]
+            [
+                "api_id",
+                "cluster",
+                "dns_record",
+                "log_groups",
+                "manifest",
+                "queues",
+                "region",
+                "service",
+                "stack",
+                "vpc_link_id",
+                "webhook_url"
+            ]
         );
         let empty = serde_json::to_value(from_observed("hooks", "eu-west-1", &[])).unwrap();
         assert_eq!(empty["webhook_url"], serde_json::Value::Null);
         assert_eq!(empty["manifest"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_custom_domain_is_the_url_and_names_its_dns_record() {
+        let mut observed = stack();
+        observed.push(item(
+            "apigateway:domain-name",
+            "domain-name",
+            "hooks.example.com",
+            Identity::id("hooks.example.com")
+                .with("target", "d-abc.execute-api.eu-west-1.amazonaws.com")
+                .with("hosted_zone_id", "Z2FDTNDATAQYW2"),
+        ));
+        let o = from_observed("hooks", "eu-west-1", &observed);
+        assert_eq!(o.webhook_url.as_deref(), Some("https://hooks.example.com"));
+        assert_eq!(o.manifest.unwrap()["event"], "https://hooks.example.com/event");
+        let text = render_text(&from_observed("hooks", "eu-west-1", &observed));
+        assert!(
+            text.contains("DNS record to create: CNAME hooks.example.com -> d-abc.execute-api.eu-west-1.amazonaws.com (or a Route 53 alias to it, hosted zone Z2FDTNDATAQYW2)"),
+            "{text}"
+        );
+        // Before the domain exists, the plan can still name the record.
+        assert_eq!(dns_record(Some("hooks.example.com"), &[]).unwrap().describe(), "CNAME hooks.example.com -> (known after apply)");
     }
 }

@@ -94,6 +94,15 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         // The routes exist before the stage deploys them.
         &["route-root", "route-proxy"],
     );
+    if let Some(d) = &api.domain {
+        b.add("apigateway:domain-name", "domain-name", obj(json!({"name": d.name, "certificate_arn": d.certificate_arn})), &[]);
+        b.add_untagged(
+            "apigateway:api-mapping",
+            "api-mapping",
+            obj(json!({"domain": reference("domain-name"), "api": reference("api"), "stage": "$default", "key": ""})),
+            &["stage"],
+        );
+    }
 }
 
 #[cfg(test)]

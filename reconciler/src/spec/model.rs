@@ -359,6 +359,20 @@ pub struct Api {
     pub access_logs: Option<AccessLogs>,
     #[serde(default)]
     pub throttling: Option<Throttling>,
+    /// A custom domain for the webhook URL (regional endpoint). The reconciler creates the
+    /// API Gateway domain name and its mapping to the `$default` stage; the DNS record that
+    /// points the name at API Gateway is the user's to create (plan and outputs show it).
+    #[serde(default)]
+    pub domain: Option<CustomDomain>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDomain {
+    /// The host name Benchling calls, e.g. `hooks.example.com`.
+    pub name: String,
+    /// An ACM certificate for `name`, in the spec's region (regional endpoints need that).
+    pub certificate_arn: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

@@ -251,6 +251,37 @@ pub fn validate(spec: &Spec) -> Problems {
                 err("api.throttling.burst", "burst must be at least 1 when rate is above 0".into());
             }
         }
+        if let Some(d) = &api.domain {
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            };
+            if d.name.len() > 253
+                || d.name.split('.').count() < 2
+                || !d.name.split('.').all(label_ok)
+                || d.name != d.name.to_ascii_lowercase()
+            {
+                err("api.domain.name", format!("`{}` is not a lowercase host name such as hooks.example.com", d.name));
+            }
+            let parts: Vec<&str> = d.certificate_arn.split(':').collect();
+            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "acm" || !parts[5].starts_with("certificate/") {
+                err(
+                    "api.domain.certificate_arn",
+                    format!("`{}` is not an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<id>)", d.certificate_arn),
+                );
+            } else if parts[3] != spec.region {
+                err(
+                    "api.domain.certificate_arn",
+                    format!(
+                        "the certificate is in {}, the stack in {}: a regional API domain needs a certificate in its own region",
+                        parts[3], spec.region
+                    ),
+                );
+            }
+        }
         if spec.service.is_none() || spec.discovery.is_none() {
             err("api", "the HTTP API routes to the service through Cloud Map: it needs `service` and `discovery`".into());
         }

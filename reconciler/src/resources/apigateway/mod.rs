@@ -9,12 +9,16 @@
 //! by parent), and everything inside an API the stack owns is the stack's.
 
 mod api;
+mod api_mapping;
+mod domain_name;
 mod integration;
 mod route;
 mod stage;
 mod vpc_link;
 
 pub use api::HttpApi;
+pub use api_mapping::ApiMapping;
+pub use domain_name::DomainName;
 pub use integration::Integration;
 pub use route::Route;
 pub use stage::Stage;
@@ -40,7 +44,15 @@ pub fn client(ctx: &Ctx) -> aws_sdk_apigatewayv2::Client {
 
 /// The API Gateway kinds: the VPC link and the API first, then the API's children.
 pub fn kinds() -> Vec<Box<dyn Kind>> {
-    vec![Box::new(VpcLink), Box::new(HttpApi), Box::new(Integration), Box::new(Route), Box::new(Stage)]
+    vec![
+        Box::new(VpcLink),
+        Box::new(HttpApi),
+        Box::new(Integration),
+        Box::new(Route),
+        Box::new(Stage),
+        Box::new(DomainName),
+        Box::new(ApiMapping),
+    ]
 }
 
 /// The code given to a call the endpoint does not implement (see [`call_failed`]).
@@ -153,6 +165,15 @@ where
 pub async fn all_apis(ctx: &Ctx) -> anyhow::Result<Vec<aws_sdk_apigatewayv2::types::Api>> {
     pages(|token| async move {
         let page = client(ctx).get_apis().set_next_token(token).send().await.map_err(call_failed("GetApis"))?;
+        Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
+    })
+    .await
+}
+
+/// Every custom domain name in the region (GetDomainNames, tags included).
+pub async fn all_pages_of_domains(ctx: &Ctx) -> anyhow::Result<Vec<aws_sdk_apigatewayv2::types::DomainName>> {
+    pages(|token| async move {
+        let page = client(ctx).get_domain_names().set_next_token(token).send().await.map_err(call_failed("GetDomainNames"))?;
         Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
     })
     .await
