@@ -1,6 +1,7 @@
 //! Test harness: one moto server per test, on a free port on 127.0.0.1, killed on drop.
-//! moto is installed by `tests/emulator/install-moto.sh` into the checkout's `.venv` (or
-//! `$MOTO_VENV`); the first test to need it installs it, holding a file lock.
+//! moto (and the policy linter parliament) is installed by `tests/emulator/install-moto.sh`
+//! into the checkout's `.venv` (or `$MOTO_VENV`); the first test to need it installs it,
+//! holding a file lock.
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -24,6 +25,11 @@ fn moto_server() -> PathBuf {
         .expect("run tests/emulator/install-moto.sh");
     assert!(out.status.success(), "installing moto failed: see the output above (it needs python3 and PyPI)");
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// The pinned IAM policy linter `parliament`, installed beside moto by the same script.
+pub fn parliament() -> PathBuf {
+    moto_server().with_file_name("parliament")
 }
 
 fn free_port() -> u16 {

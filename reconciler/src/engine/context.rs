@@ -32,6 +32,9 @@ pub struct Settings {
     pub wait_for_deployments: bool,
     /// Whether a terminal is attached (progress lines vs. quiet).
     pub interactive: bool,
+    /// Unique to this process: idempotency tokens are derived from it, so a create retried in
+    /// this run reuses its token and a later run (a replacement) gets a new one.
+    pub run_id: String,
 }
 
 impl Settings {
@@ -47,8 +50,26 @@ impl Settings {
             retry_base: Duration::from_millis(500),
             wait_for_deployments: true,
             interactive: false,
+            run_id: new_run_id(),
         }
     }
+
+    /// An idempotency token (`ClientToken`) for creating logical resource `id` in this run:
+    /// at most 36 ASCII characters (ECS's limit; EC2 allows 64). AWS returns the resource the
+    /// first request made when a retry of an ambiguous create sends the same token.
+    pub fn client_token(&self, id: &str) -> String {
+        // FNV-1a: stable, dependency-free; the stack and the id together.
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in self.stack.bytes().chain([0]).chain(id.bytes()) {
+            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+        format!("{}-{h:016x}", self.run_id)
+    }
+}
+
+fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{:012x}", (nanos as u64 ^ ((std::process::id() as u64) << 40)) & 0xffff_ffff_ffff)
 }
 
 /// A request to stop: after a signal, or when the stack lock was lost. Mutations in flight
@@ -133,5 +154,24 @@ impl Ctx {
 
     pub fn region(&self) -> &str {
         self.aws.region().map(|r| r.as_ref()).unwrap_or("us-east-1")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_tokens_are_stable_in_a_run_and_new_in_the_next() {
+        let a = Settings::new("stack", BTreeMap::new());
+        let t = a.client_token("nat-1");
+        assert_eq!(t, a.client_token("nat-1"), "a retry in this run reuses the token");
+        assert_ne!(t, a.client_token("nat-2"));
+        assert!(t.len() <= 36 && t.is_ascii(), "{t}");
+        let mut b = a.clone();
+        b.run_id = "000000000001".into();
+        assert_ne!(t, b.client_token("nat-1"), "a later run (a replacement) gets a new token");
+        let other_stack = Settings { stack: "other".into(), ..a.clone() };
+        assert_ne!(t, other_stack.client_token("nat-1"));
     }
 }

@@ -163,12 +163,30 @@ pub trait Kind: Send + Sync {
 /// IAM actions of one kind, by how they can be constrained to what the stack owns.
 #[derive(Debug, Clone, Default)]
 pub struct IamActions {
-    /// Called by `observe` (and so by `plan`), on `*` (List/Describe calls take no resource).
+    /// Called by `observe` (and so by `plan`) and taking no resource ARN (List/Describe of
+    /// many): on `*`.
     pub read: Vec<&'static str>,
-    /// Create calls that tag the new resource in the same request (`aws:RequestTag`).
+    /// Called by `observe` on one resource that AWS authorises by its ARN (GetRole,
+    /// DescribeClusters): on the service's [`arns`](Self::arns), without condition (a plan
+    /// also reads what the stack does not own, to refuse it). An action listed here by any
+    /// kind is granted by ARN wherever it is needed, also among the engine's own reads.
+    pub read_by_arn: Vec<&'static str>,
+    /// Create calls that tag the new resource in the same request (`aws:RequestTag`): on the
+    /// service's [`arns`](Self::arns) unless listed in [`on_any`](Self::on_any).
     pub create: Vec<&'static str>,
-    /// Calls that change or delete a resource the stack already owns (`aws:ResourceTag`).
+    /// Calls that change or delete a resource the stack already owns (`aws:ResourceTag`): on
+    /// the service's [`arns`](Self::arns) unless listed in [`on_any`](Self::on_any).
     pub change: Vec<&'static str>,
+    /// ARN patterns of the resource types this kind's calls act on or name (the VPC a subnet
+    /// is created in), one per type, for any name, region and account
+    /// (`arn:aws:ec2:*:*:vpc/*`). A service's calls get the union of the patterns the kinds
+    /// declare for it (the ARN's third field names the service, as the prefix of an action
+    /// does); the tag conditions above still limit creates and changes to the stack. A service
+    /// with no patterns keeps `*`.
+    pub arns: Vec<String>,
+    /// Creates and changes that AWS authorises on `*` only (no resource type): kept on `*`,
+    /// under their tag condition.
+    pub on_any: Vec<&'static str>,
     /// Calls scoped by resource ARN pattern instead of tags (names derived from the stack,
     /// for APIs whose resources cannot be tag-conditioned).
     pub scoped: Vec<Scoped>,

@@ -122,6 +122,68 @@ mod policy_tests {
         }
     }
 
+    fn statement<'a>(doc: &'a Value, sid: &str) -> &'a Value {
+        doc["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("no statement {sid} in {doc}"))
+    }
+
+    fn listed(v: &Value) -> Vec<&str> {
+        match v {
+            Value::String(a) => vec![a.as_str()],
+            Value::Array(a) => a.iter().map(|x| x.as_str().unwrap()).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Calls AWS authorises on a resource ARN get their service's ARN patterns, keeping the
+    /// tag conditions; only calls that take no resource stay on `*` (what `parliament` checks
+    /// in tests/policy.rs, here without Python).
+    #[test]
+    fn calls_that_take_an_arn_are_granted_on_arn_patterns() {
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::facts::IAM_READS, None);
+        let create = statement(&doc, "CreateOnlyTaggedForThisStack");
+        assert!(listed(&create["Action"]).contains(&"ec2:CreateVpc"));
+        assert!(listed(&create["Resource"]).contains(&"arn:aws:ec2:*:*:vpc/*"));
+        assert_eq!(create["Condition"]["StringEquals"]["aws:RequestTag/reconciler:stack"], "my-stack");
+        let change = statement(&doc, "ChangeOnlyWhatThisStackOwns");
+        assert!(listed(&change["Action"]).contains(&"ecs:UpdateService"));
+        assert!(listed(&change["Resource"]).contains(&"arn:aws:ecs:*:*:service/*"));
+        assert_eq!(change["Condition"]["StringEquals"]["aws:ResourceTag/reconciler:stack"], "my-stack");
+        // Cloud Map's namespace create takes no resource: on `*`, still tag-conditioned.
+        let any = statement(&doc, "CreateOnlyTaggedForThisStackNoArn");
+        assert_eq!(any["Resource"], "*");
+        assert!(listed(&any["Action"]).contains(&"servicediscovery:CreatePrivateDnsNamespace"));
+        assert_eq!(any["Condition"]["StringEquals"]["aws:RequestTag/reconciler:stack"], "my-stack");
+        // Every ARN-scoped statement names, for each of its actions, ARNs of that service.
+        for s in doc["Statement"].as_array().unwrap() {
+            let resources = listed(&s["Resource"]);
+            if resources == ["*"] {
+                continue;
+            }
+            for a in listed(&s["Action"]) {
+                let service = a.split(':').next().unwrap();
+                assert!(resources.iter().any(|r| r.split(':').nth(2) == Some(service)), "{a} has no {service} ARN in {s}");
+            }
+        }
+    }
+
+    /// A read on one resource is granted by ARN, without condition (a plan reads what the
+    /// stack does not own, to refuse it), wherever it is listed: also among the reads the
+    /// engine and `verify` add.
+    #[test]
+    fn reads_of_one_resource_are_granted_by_arn() {
+        let reads = ["ecs:ListTasks", "ecs:DescribeTasks", "servicediscovery:ListInstances"];
+        let doc = document("s", &registry(), Purpose::Plan, &reads, None);
+        let by_arn = statement(&doc, "ReadByArn");
+        assert!(by_arn.get("Condition").is_none());
+        for a in ["ecs:ListTasks", "ecs:DescribeTasks", "iam:GetRole", "ec2:DescribeVpcAttribute", "sqs:GetQueueAttributes"] {
+            assert!(listed(&by_arn["Action"]).contains(&a), "{a} not read by ARN");
+        }
+        assert!(listed(&by_arn["Resource"]).contains(&"arn:aws:iam::*:role/*"));
+        let anywhere = listed(&statement(&doc, "ReadCallsThatTakeNoArn")["Action"]);
+        assert!(anywhere.contains(&"servicediscovery:ListInstances") && anywhere.contains(&"ec2:DescribeVpcs"));
+        assert!(!anywhere.contains(&"ecs:ListTasks") && !anywhere.contains(&"iam:GetRole"));
+    }
+
     /// EC2 names the create call in `ec2:CreateAction` by its bare name: `ec2:CreateVpc` there
     /// would deny every tagged create on real AWS.
     #[test]

@@ -109,6 +109,11 @@ impl Kind for ApiMapping {
     }
 
     fn iam(&self, _stack: &str) -> IamActions {
-        IamActions { read: vec!["apigateway:GET"], change: vec!["apigateway:POST", "apigateway:DELETE"], ..Default::default() }
+        IamActions {
+            read_by_arn: vec!["apigateway:GET"],
+            change: vec!["apigateway:POST", "apigateway:DELETE"],
+            arns: super::iam_arns(),
+            ..Default::default()
+        }
     }
 }

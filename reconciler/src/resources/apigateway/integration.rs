@@ -166,8 +166,9 @@ impl Kind for Integration {
 
     fn iam(&self, _stack: &str) -> IamActions {
         IamActions {
-            read: vec!["apigateway:GET"],
+            read_by_arn: vec!["apigateway:GET"],
             change: vec!["apigateway:POST", "apigateway:PATCH", "apigateway:DELETE"],
+            arns: super::iam_arns(),
             ..Default::default()
         }
     }

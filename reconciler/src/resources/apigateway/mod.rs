@@ -112,6 +112,17 @@ pub fn not_implemented(e: &anyhow::Error) -> bool {
     crate::engine::retry::has_code(e, NOT_IMPLEMENTED)
 }
 
+/// IAM ARN patterns of every path the HTTP API kinds call (API Gateway authorises a call as
+/// its HTTP verb on the path): the APIs and their routes, integrations and stages, VPC links,
+/// domain names and their API mappings, and tags. Each collection is listed beside its items
+/// (`/apis` is where an API is created).
+pub fn iam_arns() -> Vec<String> {
+    ["/apis", "/apis/*", "/vpclinks", "/vpclinks/*", "/domainnames", "/domainnames/*", "/tags/*"]
+        .iter()
+        .map(|p| format!("arn:aws:apigateway:*::{p}"))
+        .collect()
+}
+
 /// The ARN API Gateway tags an API or VPC link by: `arn:aws:apigateway:<region>::/apis/<id>`.
 pub fn arn(ctx: &Ctx, path: &str) -> String {
     format!("arn:aws:apigateway:{}::{path}", ctx.region())

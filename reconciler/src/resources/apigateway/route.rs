@@ -128,8 +128,9 @@ impl Kind for Route {
 
     fn iam(&self, _stack: &str) -> IamActions {
         IamActions {
-            read: vec!["apigateway:GET"],
+            read_by_arn: vec!["apigateway:GET"],
             change: vec!["apigateway:POST", "apigateway:PATCH", "apigateway:DELETE"],
+            arns: super::iam_arns(),
             ..Default::default()
         }
     }

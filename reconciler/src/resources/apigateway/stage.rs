@@ -179,7 +179,7 @@ impl Kind for Stage {
 
     fn iam(&self, _stack: &str) -> IamActions {
         IamActions {
-            read: vec!["apigateway:GET"],
+            read_by_arn: vec!["apigateway:GET"],
             change: vec!["apigateway:POST", "apigateway:PATCH", "apigateway:DELETE"],
             // Access logging to CloudWatch Logs is a vended log delivery made with the caller's
             // permissions; these take no resource ARN (explained in the README).
@@ -197,6 +197,7 @@ impl Kind for Stage {
                 ],
                 "Resource": "*",
             })],
+            arns: super::iam_arns(),
             ..Default::default()
         }
     }

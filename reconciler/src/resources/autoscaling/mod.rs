@@ -83,6 +83,9 @@ fn service_linked_role() -> Value {
     })
 }
 
+/// IAM ARN pattern of every scalable target.
+const SCALABLE_TARGETS: &str = "arn:aws:application-autoscaling:*:*:scalable-target/*";
+
 /// Target tracking creates and deletes its CloudWatch alarms with the caller's permissions.
 /// They are named `TargetTracking-service/<cluster>/<service>-AlarmHigh-<uuid>` (and
 /// `-AlarmLow-`), and desired state names the ECS service after the stack.

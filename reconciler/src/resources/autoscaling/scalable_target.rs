@@ -3,7 +3,7 @@
 //! `service/<cluster>/<service>`. Registering again with new bounds updates it in place (and
 //! AWS moves the service's capacity into them).
 
-use super::{by_resource_id, call_failed, client, i32_field, service_linked_role, str_field, DIMENSION};
+use super::{by_resource_id, call_failed, client, i32_field, service_linked_role, str_field, DIMENSION, SCALABLE_TARGETS};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use futures::future::BoxFuture;
@@ -117,7 +117,8 @@ impl Kind for ScalableTarget {
     fn iam(&self, _stack: &str) -> IamActions {
         IamActions {
             // Registering checks the ECS service with the caller's permissions.
-            read: vec!["application-autoscaling:DescribeScalableTargets", "ecs:DescribeServices"],
+            read: vec!["application-autoscaling:DescribeScalableTargets"],
+            read_by_arn: vec!["ecs:DescribeServices"],
             create: vec!["application-autoscaling:RegisterScalableTarget", "application-autoscaling:TagResource"],
             // Targets are tagged on create, so re-registering and deregistering are scoped by
             // those tags; registering sets the ECS service's desired count into the bounds.
@@ -126,6 +127,7 @@ impl Kind for ScalableTarget {
                 "application-autoscaling:DeregisterScalableTarget",
                 "ecs:UpdateService",
             ],
+            arns: vec![SCALABLE_TARGETS.to_string(), "arn:aws:ecs:*:*:service/*".to_string()],
             extra: vec![service_linked_role()],
             ..Default::default()
         }

@@ -6,7 +6,7 @@
 //! names (the spec dropped its memory target) is reported as `scaling-<x>`, the logical id
 //! desired state gives `<stack>-<x>`, so that it is deleted instead of scaling on forever.
 
-use super::{by_resource_id, call_failed, client, i32_field, str_field, target_tracking_alarms, DIMENSION};
+use super::{by_resource_id, call_failed, client, i32_field, str_field, target_tracking_alarms, DIMENSION, SCALABLE_TARGETS};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_applicationautoscaling::types::{
     MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace, TargetTrackingScalingPolicyConfiguration,
@@ -155,9 +155,12 @@ impl Kind for ScalingPolicy {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["application-autoscaling:DescribeScalingPolicies", "cloudwatch:DescribeAlarms"],
+            read: vec!["application-autoscaling:DescribeScalingPolicies"],
+            // The policies' target tracking alarms.
+            read_by_arn: vec!["cloudwatch:DescribeAlarms"],
             // A policy's resource is its scalable target, tagged for the stack on create.
             change: vec!["application-autoscaling:PutScalingPolicy", "application-autoscaling:DeleteScalingPolicy"],
+            arns: vec![SCALABLE_TARGETS.to_string(), "arn:aws:cloudwatch:*:*:alarm:*".to_string()],
             scoped: vec![target_tracking_alarms(stack)],
             ..Default::default()
         }

@@ -1,6 +1,6 @@
 //! `ec2:elastic-ip` — one public address per NAT gateway.
 
-use super::{call_failed, ec2, owned, stack_filter, sync_tags, tag_on_create, tag_spec};
+use super::{call_failed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{DomainType, ResourceType};
 use futures::future::BoxFuture;
@@ -67,6 +67,7 @@ impl Kind for ElasticIp {
             read: vec!["ec2:DescribeAddresses"],
             create: vec!["ec2:AllocateAddress"],
             change: vec!["ec2:ReleaseAddress", "ec2:CreateTags", "ec2:DeleteTags"],
+            arns: vec![iam_arn("elastic-ip")],
             extra: vec![tag_on_create(stack)],
             ..Default::default()
         }

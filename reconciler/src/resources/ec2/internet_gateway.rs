@@ -1,6 +1,6 @@
 //! `ec2:internet-gateway` — the public subnets' way out, attached to the stack's VPC.
 
-use super::{call_failed, changed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use super::{call_failed, changed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::ResourceType;
 use futures::future::BoxFuture;
@@ -93,6 +93,8 @@ impl Kind for InternetGateway {
                 "ec2:CreateTags",
                 "ec2:DeleteTags",
             ],
+            // Attaching and detaching also name the VPC.
+            arns: vec![iam_arn("internet-gateway"), iam_arn("vpc")],
             extra: vec![tag_on_create(stack)],
             ..Default::default()
         }

@@ -46,6 +46,11 @@ const CREATES: &[&str] = &[
     "CreateVpc",
 ];
 
+/// IAM ARN pattern for every EC2 resource of one type (`vpc` → `arn:aws:ec2:*:*:vpc/*`).
+pub fn iam_arn(resource_type: &str) -> String {
+    format!("arn:aws:ec2:*:*:{resource_type}/*")
+}
+
 /// EC2 authorises the tags of a create as `ec2:CreateTags` with `ec2:CreateAction` naming
 /// the create call: the bare action name (`CreateVpc`), not `ec2:CreateVpc`.
 pub fn tag_on_create(stack: &str) -> Value {

@@ -2,7 +2,7 @@
 //! Asynchronous on AWS: create waits for `available`, delete waits for `deleted` (the EIP
 //! cannot be released before).
 
-use super::{call_failed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use super::{call_failed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Status};
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use futures::future::BoxFuture;
@@ -59,10 +59,12 @@ impl Kind for NatGateway {
         })
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
             let out = ec2(ctx)
                 .create_nat_gateway()
+                // A retry after an ambiguous failure returns the same NAT gateway.
+                .client_token(ctx.settings.client_token(id))
                 .subnet_id(str_field(fields, "subnet")?)
                 .allocation_id(str_field(fields, "allocation")?)
                 .tag_specifications(tag_spec(ResourceType::Natgateway, fields))
@@ -104,6 +106,8 @@ impl Kind for NatGateway {
             read: vec!["ec2:DescribeNatGateways"],
             create: vec!["ec2:CreateNatGateway"],
             change: vec!["ec2:DeleteNatGateway", "ec2:CreateTags", "ec2:DeleteTags"],
+            // Created in a subnet with an Elastic IP.
+            arns: vec![iam_arn("natgateway"), iam_arn("subnet"), iam_arn("elastic-ip")],
             extra: vec![tag_on_create(stack)],
             ..Default::default()
         }

@@ -2,7 +2,7 @@
 //! difference is created, replaced or deleted, so traffic never loses its route in between.
 //! A route is `{"destination": CIDR, "target": igw-…|nat-…}`; the VPC's local route is AWS's.
 
-use super::{call_failed, changed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use super::{call_failed, changed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
 use crate::engine::{normalise_set, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{ResourceType, RouteOrigin};
 use futures::future::BoxFuture;
@@ -140,10 +140,11 @@ impl Kind for RouteTable {
         })
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
             let out = ec2(ctx)
                 .create_route_table()
+                .client_token(ctx.settings.client_token(id))
                 .vpc_id(str_field(fields, "vpc")?)
                 .tag_specifications(tag_spec(ResourceType::RouteTable, fields))
                 .send()
@@ -190,6 +191,8 @@ impl Kind for RouteTable {
                 "ec2:CreateTags",
                 "ec2:DeleteTags",
             ],
+            // Created in a VPC; associations name the subnet, routes the gateway.
+            arns: vec![iam_arn("route-table"), iam_arn("vpc"), iam_arn("subnet"), iam_arn("internet-gateway"), iam_arn("natgateway")],
             extra: vec![tag_on_create(stack)],
             ..Default::default()
         }

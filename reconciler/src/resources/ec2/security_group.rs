@@ -3,7 +3,7 @@
 //! part of a rule's identity. Convergence authorizes the missing rules and revokes the extra
 //! ones, never revoke-all-then-reauthorize (which would open an outage window).
 
-use super::{call_failed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use super::{call_failed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
 use crate::engine::{normalise_set, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, UserIdGroupPair};
 use futures::future::BoxFuture;
@@ -219,6 +219,8 @@ impl Kind for SecurityGroup {
                 "ec2:CreateTags",
                 "ec2:DeleteTags",
             ],
+            // Created in a VPC; rules are authorised on the group and on the rule.
+            arns: vec![iam_arn("security-group"), iam_arn("security-group-rule"), iam_arn("vpc")],
             extra: vec![tag_on_create(stack)],
             ..Default::default()
         }

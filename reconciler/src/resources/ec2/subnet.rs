@@ -1,6 +1,6 @@
 //! `ec2:subnet` — public and private subnets, one of each per availability zone.
 
-use super::{bool_field, call_failed, changed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use super::{bool_field, call_failed, changed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 use futures::future::BoxFuture;
@@ -93,6 +93,8 @@ impl Kind for Subnet {
             read: vec!["ec2:DescribeSubnets"],
             create: vec!["ec2:CreateSubnet"],
             change: vec!["ec2:ModifySubnetAttribute", "ec2:DeleteSubnet", "ec2:CreateTags", "ec2:DeleteTags"],
+            // Created in a VPC.
+            arns: vec![iam_arn("subnet"), iam_arn("vpc")],
             extra: vec![tag_on_create(stack)],
             ..Default::default()
         }

@@ -1,6 +1,6 @@
 //! `ec2:vpc` — the stack's own VPC, with DNS support and hostnames (Cloud Map needs both).
 
-use super::{bool_field, call_failed, changed, ec2, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use super::{bool_field, call_failed, changed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName, VpcState};
 use futures::future::BoxFuture;
@@ -120,9 +120,11 @@ impl Kind for Vpc {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute"],
+            read: vec!["ec2:DescribeVpcs"],
+            read_by_arn: vec!["ec2:DescribeVpcAttribute"],
             create: vec!["ec2:CreateVpc"],
             change: vec!["ec2:ModifyVpcAttribute", "ec2:DeleteVpc", "ec2:CreateTags", "ec2:DeleteTags"],
+            arns: vec![iam_arn("vpc")],
             extra: vec![tag_on_create(stack)],
             ..Default::default()
         }

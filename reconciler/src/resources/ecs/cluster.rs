@@ -3,8 +3,8 @@
 //! default strategy are changed together by PutClusterCapacityProviders.
 
 use super::{
-    call_failed, changed, client, ecs_tags, emulator_lacks_operation, literal, owned_id, parse_fields, strategy_items, strategy_of,
-    sync_tags, tag_map, tag_on_create, to_fields, StrategyItem,
+    call_failed, changed, client, ecs_tags, emulator_lacks_operation, iam_arn, literal, owned_id, parse_fields, strategy_items,
+    strategy_of, sync_tags, tag_map, tag_on_create, to_fields, StrategyItem,
 };
 use crate::engine::ownership::not_owned;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
@@ -222,7 +222,8 @@ impl Kind for Cluster {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["ecs:DescribeClusters", "ecs:ListClusters"],
+            read: vec!["ecs:ListClusters"],
+            read_by_arn: vec!["ecs:DescribeClusters"],
             create: vec!["ecs:CreateCluster"],
             change: vec![
                 "ecs:UpdateClusterSettings",
@@ -235,6 +236,7 @@ impl Kind for Cluster {
             // account's first cluster if the caller may `iam:CreateServiceLinkedRole`; that is not
             // granted here (it cannot be scoped to the stack): an account without the role needs
             // `aws iam create-service-linked-role --aws-service-name ecs.amazonaws.com` once.
+            arns: vec![iam_arn("cluster")],
             extra: vec![tag_on_create(stack)],
             ..Default::default()
         }

@@ -265,6 +265,11 @@ pub fn int(field: &str, n: u64) -> anyhow::Result<i32> {
 /// `ecs:CreateAction` naming them.
 const CREATES: &[&str] = &["CreateCluster", "RegisterTaskDefinition", "CreateService"];
 
+/// IAM ARN pattern for every ECS resource of one type (`cluster` → `arn:aws:ecs:*:*:cluster/*`).
+pub fn iam_arn(resource_type: &str) -> String {
+    format!("arn:aws:ecs:*:*:{resource_type}/*")
+}
+
 /// ECS authorises the tags of a create call as `ecs:TagResource` too (since 2023), with the
 /// condition key `ecs:CreateAction` naming the create call.
 pub fn tag_on_create(stack: &str) -> Value {

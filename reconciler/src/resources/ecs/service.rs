@@ -13,7 +13,7 @@ use super::cluster;
 use super::{
     call_failed, changed, client, ecs_tags, int, literal, owned_id, parse_fields, strategy_items, strategy_of, sync_tags, tag_map,
 };
-use super::{tag_on_create, to_fields, StrategyItem};
+use super::{iam_arn, tag_on_create, to_fields, StrategyItem};
 use crate::engine::ownership::not_owned;
 use crate::engine::retry::{is_gone, is_retryable};
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Status};
@@ -510,6 +510,8 @@ impl Kind for EcsService {
             }
             let out = client(ctx)
                 .create_service()
+                // A retry after an ambiguous failure returns the same service.
+                .client_token(ctx.settings.client_token(id))
                 .cluster(&f.cluster)
                 .service_name(&f.name)
                 .task_definition(&f.task_definition)
@@ -598,9 +600,13 @@ impl Kind for EcsService {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["ecs:DescribeServices", "ecs:ListServices", "ecs:DescribeClusters", "ecs:ListClusters"],
+            read: vec!["ecs:ListServices", "ecs:ListClusters"],
+            // With `verify`'s reads of the service's tasks (ListTasks is authorised on the
+            // container-instance type, with the cluster as condition).
+            read_by_arn: vec!["ecs:DescribeServices", "ecs:DescribeClusters", "ecs:ListTasks", "ecs:DescribeTasks"],
             create: vec!["ecs:CreateService"],
             change: vec!["ecs:UpdateService", "ecs:DeleteService", "ecs:TagResource", "ecs:UntagResource"],
+            arns: vec![iam_arn("service"), iam_arn("cluster"), iam_arn("task"), iam_arn("container-instance")],
             extra: vec![tag_on_create(stack)],
             ..Default::default()
         }

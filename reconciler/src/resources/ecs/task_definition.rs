@@ -481,13 +481,10 @@ impl Kind for TaskDefinition {
 
     fn iam(&self, _stack: &str) -> IamActions {
         IamActions {
-            read: vec![
-                "ecs:DescribeTaskDefinition",
-                "ecs:ListTaskDefinitions",
-                "ecs:ListTaskDefinitionFamilies",
-                "ecs:ListTagsForResource",
-            ],
+            read: vec!["ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions", "ecs:ListTaskDefinitionFamilies"],
+            read_by_arn: vec!["ecs:ListTagsForResource"],
             create: vec!["ecs:RegisterTaskDefinition"],
+            arns: vec![super::iam_arn("task-definition")],
             // DeregisterTaskDefinition supports neither resource ARNs nor tag conditions.
             extra: vec![serde_json::json!({
                 "Sid": "EcsDeregisterTaskDefinitions",

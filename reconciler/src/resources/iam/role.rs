@@ -253,7 +253,11 @@ impl Kind for Role {
     fn iam(&self, stack: &str) -> IamActions {
         let roles = vec![format!("arn:aws:iam::*:role{}*", role_path(stack))];
         IamActions {
-            read: vec!["iam:ListRoles", "iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy"],
+            read: vec!["iam:ListRoles"],
+            // By name wherever the role is (a same-named role elsewhere is reported, not read
+            // as the stack's).
+            read_by_arn: vec!["iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy"],
+            arns: vec!["arn:aws:iam::*:role/*".to_string()],
             // IAM supports aws:ResourceTag poorly: scoped by the stack's role path instead.
             // CreateRole with tags also needs TagRole.
             scoped: vec![

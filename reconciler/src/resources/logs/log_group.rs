@@ -236,7 +236,9 @@ impl Kind for LogGroup {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["logs:DescribeLogGroups", "logs:ListTagsForResource"],
+            read: vec!["logs:DescribeLogGroups"],
+            read_by_arn: vec!["logs:ListTagsForResource"],
+            arns: vec!["arn:aws:logs:*:*:log-group:*".to_string()],
             // Scoped by name prefix (the pattern also covers the `:*` form). Creating with
             // tags also needs TagResource.
             scoped: vec![Scoped {

@@ -47,6 +47,15 @@ fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
     }
 }
 
+/// IAM ARN pattern for every Cloud Map resource of one type (`namespace`, `service`).
+pub fn iam_arn(resource_type: &str) -> String {
+    format!("arn:aws:servicediscovery:*:*:{resource_type}/*")
+}
+
+/// Cloud Map calls AWS authorises on `*` only (they take no resource type).
+pub const ON_ANY: [&str; 3] =
+    ["servicediscovery:CreatePrivateDnsNamespace", "servicediscovery:TagResource", "servicediscovery:UntagResource"];
+
 /// For `.map_err(call_failed("CreateService"))` on Cloud Map calls.
 pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
 where

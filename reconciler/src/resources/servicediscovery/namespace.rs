@@ -174,16 +174,17 @@ impl Kind for Namespace {
             read: vec![
                 "servicediscovery:ListNamespaces",
                 "servicediscovery:ListTagsForResource",
-                "servicediscovery:GetNamespace",
                 "servicediscovery:GetOperation",
                 // Checked by CreatePrivateDnsNamespace with the caller's permissions.
-                "route53:GetHostedZone",
                 "route53:ListHostedZonesByName",
                 "ec2:DescribeVpcs",
                 "ec2:DescribeRegions",
             ],
+            read_by_arn: vec!["servicediscovery:GetNamespace", "route53:GetHostedZone"],
             create: vec!["servicediscovery:CreatePrivateDnsNamespace", "servicediscovery:TagResource"],
             change: vec!["servicediscovery:DeleteNamespace", "servicediscovery:TagResource", "servicediscovery:UntagResource"],
+            arns: vec![super::iam_arn("namespace"), "arn:aws:route53:::hostedzone/*".to_string()],
+            on_any: super::ON_ANY.to_vec(),
             // CreatePrivateDnsNamespace creates the namespace's private hosted zone with the
             // caller's own permissions. Route 53 scopes CreateHostedZone by neither tag nor
             // name (the zone is named after the spec's namespace, not the stack), so this one

@@ -210,12 +210,8 @@ impl Kind for DiscoveryService {
 
     fn iam(&self, _stack: &str) -> IamActions {
         IamActions {
-            read: vec![
-                "servicediscovery:ListServices",
-                "servicediscovery:GetService",
-                "servicediscovery:ListTagsForResource",
-                "servicediscovery:GetOperation",
-            ],
+            read: vec!["servicediscovery:ListServices", "servicediscovery:ListTagsForResource", "servicediscovery:GetOperation"],
+            read_by_arn: vec!["servicediscovery:GetService"],
             create: vec!["servicediscovery:CreateService", "servicediscovery:TagResource"],
             change: vec![
                 "servicediscovery:UpdateService",
@@ -223,6 +219,9 @@ impl Kind for DiscoveryService {
                 "servicediscovery:TagResource",
                 "servicediscovery:UntagResource",
             ],
+            // A service is created in its namespace.
+            arns: vec![super::iam_arn("service"), super::iam_arn("namespace")],
+            on_any: super::ON_ANY.to_vec(),
             ..Default::default()
         }
     }

@@ -308,7 +308,11 @@ impl Kind for Queue {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["sqs:ListQueues", "sqs:GetQueueUrl", "sqs:ListQueueTags", "sqs:GetQueueAttributes"],
+            read: vec!["sqs:ListQueues"],
+            // Every queue the listing by the `<stack>-` prefix shows, other stacks' included
+            // (their tags are read to tell them apart).
+            read_by_arn: vec!["sqs:GetQueueUrl", "sqs:ListQueueTags", "sqs:GetQueueAttributes"],
+            arns: vec![format!("arn:aws:sqs:*:*:{stack}-*")],
             // Queue names are the stack's, so the mutations are scoped by ARN. CreateQueue with
             // tags also needs TagQueue.
             scoped: vec![Scoped {
