@@ -109,11 +109,6 @@ impl Kind for ApiMapping {
     }
 
     fn iam(&self, _stack: &str) -> IamActions {
-        IamActions {
-            read_by_arn: vec!["apigateway:GET"],
-            change: vec!["apigateway:POST", "apigateway:DELETE"],
-            arns: super::iam_arns(),
-            ..Default::default()
-        }
+        super::child_iam()
     }
 }

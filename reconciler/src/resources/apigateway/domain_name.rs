@@ -135,12 +135,6 @@ impl Kind for DomainName {
     }
 
     fn iam(&self, _stack: &str) -> IamActions {
-        IamActions {
-            read_by_arn: vec!["apigateway:GET"],
-            create: vec!["apigateway:POST"],
-            change: vec!["apigateway:PATCH", "apigateway:DELETE", "apigateway:POST"],
-            arns: super::iam_arns(),
-            ..Default::default()
-        }
+        super::tagged_iam()
     }
 }

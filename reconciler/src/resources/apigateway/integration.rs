@@ -165,12 +165,7 @@ impl Kind for Integration {
     }
 
     fn iam(&self, _stack: &str) -> IamActions {
-        IamActions {
-            read_by_arn: vec!["apigateway:GET"],
-            change: vec!["apigateway:POST", "apigateway:PATCH", "apigateway:DELETE"],
-            arns: super::iam_arns(),
-            ..Default::default()
-        }
+        super::child_iam()
     }
 }
 

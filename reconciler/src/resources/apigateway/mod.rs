@@ -123,6 +123,30 @@ pub fn iam_arns() -> Vec<String> {
         .collect()
 }
 
+/// The IAM actions of a tagged resource (VPC link, API, domain name). API Gateway authorises
+/// every call as an HTTP verb on a path: GET reads; POST creates (with the stack's tags in the
+/// request) and also creates children; PATCH and DELETE change what carries the stack's tags.
+pub fn tagged_iam() -> crate::engine::IamActions {
+    crate::engine::IamActions {
+        read_by_arn: vec!["apigateway:GET"],
+        create: vec!["apigateway:POST"],
+        change: vec!["apigateway:PATCH", "apigateway:DELETE", "apigateway:POST"],
+        arns: iam_arns(),
+        ..Default::default()
+    }
+}
+
+/// The IAM actions of a child of the stack's API or domain (integration, route, stage, API
+/// mapping): judged by the parent's tags.
+pub fn child_iam() -> crate::engine::IamActions {
+    crate::engine::IamActions {
+        read_by_arn: vec!["apigateway:GET"],
+        change: vec!["apigateway:POST", "apigateway:PATCH", "apigateway:DELETE"],
+        arns: iam_arns(),
+        ..Default::default()
+    }
+}
+
 /// The ARN API Gateway tags an API or VPC link by: `arn:aws:apigateway:<region>::/apis/<id>`.
 pub fn arn(ctx: &Ctx, path: &str) -> String {
     format!("arn:aws:apigateway:{}::{path}", ctx.region())

@@ -179,8 +179,6 @@ impl Kind for Stage {
 
     fn iam(&self, _stack: &str) -> IamActions {
         IamActions {
-            read_by_arn: vec!["apigateway:GET"],
-            change: vec!["apigateway:POST", "apigateway:PATCH", "apigateway:DELETE"],
             // Access logging to CloudWatch Logs is a vended log delivery made with the caller's
             // permissions; these take no resource ARN (explained in the README).
             extra: vec![serde_json::json!({
@@ -197,8 +195,7 @@ impl Kind for Stage {
                 ],
                 "Resource": "*",
             })],
-            arns: super::iam_arns(),
-            ..Default::default()
+            ..super::child_iam()
         }
     }
 }

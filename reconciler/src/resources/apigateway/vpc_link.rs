@@ -162,14 +162,7 @@ impl Kind for VpcLink {
     }
 
     fn iam(&self, _stack: &str) -> IamActions {
-        IamActions {
-            // API Gateway authorises every call as an HTTP verb on a path: GET is a read.
-            read_by_arn: vec!["apigateway:GET"],
-            create: vec!["apigateway:POST"],
-            change: vec!["apigateway:PATCH", "apigateway:DELETE", "apigateway:POST"],
-            arns: super::iam_arns(),
-            ..Default::default()
-        }
+        super::tagged_iam()
     }
 }
 
