@@ -305,6 +305,14 @@ async fn destroy_removes_the_edge_before_the_network() {
     assert!(at("apigateway:stage stage") < at("logs:log-group log-api"), "{destroy}");
     assert!(a.apigw.get_apis().send().await.unwrap().items().is_empty());
     assert!(vpc_links(&a).await.is_empty());
+
+    // Retained data (the container log group) is no longer the stack's: `output` still prints
+    // a valid document on stdout and mentions it on stderr.
+    let o = reconciler(&moto, &["output", PROD, "--format", "json"]);
+    assert_eq!(o.code, 0, "{o}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e})\n{o}"));
+    assert_eq!(v["webhook_url"], serde_json::Value::Null);
+    assert!(o.stderr.contains("not owned by this stack, ignored"), "{o}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

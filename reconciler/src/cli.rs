@@ -245,13 +245,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Output { file, format, aws } => {
             let s = Session::open(&file, &aws).await?;
-            let (_, observed) = s.observe_owned().await?;
+            let (_, observed) = s.observe_owned_quietly().await?;
             print_outputs(&s, &observed, format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { file, endpoint, format, aws } => {
             let s = Session::open(&file, &aws).await?;
-            let (_, observed) = s.observe_owned().await?;
+            let (_, observed) = s.observe_owned_quietly().await?;
             let url = endpoint.or_else(|| crate::outputs::from_observed(&s.spec.name, s.ctx.region(), &observed).webhook_url);
             let answer = crate::verify::call_endpoint(url.as_deref()).await;
             let evidence = if crate::verify::is_ready(&answer) {
@@ -326,7 +326,7 @@ async fn apply_locked(
         "Apply complete: {} created, {} updated, {} replaced, {} deleted, {} retained.",
         report.created, report.updated, report.replaced, report.deleted, report.retained
     );
-    let (_, now) = s.observe_owned().await.context("reading the outputs after apply")?;
+    let (_, now) = s.observe_owned_quietly().await.context("reading the outputs after apply")?;
     println!();
     print_outputs(s, &now, OutputFormat::Text)?;
     if !report.held.is_empty() {
@@ -491,12 +491,22 @@ impl Session {
     }
 
     /// What the stack owns, for destroy: same-named resources it does not own are reported
-    /// and left alone.
+    /// (on stdout, part of destroy's listing) and left alone.
     pub(crate) async fn observe_owned(&self) -> anyhow::Result<(DesiredState, engine::Snapshot)> {
+        self.observe_owned_reporting(|m| println!("not ours, left alone: {m}")).await
+    }
+
+    /// Like `observe_owned`, for commands whose stdout is a document (`output`, `verify`):
+    /// resources not owned are mentioned on stderr.
+    pub(crate) async fn observe_owned_quietly(&self) -> anyhow::Result<(DesiredState, engine::Snapshot)> {
+        self.observe_owned_reporting(|m| eprintln!("note: not owned by this stack, ignored: {m}")).await
+    }
+
+    async fn observe_owned_reporting(&self, report: impl Fn(&str)) -> anyhow::Result<(DesiredState, engine::Snapshot)> {
         let (_, state) = self.desired().await?;
         let (observed, skipped) = engine::observe_owned(&self.ctx, &self.kinds, &state.resources).await?;
         for m in skipped {
-            println!("not ours, left alone: {m}");
+            report(&m.to_string());
         }
         Ok((state, observed))
     }
