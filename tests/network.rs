@@ -631,3 +631,120 @@ async fn ignored_tags_are_neither_drift_nor_removed() {
     assert_eq!(plan.code, 2, "{plan}");
     assert!(plan.stdout.contains("tags.scanner:last-run: today -> (unset)"), "{plan}");
 }
+
+/// The live NAT gateway (not deleted) with logical id `id`, and its allocation id.
+async fn live_nat_gateway(c: &Client, id: &str) -> (String, String) {
+    let out = c.describe_nat_gateways().send().await.unwrap();
+    let n = out
+        .nat_gateways()
+        .iter()
+        .filter(|n| !matches!(n.state(), Some(NatGatewayState::Deleted | NatGatewayState::Deleting)))
+        .find(|n| n.tags().iter().any(|t| t.key() == Some("reconciler:id") && t.value() == Some(id)))
+        .unwrap_or_else(|| panic!("no live NAT gateway {id}"));
+    (n.nat_gateway_id().unwrap().to_string(), n.nat_gateway_addresses()[0].allocation_id().unwrap().to_string())
+}
+
+/// Where `logical` (a route table) sends 0.0.0.0/0.
+async fn default_route(c: &Client, logical: &str) -> String {
+    let out = c.describe_route_tables().filters(tag_filter("reconciler:id", logical)).send().await.unwrap();
+    let rt = &out.route_tables()[0];
+    let r = rt.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0")).expect("a default route");
+    r.nat_gateway_id().or(r.gateway_id()).unwrap().to_string()
+}
+
+/// A NAT gateway whose Elastic IP changed is replaced create-before-destroy: the new one
+/// exists and the private route points at it before the old one is deleted, so egress never
+/// stops. (The EIP is swapped out of band: its tags moved to a new address.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nat_gateway_is_replaced_before_the_old_one_goes() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let run = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    let (old_nat, old_alloc) = live_nat_gateway(&c, "nat-1").await;
+    assert_eq!(default_route(&c, "rt-private-1").await, old_nat);
+
+    let addresses = c.describe_addresses().allocation_ids(&old_alloc).send().await.unwrap();
+    let tags = addresses.addresses()[0].tags().to_vec();
+    c.allocate_address()
+        .domain(aws_sdk_ec2::types::DomainType::Vpc)
+        .tag_specifications(TagSpecification::builder().resource_type(ResourceType::ElasticIp).set_tags(Some(tags)).build())
+        .send()
+        .await
+        .unwrap();
+    c.delete_tags()
+        .resources(&old_alloc)
+        .tags(Tag::builder().key("reconciler:stack").build())
+        .tags(Tag::builder().key("reconciler:id").build())
+        .send()
+        .await
+        .unwrap();
+
+    let plan = reconciler(&moto, &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(plan.stdout.contains("-/+ ec2:nat-gateway nat-1") && plan.stdout.contains("`allocation` cannot change in place"), "{plan}");
+    let run = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve", "--allow-destructive"]);
+    assert_eq!(run.code, 0, "{run}");
+    let at = |needle: &str| run.stderr.find(needle).unwrap_or_else(|| panic!("`{needle}` not in the progress\n{run}"));
+    let created = at("created ec2:nat-gateway nat-1");
+    let repointed = at("updated ec2:route-table rt-private-1 (routes)");
+    let deleted = at(&format!("deleting ec2:nat-gateway nat-1 [{old_nat}]"));
+    assert!(created < repointed && repointed < deleted, "create, repoint, then delete\n{run}");
+    let (new_nat, new_alloc) = live_nat_gateway(&c, "nat-1").await;
+    assert_ne!(new_nat, old_nat);
+    assert_ne!(new_alloc, old_alloc);
+    assert_eq!(default_route(&c, "rt-private-1").await, new_nat);
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
+/// Moving a stack to another existing VPC replaces its security groups create-before-destroy:
+/// the service is moved to the new groups before the old ones are deleted (on AWS a group in
+/// use cannot be deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_groups_are_replaced_before_the_old_ones_go() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let dir = std::env::temp_dir().join(format!("move-{}", moto.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut specs = Vec::new();
+    for (n, cidr) in [(1, "172.31"), (2, "172.30")] {
+        let vpc = vpc_tagged(&c, &format!("{cidr}.0.0/16"), &[]).await;
+        let mut subnets = Vec::new();
+        for (k, az) in [(1, "us-east-1a"), (2, "us-east-1b")] {
+            let out = c.create_subnet().vpc_id(&vpc).cidr_block(format!("{cidr}.{k}.0/24")).availability_zone(az).send().await.unwrap();
+            subnets.push(out.subnet().unwrap().subnet_id().unwrap().to_string());
+        }
+        let text = std::fs::read_to_string(repo_root().join("specs/existing-vpc.yaml"))
+            .unwrap()
+            .replace("vpc-0123456789abcdef0", &vpc)
+            .replace("subnet-0123456789abcdef0", &subnets[0])
+            .replace("subnet-0fedcba9876543210", &subnets[1]);
+        let p = dir.join(format!("vpc-{n}.yaml"));
+        std::fs::write(&p, text).unwrap();
+        specs.push((vpc, p.to_str().unwrap().to_string()));
+    }
+    let run = reconciler(&moto, &["apply", &specs[0].1, "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    let old_sg = security_group(&c, "sg-service").await;
+
+    let run = reconciler(&moto, &["apply", &specs[1].1, "--auto-approve", "--allow-destructive"]);
+    assert_eq!(run.code, 0, "{run}");
+    let at = |needle: &str| run.stderr.find(needle).unwrap_or_else(|| panic!("`{needle}` not in the progress\n{run}"));
+    let created = at("created ec2:security-group sg-service");
+    let moved = at("updated ecs:service service");
+    let deleted = at(&format!("deleting ec2:security-group sg-service [{old_sg}]"));
+    assert!(created < moved && moved < deleted, "create, move the service, then delete\n{run}");
+
+    let new_sg = security_group(&c, "sg-service").await;
+    assert_ne!(new_sg, old_sg);
+    let groups = c.describe_security_groups().group_ids(&new_sg).send().await.unwrap();
+    assert_eq!(groups.security_groups()[0].vpc_id(), Some(specs[1].0.as_str()));
+    let svc = ecs.describe_services().cluster("benchling-webhook-shared").services("benchling-webhook-shared").send().await.unwrap();
+    let svc = svc.services().iter().find(|s| s.status() == Some("ACTIVE")).unwrap();
+    let net = svc.network_configuration().unwrap().awsvpc_configuration().unwrap();
+    assert_eq!(net.security_groups(), [new_sg.clone()]);
+    let old = c.describe_security_groups().filters(Filter::builder().name("group-id").values(&old_sg).build()).send().await.unwrap();
+    assert!(old.security_groups().is_empty(), "the old group is gone");
+    assert_converged(&moto, &specs[1].1);
+}

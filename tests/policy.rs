@@ -2,13 +2,25 @@
 //! (pinned, installed with moto by tests/emulator/install-moto.sh, offline) reports no finding,
 //! at any severity, for `--for plan` and `--for apply` of every shipped spec and of one with a
 //! stack lock. It would say, for instance, "Unnecessary use of Resource *" for a call that
-//! takes a resource ARN but is granted on `*`. The last test shows the check can fail.
+//! takes a resource ARN but is granted on `*`. `parliament_flags_bad_policies` shows the
+//! check can fail.
+//!
+//! Then the policies are used: moto with IAM enforcement on, a user holding the printed apply
+//! policy applies and destroys the whole stack, a user holding the printed plan policy plans,
+//! prints the outputs and verifies, and is refused a change. moto authorises actions and
+//! resources but not conditions, and resolves a request's resource only for existing IAM roles
+//! and SQS queues (`*` for everything else): a printed ARN pattern never matches its `*`, so the
+//! test grants each printed statement on `*` and this run checks that every call the tool makes
+//! is an action the policy names (which resources, parliament checks above against IAM's own
+//! table). API Gateway authorises by HTTP verb (`apigateway:GET`, ...) where moto uses operation
+//! names (`apigateway:GetVpcLinks`): each printed verb is translated into moto's names for the
+//! same calls, so a verb missing from the printed policy is still refused.
 
 #[path = "support/mod.rs"]
 mod support;
 
-use std::process::Command;
-use support::{parliament, repo_root, Run};
+use std::process::{Child, Command, Stdio};
+use support::{parliament, repo_root, venv_python, Moto, Run};
 
 /// What `reconciler policy SPEC --for PURPOSE` prints.
 fn policy(spec: &str, purpose: &str) -> String {
@@ -88,4 +100,129 @@ fn parliament_flags_bad_policies() {
         "Condition": {"StringEquals": {"aws:RequestTag/reconciler:stack": "s"}}}]}"#;
     let found = findings(create_on_star);
     assert!(found.iter().any(|f| f["issue"] == "RESOURCE_STAR" && f["detail"].to_string().contains("ec2:CreateVpc")), "{found:?}");
+}
+
+/// moto's names for the calls an API Gateway HTTP verb authorises.
+fn moto_names(action: &str) -> &'static [&'static str] {
+    match action {
+        "apigateway:GET" => &["apigateway:Get*"],
+        "apigateway:POST" => &["apigateway:Create*", "apigateway:TagResource"],
+        "apigateway:PATCH" => &["apigateway:Update*"],
+        "apigateway:DELETE" => &["apigateway:Delete*", "apigateway:UntagResource"],
+        "apigateway:PUT" => &["apigateway:Put*"],
+        _ => &[],
+    }
+}
+
+/// The printed policy as moto can evaluate it (see the module comment): each statement on
+/// `*`, API Gateway verbs also under moto's operation names. Actions are never added otherwise.
+fn for_moto(printed: &str) -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(printed).unwrap();
+    for st in doc["Statement"].as_array_mut().unwrap() {
+        let actions: Vec<String> = match &st["Action"] {
+            serde_json::Value::String(a) => vec![a.clone()],
+            serde_json::Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+            _ => vec![],
+        };
+        let mut all = actions.clone();
+        all.extend(actions.iter().flat_map(|a| moto_names(a)).map(|a| a.to_string()));
+        st["Action"] = serde_json::json!(all);
+        st["Resource"] = serde_json::json!("*");
+    }
+    doc.to_string()
+}
+
+/// Creates an IAM user holding `policy` (3 unauthenticated requests); its access key.
+async fn user(moto: &Moto, name: &str, policy: &str) -> (String, String) {
+    let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
+    iam.create_user().user_name(name).send().await.unwrap();
+    iam.put_user_policy().user_name(name).policy_name("reconciler").policy_document(policy).send().await.unwrap();
+    let key = iam.create_access_key().user_name(name).send().await.unwrap();
+    let key = key.access_key().unwrap();
+    (key.access_key_id().to_string(), key.secret_access_key().to_string())
+}
+
+/// tests/emulator/resign-proxy.py in front of moto for one user's key (see there: moto's
+/// signature check of form bodies differs from the SDK's encoding). Killed on drop.
+struct Resigner {
+    child: Child,
+    url: String,
+}
+
+impl Resigner {
+    fn start(moto: &Moto, key: &(String, String)) -> Resigner {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = repo_root().join("tests/emulator/resign-proxy.py");
+        let child = Command::new(venv_python())
+            .args([script.to_str().unwrap(), &port.to_string(), &moto.endpoint, &key.0, &key.1])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(20), "the re-signing proxy did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Resigner { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Resigner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The CLI as one user, through that user's re-signing proxy.
+fn as_user(moto: &Moto, proxy: &Resigner, key: &(String, String), args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(args)
+        .current_dir(repo_root())
+        .envs(moto.env())
+        .env("AWS_ENDPOINT_URL", &proxy.url)
+        .env("AWS_ACCESS_KEY_ID", &key.0)
+        .env("AWS_SECRET_ACCESS_KEY", &key.1)
+        .env("RECONCILER_POLL_INTERVAL", "0.05")
+        .env("RECONCILER_MAX_ATTEMPTS", "1")
+        .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Run::from(out)
+}
+
+const PROD: &str = "specs/prod.yaml";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_policies_allow_every_call_under_iam_enforcement() {
+    // Two users, three unauthenticated requests each; everything after is authorised.
+    let moto = Moto::start_enforcing(6);
+    let deployer = user(&moto, "deployer", &for_moto(&policy(PROD, "apply"))).await;
+    let planner = user(&moto, "planner", &for_moto(&policy(PROD, "plan"))).await;
+    let (as_deployer, as_planner) = (Resigner::start(&moto, &deployer), Resigner::start(&moto, &planner));
+    let denied = |run: &Run| run.stderr.contains("not authorized") || run.stderr.contains("AccessDenied");
+
+    let apply = as_user(&moto, &as_deployer, &deployer, &["apply", PROD, "--auto-approve"]);
+    assert!(apply.code == 0 && apply.stdout.contains("Apply complete: 35 created"), "apply with the apply policy\n{apply}");
+
+    let plan = as_user(&moto, &as_planner, &planner, &["plan", PROD, "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "plan with the plan policy\n{plan}");
+    let output = as_user(&moto, &as_planner, &planner, &["output", PROD, "--format", "json"]);
+    assert_eq!(output.code, 0, "output with the plan policy\n{output}");
+    let verify = as_user(&moto, &as_planner, &planner, &["verify", PROD, "--endpoint", "http://127.0.0.1:9"]);
+    assert!(verify.code == 1 && verify.stdout.contains("broken hop") && !denied(&verify), "verify reads with the plan policy\n{verify}");
+
+    // The plan policy changes nothing: an apply with it is refused by IAM.
+    let dir = std::env::temp_dir().join(format!("enforce-{}", moto.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let changed = dir.join("changed.yaml");
+    let text = std::fs::read_to_string(repo_root().join(PROD)).unwrap();
+    std::fs::write(&changed, text.replacen("retention_days: 7", "retention_days: 14", 1)).unwrap();
+    let refused = as_user(&moto, &as_planner, &planner, &["apply", changed.to_str().unwrap(), "--auto-approve"]);
+    assert!(refused.code == 1 && denied(&refused), "the plan policy must not change anything\n{refused}");
+
+    let destroy = as_user(&moto, &as_deployer, &deployer, &["destroy", PROD, "--auto-approve"]);
+    assert_eq!(destroy.code, 0, "destroy with the apply policy\n{destroy}");
+    assert!(!denied(&destroy), "{destroy}");
 }

@@ -42,14 +42,33 @@ pub struct Moto {
     pub endpoint: String,
 }
 
+/// The virtualenv's Python (beside moto_server), for the test-only helper scripts in
+/// tests/emulator/.
+pub fn venv_python() -> PathBuf {
+    moto_server().with_file_name("python")
+}
+
 impl Moto {
     pub fn start() -> Moto {
-        let server = moto_server();
+        Moto::start_with(moto_server(), &[], &[])
+    }
+
+    /// moto with IAM enforcement: the first `free` requests are unauthenticated (to create
+    /// users, their policies and keys), every later one is authenticated and authorised.
+    /// Runs moto through tests/emulator/moto-enforcing.py (see there for the moto bug it fixes).
+    pub fn start_enforcing(free: u32) -> Moto {
+        let launcher = repo_root().join("tests/emulator/moto-enforcing.py");
+        Moto::start_with(venv_python(), &[launcher.to_str().unwrap()], &[("INITIAL_NO_AUTH_ACTION_COUNT", &free.to_string())])
+    }
+
+    fn start_with(program: PathBuf, pre_args: &[&str], env: &[(&str, &str)]) -> Moto {
         for _attempt in 0..3 {
             let port = free_port();
             let log = File::create(std::env::temp_dir().join(format!("moto-{port}.log"))).unwrap();
-            let mut child = Command::new(&server)
+            let mut child = Command::new(&program)
+                .args(pre_args)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .envs(env.iter().copied())
                 .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)

@@ -85,6 +85,18 @@ fn kind_of<'k>(kinds: &'k [Box<dyn Kind>], name: &str) -> anyhow::Result<&'k dyn
         .ok_or_else(|| anyhow!("internal error: no resource kind `{name}` is registered"))
 }
 
+/// Which replacements go delete-first (`replaced` in creation order, dependencies first): the
+/// ones their kind orders so, and any whose dependency goes delete-first.
+fn delete_first<'a>(replaced: &[(&'a Desired, Replacement)]) -> BTreeSet<&'a str> {
+    let mut out: BTreeSet<&str> = BTreeSet::new();
+    for (d, how) in replaced {
+        if *how == Replacement::DeleteBeforeCreate || deps_of(d).iter().any(|x| out.contains(x.as_str())) {
+            out.insert(d.id.as_str());
+        }
+    }
+    out
+}
+
 fn deps_of(d: &Desired) -> BTreeSet<String> {
     let mut deps = BTreeSet::new();
     for v in d.fields.values() {
@@ -299,12 +311,23 @@ pub async fn apply(
     // 1. Replacements that AWS forces to go delete-first: the old ones go first, dependents
     //    before their dependencies. Create-before-destroy replacements keep the old one
     //    until the new one exists and dependents point at it (step 3).
+    //    A resource whose dependency goes delete-first goes delete-first too: it cannot
+    //    outlive what it lives in (a security group in a VPC being replaced).
+    let mut replaced: Vec<(&Desired, Replacement)> = Vec::new();
+    for &i in &order {
+        let d = &desired[i];
+        if let (Action::Replace { .. }, Some(_)) = (action_of(d), live.get(&(d.kind, d.id.as_str()))) {
+            let changes = plan.resources.iter().find(|r| r.kind == d.kind && r.id == d.id).map(|r| r.changes.as_slice()).unwrap_or(&[]);
+            replaced.push((d, kind_of(kinds, d.kind)?.replacement_for(changes)));
+        }
+    }
+    let delete_first = delete_first(&replaced);
     let mut old_halves: Vec<&Observed> = Vec::new();
     for &i in order.iter().rev() {
         let d = &desired[i];
         if let (Action::Replace { reason }, Some(l)) = (action_of(d), live.get(&(d.kind, d.id.as_str()))) {
             let kind = kind_of(kinds, d.kind)?;
-            if kind.replacement() == Replacement::CreateBeforeDestroy {
+            if !delete_first.contains(d.id.as_str()) {
                 old_halves.push(l);
                 continue;
             }
@@ -620,6 +643,23 @@ mod tests {
 
     fn kinds() -> Vec<Box<dyn Kind>> {
         vec![Box::new(FakeKind("a")), Box::new(FakeKind("b")), Box::new(FakeKind("rev"))]
+    }
+
+    /// A create-before-destroy replacement inside something replaced delete-first (a security
+    /// group in a VPC being replaced) goes delete-first too; on its own it overlaps.
+    #[test]
+    fn replacements_inside_a_delete_first_one_go_first_too() {
+        let vpc = desired("a", "vpc", json!({}));
+        let sg = desired("b", "sg", json!({"vpc": reference("vpc")}));
+        let other = desired("b", "sg-other", json!({}));
+        let got = delete_first(&[
+            (&vpc, Replacement::DeleteBeforeCreate),
+            (&sg, Replacement::CreateBeforeDestroy),
+            (&other, Replacement::CreateBeforeDestroy),
+        ]);
+        assert_eq!(got, BTreeSet::from(["vpc", "sg"]));
+        let alone = delete_first(&[(&sg, Replacement::CreateBeforeDestroy)]);
+        assert!(alone.is_empty());
     }
     fn desired(kind: &'static str, id: &str, fields: serde_json::Value) -> Desired {
         Desired { kind, id: id.into(), fields: fields.as_object().unwrap().clone(), after: vec![] }

@@ -124,6 +124,12 @@ pub trait Kind: Send + Sync {
     fn replacement(&self) -> Replacement {
         Replacement::DeleteBeforeCreate
     }
+    /// How the replacement caused by these changes is ordered, where that depends on what
+    /// changed (a NAT gateway can overlap with its successor only when they have different
+    /// Elastic IPs). Default: [`Kind::replacement`].
+    fn replacement_for(&self, _changes: &[FieldChange]) -> Replacement {
+        self.replacement()
+    }
     /// Fields the API may leave out of what it returns (an emulator drops some ECS fields):
     /// missing live, they are unknown rather than drift. Any other field missing live is drift.
     fn unreported(&self) -> &'static [&'static str] {

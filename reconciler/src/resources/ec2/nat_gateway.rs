@@ -3,7 +3,7 @@
 //! cannot be released before).
 
 use super::{call_failed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
-use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Status};
+use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Status};
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use futures::future::BoxFuture;
 
@@ -26,6 +26,18 @@ impl Kind for NatGateway {
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["subnet", "allocation"]
+    }
+
+    /// An Elastic IP serves one NAT gateway at a time. With a new address the successor is
+    /// created first, the private routes are moved to it, and only then is the old gateway
+    /// deleted: egress never stops. With the same address (only the subnet changes) AWS forces
+    /// the old one to go first.
+    fn replacement_for(&self, changes: &[FieldChange]) -> Replacement {
+        if changes.iter().any(|c| c.field == "allocation") {
+            Replacement::CreateBeforeDestroy
+        } else {
+            Replacement::DeleteBeforeCreate
+        }
     }
 
     fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {

@@ -4,7 +4,7 @@
 //! ones, never revoke-all-then-reauthorize (which would open an outage window).
 
 use super::{call_failed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
-use crate::engine::{normalise_set, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
+use crate::engine::{normalise_set, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, UserIdGroupPair};
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -141,6 +141,14 @@ impl Kind for SecurityGroup {
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["group_name", "vpc"]
+    }
+
+    /// A group is replaced only for a new name or a new VPC, and names are unique per VPC: the
+    /// successor never clashes with the old group. So it is created first, the service and the
+    /// VPC link are moved to it, and the old group (no longer in use) is deleted last, instead
+    /// of failing with DependencyViolation while the old one is still attached.
+    fn replacement(&self) -> Replacement {
+        Replacement::CreateBeforeDestroy
     }
 
     fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
