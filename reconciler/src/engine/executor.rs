@@ -147,8 +147,11 @@ fn resolve_fields(fields: &Fields, ids: &BTreeMap<String, Identity>) -> Fields {
 }
 
 /// Live resources by (kind, logical id). Where an interrupted run (or an API without
-/// idempotency tokens) left two, the one other resources reference is kept, else the first
-/// listed; the others are returned separately, to be deleted.
+/// idempotency tokens) left two or more, one is kept: one that other resources reference, else
+/// the oldest (where the kind reports creation times; else the first listed). The others are
+/// returned separately, to be deleted, except those something still references: deleting
+/// them would break it, so they stay until their dependents have moved to the kept one (this
+/// apply moves them, the next run deletes the duplicate).
 fn index_live(observed: &[Observed]) -> (BTreeMap<(&str, &str), &Observed>, Vec<&Observed>) {
     let all: Vec<&Observed> = observed.iter().collect();
     let deps = super::graph::dependencies(&all, &[]);
@@ -160,9 +163,12 @@ fn index_live(observed: &[Observed]) -> (BTreeMap<(&str, &str), &Observed>, Vec<
     let mut live = BTreeMap::new();
     let mut dups = Vec::new();
     for (key, members) in groups {
-        let keep = members.iter().copied().find(|&i| referenced(i)).unwrap_or(members[0]);
+        // Oldest first; unknown creation times keep the API's order, after the known ones.
+        let mut by_age = members.clone();
+        by_age.sort_by_key(|&i| observed[i].created.unwrap_or(i64::MAX));
+        let keep = by_age.iter().copied().find(|&i| referenced(i)).unwrap_or(by_age[0]);
         live.insert(key, &observed[keep]);
-        dups.extend(members.into_iter().filter(|&i| i != keep).map(|i| &observed[i]));
+        dups.extend(members.into_iter().filter(|&i| i != keep && !referenced(i)).map(|i| &observed[i]));
     }
     (live, dups)
 }
@@ -733,6 +739,41 @@ mod tests {
         // Nobody references either: the first listed stays.
         let p = plan("s", &kinds(), &d[..1], &obs[..2], &BTreeMap::new()).unwrap();
         assert_eq!(p.resources[0].physical_id.as_deref(), Some("r-1"));
+    }
+
+    #[test]
+    fn of_unreferenced_duplicates_the_oldest_stays() {
+        let d = vec![desired("a", "root", json!({}))];
+        let aged = |phys: &str, created: Option<i64>| Observed { created, ..live("a", "root", phys, json!({})) };
+        let obs = vec![aged("r-new", Some(200)), aged("r-unknown", None), aged("r-old", Some(100))];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        let kept = p.resources.iter().find(|r| r.action == Action::NoOp).unwrap();
+        assert_eq!(kept.physical_id.as_deref(), Some("r-old"));
+        assert_eq!(p.resources.iter().filter(|r| matches!(r.action, Action::Delete { .. })).count(), 2);
+    }
+
+    /// Two duplicates each used by something: one is kept, the other is not deleted under its
+    /// dependent (which apply moves to the kept one; the next run removes the duplicate).
+    #[test]
+    fn a_duplicate_something_depends_on_is_never_deleted() {
+        let d = vec![
+            desired("a", "root", json!({})),
+            desired("b", "child", json!({"parent": reference("root")})),
+            desired("b", "other", json!({"parent": reference("root")})),
+        ];
+        let obs = vec![
+            live("a", "root", "r-1", json!({})),
+            live("a", "root", "r-2", json!({})),
+            live("b", "child", "c-1", json!({"parent": "r-1"})),
+            live("b", "other", "o-1", json!({"parent": "r-2"})),
+        ];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        assert!(p.resources.iter().all(|r| !matches!(r.action, Action::Delete { .. })), "{:?}", actions(&p));
+        // The dependent of the other duplicate moves to the kept one (here by replacement: the
+        // fake kind cannot change `parent` in place); the one on the kept one stays.
+        let moving: Vec<String> = p.resources.iter().filter(|r| r.action != Action::NoOp).map(|r| r.id.clone()).collect();
+        assert_eq!(moving.len(), 1, "{:?}", actions(&p));
+        assert!(moving[0] == "child" || moving[0] == "other");
     }
 
     #[test]

@@ -95,6 +95,7 @@ mod tests {
             attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Attrs>(),
             fields: fields.as_object().unwrap().clone(),
             status: Status::Ready,
+            created: None,
         }
     }
 

@@ -68,6 +68,10 @@ pub struct Observed {
     pub fields: Fields,
     #[serde(skip_serializing_if = "is_ready")]
     pub status: Status,
+    /// When AWS created it (seconds since the epoch), where the API says: of duplicates left
+    /// by an interrupted create, the oldest is kept. Never compared.
+    #[serde(skip)]
+    pub created: Option<i64>,
 }
 
 fn is_ready(s: &Status) -> bool {
@@ -77,7 +81,7 @@ fn is_ready(s: &Status) -> bool {
 impl Observed {
     /// A ready resource with no attributes beyond its id (most EC2 kinds).
     pub fn new(kind: &'static str, id: String, physical_id: String, fields: Fields) -> Self {
-        Observed { kind, id, physical_id, attrs: Attrs::new(), fields, status: Status::Ready }
+        Observed { kind, id, physical_id, attrs: Attrs::new(), fields, status: Status::Ready, created: None }
     }
 
     pub fn identity(&self) -> Identity {

@@ -52,6 +52,7 @@ impl Kind for HttpApi {
                 };
                 let mut o = Observed::new(self.name(), id, api_id.to_string(), untyped(&fields));
                 o.attrs = identity(api_id, a.api_endpoint()).attrs;
+                o.created = a.created_date().map(|t| t.secs());
                 out.push(o);
             }
             Ok(out)

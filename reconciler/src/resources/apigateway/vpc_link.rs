@@ -90,6 +90,7 @@ impl Kind for VpcLink {
                     tags,
                 };
                 let mut o = Observed::new(self.name(), id, link_id.to_string(), untyped(&fields));
+                o.created = l.created_date().map(|t| t.secs());
                 o.status = status_of(l.vpc_link_status(), l.vpc_link_status_message());
                 out.push(o);
             }

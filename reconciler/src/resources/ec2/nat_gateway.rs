@@ -59,6 +59,7 @@ impl Kind for NatGateway {
                     }
                     fields.insert("tags".into(), tags);
                     let mut o = Observed::new(self.name(), id, nat_id.to_string(), fields);
+                    o.created = n.create_time().map(|t| t.secs());
                     // Left pending by a run that timed out: the next run waits for it (the
                     // engine waits on Pending before dependents), it does not create another.
                     if n.state() == Some(&NatGatewayState::Pending) {
