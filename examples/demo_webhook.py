@@ -34,7 +34,7 @@ boto3.client("secretsmanager").create_secret(Name="benchling-webhook/demo", Secr
     "app_definition_id": "appdef_demo", "user_bucket": "demo-bucket", "pkg_prefix": "benchling"}))
 
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-env = dict(os.environ, PORT=str(port), QUEUE_URL=queue_url, BENCHLING_SECRET="benchling-webhook/demo",
+env = dict(os.environ, PORT=str(port), BIND_ADDR="127.0.0.1", QUEUE_URL=queue_url, BENCHLING_SECRET="benchling-webhook/demo",
            BENCHLING_JWKS_URL=f"http://127.0.0.1:{jwks_server.server_port}/jwks", APP_ENV="demo")
 proc = subprocess.Popen([service_bin, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 base = f"http://127.0.0.1:{port}"

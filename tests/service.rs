@@ -723,3 +723,41 @@ async fn the_healthcheck_subcommand_follows_readiness() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     assert_eq!(check(&format!("http://127.0.0.1:{free}")), Some(1), "nothing listening");
 }
+
+/// `BIND_ADDR` is the address `serve` listens on: bound to 127.0.0.2, the service answers there
+/// and not on 127.0.0.1 (with the default, 0.0.0.0, it would answer on both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_listens_on_the_bind_address_only() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_benchling-webhook"))
+        .arg("serve")
+        .env_clear()
+        .env("PORT", port.to_string())
+        .env("BIND_ADDR", "127.0.0.2")
+        // No AWS reachable: the service starts degraded, which is enough to answer /health/live.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let live = format!("http://127.0.0.2:{port}/health/live");
+    let started = std::time::Instant::now();
+    let mut answered = false;
+    while started.elapsed() < std::time::Duration::from_secs(20) {
+        if http.get(&live).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let elsewhere = http.get(format!("http://127.0.0.1:{port}/health/live")).send().await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answered, "no answer on the bind address {live}");
+    assert!(elsewhere.is_err(), "answered on 127.0.0.1 too: {elsewhere:?}");
+}

@@ -163,6 +163,7 @@ async fn run(seconds: u64) {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PORT", port.to_string())
+        .env("BIND_ADDR", "127.0.0.1")
         .env("RUST_LOG", "warn")
         .envs(std::env::var("MALLOC_ARENA_MAX").ok().map(|v| ("MALLOC_ARENA_MAX", v)))
         .env("AWS_ENDPOINT_URL", &sink_url)

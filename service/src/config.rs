@@ -8,6 +8,9 @@ use std::net::Ipv4Addr;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub port: u16,
+    /// The address the server listens on (`BIND_ADDR`): `0.0.0.0` by default, as a container
+    /// needs; `127.0.0.1` for local runs and tests that must not be reachable from outside.
+    pub bind_addr: std::net::IpAddr,
     pub app_env: String,
     /// Secrets Manager name or ARN of the Benchling secret (`BENCHLING_SECRET`).
     pub secret_id: Option<String>,
@@ -40,6 +43,10 @@ impl Config {
             Some(p) => p.parse().map_err(|_| format!("PORT must be a port number, not `{p}`"))?,
             None => 8080,
         };
+        let bind_addr = match get("BIND_ADDR") {
+            Some(a) => a.trim().parse().map_err(|_| format!("BIND_ADDR must be an IP address such as 0.0.0.0 or 127.0.0.1, not `{a}`"))?,
+            None => std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
         let allow_cidrs = match get("WEBHOOK_ALLOW_CIDRS") {
             Some(list) => list.split(',').map(|c| parse_cidr(c.trim())).collect::<Result<_, _>>()?,
             None => Vec::new(),
@@ -53,6 +60,7 @@ impl Config {
         Ok(Config {
             sqs_max_in_flight,
             port,
+            bind_addr,
             app_env: get("APP_ENV").unwrap_or_else(|| "production".into()),
             secret_id: get("BENCHLING_SECRET"),
             queue_url: get("QUEUE_URL"),
@@ -187,5 +195,15 @@ mod tests {
         assert!(allowed(&c.allow_cidrs, "192.168.1.7".parse().unwrap()));
         assert!(!allowed(&c.allow_cidrs, "192.168.1.8".parse().unwrap()));
         assert!(Config::from_lookup(|k| (k == "PORT").then(|| "http".to_string())).is_err());
+    }
+
+    #[test]
+    fn bind_address_defaults_to_every_interface_and_can_be_loopback() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(c.bind_addr.to_string(), "0.0.0.0", "a container must listen on every interface");
+        let c = Config::from_lookup(|k| (k == "BIND_ADDR").then(|| "127.0.0.1".to_string())).unwrap();
+        assert_eq!(c.bind_addr.to_string(), "127.0.0.1");
+        let e = Config::from_lookup(|k| (k == "BIND_ADDR").then(|| "localhost:80".to_string())).unwrap_err();
+        assert!(e.contains("BIND_ADDR must be an IP address"), "{e}");
     }
 }

@@ -37,7 +37,9 @@ async fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve { with_worker: false });
     if let Command::Healthcheck = command {
-        let url = format!("http://127.0.0.1:{}/health/ready", config.port);
+        // The address the server listens on, or loopback when it listens on every interface.
+        let host = if config.bind_addr.is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { config.bind_addr };
+        let url = format!("http://{}/health/ready", std::net::SocketAddr::new(host, config.port));
         let ok =
             reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(3)).send().await.is_ok_and(|r| r.status().is_success());
         return if ok { ExitCode::SUCCESS } else { ExitCode::from(1) };
@@ -56,9 +58,9 @@ async fn main() -> ExitCode {
         None
     };
     let listener = if let Command::Serve { .. } = command {
-        match tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await {
+        match tokio::net::TcpListener::bind((config.bind_addr, config.port)).await {
             Ok(l) => Some(l),
-            Err(e) => return fail(format!("cannot listen on port {}: {e}", config.port)),
+            Err(e) => return fail(format!("cannot listen on {}:{}: {e}", config.bind_addr, config.port)),
         }
     } else {
         None
