@@ -130,6 +130,9 @@ async fn apply_from_zero_builds_the_whole_edge_and_prints_the_urls() {
     assert_eq!(i.integration_type().map(|c| c.as_str()), Some("HTTP_PROXY"));
     assert_eq!(i.payload_format_version(), Some("1.0"));
     assert!(i.timeout_in_millis().unwrap() <= 29_000);
+    // The one client address the service's allowlist trusts: overwritten, never appended.
+    let mapping = i.request_parameters().cloned().unwrap_or_default();
+    assert_eq!(mapping.get("overwrite:header.x-webhook-source-ip").map(String::as_str), Some("$context.identity.sourceIp"), "{mapping:?}");
 
     // Two routes to it.
     let target = format!("integrations/{}", i.integration_id().unwrap());
@@ -189,19 +192,33 @@ async fn drift_at_the_edge_is_named_and_corrected() {
     let integration = integrations(&a, &api_id).await[0].clone();
     let integration_id = integration.integration_id().unwrap().to_string();
 
-    // A deleted route and a changed integration URI.
+    // A deleted route, a changed integration URI, and the client-address mapping removed.
     let proxy = routes(&a, &api_id).await.into_iter().find(|r| r.route_key() == Some("ANY /{proxy+}")).unwrap();
     a.apigw.delete_route().api_id(&api_id).route_id(proxy.route_id().unwrap()).send().await.unwrap();
     let elsewhere = "arn:aws:servicediscovery:us-east-1:123456789012:service/srv-elsewhere";
-    a.apigw.update_integration().api_id(&api_id).integration_id(&integration_id).integration_uri(elsewhere).send().await.unwrap();
+    a.apigw
+        .update_integration()
+        .api_id(&api_id)
+        .integration_id(&integration_id)
+        .integration_uri(elsewhere)
+        .request_parameters("overwrite:header.x-webhook-source-ip", "")
+        .send()
+        .await
+        .unwrap();
     assert_drift(
         &moto,
         PROD,
-        &[("+ apigateway:route route-proxy", "create"), ("~ apigateway:integration integration", &format!("uri: {elsewhere} ->"))],
+        &[
+            ("+ apigateway:route route-proxy", "create"),
+            ("~ apigateway:integration integration", &format!("uri: {elsewhere} ->")),
+            ("~ apigateway:integration integration", "request_parameters"),
+        ],
     );
     apply(&moto, PROD);
     assert_converged(&moto, PROD);
-    assert_eq!(integrations(&a, &api_id).await[0].integration_uri(), Some(cloud_map_arn(&a).await.as_str()));
+    let fixed = integrations(&a, &api_id).await[0].clone();
+    assert_eq!(fixed.integration_uri(), Some(cloud_map_arn(&a).await.as_str()));
+    assert!(fixed.request_parameters().is_some_and(|m| m.contains_key("overwrite:header.x-webhook-source-ip")), "{fixed:?}");
     assert_eq!(routes(&a, &api_id).await.len(), 2);
 
     // A deleted VPC link: recreated, and the integration repointed to it.

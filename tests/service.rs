@@ -41,6 +41,20 @@ enum Setup {
     VerificationOff,
     NoSecret,
     BrokenQueue,
+    /// SQS, but every send takes 0.8 s (a retry arrives while the first is in flight).
+    SlowQueue,
+}
+
+/// A queue whose sends take `.1` longer.
+struct Delayed<Q>(Q, Duration);
+
+impl<Q: service::queue::Queue> service::queue::Queue for Delayed<Q> {
+    fn send<'a>(&'a self, group: &'a str, dedup: &'a str, body: String) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.1).await;
+            self.0.send(group, dedup, body).await
+        })
+    }
 }
 
 async fn start(setup: Setup) -> Service {
@@ -77,7 +91,12 @@ async fn start(setup: Setup) -> Service {
         _ => None,
     })
     .unwrap();
-    let state = AppState::new(config, Arc::new(SqsQueue::new(sqs.clone(), used_queue.clone(), 32)));
+    let sqs_queue = SqsQueue::new(sqs.clone(), used_queue.clone(), 32, Duration::from_secs(10));
+    let queue: Arc<dyn service::queue::Queue> = match setup {
+        Setup::SlowQueue => Arc::new(Delayed(sqs_queue, Duration::from_millis(800))),
+        _ => Arc::new(sqs_queue),
+    };
+    let state = AppState::new(config, queue);
     tokio::spawn(service::load_forever(state.clone(), sm, service::http_client(), Duration::from_millis(100)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -177,8 +196,20 @@ async fn routes_answer_with_the_documented_statuses() {
     let job: Value = serde_json::from_str(first.body().unwrap()).unwrap();
     assert_eq!((job["entry_id"].as_str(), job["event_type"].as_str()), (Some("etr_1"), Some("v2.entry.updated.fields")));
 
+    // A repeat of an acknowledged webhook (Benchling retrying after a lost 200, or a replay of
+    // the same signed request): 200 again, nothing queued twice.
+    let (st, v) = s.post_signed("/event", "msg_1", &body).await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("already acknowledged")), "{v}");
+    assert_eq!(s.queued().await, 3, "a repeat is not queued again");
+
     // Failures.
-    assert_eq!(s.post_signed("/event", "msg_1", &body).await.0, 401, "replayed webhook-id");
+    let ts = now();
+    let replay_forged = [
+        ("webhook-id", "msg_1".to_string()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", s.signer.sign("msg_1", ts, b"other body")),
+    ];
+    assert_eq!(s.post_raw("/event", &replay_forged, body.clone().into_bytes()).await.0, 401, "a known id with a bad signature");
     assert_eq!(s.post_raw("/event", &[], body.clone().into_bytes()).await.0, 401, "unsigned");
     let ts = now();
     let forged = [
@@ -196,6 +227,32 @@ async fn routes_answer_with_the_documented_statuses() {
         ("webhook-signature", s.signer.sign("msg_10", old, body.as_bytes())),
     ];
     assert_eq!(s.post_raw("/event", &stale, body.clone().into_bytes()).await.0, 401, "stale timestamp");
+    // 250 s old: inside the Standard Webhooks' 5 minutes, outside our 240 s (verify.rs says why).
+    let old = ts - 250;
+    let stale = [
+        ("webhook-id", "msg_10b".to_string()),
+        ("webhook-timestamp", old.to_string()),
+        ("webhook-signature", s.signer.sign("msg_10b", old, body.as_bytes())),
+    ];
+    let (st, v) = s.post_raw("/event", &stale, body.clone().into_bytes()).await;
+    assert_eq!(st, 401, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("limit 240s"), "{v}");
+    // Six signature entries (one of them valid): 400 before any verification.
+    let signed = s.signer.sign("msg_14", ts, body.as_bytes());
+    let many = [
+        ("webhook-id", "msg_14".to_string()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", format!("{} {signed}", vec!["v1bder,AAAA"; 5].join(" "))),
+    ];
+    let (st, v) = s.post_raw("/event", &many, body.clone().into_bytes()).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("6 entries (at most 5)"), "{v}");
+    let long = [
+        ("webhook-id", "msg_15".to_string()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", format!("{signed} v1bder,{}", "A".repeat(2000))),
+    ];
+    assert_eq!(s.post_raw("/event", &long, body.clone().into_bytes()).await.0, 400, "an over-long signature header");
     assert_eq!(s.post_signed("/event", "msg_11", "{not json").await.0, 400, "malformed JSON");
     assert_eq!(s.post_signed("/event", "msg_12", "[1,2]").await.0, 400, "JSON but not an object");
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(1024 * 1024 + 10));
@@ -309,6 +366,72 @@ async fn an_event_the_queue_refuses_is_not_acknowledged_and_can_be_retried() {
     drop(s.moto);
 }
 
+/// Benchling retries a webhook while the first delivery is still being queued (API Gateway
+/// timed out on it): the retry gets 503 with Retry-After, not 401; once the first is
+/// queued, a further retry gets 200 and the event is queued once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_while_the_first_is_in_flight_gets_503_then_200() {
+    let s = Arc::new(start(Setup::SlowQueue).await);
+    let body = event_body("v2.entry.created", "etr_1");
+    let first = {
+        let (s, body) = (s.clone(), body.clone());
+        tokio::spawn(async move { s.post_signed("/event", "msg_r", &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ts = now();
+    let headers = [
+        ("webhook-id", "msg_r".to_string()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", s.signer.sign("msg_r", ts, body.as_bytes())),
+    ];
+    let mut req = s.http.post(format!("{}/event", s.url)).body(body.clone());
+    for (k, v) in &headers {
+        req = req.header(*k, v);
+    }
+    let retry = req.send().await.unwrap();
+    assert_eq!(retry.status().as_u16(), 503, "still in flight");
+    assert_eq!(retry.headers()["retry-after"], "10", "Retry-After: the SQS send timeout");
+    let (st, v) = first.await.unwrap();
+    assert_eq!((st, v["status"].as_str()), (200, Some("queued")), "{v}");
+    let (st, v) = s.post_signed("/event", "msg_r", &body).await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("already acknowledged")), "{v}");
+    assert_eq!(s.queued().await, 1);
+}
+
+/// A SendMessage that hangs (here: an endpoint that accepts connections and never answers)
+/// gives up after SQS_SEND_TIMEOUT_MS: the event is answered 503 (not acknowledged) instead of
+/// outliving API Gateway's 30 s, and the same webhook can be retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_sqs_send_is_answered_503_within_the_timeout() {
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", blackhole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = blackhole.accept().await {
+            held.push(sock); // never answered, never closed
+        }
+    });
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await;
+    let timeout = Duration::from_millis(600);
+    let url = format!("{endpoint}/123456789012/events.fifo");
+    let queue = SqsQueue::new(service::queue::sqs_client(&aws, timeout), url, 4, timeout);
+    let (_moto, state) = start_unverified(&[("SQS_SEND_TIMEOUT_MS", "600")], Arc::new(queue)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/event", listener.local_addr().unwrap());
+    tokio::spawn(service::serve(state, listener, std::future::pending()));
+    // Without the timeout the request would hang past this client's 20 s.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let r = http.post(&url).header("webhook-id", "msg_h").body(event_body("v2.entry.created", "etr_1")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("could not be queued"), "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_can_only_be_switched_off_explicitly_and_health_says_so() {
     let s = start(Setup::VerificationOff).await;
@@ -316,7 +439,59 @@ async fn verification_can_only_be_switched_off_explicitly_and_health_says_so() {
     assert_eq!(h["verification"], "DISABLED", "{h}");
     let (st, _) = s.post_raw("/event", &[], event_body("v2.entry.created", "etr_1").into_bytes()).await;
     assert_eq!(st, 200);
-    assert_eq!(s.queued().await, 1);
+    // A second event in the same second, without a webhook-id: not swallowed by FIFO
+    // deduplication (its deduplication id is its content's hash, not the second).
+    let (st, _) = s.post_raw("/event", &[], event_body("v2.entry.created", "etr_2").into_bytes()).await;
+    assert_eq!(st, 200);
+    assert_eq!(s.queued().await, 2);
+}
+
+/// The JWKS fetch is capped in size and time: a huge or never-ending answer fails the refresh
+/// (the keys already cached stay in use) instead of filling memory or hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_or_slow_jwks_is_refused_and_the_cached_keys_stay() {
+    use axum::routing::get;
+    let good = Signer::new().jwks();
+    let mode = Arc::new(std::sync::Mutex::new("good"));
+    let app = {
+        let (mode, good) = (mode.clone(), good.clone());
+        axum::Router::new().route(
+            "/jwks",
+            get(move || {
+                let (mode, good) = (mode.clone(), good.clone());
+                async move {
+                    let m = *mode.lock().unwrap();
+                    match m {
+                        "huge" => {
+                            let mut doc = good.clone();
+                            doc["pad"] = Value::String("x".repeat(100 * 1024));
+                            axum::Json(doc).into_response()
+                        }
+                        "slow" => {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            axum::Json(good).into_response()
+                        }
+                        _ => axum::Json(good).into_response(),
+                    }
+                }
+            }),
+        )
+    };
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let cache =
+        service::jwks::KeyCache::new(url, reqwest::Client::new(), Duration::ZERO).with_limits(64 * 1024, Duration::from_millis(500));
+    assert_eq!(cache.refresh().await, Ok(1));
+    *mode.lock().unwrap() = "huge";
+    let e = cache.refresh().await.unwrap_err();
+    assert!(e.contains("larger than 65536 bytes"), "{e}");
+    assert!(cache.is_loaded().await, "the cached keys stay");
+    *mode.lock().unwrap() = "slow";
+    let e = cache.refresh().await.unwrap_err();
+    assert!(e.contains("within"), "{e}");
+    assert_eq!(cache.keys().await.len(), 1, "the cached keys stay");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,10 +825,12 @@ async fn shutdown_finishes_in_flight_requests() {
     tokio::time::timeout(Duration::from_secs(5), server).await.expect("server stops after draining").unwrap().unwrap();
 }
 
-/// With WEBHOOK_ALLOW_CIDRS, only the client addresses API Gateway forwards from those ranges
-/// get in; everyone else gets 403 before anything else is looked at.
+/// With WEBHOOK_ALLOW_CIDRS, only clients whose address API Gateway saw in those ranges get in
+/// (the header the integration overwrites with `$context.identity.sourceIp`); everyone else,
+/// including callers that write an allowed address into X-Forwarded-For, gets 403 before
+/// anything else is looked at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_ip_allowlist_uses_the_forwarded_client_address() {
+async fn the_ip_allowlist_trusts_only_the_address_api_gateway_saw() {
     struct Accept;
     impl service::queue::Queue for Accept {
         fn send<'a>(&'a self, _: &'a str, _: &'a str, _: String) -> futures::future::BoxFuture<'a, Result<(), String>> {
@@ -666,16 +843,20 @@ async fn the_ip_allowlist_uses_the_forwarded_client_address() {
     tokio::spawn(service::serve(state, listener, std::future::pending()));
     let http = reqwest::Client::new();
     let body = event_body("v2.entry.created", "etr_1");
-    let send = |xff: Option<&'static str>| {
+    let send = |headers: &[(&'static str, &'static str)]| {
         let mut r = http.post(&url).body(body.clone());
-        if let Some(x) = xff {
-            r = r.header("x-forwarded-for", x);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
         }
         async move { r.send().await.unwrap().status().as_u16() }
     };
-    assert_eq!(send(Some("203.0.113.7, 10.0.0.5")).await, 200);
-    assert_eq!(send(Some("198.51.100.7")).await, 403);
-    assert_eq!(send(None).await, 403, "no forwarded address: not allowed");
+    // The address API Gateway itself saw, in the header its integration overwrites.
+    assert_eq!(send(&[("x-webhook-source-ip", "203.0.113.7"), ("x-forwarded-for", "198.51.100.7")]).await, 200);
+    assert_eq!(send(&[("x-webhook-source-ip", "198.51.100.7"), ("x-forwarded-for", "203.0.113.7")]).await, 403);
+    // What a caller writes itself: the first X-Forwarded-For entry, a Forwarded `for=`.
+    assert_eq!(send(&[("x-forwarded-for", "203.0.113.7, 10.0.0.5")]).await, 403, "a spoofed X-Forwarded-For");
+    assert_eq!(send(&[("forwarded", "for=203.0.113.7")]).await, 403, "a spoofed Forwarded");
+    assert_eq!(send(&[]).await, 403, "no client address: not allowed");
 }
 
 /// A service with verification switched off (the secret says so), the given queue, and
@@ -692,11 +873,12 @@ async fn start_unverified(extra: &[(&str, &str)], queue: Arc<dyn service::queue:
     .unwrap();
     let state = AppState::new(config, queue);
     tokio::spawn(service::load_forever(state.clone(), sm, service::http_client(), Duration::from_millis(100)));
-    for _ in 0..100 {
+    // Up to 20 s: moto's first answer can be slow on a loaded machine.
+    for _ in 0..400 {
         if state.secret.read().await.is_some() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(state.secret.read().await.is_some(), "secret never loaded");
     (moto, state)

@@ -5,16 +5,16 @@
 use crate::config::{allowed, BenchlingSecret, Config};
 use crate::jwks::KeyCache;
 use crate::queue::Queue;
-use crate::replay::ReplayGuard;
+use crate::replay::{ReplayGuard, Seen};
 use crate::verify::{self, Rejection, SignedHeaders};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::RwLock;
@@ -191,15 +191,58 @@ fn now_unix() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// The client address API Gateway forwards (first `X-Forwarded-For` entry).
-fn client_ip(h: &HeaderMap) -> Option<Ipv4Addr> {
-    h.get("x-forwarded-for")?.to_str().ok()?.split(',').next()?.trim().parse().ok()
+/// The client address for the allowlist: the one value of the header the API Gateway
+/// integration overwrites with `$context.identity.sourceIp` (the address API Gateway itself
+/// saw). `X-Forwarded-For` and `Forwarded` are not read: proxies append to them, so their
+/// first entries are whatever the caller wrote.
+fn client_ip(h: &HeaderMap, name: &HeaderName) -> Result<IpAddr, String> {
+    let mut values = h.get_all(name).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(format!(
+            "no single client address: the {name} header (set by the API Gateway integration from $context.identity.sourceIp) \
+             is missing or repeated; X-Forwarded-For is not trusted"
+        ));
+    };
+    value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| format!("the {name} header is not an IP address"))
+}
+
+/// Whether the caller may post webhooks (always, without an allowlist).
+fn admitted(config: &Config, headers: &HeaderMap) -> Result<(), String> {
+    if config.allow_cidrs.is_empty() {
+        return Ok(());
+    }
+    let ip = client_ip(headers, &config.client_ip_header)?;
+    let v4 = match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    };
+    if v4.is_some_and(|v4| allowed(&config.allow_cidrs, v4)) {
+        Ok(())
+    } else {
+        Err(format!("client address {ip} is not in the allowlist"))
+    }
+}
+
+/// What verification decided about a request's webhook-id.
+enum Admission {
+    /// First time seen (reserved if `reserved`): queue it.
+    New { id: String, reserved: bool },
+    /// Already answered 200: answer 200 again, queue nothing.
+    Acknowledged(String),
+    /// Another request with this id is still being queued: 503, retry shortly.
+    InFlight(String),
+}
+
+/// How long a retry of an id still being queued should wait: by then the first request has
+/// been queued or has given up (the SQS send timeout).
+fn retry_after(config: &Config) -> u64 {
+    config.sqs_send_timeout.as_secs().max(1)
 }
 
 async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
-    if !s.config.allow_cidrs.is_empty() && !client_ip(&headers).is_some_and(|ip| allowed(&s.config.allow_cidrs, ip)) {
-        return error(StatusCode::FORBIDDEN, "client address is not in the allowlist");
+    if let Err(why) = admitted(&s.config, &headers) {
+        return error(StatusCode::FORBIDDEN, why);
     }
     let Some(secret) = s.secret.read().await.clone() else {
         let why = s.degraded.lock().unwrap().clone().unwrap_or_default();
@@ -207,18 +250,37 @@ async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: By
     };
 
     // Verify over the raw bytes, before parsing anything.
-    let webhook_id = match verify_request(&s, &secret, &headers, &body).await {
-        Ok(id) => id,
-        Err(Rejection::NoKeys) => return error(StatusCode::SERVICE_UNAVAILABLE, Rejection::NoKeys),
+    let (webhook_id, reserved) = match verify_request(&s, &secret, &headers, &body).await {
+        Ok(Admission::New { id, reserved }) => (id, reserved),
+        Ok(Admission::Acknowledged(id)) => {
+            tracing::info!(
+                channel = channel.name(),
+                webhook_id = id,
+                "repeat of an acknowledged webhook: acknowledged again, not queued twice"
+            );
+            return Json(json!({"status": "already acknowledged", "webhook_id": id})).into_response();
+        }
+        Ok(Admission::InFlight(id)) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("webhook {id} is still being queued; retry shortly"));
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after(&s.config).into());
+            return r;
+        }
         Err(r) => {
-            tracing::info!(channel = channel.name(), reason = %r, "webhook rejected");
-            return error(StatusCode::UNAUTHORIZED, r);
+            let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            if status != StatusCode::SERVICE_UNAVAILABLE {
+                tracing::info!(channel = channel.name(), reason = %r, "webhook rejected");
+            }
+            return error(status, r);
         }
     };
-    let reserved = secret.enable_webhook_verification;
     let release = |s: &AppState| {
         if reserved {
             s.replay.release(&webhook_id)
+        }
+    };
+    let acknowledge = |s: &AppState| {
+        if reserved {
+            s.replay.acknowledge(&webhook_id)
         }
     };
 
@@ -248,6 +310,7 @@ async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: By
         _ => None,
     };
     let Some(entry_id) = entry else {
+        acknowledge(&s);
         tracing::info!(channel = channel.name(), webhook_id, event_type, "acknowledged, nothing to do");
         return Json(json!({"status": "acknowledged", "webhook_id": webhook_id})).into_response();
     };
@@ -263,6 +326,7 @@ async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: By
     });
     match s.queue.send(&entry_id, &webhook_id, job.to_string()).await {
         Ok(()) => {
+            acknowledge(&s);
             tracing::info!(channel = channel.name(), webhook_id, event_type, entry_id, ms = started.elapsed().as_millis() as u64, "queued");
             Json(json!({"status": "queued", "webhook_id": webhook_id, "entry_id": entry_id})).into_response()
         }
@@ -281,17 +345,32 @@ fn canvas_entry(message: &Value) -> Option<String> {
     message["resourceId"].as_str().or_else(|| message["entryId"].as_str()).or((!suffix.is_empty()).then_some(suffix)).map(str::to_string)
 }
 
-/// Verifies (unless switched off) and reserves the webhook-id; returns it.
-async fn verify_request(s: &AppState, secret: &BenchlingSecret, headers: &HeaderMap, body: &[u8]) -> Result<String, Rejection> {
+/// The deduplication id of an unverified event: its `webhook-id` when it has a usable one,
+/// else a hash of its content (two different events never share it; a resent one does).
+fn unverified_id(headers: &HeaderMap, body: &[u8]) -> String {
+    let given = headers.get("webhook-id").and_then(|v| v.to_str().ok()).map(str::trim);
+    match given.filter(|id| !id.is_empty() && id.len() <= verify::MAX_ID) {
+        Some(id) => id.to_string(),
+        None => {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            // SQS deduplication ids are at most 128 characters.
+            format!("unverified-sha256-{hex}")
+        }
+    }
+}
+
+/// Verifies (unless switched off) and looks the webhook-id up (reserving a new one).
+async fn verify_request(s: &AppState, secret: &BenchlingSecret, headers: &HeaderMap, body: &[u8]) -> Result<Admission, Rejection> {
     if !secret.enable_webhook_verification {
-        let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-        return Ok(id.unwrap_or_else(|| format!("unverified-{}", now_unix())));
+        return Ok(Admission::New { id: unverified_id(headers, body), reserved: false });
     }
     let h = SignedHeaders {
         id: header(headers, "webhook-id")?,
         timestamp: header(headers, "webhook-timestamp")?,
         signature: header(headers, "webhook-signature")?,
     };
+    verify::check_sizes(&h)?;
     let cache = s.keys.read().await.clone().ok_or(Rejection::NoKeys)?;
     let now = now_unix();
     let mut result = verify::verify(&h, body, &cache.keys().await, now);
@@ -300,10 +379,12 @@ async fn verify_request(s: &AppState, secret: &BenchlingSecret, headers: &Header
         result = verify::verify(&h, body, &cache.keys().await, now);
     }
     result?;
-    if !s.replay.reserve(h.id, now) {
-        return Err(Rejection::Replay);
-    }
-    Ok(h.id.to_string())
+    let id = h.id.to_string();
+    Ok(match s.replay.reserve(h.id, now) {
+        Seen::New => Admission::New { id, reserved: true },
+        Seen::Acknowledged => Admission::Acknowledged(id),
+        Seen::InFlight => Admission::InFlight(id),
+    })
 }
 
 #[cfg(test)]
@@ -318,10 +399,42 @@ mod tests {
         assert_eq!(canvas_entry(&json!({})), None);
     }
 
+    fn config(allow: &str) -> Config {
+        Config::from_lookup(|k| (k == "WEBHOOK_ALLOW_CIDRS").then(|| allow.to_string())).unwrap()
+    }
+
     #[test]
-    fn forwarded_client_address() {
+    fn only_the_header_api_gateway_overwrites_is_trusted() {
+        let c = config("203.0.113.0/24");
+        let with = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(HeaderName::try_from(*k).unwrap(), v.parse().unwrap());
+            }
+            admitted(&c, &h)
+        };
+        // The caller writes the first X-Forwarded-For / Forwarded entry itself: never trusted.
+        let spoofed = with(&[("x-forwarded-for", "203.0.113.7, 198.51.100.1"), ("forwarded", "for=203.0.113.7, for=198.51.100.1")]);
+        assert!(spoofed.as_ref().is_err_and(|e| e.contains("x-webhook-source-ip")), "{spoofed:?}");
+        assert_eq!(with(&[("x-webhook-source-ip", "203.0.113.7"), ("x-forwarded-for", "198.51.100.1")]), Ok(()));
+        let outside = with(&[("x-webhook-source-ip", "198.51.100.1"), ("x-forwarded-for", "203.0.113.7")]);
+        assert!(outside.is_err_and(|e| e.contains("198.51.100.1 is not in the allowlist")));
+        assert!(with(&[("x-webhook-source-ip", "203.0.113.7"), ("x-webhook-source-ip", "203.0.113.8")]).is_err(), "repeated");
+        assert!(with(&[("x-webhook-source-ip", "not-an-ip")]).is_err());
+        assert_eq!(with(&[("x-webhook-source-ip", "::ffff:203.0.113.9")]), Ok(()), "IPv4-mapped IPv6");
+        assert!(with(&[("x-webhook-source-ip", "2001:db8::1")]).is_err());
+        assert_eq!(admitted(&Config::from_lookup(|_| None).unwrap(), &HeaderMap::new()), Ok(()), "no allowlist: everyone");
+    }
+
+    #[test]
+    fn unverified_events_are_told_apart_by_id_or_content() {
+        let empty = HeaderMap::new();
+        let a = unverified_id(&empty, b"{\"a\":1}");
+        assert_eq!(a, unverified_id(&empty, b"{\"a\":1}"), "the same event resent");
+        assert_ne!(a, unverified_id(&empty, b"{\"a\":2}"), "two events in the same second");
+        assert!(a.len() <= 128, "an SQS deduplication id: {a}");
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().unwrap());
-        assert_eq!(client_ip(&h), Some("203.0.113.9".parse().unwrap()));
+        h.insert("webhook-id", "msg_7".parse().unwrap());
+        assert_eq!(unverified_id(&h, b"x"), "msg_7");
     }
 }

@@ -25,6 +25,14 @@ pub struct Config {
     pub benchling_base_url: Option<String>,
     /// Optional client allowlist (`WEBHOOK_ALLOW_CIDRS`, comma-separated IPv4 CIDRs).
     pub allow_cidrs: Vec<(u32, u8)>,
+    /// The header holding the client address the allowlist checks (`WEBHOOK_CLIENT_IP_HEADER`,
+    /// default `x-webhook-source-ip`): one the API Gateway integration overwrites with
+    /// `$context.identity.sourceIp`, so a caller cannot choose it. `X-Forwarded-For` and
+    /// `Forwarded` are never trusted: their first entries are whatever the caller sent.
+    pub client_ip_header: axum::http::HeaderName,
+    /// How long one SendMessage may take in all, retries included (`SQS_SEND_TIMEOUT_MS`,
+    /// default 10 000): past it the event is answered 503, well before API Gateway's 30 s.
+    pub sqs_send_timeout: std::time::Duration,
     pub body_limit: usize,
     /// Least time between JWKS fetches triggered by signatures no cached key verifies
     /// (`JWKS_MIN_REFETCH_SECS`, default 60).
@@ -57,7 +65,20 @@ impl Config {
             }
             None => 32,
         };
+        let client_ip_header = match get("WEBHOOK_CLIENT_IP_HEADER") {
+            Some(h) => axum::http::HeaderName::try_from(h.trim().to_ascii_lowercase())
+                .map_err(|_| format!("WEBHOOK_CLIENT_IP_HEADER must be a header name, not `{h}`"))?,
+            None => axum::http::HeaderName::from_static(DEFAULT_CLIENT_IP_HEADER),
+        };
+        let sqs_send_timeout = match get("SQS_SEND_TIMEOUT_MS") {
+            Some(v) => std::time::Duration::from_millis(
+                v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("SQS_SEND_TIMEOUT_MS must be milliseconds, not `{v}`"))?,
+            ),
+            None => DEFAULT_SQS_SEND_TIMEOUT,
+        };
         Ok(Config {
+            client_ip_header,
+            sqs_send_timeout,
             sqs_max_in_flight,
             port,
             bind_addr,
@@ -82,6 +103,11 @@ impl Config {
         })
     }
 }
+
+/// The header the stack's API Gateway integration overwrites with the caller's address.
+pub const DEFAULT_CLIENT_IP_HEADER: &str = "x-webhook-source-ip";
+/// A third of API Gateway's 30 s integration timeout.
+pub const DEFAULT_SQS_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn parse_cidr(s: &str) -> Result<(u32, u8), String> {
     let (a, p) = s.split_once('/').unwrap_or((s, "32"));
@@ -195,6 +221,12 @@ mod tests {
         assert!(allowed(&c.allow_cidrs, "192.168.1.7".parse().unwrap()));
         assert!(!allowed(&c.allow_cidrs, "192.168.1.8".parse().unwrap()));
         assert!(Config::from_lookup(|k| (k == "PORT").then(|| "http".to_string())).is_err());
+        assert_eq!(c.client_ip_header.as_str(), "x-webhook-source-ip");
+        assert_eq!(c.sqs_send_timeout, DEFAULT_SQS_SEND_TIMEOUT);
+        let c = Config::from_lookup(|k| (k == "WEBHOOK_CLIENT_IP_HEADER").then(|| "X-Real-Client".to_string())).unwrap();
+        assert_eq!(c.client_ip_header.as_str(), "x-real-client");
+        assert!(Config::from_lookup(|k| (k == "WEBHOOK_CLIENT_IP_HEADER").then(|| "bad header".to_string())).is_err());
+        assert!(Config::from_lookup(|k| (k == "SQS_SEND_TIMEOUT_MS").then(|| "0".to_string())).is_err());
     }
 
     #[test]

@@ -29,7 +29,12 @@ pub fn http_client() -> reqwest::Client {
 pub async fn start(config: Config) -> (Arc<AppState>, aws_config::SdkConfig) {
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let queue: Arc<dyn Queue> = match &config.queue_url {
-        Some(url) => Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&aws), url.clone(), config.sqs_max_in_flight)),
+        Some(url) => Arc::new(SqsQueue::new(
+            queue::sqs_client(&aws, config.sqs_send_timeout),
+            url.clone(),
+            config.sqs_max_in_flight,
+            config.sqs_send_timeout,
+        )),
         None => Arc::new(NoQueue),
     };
     let state = AppState::new(config, queue);

@@ -1,9 +1,15 @@
-//! Replay protection: a `webhook-id` is accepted once while any request carrying it could
-//! still pass the timestamp check.
+//! Replay protection and retries: a `webhook-id` is queued once while any request carrying it
+//! could still pass the timestamp check, and the id's state answers a repeat of it.
 //!
-//! A signed request stays valid until `timestamp + tolerance`, and its timestamp may be up to
-//! `tolerance` ahead of the clock, so an id must be remembered for at least twice the
-//! tolerance after it was first seen. Ids are kept in generations of one tolerance each, and
+//! A repeat with a valid signature is the same signed content (the signature covers id,
+//! timestamp and body), so it is either Benchling retrying (our 200 was lost, or API Gateway
+//! timed out) or someone replaying a captured request. Both get what the first one got:
+//! `Acknowledged` → 200 again, nothing queued twice; `InFlight` (the first is still being
+//! queued) → 503 with Retry-After. Only a request whose signature or timestamp fails is 401.
+//!
+//! A signed request is acceptable for `window` seconds in all (verify.rs, TOLERANCE_SECS), so
+//! an id must be remembered for at least that long after it was first seen; it is kept for
+//! two to three windows. Ids are kept in generations of one tolerance each, and
 //! the three newest are kept, so the set never needs scanning: rotation drops a whole
 //! generation. Each entry is a keyed 64-bit hash of the id (random key per process, so ids
 //! cannot be chosen to collide): about 10 to 20 bytes an id.
@@ -16,7 +22,7 @@
 //! Benchling's retry of a request we answered 503 is not mistaken for a replay.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 
@@ -29,19 +35,31 @@ pub struct ReplayGuard {
     shards: Vec<Mutex<Inner>>,
 }
 
+/// What is known of a webhook-id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Never seen (now reserved: the caller queues it, then acknowledges or releases it).
+    New,
+    /// Reserved by a request still being queued.
+    InFlight,
+    /// Queued (or needing nothing) and answered 200.
+    Acknowledged,
+}
+
 struct Inner {
-    /// Newest first.
-    generations: VecDeque<HashSet<u64>>,
+    /// Newest first; the value is true once acknowledged.
+    generations: VecDeque<HashMap<u64, bool>>,
     /// When the newest generation was started (unix seconds).
     started: Option<i64>,
 }
 
 impl ReplayGuard {
-    pub fn new(tolerance_secs: i64) -> Self {
+    /// `window_secs`: how long one signed request stays acceptable.
+    pub fn new(window_secs: i64) -> Self {
         ReplayGuard {
-            tolerance: tolerance_secs.max(1),
+            tolerance: window_secs.max(1),
             keys: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(Inner { generations: VecDeque::from([HashSet::new()]), started: None })).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Inner { generations: VecDeque::from([HashMap::new()]), started: None })).collect(),
         }
     }
 
@@ -50,26 +68,36 @@ impl ReplayGuard {
         self.shards[(h >> 58) as usize % SHARDS].lock().unwrap()
     }
 
-    /// Reserves `id` at time `now`; false if it was seen recently (a replay).
-    pub fn reserve(&self, id: &str, now: i64) -> bool {
+    /// What is known of `id` at time `now`; a `New` id is reserved by this call.
+    pub fn reserve(&self, id: &str, now: i64) -> Seen {
         let h = self.keys.hash_one(id);
         let mut inner = self.shard(h);
         let started = *inner.started.get_or_insert(now);
         let elapsed = (now - started).max(0);
         if elapsed >= self.tolerance {
-            // One new generation per tolerance that passed (at most enough to empty the set).
+            // One new generation per window that passed (at most enough to empty the set).
             let steps = ((elapsed / self.tolerance) as usize).min(GENERATIONS);
             for _ in 0..steps {
-                inner.generations.push_front(HashSet::new());
+                inner.generations.push_front(HashMap::new());
                 inner.generations.truncate(GENERATIONS);
             }
             inner.started = Some(now - elapsed % self.tolerance);
         }
-        if inner.generations.iter().any(|g| g.contains(&h)) {
-            return false;
+        if let Some(&acknowledged) = inner.generations.iter().find_map(|g| g.get(&h)) {
+            return if acknowledged { Seen::Acknowledged } else { Seen::InFlight };
         }
-        inner.generations[0].insert(h);
-        true
+        inner.generations[0].insert(h, false);
+        Seen::New
+    }
+
+    /// Marks a reserved id answered 200: a repeat of it is answered 200 too.
+    pub fn acknowledge(&self, id: &str) {
+        let h = self.keys.hash_one(id);
+        for g in self.shard(h).generations.iter_mut() {
+            if let Some(v) = g.get_mut(&h) {
+                *v = true;
+            }
+        }
     }
 
     /// Forgets a reservation (the request was not acknowledged).
@@ -82,7 +110,7 @@ impl ReplayGuard {
 
     /// Ids remembered.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap().generations.iter().map(HashSet::len).sum::<usize>()).sum()
+        self.shards.iter().map(|s| s.lock().unwrap().generations.iter().map(HashMap::len).sum::<usize>()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -95,26 +123,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn second_use_is_refused_and_release_allows_a_retry() {
+    fn a_repeat_sees_in_flight_then_acknowledged_and_release_allows_a_retry() {
         let g = ReplayGuard::new(300);
-        assert!(g.reserve("a", 1000));
-        assert!(!g.reserve("a", 1001));
-        assert!(g.reserve("b", 1001));
+        assert_eq!(g.reserve("a", 1000), Seen::New);
+        assert_eq!(g.reserve("a", 1001), Seen::InFlight);
+        g.acknowledge("a");
+        assert_eq!(g.reserve("a", 1002), Seen::Acknowledged);
+        assert_eq!(g.reserve("b", 1001), Seen::New);
         g.release("b");
-        assert!(g.reserve("b", 1002));
-        assert!(!g.reserve("b", 1003));
+        assert_eq!(g.reserve("b", 1002), Seen::New);
+        assert_eq!(g.reserve("b", 1003), Seen::InFlight);
     }
 
     #[test]
-    fn ids_are_remembered_for_at_least_twice_the_tolerance_then_forgotten() {
+    fn ids_are_remembered_for_at_least_twice_the_window_then_forgotten() {
         let g = ReplayGuard::new(300);
-        assert!(g.reserve("a", 1000));
-        // A request signed up to 300 s in the future stays valid until 1000 + 600.
+        assert_eq!(g.reserve("a", 1000), Seen::New);
         for now in [1299, 1300, 1500, 1599] {
-            assert!(!g.reserve("a", now), "forgotten too early at {now}");
+            assert_eq!(g.reserve("a", now), Seen::InFlight, "forgotten too early at {now}");
         }
-        assert!(g.reserve("filler", 1900));
-        assert!(g.reserve("a", 1901), "remembered for ever");
+        assert_eq!(g.reserve("filler", 1900), Seen::New);
+        assert_eq!(g.reserve("a", 1901), Seen::New, "remembered for ever");
         // Memory is bounded: old generations are dropped whole.
         for i in 0..1000 {
             g.reserve(&format!("x{i}"), 2000);
@@ -124,6 +153,6 @@ mod tests {
             g.reserve(&format!("y{i}"), 3000);
         }
         assert!(g.len() <= 1000 + SHARDS, "{} ids still remembered", g.len());
-        assert!(g.reserve("x1", 3001), "an id from long ago is forgotten");
+        assert_eq!(g.reserve("x1", 3001), Seen::New, "an id from long ago is forgotten");
     }
 }

@@ -6,8 +6,27 @@ use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_ASN1};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 
-/// Largest allowed distance between `webhook-timestamp` and now.
-pub const TOLERANCE_SECS: i64 = 300;
+/// How old a `webhook-timestamp` may be.
+pub const MAX_AGE_SECS: i64 = 240;
+/// How far ahead of our clock a `webhook-timestamp` may be (clock skew).
+pub const MAX_SKEW_SECS: i64 = 30;
+/// How long one signed request stays acceptable, from the earliest moment to the latest:
+/// 270 s. Replay protection across tasks rests on it: each task remembers the ids it took
+/// (replay.rs), but another task does not know them; there the SQS FIFO queue deduplicates
+/// by webhook-id for 5 minutes from the first send. The first send happens after
+/// `timestamp - MAX_SKEW_SECS`; a replay is accepted before `timestamp + MAX_AGE_SECS` and
+/// its send gives up within the SQS timeout (`SQS_SEND_TIMEOUT_MS`, 10 s by default): 280 s
+/// in all, inside the 300 s deduplication interval. The Standard Webhooks default (5 minutes
+/// each way) would keep a request valid for 10 minutes, twice that interval.
+pub const TOLERANCE_SECS: i64 = MAX_AGE_SECS + MAX_SKEW_SECS;
+
+/// At most this many entries in `webhook-signature` (Benchling sends one per active key).
+pub const MAX_SIGNATURES: usize = 5;
+/// At most this many bytes of `webhook-signature`: five `v1bder,` entries of a P-256 DER
+/// signature (at most 72 bytes, 96 in base64) and their separators fit in 600.
+pub const MAX_SIGNATURE_HEADER: usize = 1024;
+/// At most this many bytes of `webhook-id` (it becomes the SQS deduplication id: 128 at most).
+pub const MAX_ID: usize = 128;
 
 /// A P-256 public key with its JWKS key id, parsed and validated once (not per request).
 #[derive(Clone)]
@@ -52,6 +71,19 @@ pub enum Rejection {
     BadSignature,
     Replay,
     NoKeys,
+    /// A header beyond its cap: answered 400 before any verification work.
+    Oversized(String),
+}
+
+impl Rejection {
+    /// The status it is answered with: 400 for a request no signature could make valid.
+    pub fn status(&self) -> u16 {
+        match self {
+            Rejection::Oversized(_) => 400,
+            Rejection::NoKeys => 503,
+            _ => 401,
+        }
+    }
 }
 
 impl std::fmt::Display for Rejection {
@@ -62,6 +94,7 @@ impl std::fmt::Display for Rejection {
             Rejection::BadSignature => write!(f, "no webhook-signature entry verifies with the app's keys"),
             Rejection::Replay => write!(f, "webhook-id was already received"),
             Rejection::NoKeys => write!(f, "signing keys are not loaded yet"),
+            Rejection::Oversized(why) => write!(f, "{why}"),
         }
     }
 }
@@ -74,15 +107,38 @@ pub struct SignedHeaders<'a> {
     pub signature: &'a str,
 }
 
-/// Checks the timestamp window, then whether any `v1bder` entry verifies with any key.
+/// Refuses headers beyond their caps (cheap: no decoding, no crypto).
+pub fn check_sizes(h: &SignedHeaders) -> Result<(), Rejection> {
+    if h.id.len() > MAX_ID {
+        return Err(Rejection::Oversized(format!("webhook-id is {} bytes (at most {MAX_ID})", h.id.len())));
+    }
+    if h.signature.len() > MAX_SIGNATURE_HEADER {
+        return Err(Rejection::Oversized(format!("webhook-signature is {} bytes (at most {MAX_SIGNATURE_HEADER})", h.signature.len())));
+    }
+    let entries = h.signature.split_whitespace().count();
+    if entries > MAX_SIGNATURES {
+        return Err(Rejection::Oversized(format!("webhook-signature has {entries} entries (at most {MAX_SIGNATURES})")));
+    }
+    Ok(())
+}
+
+/// Whether a request stamped `ts` is acceptable at `now`.
+fn check_window(ts: i64, now: i64) -> Result<(), Rejection> {
+    if ts < now.saturating_sub(MAX_AGE_SECS) {
+        return Err(Rejection::Timestamp(format!("{}s old (limit {MAX_AGE_SECS}s)", now.saturating_sub(ts))));
+    }
+    if ts > now.saturating_add(MAX_SKEW_SECS) {
+        return Err(Rejection::Timestamp(format!("{}s in the future (limit {MAX_SKEW_SECS}s)", ts.saturating_sub(now))));
+    }
+    Ok(())
+}
+
+/// Checks the header caps, the timestamp window, then whether any `v1bder` entry verifies
+/// with any key.
 pub fn verify(h: &SignedHeaders, body: &[u8], keys: &[VerifyingKey], now_unix: i64) -> Result<(), Rejection> {
+    check_sizes(h)?;
     let ts: i64 = h.timestamp.trim().parse().map_err(|_| Rejection::Timestamp("not unix seconds".into()))?;
-    if ts < now_unix - TOLERANCE_SECS {
-        return Err(Rejection::Timestamp(format!("{}s old (limit {TOLERANCE_SECS}s)", now_unix - ts)));
-    }
-    if ts > now_unix + TOLERANCE_SECS {
-        return Err(Rejection::Timestamp(format!("{}s in the future (limit {TOLERANCE_SECS}s)", ts - now_unix)));
-    }
+    check_window(ts, now_unix)?;
     if keys.is_empty() {
         return Err(Rejection::NoKeys);
     }
@@ -146,6 +202,43 @@ mod tests {
             };
             assert!(ok, "case {}: expected {want}, got {got:?}", c["name"]);
         }
+    }
+
+    #[test]
+    fn too_many_or_too_long_signatures_are_refused_before_any_verification() {
+        let v = fixture();
+        let keys = fixture_keys(&v);
+        let c = v["cases"].as_array().unwrap().iter().find(|c| c["expect"] == "ok").unwrap();
+        let (id, ts, body, now) =
+            (c["id"].as_str().unwrap(), c["timestamp"].as_str().unwrap(), c["body"].as_str().unwrap(), c["now"].as_i64().unwrap());
+        let good = c["signature"].as_str().unwrap();
+        let ok = SignedHeaders { id, timestamp: ts, signature: good };
+        assert_eq!(verify(&ok, body.as_bytes(), &keys, now), Ok(()));
+        // Five garbage entries before the good one: over the cap, so the good one is never tried.
+        let six = format!("{} {good}", ["v1bder,AAAA"; 5].join(" "));
+        let r = verify(&SignedHeaders { signature: &six, ..ok }, body.as_bytes(), &keys, now);
+        assert!(matches!(&r, Err(Rejection::Oversized(m)) if m.contains("6 entries")), "{r:?}");
+        assert_eq!(r.unwrap_err().status(), 400);
+        let five = format!("{} {good}", ["v1bder,AAAA"; 4].join(" "));
+        assert_eq!(verify(&SignedHeaders { signature: &five, ..ok }, body.as_bytes(), &keys, now), Ok(()), "five entries are fine");
+        let long = format!("{good} v1bder,{}", "A".repeat(MAX_SIGNATURE_HEADER));
+        let r = verify(&SignedHeaders { signature: &long, ..ok }, body.as_bytes(), &keys, now);
+        assert!(matches!(&r, Err(Rejection::Oversized(m)) if m.contains("bytes")), "{r:?}");
+        let id = "i".repeat(MAX_ID + 1);
+        assert!(matches!(verify(&SignedHeaders { id: &id, ..ok }, body.as_bytes(), &keys, now), Err(Rejection::Oversized(_))));
+    }
+
+    /// A signed request is acceptable for 270 s in all (see TOLERANCE_SECS): up to 240 s old,
+    /// up to 30 s early; the SQS FIFO deduplication interval is 300 s.
+    #[test]
+    fn the_acceptance_window_fits_inside_fifo_deduplication() {
+        let ts = 1_000_000;
+        let check = |now: i64| check_window(ts, now);
+        assert!(check(ts + MAX_AGE_SECS).is_ok() && check(ts + MAX_AGE_SECS + 1).is_err());
+        assert!(check(ts - MAX_SKEW_SECS).is_ok() && check(ts - MAX_SKEW_SECS - 1).is_err());
+        const SQS_FIFO_DEDUP_SECS: i64 = 300;
+        const SQS_SEND_TIMEOUT_SECS: i64 = 10;
+        assert!(TOLERANCE_SECS + SQS_SEND_TIMEOUT_SECS < SQS_FIFO_DEDUP_SECS);
     }
 
     #[test]

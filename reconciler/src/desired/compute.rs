@@ -290,6 +290,10 @@ fn task_definition(spec: &Spec, svc: &Service) -> crate::engine::Fields {
         ("QUEUE_URL".into(), reference_to("queue", "url")),
         ("DEAD_LETTER_QUEUE_URL".into(), reference_to("queue-dlq", "url")),
     ];
+    if spec.api.is_some() {
+        // The header the integration overwrites with the caller's address (desired/edge.rs).
+        env.push(("WEBHOOK_CLIENT_IP_HEADER".into(), json!(super::edge::CLIENT_IP_HEADER)));
+    }
     if let Some(w) = &spec.webhook {
         env.push(("BENCHLING_SECRET".into(), json!(w.benchling_secret_arn)));
         if let Some((region, account, name)) = crate::spec::sqs_arn_parts(&w.packager_queue_arn) {

@@ -10,6 +10,12 @@ use serde_json::{json, Value};
 /// API Gateway cuts an HTTP API's integration off at 30 s; stay under it.
 pub const INTEGRATION_TIMEOUT_MS: u64 = 29_000;
 
+/// The header the integration overwrites with the caller's address as API Gateway saw it: the
+/// only client address the service trusts for `WEBHOOK_ALLOW_CIDRS` (its
+/// `WEBHOOK_CLIENT_IP_HEADER` default). A caller can send this header too; API Gateway
+/// replaces it, where it would append to `X-Forwarded-For`.
+pub const CLIENT_IP_HEADER: &str = "x-webhook-source-ip";
+
 /// The routes: everything goes to the service, which routes by path itself.
 pub const ROUTES: [(&str, &str); 2] = [("route-root", "ANY /"), ("route-proxy", "ANY /{proxy+}")];
 
@@ -64,6 +70,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
             "uri": reference_to("discovery-service", "arn"),
             "payload_format": "1.0",
             "timeout_ms": INTEGRATION_TIMEOUT_MS,
+            "request_parameters": {format!("overwrite:header.{CLIENT_IP_HEADER}"): "$context.identity.sourceIp"},
         })),
         &[],
     );

@@ -4,6 +4,11 @@
 //! API: found under the stack's API; its description carries its logical id. A deleted VPC
 //! link or Cloud Map service leaves it pointing at the old id: `connection_id` and `uri` then
 //! drift and are repointed with UpdateIntegration.
+//!
+//! `request_parameters` is the integration's parameter mapping: the stack uses it to overwrite
+//! one header with the caller's address as API Gateway saw it (`$context.identity.sourceIp`),
+//! the only client address the service trusts for its allowlist (a caller can write any
+//! `X-Forwarded-For`; an overwritten header it cannot).
 
 use super::{api_of, call_failed, child, children, client, pages};
 use crate::engine::fields::{typed, untyped};
@@ -11,6 +16,7 @@ use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kin
 use aws_sdk_apigatewayv2::types::{ConnectionType, IntegrationType};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub struct Integration;
 
@@ -33,6 +39,9 @@ pub struct IntegrationFields {
     pub payload_format: String,
     /// At most 29 000 ms (API Gateway cuts HTTP APIs off at 30 s).
     pub timeout_ms: u64,
+    /// Parameter mapping (`overwrite:header.NAME` → value). Absent in plans saved before it.
+    #[serde(default)]
+    pub request_parameters: BTreeMap<String, String>,
 }
 
 /// What marks an integration's description: the logical id follows.
@@ -55,6 +64,7 @@ pub fn integration_fields(api_id: &str, i: &aws_sdk_apigatewayv2::types::Integra
         uri: i.integration_uri().unwrap_or_default().to_string(),
         payload_format: i.payload_format_version().unwrap_or("1.0").to_string(),
         timeout_ms: i.timeout_in_millis().unwrap_or(30_000).max(0) as u64,
+        request_parameters: i.request_parameters().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(),
     }
 }
 
@@ -68,6 +78,16 @@ async fn list(ctx: &Ctx, api_id: String) -> anyhow::Result<Vec<aws_sdk_apigatewa
         }
     })
     .await
+}
+
+/// The mapping UpdateIntegration is sent: every wanted key, and an empty value for each key
+/// to remove (API Gateway drops a mapping whose value is empty).
+fn mapping_update(live: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
+    let mut m: std::collections::HashMap<String, String> = wanted.clone().into_iter().collect();
+    for k in live.keys().filter(|k| !wanted.contains_key(*k)) {
+        m.insert(k.clone(), String::new());
+    }
+    m
 }
 
 impl Kind for Integration {
@@ -108,6 +128,7 @@ impl Kind for Integration {
                 .integration_uri(&f.uri)
                 .payload_format_version(&f.payload_format)
                 .timeout_in_millis(f.timeout_ms as i32)
+                .set_request_parameters((!f.request_parameters.is_empty()).then(|| f.request_parameters.clone().into_iter().collect()))
                 .send()
                 .await
                 .map_err(call_failed("CreateIntegration"))?;
@@ -143,6 +164,10 @@ impl Kind for Integration {
             }
             if has("timeout_ms") {
                 req = req.timeout_in_millis(f.timeout_ms as i32);
+            }
+            if has("request_parameters") {
+                let live_fields: IntegrationFields = typed(self.name(), &live.fields)?;
+                req = req.set_request_parameters(Some(mapping_update(&live_fields.request_parameters, &f.request_parameters)));
             }
             req.send().await.map_err(call_failed("UpdateIntegration"))?;
             Ok(None)
@@ -198,5 +223,15 @@ mod tests {
         assert_eq!(f.connection_type, "VPC_LINK");
         assert_eq!(f.integration_type, "HTTP_PROXY");
         assert_eq!(f.api, "a1");
+        assert!(f.request_parameters.is_empty());
+    }
+
+    #[test]
+    fn a_removed_mapping_is_sent_empty_and_kept_ones_with_their_value() {
+        let m = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let live = m(&[("overwrite:header.a", "1"), ("overwrite:header.old", "x")]);
+        let wanted = m(&[("overwrite:header.a", "2")]);
+        let sent: BTreeMap<String, String> = mapping_update(&live, &wanted).into_iter().collect();
+        assert_eq!(sent, m(&[("overwrite:header.a", "2"), ("overwrite:header.old", "")]));
     }
 }
