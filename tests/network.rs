@@ -568,6 +568,83 @@ async fn run_mode_corrects_drift_while_running() {
     assert!(child.wait().unwrap().success(), "SIGTERM ends run with exit 0");
 }
 
+/// `apply --detailed-exitcode` tells a scheduler what happened (2 changes applied, 0 nothing to
+/// do); `run --plan-only` reports drift and changes nothing; `run` reads the spec file again
+/// at every pass: an invalid edit is an error pass (the run goes on), a valid edit shows on the
+/// next pass. Synchronised on the status lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_plan_only_reports_and_rereads_the_spec_each_pass() {
+    use std::io::{BufRead, BufReader};
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let dir = std::env::temp_dir().join(format!("rerun-{}", moto.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("prod.yaml");
+    let original = std::fs::read_to_string(repo_root().join("specs/prod.yaml")).unwrap();
+    std::fs::write(&spec, &original).unwrap();
+    let spec_arg = spec.to_str().unwrap();
+    let run = reconciler(&moto, &["apply", spec_arg, "--auto-approve", "--detailed-exitcode"]);
+    assert_eq!(run.code, 2, "changes applied\n{run}");
+    let run = reconciler(&moto, &["apply", spec_arg, "--auto-approve", "--detailed-exitcode"]);
+    assert_eq!(run.code, 0, "nothing to do\n{run}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["run", spec_arg, "--plan-only", "--interval", "200ms", "--jitter", "0"])
+        .current_dir(repo_root())
+        .envs(moto.env())
+        .env("RECONCILER_POLL_INTERVAL", "0.05")
+        .env("RECONCILER_MAX_ATTEMPTS", "1")
+        .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || -> serde_json::Value { serde_json::from_str(&lines.next().expect("a status line").unwrap()).unwrap() };
+    let mut wait_for = |want: &str, what: &str| -> serde_json::Value {
+        for _ in 0..20 {
+            let line = next();
+            if line["result"] == want {
+                return line;
+            }
+        }
+        panic!("no `{want}` pass within 20 passes ({what})");
+    };
+    assert_eq!(wait_for("in_sync", "after apply")["changes"], serde_json::json!([]));
+
+    // Drift: reported, not corrected.
+    let sg = security_group(&c, "sg-service").await;
+    c.authorize_security_group_ingress().group_id(&sg).ip_permissions(ssh_from_anywhere()).send().await.unwrap();
+    let drifted = wait_for("drifted", "an opened port");
+    assert_eq!(
+        drifted["changes"],
+        serde_json::json!([{"kind": "ec2:security-group", "id": "sg-service", "action": "update", "fields": ["ingress"]}])
+    );
+
+    // An invalid edit: an error pass naming the file, and the run goes on.
+    std::fs::write(&spec, "name: [unclosed\n").unwrap();
+    let error = wait_for("error", "an invalid spec");
+    assert!(error["error"].as_str().unwrap().contains("was edited and is not valid"), "{error}");
+
+    // A valid edit takes effect on the next pass.
+    std::fs::write(&spec, original.replacen("retention_days: 30", "retention_days: 14", 1)).unwrap();
+    let edited = wait_for("drifted", "the edited spec");
+    let changes = edited["changes"].as_array().unwrap();
+    assert!(
+        changes.iter().any(|c| c["kind"] == "logs:log-group" && c["fields"] == serde_json::json!(["retention_days"])),
+        "the edited retention shows as a change: {edited}"
+    );
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success(), "SIGTERM ends run with exit 0");
+    // --plan-only changed nothing: the opened port is still there.
+    std::fs::write(&spec, &original).unwrap();
+    let plan = reconciler(&moto, &["plan", spec_arg, "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(plan.stdout.contains("sg-service"), "{plan}");
+}
+
 /// With `lock:` in the spec, a live lease held by someone else stops apply before it touches
 /// anything; an expired one (a crashed holder) is taken over; the lease is gone afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,16 +65,25 @@ enum Command {
         /// it, an unattended apply holds them back, says which, and exits 3.
         #[arg(long, env = "RECONCILER_ALLOW_DESTRUCTIVE")]
         allow_destructive: bool,
+        /// Exit codes a scheduler can act on: 0 nothing to do, 2 changes applied, 3 changes
+        /// held back (destructive, unattended), 1 error.
+        #[arg(long)]
+        detailed_exitcode: bool,
         #[command(flatten)]
         aws: AwsOpts,
     },
     /// Reconcile continuously: every interval (with jitter), observe, and apply any difference.
-    /// One JSON status line per iteration on stdout. Errors requeue sooner; SIGTERM stops.
+    /// One JSON status line per iteration on stdout. The spec file is read again at every
+    /// iteration (an edit takes effect on the next one; an invalid edit is an error iteration
+    /// that changes nothing). Errors requeue sooner; SIGTERM stops.
     Run {
         file: PathBuf,
-        /// Seconds between iterations.
-        #[arg(long, default_value_t = 300.0)]
+        /// Time between iterations: `30s`, `5m`, `1h`, `250ms`, or plain seconds.
+        #[arg(long, default_value = "5m", value_parser = parse_interval)]
         interval: f64,
+        /// Detect and report drift; change nothing (the plan policy suffices).
+        #[arg(long)]
+        plan_only: bool,
         /// Random spread of the interval, as a fraction (0.1 = ±10%).
         #[arg(long, default_value_t = 0.1)]
         jitter: f64,
@@ -173,6 +182,47 @@ struct AwsOpts {
 /// Exit code of an unattended apply (or a `run` that ends) that held destructive steps back.
 pub const HELD: u8 = 3;
 
+/// How an apply ended, for its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    NothingToDo,
+    Changed,
+    /// Some destructive steps were held back (the rest was applied).
+    Held,
+}
+
+impl Applied {
+    /// 0 / 3 always; with `--detailed-exitcode` also 2 for changes applied.
+    fn exit_code(self, detailed: bool) -> ExitCode {
+        match self {
+            Applied::Held => ExitCode::from(HELD),
+            Applied::Changed if detailed => ExitCode::from(2),
+            _ => ExitCode::SUCCESS,
+        }
+    }
+}
+
+/// `--interval`: `30s`, `5m`, `1h`, `250ms`, or plain seconds.
+pub(crate) fn parse_interval(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("`{text}`: use a number with s, m, h or ms (30s, 5m, 1h)")),
+    };
+    let n: f64 = number.trim().parse().map_err(|_| format!("`{text}`: use a number with s, m, h or ms (30s, 5m, 1h)"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("`{text}`: the interval cannot be negative"));
+    }
+    Ok(n * scale)
+}
+
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
@@ -229,19 +279,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
-        Command::Apply { file, auto_approve, plan: saved, allow_destructive, aws } => {
+        Command::Apply { file, auto_approve, plan: saved, allow_destructive, detailed_exitcode, aws } => {
             let s = Session::open(&file, &aws).await?;
             s.stop_on_signal();
             let lock = s.lock().await?;
             let result = apply_locked(&s, &file, auto_approve, allow_destructive, saved.as_deref()).await;
             release(lock).await?;
-            result
+            result.map(|outcome| outcome.exit_code(detailed_exitcode))
         }
-        Command::Run { file, interval, jitter, iterations, allow_destructive, aws } => {
-            let destructive = if allow_destructive { engine::Destructive::Allow } else { engine::Destructive::Hold };
-            let s = Session::open(&file, &aws).await?;
+        Command::Run { file, interval, plan_only, jitter, iterations, allow_destructive, aws } => {
+            let mode = match (plan_only, allow_destructive) {
+                (true, _) => crate::run::Mode::PlanOnly,
+                (false, true) => crate::run::Mode::Apply(engine::Destructive::Allow),
+                (false, false) => crate::run::Mode::Apply(engine::Destructive::Hold),
+            };
+            let mut s = Session::open(&file, &aws).await?;
             s.stop_on_signal();
-            crate::run::run(&s, interval, jitter, iterations, destructive).await
+            crate::run::run(&mut s, interval, jitter, iterations, mode).await
         }
         Command::Output { file, format, aws } => {
             let s = Session::open(&file, &aws).await?;
@@ -285,7 +339,7 @@ async fn apply_locked(
     auto_approve: bool,
     allow_destructive: bool,
     saved: Option<&std::path::Path>,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Applied> {
     let (state, observed, plan) = s.plan().await?;
     let reviewed = match saved {
         Some(path) => {
@@ -313,7 +367,7 @@ async fn apply_locked(
     if !plan.has_changes() {
         println!();
         print_outputs(s, &observed, OutputFormat::Text)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Applied::NothingToDo);
     }
     if !reviewed {
         confirm(auto_approve, "apply these changes")?;
@@ -337,9 +391,9 @@ async fn apply_locked(
         for h in &report.held {
             println!("  {h}");
         }
-        return Ok(ExitCode::from(HELD));
+        return Ok(Applied::Held);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Applied::Changed)
 }
 
 async fn destroy_locked(s: &Session, auto_approve: bool) -> anyhow::Result<ExitCode> {
@@ -404,6 +458,8 @@ fn confirm(auto_approve: bool, what: &str) -> anyhow::Result<()> {
 
 /// A loaded spec and a context to reach AWS with.
 pub(crate) struct Session {
+    /// The spec file (read again by `run` at every iteration).
+    pub(crate) file: PathBuf,
     pub(crate) spec: Spec,
     pub(crate) ctx: Ctx,
     pub(crate) kinds: Vec<Box<dyn engine::Kind>>,
@@ -426,7 +482,33 @@ impl Session {
         settings.wait_for_deployments = aws.wait_for_deployments;
         settings.interactive = std::io::stderr().is_terminal();
         let ctx = Ctx::from_env(&spec.region, settings).await;
-        Ok(Session { spec, ctx, kinds: resources::registry(), lock_wait: Duration::from_secs_f64(aws.lock_wait.max(0.0)) })
+        Ok(Session {
+            file: file.to_path_buf(),
+            spec,
+            ctx,
+            kinds: resources::registry(),
+            lock_wait: Duration::from_secs_f64(aws.lock_wait.max(0.0)),
+        })
+    }
+
+    /// Reads the spec file again. An invalid file, or one naming another stack or region
+    /// (that would be another controller), is an error and the spec in use stays.
+    pub(crate) fn reload(&mut self) -> anyhow::Result<()> {
+        let spec = load(&self.file).with_context(|| format!("{} was edited and is not valid; nothing was changed", self.file.display()))?;
+        if spec.name != self.spec.name || spec.region != self.spec.region {
+            bail!(
+                "{} now names stack `{}` in {} (this run manages `{}` in {}): restart `reconciler run` to manage another stack; nothing was changed",
+                self.file.display(),
+                spec.name,
+                spec.region,
+                self.spec.name,
+                self.spec.region
+            );
+        }
+        self.ctx.settings.tags = spec.tags.clone();
+        self.ctx.settings.ignore_tags = spec.ignore_tags.clone();
+        self.spec = spec;
+        Ok(())
     }
 
     /// One listener for SIGTERM and SIGINT for the whole command, registered before anything

@@ -59,19 +59,30 @@ fn next_wait(interval: f64, jitter: f64, consecutive_errors: u32, retry_base: Du
     base.mul_f64(1.0 - spread + 2.0 * spread * unit)
 }
 
-pub(crate) async fn run(
-    s: &Session,
-    interval: f64,
-    jitter: f64,
-    iterations: u64,
-    destructive: engine::Destructive,
-) -> anyhow::Result<ExitCode> {
+/// What `run` does with the drift it finds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mode {
+    /// Report it, change nothing (`--plan-only`).
+    PlanOnly,
+    /// Correct it (holding destructive steps back unless allowed).
+    Apply(engine::Destructive),
+}
+
+pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations: u64, mode: Mode) -> anyhow::Result<ExitCode> {
     let mut errors = 0u32;
     let mut n = 0u64;
     loop {
         n += 1;
         let started = Instant::now();
+        // The spec as it is now: an edit takes effect on this iteration.
+        let reloaded = s.reload();
+        let s = &*s;
         let outcome = async {
+            reloaded?;
+            let Mode::Apply(destructive) = mode else {
+                let (_, _, plan) = s.plan().await?;
+                return Ok((plan, false, vec![]));
+            };
             // Held per iteration, so a person can apply between iterations.
             let lock = s.lock().await?;
             let result = async {
@@ -109,10 +120,13 @@ pub(crate) async fn run(
         errors = if outcome.is_err() { errors + 1 } else { 0 };
         if iterations > 0 && n >= iterations {
             let held = matches!(&outcome, Ok((_, _, h)) if !h.is_empty());
+            let drifted = matches!((&outcome, mode), (Ok((p, _, _)), Mode::PlanOnly) if p.has_changes());
             return Ok(if errors > 0 {
                 ExitCode::from(1)
             } else if held {
                 ExitCode::from(crate::cli::HELD)
+            } else if drifted {
+                ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS
             });
@@ -156,5 +170,19 @@ mod tests {
         assert_eq!(l["error"], "boom");
         let p = Plan { stack: "s".into(), resources: vec![], notes: vec![], fingerprint: String::new() };
         assert_eq!(status_line("s", Some(&p), false, &[], None, Duration::ZERO)["result"], "in_sync");
+    }
+
+    #[test]
+    fn intervals_take_units() {
+        use crate::cli::parse_interval;
+        assert_eq!(parse_interval("30s"), Ok(30.0));
+        assert_eq!(parse_interval("5m"), Ok(300.0));
+        assert_eq!(parse_interval("1h"), Ok(3600.0));
+        assert_eq!(parse_interval("250ms"), Ok(0.25));
+        assert_eq!(parse_interval("90"), Ok(90.0), "plain seconds, as before");
+        assert_eq!(parse_interval("1.5m"), Ok(90.0));
+        for bad in ["5d", "m", "-1s", "fast", ""] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
     }
 }
