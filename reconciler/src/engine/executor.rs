@@ -230,7 +230,7 @@ pub fn plan(
                 (action, changes, Some(l.physical_id.clone()))
             }
         };
-        resources.push(ResourcePlan { kind: d.kind, id: d.id.clone(), physical_id, action, changes });
+        resources.push(ResourcePlan { kind: d.kind, id: d.id.clone(), physical_id, action, changes, cause: None });
     }
     let wanted: BTreeSet<(&str, &str)> = desired.iter().map(|d| (d.kind, d.id.as_str())).collect();
     for o in observed {
@@ -244,7 +244,14 @@ pub fn plan(
         } else {
             Action::Delete { reason: "no longer in the spec".into() }
         };
-        resources.push(ResourcePlan { kind: o.kind, id: o.id.clone(), physical_id: Some(o.physical_id.clone()), action, changes: vec![] });
+        resources.push(ResourcePlan {
+            kind: o.kind,
+            id: o.id.clone(),
+            physical_id: Some(o.physical_id.clone()),
+            action,
+            changes: vec![],
+            cause: None,
+        });
     }
     Ok(Plan { stack: stack.to_string(), resources, notes: vec![], fingerprint: String::new() })
 }

@@ -70,6 +70,33 @@ pub struct ResourcePlan {
     #[serde(flatten)]
     pub action: Action,
     pub changes: Vec<FieldChange>,
+    /// Why an update or replacement is needed, where it can be told (drift attribution):
+    /// `None` for creations, deletions and no-ops.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cause: Option<Cause>,
+}
+
+/// Who made the difference an update or replacement corrects. Told from the
+/// `reconciler:applied` tag: the hash of the desired fields the resource was last converged to.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The spec still asks for what was last applied: the resource was changed outside it.
+    Drift,
+    /// The spec asks for something else than what was last applied.
+    SpecChanged,
+    /// Not told: the kind cannot carry tags, or the resource has no `reconciler:applied` tag yet.
+    Unknown,
+}
+
+impl Cause {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Cause::Drift => "drift: changed outside the spec",
+            Cause::SpecChanged => "spec changed",
+            Cause::Unknown => "cause unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -159,7 +186,7 @@ mod tests {
 
     #[test]
     fn destructive_steps_are_replacements_and_deletions_but_not_duplicate_cleanup() {
-        let r = |action: Action| ResourcePlan { kind: "k", id: "i".into(), physical_id: None, action, changes: vec![] };
+        let r = |action: Action| ResourcePlan { kind: "k", id: "i".into(), physical_id: None, action, changes: vec![], cause: None };
         let p = Plan {
             stack: "s".into(),
             resources: vec![

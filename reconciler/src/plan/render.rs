@@ -149,6 +149,7 @@ mod tests {
                 physical_id: Some("sg-1".into()),
                 action,
                 changes,
+                cause: None,
             }],
             notes: vec![],
             fingerprint: String::new(),
