@@ -561,7 +561,7 @@ async fn run_mode_corrects_drift_while_running() {
     let corrected = corrected.expect("the drift was corrected within 10 passes");
     assert_eq!(
         corrected["changes"],
-        serde_json::json!([{"kind": "ec2:security-group", "id": "sg-service", "action": "update", "fields": ["ingress"]}])
+        serde_json::json!([{"kind": "ec2:security-group", "id": "sg-service", "action": "update", "fields": ["ingress"], "cause": "drift"}])
     );
     assert_eq!(next()["result"], "in_sync", "corrected once, then in sync");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
@@ -587,6 +587,22 @@ async fn run_plan_only_reports_and_rereads_the_spec_each_pass() {
     assert_eq!(run.code, 2, "changes applied\n{run}");
     let run = reconciler(&moto, &["apply", spec_arg, "--auto-approve", "--detailed-exitcode"]);
     assert_eq!(run.code, 0, "nothing to do\n{run}");
+    // status: every resource Ready and Synced, nothing drifted.
+    let status = |moto: &Moto| -> serde_json::Value {
+        let out = reconciler(moto, &["status", spec_arg, "--format", "json"]);
+        assert_eq!(out.code, 0, "{out}");
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    let condition = |s: &serde_json::Value, id: &str, kind: &str| -> serde_json::Value {
+        let r = s["resources"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("{id} in {s}"));
+        r["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).unwrap().clone()
+    };
+    let after_apply = status(&moto);
+    assert_eq!(after_apply["healthy"], true, "{after_apply}");
+    for r in after_apply["resources"].as_array().unwrap() {
+        let statuses: Vec<&str> = r["conditions"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+        assert_eq!(statuses, ["True", "True", "False"], "Ready, Synced, not Drifted: {r}");
+    }
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
         .args(["run", spec_arg, "--plan-only", "--interval", "200ms", "--jitter", "0"])
@@ -619,8 +635,15 @@ async fn run_plan_only_reports_and_rereads_the_spec_each_pass() {
     let drifted = wait_for("drifted", "an opened port");
     assert_eq!(
         drifted["changes"],
-        serde_json::json!([{"kind": "ec2:security-group", "id": "sg-service", "action": "update", "fields": ["ingress"]}])
+        serde_json::json!([{"kind": "ec2:security-group", "id": "sg-service", "action": "update", "fields": ["ingress"], "cause": "drift"}])
     );
+    let now = status(&moto);
+    let d = condition(&now, "sg-service", "Drifted");
+    assert_eq!((d["status"].as_str(), d["reason"].as_str()), (Some("True"), Some("ChangedOutsideSpec")), "{now}");
+    assert!(d["message"].as_str().unwrap().contains("ingress"), "the field is named: {d}");
+    assert_eq!(condition(&now, "sg-service", "Synced")["status"], "False");
+    assert_eq!(condition(&now, "sg-service", "Ready")["status"], "True");
+    assert_eq!(now["healthy"], false);
 
     // An invalid edit: an error pass naming the file, and the run goes on.
     std::fs::write(&spec, "name: [unclosed\n").unwrap();
@@ -631,9 +654,13 @@ async fn run_plan_only_reports_and_rereads_the_spec_each_pass() {
     std::fs::write(&spec, original.replacen("retention_days: 30", "retention_days: 14", 1)).unwrap();
     let edited = wait_for("drifted", "the edited spec");
     let changes = edited["changes"].as_array().unwrap();
+    // Told apart from drift: the spec asks for something else than what was last applied (the
+    // `reconciler:applied` tag changes with it).
     assert!(
-        changes.iter().any(|c| c["kind"] == "logs:log-group" && c["fields"] == serde_json::json!(["retention_days"])),
-        "the edited retention shows as a change: {edited}"
+        changes.iter().any(|c| c["kind"] == "logs:log-group"
+            && c["fields"] == serde_json::json!(["retention_days", "tags"])
+            && c["cause"] == "spec_changed"),
+        "the edited retention shows as a spec change: {edited}"
     );
 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());

@@ -97,6 +97,15 @@ enum Command {
         #[command(flatten)]
         aws: AwsOpts,
     },
+    /// Per resource, Kubernetes-style conditions from live state: Ready (exists and usable),
+    /// Synced (matches the spec), Drifted (changed outside the spec). Only reads; exit 0.
+    Status {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        #[command(flatten)]
+        aws: AwsOpts,
+    },
     /// Print the stack's outputs from live state: the webhook URL, the Benchling manifest URLs,
     /// the cluster and service, log groups and queues. Only reads.
     Output {
@@ -296,6 +305,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut s = Session::open(&file, &aws).await?;
             s.stop_on_signal();
             crate::run::run(&mut s, interval, jitter, iterations, mode).await
+        }
+        Command::Status { file, format, aws } => {
+            let s = Session::open(&file, &aws).await?;
+            let (_, observed, plan) = s.plan().await?;
+            let status = crate::status::of(&plan, &observed);
+            match format {
+                OutputFormat::Text => print!("{}", crate::status::render_text(&status)),
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Output { file, format, aws } => {
             let s = Session::open(&file, &aws).await?;

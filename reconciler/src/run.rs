@@ -24,7 +24,11 @@ pub fn status_line(stack: &str, plan: Option<&Plan>, applied: bool, held: &[Stri
                         Action::Retain { .. } => "retain",
                         Action::NoOp => "no_op",
                     };
-                    json!({"kind": r.kind, "id": r.id, "action": action, "fields": r.changes.iter().map(|c| c.field.clone()).collect::<Vec<_>>()})
+                    let mut change = json!({"kind": r.kind, "id": r.id, "action": action, "fields": r.changes.iter().map(|c| c.field.clone()).collect::<Vec<_>>()});
+                    if let Some(cause) = r.cause {
+                        change["cause"] = json!(cause);
+                    }
+                    change
                 })
                 .collect()
         })

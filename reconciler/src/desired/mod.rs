@@ -68,6 +68,10 @@ impl Builder<'_> {
             tags.insert(ownership::RETAIN_TAG.into(), "retain".into());
         }
         fields.insert("tags".into(), json!(tags));
+        // What this resource is converged to, recorded on it (drift attribution).
+        let applied = ownership::applied_hash(&fields);
+        tags.insert(ownership::APPLIED_TAG.into(), applied);
+        fields.insert("tags".into(), json!(tags));
         self.add_untagged(kind, id, fields, after);
     }
 

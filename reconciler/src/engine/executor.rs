@@ -205,6 +205,7 @@ pub fn plan(
         let d = &desired[i];
         let kind = kind_of(kinds, d.kind)?;
         let fields = resolve_fields(&d.fields, &ids);
+        let mut cause = None;
         let (action, changes, physical_id) = match live.get(&(d.kind, d.id.as_str())) {
             None => {
                 ids.remove(&d.id);
@@ -227,10 +228,13 @@ pub fn plan(
                     }
                     Action::Update
                 };
+                if matches!(action, Action::Update | Action::Replace { .. }) {
+                    cause = Some(super::ownership::attribution(&d.fields, &l.fields));
+                }
                 (action, changes, Some(l.physical_id.clone()))
             }
         };
-        resources.push(ResourcePlan { kind: d.kind, id: d.id.clone(), physical_id, action, changes, cause: None });
+        resources.push(ResourcePlan { kind: d.kind, id: d.id.clone(), physical_id, action, changes, cause });
     }
     let wanted: BTreeSet<(&str, &str)> = desired.iter().map(|d| (d.kind, d.id.as_str())).collect();
     for o in observed {

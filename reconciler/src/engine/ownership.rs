@@ -10,6 +10,34 @@ pub const ID_TAG: &str = "reconciler:id";
 pub const RETAIN_TAG: &str = "reconciler:deletion-policy";
 /// Put on an orphaned resource, naming the stack that retained it.
 pub const RETAINED_FROM_TAG: &str = "reconciler:retained-from";
+/// A hash of the desired fields (tags included) a resource was last converged to: drift
+/// attribution without a state file. Live differs, tag = desired hash → changed outside the
+/// spec; tag ≠ desired hash → the spec changed.
+pub const APPLIED_TAG: &str = "reconciler:applied";
+
+/// The `reconciler:applied` value for desired `fields` (before references are resolved, so it
+/// depends on the spec only, not on physical ids): FNV-1a 64 of the canonical JSON.
+pub fn applied_hash(fields: &serde_json::Map<String, Value>) -> String {
+    let text = serde_json::to_string(fields).expect("fields serialise");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Who made the difference between `desired` and `live` fields: the `reconciler:applied` tags
+/// told apart. `Unknown` where either side has none (an untaggable kind, or a resource last
+/// converged by a version without the tag).
+pub fn attribution(desired: &serde_json::Map<String, Value>, live: &serde_json::Map<String, Value>) -> crate::plan::Cause {
+    let applied = |f: &serde_json::Map<String, Value>| f.get("tags").and_then(|t| t.get(APPLIED_TAG)).and_then(Value::as_str).map(str::to_string);
+    match (applied(desired), applied(live)) {
+        (Some(want), Some(have)) if want == have => crate::plan::Cause::Drift,
+        (Some(_), Some(_)) => crate::plan::Cause::SpecChanged,
+        _ => crate::plan::Cause::Unknown,
+    }
+}
 
 /// Whether observed fields (their `tags` map) say the resource is to be retained.
 pub fn retained(fields: &serde_json::Map<String, serde_json::Value>) -> bool {
@@ -140,6 +168,21 @@ pub fn tag_map(v: Option<&Value>) -> TagMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribution_tells_drift_from_a_spec_change() {
+        use crate::plan::Cause;
+        let f = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let desired = f(serde_json::json!({"cidr": "10.0.0.0/16", "tags": {APPLIED_TAG: "aaa"}}));
+        assert_eq!(attribution(&desired, &f(serde_json::json!({"cidr": "10.9.0.0/16", "tags": {APPLIED_TAG: "aaa"}}))), Cause::Drift);
+        assert_eq!(attribution(&desired, &f(serde_json::json!({"tags": {APPLIED_TAG: "bbb"}}))), Cause::SpecChanged);
+        assert_eq!(attribution(&desired, &f(serde_json::json!({"tags": {}}))), Cause::Unknown, "never tagged");
+        assert_eq!(attribution(&f(serde_json::json!({"x": 1})), &f(serde_json::json!({"x": 2}))), Cause::Unknown, "untaggable");
+        let a = applied_hash(&f(serde_json::json!({"b": 1, "a": [1, 2]})));
+        assert_eq!(a, applied_hash(&f(serde_json::json!({"a": [1, 2], "b": 1}))), "key order does not matter");
+        assert_ne!(a, applied_hash(&f(serde_json::json!({"a": [1, 2], "b": 2}))));
+        assert_eq!(a.len(), 16);
+    }
 
     #[test]
     fn ownership_needs_both_tags_and_the_right_stack() {

@@ -27,6 +27,11 @@ pub fn render_markdown(plan: &Plan) -> String {
                 Action::NoOp => unreachable!(),
             };
             let phys = r.physical_id.as_deref().map(|p| format!("`{p}`")).unwrap_or_default();
+            let why = match r.cause {
+                Some(super::Cause::Drift) => format!("**drift** (changed outside the spec): {why}"),
+                Some(c) => format!("{}: {why}", c.describe()),
+                None => why,
+            };
             let _ = writeln!(out, "| {action} | `{}` | `{}` | {phys} | {} |", r.kind, r.id, why.replace('|', "\\|"));
         }
         let text = render_text(plan).replace("```", "'''");
@@ -73,7 +78,8 @@ pub fn render_text(plan: &Plan) -> String {
             Action::Retain { reason } => ("~", format!("retain ({reason}): stays in AWS, no longer managed")),
         };
         let phys = r.physical_id.as_deref().map(|p| format!(" [{p}]")).unwrap_or_default();
-        let _ = writeln!(out, "{sym} {} {}{phys}: {verb}", r.kind, r.id);
+        let cause = r.cause.map(|c| format!(" ({})", c.describe())).unwrap_or_default();
+        let _ = writeln!(out, "{sym} {} {}{phys}: {verb}{cause}", r.kind, r.id);
         if matches!(r.action, Action::Create | Action::Delete { .. } | Action::Retain { .. }) {
             continue;
         }
