@@ -1,11 +1,17 @@
 //! The Benchling API calls the worker needs: OAuth client credentials (token cached until
-//! shortly before expiry), entry, export task, and the export download.
+//! shortly before expiry), entry, export task, and the export download (streamed to disk).
 
 use crate::config::BenchlingSecret;
+use crate::worker::JobError;
 use base64::Engine as _;
 use serde_json::Value;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// An export download may take this long in all (a few GiB over a slow link)...
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+/// ...but gives up after this long without a byte.
+const DOWNLOAD_STALL: Duration = Duration::from_secs(120);
 
 pub struct Benchling {
     http: reqwest::Client,
@@ -101,12 +107,44 @@ impl Benchling {
         }
     }
 
-    /// Downloads the export (a pre-signed URL: no Benchling credentials are sent to it).
-    pub async fn download(&self, url: &str) -> Result<Vec<u8>, String> {
-        let resp = self.http.get(url).timeout(Duration::from_secs(300)).send().await.map_err(|e| format!("downloading export: {e}"))?;
+    /// Streams the export (a pre-signed URL: no Benchling credentials are sent to it) into a
+    /// new file at `path`, never more than `max_bytes` (`EXPORT_MAX_BYTES`): a larger export is
+    /// refused, as announced or as soon as the bytes pass the cap. Returns the bytes written.
+    pub async fn download_to(&self, url: &str, path: &std::path::Path, max_bytes: u64) -> Result<u64, JobError> {
+        use tokio::io::AsyncWriteExt as _;
+        let too_big = |size: String| {
+            JobError::Permanent(format!(
+                "the export is {size} bytes, over EXPORT_MAX_BYTES ({max_bytes}); raise EXPORT_MAX_BYTES if the export is genuine"
+            ))
+        };
+        let mut resp = self.http.get(url).timeout(DOWNLOAD_TIMEOUT).send().await.map_err(|e| format!("downloading export: {e}"))?;
         if !resp.status().is_success() {
-            return Err(format!("downloading export: HTTP {}", resp.status()));
+            return Err(format!("downloading export: HTTP {}", resp.status()).into());
         }
-        Ok(resp.bytes().await.map_err(|e| format!("downloading export: {e}"))?.to_vec())
+        if let Some(size) = resp.content_length().filter(|n| *n > max_bytes) {
+            return Err(too_big(size.to_string()));
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .await
+            .map_err(|e| format!("creating {}: {e} (EXPORT_DIR must be a writable directory)", path.display()))?;
+        let mut written = 0u64;
+        loop {
+            let chunk = match tokio::time::timeout(DOWNLOAD_STALL, resp.chunk()).await {
+                Ok(Ok(Some(chunk))) => chunk,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => return Err(format!("downloading export: {e}").into()),
+                Err(_) => return Err(format!("downloading export: no data for {DOWNLOAD_STALL:?}").into()),
+            };
+            written += chunk.len() as u64;
+            if written > max_bytes {
+                return Err(too_big(format!("more than {max_bytes}")));
+            }
+            file.write_all(&chunk).await.map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        file.flush().await.map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(written)
     }
 }

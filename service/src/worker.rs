@@ -1,21 +1,96 @@
 //! The packaging worker: consumes the service's SQS FIFO queue and turns each entry event
 //! into a data package (Benchling export → S3 → packager SQS message).
 //!
-//! A message is deleted only after its package is complete. A failure makes the message
-//! visible again after a backoff (10 s, 20 s, 40 s ... by default); after `max_attempts`
-//! receives it goes to the dead-letter queue. Messages are processed one at a time, in
-//! queue order; when one fails, later messages of the same entry in that batch are released
-//! untouched, so an entry's events are never packaged out of order.
+//! **Holding messages.** A worker receives at most `receive_max` messages at a time
+//! (`WORKER_RECEIVE_MAX`, default 1: take only what it is about to work on) with a visibility
+//! timeout of `visibility` (`WORKER_VISIBILITY_SECS`, default 60 s), and while it works, a
+//! heartbeat extends every message it still holds (processed or waiting its turn) by that
+//! timeout again every third of it (ChangeMessageVisibility). A job may take many minutes
+//! (export wait, download, upload); without the heartbeat its message would reappear for
+//! another worker and be packaged twice, possibly out of order. A worker that dies stops
+//! beating, and its messages come back within one timeout.
+//!
+//! **Order per entry across workers.** The stack runs several tasks, each with a worker. The
+//! queue is FIFO with the entry id as message group, and SQS hands out no message of a group
+//! while an earlier one of that group is in flight. So one entry's events are packaged in order
+//! across workers exactly as long as a message never becomes visible while its job runs: that
+//! is the heartbeat's job. When a job fails, its message is hidden for the backoff, which holds
+//! back the rest of its entry; later messages of that entry in the same batch are released
+//! untouched (they cannot be received before it). If a heartbeat fails (SQS unreachable for a
+//! whole timeout) the message can be received again: delivery is at least once, and the
+//! packager message carries the webhook id as deduplication id on a FIFO packager queue.
+//!
+//! **Retries.** A message is deleted only after its package is complete. A retryable failure
+//! (Benchling or AWS unavailable) hides the message for a backoff (10 s, 20 s, 40 s ... up to
+//! 15 min by default); after `max_attempts` receives it goes to the dead-letter queue. A
+//! permanent failure (a hostile or oversized export, an unreadable job: see [`JobError`]) goes
+//! there at once. The dead-letter message is `{"job", "error", "attempts", "permanent"}`. A
+//! failed delete is logged and the batch goes on: the message comes back and is packaged again.
+//!
+//! **Exports on disk.** The export is streamed to a temporary file in `export_dir`
+//! (`EXPORT_DIR`, default the system temp directory: the task's writable `/tmp` volume),
+//! capped at `EXPORT_MAX_BYTES`; checked whole (see [`crate::export`]: names, file count,
+//! decompressed sizes); then each file is streamed to S3, a single PutObject up to `part_size`
+//! (`EXPORT_PART_BYTES`, 64 MiB) and a multipart upload in parts of that size beyond. Memory
+//! per job stays around one part. The temporary file is deleted when the job ends, however it
+//! ends.
+//!
+//! **Shutdown.** `run` stops receiving when `stop` turns true, finishes the job in hand (still
+//! heartbeating) and releases the messages it has not started.
 
 use crate::benchling::Benchling;
 use crate::config::BenchlingSecret;
+use crate::export::{self, ExportFile, ExportLimits, Piece};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_sqs::types::MessageSystemAttributeName as Attr;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// Why a job failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobError {
+    /// Transient (Benchling or AWS unavailable, a network error): retried after a backoff,
+    /// dead-lettered after `max_attempts`.
+    Retry(String),
+    /// Retrying cannot help (a hostile or oversized export, an unreadable job): dead-lettered
+    /// at once.
+    Permanent(String),
+}
+
+impl JobError {
+    pub fn message(&self) -> &str {
+        match self {
+            JobError::Retry(m) | JobError::Permanent(m) => m,
+        }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, JobError::Permanent(_))
+    }
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// Plain error messages (Benchling, S3, SQS calls) are transient unless said otherwise.
+impl From<String> for JobError {
+    fn from(m: String) -> Self {
+        JobError::Retry(m)
+    }
+}
+
+impl From<&str> for JobError {
+    fn from(m: &str) -> Self {
+        JobError::Retry(m.to_string())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -28,14 +103,57 @@ pub struct WorkerConfig {
     pub export_poll: Duration,
     pub export_timeout: Duration,
     pub benchling_base_url: Option<String>,
+    /// How long a received message stays hidden; the heartbeat renews it every third of that
+    /// (`WORKER_VISIBILITY_SECS`, default 60, whole seconds from 1 to 43200).
+    pub visibility: Duration,
+    /// Messages received (and held) at once, 1 to 10 (`WORKER_RECEIVE_MAX`, default 1).
+    pub receive_max: i32,
+    /// Where exports are downloaded (`EXPORT_DIR`, default the system temp directory).
+    pub export_dir: PathBuf,
+    pub limits: ExportLimits,
+    /// Files up to this size are one PutObject; larger ones a multipart upload in parts of this
+    /// size (`EXPORT_PART_BYTES`, default 64 MiB, at least S3's 5 MiB).
+    pub part_size: usize,
+}
+
+/// S3's smallest part (all but the last).
+const MIN_PART: u64 = 5 << 20;
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            queue_url: String::new(),
+            packager_url: String::new(),
+            dead_letter_url: None,
+            max_attempts: 5,
+            retry_base: Duration::from_secs(10),
+            receive_wait_secs: 20,
+            export_poll: Duration::from_secs(2),
+            export_timeout: Duration::from_secs(600),
+            benchling_base_url: None,
+            visibility: Duration::from_secs(60),
+            receive_max: 1,
+            export_dir: std::env::temp_dir(),
+            limits: ExportLimits::default(),
+            part_size: 64 << 20,
+        }
+    }
 }
 
 impl WorkerConfig {
     pub fn from_env(config: &crate::config::Config) -> Result<Self, String> {
-        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::from_lookup(config, |k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(config: &crate::config::Config, get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let num = |k: &str, d: u64| {
             get(k).map(|v| v.parse::<u64>().map_err(|_| format!("{k} must be a whole number"))).transpose().map(|v| v.unwrap_or(d))
         };
+        let within = |k: &str, d: u64, lo: u64, hi: u64| {
+            num(k, d).and_then(|v| if (lo..=hi).contains(&v) { Ok(v) } else { Err(format!("{k} must be between {lo} and {hi}, not {v}")) })
+        };
+        let d = WorkerConfig::default();
+        let l = ExportLimits::default();
         Ok(WorkerConfig {
             queue_url: config.queue_url.clone().ok_or("the worker needs QUEUE_URL")?,
             packager_url: config.packager_sqs_url.clone().ok_or("the worker needs PACKAGER_SQS_URL")?,
@@ -46,6 +164,16 @@ impl WorkerConfig {
             export_poll: Duration::from_millis(num("EXPORT_POLL_MS", 2_000)?),
             export_timeout: Duration::from_secs(num("EXPORT_TIMEOUT_SECS", 600)?),
             benchling_base_url: config.benchling_base_url.clone(),
+            visibility: Duration::from_secs(within("WORKER_VISIBILITY_SECS", d.visibility.as_secs(), 1, 43_200)?),
+            receive_max: within("WORKER_RECEIVE_MAX", 1, 1, 10)? as i32,
+            export_dir: get("EXPORT_DIR").map(PathBuf::from).unwrap_or(d.export_dir),
+            limits: ExportLimits {
+                max_download_bytes: num("EXPORT_MAX_BYTES", l.max_download_bytes)?,
+                max_file_bytes: num("EXPORT_MAX_FILE_BYTES", l.max_file_bytes)?,
+                max_total_bytes: num("EXPORT_MAX_UNZIPPED_BYTES", l.max_total_bytes)?,
+                max_files: num("EXPORT_MAX_FILES", l.max_files as u64)? as usize,
+            },
+            part_size: within("EXPORT_PART_BYTES", d.part_size as u64, MIN_PART, 5 << 30)? as usize,
         })
     }
 }
@@ -66,68 +194,91 @@ pub struct Packaged {
     pub files: Vec<String>,
 }
 
-fn safe_name(name: &str) -> Option<String> {
-    let parts: Vec<&str> = name.split(['/', '\\']).filter(|p| !p.is_empty() && *p != ".").collect();
-    if parts.is_empty() || parts.contains(&"..") {
-        return None;
-    }
-    Some(parts.join("/"))
+/// How long a failed job stays hidden before its next attempt: `base` doubled for each attempt
+/// after the first, at most 15 minutes.
+pub fn backoff(base: Duration, attempts: u32) -> Duration {
+    base.saturating_mul(1 << attempts.saturating_sub(1).min(6)).min(Duration::from_secs(900))
 }
 
-/// The files of an export zip (directories skipped; names that would escape the prefix refused).
-pub fn unzip(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(data)).map_err(|e| format!("export is not a zip file: {e}"))?;
-    let mut files = Vec::new();
-    for i in 0..archive.len() {
-        let mut f = archive.by_index(i).map_err(|e| format!("reading the export zip: {e}"))?;
-        if f.is_dir() {
-            continue;
+/// A key component taken from Benchling (display id, entry id): one safe path segment.
+fn key_component(s: &str) -> Option<&str> {
+    (export::safe_name(s).as_deref() == Ok(s) && !s.contains('/')).then_some(s)
+}
+
+/// A downloaded export's path, removed when dropped: after success, failure or panic alike.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(dir: &Path) -> TempFile {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        TempFile(dir.join(format!("benchling-export-{}-{n}-{nanos}.zip", std::process::id())))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %self.0.display(), error = %e, "could not delete a downloaded export")
+            }
+            _ => {}
         }
-        let raw = f.name().map_err(|e| format!("export zip has an unreadable file name: {e}"))?.to_string();
-        let name = safe_name(&raw).ok_or_else(|| format!("export zip has an unsafe file name `{raw}`"))?;
-        let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf).map_err(|e| format!("reading {name} from the export zip: {e}"))?;
-        files.push((name, buf));
     }
-    Ok(files)
 }
 
-/// The package's README.md.
-pub fn readme(entry: &Value, entry_id: &str, event_type: &str, files: &[String]) -> String {
-    let name = entry["name"].as_str().unwrap_or(entry_id);
-    let mut s = format!("# {name}\n\nBenchling entry `{entry_id}`");
-    if let Some(d) = entry["displayId"].as_str() {
-        s.push_str(&format!(" ({d})"));
-    }
-    if let Some(url) = entry["webURL"].as_str() {
-        s.push_str(&format!(", <{url}>"));
-    }
-    s.push_str(&format!(".\n\nPackaged on `{event_type}`. Files:\n\n"));
-    for f in files {
-        s.push_str(&format!("- `{f}`\n"));
-    }
-    s.push_str("- `entry.json`: the entry's metadata as Benchling reports it\n");
-    s
+/// The receipt handles of the messages this worker holds. The heartbeat renews them all each
+/// round, holding the lock; a message is taken out (under the lock) before it is deleted,
+/// released or hidden for a backoff, so no renewal can land after and undo that.
+#[derive(Default)]
+struct Held(tokio::sync::Mutex<Vec<String>>);
+
+/// What becomes of a held message.
+enum Settle {
+    Delete,
+    /// Visible again after this long (zero: at once).
+    HideFor(Duration),
+}
+
+/// Where a file's bytes are going: nowhere yet, or a multipart upload under way.
+struct Multipart {
+    key: String,
+    upload_id: String,
+    parts: Vec<CompletedPart>,
+}
+
+fn s3_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    what: String,
+) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, R>) -> JobError {
+    move |e| JobError::Retry(format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))
 }
 
 impl Worker {
     /// Packages one job (the JSON the webhook handler queued).
-    pub async fn package(&self, job: &Value) -> Result<Packaged, String> {
-        let entry_id = job["entry_id"].as_str().ok_or("job lacks entry_id")?;
+    pub async fn package(&self, job: &Value) -> Result<Packaged, JobError> {
+        let entry_id = job["entry_id"].as_str().ok_or(JobError::Permanent("the job lacks entry_id".into()))?;
         let event_type = job["event_type"].as_str().unwrap_or("event");
         let entry = self.benchling.entry(entry_id).await?;
-        let display_id = entry["displayId"].as_str().filter(|d| safe_name(d).as_deref() == Some(*d)).unwrap_or(entry_id);
+        let display_id = entry["displayId"].as_str().and_then(key_component).or_else(|| key_component(entry_id)).ok_or_else(|| {
+            JobError::Permanent(format!("neither the entry's displayId nor its id `{entry_id}` can be a segment of an S3 key"))
+        })?;
         let task = self.benchling.start_export(entry_id).await?;
         let url = self.benchling.wait_for_export(&task, self.cfg.export_poll, self.cfg.export_timeout).await?;
-        let files = unzip(&self.benchling.download(&url).await?)?;
+
+        let download = TempFile::new(&self.cfg.export_dir);
+        let bytes = self.benchling.download_to(&url, &download.0, self.cfg.limits.max_download_bytes).await?;
+        let (path, limits) = (download.0.clone(), self.cfg.limits.clone());
+        let files = tokio::task::spawn_blocking(move || export::check(&path, &limits))
+            .await
+            .map_err(|e| format!("checking the export crashed: {e}"))??;
+        tracing::info!(entry_id, bytes, files = files.len(), unzipped = files.iter().map(|f| f.size).sum::<u64>(), "export checked");
 
         let bucket = &self.secret.user_bucket;
         let prefix = format!("{}/{display_id}", self.secret.pkg_prefix.trim_matches('/'));
-        let mut names = Vec::new();
-        for (name, data) in files {
-            self.put(bucket, &format!("{prefix}/{name}"), data, "application/octet-stream").await?;
-            names.push(name);
-        }
+        self.upload_export(&download.0, &files, bucket, &prefix).await?;
+        drop(download);
+        let names: Vec<String> = files.into_iter().map(|f| f.name).collect();
         let entry_json = serde_json::to_vec_pretty(&entry).expect("JSON");
         self.put(bucket, &format!("{prefix}/entry.json"), entry_json, "application/json").await?;
         self.put(bucket, &format!("{prefix}/README.md"), readme(&entry, entry_id, event_type, &names).into_bytes(), "text/markdown")
@@ -149,7 +300,131 @@ impl Worker {
         Ok(Packaged { entry_id: entry_id.to_string(), prefix, files: names })
     }
 
-    async fn put(&self, bucket: &str, key: &str, data: Vec<u8>, content_type: &str) -> Result<(), String> {
+    /// Streams the checked files of the export at `zip` to `s3://{bucket}/{prefix}/{name}`:
+    /// a blocking reader inflates each file into 1 MiB chunks, this side gathers them into
+    /// parts of `part_size`. A multipart upload left unfinished is aborted.
+    async fn upload_export(&self, zip: &Path, files: &[ExportFile], bucket: &str, prefix: &str) -> Result<(), JobError> {
+        const CHUNK: usize = 1 << 20;
+        let part_size = self.cfg.part_size;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(2);
+        let (path, list) = (zip.to_path_buf(), files.to_vec());
+        let reader = tokio::task::spawn_blocking(move || export::stream(&path, &list, CHUNK, &tx));
+
+        let mut multipart: Option<Multipart> = None;
+        let uploaded: Result<(), JobError> = async {
+            let mut key = String::new();
+            let mut buf: Vec<u8> = Vec::new();
+            while let Some(piece) = rx.recv().await {
+                match piece {
+                    Piece::Start { name, size } => {
+                        key = format!("{prefix}/{name}");
+                        buf = Vec::with_capacity((size as usize).min(part_size) + CHUNK);
+                    }
+                    Piece::Data(bytes) => {
+                        buf.extend_from_slice(&bytes);
+                        if buf.len() >= part_size {
+                            let mut rest = Vec::with_capacity(part_size + CHUNK);
+                            rest.extend_from_slice(&buf[part_size..]);
+                            buf.truncate(part_size);
+                            let part = std::mem::replace(&mut buf, rest);
+                            let upload = match multipart.as_mut() {
+                                Some(m) => m,
+                                None => multipart.insert(self.start_multipart(bucket, &key).await?),
+                            };
+                            self.upload_part(bucket, upload, part).await?;
+                        }
+                    }
+                    Piece::End => match multipart.take() {
+                        None => self.put(bucket, &key, std::mem::take(&mut buf), "application/octet-stream").await?,
+                        Some(mut upload) => {
+                            if !buf.is_empty() {
+                                let last = std::mem::take(&mut buf);
+                                if let Err(e) = self.upload_part(bucket, &mut upload, last).await {
+                                    multipart = Some(upload);
+                                    return Err(e);
+                                }
+                            }
+                            if let Err(e) = self.complete_multipart(bucket, &upload).await {
+                                multipart = Some(upload);
+                                return Err(e);
+                            }
+                        }
+                    },
+                }
+            }
+            Ok(())
+        }
+        .await;
+        drop(rx); // a reader still sending sees the channel closed and stops
+        if let Some(upload) = multipart {
+            self.abort_multipart(bucket, &upload).await;
+        }
+        let read = reader.await.map_err(|e| format!("reading the export crashed: {e}"))?;
+        uploaded.and(read)
+    }
+
+    async fn start_multipart(&self, bucket: &str, key: &str) -> Result<Multipart, JobError> {
+        let out = self
+            .s3
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(s3_error(format!("starting a multipart upload of s3://{bucket}/{key}")))?;
+        let upload_id = out.upload_id().ok_or_else(|| format!("S3 started no multipart upload for s3://{bucket}/{key}"))?.to_string();
+        Ok(Multipart { key: key.to_string(), upload_id, parts: Vec::new() })
+    }
+
+    async fn upload_part(&self, bucket: &str, upload: &mut Multipart, data: Vec<u8>) -> Result<(), JobError> {
+        let number = upload.parts.len() as i32 + 1;
+        let out = self
+            .s3
+            .upload_part()
+            .bucket(bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(data.into())
+            .send()
+            .await
+            .map_err(s3_error(format!("uploading part {number} of s3://{bucket}/{}", upload.key)))?;
+        upload.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(String::from))
+                .set_checksum_crc32(out.checksum_crc32().map(String::from))
+                .build(),
+        );
+        Ok(())
+    }
+
+    async fn complete_multipart(&self, bucket: &str, upload: &Multipart) -> Result<(), JobError> {
+        self.s3
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(upload.parts.clone())).build())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(s3_error(format!("completing the multipart upload of s3://{bucket}/{}", upload.key)))
+    }
+
+    /// Aborts an unfinished multipart upload, so its parts are not kept (and billed) forever.
+    async fn abort_multipart(&self, bucket: &str, upload: &Multipart) {
+        let aborted = self.s3.abort_multipart_upload().bucket(bucket).key(&upload.key).upload_id(&upload.upload_id).send().await;
+        if let Err(e) = aborted {
+            tracing::warn!(key = upload.key, error = %aws_sdk_s3::error::DisplayErrorContext(&e),
+                "could not abort a multipart upload; a bucket lifecycle rule for incomplete uploads will remove it");
+        }
+    }
+
+    async fn put(&self, bucket: &str, key: &str, data: Vec<u8>, content_type: &str) -> Result<(), JobError> {
         self.s3
             .put_object()
             .bucket(bucket)
@@ -159,7 +434,7 @@ impl Worker {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| format!("uploading s3://{bucket}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))
+            .map_err(s3_error(format!("uploading s3://{bucket}/{key}")))
     }
 
     async fn receive(&self) -> Result<Vec<aws_sdk_sqs::types::Message>, String> {
@@ -167,7 +442,8 @@ impl Worker {
             .sqs
             .receive_message()
             .queue_url(&self.cfg.queue_url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(self.cfg.receive_max.clamp(1, 10))
+            .visibility_timeout(self.visibility_secs())
             .wait_time_seconds(self.cfg.receive_wait_secs)
             .message_system_attribute_names(Attr::ApproximateReceiveCount)
             .message_system_attribute_names(Attr::MessageGroupId)
@@ -177,20 +453,81 @@ impl Worker {
         Ok(out.messages().to_vec())
     }
 
-    async fn release(&self, receipt: &str) {
-        let _ =
-            self.sqs.change_message_visibility().queue_url(&self.cfg.queue_url).receipt_handle(receipt).visibility_timeout(0).send().await;
+    fn visibility_secs(&self) -> i32 {
+        self.cfg.visibility.as_secs().clamp(1, 43_200) as i32
+    }
+
+    /// Renews the visibility of every held message every third of the timeout. Never returns:
+    /// it runs beside the work and is dropped with it.
+    async fn heartbeat(&self, held: &Held) {
+        let every = (self.cfg.visibility / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            let receipts = held.0.lock().await;
+            for receipt in receipts.iter() {
+                let renewed = self
+                    .sqs
+                    .change_message_visibility()
+                    .queue_url(&self.cfg.queue_url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(self.visibility_secs())
+                    .send()
+                    .await;
+                if let Err(e) = renewed {
+                    tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e),
+                        "could not extend a message's visibility: if it lapses, another worker may package it again");
+                }
+            }
+        }
+    }
+
+    /// Takes a message out of the held set, then deletes it or sets its visibility. Failures
+    /// are logged, never fatal: the message comes back by itself.
+    async fn settle(&self, held: &Held, receipt: &str, how: Settle) {
+        held.0.lock().await.retain(|r| r != receipt);
+        match how {
+            Settle::Delete => {
+                let deleted = self.sqs.delete_message().queue_url(&self.cfg.queue_url).receipt_handle(receipt).send().await;
+                if let Err(e) = deleted {
+                    tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e),
+                        "could not delete a finished message; it will be received and packaged again");
+                }
+            }
+            Settle::HideFor(wait) => {
+                let changed = self
+                    .sqs
+                    .change_message_visibility()
+                    .queue_url(&self.cfg.queue_url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(wait.as_secs().min(43_200) as i32)
+                    .send()
+                    .await;
+                if let Err(e) = changed {
+                    tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), wait_secs = wait.as_secs(),
+                        "could not set a message's visibility; it comes back when its timeout ends");
+                }
+            }
+        }
     }
 
     /// Receives and processes one batch; returns how many messages were received.
     pub async fn run_once(&self) -> Result<usize, String> {
         let messages = self.receive().await?;
-        self.process(&messages, None).await?;
+        self.process(&messages, None).await;
         Ok(messages.len())
     }
 
-    /// Processes a batch in order. Once `stop` turns true, messages not started are released.
-    async fn process(&self, messages: &[aws_sdk_sqs::types::Message], stop: Option<&watch::Receiver<bool>>) -> Result<(), String> {
+    /// Processes a batch in order while the heartbeat keeps every message not yet settled
+    /// hidden. Once `stop` turns true, messages not started are released.
+    async fn process(&self, messages: &[aws_sdk_sqs::types::Message], stop: Option<&watch::Receiver<bool>>) {
+        let held = Held(tokio::sync::Mutex::new(messages.iter().filter_map(|m| m.receipt_handle().map(String::from)).collect()));
+        tokio::select! {
+            () = self.work_through(messages, &held, stop) => {}
+            () = self.heartbeat(&held) => {}
+        }
+    }
+
+    async fn work_through(&self, messages: &[aws_sdk_sqs::types::Message], held: &Held, stop: Option<&watch::Receiver<bool>>) {
         let mut failed_groups = BTreeSet::new();
         for m in messages {
             let receipt = m.receipt_handle().unwrap_or_default();
@@ -198,62 +535,51 @@ impl Worker {
             let group = attrs.and_then(|a| a.get(&Attr::MessageGroupId)).cloned().unwrap_or_default();
             if failed_groups.contains(&group) || stop.is_some_and(|s| *s.borrow()) {
                 // Keep the entry's order (it comes after the failed one), or hand it back on shutdown.
-                self.release(receipt).await;
+                self.settle(held, receipt, Settle::HideFor(Duration::ZERO)).await;
                 continue;
             }
             let attempts: u32 = attrs.and_then(|a| a.get(&Attr::ApproximateReceiveCount)).and_then(|c| c.parse().ok()).unwrap_or(1);
-            let job: Result<Value, String> = serde_json::from_str(m.body().unwrap_or_default()).map_err(|e| format!("unreadable job: {e}"));
-            let result = match &job {
-                Ok(job) => self.package(job).await,
-                Err(e) => Err(e.clone()),
+            let body = m.body().unwrap_or_default();
+            let result = match serde_json::from_str::<Value>(body) {
+                Ok(job) => self.package(&job).await,
+                Err(e) => Err(JobError::Permanent(format!("unreadable job: {e}"))),
             };
+            let retry_in = backoff(self.cfg.retry_base, attempts);
             match result {
                 Ok(p) => {
                     tracing::info!(entry_id = p.entry_id, prefix = p.prefix, files = p.files.len(), "packaged");
-                    self.delete(receipt).await?;
+                    self.settle(held, receipt, Settle::Delete).await;
                 }
-                Err(e) if attempts >= self.cfg.max_attempts || job.is_err() => {
-                    tracing::error!(error = %e, attempts, group, "giving up on the job: dead-lettering it");
-                    self.dead_letter(m.body().unwrap_or_default(), &group, m.message_id().unwrap_or_default(), &e).await?;
-                    self.delete(receipt).await?;
+                Err(e) if e.is_permanent() || attempts >= self.cfg.max_attempts => {
+                    tracing::error!(error = %e, attempts, group, permanent = e.is_permanent(), "giving up on the job: dead-lettering it");
+                    match self.dead_letter(body, &group, m.message_id().unwrap_or_default(), &e, attempts).await {
+                        Ok(()) => self.settle(held, receipt, Settle::Delete).await,
+                        Err(why) => {
+                            tracing::error!(error = why, group, "could not dead-letter the job; it stays queued and is tried again");
+                            failed_groups.insert(group);
+                            self.settle(held, receipt, Settle::HideFor(retry_in)).await;
+                        }
+                    }
                 }
                 Err(e) => {
-                    let backoff = self.cfg.retry_base.saturating_mul(1 << attempts.saturating_sub(1).min(6)).min(Duration::from_secs(900));
-                    tracing::warn!(error = %e, attempts, group, retry_in_ms = backoff.as_millis() as u64, "job failed; will retry");
+                    tracing::warn!(error = %e, attempts, group, retry_in_ms = retry_in.as_millis() as u64, "job failed; will retry");
                     failed_groups.insert(group);
-                    let _ = self
-                        .sqs
-                        .change_message_visibility()
-                        .queue_url(&self.cfg.queue_url)
-                        .receipt_handle(receipt)
-                        .visibility_timeout(backoff.as_secs() as i32)
-                        .send()
-                        .await;
+                    self.settle(held, receipt, Settle::HideFor(retry_in)).await;
                 }
             }
         }
-        Ok(())
     }
 
-    async fn delete(&self, receipt: &str) -> Result<(), String> {
-        self.sqs
-            .delete_message()
-            .queue_url(&self.cfg.queue_url)
-            .receipt_handle(receipt)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("deleting a processed message: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))
-    }
-
-    async fn dead_letter(&self, body: &str, group: &str, id: &str, error: &str) -> Result<(), String> {
+    async fn dead_letter(&self, body: &str, group: &str, id: &str, error: &JobError, attempts: u32) -> Result<(), String> {
         let Some(dlq) = &self.cfg.dead_letter_url else {
-            return Err(format!(
-                "job failed {} times and DEAD_LETTER_QUEUE_URL is not set; leaving it on the queue (last error: {error})",
-                self.cfg.max_attempts
-            ));
+            return Err(format!("DEAD_LETTER_QUEUE_URL is not set (last error: {error})"));
         };
-        let wrapped = json!({"job": serde_json::from_str::<Value>(body).unwrap_or(Value::String(body.into())), "error": error, "attempts": self.cfg.max_attempts});
+        let wrapped = json!({
+            "job": serde_json::from_str::<Value>(body).unwrap_or(Value::String(body.into())),
+            "error": error.message(),
+            "attempts": attempts,
+            "permanent": error.is_permanent(),
+        });
         let mut send = self.sqs.send_message().queue_url(dlq).message_body(wrapped.to_string());
         if dlq.ends_with(".fifo") {
             send = send.message_group_id(if group.is_empty() { "dead-letter" } else { group }).message_deduplication_id(id);
@@ -269,47 +595,109 @@ impl Worker {
                 r = self.receive() => r,
                 _ = stop.changed() => break,
             };
-            let result = match received {
+            match received {
                 Ok(messages) => self.process(&messages, Some(&stop)).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                tracing::error!(error = %e, "worker batch failed");
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                Err(e) => {
+                    tracing::error!(error = %e, "worker could not receive");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
             }
         }
         tracing::info!("worker stopped");
     }
 }
 
+/// The package's README.md.
+pub fn readme(entry: &Value, entry_id: &str, event_type: &str, files: &[String]) -> String {
+    let name = entry["name"].as_str().unwrap_or(entry_id);
+    let mut s = format!("# {name}\n\nBenchling entry `{entry_id}`");
+    if let Some(d) = entry["displayId"].as_str() {
+        s.push_str(&format!(" ({d})"));
+    }
+    if let Some(url) = entry["webURL"].as_str() {
+        s.push_str(&format!(", <{url}>"));
+    }
+    s.push_str(&format!(".\n\nPackaged on `{event_type}`. Files:\n\n"));
+    for f in files {
+        s.push_str(&format!("- `{f}`\n"));
+    }
+    s.push_str("- `entry.json`: the entry's metadata as Benchling reports it\n");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
-        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        for (name, body) in files {
-            w.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
-            w.write_all(body.as_bytes()).unwrap();
-        }
-        w.finish().unwrap().into_inner()
-    }
-
-    #[test]
-    fn unzips_files_and_refuses_escaping_names() {
-        let files = unzip(&zip_of(&[("a.csv", "1,2"), ("dir/b.txt", "x")])).unwrap();
-        assert_eq!(files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["a.csv", "dir/b.txt"]);
-        assert_eq!(files[0].1, b"1,2");
-        assert!(unzip(&zip_of(&[("../evil", "x")])).unwrap_err().contains("unsafe"));
-        assert!(unzip(b"not a zip").is_err());
-        assert_eq!(safe_name("/abs/./x"), Some("abs/x".into()));
-    }
 
     #[test]
     fn readme_lists_files() {
         let r =
             readme(&json!({"name": "Exp 1", "displayId": "EXP1", "webURL": "https://t/e"}), "etr_1", "v2.entry.created", &["a.csv".into()]);
         assert!(r.starts_with("# Exp 1") && r.contains("(EXP1)") && r.contains("- `a.csv`") && r.contains("entry.json"), "{r}");
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_fifteen_minutes() {
+        let base = Duration::from_secs(10);
+        let waits: Vec<u64> = (1..=9).map(|a| backoff(base, a).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 640, 640]);
+        assert_eq!(backoff(Duration::from_secs(60), 8), Duration::from_secs(900), "capped");
+        assert_eq!(backoff(base, 0), base, "a missing receive count counts as the first");
+        assert_eq!(backoff(Duration::ZERO, 5), Duration::ZERO);
+    }
+
+    #[test]
+    fn key_components_are_single_safe_segments() {
+        assert_eq!(key_component("EXP-1"), Some("EXP-1"));
+        assert_eq!(key_component("etr_1"), Some("etr_1"));
+        for bad in ["a/b", "..", "../x", "/x", "a\\b", "", ".", "C:"] {
+            assert_eq!(key_component(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn job_errors_say_whether_to_retry() {
+        assert!(!JobError::from("S3 down".to_string()).is_permanent());
+        assert!(JobError::Permanent("bomb".into()).is_permanent());
+        assert_eq!(JobError::Permanent("bomb".into()).to_string(), "bomb");
+    }
+
+    #[test]
+    fn configuration_has_defaults_and_checks_ranges() {
+        let config = crate::config::Config::from_lookup(|k| match k {
+            "QUEUE_URL" => Some("q".into()),
+            "PACKAGER_SQS_URL" => Some("p".into()),
+            _ => None,
+        })
+        .unwrap();
+        let with = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            WorkerConfig::from_lookup(&config, move |k| vars.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()))
+        };
+        let cfg = with(&[]).unwrap();
+        assert_eq!((cfg.visibility, cfg.receive_max, cfg.part_size), (Duration::from_secs(60), 1, 64 << 20));
+        assert_eq!((cfg.limits.clone(), cfg.export_dir), (ExportLimits::default(), std::env::temp_dir()));
+        let cfg = with(&[
+            ("WORKER_VISIBILITY_SECS", "5"),
+            ("WORKER_RECEIVE_MAX", "10"),
+            ("EXPORT_DIR", "/scratch"),
+            ("EXPORT_MAX_BYTES", "100"),
+            ("EXPORT_MAX_FILE_BYTES", "200"),
+            ("EXPORT_MAX_UNZIPPED_BYTES", "300"),
+            ("EXPORT_MAX_FILES", "7"),
+            ("EXPORT_PART_BYTES", "5242880"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (cfg.visibility, cfg.receive_max, cfg.export_dir, cfg.part_size),
+            (Duration::from_secs(5), 10, "/scratch".into(), 5 << 20)
+        );
+        assert_eq!(cfg.limits, ExportLimits { max_download_bytes: 100, max_file_bytes: 200, max_total_bytes: 300, max_files: 7 });
+        for (k, v) in
+            [("WORKER_VISIBILITY_SECS", "0"), ("WORKER_RECEIVE_MAX", "11"), ("EXPORT_PART_BYTES", "1000"), ("EXPORT_MAX_BYTES", "5G")]
+        {
+            let e = with(&[(k, v)]).unwrap_err();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
     }
 }
