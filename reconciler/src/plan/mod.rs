@@ -3,6 +3,8 @@
 //! JSON here; executed by `engine::apply`.
 
 pub mod cost;
+#[cfg(test)]
+mod golden;
 mod render;
 
 pub use cost::Cost;
