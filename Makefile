@@ -28,7 +28,8 @@ test: moto build
 	fi
 
 schema:
-	cargo build --workspace --quiet && $(CARGO_TARGET_DIR)/debug/reconciler schema > specs/schema.json
+	cargo build --workspace --quiet && $(CARGO_TARGET_DIR)/debug/reconciler schema > specs/schema.json \
+	  && $(CARGO_TARGET_DIR)/debug/reconciler schema --plan > specs/plan.schema.json
 
 fmt:
 	cargo fmt --all

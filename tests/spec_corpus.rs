@@ -1,6 +1,7 @@
 //! Spec validation end to end: every file in tests/specs/invalid/ must fail with a located,
 //! specific error (its first line says `# expect: LINE: TEXT`); the shipped specs validate;
-//! specs/schema.json is what `reconciler schema` prints.
+//! specs/schema.json is what `reconciler schema` prints, specs/plan.schema.json what
+//! `reconciler schema --plan` prints.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -67,4 +68,15 @@ fn checked_in_schema_is_current() {
     assert!(checked_in == run.stdout, "specs/schema.json is stale: run `make schema` and commit it");
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["additionalProperties"], false, "unknown top-level keys must be rejected by the schema too");
+}
+
+#[test]
+fn checked_in_plan_schema_is_current() {
+    let run = cli(&["schema", "--plan"]);
+    assert_eq!(run.code, 0, "{run}");
+    let checked_in = std::fs::read_to_string(repo_root().join("specs/plan.schema.json")).unwrap();
+    assert!(checked_in == run.stdout, "specs/plan.schema.json is stale: run `make schema` and commit it");
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["title"], "PlanDocument");
+    assert!(v["required"].as_array().unwrap().iter().any(|r| r == "format_version"), "{}", v["required"]);
 }

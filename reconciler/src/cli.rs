@@ -3,7 +3,7 @@
 
 use crate::desired::{self, DesiredState};
 use crate::engine::{self, Ctx, Settings};
-use crate::plan::{render_json, render_markdown, render_text, Plan};
+use crate::plan::{render_json, render_markdown, render_text, Cost, Plan, Style};
 use crate::resources;
 use crate::spec::{self, DeletionPolicy, Spec};
 use anyhow::{bail, Context as _};
@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(
@@ -28,8 +28,13 @@ pub struct Cli {
 enum Command {
     /// Check a spec file (syntax, types, and what AWS would reject); no AWS calls.
     Validate { file: PathBuf },
-    /// Print the spec's JSON Schema.
-    Schema,
+    /// Print the spec's JSON Schema (checked in: specs/schema.json).
+    Schema {
+        /// Print the JSON Schema of the plan document (`plan --format json`) instead
+        /// (checked in: specs/plan.schema.json).
+        #[arg(long)]
+        plan: bool,
+    },
     /// Print the least-privilege IAM policy for `plan` or for `apply`/`destroy` of a spec.
     Policy {
         file: PathBuf,
@@ -250,8 +255,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}: valid (stack `{}`, region {})", file.display(), spec.name, spec.region);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schema => {
-            print!("{}", spec::json_schema());
+        Command::Schema { plan } => {
+            print!("{}", if plan { crate::plan::json_schema() } else { spec::json_schema() });
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy { file, purpose } => {
@@ -276,15 +281,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plan { file, detailed_exitcode, format, out, aws } => {
             let s = Session::open(&file, &aws).await?;
-            let (_, _, plan) = s.plan().await?;
+            let (state, observed, plan) = s.plan().await?;
+            let cost = s.estimate(&state, &observed);
             if let Some(out) = out {
-                std::fs::write(&out, render_json(&plan)).with_context(|| format!("writing the plan to {}", out.display()))?;
+                std::fs::write(&out, render_json(&plan, Some(&cost))).with_context(|| format!("writing the plan to {}", out.display()))?;
                 eprintln!("plan saved to {} (fingerprint {})", out.display(), plan.fingerprint);
             }
             match format {
-                Format::Text => print!("{}", render_text(&plan)),
-                Format::Json => print!("{}", render_json(&plan)),
-                Format::Markdown => print!("{}", render_markdown(&plan)),
+                Format::Text => print!("{}", render_text(&plan, Some(&cost), Style::for_stdout())),
+                Format::Json => print!("{}", render_json(&plan, Some(&cost))),
+                Format::Markdown => print!("{}", render_markdown(&plan, Some(&cost))),
             }
             Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
@@ -359,7 +365,9 @@ async fn apply_locked(
     allow_destructive: bool,
     saved: Option<&std::path::Path>,
 ) -> anyhow::Result<Applied> {
+    let started = Instant::now();
     let (state, observed, plan) = s.plan().await?;
+    let cost = s.estimate(&state, &observed);
     let reviewed = match saved {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading the saved plan {}", path.display()))?;
@@ -382,7 +390,7 @@ async fn apply_locked(
         }
         None => false,
     };
-    print!("{}", render_text(&plan));
+    print!("{}", render_text(&plan, Some(&cost), Style::for_stdout()));
     if !plan.has_changes() {
         println!();
         print_outputs(s, &observed, OutputFormat::Text)?;
@@ -395,9 +403,16 @@ async fn apply_locked(
     // apply (--auto-approve) only with --allow-destructive.
     let destructive = if reviewed || !auto_approve || allow_destructive { engine::Destructive::Allow } else { engine::Destructive::Hold };
     let report = engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan, destructive).await?;
+    // Each resource's own duration is in the progress lines (stderr) as it finishes.
     println!(
-        "Apply complete: {} created, {} updated, {} replaced, {} deleted, {} retained.",
-        report.created, report.updated, report.replaced, report.deleted, report.retained
+        "Apply complete: {} created, {} updated, {} replaced, {} deleted, {} retained, in {}. {}.",
+        report.created,
+        report.updated,
+        report.replaced,
+        report.deleted,
+        report.retained,
+        crate::plan::duration(started.elapsed()),
+        cost_after(&cost)
     );
     let (_, now) = s.observe_owned_quietly().await.context("reading the outputs after apply")?;
     println!();
@@ -436,6 +451,16 @@ async fn destroy_locked(s: &Session, auto_approve: bool) -> anyhow::Result<ExitC
     let (deleted, retained) = engine::destroy(&s.ctx, &s.kinds, &observed, &state.resources).await?;
     println!("Destroy complete: {deleted} deleted, {retained} retained.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `Estimated monthly cost now: $96.71 (was $0.00)` for the apply summary.
+fn cost_after(cost: &Cost) -> String {
+    let was = if crate::plan::cost::usd(cost.before) == crate::plan::cost::usd(cost.after) {
+        String::new()
+    } else {
+        format!(" (was {})", crate::plan::cost::usd(cost.before))
+    };
+    format!("Estimated monthly cost now: {}{was}", crate::plan::cost::usd(cost.after))
 }
 
 fn print_outputs(s: &Session, observed: &[engine::Observed], format: OutputFormat) -> anyhow::Result<()> {
@@ -610,6 +635,11 @@ impl Session {
             report(&m.to_string());
         }
         Ok((state, observed))
+    }
+
+    /// The monthly cost of what is observed (before) and of the desired state (after).
+    pub(crate) fn estimate(&self, state: &DesiredState, observed: &[engine::Observed]) -> Cost {
+        crate::plan::cost::estimate(&self.spec.region, &self.spec.cost, &state.resources, observed)
     }
 
     pub(crate) async fn plan(&self) -> anyhow::Result<(DesiredState, engine::Snapshot, Plan)> {

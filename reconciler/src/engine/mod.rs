@@ -214,7 +214,7 @@ pub struct Scoped {
 }
 
 /// One field's difference: `before` is `None` when the field is missing live.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct FieldChange {
     pub field: String,
     pub before: Option<Value>,

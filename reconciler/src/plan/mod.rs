@@ -1,12 +1,41 @@
 //! A plan is a value: per resource an action and its field-level changes. Computed once by
-//! the engine; rendered as text or JSON here; executed by `engine::apply`.
+//! the engine; its monthly cost estimated beside it (`cost`); rendered as text, markdown or
+//! JSON here; executed by `engine::apply`.
 
+pub mod cost;
+#[cfg(test)]
+mod golden;
 mod render;
 
-pub use render::{destructive_summary, render_json, render_markdown, render_text};
+pub use cost::Cost;
+pub use render::{comment_marker, destructive_summary, duration, render_json, render_markdown, render_text, Style};
 
 use crate::engine::FieldChange;
+use schemars::JsonSchema;
 use serde::Serialize;
+
+/// The version of the JSON plan document (`plan --format json`, `plan --out`). Raised when a
+/// field changes meaning or goes away; fields are added without raising it.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The JSON plan document: the plan, its format version and its cost estimate. Its schema is
+/// checked in at `specs/plan.schema.json` (`reconciler schema --plan`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PlanDocument {
+    /// The version of this document's format (see `FORMAT_VERSION`).
+    pub format_version: u32,
+    #[serde(flatten)]
+    pub plan: Plan,
+    /// Monthly cost before and after, per resource; absent when not estimated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+}
+
+/// The JSON Schema of the plan document, as checked in at `specs/plan.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(PlanDocument);
+    serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
+}
 
 /// A stable digest (FNV-1a, 64 bit, hex) of the plan's inputs: the tool's version, the spec,
 /// the live facts, and of each observed resource its identity and the fields the plan compared
@@ -50,7 +79,7 @@ pub fn fingerprint(
     format!("{h:016x}")
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct Plan {
     pub stack: String,
     pub resources: Vec<ResourcePlan>,
@@ -62,7 +91,7 @@ pub struct Plan {
     pub fingerprint: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct ResourcePlan {
     pub kind: &'static str,
     pub id: String,
@@ -78,7 +107,7 @@ pub struct ResourcePlan {
 
 /// Who made the difference an update or replacement corrects. Told from the
 /// `reconciler:applied` tag: the hash of the desired fields the resource was last converged to.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     /// The spec still asks for what was last applied: the resource was changed outside it.
@@ -99,7 +128,7 @@ impl Cause {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     NoOp,
@@ -203,7 +232,7 @@ mod tests {
         let d: Vec<&Action> = p.destructive().iter().map(|r| &r.action).collect();
         assert_eq!(d.len(), 3);
         assert!(matches!(d[0], Action::Replace { .. }) && matches!(d[1], Action::Delete { .. }) && matches!(d[2], Action::Retain { .. }));
-        let text = super::render_text(&p);
+        let text = super::render_text(&p, None, Style::Plain);
         assert!(text.contains("DESTRUCTIVE: 1 replacement(s), 1 deletion(s), 1 released"), "{text}");
     }
 }

@@ -44,6 +44,10 @@ pub struct Spec {
     pub webhook: Option<Webhook>,
     #[serde(default)]
     pub api: Option<Api>,
+    /// What the monthly cost estimate in every plan assumes about traffic (prices come from
+    /// the table shipped with the reconciler).
+    #[serde(default)]
+    pub cost: CostAssumptions,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -392,4 +396,37 @@ pub struct Throttling {
     pub rate: f64,
     /// Burst capacity.
     pub burst: u32,
+}
+
+/// Traffic the monthly cost estimate assumes; resources are priced from what the plan creates
+/// or finds, traffic from these figures.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CostAssumptions {
+    /// Webhook requests a month: HTTP API requests, Cloud Map discovery calls (one per
+    /// request), SQS requests (send, receive, delete: 3 per request) and access log volume
+    /// (1 KB per request).
+    #[serde(default = "default_requests")]
+    pub requests_per_month: u64,
+    /// GB a month through the NAT gateways, all together (image pulls, calls to AWS and
+    /// Benchling).
+    #[serde(default = "default_nat_gb")]
+    pub nat_gb_per_month: f64,
+    /// GB a month the containers write to their log group.
+    #[serde(default = "default_log_gb")]
+    pub log_gb_per_month: f64,
+}
+impl Default for CostAssumptions {
+    fn default() -> Self {
+        CostAssumptions { requests_per_month: default_requests(), nat_gb_per_month: default_nat_gb(), log_gb_per_month: default_log_gb() }
+    }
+}
+fn default_requests() -> u64 {
+    1_000_000
+}
+fn default_nat_gb() -> f64 {
+    10.0
+}
+fn default_log_gb() -> f64 {
+    1.0
 }

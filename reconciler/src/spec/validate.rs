@@ -286,6 +286,15 @@ pub fn validate(spec: &Spec) -> Problems {
             err("api", "the HTTP API routes to the service through Cloud Map: it needs `service` and `discovery`".into());
         }
     }
+    let c = &spec.cost;
+    if c.requests_per_month > 1_000_000_000_000 {
+        err("cost.requests_per_month", "requests_per_month is at most 10^12".into());
+    }
+    for (name, v) in [("nat_gb_per_month", c.nat_gb_per_month), ("log_gb_per_month", c.log_gb_per_month)] {
+        if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
+            err(&format!("cost.{name}"), format!("{name} is a number of GB from 0 to 10^9, not {v}"));
+        }
+    }
     p
 }
 
