@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   the main job on the embedded default (moto, apply, no-op plan, drift, fix)
 #   make test   every test (.ci/run calls exactly this)
+#   make image  the service's container image, with podman, from the release binary
 SHELL := /bin/bash
 
 # One target directory, outside the clone when $HOME is writable, so CI and later clones
@@ -9,7 +10,7 @@ CACHE_TARGET := $(HOME)/.cache/fargate-reconciler/target
 export CARGO_TARGET_DIR ?= $(shell mkdir -p $(CACHE_TARGET) 2>/dev/null && echo $(CACHE_TARGET) || echo $(CURDIR)/target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test build moto schema bench-service fmt clippy
+.PHONY: demo test build moto schema bench-service fmt clippy image
 
 build:
 	cargo build --workspace --tests
@@ -40,3 +41,11 @@ clippy:
 # Signed /event load against the release binary (not a test; numbers go in the README).
 bench-service:
 	cargo bench -p benchling-webhook --bench webhook
+
+# FROM scratch, nothing pulled (image/build.sh, service/Containerfile): tagged
+# $(IMAGE):<crate version> and $(IMAGE):latest. Installs podman and runc when missing.
+IMAGE ?= benchling-webhook
+image:
+	cargo build --release -p benchling-webhook --locked
+	@version=$$(cargo pkgid -p benchling-webhook | sed 's/.*[@#]//'); \
+	bash image/build.sh $(CARGO_TARGET_DIR)/release/benchling-webhook service/Containerfile $(IMAGE):$$version $(IMAGE):latest
