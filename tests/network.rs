@@ -524,8 +524,10 @@ async fn run_mode_corrects_drift_while_running() {
     use std::io::{BufRead, BufReader};
     let moto = Moto::start();
     let c = ec2(&moto).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .args(["run", "specs/prod.yaml", "--interval", "0.2", "--jitter", "0"])
+        .args(["run", "specs/prod.yaml", "--interval", "0.2", "--jitter", "0", "--metrics-addr", &metrics_addr])
         .current_dir(repo_root())
         .envs(moto.env())
         .env("RECONCILER_POLL_INTERVAL", "0.05")
@@ -541,29 +543,54 @@ async fn run_mode_corrects_drift_while_running() {
     let first = next();
     assert_eq!(first["result"], "corrected", "{first}");
     assert_eq!(first["changes"].as_array().unwrap().len(), 35);
+    let created = |kind: &str| first["changes"].as_array().unwrap().iter().filter(|c| c["kind"] == kind).count();
     let second = next();
     assert_eq!(second["result"], "in_sync", "{second}");
-    // Drift while it runs.
+    // A pass that started before the drift landed may still be in sync: the correction comes in
+    // one of the next passes (10 at most here, usually the first or second).
+    let mut corrected_within = |what: &str| -> serde_json::Value {
+        for _ in 0..10 {
+            let line = next();
+            match line["result"].as_str() {
+                Some("in_sync") => continue,
+                Some("corrected") => return line,
+                _ => panic!("unexpected pass: {line}"),
+            }
+        }
+        panic!("{what} was not corrected within 10 passes");
+    };
+    // Drift while it runs: an opened port.
     let sg = security_group(&c, "sg-service").await;
     c.authorize_security_group_ingress().group_id(&sg).ip_permissions(ssh_from_anywhere()).send().await.unwrap();
-    let mut corrected = None;
-    for _ in 0..10 {
-        let line = next();
-        match line["result"].as_str() {
-            Some("in_sync") => continue,
-            Some("corrected") => {
-                corrected = Some(line);
-                break;
-            }
-            _ => panic!("unexpected pass: {line}"),
-        }
-    }
-    let corrected = corrected.expect("the drift was corrected within 10 passes");
+    let corrected = corrected_within("the opened port");
     assert_eq!(
         corrected["changes"],
         serde_json::json!([{"kind": "ec2:security-group", "id": "sg-service", "action": "update", "fields": ["ingress"], "cause": "drift"}])
     );
+    // And a changed log retention.
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&moto.sdk_config().await);
+    logs.put_retention_policy().log_group_name(format!("/ecs/{STACK}")).retention_in_days(1).send().await.unwrap();
+    let corrected = corrected_within("the changed retention");
+    assert_eq!(
+        corrected["changes"],
+        serde_json::json!([{"kind": "logs:log-group", "id": "log-container", "action": "update", "fields": ["retention_days"], "cause": "drift"}])
+    );
     assert_eq!(next()["result"], "in_sync", "corrected once, then in sync");
+
+    // The metrics show both corrections (on top of the creations of the first pass).
+    let http = reqwest::Client::new();
+    let metrics = http.get(format!("http://{metrics_addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in [
+        format!(r#"reconciler_corrections_total{{kind="ec2:security-group"}} {}"#, created("ec2:security-group") + 1),
+        format!(r#"reconciler_corrections_total{{kind="logs:log-group"}} {}"#, created("logs:log-group") + 1),
+        r#"reconciler_passes_total{result="corrected"} 3"#.to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing `{line}` in\n{metrics}");
+    }
+    assert!(metrics.contains(r#"reconciler_aws_calls_total{service="EC2",action="DescribeSecurityGroups"}"#), "{metrics}");
+    assert!(metrics.contains("reconciler_last_success_timestamp_seconds"), "{metrics}");
+    let health = http.get(format!("http://{metrics_addr}/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success(), "SIGTERM ends run with exit 0");
 }
@@ -669,7 +696,22 @@ async fn run_plan_only_reports_and_rereads_the_spec_each_pass() {
     std::fs::write(&spec, &original).unwrap();
     let plan = reconciler(&moto, &["plan", spec_arg, "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "{plan}");
-    assert!(plan.stdout.contains("sg-service"), "{plan}");
+    assert!(plan.stdout.contains("sg-service") && plan.stdout.contains("drift: changed outside the spec"), "{plan}");
+
+    // Corrected with JSON logs: one event per corrected field, with before and after.
+    let run = reconciler(&moto, &["apply", spec_arg, "--auto-approve", "--log-format", "json"]);
+    assert_eq!(run.code, 0, "{run}");
+    let events: Vec<serde_json::Value> =
+        run.stderr.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let correction = events
+        .iter()
+        .find(|e| e["event"] == "correction" && e["resource"] == "sg-service")
+        .unwrap_or_else(|| panic!("no correction event for sg-service in\n{}", run.stderr));
+    assert_eq!((correction["kind"].as_str(), correction["field"].as_str()), (Some("ec2:security-group"), Some("ingress")));
+    assert!(correction["before"].as_str().unwrap().contains("tcp 22 0.0.0.0/0"), "{correction}");
+    assert!(!correction["after"].as_str().unwrap().contains("tcp 22 0.0.0.0/0"), "{correction}");
+    assert!(events.iter().any(|e| e["message"].as_str().is_some_and(|m| m.starts_with("updated ec2:security-group sg-service"))), "{}", run.stderr);
+    assert_eq!(reconciler(&moto, &["plan", spec_arg, "--detailed-exitcode"]).code, 0);
 }
 
 /// With `lock:` in the spec, a live lease held by someone else stops apply before it touches

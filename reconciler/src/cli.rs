@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Progress and corrections on stderr as text lines, or as JSON events (one per line; one
+    /// event per corrected field, with before and after).
+    #[arg(long, global = true, value_enum, default_value_t = crate::log::LogFormat::Text, env = "RECONCILER_LOG_FORMAT")]
+    log_format: crate::log::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -89,6 +93,10 @@ enum Command {
         /// Detect and report drift; change nothing (the plan policy suffices).
         #[arg(long)]
         plan_only: bool,
+        /// Serve Prometheus metrics on `/metrics` and a liveness check on `/healthz` at this
+        /// address (e.g. 127.0.0.1:9464).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<String>,
         /// Random spread of the interval, as a fraction (0.1 = ±10%).
         #[arg(long, default_value_t = 0.1)]
         jitter: f64,
@@ -239,6 +247,7 @@ pub(crate) fn parse_interval(text: &str) -> Result<f64, String> {
 
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::log::init(cli.log_format);
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -302,7 +311,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             release(lock).await?;
             result.map(|outcome| outcome.exit_code(detailed_exitcode))
         }
-        Command::Run { file, interval, plan_only, jitter, iterations, allow_destructive, aws } => {
+        Command::Run { file, interval, plan_only, metrics_addr, jitter, iterations, allow_destructive, aws } => {
+            if let Some(addr) = &metrics_addr {
+                let bound = crate::metrics::serve(addr).await?;
+                eprintln!("metrics on http://{bound}/metrics, liveness on http://{bound}/healthz");
+            }
             let mode = match (plan_only, allow_destructive) {
                 (true, _) => crate::run::Mode::PlanOnly,
                 (false, true) => crate::run::Mode::Apply(engine::Destructive::Allow),

@@ -14,7 +14,7 @@ pub const IAM_READS: &[&str] = &["ec2:DescribeAvailabilityZones", "ec2:DescribeV
 
 impl crate::engine::Service for aws_sdk_sts::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_sts::Client::new(conf)
+        aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build())
     }
 }
 

@@ -7,6 +7,8 @@ pub mod cli;
 pub mod desired;
 pub mod engine;
 pub mod facts;
+pub mod log;
+pub mod metrics;
 pub mod outputs;
 pub mod plan;
 pub mod resources;

@@ -89,6 +89,7 @@ pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations:
             };
             // Held per iteration, so a person can apply between iterations.
             let lock = s.lock().await?;
+            crate::metrics::global().lock_held(lock.is_some());
             let result = async {
                 let (state, observed, plan) = s.plan().await?;
                 if plan.has_changes() {
@@ -102,6 +103,7 @@ pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations:
             }
             .await;
             if let Some(l) = lock {
+                crate::metrics::global().lock_held(false);
                 l.release().await?;
             }
             result
@@ -115,6 +117,7 @@ pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations:
         if s.ctx.stop.requested().is_some() {
             line["result"] = "stopped".into();
         }
+        record(&line, &outcome, started.elapsed());
         println!("{line}");
         if let Some(why) = s.ctx.stop.requested() {
             // The lock was released above; a signal is a normal way to stop, a lost lease is not.
@@ -144,6 +147,28 @@ pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations:
             }
         }
     }
+}
+
+/// The pass in the metrics: its result and duration, what differed, what was applied.
+fn record(line: &Value, outcome: &anyhow::Result<(Plan, bool, Vec<String>)>, took: Duration) {
+    let m = crate::metrics::global();
+    let result = line["result"].as_str().unwrap_or("error");
+    let (drifted, corrected): (Vec<&str>, Vec<&str>) = match outcome {
+        Ok((plan, applied, held)) => {
+            let changing: Vec<&crate::plan::ResourcePlan> = plan.resources.iter().filter(|r| r.action != Action::NoOp).collect();
+            let done = changing
+                .iter()
+                .filter(|r| *applied && !held.iter().any(|h| h.starts_with(&format!("{} {}:", r.kind, r.id))))
+                .map(|r| r.kind)
+                .collect();
+            (changing.iter().map(|r| r.kind).collect(), done)
+        }
+        Err(_) => {
+            m.error("pass");
+            (vec![], vec![])
+        }
+    };
+    m.pass(result, took.as_secs_f64(), &drifted, &corrected);
 }
 
 #[cfg(test)]

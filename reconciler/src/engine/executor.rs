@@ -280,7 +280,7 @@ pub enum Destructive {
 }
 
 fn progress(msg: &str) {
-    eprintln!("  {msg}");
+    crate::log::progress(msg);
 }
 
 /// Converges live state to `desired`. `plan` must have been computed from the same inputs;
@@ -412,6 +412,9 @@ pub async fn apply(
             }
             Ok(Outcome::Updated(fields, identity)) => {
                 progress(&format!("updated {} {} ({}) in {:.1?}", d.kind, d.id, fields.join(", "), started.elapsed()));
+                if let Some(r) = plan.resources.iter().find(|r| r.kind == d.kind && r.id == d.id) {
+                    crate::log::correction(d.kind, &d.id, &r.changes);
+                }
                 report.updated += 1;
                 if let Some(identity) = identity {
                     ids.insert(d.id.clone(), identity);
@@ -423,6 +426,7 @@ pub async fn apply(
             }
             Err(e) => {
                 progress(&format!("FAILED {} {}: {e:#}", d.kind, d.id));
+                crate::metrics::global().error(d.kind);
                 failed.insert(d.id.clone(), format!("{e:#}"));
             }
         }

@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 impl super::Service for aws_sdk_s3::Client {
     /// Path-style addressing against an emulator (`AWS_ENDPOINT_URL` on localhost).
     fn connect(conf: &aws_config::SdkConfig, emulated: bool) -> Self {
-        aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(conf).force_path_style(emulated).build())
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(conf).force_path_style(emulated).interceptor(crate::metrics::CallCounter).build(),
+        )
     }
 }
 

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 impl Service for aws_sdk_ec2::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_ec2::Client::new(conf)
+        aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build())
     }
 }
 

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 impl Service for aws_sdk_ecs::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_ecs::Client::new(conf)
+        aws_sdk_ecs::Client::from_conf(aws_sdk_ecs::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build())
     }
 }
 

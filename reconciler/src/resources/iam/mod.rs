@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 impl Service for aws_sdk_iam::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_iam::Client::new(conf)
+        aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build())
     }
 }
 

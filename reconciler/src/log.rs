@@ -1,0 +1,56 @@
+//! `--log-format text|json`. Text: the progress lines on stderr, as a person reads them. JSON:
+//! the same lines as `tracing` events (one JSON object per line on stderr), plus one event per
+//! corrected field with the resource, the field, and the values before and after (values are
+//! the spec's: secrets appear only as the references the spec holds).
+
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the format for the whole process (once, at start).
+pub fn init(format: LogFormat) {
+    if format == LogFormat::Json && !JSON.swap(true, Ordering::SeqCst) {
+        tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_writer(std::io::stderr).init();
+    }
+}
+
+fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// A progress line (created, updated, deleting, waiting ...).
+pub fn progress(msg: &str) {
+    if json() {
+        tracing::info!(target: "reconciler", "{msg}");
+    } else {
+        eprintln!("  {msg}");
+    }
+}
+
+/// One event per field a correction changed (JSON only: the text form is the progress line).
+pub fn correction(kind: &str, id: &str, changes: &[crate::engine::FieldChange]) {
+    if !json() {
+        return;
+    }
+    let show = |v: Option<&Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "null".into());
+    for c in changes {
+        tracing::info!(
+            target: "reconciler",
+            event = "correction",
+            kind,
+            resource = id,
+            field = c.field.as_str(),
+            before = show(c.before.as_ref()),
+            after = show(Some(&c.after)),
+            "corrected {kind} {id} {}",
+            c.field
+        );
+    }
+}
