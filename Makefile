@@ -46,6 +46,8 @@ bench-service:
 # $(IMAGE):<crate version> and $(IMAGE):latest. Installs podman and runc when missing.
 IMAGE ?= benchling-webhook
 image:
-	cargo build --release -p benchling-webhook --locked
+	cargo build --release -p benchling-webhook -p reconciler --locked
 	@version=$$(cargo pkgid -p benchling-webhook | sed 's/.*[@#]//'); \
 	bash image/build.sh $(CARGO_TARGET_DIR)/release/benchling-webhook service/Containerfile $(IMAGE):$$version $(IMAGE):latest
+	@version=$$(cargo pkgid -p reconciler | sed 's/.*[@#]//'); \
+	bash image/build.sh $(CARGO_TARGET_DIR)/release/reconciler reconciler/Containerfile reconciler:$$version reconciler:latest

@@ -62,12 +62,18 @@ struct Image {
 
 impl Image {
     fn build(test: &str) -> Image {
-        let tag = format!("localhost/benchling-webhook-test:{test}-{}", std::process::id());
+        Self::build_from(test, std::path::Path::new(env!("CARGO_BIN_EXE_benchling-webhook")), "service/Containerfile", "benchling-webhook")
+    }
+
+    /// `binary` packed with `containerfile` (relative to the repository) by image/build.sh.
+    fn build_from(test: &str, binary: &std::path::Path, containerfile: &str, name: &str) -> Image {
+        assert!(binary.exists(), "{} is not built (cargo build --workspace --tests builds it)", binary.display());
+        let tag = format!("localhost/{name}-test:{test}-{}", std::process::id());
         let image = Image { tag };
         let out = Command::new("bash")
             .arg(repo_root().join("image/build.sh"))
-            .arg(env!("CARGO_BIN_EXE_benchling-webhook"))
-            .arg(repo_root().join("service/Containerfile"))
+            .arg(binary)
+            .arg(repo_root().join(containerfile))
             .arg(&image.tag)
             .output()
             .expect("run image/build.sh");
@@ -342,25 +348,79 @@ async fn the_image_becomes_ready_and_acknowledges_a_signed_webhook() {
     assert_eq!(received.messages().len(), 1, "the acknowledged event is in the queue");
 }
 
-/// `service/Dockerfile` (for a normal Docker) and `service/Containerfile` (`make image`) build
-/// the same image: both runtime stages are FROM scratch with the root filesystem
-/// image/rootfs.sh stages, and the same lines after that COPY. Needs no podman.
+/// The reconciler's image (what the `drift_correction` task runs): user 1000, and it runs on a
+/// read-only root with no network to validate a spec and print the policy it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_image_runs_unprivileged_on_a_read_only_root() {
+    const TEST: &str = "reconciler";
+    if !podman_available(TEST) {
+        return;
+    }
+    // The workspace's debug build puts both binaries in the same directory.
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_benchling-webhook")).with_file_name("reconciler");
+    let image = Image::build_from(TEST, &binary, "reconciler/Containerfile", "reconciler");
+    let config = image.inspect("Config");
+    assert_eq!(config["User"], "1000:1000", "{config}");
+    assert_eq!(config["Entrypoint"], json!(["/reconciler"]), "{config}");
+    let specs = format!("{}:/specs:ro", repo_root().join("specs").display());
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "run",
+            "--rm",
+            "--runtime",
+            "runc",
+            "--cgroup-manager=cgroupfs",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--read-only",
+            "--network",
+            "none",
+            "--volume",
+            &specs,
+            &image.tag,
+        ];
+        all.extend_from_slice(args);
+        podman_output(&all)
+    };
+    let out = run(&["validate", "/specs/prod.yaml"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid (stack `benchling-webhook`"), "{}", describe(&out));
+    let out = run(&["policy", "/specs/prod.yaml", "--for", "plan"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let policy: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(&out)));
+    assert_eq!(policy["Version"], "2012-10-17");
+    let out = run(&["validate", "/specs/missing.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "a missing spec is an error: {}", describe(&out));
+}
+
+/// `reconciler/Dockerfile` and `reconciler/Containerfile` build the same runtime image.
 #[test]
-fn the_dockerfile_builds_what_make_image_builds() {
+fn the_reconciler_dockerfile_builds_what_make_image_builds() {
+    same_runtime_stage("reconciler/Dockerfile", "reconciler/Containerfile", "bash image/rootfs.sh target/release/reconciler /rootfs");
+}
+
+fn same_runtime_stage(dockerfile: &str, containerfile: &str, staging: &str) {
     let instructions = |file: &str| -> Vec<String> {
         let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
         let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
         let last_from = lines.iter().rposition(|l| l.starts_with("FROM ")).unwrap();
         lines[last_from..].to_vec()
     };
-    let docker = instructions("service/Dockerfile");
-    let podman = instructions("service/Containerfile");
+    let docker = instructions(dockerfile);
+    let podman = instructions(containerfile);
     assert_eq!(docker[..2], ["FROM scratch", "COPY --from=build /rootfs/ /"]);
     assert_eq!(podman[..2], ["FROM scratch", "COPY rootfs/ /"]);
     assert_eq!(docker[2..], podman[2..], "the runtime stages differ");
-    let dockerfile = std::fs::read_to_string(repo_root().join("service/Dockerfile")).unwrap();
-    assert!(
-        dockerfile.contains("bash image/rootfs.sh target/release/benchling-webhook /rootfs"),
-        "the build stage stages the root filesystem"
-    );
+    let text = std::fs::read_to_string(repo_root().join(dockerfile)).unwrap();
+    assert!(text.contains(staging), "the build stage stages the root filesystem");
+}
+
+/// `service/Dockerfile` (for a normal Docker) and `service/Containerfile` (`make image`) build
+/// the same image: both runtime stages are FROM scratch with the root filesystem
+/// image/rootfs.sh stages, and the same lines after that COPY. Needs no podman.
+#[test]
+fn the_dockerfile_builds_what_make_image_builds() {
+    same_runtime_stage("service/Dockerfile", "service/Containerfile", "bash image/rootfs.sh target/release/benchling-webhook /rootfs");
 }

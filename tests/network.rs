@@ -710,7 +710,11 @@ async fn run_plan_only_reports_and_rereads_the_spec_each_pass() {
     assert_eq!((correction["kind"].as_str(), correction["field"].as_str()), (Some("ec2:security-group"), Some("ingress")));
     assert!(correction["before"].as_str().unwrap().contains("tcp 22 0.0.0.0/0"), "{correction}");
     assert!(!correction["after"].as_str().unwrap().contains("tcp 22 0.0.0.0/0"), "{correction}");
-    assert!(events.iter().any(|e| e["message"].as_str().is_some_and(|m| m.starts_with("updated ec2:security-group sg-service"))), "{}", run.stderr);
+    assert!(
+        events.iter().any(|e| e["message"].as_str().is_some_and(|m| m.starts_with("updated ec2:security-group sg-service"))),
+        "{}",
+        run.stderr
+    );
     assert_eq!(reconciler(&moto, &["plan", spec_arg, "--detailed-exitcode"]).code, 0);
 }
 

@@ -71,7 +71,11 @@ impl Metrics {
         registry.register("errors", "Failures, by resource kind (`pass` for a pass that failed before any resource)", m.errors.clone());
         registry.register("aws_calls", "AWS API calls (attempts), by service and action", m.calls.clone());
         registry.register("aws_throttles", "AWS API calls answered with throttling, by service and action", m.throttles.clone());
-        registry.register("last_success_timestamp_seconds", "When the last pass without error ended (unix seconds)", m.last_success.clone());
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When the last pass without error ended (unix seconds)",
+            m.last_success.clone(),
+        );
         registry.register("lock_held", "1 while this process holds the stack lock", m.lock_held.clone());
         Metrics { registry, ..m }
     }
@@ -154,9 +158,8 @@ impl Intercept for CallCounter {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let (service, action) = cfg.load::<Metadata>().map(|m| (m.service().to_string(), m.name().to_string())).unwrap_or_default();
-        let throttled = context.response().is_some_and(|r| {
-            is_throttle(r.status().as_u16(), r.headers().get("x-amzn-errortype"), r.body().bytes())
-        });
+        let throttled =
+            context.response().is_some_and(|r| is_throttle(r.status().as_u16(), r.headers().get("x-amzn-errortype"), r.body().bytes()));
         global().call(&service, &action, throttled);
         Ok(())
     }
@@ -170,7 +173,9 @@ pub async fn serve(addr: &str) -> anyhow::Result<std::net::SocketAddr> {
     let app = axum::Router::new()
         .route(
             "/metrics",
-            get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], global().encode()) }),
+            get(|| async {
+                ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], global().encode())
+            }),
         )
         .route("/healthz", get(|| async { "ok\n" }));
     tokio::spawn(async move {

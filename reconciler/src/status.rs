@@ -75,8 +75,7 @@ pub fn of(plan: &Plan, observed: &[Observed]) -> StackStatus {
             ResourceStatus { kind: r.kind, id: r.id.clone(), physical_id: r.physical_id.clone(), conditions: vec![ready, synced, drifted] }
         })
         .collect();
-    let healthy =
-        resources.iter().all(|r| r.conditions.iter().filter(|c| c.kind != "Drifted").all(|c| c.status == "True"));
+    let healthy = resources.iter().all(|r| r.conditions.iter().filter(|c| c.kind != "Drifted").all(|c| c.status == "True"));
     StackStatus { stack: plan.stack.clone(), healthy, resources }
 }
 
@@ -141,7 +140,8 @@ mod tests {
             live("slow", Status::Pending("PENDING".into())),
         ];
         let s = of(&plan, &observed);
-        let get = |id: &str, k: &str| s.resources.iter().find(|r| r.id == id).unwrap().conditions.iter().find(|c| c.kind == k).unwrap().clone();
+        let get =
+            |id: &str, k: &str| s.resources.iter().find(|r| r.id == id).unwrap().conditions.iter().find(|c| c.kind == k).unwrap().clone();
         assert_eq!((get("ok", "Ready").status, get("ok", "Synced").status, get("ok", "Drifted").status), ("True", "True", "False"));
         let d = get("drifted", "Drifted");
         assert_eq!((d.status, d.reason.as_str()), ("True", "ChangedOutsideSpec"));

@@ -31,7 +31,8 @@ pub fn applied_hash(fields: &serde_json::Map<String, Value>) -> String {
 /// told apart. `Unknown` where either side has none (an untaggable kind, or a resource last
 /// converged by a version without the tag).
 pub fn attribution(desired: &serde_json::Map<String, Value>, live: &serde_json::Map<String, Value>) -> crate::plan::Cause {
-    let applied = |f: &serde_json::Map<String, Value>| f.get("tags").and_then(|t| t.get(APPLIED_TAG)).and_then(Value::as_str).map(str::to_string);
+    let applied =
+        |f: &serde_json::Map<String, Value>| f.get("tags").and_then(|t| t.get(APPLIED_TAG)).and_then(Value::as_str).map(str::to_string);
     match (applied(desired), applied(live)) {
         (Some(want), Some(have)) if want == have => crate::plan::Cause::Drift,
         (Some(_), Some(_)) => crate::plan::Cause::SpecChanged,

@@ -34,7 +34,9 @@ use std::collections::HashMap;
 
 impl Service for aws_sdk_apigatewayv2::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_apigatewayv2::Client::from_conf(aws_sdk_apigatewayv2::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build())
+        aws_sdk_apigatewayv2::Client::from_conf(
+            aws_sdk_apigatewayv2::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build(),
+        )
     }
 }
 

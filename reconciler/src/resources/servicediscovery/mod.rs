@@ -25,7 +25,9 @@ use std::collections::{BTreeMap, HashMap};
 
 impl Service for aws_sdk_servicediscovery::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_servicediscovery::Client::from_conf(aws_sdk_servicediscovery::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build())
+        aws_sdk_servicediscovery::Client::from_conf(
+            aws_sdk_servicediscovery::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build(),
+        )
     }
 }
 
