@@ -94,6 +94,11 @@ impl Drop for Image {
     }
 }
 
+/// `podman run` options that run a container as ECS runs the task: read-only root (see the
+/// README's "The container image" for why runc, cgroupfs and these limits).
+const RUN_AS_ECS: [&str; 8] =
+    ["--runtime", "runc", "--cgroup-manager=cgroupfs", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--read-only"];
+
 /// A detached container, run as ECS runs the task (see the README's "The container image" for
 /// why runc, cgroupfs and these limits); removed on drop.
 struct Container {
@@ -104,20 +109,8 @@ impl Container {
     fn run(image: &Image, test: &str, options: &[&str], command: &[&str]) -> Container {
         let name = format!("benchling-webhook-test-{test}-{}", std::process::id());
         let container = Container { name };
-        let mut args = vec![
-            "run",
-            "--detach",
-            "--name",
-            &container.name,
-            "--runtime",
-            "runc",
-            "--cgroup-manager=cgroupfs",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--read-only",
-        ];
+        let mut args = vec!["run", "--detach", "--name", &container.name];
+        args.extend_from_slice(&RUN_AS_ECS);
         args.extend_from_slice(options);
         args.push(&image.tag);
         args.extend_from_slice(command);
@@ -364,23 +357,9 @@ async fn the_reconciler_image_runs_unprivileged_on_a_read_only_root() {
     assert_eq!(config["Entrypoint"], json!(["/reconciler"]), "{config}");
     let specs = format!("{}:/specs:ro", repo_root().join("specs").display());
     let run = |args: &[&str]| {
-        let mut all = vec![
-            "run",
-            "--rm",
-            "--runtime",
-            "runc",
-            "--cgroup-manager=cgroupfs",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--read-only",
-            "--network",
-            "none",
-            "--volume",
-            &specs,
-            &image.tag,
-        ];
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(&RUN_AS_ECS);
+        all.extend_from_slice(&["--network", "none", "--volume", &specs, &image.tag]);
         all.extend_from_slice(args);
         podman_output(&all)
     };

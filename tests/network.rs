@@ -514,20 +514,13 @@ async fn a_saved_plan_is_applied_only_while_nothing_changed() {
     assert_eq!(reconciler(&moto, &["apply", "specs/prod.yaml", "--plan", first]).code, 1);
 }
 
-/// `run` converges, reports in_sync, notices drift made while it runs, corrects it, and
-/// says what it changed: one JSON line per iteration. Synchronised on the status lines, not on
-/// timing: the drift is made after an in_sync line, and the passes that follow may be in_sync
-/// (they ran before the drift landed) until one corrects it; a pass that corrects anything
-/// else, or no correction within 10 passes, fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_mode_corrects_drift_while_running() {
+/// `reconciler run ARGS --jitter 0` against moto, and a reader of its JSON status lines.
+fn spawn_run(moto: &Moto, args: &[&str]) -> (std::process::Child, impl FnMut() -> serde_json::Value) {
     use std::io::{BufRead, BufReader};
-    let moto = Moto::start();
-    let c = ec2(&moto).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let metrics_addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .args(["run", "specs/prod.yaml", "--interval", "0.2", "--jitter", "0", "--metrics-addr", &metrics_addr])
+        .arg("run")
+        .args(args)
+        .args(["--jitter", "0"])
         .current_dir(repo_root())
         .envs(moto.env())
         .env("RECONCILER_POLL_INTERVAL", "0.05")
@@ -539,7 +532,22 @@ async fn run_mode_corrects_drift_while_running() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = || -> serde_json::Value { serde_json::from_str(&lines.next().expect("a status line").unwrap()).unwrap() };
+    let next = move || -> serde_json::Value { serde_json::from_str(&lines.next().expect("a status line").unwrap()).unwrap() };
+    (child, next)
+}
+
+/// `run` converges, reports in_sync, notices drift made while it runs, corrects it, and
+/// says what it changed: one JSON line per iteration. Synchronised on the status lines, not on
+/// timing: the drift is made after an in_sync line, and the passes that follow may be in_sync
+/// (they ran before the drift landed) until one corrects it; a pass that corrects anything
+/// else, or no correction within 10 passes, fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_mode_corrects_drift_while_running() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let (mut child, mut next) = spawn_run(&moto, &["specs/prod.yaml", "--interval", "0.2", "--metrics-addr", &metrics_addr]);
     let first = next();
     assert_eq!(first["result"], "corrected", "{first}");
     assert_eq!(first["changes"].as_array().unwrap().len(), 35);
@@ -601,7 +609,6 @@ async fn run_mode_corrects_drift_while_running() {
 /// next pass. Synchronised on the status lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_plan_only_reports_and_rereads_the_spec_each_pass() {
-    use std::io::{BufRead, BufReader};
     let moto = Moto::start();
     let c = ec2(&moto).await;
     let dir = std::env::temp_dir().join(format!("rerun-{}", moto.port));
@@ -631,20 +638,7 @@ async fn run_plan_only_reports_and_rereads_the_spec_each_pass() {
         assert_eq!(statuses, ["True", "True", "False"], "Ready, Synced, not Drifted: {r}");
     }
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .args(["run", spec_arg, "--plan-only", "--interval", "200ms", "--jitter", "0"])
-        .current_dir(repo_root())
-        .envs(moto.env())
-        .env("RECONCILER_POLL_INTERVAL", "0.05")
-        .env("RECONCILER_MAX_ATTEMPTS", "1")
-        .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = || -> serde_json::Value { serde_json::from_str(&lines.next().expect("a status line").unwrap()).unwrap() };
+    let (mut child, mut next) = spawn_run(&moto, &[spec_arg, "--plan-only", "--interval", "200ms"]);
     let mut wait_for = |want: &str, what: &str| -> serde_json::Value {
         for _ in 0..20 {
             let line = next();
