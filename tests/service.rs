@@ -41,7 +41,7 @@ enum Setup {
     VerificationOff,
     NoSecret,
     BrokenQueue,
-    /// SQS, but every send takes 0.8 s (a retry arrives while the first is in flight).
+    /// SQS, but every send takes 2 s longer (a retry arrives while the first is in flight).
     SlowQueue,
 }
 
@@ -93,7 +93,7 @@ async fn start(setup: Setup) -> Service {
     .unwrap();
     let sqs_queue = SqsQueue::new(sqs.clone(), used_queue.clone(), 32, Duration::from_secs(10));
     let queue: Arc<dyn service::queue::Queue> = match setup {
-        Setup::SlowQueue => Arc::new(Delayed(sqs_queue, Duration::from_millis(800))),
+        Setup::SlowQueue => Arc::new(Delayed(sqs_queue, Duration::from_secs(2))),
         _ => Arc::new(sqs_queue),
     };
     let state = AppState::new(config, queue);
@@ -368,7 +368,8 @@ async fn an_event_the_queue_refuses_is_not_acknowledged_and_can_be_retried() {
 
 /// Benchling retries a webhook while the first delivery is still being queued (API Gateway
 /// timed out on it): the retry gets 503 with Retry-After, not 401; once the first is
-/// queued, a further retry gets 200 and the event is queued once.
+/// queued, a further retry gets 200 and the event is queued once. A request whose caller hung
+/// up leaves nothing reserved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_while_the_first_is_in_flight_gets_503_then_200() {
     let s = Arc::new(start(Setup::SlowQueue).await);
@@ -377,7 +378,8 @@ async fn a_retry_while_the_first_is_in_flight_gets_503_then_200() {
         let (s, body) = (s.clone(), body.clone());
         tokio::spawn(async move { s.post_signed("/event", "msg_r", &body).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Well inside the first request's 2 s send, even on a loaded machine.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let ts = now();
     let headers = [
         ("webhook-id", "msg_r".to_string()),
@@ -396,6 +398,24 @@ async fn a_retry_while_the_first_is_in_flight_gets_503_then_200() {
     let (st, v) = s.post_signed("/event", "msg_r", &body).await;
     assert_eq!((st, v["status"].as_str()), (200, Some("already acknowledged")), "{v}");
     assert_eq!(s.queued().await, 1);
+
+    // A caller that hangs up mid-send (API Gateway timing out) leaves no reservation behind:
+    // Benchling's retry is taken afresh, not answered 503 until the id is forgotten.
+    let ts = now();
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let cut = impatient
+        .post(format!("{}/event", s.url))
+        .header("webhook-id", "msg_c")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", s.signer.sign("msg_c", ts, body.as_bytes()))
+        .body(body.clone())
+        .send()
+        .await;
+    assert!(cut.is_err(), "the caller gave up: {cut:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (st, v) = s.post_signed("/event", "msg_c", &body).await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("queued")), "{v}");
+    assert_eq!(s.queued().await, 2, "the cut-off request queued nothing; its retry did");
 }
 
 /// A SendMessage that hangs (here: an endpoint that accepts connections and never answers)

@@ -223,6 +223,31 @@ fn admitted(config: &Config, headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
+/// A webhook-id reserved in the replay guard: acknowledged explicitly, released on drop
+/// otherwise.
+struct Reservation<'a> {
+    state: &'a AppState,
+    id: &'a str,
+    held: bool,
+}
+
+impl Reservation<'_> {
+    fn acknowledge(&self) {
+        if self.held {
+            self.state.replay.acknowledge(self.id);
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        // Acknowledged ids are kept (release only forgets ids still in flight).
+        if self.held {
+            self.state.replay.release_in_flight(self.id);
+        }
+    }
+}
+
 /// What verification decided about a request's webhook-id.
 enum Admission {
     /// First time seen (reserved if `reserved`): queue it.
@@ -273,25 +298,17 @@ async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: By
             return error(status, r);
         }
     };
-    let release = |s: &AppState| {
-        if reserved {
-            s.replay.release(&webhook_id)
-        }
-    };
-    let acknowledge = |s: &AppState| {
-        if reserved {
-            s.replay.acknowledge(&webhook_id)
-        }
-    };
+    // Released on every way out that is not an acknowledgement: an error answer, a panic, or
+    // the request being dropped (the caller or API Gateway hung up mid-send), so that a retry
+    // is never stuck behind an in-flight reservation nobody will finish.
+    let reservation = Reservation { state: &s, id: &webhook_id, held: reserved };
 
     let payload: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
-            release(&s);
             return error(StatusCode::BAD_REQUEST, "body must be a JSON object");
         }
         Err(e) => {
-            release(&s);
             return error(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}"));
         }
     };
@@ -302,7 +319,6 @@ async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: By
         Channel::Event if PACKAGED_EVENTS.contains(&event_type.as_str()) => match message["resourceId"].as_str() {
             Some(id) => Some(id.to_string()),
             None => {
-                release(&s);
                 return error(StatusCode::BAD_REQUEST, "message.resourceId is missing");
             }
         },
@@ -310,7 +326,7 @@ async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: By
         _ => None,
     };
     let Some(entry_id) = entry else {
-        acknowledge(&s);
+        reservation.acknowledge();
         tracing::info!(channel = channel.name(), webhook_id, event_type, "acknowledged, nothing to do");
         return Json(json!({"status": "acknowledged", "webhook_id": webhook_id})).into_response();
     };
@@ -326,12 +342,11 @@ async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: By
     });
     match s.queue.send(&entry_id, &webhook_id, job.to_string()).await {
         Ok(()) => {
-            acknowledge(&s);
+            reservation.acknowledge();
             tracing::info!(channel = channel.name(), webhook_id, event_type, entry_id, ms = started.elapsed().as_millis() as u64, "queued");
             Json(json!({"status": "queued", "webhook_id": webhook_id, "entry_id": entry_id})).into_response()
         }
         Err(e) => {
-            release(&s);
             tracing::error!(channel = channel.name(), webhook_id, error = %e, "queue refused the event; answering 503 so Benchling retries");
             error(StatusCode::SERVICE_UNAVAILABLE, "event could not be queued; retry later")
         }
@@ -349,7 +364,7 @@ fn canvas_entry(message: &Value) -> Option<String> {
 /// else a hash of its content (two different events never share it; a resent one does).
 fn unverified_id(headers: &HeaderMap, body: &[u8]) -> String {
     let given = headers.get("webhook-id").and_then(|v| v.to_str().ok()).map(str::trim);
-    match given.filter(|id| !id.is_empty() && id.len() <= verify::MAX_ID) {
+    match given.filter(|id| !id.is_empty() && id.len() <= verify::MAX_ID && id.bytes().all(|b| b.is_ascii_graphic())) {
         Some(id) => id.to_string(),
         None => {
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);

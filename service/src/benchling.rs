@@ -117,7 +117,8 @@ impl Benchling {
                 "the export is {size} bytes, over EXPORT_MAX_BYTES ({max_bytes}); raise EXPORT_MAX_BYTES if the export is genuine"
             ))
         };
-        let mut resp = self.http.get(url).timeout(DOWNLOAD_TIMEOUT).send().await.map_err(|e| format!("downloading export: {e}"))?;
+        let mut resp =
+            self.http.get(url).timeout(DOWNLOAD_TIMEOUT).send().await.map_err(|e| format!("downloading export: {}", e.without_url()))?;
         if !resp.status().is_success() {
             return Err(format!("downloading export: HTTP {}", resp.status()).into());
         }
@@ -135,7 +136,7 @@ impl Benchling {
             let chunk = match tokio::time::timeout(DOWNLOAD_STALL, resp.chunk()).await {
                 Ok(Ok(Some(chunk))) => chunk,
                 Ok(Ok(None)) => break,
-                Ok(Err(e)) => return Err(format!("downloading export: {e}").into()),
+                Ok(Err(e)) => return Err(format!("downloading export: {}", e.without_url()).into()),
                 Err(_) => return Err(format!("downloading export: no data for {DOWNLOAD_STALL:?}").into()),
             };
             written += chunk.len() as u64;

@@ -71,9 +71,14 @@ impl Config {
             None => axum::http::HeaderName::from_static(DEFAULT_CLIENT_IP_HEADER),
         };
         let sqs_send_timeout = match get("SQS_SEND_TIMEOUT_MS") {
-            Some(v) => std::time::Duration::from_millis(
-                v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("SQS_SEND_TIMEOUT_MS must be milliseconds, not `{v}`"))?,
-            ),
+            Some(v) => std::time::Duration::from_millis(v.parse().ok().filter(|n| (1..=MAX_SQS_SEND_TIMEOUT_MS).contains(n)).ok_or_else(
+                || {
+                    format!(
+                        "SQS_SEND_TIMEOUT_MS must be 1 to {MAX_SQS_SEND_TIMEOUT_MS} milliseconds, not `{v}`: past 25 s API Gateway's 30 s \
+                         timeout answers first (a 504 whose outcome is unknown), and the replay window's arithmetic (verify.rs) no longer holds"
+                    )
+                },
+            )?),
             None => DEFAULT_SQS_SEND_TIMEOUT,
         };
         Ok(Config {
@@ -106,6 +111,8 @@ impl Config {
 
 /// The header the stack's API Gateway integration overwrites with the caller's address.
 pub const DEFAULT_CLIENT_IP_HEADER: &str = "x-webhook-source-ip";
+/// The most `SQS_SEND_TIMEOUT_MS` may be: well under API Gateway's 30 s.
+pub const MAX_SQS_SEND_TIMEOUT_MS: u64 = 25_000;
 /// A third of API Gateway's 30 s integration timeout.
 pub const DEFAULT_SQS_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -227,6 +234,8 @@ mod tests {
         assert_eq!(c.client_ip_header.as_str(), "x-real-client");
         assert!(Config::from_lookup(|k| (k == "WEBHOOK_CLIENT_IP_HEADER").then(|| "bad header".to_string())).is_err());
         assert!(Config::from_lookup(|k| (k == "SQS_SEND_TIMEOUT_MS").then(|| "0".to_string())).is_err());
+        let e = Config::from_lookup(|k| (k == "SQS_SEND_TIMEOUT_MS").then(|| "30000".to_string())).unwrap_err();
+        assert!(e.contains("1 to 25000") && e.contains("API Gateway"), "{e}");
     }
 
     #[test]

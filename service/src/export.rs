@@ -154,7 +154,7 @@ fn open(path: &Path, limits: &ExportLimits) -> Result<zip::ZipArchive<std::fs::F
     };
     let max = limits.max_files as u64;
     if central_headers_at_most(&mut std::io::BufReader::new(&mut file), max).map_err(unreadable)? > max {
-        return Err(too_many(format!("more than {max}")));
+        return Err(too_many(format!("possibly more than {max} (central directory headers counted)")));
     }
     file.rewind().map_err(unreadable)?;
     let archive = zip::ZipArchive::new(file).map_err(zip_error)?;

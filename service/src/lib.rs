@@ -105,7 +105,9 @@ pub async fn run_worker(
     let w = Arc::new(worker::Worker {
         benchling: benchling::Benchling::new(http_client(), &secret, cfg.benchling_base_url.as_deref()),
         cfg,
-        sqs: aws_sdk_sqs::Client::new(&aws),
+        // Above the 20 s long poll, so that a hung call (a receive, or the heartbeat's
+        // ChangeMessageVisibility) gives up instead of stalling the worker.
+        sqs: queue::sqs_client_with(&aws, std::time::Duration::from_secs(60), std::time::Duration::from_secs(30)),
         s3: s3_client(&aws),
         secret: (*secret).clone(),
     });

@@ -33,8 +33,13 @@ impl SqsQueue {
 
 /// An SQS client whose calls give up after `timeout` in all (a third of it per attempt).
 pub fn sqs_client(aws: &aws_config::SdkConfig, timeout: Duration) -> aws_sdk_sqs::Client {
+    sqs_client_with(aws, timeout, timeout / 3)
+}
+
+/// An SQS client whose calls give up after `operation` in all and `attempt` per attempt.
+pub fn sqs_client_with(aws: &aws_config::SdkConfig, operation: Duration, attempt: Duration) -> aws_sdk_sqs::Client {
     let timeouts =
-        aws_sdk_sqs::config::timeout::TimeoutConfig::builder().operation_timeout(timeout).operation_attempt_timeout(timeout / 3).build();
+        aws_sdk_sqs::config::timeout::TimeoutConfig::builder().operation_timeout(operation).operation_attempt_timeout(attempt).build();
     aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(aws).timeout_config(timeouts).build())
 }
 

@@ -100,6 +100,17 @@ impl ReplayGuard {
         }
     }
 
+    /// Forgets a reservation still in flight (its request ended without an acknowledgement);
+    /// an acknowledged id stays.
+    pub fn release_in_flight(&self, id: &str) {
+        let h = self.keys.hash_one(id);
+        for g in self.shard(h).generations.iter_mut() {
+            if g.get(&h) == Some(&false) {
+                g.remove(&h);
+            }
+        }
+    }
+
     /// Forgets a reservation (the request was not acknowledged).
     pub fn release(&self, id: &str) {
         let h = self.keys.hash_one(id);
@@ -133,6 +144,10 @@ mod tests {
         g.release("b");
         assert_eq!(g.reserve("b", 1002), Seen::New);
         assert_eq!(g.reserve("b", 1003), Seen::InFlight);
+        g.release_in_flight("a");
+        assert_eq!(g.reserve("a", 1004), Seen::Acknowledged, "an acknowledged id is not forgotten");
+        g.release_in_flight("b");
+        assert_eq!(g.reserve("b", 1005), Seen::New);
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub fn check_sizes(h: &SignedHeaders) -> Result<(), Rejection> {
     if h.id.len() > MAX_ID {
         return Err(Rejection::Oversized(format!("webhook-id is {} bytes (at most {MAX_ID})", h.id.len())));
     }
+    if h.id.is_empty() || !h.id.bytes().all(|b| b.is_ascii_graphic()) {
+        // It becomes the SQS deduplication id, which takes printable ASCII without spaces only.
+        return Err(Rejection::Oversized("webhook-id must be 1 to 128 printable ASCII characters without spaces".into()));
+    }
     if h.signature.len() > MAX_SIGNATURE_HEADER {
         return Err(Rejection::Oversized(format!("webhook-signature is {} bytes (at most {MAX_SIGNATURE_HEADER})", h.signature.len())));
     }
@@ -226,6 +230,10 @@ mod tests {
         assert!(matches!(&r, Err(Rejection::Oversized(m)) if m.contains("bytes")), "{r:?}");
         let id = "i".repeat(MAX_ID + 1);
         assert!(matches!(verify(&SignedHeaders { id: &id, ..ok }, body.as_bytes(), &keys, now), Err(Rejection::Oversized(_))));
+        for bad in ["a b", "", "é"] {
+            let r = verify(&SignedHeaders { id: bad, ..ok }, body.as_bytes(), &keys, now);
+            assert!(matches!(&r, Err(Rejection::Oversized(m)) if m.contains("printable ASCII")), "{bad:?}: {r:?}");
+        }
     }
 
     /// A signed request is acceptable for 270 s in all (see TOLERANCE_SECS): up to 240 s old,
