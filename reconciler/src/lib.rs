@@ -12,4 +12,5 @@ pub mod plan;
 pub mod resources;
 pub mod run;
 pub mod spec;
+pub mod stack_policy;
 pub mod verify;
