@@ -536,7 +536,8 @@ impl Session {
             });
             return Ok(None);
         };
-        let key = l.key.clone().unwrap_or_else(|| format!("reconciler/{}.lock", self.spec.name)); // as in `policy`
+        // The object the printed policy names (`stack_policy::lock_object`).
+        let key = crate::stack_policy::lock_object(&self.spec).map(|(_, k)| k).unwrap_or_default();
         let ttl = Duration::from_secs(l.ttl_seconds as u64);
         let lock = engine::lock::StackLock::acquire(
             &self.ctx.client(),
