@@ -79,10 +79,11 @@ async fn task_definition(a: &Aws, arn: &str) -> aws_sdk_ecs::types::TaskDefiniti
     a.ecs.describe_task_definition().task_definition(arn).send().await.unwrap().task_definition().unwrap().clone()
 }
 
+/// ACTIVE revisions of the service's family (`family_prefix` also lists drift correction's).
 async fn active_revisions(a: &Aws) -> usize {
     let out =
         a.ecs.list_task_definitions().family_prefix(STACK).status(aws_sdk_ecs::types::TaskDefinitionStatus::Active).send().await.unwrap();
-    out.task_definition_arns().len()
+    out.task_definition_arns().iter().filter(|arn| arn.contains(&format!(":task-definition/{STACK}:"))).count()
 }
 
 async fn our_roles(a: &Aws) -> Vec<aws_sdk_iam::types::Role> {
@@ -129,9 +130,19 @@ async fn apply_from_zero_deploys_the_webhook_wired_end_to_end() {
     let roles = our_roles(&a).await;
     let mut names: Vec<&str> = roles.iter().map(|r| r.role_name()).collect();
     names.sort();
-    assert_eq!(names, ["benchling-webhook-execution", "benchling-webhook-task"]);
+    // With drift correction's task, execution and scheduler roles (tests/drift_correction.rs).
+    assert_eq!(
+        names,
+        [
+            "benchling-webhook-drift-correction",
+            "benchling-webhook-drift-correction-execution",
+            "benchling-webhook-drift-correction-scheduler",
+            "benchling-webhook-execution",
+            "benchling-webhook-task"
+        ]
+    );
     let groups = a.logs.describe_log_groups().log_group_name_prefix("/ecs/benchling-webhook").send().await.unwrap();
-    assert_eq!(groups.log_groups().len(), 1);
+    assert_eq!(groups.log_groups().len(), 2, "the container's and drift correction's");
     assert_eq!(groups.log_groups()[0].retention_in_days(), Some(30));
     let queues = a.sqs.list_queues().queue_name_prefix(STACK).send().await.unwrap();
     assert_eq!(queues.queue_urls().len(), 2, "{queues:?}");
@@ -382,7 +393,7 @@ async fn changing_only_the_image_registers_one_revision_and_updates_the_service(
 
     let run = reconciler_via(&moto, &proxy.url, "1", &["apply", &spec, "--auto-approve"]);
     assert_eq!(run.code, 0, "{run}");
-    let mutating: Vec<String> = proxy
+    let mut mutating: Vec<String> = proxy
         .calls()
         .into_iter()
         .filter(|c| {
@@ -390,7 +401,14 @@ async fn changing_only_the_image_registers_one_revision_and_updates_the_service(
             !["Describe", "List", "Get", "GET "].iter().any(|p| action.starts_with(p))
         })
         .collect();
-    assert_eq!(mutating, ["ecs:RegisterTaskDefinition", "ecs:UpdateService"], "{run}");
+    mutating.sort();
+    // Drift correction's task definition carries the spec: a spec change is also one revision
+    // of it, and its schedule moves to that revision (UpdateSchedule).
+    assert_eq!(
+        mutating,
+        ["ecs:RegisterTaskDefinition", "ecs:RegisterTaskDefinition", "ecs:UpdateService", "scheduler:PUT /schedules/*"],
+        "{run}"
+    );
     assert_eq!(active_revisions(&a).await, 2);
     let svc = ecs_service(&a).await;
     assert_eq!(
@@ -511,10 +529,10 @@ async fn apply_from_zero_under_throttling_converges_without_duplicates() {
     proxy.inject("application-autoscaling:RegisterScalableTarget", &[Fault::Throttle]);
     let run = reconciler_via(&moto, &proxy.url, "6", &["apply", PROD, "--auto-approve"]);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(proxy.count("iam:CreateRole"), 3, "2 roles + 1 throttled; the ambiguous one was found, not repeated\n{run}");
+    assert_eq!(proxy.count("iam:CreateRole"), 6, "5 roles + 1 throttled; the ambiguous one was found, not repeated\n{run}");
     assert_eq!(proxy.count("ecs:CreateService"), 2, "1 throttled + 1 that took effect: found, not repeated\n{run}");
-    assert_eq!(proxy.count("ecs:RegisterTaskDefinition"), 1, "{run}");
-    assert_eq!(our_roles(&a).await.len(), 2);
+    assert_eq!(proxy.count("ecs:RegisterTaskDefinition"), 2, "one per family (the service's, drift correction's)\n{run}");
+    assert_eq!(our_roles(&a).await.len(), 5);
     assert_eq!(active_revisions(&a).await, 1);
     let services = a.ecs.list_services().cluster(CLUSTER).send().await.unwrap();
     assert_eq!(services.service_arns().len(), 1);

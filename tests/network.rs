@@ -131,13 +131,15 @@ async fn apply_from_zero_creates_the_tagged_network_and_is_idempotent() {
 
     let plan = reconciler(&moto, &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "{plan}");
-    // 15 network resources, 13 for the service (IAM, logs, queues, Cloud Map, ECS, scaling)
-    // and 7 for the edge (access log group, VPC link, API, integration, 2 routes, stage).
-    assert!(plan.stdout.contains("35 to create"), "{plan}");
+    // 15 network resources, 13 for the service (IAM, logs, queues, Cloud Map, ECS, scaling),
+    // 7 for the edge (access log group, VPC link, API, integration, 2 routes, stage) and 8 for
+    // drift correction (security group, log group, 3 roles, task definition, schedule group,
+    // schedule).
+    assert!(plan.stdout.contains("43 to create"), "{plan}");
 
     let apply = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(apply.code, 0, "{apply}");
-    assert_eq!(counts(&c, STACK).await, Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 2 });
+    assert_eq!(counts(&c, STACK).await, Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 3 });
 
     // Layout: the seed design's CIDRs, public subnets route to the IGW, each private subnet
     // to the NAT gateway in its own AZ, the service takes its port from the VPC only.
@@ -313,7 +315,7 @@ async fn destroy_removes_every_owned_resource_and_nothing_else() {
         "listed in deletion order\n{destroy}"
     );
     // The log group and both queues are retained (specs/prod.yaml says so).
-    assert!(destroy.stdout.contains("32 deleted, 3 retained"), "{destroy}");
+    assert!(destroy.stdout.contains("40 deleted, 3 retained"), "{destroy}");
     assert_eq!(counts(&c, STACK).await, Counts::default());
     let vpcs: Vec<String> = c.describe_vpcs().send().await.unwrap().vpcs().iter().filter_map(|v| v.vpc_id().map(String::from)).collect();
     assert!(vpcs.contains(&lookalike), "the untagged look-alike VPC was deleted");
@@ -422,7 +424,7 @@ async fn throttling_and_server_errors_are_retried_without_duplicates() {
     assert_eq!(run.code, 0, "{run}");
     assert_eq!(
         counts(&c, STACK).await,
-        Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 2 },
+        Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 3 },
         "exactly one of everything, although creates were answered with 500 after taking effect\n{run}"
     );
     assert_eq!(proxy.count("ec2:CreateVpc"), 1, "the VPC was found by its tags, not created again");
@@ -448,7 +450,7 @@ async fn eventual_consistency_after_create_is_waited_out() {
     proxy.inject("ec2:CreateSecurityGroup", &[Fault::NotYetVisible]);
     let run = reconciler_via(&moto, &proxy.url, "4", &["apply", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(counts(&c, STACK).await, Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 2 });
+    assert_eq!(counts(&c, STACK).await, Counts { vpcs: 1, subnets: 4, igws: 1, eips: 2, nats: 2, route_tables: 3, security_groups: 3 });
     assert_converged(&moto, "specs/prod.yaml");
 }
 
@@ -550,7 +552,7 @@ async fn run_mode_corrects_drift_while_running() {
     let (mut child, mut next) = spawn_run(&moto, &["specs/prod.yaml", "--interval", "0.2", "--metrics-addr", &metrics_addr]);
     let first = next();
     assert_eq!(first["result"], "corrected", "{first}");
-    assert_eq!(first["changes"].as_array().unwrap().len(), 35);
+    assert_eq!(first["changes"].as_array().unwrap().len(), 43);
     let created = |kind: &str| first["changes"].as_array().unwrap().iter().filter(|c| c["kind"] == kind).count();
     let second = next();
     assert_eq!(second["result"], "in_sync", "{second}");

@@ -204,7 +204,7 @@ async fn the_printed_policies_allow_every_call_under_iam_enforcement() {
     let denied = |run: &Run| run.stderr.contains("not authorized") || run.stderr.contains("AccessDenied");
 
     let apply = as_user(&moto, &as_deployer, &deployer, &["apply", PROD, "--auto-approve"]);
-    assert!(apply.code == 0 && apply.stdout.contains("Apply complete: 35 created"), "apply with the apply policy\n{apply}");
+    assert!(apply.code == 0 && apply.stdout.contains("Apply complete: 43 created"), "apply with the apply policy\n{apply}");
 
     let plan = as_user(&moto, &as_planner, &planner, &["plan", PROD, "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "plan with the plan policy\n{plan}");

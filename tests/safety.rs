@@ -81,12 +81,12 @@ async fn two_reconcilers_started_at_once_build_one_stack() {
     let (a, b) = (spawn(&moto, &moto.endpoint, &args), spawn(&moto, &moto.endpoint, &args));
     let (a, b) = (finish(a), finish(b));
     assert_eq!((a.code, b.code), (0, 0), "{a}\n{b}");
-    let created = |r: &Run| r.stdout.contains("Apply complete: 35 created");
+    let created = |r: &Run| r.stdout.contains("Apply complete: 43 created");
     assert!(created(&a) ^ created(&b), "exactly one of them builds the stack\n{a}\n{b}");
     assert!(a.stdout.contains("No changes") || b.stdout.contains("No changes"), "the other finds it built\n{a}\n{b}");
     assert_eq!(vpcs(&moto).await, 1);
     let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
-    assert_eq!(iam.list_roles().path_prefix("/reconciler/benchling-webhook/").send().await.unwrap().roles().len(), 2);
+    assert_eq!(iam.list_roles().path_prefix("/reconciler/benchling-webhook/").send().await.unwrap().roles().len(), 5);
     let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
     assert_eq!(ecs.list_services().cluster("benchling-webhook-cluster").send().await.unwrap().service_arns().len(), 1);
     assert!(lease(&s3).await.is_none(), "both released the lock");

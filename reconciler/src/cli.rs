@@ -274,17 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PolicyFor::Plan => engine::policy::Purpose::Plan,
                 PolicyFor::Apply => engine::policy::Purpose::Apply,
             };
-            let lock_key =
-                spec.lock.as_ref().map(|l| (l.bucket.clone(), l.key.clone().unwrap_or_else(|| format!("reconciler/{}.lock", spec.name))));
-            // Beside the kinds' own reads: the facts the layout depends on and verify's reads.
-            let reads: Vec<&'static str> = crate::facts::IAM_READS.iter().chain(crate::verify::IAM_READS).copied().collect();
-            let doc = engine::policy::document(
-                &spec.name,
-                &resources::registry(),
-                purpose,
-                &reads,
-                lock_key.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
-            );
+            let doc = crate::stack_policy::document(&spec, purpose);
             println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -603,7 +593,8 @@ impl Session {
             });
             return Ok(None);
         };
-        let key = l.key.clone().unwrap_or_else(|| format!("reconciler/{}.lock", self.spec.name)); // as in `policy`
+        // The object the printed policy names (`stack_policy::lock_object`).
+        let key = crate::stack_policy::lock_object(&self.spec).map(|(_, k)| k).unwrap_or_default();
         let ttl = Duration::from_secs(l.ttl_seconds as u64);
         let lock = engine::lock::StackLock::acquire(
             &self.ctx.client(),

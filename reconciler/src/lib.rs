@@ -14,5 +14,6 @@ pub mod plan;
 pub mod resources;
 pub mod run;
 pub mod spec;
+pub mod stack_policy;
 pub mod status;
 pub mod verify;

@@ -88,8 +88,9 @@ enum Protocol {
     Json,
 }
 
-/// (`service:Action`, protocol) of a request. REST services (API Gateway) name no action: the
-/// key is the method and the path with ids starred, `apigateway:GET /apis/*/routes`.
+/// (`service:Action`, protocol) of a request. REST services (API Gateway, EventBridge
+/// Scheduler) name no action: the key is the method and the path with ids starred,
+/// `apigateway:GET /apis/*/routes`, `scheduler:PUT /schedules/*`.
 fn identify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> (String, Protocol) {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
     // Credential=AKID/20261128/us-east-1/iam/aws4_request
@@ -100,6 +101,12 @@ fn identify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> (St
         return (format!("{service}:{action}"), Protocol::Json);
     }
     let Some(action) = String::from_utf8_lossy(body).split('&').find_map(|kv| kv.strip_prefix("Action=").map(String::from)) else {
+        if service == "scheduler" {
+            // /schedules/{name}, /schedule-groups/{name}, /tags/{arn}: the resource type, then its id.
+            let kind = uri.path().trim_start_matches('/').split('/').next().unwrap_or_default();
+            let id = if uri.path().trim_start_matches('/').contains('/') { "/*" } else { "" };
+            return (format!("{service}:{method} /{kind}{id}"), Protocol::Json);
+        }
         if service == "apigateway" {
             let segments: Vec<&str> = uri.path().trim_start_matches("/v2/").split('/').collect();
             let path: Vec<&str> = segments.iter().enumerate().map(|(i, s)| if i % 2 == 1 { "*" } else { *s }).collect();

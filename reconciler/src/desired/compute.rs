@@ -28,7 +28,7 @@ fn container_log_group(stack: &str) -> String {
 }
 /// IAM path of the stack's roles: the policy that `reconciler policy` prints scopes IAM
 /// actions to it (one definition, in the IAM kind).
-fn role_path(stack: &str) -> String {
+pub(super) fn role_path(stack: &str) -> String {
     crate::resources::iam::role_path(stack)
 }
 
@@ -176,7 +176,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
 }
 
 /// Tasks of this account's ECS only (confused-deputy protection).
-fn trust_policy(region: &str, account: &str) -> Value {
+pub(super) fn trust_policy(region: &str, account: &str) -> Value {
     json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -191,7 +191,7 @@ fn trust_policy(region: &str, account: &str) -> Value {
     })
 }
 
-fn statement(sid: &str, actions: &[&str], resources: Value) -> Value {
+pub(super) fn statement(sid: &str, actions: &[&str], resources: Value) -> Value {
     let mut actions = actions.to_vec();
     actions.sort();
     json!({"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources})
@@ -235,16 +235,23 @@ fn execution_policy(svc: &Service) -> Value {
         let arns = sorted(ssm.iter().map(|v| v.to_string()).collect());
         statements.push(statement("ReadReferencedParameters", &["ssm:GetParameters"], arns));
     }
-    if let Some((region, account, repo)) = ecr_repository(&svc.image) {
+    statements.extend(image_pull(&svc.image));
+    json!({"Version": "2012-10-17", "Statement": set(statements)})
+}
+
+/// What an execution role needs to pull `image`: nothing for a public registry, that one
+/// repository for ECR.
+pub(super) fn image_pull(image: &str) -> Vec<Value> {
+    let Some((region, account, repo)) = ecr_repository(image) else { return vec![] };
+    vec![
         // GetAuthorizationToken takes no resource.
-        statements.push(statement("PullImageToken", &["ecr:GetAuthorizationToken"], json!(["*"])));
-        statements.push(statement(
+        statement("PullImageToken", &["ecr:GetAuthorizationToken"], json!(["*"])),
+        statement(
             "PullImage",
             &["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
             json!([format!("arn:aws:ecr:{region}:{account}:repository/{repo}")]),
-        ));
-    }
-    json!({"Version": "2012-10-17", "Statement": set(statements)})
+        ),
+    ]
 }
 
 /// The service's own queues; with `webhook`: the packager queue (send), the user bucket under

@@ -1,10 +1,11 @@
 //! Desired state: computed from the spec and a few live facts (availability zones, an
 //! existing VPC, the account id), purely: no AWS calls here, so every layout decision is
 //! unit-tested. One builder per spec section: network, discovery, compute (IAM, logs,
-//! queues, ECS, autoscaling).
+//! queues, ECS, autoscaling), edge, drift correction.
 
 mod compute;
 mod discovery;
+mod drift_correction;
 mod edge;
 mod network;
 
@@ -94,6 +95,7 @@ pub fn build(spec: &Spec, facts: &Facts) -> anyhow::Result<DesiredState> {
     discovery::build(&mut b);
     compute::build(&mut b, &private_subnets);
     edge::build(&mut b, &private_subnets);
+    drift_correction::build(&mut b, &private_subnets);
     Ok(DesiredState { resources: b.out, externals: b.externals })
 }
 
@@ -236,7 +238,14 @@ mod tests {
                 "integration",
                 "route-root",
                 "route-proxy",
-                "stage"
+                "stage",
+                "log-drift-correction",
+                "role-drift-correction-execution",
+                "role-drift-correction",
+                "task-definition-drift-correction",
+                "role-drift-correction-scheduler",
+                "schedule-group",
+                "schedule-drift-correction"
             ]
         );
         // The edge: the integration reaches the Cloud Map service over the VPC link, which

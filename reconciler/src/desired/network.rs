@@ -8,7 +8,7 @@ use crate::spec::NatMode;
 use serde_json::{json, Value};
 
 impl Builder<'_> {
-    fn security_group(&mut self, id: &str, suffix: &str, purpose: &str, ingress: Vec<Value>, egress: Vec<Value>) {
+    pub(super) fn security_group(&mut self, id: &str, suffix: &str, purpose: &str, ingress: Vec<Value>, egress: Vec<Value>) {
         let fields = obj(json!({
             "group_name": format!("{}-{suffix}", self.spec.name),
             // EC2 cannot change a description: set it on create and never compare it, so

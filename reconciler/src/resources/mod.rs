@@ -8,6 +8,7 @@ pub mod ec2;
 pub mod ecs;
 pub mod iam;
 pub mod logs;
+pub mod scheduler;
 pub mod servicediscovery;
 pub mod sqs;
 
@@ -24,6 +25,7 @@ pub fn registry() -> Vec<Box<dyn Kind>> {
     kinds.extend(ecs::kinds());
     kinds.extend(autoscaling::kinds());
     kinds.extend(apigateway::kinds());
+    kinds.extend(scheduler::kinds());
     kinds.shrink_to_fit();
     kinds
 }

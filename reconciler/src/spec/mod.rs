@@ -49,19 +49,31 @@ impl fmt::Display for SpecErrors {
 }
 impl std::error::Error for SpecErrors {}
 
-/// Reads and validates a spec file.
+/// Names a spec held by an environment variable instead of a file: `env:RECONCILER_SPEC`
+/// (how the drift-correction task gets its spec: the task definition carries it).
+pub const ENV_PREFIX: &str = "env:";
+
+/// The environment variable the drift-correction task definition puts the spec in.
+pub const SPEC_VARIABLE: &str = "RECONCILER_SPEC";
+
+/// Reads and validates a spec file, or the variable `env:NAME` names.
 pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        SpecErrors(vec![SpecError {
-            file: file.clone(),
-            line: 0,
-            column: 0,
-            path: String::new(),
-            message: format!("cannot read the spec: {e}"),
-        }])
-    })?;
+    let unreadable = |message: String| SpecErrors(vec![SpecError { file: file.clone(), line: 0, column: 0, path: String::new(), message }]);
+    let text = match file.strip_prefix(ENV_PREFIX) {
+        Some(var) => {
+            std::env::var(var).map_err(|e| unreadable(format!("cannot read the spec from the environment variable {var}: {e}")))?
+        }
+        None => std::fs::read_to_string(path).map_err(|e| unreadable(format!("cannot read the spec: {e}")))?,
+    };
     parse(&file, &text)
+}
+
+/// The spec as the drift-correction task carries it: compact JSON of the parsed spec (YAML's
+/// JSON subset, so `parse` reads it back), with every default spelt out. Comments and layout
+/// of the file do not change it; a change of meaning does. `parse(to_carried(s)) == s`.
+pub fn to_carried(spec: &Spec) -> String {
+    serde_json::to_string(spec).expect("a spec serialises")
 }
 
 /// Parses and validates spec text; `file` is only used to name locations.
@@ -120,4 +132,32 @@ fn clean_parse_message(msg: &str) -> String {
 pub fn json_schema() -> String {
     let schema = schemars::schema_for!(Spec);
     serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_carried_spec_reads_back_as_the_same_spec() {
+        for f in ["prod.yaml", "dev.yaml", "existing-vpc.yaml"] {
+            let spec = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs").join(f)).unwrap();
+            let carried = to_carried(&spec);
+            assert!(!carried.contains('\n'), "one line: {carried}");
+            let back = parse("env:RECONCILER_SPEC", &carried).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!(back, spec, "{f}");
+            assert_eq!(to_carried(&back), carried, "{f}: a fixed point, so the task definition does not change run after run");
+        }
+    }
+
+    #[test]
+    fn a_spec_is_read_from_the_variable_env_names() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/prod.yaml")).unwrap();
+        let var = "RECONCILER_SPEC_TEST_A_SPEC_IS_READ";
+        std::env::set_var(var, to_carried(&parse("prod.yaml", &text).unwrap()));
+        let spec = load(Path::new(&format!("env:{var}"))).unwrap();
+        assert_eq!(spec.name, "benchling-webhook");
+        let missing = load(Path::new("env:RECONCILER_SPEC_TEST_NOT_SET")).unwrap_err().to_string();
+        assert!(missing.contains("environment variable RECONCILER_SPEC_TEST_NOT_SET"), "{missing}");
+    }
 }

@@ -48,6 +48,11 @@ pub struct Spec {
     /// the table shipped with the reconciler).
     #[serde(default)]
     pub cost: CostAssumptions,
+    /// The reconciler deploys itself into the stack as a scheduled task: an EventBridge
+    /// Scheduler schedule runs the reconciler image on Fargate in the stack's cluster, with
+    /// this spec, and each run converges the stack once (or only reports drift).
+    #[serde(default)]
+    pub drift_correction: Option<DriftCorrection>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -429,4 +434,47 @@ fn default_nat_gb() -> f64 {
 }
 fn default_log_gb() -> f64 {
     1.0
+}
+
+/// Scheduled drift correction: a schedule (`rate`, `cron` or `at`) that runs `reconciler run
+/// <this spec> --iterations 1` as a Fargate task in the service's cluster. The task role holds
+/// exactly what `reconciler policy <spec> --for apply` (or `--for plan`) prints; the spec is
+/// baked into the task definition (`RECONCILER_SPEC`), so every run uses the spec of the last
+/// apply.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DriftCorrection {
+    /// EventBridge Scheduler expression: `rate(15 minutes)` (minute(s), hour(s), day(s)),
+    /// `cron(0/15 * * * ? *)` (six fields), or `at(2030-01-01T00:00:00)` (once).
+    pub schedule: String,
+    /// The reconciler's container image (`make image`), `<registry>/<repo>:<tag>` or
+    /// `<registry>/<repo>@sha256:<digest>`; its entrypoint is the `reconciler` binary.
+    pub image: String,
+    /// `apply` (default): correct drift, holding destructive steps back. `plan-only`: report
+    /// drift in the task's log and change nothing (the task role gets the plan policy).
+    #[serde(default)]
+    pub mode: DriftMode,
+    /// Fargate task CPU units.
+    #[serde(default = "default_drift_cpu")]
+    pub cpu: u32,
+    /// Fargate task memory in MiB; must fit the CPU size.
+    #[serde(default = "default_drift_memory")]
+    pub memory: u32,
+    /// The task's log group `/ecs/<stack>/drift-correction` (one JSON status line per run).
+    #[serde(default)]
+    pub logs: LogSpec,
+}
+fn default_drift_cpu() -> u32 {
+    256
+}
+fn default_drift_memory() -> u32 {
+    512
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriftMode {
+    #[default]
+    Apply,
+    PlanOnly,
 }

@@ -91,12 +91,8 @@ pub fn validate(spec: &Spec) -> Problems {
                 format!("`{}` is not a valid ECS cluster name: letters, digits, hyphens and underscores, at most 255", s.cluster),
             );
         }
-        if s.image.trim().is_empty() || s.image.chars().any(char::is_whitespace) {
-            err("service.image", "image must be `<registry>/<repo>:<tag>` or `<registry>/<repo>@sha256:<digest>` with no spaces".into());
-        } else if let Some((_, digest)) = s.image.split_once("@sha256:") {
-            if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
-                err("service.image", "an image digest is `@sha256:` followed by 64 hex digits".into());
-            }
+        if let Some(m) = image_problem(&s.image) {
+            err("service.image", m);
         }
         if let Err(m) = fargate_size(s.cpu, s.memory) {
             let path = if FARGATE.iter().any(|(c, _)| *c == s.cpu) { "service.memory" } else { "service.cpu" };
@@ -295,7 +291,134 @@ pub fn validate(spec: &Spec) -> Problems {
             err(&format!("cost.{name}"), format!("{name} is a number of GB from 0 to 10^9, not {v}"));
         }
     }
+
+    if let Some(d) = &spec.drift_correction {
+        if let Some(m) = schedule_expression_problem(&d.schedule) {
+            err("drift_correction.schedule", m);
+        }
+        if let Some(m) = image_problem(&d.image) {
+            err("drift_correction.image", m);
+        }
+        if let Err(m) = fargate_size(d.cpu, d.memory) {
+            let path = if FARGATE.iter().any(|(c, _)| *c == d.cpu) { "drift_correction.memory" } else { "drift_correction.cpu" };
+            err(path, m);
+        }
+        if !LOG_RETENTION_DAYS.contains(&d.logs.retention_days) {
+            err(
+                "drift_correction.logs.retention_days",
+                format!("{} is not a retention CloudWatch Logs accepts; use one of {:?}", d.logs.retention_days, LOG_RETENTION_DAYS),
+            );
+        }
+        if spec.service.is_none() {
+            err("drift_correction", "drift_correction runs as a task in the service's ECS cluster: it needs a `service` section".into());
+        }
+        // The task definition carries the spec (RECONCILER_SPEC); ECS allows 64 KiB for all of it.
+        let size = serde_json::to_string(spec).map(|t| t.len()).unwrap_or(0);
+        if size > MAX_SPEC_IN_TASK {
+            err(
+                "drift_correction",
+                format!("the spec is {size} bytes as JSON; the task definition carries it and holds at most {MAX_SPEC_IN_TASK} of them (ECS allows 64 KiB per task definition)"),
+            );
+        }
+        // The task role holds the printed policy inline; IAM allows 10,240 characters.
+        let (purpose, flag) = match d.mode {
+            DriftMode::Apply => (crate::engine::policy::Purpose::Apply, "apply"),
+            DriftMode::PlanOnly => (crate::engine::policy::Purpose::Plan, "plan"),
+        };
+        let chars = crate::stack_policy::inline_size(&crate::stack_policy::document(spec, purpose));
+        if chars > crate::stack_policy::INLINE_LIMIT {
+            err(
+                "drift_correction",
+                format!(
+                    "the task role would hold `reconciler policy --for {flag}` inline, {chars} characters without spaces, but IAM allows {} per role: use `mode: plan-only`, or run drift correction outside the stack (examples/drift-correction/)",
+                    crate::stack_policy::INLINE_LIMIT
+                ),
+            );
+        }
+    }
     p
+}
+
+/// The largest spec (as JSON) the drift-correction task definition carries.
+pub const MAX_SPEC_IN_TASK: usize = 32 * 1024;
+
+/// Why an image reference is refused, if it is.
+fn image_problem(image: &str) -> Option<String> {
+    if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+        return Some("image must be `<registry>/<repo>:<tag>` or `<registry>/<repo>@sha256:<digest>` with no spaces".into());
+    }
+    if let Some((_, digest)) = image.split_once("@sha256:") {
+        if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Some("an image digest is `@sha256:` followed by 64 hex digits".into());
+        }
+    }
+    None
+}
+
+/// Why an EventBridge Scheduler expression would be refused, if it would be: `rate(N unit)`
+/// with N ≥ 1 (a singular unit for 1, plural otherwise, as Scheduler requires), `cron(...)`
+/// with six fields of which day-of-month or day-of-week (not both) is `?`, or
+/// `at(yyyy-mm-ddThh:mm:ss)`.
+pub fn schedule_expression_problem(expr: &str) -> Option<String> {
+    let usage = "use `rate(15 minutes)`, `cron(0/15 * * * ? *)` or `at(2030-01-01T00:00:00)`";
+    let Some((kind, body)) = expr.strip_suffix(')').and_then(|e| e.split_once('(')) else {
+        return Some(format!("`{expr}` is not a schedule expression: {usage}"));
+    };
+    match kind {
+        "rate" => {
+            let parts: Vec<&str> = body.split_whitespace().collect();
+            let [n, unit] = parts[..] else { return Some(format!("`{expr}`: a rate is a number and a unit, e.g. `rate(15 minutes)`")) };
+            let Ok(n) = n.parse::<u32>() else { return Some(format!("`{expr}`: `{n}` is not a whole number")) };
+            if n == 0 {
+                return Some(format!("`{expr}`: the rate must be at least 1"));
+            }
+            let singular = ["minute", "hour", "day"];
+            let plural = ["minutes", "hours", "days"];
+            match (n, singular.contains(&unit), plural.contains(&unit)) {
+                (1, true, _) | (2.., _, true) => None,
+                (1, _, true) => {
+                    Some(format!("`{expr}`: write `rate(1 {})` (Scheduler wants the singular for 1)", unit.trim_end_matches('s')))
+                }
+                (2.., true, _) => Some(format!("`{expr}`: write `rate({n} {unit}s)` (Scheduler wants the plural above 1)")),
+                _ => Some(format!("`{expr}`: the unit is minute(s), hour(s) or day(s), not `{unit}`")),
+            }
+        }
+        "cron" => {
+            let fields: Vec<&str> = body.split_whitespace().collect();
+            if fields.len() != 6 {
+                return Some(format!(
+                    "`{expr}`: a cron expression has 6 fields (minutes hours day-of-month month day-of-week year), not {}",
+                    fields.len()
+                ));
+            }
+            let allowed = |c: char| c.is_ascii_alphanumeric() || ",-*/?#".contains(c);
+            if let Some(f) = fields.iter().find(|f| !f.chars().all(allowed)) {
+                return Some(format!("`{expr}`: `{f}` is not a cron field"));
+            }
+            if (fields[2] == "?") == (fields[4] == "?") {
+                return Some(format!("`{expr}`: exactly one of day-of-month (3rd field) and day-of-week (5th) must be `?`"));
+            }
+            None
+        }
+        "at" => {
+            let b = body.as_bytes();
+            let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+            let shape = b.len() == 19
+                && digits(0..4)
+                && b[4] == b'-'
+                && digits(5..7)
+                && b[7] == b'-'
+                && digits(8..10)
+                && b[10] == b'T'
+                && digits(11..13)
+                && b[13] == b':'
+                && digits(14..16)
+                && b[16] == b':'
+                && digits(17..19);
+            (!shape).then(|| format!("`{expr}`: a one-time schedule is `at(yyyy-mm-ddThh:mm:ss)`"))
+        }
+        _ => Some(format!("`{expr}` is not a schedule expression: {usage}")),
+    }
 }
 
 fn validate_new_vpc(vpc: &NewVpc, err: &mut impl FnMut(&str, String)) {
@@ -485,6 +608,39 @@ mod tests {
         assert_eq!(s(default_subnets(vpc, 2, false).unwrap()), ["10.0.0.0/24", "10.0.1.0/24"]);
         assert_eq!(s(default_subnets(vpc, 2, true).unwrap()), ["10.0.128.0/24", "10.0.129.0/24"]);
         assert!(default_subnets("10.0.0.0/24".parse().unwrap(), 2, false).is_none());
+    }
+
+    #[test]
+    fn schedule_expressions() {
+        for ok in [
+            "rate(1 minute)",
+            "rate(15 minutes)",
+            "rate(2 hours)",
+            "rate(1 day)",
+            "cron(0/15 * * * ? *)",
+            "cron(0 3 ? * MON-FRI *)",
+            "at(2030-01-01T00:00:00)",
+        ] {
+            assert_eq!(schedule_expression_problem(ok), None, "{ok}");
+        }
+        for (bad, says) in [
+            ("rate(0 minutes)", "at least 1"),
+            ("rate(1 minutes)", "singular"),
+            ("rate(5 minute)", "plural"),
+            ("rate(5 weeks)", "minute(s), hour(s) or day(s)"),
+            ("rate(-5 minutes)", "whole number"),
+            ("rate(15)", "a number and a unit"),
+            ("cron(0/15 * * * *)", "6 fields"),
+            ("cron(0 3 * * * *)", "exactly one"),
+            ("cron(0 3 ? * ? *)", "exactly one"),
+            ("cron(0 3 ? * MON; *)", "not a cron field"),
+            ("at(2030-01-01 00:00)", "at(yyyy-mm-ddThh:mm:ss)"),
+            ("every 15 minutes", "not a schedule expression"),
+            ("weekly(1)", "not a schedule expression"),
+        ] {
+            let m = schedule_expression_problem(bad).unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(m.contains(says), "{bad}: {m}");
+        }
     }
 
     #[test]

@@ -413,27 +413,24 @@ impl Kind for TaskDefinition {
     fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
             let mut found = Vec::new();
-            if wanted.is_empty() {
-                // Nothing to look for by name: the families named after the stack.
-                let mut families = Vec::new();
-                let mut pages = client(ctx)
-                    .list_task_definition_families()
-                    .family_prefix(&ctx.settings.stack)
-                    .status(TaskDefinitionFamilyStatus::Active)
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    families.extend(page.map_err(call_failed("ListTaskDefinitionFamilies"))?.families().iter().cloned());
-                }
-                for family in families {
-                    found.extend(observe_family(ctx, self.name(), &family, false).await?);
-                }
-                return Ok(found);
+            let named: Vec<&str> = wanted.iter().filter_map(|d| literal(&d.fields, "family")).collect();
+            for family in &named {
+                found.extend(observe_family(ctx, self.name(), family, true).await?);
             }
-            for d in wanted {
-                if let Some(family) = literal(&d.fields, "family") {
-                    found.extend(observe_family(ctx, self.name(), family, true).await?);
-                }
+            // Also the families named after the stack that no node names (a task the spec
+            // dropped, such as drift correction): still the stack's, found so they are pruned.
+            let mut families = Vec::new();
+            let mut pages = client(ctx)
+                .list_task_definition_families()
+                .family_prefix(&ctx.settings.stack)
+                .status(TaskDefinitionFamilyStatus::Active)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                families.extend(page.map_err(call_failed("ListTaskDefinitionFamilies"))?.families().iter().cloned());
+            }
+            for family in families.iter().filter(|f| !named.contains(&f.as_str())) {
+                found.extend(observe_family(ctx, self.name(), family, false).await?);
             }
             Ok(found)
         })

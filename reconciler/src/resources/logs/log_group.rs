@@ -255,6 +255,8 @@ impl Kind for LogGroup {
                 resources: stack_prefixes(stack)
                     .iter()
                     .flat_map(|p| [format!("arn:aws:logs:*:*:log-group:{p}"), format!("arn:aws:logs:*:*:log-group:{p}:*")])
+                    // The stack's task log groups (`task_log_group`), streams included.
+                    .chain([format!("arn:aws:logs:*:*:log-group:{}/*", stack_prefixes(stack)[0])])
                     .collect(),
                 read_only: false,
             }],
@@ -301,9 +303,11 @@ mod tests {
                 "arn:aws:logs:*:*:log-group:/ecs/s",
                 "arn:aws:logs:*:*:log-group:/ecs/s:*",
                 "arn:aws:logs:*:*:log-group:/aws/apigateway/s",
-                "arn:aws:logs:*:*:log-group:/aws/apigateway/s:*"
+                "arn:aws:logs:*:*:log-group:/aws/apigateway/s:*",
+                "arn:aws:logs:*:*:log-group:/ecs/s/*"
             ]
         );
+        assert_eq!(super::super::task_log_group("s", "drift-correction"), "/ecs/s/drift-correction");
         assert!(a.scoped[0].actions.contains(&"logs:TagResource"));
         assert!(a.create.is_empty() && a.change.is_empty());
     }

@@ -55,6 +55,13 @@ pub fn stack_prefixes(stack: &str) -> Vec<String> {
     vec![format!("/ecs/{stack}"), format!("/aws/apigateway/{stack}")]
 }
 
+/// The log group of one of the stack's tasks beside the service (`/ecs/<stack>/<task>`): under
+/// the stack's prefix, so found like the others, and in IAM under `/ecs/<stack>/*` (which a
+/// stack named `<stack>-dev` cannot match).
+pub fn task_log_group(stack: &str, task: &str) -> String {
+    format!("{}/{task}", stack_prefixes(stack)[0])
+}
+
 /// A log group ARN without the `:*` suffix DescribeLogGroups' `arn` carries (the form
 /// TagResource and ListTagsForResource take), and with it (the form IAM policies for
 /// log streams use).

@@ -1,0 +1,42 @@
+//! The least-privilege policy of one spec, as `reconciler policy FILE --for plan|apply` prints
+//! it: what the registry's kinds declare, the reads of the layout's facts and of `verify`, and
+//! the stack lock's object. One definition, because the drift-correction task role holds
+//! exactly this document.
+
+use crate::engine::policy::{self, Purpose};
+use crate::spec::Spec;
+use serde_json::Value;
+
+/// IAM's limit on the inline policies of one role, in characters without whitespace.
+pub const INLINE_LIMIT: usize = 10_240;
+
+/// The stack lock's bucket and key, if the spec has a lock.
+pub fn lock_object(spec: &Spec) -> Option<(String, String)> {
+    spec.lock.as_ref().map(|l| (l.bucket.clone(), l.key.clone().unwrap_or_else(|| format!("reconciler/{}.lock", spec.name))))
+}
+
+/// The policy document for `purpose`.
+pub fn document(spec: &Spec, purpose: Purpose) -> Value {
+    // Beside the kinds' own reads: the facts the layout depends on and verify's reads.
+    let reads: Vec<&'static str> = crate::facts::IAM_READS.iter().chain(crate::verify::IAM_READS).copied().collect();
+    let lock = lock_object(spec);
+    policy::document(&spec.name, &crate::resources::registry(), purpose, &reads, lock.as_ref().map(|(b, k)| (b.as_str(), k.as_str())))
+}
+
+/// How IAM counts a policy against its size limit: the compact JSON without whitespace.
+pub fn inline_size(doc: &Value) -> usize {
+    doc.to_string().chars().filter(|c| !c.is_whitespace()).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_spec_s_apply_policy_fits_a_role_inline_with_room_to_spare() {
+        let spec = crate::spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../specs/prod.yaml"))).unwrap();
+        let size = inline_size(&crate::resources::iam::canonical_policy(&document(&spec, Purpose::Apply)));
+        assert!(size < INLINE_LIMIT, "{size}");
+        assert!(inline_size(&document(&spec, Purpose::Plan)) < size);
+    }
+}
