@@ -456,7 +456,7 @@ async fn destroy_locked(s: &Session, auto_approve: bool) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// `Estimated monthly cost now: $96.71 (was $0.00)` for the apply summary.
+/// `Estimated monthly cost now: $97.31 (was $0.00)` for the apply summary.
 fn cost_after(cost: &Cost) -> String {
     let was = if crate::plan::cost::usd(cost.before) == crate::plan::cost::usd(cost.after) {
         String::new()

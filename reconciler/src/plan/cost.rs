@@ -25,6 +25,32 @@ const SQS_REQUESTS_PER_WEBHOOK: f64 = 3.0;
 const ACCESS_LOG_GROUP: &str = "log-api";
 /// The webhook's own queue (`desired/compute.rs`); its dead-letter queue sees almost nothing.
 const WEBHOOK_QUEUE: &str = "queue";
+/// The service's task definition, and the drift-correction task's (desired/drift_correction.rs).
+const SERVICE_TASK: &str = "task-definition";
+const DRIFT_TASK: &str = "task-definition-drift-correction";
+const DRIFT_LOG_GROUP: &str = "log-drift-correction";
+/// A drift-correction run: about a minute of its task, one status line (and a few progress
+/// lines) of logs.
+const DRIFT_RUN_HOURS: f64 = 1.0 / 60.0;
+const DRIFT_LOG_BYTES_PER_RUN: f64 = 2000.0;
+
+/// Runs a month of a Scheduler expression: `rate(N minutes|hours|days)` exactly, `at(...)`
+/// once; `cron(...)` is not modelled (`None`).
+fn runs_per_month(expression: &str, hours_per_month: f64) -> Option<f64> {
+    if expression.starts_with("at(") {
+        return Some(1.0);
+    }
+    let inner = expression.strip_prefix("rate(")?.strip_suffix(')')?;
+    let (n, unit) = inner.trim().split_once(' ')?;
+    let n: f64 = n.parse().ok().filter(|n: &f64| *n > 0.0)?;
+    let minutes = match unit.trim_end_matches('s') {
+        "minute" => 1.0,
+        "hour" => 60.0,
+        "day" => 1440.0,
+        _ => return None,
+    };
+    Some(hours_per_month * 60.0 / (n * minutes))
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,6 +243,16 @@ struct Side<'a> {
 }
 
 impl<'a> Side<'a> {
+    fn get(&self, kind: &str, id: &str) -> Option<&'a Fields> {
+        self.items.iter().find(|(k, i, _)| *k == kind && *i == id).map(|(_, _, f)| *f)
+    }
+
+    /// Drift-correction runs a month, from the schedule on this side.
+    fn drift_runs(&self, hours_per_month: f64) -> Option<f64> {
+        let (_, f) = self.first("scheduler:schedule")?;
+        runs_per_month(f.get("expression")?.as_str()?, hours_per_month)
+    }
+
     fn first(&self, kind: &str) -> Option<(&'a str, &'a Fields)> {
         self.items.iter().find(|(k, _, _)| *k == kind).map(|(_, id, f)| (*id, *f))
     }
@@ -307,9 +343,9 @@ fn price(kind: &str, id: &str, fields: &Fields, side: &Side, a: &CostAssumptions
     match kind {
         "ecs:service" => {
             let n = side.number(kind, id, fields, "desired_count")?;
-            let (td_id, td) = side.first("ecs:task-definition")?;
-            let vcpu = side.number("ecs:task-definition", td_id, td, "cpu")? / 1024.0;
-            let gb = side.number("ecs:task-definition", td_id, td, "memory")? / 1024.0;
+            let td = side.get("ecs:task-definition", SERVICE_TASK)?;
+            let vcpu = side.number("ecs:task-definition", SERVICE_TASK, td, "cpu")? / 1024.0;
+            let gb = side.number("ecs:task-definition", SERVICE_TASK, td, "memory")? / 1024.0;
             let own = fields.get("capacity_strategy").and_then(Value::as_array).filter(|s| !s.is_empty());
             let cluster = side.first("ecs:cluster").and_then(|(_, c)| c.get("default_strategy")).and_then(Value::as_array);
             let (on_demand, spot) = split(n, own.or(cluster).map(Vec::as_slice).unwrap_or_default());
@@ -336,8 +372,20 @@ fn price(kind: &str, id: &str, fields: &Fields, side: &Side, a: &CostAssumptions
             }
             Some((usd, basis))
         }
+        "scheduler:schedule" => {
+            let runs = side.drift_runs(h)?;
+            let td = side.get("ecs:task-definition", DRIFT_TASK)?;
+            let vcpu = side.number("ecs:task-definition", DRIFT_TASK, td, "cpu")? / 1024.0;
+            let gb = side.number("ecs:task-definition", DRIFT_TASK, td, "memory")? / 1024.0;
+            let usd = runs * DRIFT_RUN_HOURS * (vcpu * p.fargate_vcpu_hour + gb * p.fargate_gb_hour);
+            Some((usd, format!("{} runs of about a minute, {} vCPU and {} GB", num(runs), num(vcpu), num(gb))))
+        }
         "logs:log-group" => {
-            let gb = if id == ACCESS_LOG_GROUP { requests * ACCESS_LOG_BYTES_PER_REQUEST / 1e9 } else { a.log_gb_per_month };
+            let gb = match id {
+                ACCESS_LOG_GROUP => requests * ACCESS_LOG_BYTES_PER_REQUEST / 1e9,
+                DRIFT_LOG_GROUP => side.drift_runs(h).unwrap_or(0.0) * DRIFT_LOG_BYTES_PER_RUN / 1e9,
+                _ => a.log_gb_per_month,
+            };
             // Kept for the retention period: that many days of logs are stored at any time.
             // Without a retention logs never expire; a year of them is assumed.
             let days = side.number(kind, id, fields, "retention_days").unwrap_or(365.0);
@@ -405,16 +453,25 @@ mod tests {
                               // Container logs: 1 GB ingested, 30 days retained; access logs: 1 KB x 1,000,000
                               // requests = 1 GB, 7 days retained.
         let logs = (1.0 * 0.50 + 1.0 * 30.0 * 24.0 / 730.0 * 0.03) + (1.0 * 0.50 + 1.0 * 7.0 * 24.0 / 730.0 * 0.03); // 1.0365
-        let total = fargate + nat + ipv4 + cloud_map + http_api + vpc_link + sqs + logs; // 96.71
+                                                                                                                     // Drift correction every 15 minutes: 730 h x 4 = 2,920 runs of about a minute of a
+                                                                                                                     // 0.25 vCPU / 0.5 GB task on FARGATE, and 2 KB of logs each, kept 14 days.
+        let runs = 730.0 * 60.0 / 15.0; // 2920
+        let drift_task = runs / 60.0 * (0.25 * 0.04048 + 0.5 * 0.004445); // 0.6007
+        let drift_gb = runs * 2000.0 / 1e9; // 0.00584
+        let drift_logs = drift_gb * 0.50 + drift_gb * 14.0 * 24.0 / 730.0 * 0.03; // 0.0030
+        let total = fargate + nat + ipv4 + cloud_map + http_api + vpc_link + sqs + logs + drift_task + drift_logs; // 97.31
         assert!(close(c.after, total), "prod after: {} vs {total}\n{:#?}", c.after, c.lines);
-        assert!(close(c.after, 96.71), "{}", c.after);
+        assert!(close(c.after, 97.31), "{}", c.after);
+        assert!(close(c.line("scheduler:schedule", "schedule-drift-correction").unwrap().after, drift_task));
+        assert_eq!(runs_per_month("rate(1 hour)", 730.0), Some(730.0));
+        assert_eq!(runs_per_month("cron(0 * * * ? *)", 730.0), None);
         assert_eq!(c.before, 0.0);
         assert!(close(c.line("ecs:service", "service").unwrap().after, fargate));
         assert!(close(c.line("ec2:nat-gateway", "nat-1").unwrap().after, nat / 2.0));
         assert!(c.note.is_none());
         assert_eq!(
             c.summary(),
-            format!("Estimated monthly cost: $0.00 → $96.71 (list prices us-east-1, {}; assumes 1,000,000 requests/month)", TABLE.as_of)
+            format!("Estimated monthly cost: $0.00 → $97.31 (list prices us-east-1, {}; assumes 1,000,000 requests/month)", TABLE.as_of)
         );
     }
 
