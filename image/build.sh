@@ -8,6 +8,8 @@
 # `make image` passes the release binary; tests/image.rs the debug binary its build produced.
 # The image is in Docker's format (v2s2), which ECR and ECS take like OCI's: OCI images have
 # no HEALTHCHECK, and the Containerfile's health check should reach users of the image.
+# --no-cache: nothing to reuse FROM scratch, and the layer-cache lookup races with other
+# builds and removals running at the same time (tests build images in parallel).
 # Prints the image's size last. Installs podman and runc first if they are missing
 # (image/install-podman.sh).
 set -euo pipefail
@@ -30,7 +32,7 @@ cp "$containerfile" "$context/Containerfile"
 
 tags=()
 for t in "$@"; do tags+=(--tag "$t"); done
-podman build --quiet --format docker --file "$context/Containerfile" "${tags[@]}" "$context" >/dev/null
+podman build --quiet --no-cache --format docker --file "$context/Containerfile" "${tags[@]}" "$context" >/dev/null
 
 bytes="$(podman image inspect --format '{{.Size}}' "$1")"
 echo "built $*: $(awk -v b="$bytes" 'BEGIN { printf "%.1f MB (%.1f MiB, %d bytes)", b / 1e6, b / 1048576, b }')"
