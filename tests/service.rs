@@ -2,11 +2,14 @@
 //! every route's statuses, durable acknowledgement, concurrency, degraded mode, and no 5xx
 //! for any client input. Each test owns its moto server and its service instance.
 
+#[path = "support/fault_proxy.rs"]
+mod fault_proxy;
 #[path = "support/signer.rs"]
 mod signer;
 #[path = "support/mod.rs"]
 mod support;
 
+use fault_proxy::{Fault, FaultProxy};
 use serde_json::{json, Value};
 use service::app::AppState;
 use service::config::Config;
@@ -33,6 +36,8 @@ struct Service {
     http: reqwest::Client,
     state: Arc<AppState>,
     jwks: signer::JwksServer,
+    /// Between the service's SQS client and moto, in `Setup::OneSlotBehindProxy`.
+    proxy: Option<FaultProxy>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -43,6 +48,8 @@ enum Setup {
     BrokenQueue,
     /// SQS, but every send takes 2 s longer (a retry arrives while the first is in flight).
     SlowQueue,
+    /// SQS through the fault proxy, one call in flight at a time (events queue up behind it).
+    OneSlotBehindProxy,
 }
 
 /// A queue whose sends take `.1` longer.
@@ -91,7 +98,17 @@ async fn start(setup: Setup) -> Service {
         _ => None,
     })
     .unwrap();
-    let sqs_queue = SqsQueue::new(sqs.clone(), used_queue.clone(), 32, Duration::from_secs(10));
+    let proxy = match setup {
+        Setup::OneSlotBehindProxy => Some(FaultProxy::start(&moto.endpoint).await),
+        _ => None,
+    };
+    let sqs_queue = match &proxy {
+        Some(p) => {
+            let through = aws_sdk_sqs::Client::new(&aws.to_builder().endpoint_url(&p.url).build());
+            SqsQueue::new(through, used_queue.clone(), 1, Duration::from_secs(10))
+        }
+        None => SqsQueue::new(sqs.clone(), used_queue.clone(), 4, Duration::from_secs(10)),
+    };
     let queue: Arc<dyn service::queue::Queue> = match setup {
         Setup::SlowQueue => Arc::new(Delayed(sqs_queue, Duration::from_secs(2))),
         _ => Arc::new(sqs_queue),
@@ -101,7 +118,7 @@ async fn start(setup: Setup) -> Service {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(service::serve(state.clone(), listener, std::future::pending()));
-    let svc = Service { moto, url, signer, sqs, queue_url, http: reqwest::Client::new(), state, jwks };
+    let svc = Service { moto, url, signer, sqs, queue_url, http: reqwest::Client::new(), state, jwks, proxy };
     if setup != Setup::NoSecret {
         for _ in 0..100 {
             if svc.get("/health/ready").await.0 == 200 {
@@ -157,6 +174,51 @@ impl Service {
         let a = out.attributes().unwrap();
         a[&A::ApproximateNumberOfMessages].parse::<usize>().unwrap()
             + a[&A::ApproximateNumberOfMessagesNotVisible].parse::<usize>().unwrap()
+    }
+
+    /// The webhook ids of every message in the queue, one per message, sorted (received
+    /// once each with a long visibility timeout; call it once per test).
+    async fn queued_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(600)
+                .send()
+                .await
+                .unwrap();
+            if out.messages().is_empty() {
+                break;
+            }
+            for m in out.messages() {
+                let job: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+                ids.push(job["webhook_id"].as_str().unwrap().to_string());
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    /// One event for its own entry, signed, per id, all at once: (id, status).
+    async fn post_all(self: &Arc<Self>, ids: &[String]) -> Vec<(String, u16)> {
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (s, id) = (self.clone(), id.clone());
+                tokio::spawn(async move {
+                    let st = s.post_signed("/event", &id, &event_body("v2.entry.created", &format!("etr_{id}"))).await.0;
+                    (id, st)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
     }
 }
 
@@ -332,6 +394,61 @@ async fn a_hundred_concurrent_events_are_all_acknowledged_and_queued_exactly_onc
     }
     assert_eq!(ok, 100);
     assert_eq!(s.queued().await, 100);
+}
+
+/// Events that arrive while every SQS call slot is busy go together in one SendMessageBatch
+/// (group commit), and each is answered by its own entry of the reply: acknowledged only if
+/// queued, queued once. Here one slot, held for 3 s by a delayed first call, so the rest
+/// pile up behind it; then a batch call that fails: its events are answered 503, not queued,
+/// and their retries are queued once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_for_a_call_share_a_batch_and_each_is_acknowledged_only_if_queued() {
+    let s = Arc::new(start(Setup::OneSlotBehindProxy).await);
+    let proxy = s.proxy.clone().unwrap();
+    let ids = |from: usize, n: usize| (from..from + n).map(|i| format!("msg_{i:03}")).collect::<Vec<_>>();
+    // Posts `first` alone; once its SendMessage is held in the proxy, posts `rest` at once.
+    let behind_a_held_call = |first: Vec<String>, rest: Vec<String>| {
+        let (s, proxy) = (s.clone(), proxy.clone());
+        async move {
+            let singles = proxy.count("sqs:SendMessage");
+            let held = {
+                let s = s.clone();
+                tokio::spawn(async move { s.post_all(&first).await })
+            };
+            for _ in 0..400 {
+                if proxy.count("sqs:SendMessage") > singles {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            assert!(proxy.count("sqs:SendMessage") > singles, "the first event's call never reached SQS");
+            let mut answers = s.post_all(&rest).await;
+            answers.extend(held.await.unwrap());
+            answers
+        }
+    };
+
+    // Wave 1: one event holds the only slot for 3 s; 39 more arrive meanwhile.
+    proxy.inject("sqs:SendMessage", &[Fault::Delay(3000)]);
+    let answers = behind_a_held_call(ids(0, 1), ids(1, 39)).await;
+    assert!(answers.iter().all(|(_, st)| *st == 200), "{answers:?}");
+    let (single, batches) = (proxy.count("sqs:SendMessage"), proxy.count("sqs:SendMessageBatch"));
+    assert!(batches >= 1 && single + batches <= 10, "40 events in {single} SendMessage + {batches} SendMessageBatch calls");
+
+    // Wave 2: the batch calls fail (a validation error the SDK does not retry).
+    proxy.inject("sqs:SendMessage", &[Fault::Delay(3000)]);
+    proxy.inject("sqs:SendMessageBatch", &[Fault::Validation, Fault::Validation]);
+    let answers = behind_a_held_call(ids(40, 1), ids(41, 19)).await;
+    proxy.clear_faults();
+    let refused: Vec<String> = answers.iter().filter(|(_, st)| *st == 503).map(|(id, _)| id.clone()).collect();
+    assert!(answers.iter().all(|(_, st)| *st == 200 || *st == 503), "{answers:?}");
+    assert!(!refused.is_empty(), "a failed batch call answers its events 503: {answers:?}");
+    assert_eq!(s.queued().await, 60 - refused.len(), "what was answered 503 is not queued");
+
+    // Benchling retries what was not acknowledged.
+    let retried = s.post_all(&refused).await;
+    assert!(retried.iter().all(|(_, st)| *st == 200), "{retried:?}");
+    assert_eq!(s.queued_ids().await, ids(0, 60), "every event queued exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,13 +2,14 @@
 //! concurrent connections, against the real `benchling-webhook` binary with verification ON.
 //!
 //! The queue must not be the bottleneck (moto's SQS slows down as a queue fills), so this
-//! benchmark provides a minimal SQS-compatible sink: JSON protocol `SendMessage` with FIFO
-//! rules (group id required, deduplication by id, 1 MiB limit, correct MD5 of the body). The
+//! benchmark provides a minimal SQS-compatible sink: JSON protocol `SendMessage` and
+//! `SendMessageBatch` with FIFO rules (group id required, deduplication by id, 1 MiB limit, correct MD5 of the body). The
 //! same local server answers the service's one Secrets Manager call and serves the JWKS.
 //! Everything binds to 127.0.0.1; the load stops after BENCH_SECONDS (default 20).
 //!
-//! Reports requests/s, p50/p99 ack latency, errors, the service's peak RSS and CPU time per
-//! request (from /proc), and verification time per signature.
+//! Reports requests/s, p50/p99 ack latency, errors, SQS calls and events per call, the
+//! service's peak RSS and CPU time per request (from /proc), and verification time per
+//! signature.
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
@@ -29,10 +30,36 @@ const MAX_BODY: usize = 1024 * 1024;
 #[derive(Default)]
 struct Sink {
     dedup: Mutex<HashSet<String>>,
+    /// SendMessage and SendMessageBatch calls.
+    calls: AtomicUsize,
     accepted: AtomicUsize,
     duplicates: AtomicUsize,
     secret: String,
     jwks: Value,
+}
+
+impl Sink {
+    /// One message (a SendMessage request or a batch entry) under FIFO rules.
+    fn accept(&self, req: &Value, fifo: bool) -> Result<Value, (&'static str, String)> {
+        let Some(msg) = req["MessageBody"].as_str() else { return Err(("MissingParameter", "MessageBody is required".into())) };
+        if msg.len() > MAX_BODY {
+            return Err(("InvalidParameterValue", "message longer than 1 MiB".into()));
+        }
+        if fifo && req["MessageGroupId"].as_str().is_none() {
+            return Err(("MissingParameter", "MessageGroupId is required for FIFO queues".into()));
+        }
+        let Some(dedup) = req["MessageDeduplicationId"].as_str() else {
+            return Err(("InvalidParameterValue", "MessageDeduplicationId is required (no content-based deduplication)".into()));
+        };
+        if self.dedup.lock().unwrap().insert(dedup.to_string()) {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.duplicates.fetch_add(1, Ordering::Relaxed); // accepted by SQS, not enqueued twice
+        }
+        let md5: String = Md5::digest(msg.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let n = self.accepted.load(Ordering::Relaxed);
+        Ok(json!({"MD5OfMessageBody": md5, "MessageId": format!("00000000-0000-4000-8000-{n:012}"), "SequenceNumber": format!("{n:020}")}))
+    }
 }
 
 fn sqs_error(kind: &str, msg: &str) -> Response {
@@ -49,25 +76,36 @@ async fn sink(axum::extract::State(s): axum::extract::State<Arc<Sink>>, h: Heade
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match target {
         "AmazonSQS.SendMessage" => {
-            let Some(msg) = req["MessageBody"].as_str() else { return sqs_error("MissingParameter", "MessageBody is required") };
-            if msg.len() > MAX_BODY {
-                return sqs_error("InvalidParameterValue", "message longer than 1 MiB");
-            }
+            s.calls.fetch_add(1, Ordering::Relaxed);
             let fifo = req["QueueUrl"].as_str().unwrap_or_default().ends_with(".fifo");
-            if fifo && req["MessageGroupId"].as_str().is_none() {
-                return sqs_error("MissingParameter", "MessageGroupId is required for FIFO queues");
+            match s.accept(&req, fifo) {
+                Ok(out) => ([("content-type", "application/x-amz-json-1.0")], out.to_string()).into_response(),
+                Err((kind, msg)) => sqs_error(kind, &msg),
             }
-            let Some(dedup) = req["MessageDeduplicationId"].as_str() else {
-                return sqs_error("InvalidParameterValue", "MessageDeduplicationId is required (no content-based deduplication)");
-            };
-            if s.dedup.lock().unwrap().insert(dedup.to_string()) {
-                s.accepted.fetch_add(1, Ordering::Relaxed);
-            } else {
-                s.duplicates.fetch_add(1, Ordering::Relaxed); // accepted by SQS, not enqueued twice
+        }
+        "AmazonSQS.SendMessageBatch" => {
+            s.calls.fetch_add(1, Ordering::Relaxed);
+            let fifo = req["QueueUrl"].as_str().unwrap_or_default().ends_with(".fifo");
+            let entries = req["Entries"].as_array().cloned().unwrap_or_default();
+            if entries.is_empty() || entries.len() > 10 {
+                return sqs_error("TooManyEntriesInBatchRequest", "a batch has 1 to 10 entries");
             }
-            let md5: String = Md5::digest(msg.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-            let n = s.accepted.load(Ordering::Relaxed);
-            let out = json!({"MD5OfMessageBody": md5, "MessageId": format!("00000000-0000-4000-8000-{n:012}"), "SequenceNumber": format!("{n:020}")});
+            let total: usize = entries.iter().map(|e| e["MessageBody"].as_str().map_or(0, str::len)).sum();
+            if total > MAX_BODY {
+                return sqs_error("BatchRequestTooLong", "the batch's bodies exceed 1 MiB");
+            }
+            let (mut ok, mut failed) = (Vec::new(), Vec::new());
+            for e in &entries {
+                let id = e["Id"].clone();
+                match s.accept(e, fifo) {
+                    Ok(mut out) => {
+                        out["Id"] = id;
+                        ok.push(out)
+                    }
+                    Err((code, msg)) => failed.push(json!({"Id": id, "SenderFault": true, "Code": code, "Message": msg})),
+                }
+            }
+            let out = json!({"Successful": ok, "Failed": failed});
             ([("content-type", "application/x-amz-json-1.0")], out.to_string()).into_response()
         }
         "secretsmanager.GetSecretValue" => {
@@ -165,7 +203,7 @@ async fn run(seconds: u64) {
         .env("PORT", port.to_string())
         .env("BIND_ADDR", "127.0.0.1")
         .env("RUST_LOG", "warn")
-        .envs(std::env::var("MALLOC_ARENA_MAX").ok().map(|v| ("MALLOC_ARENA_MAX", v)))
+        .envs(["MALLOC_ARENA_MAX", "SQS_MAX_IN_FLIGHT"].into_iter().filter_map(|k| std::env::var(k).ok().map(|v| (k, v))))
         .env("AWS_ENDPOINT_URL", &sink_url)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "bench")
@@ -282,6 +320,8 @@ async fn run(seconds: u64) {
         sink_state.accepted.load(Ordering::Relaxed),
         sink_state.duplicates.load(Ordering::Relaxed)
     );
+    let calls = sink_state.calls.load(Ordering::Relaxed);
+    println!("| SQS calls (events per call) | {calls} ({:.1}) |", sink_state.accepted.load(Ordering::Relaxed) as f64 / calls.max(1) as f64);
     println!("| service peak RSS | {:.1} MiB (idle after start-up: {:.1} MiB) |", peak_rss as f64 / 1024.0, idle_rss as f64 / 1024.0);
     println!("| service CPU per request | {:.3} ms |", cpu_ms / ok.max(1) as f64);
     println!("| signature verification | {verify_us:.1} µs |");

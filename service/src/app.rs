@@ -303,7 +303,7 @@ async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: By
     // is never stuck behind an in-flight reservation nobody will finish.
     let reservation = Reservation { state: &s, id: &webhook_id, held: reserved };
 
-    let payload: Value = match serde_json::from_slice(&body) {
+    let mut payload: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
             return error(StatusCode::BAD_REQUEST, "body must be a JSON object");
@@ -312,7 +312,9 @@ async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: By
             return error(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}"));
         }
     };
-    let message = &payload["message"];
+    // Moved out, not copied: it goes into the job as it is.
+    let message = payload.get_mut("message").map(Value::take).unwrap_or(Value::Null);
+    let message = &message;
     let event_type = message["type"].as_str().unwrap_or_default().to_string();
 
     let entry = match channel {
@@ -331,26 +333,47 @@ async fn handle(s: Arc<AppState>, channel: Channel, headers: HeaderMap, body: By
         return Json(json!({"status": "acknowledged", "webhook_id": webhook_id})).into_response();
     };
 
-    let job = json!({
-        "kind": "package",
-        "channel": channel.name(),
-        "event_type": event_type,
-        "entry_id": entry_id,
-        "webhook_id": webhook_id,
-        "received_at": now_unix(),
-        "message": message,
-    });
-    match s.queue.send(&entry_id, &webhook_id, job.to_string()).await {
+    let job = Job {
+        channel: channel.name(),
+        entry_id: &entry_id,
+        event_type: &event_type,
+        kind: "package",
+        message,
+        received_at: now_unix(),
+        webhook_id: &webhook_id,
+    };
+    let job = serde_json::to_string(&job).expect("a job serializes");
+    match s.queue.send(&entry_id, &webhook_id, job).await {
         Ok(()) => {
             reservation.acknowledge();
             tracing::info!(channel = channel.name(), webhook_id, event_type, entry_id, ms = started.elapsed().as_millis() as u64, "queued");
-            Json(json!({"status": "queued", "webhook_id": webhook_id, "entry_id": entry_id})).into_response()
+            Json(Queued { entry_id: &entry_id, status: "queued", webhook_id: &webhook_id }).into_response()
         }
         Err(e) => {
             tracing::error!(channel = channel.name(), webhook_id, error = %e, "queue refused the event; answering 503 so Benchling retries");
             error(StatusCode::SERVICE_UNAVAILABLE, "event could not be queued; retry later")
         }
     }
+}
+
+/// What the worker receives (worker.rs reads it); fields in the order `json!` would give them.
+#[derive(serde::Serialize)]
+struct Job<'a> {
+    channel: &'static str,
+    entry_id: &'a str,
+    event_type: &'a str,
+    kind: &'static str,
+    message: &'a Value,
+    received_at: i64,
+    webhook_id: &'a str,
+}
+
+/// The answer to a queued event (built per request: a struct, not a `json!` map).
+#[derive(serde::Serialize)]
+struct Queued<'a> {
+    entry_id: &'a str,
+    status: &'static str,
+    webhook_id: &'a str,
 }
 
 /// Canvas button interactions whose id starts with `update-package-` package the canvas's entry.

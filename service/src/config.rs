@@ -37,7 +37,8 @@ pub struct Config {
     /// Least time between JWKS fetches triggered by signatures no cached key verifies
     /// (`JWKS_MIN_REFETCH_SECS`, default 60).
     pub jwks_min_refetch: std::time::Duration,
-    /// SendMessage calls in flight at once (`SQS_MAX_IN_FLIGHT`, default 32).
+    /// SQS calls (SendMessage or SendMessageBatch) in flight at once (`SQS_MAX_IN_FLIGHT`,
+    /// default 4): events arriving while all are busy share the next call (queue.rs).
     pub sqs_max_in_flight: usize,
 }
 
@@ -63,7 +64,7 @@ impl Config {
             Some(v) => {
                 v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("SQS_MAX_IN_FLIGHT must be a positive number, not `{v}`"))?
             }
-            None => 32,
+            None => 4,
         };
         let client_ip_header = match get("WEBHOOK_CLIENT_IP_HEADER") {
             Some(h) => axum::http::HeaderName::try_from(h.trim().to_ascii_lowercase())

@@ -8,7 +8,7 @@
 
 use crate::verify::VerifyingKey;
 use serde::Deserialize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
@@ -84,7 +84,8 @@ pub struct KeyCache {
     url: String,
     min_refetch: Duration,
     http: reqwest::Client,
-    keys: RwLock<Vec<VerifyingKey>>,
+    /// Shared, not copied, by every request that verifies with them.
+    keys: RwLock<Arc<[VerifyingKey]>>,
     fetched: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
     max_bytes: usize,
@@ -98,7 +99,7 @@ impl KeyCache {
             url,
             min_refetch,
             http,
-            keys: RwLock::new(Vec::new()),
+            keys: RwLock::new(Arc::from(Vec::new())),
             fetched: Mutex::new(None),
             last_error: Mutex::new(None),
             max_bytes: MAX_BYTES,
@@ -117,7 +118,7 @@ impl KeyCache {
         &self.url
     }
 
-    pub async fn keys(&self) -> Vec<VerifyingKey> {
+    pub async fn keys(&self) -> Arc<[VerifyingKey]> {
         self.keys.read().await.clone()
     }
 
@@ -152,7 +153,7 @@ impl KeyCache {
                     tracing::warn!(url = self.url, reason = why, "skipping a JWKS key that cannot be used");
                 }
                 let n = keys.len();
-                *self.keys.write().await = keys;
+                *self.keys.write().await = Arc::from(keys);
                 *self.last_error.lock().unwrap() = None;
                 Ok(n)
             }

@@ -73,6 +73,11 @@ impl FaultProxy {
         self.state.lock().unwrap().log.clone()
     }
 
+    /// Drops the faults not used yet.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().rules.clear();
+    }
+
     /// Forgets the counts and the log (not the injected faults).
     pub fn reset_counts(&self) {
         let mut s = self.state.lock().unwrap();
