@@ -151,18 +151,17 @@ struct Resigner {
 
 impl Resigner {
     fn start(moto: &Moto, key: &(String, String)) -> Resigner {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Port 0: the proxy binds a port the system picks and prints it once it listens (a
+        // probed port could be taken by another test's server before the proxy binds it).
         let script = repo_root().join("tests/emulator/resign-proxy.py");
-        let child = Command::new(venv_python())
-            .args([script.to_str().unwrap(), &port.to_string(), &moto.endpoint, &key.0, &key.1])
-            .stdout(Stdio::null())
+        let mut child = Command::new(venv_python())
+            .args([script.to_str().unwrap(), "0", &moto.endpoint, &key.0, &key.1])
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < std::time::Duration::from_secs(20), "the re-signing proxy did not start");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("the re-signing proxy did not start (it printed `{line}`)"));
         Resigner { child, url: format!("http://127.0.0.1:{port}") }
     }
 }

@@ -63,4 +63,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
 
-http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+# Port 0: the system picks a free one; the first line on stdout says which (no probe-then-bind race).
+print(server.server_address[1], flush=True)
+server.serve_forever()

@@ -36,6 +36,22 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Whether a moto server answers on `port` (its own API, not an AWS call: it counts against
+/// no IAM-enforcement budget).
+fn is_moto(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(b"GET /moto-api/data.json HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    // HTTP/1.0: the server closes the connection after its answer.
+    let mut answer = Vec::new();
+    let _ = s.take(64 * 1024).read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    answer.starts_with("HTTP/1.1 200") && answer.contains("Werkzeug")
+}
+
 pub struct Moto {
     child: Child,
     pub port: u16,
@@ -76,7 +92,9 @@ impl Moto {
                 .expect("start moto_server");
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(30) {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Whoever answers must be this moto: another test's server can take the port
+                // between the probe and moto's bind (moto then exits, and the next port is tried).
+                if is_moto(port) {
                     return Moto { child, port, endpoint: format!("http://127.0.0.1:{port}") };
                 }
                 if child.try_wait().unwrap().is_some() {
