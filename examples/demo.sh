@@ -32,6 +32,14 @@ for _ in $(seq 1 200); do
   (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.1
 done
+# moto builds a REST service's router on its first request, and two first requests at once can
+# race (HTTP 500): one request to each REST service first, one after the other
+# (tests/support/mod.rs does the same).
+for svc in "apigateway /v2/apis" "scheduler /schedule-groups" "s3 /"; do
+  set -- $svc
+  curl -s -o /dev/null -H "Authorization: AWS4-HMAC-SHA256 Credential=demo/20260101/us-east-1/$1/aws4_request, SignedHeaders=host, Signature=0" \
+    "http://127.0.0.1:$port$2" || true
+done
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \
   AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
