@@ -161,19 +161,7 @@ impl Service {
 
     /// Messages in the queue, visible or in flight.
     async fn queued(&self) -> usize {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        let out = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&self.queue_url)
-            .attribute_names(A::ApproximateNumberOfMessages)
-            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .unwrap();
-        let a = out.attributes().unwrap();
-        a[&A::ApproximateNumberOfMessages].parse::<usize>().unwrap()
-            + a[&A::ApproximateNumberOfMessagesNotVisible].parse::<usize>().unwrap()
+        support::queued(&self.sqs, &self.queue_url).await
     }
 
     /// The webhook ids of every message in the queue, one per message, sorted (received

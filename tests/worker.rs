@@ -242,19 +242,7 @@ impl Rig {
 
     /// Messages in the work queue, visible or in flight.
     async fn queued(&self) -> usize {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        let out = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&self.queue_url)
-            .attribute_names(A::ApproximateNumberOfMessages)
-            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .unwrap();
-        let a = out.attributes().unwrap();
-        a[&A::ApproximateNumberOfMessages].parse::<usize>().unwrap()
-            + a[&A::ApproximateNumberOfMessagesNotVisible].parse::<usize>().unwrap()
+        support::queued(&self.sqs, &self.queue_url).await
     }
 
     /// The bytes of an object in the user bucket.

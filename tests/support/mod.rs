@@ -158,6 +158,21 @@ impl Drop for Moto {
     }
 }
 
+/// Messages in an SQS queue, visible or in flight.
+pub async fn queued(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let a = out.attributes().unwrap();
+    a[&A::ApproximateNumberOfMessages].parse::<usize>().unwrap() + a[&A::ApproximateNumberOfMessagesNotVisible].parse::<usize>().unwrap()
+}
+
 /// Result of one CLI run, with both streams for assertions and failure messages.
 pub struct Run {
     pub code: i32,
