@@ -14,39 +14,12 @@ mod fault_proxy;
 #[path = "support/mod.rs"]
 mod support;
 
-use aws_config::SdkConfig;
-use cli::{assert_converged, reconciler, reconciler_via, spec_variant};
+use cli::{apply, assert_converged, aws, reconciler, reconciler_via, spec_variant, Aws};
 use support::Moto;
 
 const STACK: &str = "benchling-webhook";
 const CLUSTER: &str = "benchling-webhook-cluster";
 const PROD: &str = "specs/prod.yaml";
-
-struct Aws {
-    iam: aws_sdk_iam::Client,
-    ecs: aws_sdk_ecs::Client,
-    logs: aws_sdk_cloudwatchlogs::Client,
-    sqs: aws_sdk_sqs::Client,
-    cloudmap: aws_sdk_servicediscovery::Client,
-    scaling: aws_sdk_applicationautoscaling::Client,
-}
-
-async fn aws(moto: &Moto) -> Aws {
-    let c: SdkConfig = moto.sdk_config().await;
-    Aws {
-        iam: aws_sdk_iam::Client::new(&c),
-        ecs: aws_sdk_ecs::Client::new(&c),
-        logs: aws_sdk_cloudwatchlogs::Client::new(&c),
-        sqs: aws_sdk_sqs::Client::new(&c),
-        cloudmap: aws_sdk_servicediscovery::Client::new(&c),
-        scaling: aws_sdk_applicationautoscaling::Client::new(&c),
-    }
-}
-
-fn apply(moto: &Moto, spec: &str) {
-    let run = reconciler(moto, &["apply", spec, "--auto-approve"]);
-    assert_eq!(run.code, 0, "{run}");
-}
 
 /// Plan exits 2 and names each (resource, field); returns the plan's stdout.
 fn assert_drift(moto: &Moto, spec: &str, expect: &[(&str, &str)]) -> String {

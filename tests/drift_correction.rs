@@ -18,7 +18,7 @@ mod cli;
 #[path = "support/mod.rs"]
 mod support;
 
-use cli::{assert_converged, reconciler, spec_variant};
+use cli::{apply, assert_converged, aws, reconciler, spec_variant, Aws};
 use reconciler::resources::iam::{canonical_policy, parse_policy_document};
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -31,30 +31,6 @@ const SCHEDULE: &str = "drift-correction";
 const FAMILY: &str = "benchling-webhook-drift-correction";
 const TASK_ROLE: &str = "benchling-webhook-drift-correction";
 const LOG_GROUP: &str = "/ecs/benchling-webhook/drift-correction";
-
-struct Aws {
-    iam: aws_sdk_iam::Client,
-    ecs: aws_sdk_ecs::Client,
-    ec2: aws_sdk_ec2::Client,
-    logs: aws_sdk_cloudwatchlogs::Client,
-    sched: aws_sdk_scheduler::Client,
-}
-
-async fn aws(moto: &Moto) -> Aws {
-    let c = moto.sdk_config().await;
-    Aws {
-        iam: aws_sdk_iam::Client::new(&c),
-        ecs: aws_sdk_ecs::Client::new(&c),
-        ec2: aws_sdk_ec2::Client::new(&c),
-        logs: aws_sdk_cloudwatchlogs::Client::new(&c),
-        sched: aws_sdk_scheduler::Client::new(&c),
-    }
-}
-
-fn apply(moto: &Moto, spec: &str) {
-    let run = reconciler(moto, &["apply", spec, "--auto-approve"]);
-    assert_eq!(run.code, 0, "{run}");
-}
 
 /// What `reconciler policy SPEC --for PURPOSE` prints, canonical.
 fn printed_policy(moto: &Moto, spec: &str, purpose: &str) -> Value {

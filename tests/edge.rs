@@ -13,28 +13,11 @@ mod cli;
 mod support;
 
 use aws_sdk_apigatewayv2::types::{AccessLogSettings, RouteSettings};
-use cli::{assert_converged, reconciler, spec_variant};
+use cli::{assert_converged, aws, reconciler, spec_variant, Aws};
 use support::Moto;
 
 const PROD: &str = "specs/prod.yaml";
 const API_LOG_GROUP: &str = "/aws/apigateway/benchling-webhook";
-
-struct Aws {
-    apigw: aws_sdk_apigatewayv2::Client,
-    ec2: aws_sdk_ec2::Client,
-    cloudmap: aws_sdk_servicediscovery::Client,
-    logs: aws_sdk_cloudwatchlogs::Client,
-}
-
-async fn aws(moto: &Moto) -> Aws {
-    let c = moto.sdk_config().await;
-    Aws {
-        apigw: aws_sdk_apigatewayv2::Client::new(&c),
-        ec2: aws_sdk_ec2::Client::new(&c),
-        cloudmap: aws_sdk_servicediscovery::Client::new(&c),
-        logs: aws_sdk_cloudwatchlogs::Client::new(&c),
-    }
-}
 
 fn apply(moto: &Moto, spec: &str) -> String {
     let run = reconciler(moto, &["apply", spec, "--auto-approve", "--allow-destructive"]);

@@ -44,3 +44,37 @@ pub fn assert_converged(moto: &Moto, spec: &str) {
     assert_eq!(plan.code, 0, "expected a no-op plan\n{plan}");
     assert!(plan.stdout.contains("No changes"), "{plan}");
 }
+
+/// `apply SPEC --auto-approve`, which must succeed.
+pub fn apply(moto: &Moto, spec: &str) {
+    let run = reconciler(moto, &["apply", spec, "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+}
+
+/// A client for each service the stack uses, all pointed at one moto.
+pub struct Aws {
+    pub apigw: aws_sdk_apigatewayv2::Client,
+    pub cloudmap: aws_sdk_servicediscovery::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub scaling: aws_sdk_applicationautoscaling::Client,
+    pub sched: aws_sdk_scheduler::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+pub async fn aws(moto: &Moto) -> Aws {
+    let c = moto.sdk_config().await;
+    Aws {
+        apigw: aws_sdk_apigatewayv2::Client::new(&c),
+        cloudmap: aws_sdk_servicediscovery::Client::new(&c),
+        ec2: aws_sdk_ec2::Client::new(&c),
+        ecs: aws_sdk_ecs::Client::new(&c),
+        iam: aws_sdk_iam::Client::new(&c),
+        logs: aws_sdk_cloudwatchlogs::Client::new(&c),
+        scaling: aws_sdk_applicationautoscaling::Client::new(&c),
+        sched: aws_sdk_scheduler::Client::new(&c),
+        sqs: aws_sdk_sqs::Client::new(&c),
+    }
+}
