@@ -306,10 +306,10 @@ async fn destroy_removes_every_owned_resource_and_nothing_else() {
     assert_eq!(destroy.code, 0, "{destroy}");
     let listed = |needle: &str| destroy.stdout.find(needle).unwrap_or_else(|| panic!("{needle} not listed\n{destroy}"));
     // Dependents first: routes before the NAT gateways they point at, those before their
-    // subnets, the service before its security group, everything before the VPC.
+    // (public) subnets, the service before its security group, everything before the VPC.
     assert!(
         listed("ec2:route-table") < listed("ec2:nat-gateway")
-            && listed("ec2:nat-gateway") < listed("ec2:subnet")
+            && listed("ec2:nat-gateway") < listed("ec2:subnet subnet-public")
             && listed("ecs:service") < listed("ec2:security-group sg-service")
             && listed("ec2:security-group sg-service") < listed("ec2:vpc vpc"),
         "listed in deletion order\n{destroy}"
@@ -889,7 +889,7 @@ async fn security_groups_are_replaced_before_the_old_ones_go() {
     let svc = ecs.describe_services().cluster("benchling-webhook-shared").services("benchling-webhook-shared").send().await.unwrap();
     let svc = svc.services().iter().find(|s| s.status() == Some("ACTIVE")).unwrap();
     let net = svc.network_configuration().unwrap().awsvpc_configuration().unwrap();
-    assert_eq!(net.security_groups(), [new_sg.clone()]);
+    assert_eq!(net.security_groups(), std::slice::from_ref(&new_sg));
     let old = c.describe_security_groups().filters(Filter::builder().name("group-id").values(&old_sg).build()).send().await.unwrap();
     assert!(old.security_groups().is_empty(), "the old group is gone");
     assert_converged(&moto, &specs[1].1);

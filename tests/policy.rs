@@ -67,11 +67,34 @@ fn specs() -> Vec<String> {
     specs
 }
 
+/// EC2 authorises a security-group rule change against the group (required) and the rule
+/// (optional; it has no tags when it is authorised). The apply policy grants them in two
+/// statements: the group under the stack's tag condition, the rule ARNs on their own.
+/// parliament judges each statement alone and reports the rule-only one as matching no
+/// required resource: that exact finding, and nothing else, is AWS's two-resource
+/// authorisation, not a flaw.
+fn is_the_rule_statement(finding: &serde_json::Value) -> bool {
+    const RULE_CALLS: [&str; 4] = [
+        "ec2:AuthorizeSecurityGroupEgress",
+        "ec2:AuthorizeSecurityGroupIngress",
+        "ec2:RevokeSecurityGroupEgress",
+        "ec2:RevokeSecurityGroupIngress",
+    ];
+    finding["issue"] == "RESOURCE_MISMATCH"
+        && finding["detail"].as_array().is_some_and(|d| {
+            !d.is_empty()
+                && d.iter().all(|x| {
+                    RULE_CALLS.contains(&x["action"].as_str().unwrap_or_default())
+                        && x["required_format"] == "arn:*:ec2:*:*:security-group/*"
+                })
+        })
+}
+
 fn assert_clean(purpose: &str) {
     let mut failures = Vec::new();
     for spec in specs() {
         let doc = policy(&spec, purpose);
-        let found = findings(&doc);
+        let found: Vec<serde_json::Value> = findings(&doc).into_iter().filter(|f| !is_the_rule_statement(f)).collect();
         if !found.is_empty() {
             let listed: Vec<String> = found.iter().map(|f| f.to_string()).collect();
             failures.push(format!("{spec} --for {purpose}:\n{}\n--- policy\n{doc}", listed.join("\n")));
@@ -92,6 +115,20 @@ fn parliament_finds_nothing_in_the_apply_policy() {
 
 /// The check is live: parliament flags `s3:*` on `*`, and a create that takes an ARN granted
 /// on `*` even under the stack's tag condition (how the apply policy granted creates before).
+/// The one finding left out above is that statement's, and only it: the same calls granted on
+/// the rule ARNs are reported, other calls on them are findings that stay.
+#[test]
+fn only_the_rule_statement_finding_is_left_out() {
+    let rules = r#"{"Version": "2012-10-17", "Statement": [{"Sid": "SecurityGroupRulesOfTheStacksGroups", "Effect": "Allow",
+        "Action": ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress"], "Resource": "arn:aws:ec2:*:*:security-group-rule/*"}]}"#;
+    let found = findings(rules);
+    assert!(!found.is_empty() && found.iter().all(is_the_rule_statement), "{found:?}");
+    let other = r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": ["ec2:DeleteSecurityGroup"], "Resource": "arn:aws:ec2:*:*:security-group-rule/*"}]}"#;
+    let found = findings(other);
+    assert!(!found.is_empty() && !found.iter().any(is_the_rule_statement), "{found:?}");
+}
+
 #[test]
 fn parliament_flags_bad_policies() {
     let everything = r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}"#;

@@ -9,7 +9,7 @@ mod fault_proxy;
 #[path = "support/mod.rs"]
 mod support;
 
-use fault_proxy::{Fault, FaultProxy};
+use fault_proxy::{Fault, FaultProxy, Rule};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{repo_root, Moto, Run};
@@ -139,4 +139,26 @@ async fn a_lost_lease_stops_new_mutations_and_is_not_deleted() {
     assert!(run.stderr.contains("was lost"), "{run}");
     assert_eq!(proxy.count("ec2:CreateSubnet"), 0, "no new mutation after the lease was lost\n{run}");
     assert_eq!(lease(&s3).await.expect("the new holder's lease stays")["holder"], "intruder", "{run}");
+}
+
+/// S3 throttles the lock's renewal for a few seconds (503 SlowDown): the lease is still ours
+/// until its TTL, so the renewal is tried again within it instead of giving the lock up, and
+/// the apply finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_renewal_is_retried_within_the_lease() {
+    let moto = Moto::start();
+    let s3 = s3(&moto).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    // TTL 60 s (the shortest a spec allows): the first renewal comes at 20 s, while S3
+    // throttles every call for 23 s after the first read of the stack; the VPC create is held
+    // 24 s so that the apply is still running.
+    proxy.rule(Rule::error("s3:?", 503, "SlowDown", "Please reduce your request rate.").for_secs_after_first("ec2:DescribeVpcs", 23.0));
+    proxy.inject("ec2:CreateVpc", &[Fault::Delay(24_000)]);
+    let spec = locked_spec(&moto, 60);
+    let run = finish(spawn(&moto, &proxy.url, &["apply", &spec, "--auto-approve"]));
+    assert!(proxy.injected("s3:?") > 0, "the renewal met the throttling\n{run}");
+    assert_eq!(run.code, 0, "{run}");
+    assert!(!run.stderr.contains("was lost"), "{run}");
+    assert_eq!(vpcs(&moto).await, 1);
+    assert!(lease(&s3).await.is_none(), "released at the end\n{run}");
 }

@@ -292,7 +292,7 @@ async fn routes_answer_with_the_documented_statuses() {
     let many = [
         ("webhook-id", "msg_14".to_string()),
         ("webhook-timestamp", ts.to_string()),
-        ("webhook-signature", format!("{} {signed}", vec!["v1bder,AAAA"; 5].join(" "))),
+        ("webhook-signature", format!("{} {signed}", ["v1bder,AAAA"; 5].join(" "))),
     ];
     let (st, v) = s.post_raw("/event", &many, body.clone().into_bytes()).await;
     assert_eq!(st, 400, "{v}");

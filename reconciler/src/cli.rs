@@ -181,13 +181,25 @@ struct AwsOpts {
     /// Seconds one wait may take before failing (a re-run resumes).
     #[arg(long, default_value_t = 600.0, env = "RECONCILER_WAIT_TIMEOUT")]
     wait_timeout: f64,
-    /// Tries per AWS operation; throttling, 5xx and transport failures are retried with
-    /// jittered exponential backoff (a mutation only after observing again).
+    /// Tries per AWS call when it is throttled (honouring Retry-After) or a read fails with a
+    /// 5xx; tries per resource when a mutation fails ambiguously (observed again first).
     #[arg(long, default_value_t = 5, env = "RECONCILER_MAX_ATTEMPTS")]
     max_attempts: u32,
     /// First retry backoff in milliseconds (doubles per attempt, full jitter, 20 s cap).
     #[arg(long, default_value_t = 500, env = "RECONCILER_RETRY_BASE_MS")]
     retry_base_ms: u64,
+    /// Seconds "not usable yet" is retried: a role another service cannot assume a moment
+    /// after its creation (IAM propagation), an id EC2 does not know yet.
+    #[arg(long, default_value_t = 120.0, env = "RECONCILER_PROPAGATION_TIMEOUT")]
+    propagation_timeout: f64,
+    /// Seconds conflicts and dependency waits are retried (another change in progress, a
+    /// resource still used by one being deleted).
+    #[arg(long, default_value_t = 600.0, env = "RECONCILER_CONFLICT_TIMEOUT")]
+    conflict_timeout: f64,
+    /// Seconds a create whose answer was lost is looked for (listings lag behind creates)
+    /// before it is sent again.
+    #[arg(long, default_value_t = 30.0, env = "RECONCILER_LISTING_LAG")]
+    listing_lag: f64,
     /// Mutations in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -526,6 +538,9 @@ impl Session {
         settings.max_concurrency = aws.concurrency.max(1);
         settings.max_attempts = aws.max_attempts.max(1);
         settings.retry_base = Duration::from_millis(aws.retry_base_ms);
+        settings.propagation_timeout = Duration::from_secs_f64(aws.propagation_timeout.max(0.0));
+        settings.conflict_timeout = Duration::from_secs_f64(aws.conflict_timeout.max(0.0));
+        settings.listing_lag = Duration::from_secs_f64(aws.listing_lag.max(0.0));
         settings.wait_for_deployments = aws.wait_for_deployments;
         settings.interactive = std::io::stderr().is_terminal();
         let ctx = Ctx::from_env(&spec.region, settings).await;
@@ -613,7 +628,7 @@ impl Session {
     /// Live facts and the desired state computed from them.
     async fn desired(&self) -> anyhow::Result<(desired::Facts, DesiredState)> {
         let s = &self.ctx.settings;
-        let facts = engine::retry::with_retries(s.max_attempts, s.retry_base, || crate::facts::gather(&self.ctx, &self.spec))
+        let facts = engine::retry::with_retries(s, || crate::facts::gather(&self.ctx, &self.spec))
             .await
             .context("reading the facts the spec depends on (zones, an existing VPC, the account)")?;
         let state = desired::build(&self.spec, &facts)?;

@@ -14,7 +14,7 @@ pub const IAM_READS: &[&str] = &["ec2:DescribeAvailabilityZones", "ec2:DescribeV
 
 impl crate::engine::Service for aws_sdk_sts::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build())
+        crate::engine::calls::sdk_client!(aws_sdk_sts, conf, crate::engine::retry::no_extra)
     }
 }
 
@@ -41,6 +41,17 @@ async fn zones_in_use(ctx: &Ctx) -> anyhow::Result<std::collections::BTreeMap<us
     Ok(zones)
 }
 
+/// AZ IDs (stable across accounts, unlike zone names) where HTTP API VPC links are not
+/// available, from the API Gateway developer guide's table of supported zones per region
+/// (regions it lists with fewer zones than they have). A zone outside the table is assumed
+/// supported.
+const NO_VPC_LINK: &[&str] = &["use1-az3", "usw1-az2", "ape1-az1"];
+
+/// Whether an HTTP API VPC link can use a subnet in this zone (by AZ ID).
+pub fn vpc_link_supported(zone_id: &str) -> bool {
+    !NO_VPC_LINK.contains(&zone_id)
+}
+
 pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
     let mut facts = Facts { azs: vec![], zones_in_use: Default::default(), existing: None, account: String::new() };
     // Independent reads, concurrently: one round trip.
@@ -56,10 +67,14 @@ pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
                 .send()
                 .await
                 .map_err(call_failed("DescribeAvailabilityZones"))?;
+            let with_api = spec.api.is_some();
             let mut azs: Vec<String> = out
                 .availability_zones()
                 .iter()
                 .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
+                // Zone names map to different zones in every account; AZ IDs do not. A VPC
+                // link cannot be placed in some zones: never choose one of them.
+                .filter(|z| !with_api || z.zone_id().is_none_or(vpc_link_supported))
                 .filter_map(|z| z.zone_name().map(String::from))
                 .collect();
             azs.sort();
@@ -92,6 +107,16 @@ pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
             .await
             .map_err(call_failed("DescribeSubnets"))
             .context("network.existing.private_subnet_ids cannot be read; check the ids and the region")?;
+        if spec.api.is_some() {
+            if let Some(s) = subnets.subnets().iter().find(|s| s.availability_zone_id().is_some_and(|z| !vpc_link_supported(z))) {
+                bail!(
+                    "subnet {} is in zone {} ({}), where API Gateway cannot place an HTTP API VPC link; list private subnets in other zones (network.existing.private_subnet_ids)",
+                    s.subnet_id().unwrap_or_default(),
+                    s.availability_zone().unwrap_or_default(),
+                    s.availability_zone_id().unwrap_or_default()
+                );
+            }
+        }
         let found: Vec<(String, String, String)> = subnets
             .subnets()
             .iter()
@@ -126,4 +151,16 @@ pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
         });
     }
     Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zones_without_vpc_links_are_never_chosen() {
+        assert!(!vpc_link_supported("use1-az3"));
+        assert!(!vpc_link_supported("usw1-az2"));
+        assert!(vpc_link_supported("use1-az1") && vpc_link_supported("use1-az6") && vpc_link_supported("euw1-az1"));
+    }
 }

@@ -16,6 +16,9 @@ pub fn reconciler_via(moto: &Moto, endpoint: &str, attempts: &str, args: &[&str]
         .env("RECONCILER_POLL_INTERVAL", "0.05")
         .env("RECONCILER_MAX_ATTEMPTS", attempts)
         .env("RECONCILER_RETRY_BASE_MS", "5")
+        // An ambiguous create (a 5xx the proxy made up before moto saw the call) is looked for
+        // this long before it is sent again; moto lists a create at once.
+        .env("RECONCILER_LISTING_LAG", "1")
         .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
         .stdin(Stdio::null())
         .output()

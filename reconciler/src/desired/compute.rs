@@ -121,6 +121,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         Some(sc) => within(sc.min as u64, sc.max as u64, svc.desired_count as u64),
         None => json!(svc.desired_count),
     };
+    let egress = b.private_egress();
     b.add(
         "ecs:service",
         "service",
@@ -142,7 +143,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
             "propagate_tags": "SERVICE",
             "managed_tags": true,
         })),
-        &[],
+        &egress.iter().map(String::as_str).collect::<Vec<_>>(),
     );
 
     if let Some(sc) = &spec.scaling {

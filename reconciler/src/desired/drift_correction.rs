@@ -167,6 +167,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     );
 
     b.add("scheduler:schedule-group", "schedule-group", obj(json!({"name": group})), &[]);
+    let egress = b.private_egress();
     b.add_untagged(
         "scheduler:schedule",
         "schedule-drift-correction",
@@ -192,7 +193,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
                 "max_event_age_seconds": 60,
             },
         })),
-        &[],
+        &egress.iter().map(String::as_str).collect::<Vec<_>>(),
     );
 }
 

@@ -76,6 +76,13 @@ impl Builder<'_> {
         self.add_untagged(kind, id, fields, after);
     }
 
+    /// The private route tables, each with its route out (through a NAT gateway, which it
+    /// references): a task started before them has no way out (image pulls, secrets, logs
+    /// fail), so services and scheduled tasks are ordered after them. Empty with an existing VPC.
+    fn private_egress(&self) -> Vec<String> {
+        self.out.iter().filter(|d| d.kind == "ec2:route-table" && d.id.starts_with("rt-private-")).map(|d| d.id.clone()).collect()
+    }
+
     /// A resource that takes no tags (found by its parent).
     fn add_untagged(&mut self, kind: &'static str, id: &str, fields: Fields, after: &[&str]) {
         self.out.push(Desired { kind, id: id.into(), fields, after: after.iter().map(|s| s.to_string()).collect() });
@@ -156,6 +163,25 @@ mod tests {
         assert!(ids(&d, "ec2:nat-gateway").is_empty());
         let rt2 = d.resources.iter().find(|r| r.id == "rt-private-2").unwrap();
         assert_eq!(rt2.fields["routes"], set(vec![]));
+    }
+
+    /// No task starts without a route out: the service and the drift-correction schedule come
+    /// after every private route table, and so after the NAT gateways those route through.
+    #[test]
+    fn tasks_start_only_after_the_route_out() {
+        let d = build(&full_spec(), &facts()).unwrap();
+        let order = crate::engine::creation_order(&d.resources, &d.externals).unwrap();
+        let at = |id: &str| order.iter().position(|x| x == id).unwrap_or_else(|| panic!("{id} not in {order:?}"));
+        for task_starter in ["service", "schedule-drift-correction"] {
+            let node = d.resources.iter().find(|r| r.id == task_starter).unwrap();
+            for rt in ids(&d, "ec2:route-table").iter().filter(|id| id.starts_with("rt-private-")) {
+                assert!(node.after.contains(rt), "{task_starter} is not ordered after {rt}: {:?}", node.after);
+                assert!(at(task_starter) > at(rt));
+            }
+            for nat in ids(&d, "ec2:nat-gateway") {
+                assert!(at(task_starter) > at(&nat), "{task_starter} before {nat}");
+            }
+        }
     }
 
     #[test]

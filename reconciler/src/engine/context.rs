@@ -23,10 +23,20 @@ pub struct Settings {
     pub wait_timeout: Duration,
     /// Mutations in flight at once.
     pub max_concurrency: usize,
-    /// Tries per AWS operation when it fails retryably (throttling, 5xx, transport).
+    /// Tries per AWS call when it is throttled (or a read fails with a 5xx), and per resource
+    /// when a mutation fails ambiguously (see `retry.rs`).
     pub max_attempts: u32,
     /// First backoff; doubles per attempt, with full jitter, capped at 20 s.
     pub retry_base: Duration,
+    /// How long "not usable yet" is retried: IAM propagation (a role another service cannot
+    /// assume a moment after its creation), an id EC2 does not know yet.
+    pub propagation_timeout: Duration,
+    /// How long conflicts and dependency waits are retried (another change in progress, a
+    /// resource still in use by one being deleted).
+    pub conflict_timeout: Duration,
+    /// How long a create whose answer was lost is looked for (listings lag behind creates)
+    /// before it is sent again.
+    pub listing_lag: Duration,
     /// Wait for ECS deployments to reach a steady state after a create or update (on by
     /// default; an emulator never gets there).
     pub wait_for_deployments: bool,
@@ -48,6 +58,9 @@ impl Settings {
             max_concurrency: 4,
             max_attempts: 5,
             retry_base: Duration::from_millis(500),
+            propagation_timeout: Duration::from_secs(120),
+            conflict_timeout: Duration::from_secs(600),
+            listing_lag: Duration::from_secs(30),
             wait_for_deployments: true,
             interactive: false,
             run_id: new_run_id(),
@@ -121,19 +134,60 @@ pub struct Ctx {
     /// Set by a signal or a lost lock: start no new mutation.
     pub stop: std::sync::Arc<Stop>,
     clients: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
+    /// Reads shared by the kinds during one observation (see [`Ctx::shared_read`]); `None`
+    /// outside one, so that every later read sees what mutations did.
+    reads: Mutex<Option<HashMap<String, SharedCell>>>,
+    /// Calls AWS allows only once per interval (API Gateway's CreateVpcLink, DeleteVpcLink).
+    pacer: Pacer,
 }
+
+/// Spaces calls that share a quota key: each waits until `interval` has passed since the last
+/// one with its key started, one at a time. (The quota is per account; calls from other
+/// processes still meet AWS's 429, which is retried with its `Retry-After`.)
+#[derive(Default)]
+pub struct Pacer {
+    last: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<Option<std::time::Instant>>>>>,
+}
+
+impl Pacer {
+    pub async fn pace(&self, key: &str, interval: Duration) {
+        let slot = self.last.lock().expect("pacer").entry(key.to_string()).or_default().clone();
+        let mut last = slot.lock().await;
+        if let Some(at) = *last {
+            let due = at + interval;
+            let now = std::time::Instant::now();
+            if due > now {
+                crate::log::progress(&format!("waiting {:.0?} for AWS's quota of one {key} per {interval:?}", due - now));
+                tokio::time::sleep(due - now).await;
+            }
+        }
+        *last = Some(std::time::Instant::now());
+    }
+}
+
+type SharedCell = std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<dyn Any + Send + Sync>>>;
 
 impl Ctx {
     /// Standard AWS configuration (credential chain, profiles, `AWS_ENDPOINT_URL`), in the
-    /// spec's region. The SDK's own retries are off: the engine retries (see `retry.rs`).
+    /// spec's region. The SDK retries a call only by the engine's rules (`calls.rs`): throttled
+    /// calls and reads, `max_attempts` tries from `retry_base`, capped at 20 s.
     pub async fn from_env(region: &str, settings: Settings) -> Self {
-        let aws = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region.to_string()))
-            .retry_config(RetryConfig::disabled())
-            .load()
-            .await;
+        let retries = RetryConfig::standard()
+            .with_max_attempts(settings.max_attempts.max(1))
+            .with_initial_backoff(settings.retry_base)
+            .with_max_backoff(Duration::from_secs(20));
+        let aws =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_string())).retry_config(retries).load().await;
         let emulated = std::env::var_os("AWS_ENDPOINT_URL").is_some();
-        Ctx { settings, aws, emulated, stop: Default::default(), clients: Mutex::new(HashMap::new()) }
+        Ctx {
+            settings,
+            aws,
+            emulated,
+            stop: Default::default(),
+            clients: Mutex::new(HashMap::new()),
+            reads: Mutex::new(None),
+            pacer: Pacer::default(),
+        }
     }
 
     /// The client for service `C`, built once and shared (clients are cheap handles).
@@ -145,6 +199,35 @@ impl Ctx {
             .downcast_ref::<C>()
             .expect("one client type per TypeId")
             .clone()
+    }
+
+    /// Starts (`true`) or ends (`false`) one observation: while it lasts, [`Ctx::shared_read`]
+    /// reads each key once for all kinds.
+    pub fn share_reads(&self, on: bool) {
+        *self.reads.lock().expect("read cache") = on.then(HashMap::new);
+    }
+
+    /// A listing several kinds need (API Gateway's GetApis serves the API and its integrations,
+    /// routes and stages): during an observation it is read once and shared, concurrent callers
+    /// waiting for the first; a failed read is not kept (the next caller reads again). Outside
+    /// an observation it is read every time.
+    pub async fn shared_read<T, F, Fut>(&self, key: &str, read: F) -> anyhow::Result<std::sync::Arc<T>>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let cell = self.reads.lock().expect("read cache").as_mut().map(|m| m.entry(key.to_string()).or_default().clone());
+        let Some(cell) = cell else { return Ok(std::sync::Arc::new(read().await?)) };
+        let value = cell
+            .get_or_try_init(|| async { read().await.map(|v| std::sync::Arc::new(v) as std::sync::Arc<dyn Any + Send + Sync>) })
+            .await?;
+        value.clone().downcast::<T>().map_err(|_| anyhow::anyhow!("internal error: shared read `{key}` was read as two types"))
+    }
+
+    /// Waits for AWS's quota of one `key` call per `interval` (see [`Pacer`]).
+    pub async fn pace(&self, key: &str, interval: Duration) {
+        self.pacer.pace(key, interval).await
     }
 
     /// The full tag set for an owned resource: user tags, a Name, and the ownership tags.
@@ -160,6 +243,29 @@ impl Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn paced_calls_are_spaced_by_their_key() {
+        let p = Pacer::default();
+        let started = std::time::Instant::now();
+        p.pace("apigateway:CreateVpcLink", Duration::from_millis(150)).await;
+        assert!(started.elapsed() < Duration::from_millis(100), "the first call goes at once");
+        p.pace("apigateway:DeleteVpcLink", Duration::from_millis(150)).await;
+        assert!(started.elapsed() < Duration::from_millis(100), "another key has its own quota");
+        p.pace("apigateway:CreateVpcLink", Duration::from_millis(150)).await;
+        assert!(started.elapsed() >= Duration::from_millis(150), "the second waits: {:?}", started.elapsed());
+        // Concurrent callers are serialised: three calls take two intervals.
+        let p = std::sync::Arc::new(Pacer::default());
+        let started = std::time::Instant::now();
+        let calls = (0..3).map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { p.pace("k", Duration::from_millis(100)).await })
+        });
+        for c in calls.collect::<Vec<_>>() {
+            c.await.unwrap();
+        }
+        assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
+    }
 
     #[test]
     fn client_tokens_are_stable_in_a_run_and_new_in_the_next() {

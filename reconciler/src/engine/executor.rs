@@ -5,6 +5,7 @@
 use super::diff::{diff_fields, for_create, for_update};
 use super::ownership;
 use super::refs::{contains_unknown, references, resolve};
+use super::retry::RetryBudget;
 use super::{Ctx, Desired, FieldChange, Fields, Identity, Kind, Observed, Replacement, Status};
 use crate::plan::{Action, Plan, ResourcePlan, DUPLICATE};
 use anyhow::{anyhow, Context as _};
@@ -18,11 +19,13 @@ pub type Snapshot = Vec<Observed>;
 /// Reads every kind concurrently (each read retried while it fails retryably). `desired`
 /// gives the kinds found by name or parent what to look for.
 pub async fn observe(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desired]) -> anyhow::Result<Snapshot> {
+    ctx.share_reads(true);
     let results = futures::future::join_all(kinds.iter().map(|k| async move {
         let wanted: Vec<&Desired> = desired.iter().filter(|d| d.kind == k.name()).collect();
         observe_kind(ctx, k.as_ref(), &wanted).await
     }))
     .await;
+    ctx.share_reads(false);
     let mut all = Vec::new();
     for (k, r) in kinds.iter().zip(results) {
         all.extend(r.with_context(|| format!("reading the stack's {} resources", k.name()))?);
@@ -32,7 +35,9 @@ pub async fn observe(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desired]) ->
 
 async fn observe_kind(ctx: &Ctx, kind: &dyn Kind, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
     let s = &ctx.settings;
-    let mut found = super::retry::with_retries(s.max_attempts, s.retry_base, || kind.observe(ctx, wanted)).await?;
+    // Each call was retried by the SDK where that is safe; what is left (no answer at all, an
+    // "observe again") is retried here, by its class's budget.
+    let mut found = super::retry::with_retries(s, || kind.observe(ctx, wanted)).await?;
     for o in &mut found {
         let spec_tags = wanted.iter().find(|d| d.id == o.id).and_then(|d| d.fields.get("tags"));
         ownership::drop_ignored_tags(&mut o.fields, spec_tags, &s.ignore_tags);
@@ -44,6 +49,7 @@ async fn observe_kind(ctx: &Ctx, kind: &dyn Kind, wanted: &[&Desired]) -> anyhow
 /// own (another owner's, or one an earlier destroy retained) is left out and reported, not
 /// an error: destroy deletes only what is ours.
 pub async fn observe_owned(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desired]) -> anyhow::Result<(Snapshot, Vec<String>)> {
+    ctx.share_reads(true);
     let results = futures::future::join_all(kinds.iter().map(|k| async move {
         let mut wanted: Vec<&Desired> = desired.iter().filter(|d| d.kind == k.name()).collect();
         let mut skipped = Vec::new();
@@ -63,6 +69,7 @@ pub async fn observe_owned(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desire
         }
     }))
     .await;
+    ctx.share_reads(false);
     let (mut all, mut skipped) = (Vec::new(), Vec::new());
     for (k, r) in kinds.iter().zip(results) {
         let (found, s) = r.with_context(|| format!("reading the stack's {} resources", k.name()))?;
@@ -140,6 +147,11 @@ fn topo_order(desired: &[Desired], externals: &BTreeMap<String, String>) -> anyh
         }
     }
     Ok(order)
+}
+
+/// Logical ids in the order apply creates them (dependencies first).
+pub fn creation_order(desired: &[Desired], externals: &BTreeMap<String, String>) -> anyhow::Result<Vec<String>> {
+    Ok(topo_order(desired, externals)?.into_iter().map(|i| desired[i].id.clone()).collect())
 }
 
 fn resolve_fields(fields: &Fields, ids: &BTreeMap<String, Identity>) -> Fields {
@@ -470,11 +482,13 @@ enum Outcome {
 
 /// Converges one resource. After a retryable failure nothing is re-sent blindly: the resource
 /// is observed again and converged from what is there (a create that did happen is kept).
+/// Each error class has its own budget ([`RetryBudget`]): a role not assumable yet is retried
+/// until the propagation deadline, a conflict until the conflict deadline.
 /// A resource that is still becoming ready (found Pending) is waited for before dependents run.
 async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, live: Option<&Observed>) -> anyhow::Result<Outcome> {
     let was_missing = live.is_none();
     let mut live = live.cloned();
-    let mut attempt = 1;
+    let mut budget = RetryBudget::new(&ctx.settings);
     loop {
         match converge_step(ctx, kind, d, fields, live.as_ref()).await {
             Ok(outcome) => {
@@ -488,22 +502,39 @@ async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, 
                     (_, outcome, _) => outcome,
                 });
             }
-            Err(e) if attempt < ctx.settings.max_attempts && super::retry::is_retryable(&e) => {
-                let wait = super::retry::backoff(ctx.settings.retry_base, attempt);
-                progress(&format!(
-                    "{} {}: {e:#}; observing again and retrying in {wait:.1?} (attempt {}/{})",
-                    d.kind,
-                    d.id,
-                    attempt + 1,
-                    ctx.settings.max_attempts
-                ));
+            Err(e) => {
+                let Some(wait) = budget.next(&e) else { return Err(e) };
+                progress(
+                    &format!("{} {}: {e:#}; observing again and retrying in {wait:.1?} (attempt {})", d.kind, d.id, budget.attempt(),),
+                );
+                let lost_create = live.is_none() && super::retry::is_ambiguous(&e);
                 tokio::time::sleep(wait).await;
                 live = observe_one(ctx, kind, d).await?;
-                attempt += 1;
+                if live.is_none() && lost_create {
+                    live = find_lost_create(ctx, kind, d).await?;
+                }
             }
-            Err(e) => return Err(e),
         }
     }
+}
+
+/// After a create that may have happened (its answer was lost or a 5xx), the new resource
+/// can be missing from listings for a while: look again until `listing_lag` has passed before
+/// the engine creates it anew, so that a lost answer never becomes a duplicate.
+async fn find_lost_create(ctx: &Ctx, kind: &dyn Kind, d: &Desired) -> anyhow::Result<Option<Observed>> {
+    let s = &ctx.settings;
+    let started = Instant::now();
+    progress(&format!(
+        "{} {}: the create may have happened; looking for it for up to {:.0?} before creating it again",
+        d.kind, d.id, s.listing_lag
+    ));
+    while started.elapsed() < s.listing_lag {
+        tokio::time::sleep(s.poll_interval.min(s.listing_lag.saturating_sub(started.elapsed()))).await;
+        if let Some(found) = observe_one(ctx, kind, d).await? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
 }
 
 /// Polls until the resource is Ready; Failed or a timeout is an error that says so.
@@ -545,20 +576,19 @@ async fn converge_step(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields,
 /// Deletes one resource; a "gone" answer is done, and after a retryable failure it observes
 /// again: gone is done.
 async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Result<()> {
-    let mut attempt = 1;
+    let mut budget = RetryBudget::new(&ctx.settings);
     loop {
         match kind.delete(ctx, live).await.with_context(|| format!("deleting {} {} [{}]", live.kind, live.id, live.physical_id)) {
             Ok(()) => return Ok(()),
             Err(e) if super::retry::is_gone(&e) => return Ok(()),
-            Err(e) if attempt < ctx.settings.max_attempts && super::retry::is_retryable(&e) => {
-                tokio::time::sleep(super::retry::backoff(ctx.settings.retry_base, attempt)).await;
+            Err(e) => {
+                let Some(wait) = budget.next(&e) else { return Err(e) };
+                tokio::time::sleep(wait).await;
                 let still_there = observe_kind(ctx, kind, &[]).await?.iter().any(|o| o.physical_id == live.physical_id);
                 if !still_there {
                     return Ok(());
                 }
-                attempt += 1;
             }
-            Err(e) => return Err(e),
         }
     }
 }

@@ -18,9 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 impl super::Service for aws_sdk_s3::Client {
     /// Path-style addressing against an emulator (`AWS_ENDPOINT_URL` on localhost).
     fn connect(conf: &aws_config::SdkConfig, emulated: bool) -> Self {
-        aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(conf).force_path_style(emulated).interceptor(crate::metrics::CallCounter).build(),
-        )
+        crate::engine::calls::sdk_client!(aws_sdk_s3, conf, crate::engine::retry::no_extra, force_path_style(emulated))
     }
 }
 
@@ -177,22 +175,21 @@ impl StackLock {
             let (s3, bucket, key, stack, holder, etag) =
                 (s3.clone(), bucket.to_string(), key.to_string(), stack.to_string(), holder.clone(), etag.clone());
             tokio::spawn(async move {
+                let renewal = Renewal { s3: &s3, bucket: &bucket, key: &key, stack: &stack, holder: &holder, acquired_at, ttl };
+                let mut renewed = std::time::Instant::now();
                 loop {
                     tokio::time::sleep(ttl / 3).await;
                     let current = etag.lock().unwrap().clone();
-                    let body = lease(&stack, &holder, acquired_at, ttl);
-                    match s3.put_object().bucket(&bucket).key(&key).if_match(current).body(body.into()).send().await {
-                        Ok(out) if out.e_tag().is_some() => *etag.lock().unwrap() = out.e_tag().unwrap_or_default().to_string(),
-                        Ok(_) => {
-                            stop.request(format!("the stack lock s3://{bucket}/{key} was lost: S3 returned no ETag on renewal, so the lease cannot be fenced"));
-                            return;
+                    match renewal.renew(current, renewed).await {
+                        Ok(tag) => {
+                            *etag.lock().unwrap() = tag;
+                            renewed = std::time::Instant::now();
                         }
-                        Err(e) => {
-                            // Changed under us (taken over) or unreachable: it may be someone
-                            // else's now. Start nothing new.
+                        Err(why) => {
+                            // Changed under us (taken over), or not renewed while the lease was
+                            // still ours: it may be someone else's now. Start nothing new.
                             stop.request(format!(
-                                "the stack lock s3://{bucket}/{key} was lost (renewal failed: {}); another reconciler may hold it now",
-                                aws_smithy_types::error::display::DisplayErrorContext(&e)
+                                "the stack lock s3://{bucket}/{key} was lost ({why}); another reconciler may hold it now"
                             ));
                             return;
                         }
@@ -217,5 +214,68 @@ impl StackLock {
             Err(e) if matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() == 404) => Ok(()),
             Err(e) => Err(call_failed("DeleteObject")(e)).with_context(|| format!("releasing the lock s3://{}/{}", self.bucket, self.key)),
         }
+    }
+}
+
+/// One lease's renewal: a conditional put on our last ETag, tried again while the lease we hold
+/// is still valid (a throttle or a 5xx is not a lost lock), with a margin of a sixth of the TTL.
+struct Renewal<'a> {
+    s3: &'a aws_sdk_s3::Client,
+    bucket: &'a str,
+    key: &'a str,
+    stack: &'a str,
+    holder: &'a str,
+    acquired_at: u64,
+    ttl: Duration,
+}
+
+impl Renewal<'_> {
+    /// The new ETag, or why the lease may not be ours any more.
+    async fn renew(&self, etag: String, renewed: std::time::Instant) -> Result<String, String> {
+        let valid_until = renewed + self.ttl - self.ttl / 6;
+        let base = (self.ttl / 30).clamp(Duration::from_millis(10), Duration::from_secs(2));
+        let mut attempt = 1;
+        let mut ambiguous = false;
+        loop {
+            let body = lease(self.stack, self.holder, self.acquired_at, self.ttl);
+            let sent = self.s3.put_object().bucket(self.bucket).key(self.key).if_match(&etag).body(body.into()).send().await;
+            let e = match sent {
+                Ok(out) => {
+                    return out
+                        .e_tag()
+                        .map(str::to_string)
+                        .ok_or_else(|| "S3 returned no ETag on renewal, so the lease cannot be fenced".to_string())
+                }
+                Err(e) => e,
+            };
+            if precondition_failed(&e) {
+                // After an answer that got lost, our own renewal may be what changed it.
+                if ambiguous {
+                    if let Some(tag) = self.ours().await {
+                        return Ok(tag);
+                    }
+                }
+                return Err("it was changed by someone else".into());
+            }
+            ambiguous |= !matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() < 500);
+            let wait = super::retry::backoff(base, attempt);
+            if std::time::Instant::now() + wait >= valid_until {
+                return Err(format!(
+                    "renewal failed {attempt} time(s) while the lease was valid; last: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                ));
+            }
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// The lease's current ETag if the lease is still ours.
+    async fn ours(&self) -> Option<String> {
+        let cur = self.s3.get_object().bucket(self.bucket).key(self.key).send().await.ok()?;
+        let tag = cur.e_tag()?.to_string();
+        let body = cur.body.collect().await.ok()?.into_bytes();
+        let held: Value = serde_json::from_slice(&body).ok()?;
+        (held["holder"].as_str() == Some(self.holder)).then_some(tag)
     }
 }

@@ -2,6 +2,7 @@
 //! (one file each under `resources/<service>/`), desired state comes in as [`Desired`] nodes,
 //! live state as [`Observed`] items found by ownership (tags, a deterministic name, or a parent).
 
+pub mod calls;
 mod context;
 mod diff;
 mod executor;
@@ -16,7 +17,7 @@ pub mod wait;
 
 pub use context::{Ctx, Service, Settings, Stop};
 pub use diff::{diff_fields, for_create, for_update, normalise_set};
-pub use executor::{apply, destroy, destroy_order, observe, observe_owned, plan, ApplyReport, Destructive, Snapshot};
+pub use executor::{apply, creation_order, destroy, destroy_order, observe, observe_owned, plan, ApplyReport, Destructive, Snapshot};
 pub use refs::{initial, reference, reference_to, references as references_in, resolve, set, within, UNKNOWN};
 pub use retry::{call_failed, call_failed_with, AwsError, ErrorClass};
 

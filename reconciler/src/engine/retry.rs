@@ -1,17 +1,24 @@
-//! Retrying AWS calls without ever repeating a mutation blindly.
+//! Retrying AWS calls without ever repeating a mutation blindly, with a budget per error class.
 //!
-//! The SDK's own retries are off: a create retried after an ambiguous 5xx can make a
-//! duplicate (EC2's CreateVpc has no idempotency token), and a delete or a rule change
-//! retried after it succeeded fails with NotFound or Duplicate. The engine retries instead.
-//! Reads are repeated. Mutations are never re-sent as they were: the resource is observed
-//! again by its tags and converged from what is there, so a create that did happen is found
-//! and kept. Only throttling, 5xx and transport failures are retried, never a validation error.
+//! Two layers, each doing what only it can:
+//! - **Per call** (in the SDK, [`super::calls`]): a throttled call is sent again (the service
+//!   refused it, nothing happened), honouring `Retry-After`; a read that failed with a 5xx is
+//!   sent again. Up to `max_attempts` tries, jittered exponential backoff. So a throttle on one
+//!   of a dozen reads costs one more read, not the whole observe.
+//! - **Per resource** (the engine, [`RetryBudget`]): a mutation that failed ambiguously (5xx,
+//!   transport: it may have happened) is never re-sent as it was: the resource is observed again
+//!   by its tags and converged from what is there. Errors that heal with time have deadlines, not
+//!   attempt counts: IAM propagation and "not visible yet" (`propagation_timeout`, default
+//!   2 minutes, as Terraform's AWS provider uses for IAM), conflicts and dependency waits
+//!   (`conflict_timeout`, default 10 minutes).
+//!
+//! Validation errors, access denied and limits are final.
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Error codes AWS uses for throttling.
 pub const THROTTLING_CODES: &[&str] = &[
@@ -29,22 +36,42 @@ pub const THROTTLING_CODES: &[&str] = &[
 ];
 
 /// EC2 is eventually consistent: a resource just created can be "not found" for a few
-/// seconds by the next call (`InvalidVpcID.NotFound` on CreateSubnet right after CreateVpc).
+/// seconds by the next call (`InvalidVpcID.NotFound` on CreateSubnet right after CreateVpc,
+/// `NatGatewayNotFound` from DescribeNatGateways for a NAT gateway just created).
 /// Retrying these is safe here because retried mutations re-observe first, and a delete whose
 /// target is gone is done.
 pub fn is_eventual_consistency(code: &str) -> bool {
-    code.starts_with("Invalid") && code.ends_with(".NotFound")
+    (code.starts_with("Invalid") && code.ends_with(".NotFound")) || code == "NatGatewayNotFound"
+}
+
+/// Whether a call only reads (it can be sent again whatever happened to the first one).
+pub fn is_read(call: &str) -> bool {
+    ["Describe", "List", "Get", "Discover", "Head", "Lookup"].iter().any(|p| call.starts_with(p))
+}
+
+/// Whether an answer with this HTTP status and code is throttling (API Gateway and others say
+/// 429 with `TooManyRequestsException` or `LimitExceededException`).
+pub fn is_throttling(status: u16, code: &str) -> bool {
+    status == 429 || THROTTLING_CODES.contains(&code)
 }
 
 /// How a failed call should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Throttling, 5xx, transport, eventual consistency: try again (a mutation only after
-    /// observing again).
+    /// The service refused the call for its rate: nothing happened. Retried per call, with
+    /// backoff and `Retry-After`.
+    Throttled,
+    /// 5xx or transport: a read is sent again; a mutation may have happened, so it is observed
+    /// again before anything is re-sent.
     Retryable,
+    /// Not usable or visible *yet*: an IAM role another service cannot assume a moment after
+    /// its creation, an id EC2 does not know a moment after creating it. Heals by itself;
+    /// retried until `propagation_timeout`.
+    Propagation,
     /// The resource is not there (any more): a delete is done, a read finds nothing.
     Gone,
-    /// Another change is in progress on it (ConflictException, ResourceInUse): try again later.
+    /// Another change is in progress on it (ConflictException, ResourceInUse, a dependency
+    /// still being removed): retried until `conflict_timeout`.
     Conflict,
     /// Validation, access denied, limits: trying again cannot help.
     Final,
@@ -57,11 +84,18 @@ pub struct AwsError {
     pub code: Option<String>,
     pub message: String,
     pub class: ErrorClass,
+    /// The SDK already sent this call again, up to `max_attempts` times (throttling; a 5xx on a
+    /// read): the engine does not multiply those attempts.
+    pub retried_per_call: bool,
 }
 
 impl AwsError {
+    pub fn new(call: &str, code: Option<String>, message: String, class: ErrorClass) -> Self {
+        AwsError { call: call.to_string(), code, message, class, retried_per_call: false }
+    }
+
     pub fn retryable(&self) -> bool {
-        matches!(self.class, ErrorClass::Retryable | ErrorClass::Conflict)
+        matches!(self.class, ErrorClass::Retryable | ErrorClass::Throttled | ErrorClass::Propagation | ErrorClass::Conflict)
     }
 }
 
@@ -75,34 +109,53 @@ impl std::error::Error for AwsError {}
 /// A service's own error codes: (code, message) → class, `None` for the generic rules.
 pub type Classifier = fn(&str, &str) -> Option<ErrorClass>;
 
-fn no_extra(_: &str, _: &str) -> Option<ErrorClass> {
+pub(crate) fn no_extra(_: &str, _: &str) -> Option<ErrorClass> {
     None
 }
 
-/// Classifies an SDK error: the service's own rules first, then throttling codes, HTTP 5xx,
-/// timeouts and transport failures are retryable; everything else is final.
+/// The class of an AWS error answer: the service's own rules first, then throttling (any
+/// 429), eventual consistency, 5xx; everything else is final.
+pub fn class_of(status: u16, code: &str, message: &str, extra: Classifier) -> ErrorClass {
+    extra(code, message).unwrap_or({
+        if is_throttling(status, code) {
+            ErrorClass::Throttled
+        } else if is_eventual_consistency(code) {
+            ErrorClass::Propagation
+        } else if status >= 500 {
+            ErrorClass::Retryable
+        } else {
+            ErrorClass::Final
+        }
+    })
+}
+
+/// Whether the SDK retries an error of this class on this call by itself (see
+/// [`super::calls`]): the two must agree, so both use this.
+pub fn retried_per_call(class: ErrorClass, read: bool) -> bool {
+    class == ErrorClass::Throttled || (class == ErrorClass::Retryable && read)
+}
+
+/// Classifies an SDK error: the service's own rules first, then the generic ones; timeouts
+/// and transport failures are retryable (a mutation only after observing again).
 pub fn classify<E>(call: &str, e: SdkError<E, Response>, extra: Classifier) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let (code, class) = match &e {
+    let (code, class, per_call) = match &e {
         SdkError::ServiceError(ctx) => {
             let code = ctx.err().code().map(str::to_string);
             let c = code.as_deref().unwrap_or_default();
-            let class = extra(c, ctx.err().message().unwrap_or_default()).unwrap_or({
-                if THROTTLING_CODES.contains(&c) || is_eventual_consistency(c) || ctx.raw().status().as_u16() >= 500 {
-                    ErrorClass::Retryable
-                } else {
-                    ErrorClass::Final
-                }
-            });
-            (code, class)
+            let class = class_of(ctx.raw().status().as_u16(), c, ctx.err().message().unwrap_or_default(), extra);
+            (code, class, retried_per_call(class, is_read(call)))
         }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => (None, ErrorClass::Retryable),
-        _ => (None, ErrorClass::Final),
+        // No answer (or a cut one): a read was sent again per call; a mutation may have happened.
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            (None, ErrorClass::Retryable, retried_per_call(ErrorClass::Retryable, is_read(call)))
+        }
+        _ => (None, ErrorClass::Final, false),
     };
     let message = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
-    AwsError { call: call.to_string(), code, message, class }
+    AwsError { call: call.to_string(), code, message, class, retried_per_call: per_call }
 }
 
 /// For `.map_err(call_failed("CreateVpc"))` on SDK results.
@@ -121,6 +174,11 @@ where
     move |e| anyhow::Error::new(classify(call, e, extra))
 }
 
+/// The first AWS error in the chain.
+pub fn aws_error(e: &anyhow::Error) -> Option<&AwsError> {
+    e.chain().find_map(|c| c.downcast_ref::<AwsError>())
+}
+
 /// Whether any AWS error in the chain may succeed if tried again.
 pub fn is_retryable(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(AwsError::retryable))
@@ -129,6 +187,12 @@ pub fn is_retryable(e: &anyhow::Error) -> bool {
 /// Whether the error says the resource is gone (a delete of it is done).
 pub fn is_gone(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(|a| a.class == ErrorClass::Gone))
+}
+
+/// Whether the failed call may have taken effect (a mutation answered with a 5xx, or not
+/// answered at all): whoever sent it must look before sending it again.
+pub fn is_ambiguous(e: &anyhow::Error) -> bool {
+    aws_error(e).is_some_and(|a| a.class == ErrorClass::Retryable && !is_read(&a.call) && a.code.as_deref() != Some(OBSERVE_AGAIN))
 }
 
 /// Exponential backoff with full jitter: a random wait in [0, base · 2^(attempt-1)], capped.
@@ -143,20 +207,93 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     cap.mul_f64((x % 10_000) as f64 / 10_000.0)
 }
 
-/// Runs an idempotent operation (a read) up to `attempts` times while it fails retryably.
-pub async fn with_retries<T, F, Fut>(attempts: u32, base: Duration, mut op: F) -> anyhow::Result<T>
+/// The retry budget of one engine-level operation (observing a kind, converging or deleting
+/// one resource), by error class:
+/// - throttling and 5xx the SDK already retried per call: no more;
+/// - other retryable failures (an ambiguous mutation, transport, "observe again"): up to
+///   `max_attempts` tries, jittered backoff from `retry_base`;
+/// - propagation: until `propagation_timeout` after the first such error;
+/// - conflicts and dependency waits: until `conflict_timeout` after the first such error;
+/// - gone and final: never.
+///
+/// Backoff for the deadline classes grows from `retry_base` and is capped at a tenth of the
+/// deadline (and 20 s), so a short deadline is still polled several times.
+#[derive(Debug)]
+pub struct RetryBudget {
+    max_attempts: u32,
+    base: Duration,
+    propagation: Duration,
+    conflict: Duration,
+    attempt: u32,
+    first_wait: Option<(ErrorClass, Instant)>,
+}
+
+impl RetryBudget {
+    pub fn new(s: &super::Settings) -> Self {
+        RetryBudget {
+            max_attempts: s.max_attempts.max(1),
+            base: s.retry_base,
+            propagation: s.propagation_timeout,
+            conflict: s.conflict_timeout,
+            attempt: 1,
+            first_wait: None,
+        }
+    }
+
+    /// Tries made so far (1 before any retry).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// How long to wait before trying again after `e`, or `None` when the budget for its class
+    /// is spent (or it is not worth trying again).
+    pub fn next(&mut self, e: &anyhow::Error) -> Option<Duration> {
+        let a = aws_error(e)?;
+        let deadline = match a.class {
+            ErrorClass::Gone | ErrorClass::Final => return None,
+            ErrorClass::Throttled | ErrorClass::Retryable if a.retried_per_call => return None,
+            ErrorClass::Throttled | ErrorClass::Retryable => {
+                if self.attempt >= self.max_attempts {
+                    return None;
+                }
+                self.attempt += 1;
+                return Some(backoff(self.base, self.attempt - 1));
+            }
+            ErrorClass::Propagation => self.propagation,
+            ErrorClass::Conflict => self.conflict,
+        };
+        let since = match self.first_wait {
+            Some((class, since)) if class == a.class => since,
+            _ => {
+                let now = Instant::now();
+                self.first_wait = Some((a.class, now));
+                now
+            }
+        };
+        let left = deadline.checked_sub(since.elapsed())?;
+        if left.is_zero() {
+            return None;
+        }
+        self.attempt += 1;
+        let cap = (deadline / 10).clamp(Duration::from_millis(1), Duration::from_secs(20));
+        Some(backoff(self.base, self.attempt - 1).min(cap).min(left))
+    }
+}
+
+/// Runs an idempotent operation (a read) again while its budget allows (see [`RetryBudget`]).
+pub async fn with_retries<T, F, Fut>(settings: &super::Settings, mut op: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
 {
-    let mut attempt = 1;
+    let mut budget = RetryBudget::new(settings);
     loop {
         match op().await {
-            Err(e) if attempt < attempts && is_retryable(&e) => {
-                tokio::time::sleep(backoff(base, attempt)).await;
-                attempt += 1;
-            }
-            other => return other,
+            Err(e) => match budget.next(&e) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(e),
+            },
+            ok => return ok,
         }
     }
 }
@@ -166,10 +303,13 @@ pub fn has_code(e: &anyhow::Error, code: &str) -> bool {
     e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(|a| a.code.as_deref() == Some(code)))
 }
 
+/// The code of an [`observe_again`] error.
+const OBSERVE_AGAIN: &str = "ObserveAgain";
+
 /// A retryable failure that is not an AWS error: the engine observes again and converges from
 /// what it finds (a resource an earlier attempt created, one not yet visible after a create).
 pub fn observe_again(call: &str, message: String) -> anyhow::Error {
-    anyhow::Error::new(AwsError { call: call.to_string(), code: None, message, class: ErrorClass::Retryable })
+    anyhow::Error::new(AwsError::new(call, Some(OBSERVE_AGAIN.into()), message, ErrorClass::Retryable))
 }
 
 /// `Ok(None)` where the call said the resource is not there (a read that finds nothing).
@@ -185,9 +325,21 @@ pub fn gone_as_none<T>(r: anyhow::Result<T>) -> anyhow::Result<Option<T>> {
 mod tests {
     use super::*;
 
+    fn err_of(class: ErrorClass, call: &str, per_call: bool) -> anyhow::Error {
+        anyhow::Error::new(AwsError { retried_per_call: per_call, ..AwsError::new(call, Some("C".into()), "m".into(), class) })
+    }
+
     fn err(retryable: bool) -> anyhow::Error {
-        let class = if retryable { ErrorClass::Retryable } else { ErrorClass::Final };
-        anyhow::Error::new(AwsError { call: "X".into(), code: None, message: "m".into(), class })
+        err_of(if retryable { ErrorClass::Retryable } else { ErrorClass::Final }, "CreateX", false)
+    }
+
+    fn settings(attempts: u32, propagation_ms: u64, conflict_ms: u64) -> crate::engine::Settings {
+        let mut s = crate::engine::Settings::new("s", Default::default());
+        s.max_attempts = attempts;
+        s.retry_base = Duration::from_millis(1);
+        s.propagation_timeout = Duration::from_millis(propagation_ms);
+        s.conflict_timeout = Duration::from_millis(conflict_ms);
+        s
     }
 
     #[test]
@@ -207,8 +359,42 @@ mod tests {
     fn eventual_consistency_codes() {
         assert!(is_eventual_consistency("InvalidVpcID.NotFound"));
         assert!(is_eventual_consistency("InvalidGroup.NotFound"));
+        assert!(is_eventual_consistency("NatGatewayNotFound"));
         assert!(!is_eventual_consistency("InvalidParameterValue"));
         assert!(!is_eventual_consistency("DependencyViolation"));
+    }
+
+    #[test]
+    fn classes_of_answers() {
+        assert_eq!(class_of(400, "Throttling", "Rate exceeded", no_extra), ErrorClass::Throttled);
+        assert_eq!(class_of(503, "RequestLimitExceeded", "", no_extra), ErrorClass::Throttled);
+        assert_eq!(class_of(429, "LimitExceededException", "Too Many Requests", no_extra), ErrorClass::Throttled, "any 429");
+        assert_eq!(class_of(400, "InvalidSubnetID.NotFound", "", no_extra), ErrorClass::Propagation);
+        assert_eq!(class_of(500, "InternalError", "", no_extra), ErrorClass::Retryable);
+        assert_eq!(class_of(400, "InvalidParameterValue", "", no_extra), ErrorClass::Final);
+        assert_eq!(class_of(403, "AccessDenied", "", no_extra), ErrorClass::Final);
+        fn gone(code: &str, _: &str) -> Option<ErrorClass> {
+            (code == "InternalError").then_some(ErrorClass::Gone)
+        }
+        assert_eq!(class_of(500, "InternalError", "", gone), ErrorClass::Gone, "the service's own rules come first");
+    }
+
+    #[test]
+    fn what_the_sdk_retries_per_call() {
+        assert!(retried_per_call(ErrorClass::Throttled, false), "a throttled mutation had no effect");
+        assert!(retried_per_call(ErrorClass::Retryable, true), "a read is sent again after a 5xx");
+        assert!(!retried_per_call(ErrorClass::Retryable, false), "a mutation after a 5xx may have happened");
+        assert!(!retried_per_call(ErrorClass::Propagation, true));
+        assert!(is_read("DescribeVpcs") && is_read("ListRoles") && is_read("GetRole") && is_read("DiscoverInstances"));
+        assert!(!is_read("CreateVpc") && !is_read("DeleteVpcLink") && !is_read("RegisterTaskDefinition"));
+    }
+
+    #[test]
+    fn ambiguous_means_a_mutation_that_may_have_happened() {
+        assert!(is_ambiguous(&err_of(ErrorClass::Retryable, "CreateVpc", false)));
+        assert!(!is_ambiguous(&err_of(ErrorClass::Retryable, "DescribeVpcs", true)));
+        assert!(!is_ambiguous(&err_of(ErrorClass::Throttled, "CreateVpc", true)), "refused for its rate: nothing happened");
+        assert!(!is_ambiguous(&observe_again("CreateRole", "exists".into())));
     }
 
     #[test]
@@ -218,10 +404,49 @@ mod tests {
         assert!(!is_retryable(&anyhow::anyhow!("plain")));
     }
 
+    #[test]
+    fn budget_by_class() {
+        // Transient, not retried per call: attempts.
+        let mut b = RetryBudget::new(&settings(3, 0, 0));
+        let e = err_of(ErrorClass::Retryable, "CreateVpc", false);
+        assert!(b.next(&e).is_some() && b.next(&e).is_some());
+        assert!(b.next(&e).is_none(), "3 tries in all");
+        // Throttling and 5xx on reads were retried per call by the SDK: not multiplied.
+        let mut b = RetryBudget::new(&settings(5, 0, 0));
+        assert!(b.next(&err_of(ErrorClass::Throttled, "CreateVpc", true)).is_none());
+        assert!(b.next(&err_of(ErrorClass::Retryable, "DescribeVpcs", true)).is_none());
+        // Final and gone: never.
+        assert!(b.next(&err_of(ErrorClass::Final, "CreateVpc", false)).is_none());
+        assert!(b.next(&err_of(ErrorClass::Gone, "DeleteVpc", false)).is_none());
+        assert!(b.next(&anyhow::anyhow!("not an AWS error")).is_none());
+    }
+
+    #[test]
+    fn propagation_and_conflicts_have_deadlines_not_attempts() {
+        let mut b = RetryBudget::new(&settings(2, 300, 0));
+        let e = err_of(ErrorClass::Propagation, "RegisterTaskDefinition", false);
+        let started = Instant::now();
+        let mut tries = 0;
+        while let Some(w) = b.next(&e) {
+            assert!(w <= Duration::from_millis(30), "waits are capped at a tenth of the deadline: {w:?}");
+            std::thread::sleep(w.max(Duration::from_millis(1)));
+            tries += 1;
+        }
+        assert!(tries > 2, "more tries than max_attempts while the deadline allows: {tries}");
+        assert!(started.elapsed() >= Duration::from_millis(290), "{:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Conflicts have their own deadline: zero here, so no retry.
+        let mut b = RetryBudget::new(&settings(5, 300, 0));
+        assert!(b.next(&err_of(ErrorClass::Conflict, "DeleteVpcLink", false)).is_none());
+        let mut b = RetryBudget::new(&settings(5, 0, 60_000));
+        assert!(b.next(&err_of(ErrorClass::Conflict, "DeleteVpcLink", false)).is_some());
+    }
+
     #[tokio::test]
     async fn reads_are_retried_only_while_retryable() {
+        let s = settings(4, 0, 0);
         let mut calls = 0;
-        let r: anyhow::Result<u32> = with_retries(4, Duration::from_millis(1), || {
+        let r: anyhow::Result<u32> = with_retries(&s, || {
             calls += 1;
             let c = calls;
             async move {
@@ -235,7 +460,7 @@ mod tests {
         .await;
         assert_eq!(r.unwrap(), 3);
         let mut calls = 0;
-        let r: anyhow::Result<u32> = with_retries(4, Duration::from_millis(1), || {
+        let r: anyhow::Result<u32> = with_retries(&s, || {
             calls += 1;
             async { Err(err(false)) }
         })
@@ -243,7 +468,7 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(calls, 1, "validation errors are not retried");
         let mut calls = 0;
-        let r: anyhow::Result<u32> = with_retries(3, Duration::from_millis(1), || {
+        let r: anyhow::Result<u32> = with_retries(&settings(3, 0, 0), || {
             calls += 1;
             async { Err(err(true)) }
         })

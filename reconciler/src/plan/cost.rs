@@ -264,8 +264,7 @@ impl<'a> Side<'a> {
     /// A numeric field, through the markers desired state uses: `$within` (autoscaling owns
     /// the live value inside the bounds) and `$initial` (set on create, then someone else's).
     fn number(&self, kind: &str, id: &str, fields: &Fields, field: &str) -> Option<f64> {
-        let live =
-            || self.live?.iter().find(|o| o.kind == kind && o.id == id).and_then(|o| o.fields.get(field)).and_then(|v| literal_number(v));
+        let live = || self.live?.iter().find(|o| o.kind == kind && o.id == id).and_then(|o| o.fields.get(field)).and_then(literal_number);
         let v = fields.get(field)?;
         if let Some(n) = literal_number(v) {
             return Some(n);

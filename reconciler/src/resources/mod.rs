@@ -58,12 +58,16 @@ mod policy_tests {
 
     /// Statements AWS gives no way to limit to the stack, each explained in the README
     /// (section "Least privilege").
-    const UNSCOPABLE: [&str; 4] = [
+    const UNSCOPABLE: [&str; 6] = [
         // Cloud Map creates the namespace's hosted zone with the caller's permissions; Route 53
         // scopes CreateHostedZone by neither tag nor name.
         "CloudMapCreatesTheNamespaceHostedZone",
         // Limited to the one service-linked role's ARN and service name.
         "AutoscalingCreatesItsServiceLinkedRoleForEcs",
+        "EcsCreatesItsServiceLinkedRole",
+        // A security-group rule carries no tags when it is authorised (nor does AWS's default
+        // egress rule): EC2 authorises the call on the group too, which is tag-conditioned.
+        "SecurityGroupRulesOfTheStacksGroups",
         // ECS DeregisterTaskDefinition takes neither a resource ARN nor a tag condition.
         "EcsDeregisterTaskDefinitions",
         // API Gateway's access logging is a CloudWatch Logs vended delivery, made with the
@@ -184,6 +188,45 @@ mod policy_tests {
         let anywhere = listed(&statement(&doc, "ReadCallsThatTakeNoArn")["Action"]);
         assert!(anywhere.contains(&"servicediscovery:ListInstances") && anywhere.contains(&"ec2:DescribeVpcs"));
         assert!(!anywhere.contains(&"ecs:ListTasks") && !anywhere.contains(&"iam:GetRole"));
+    }
+
+    /// A new rule has no tags when it is authorised, and AWS's default egress rule never has:
+    /// a resource-tag condition on `security-group-rule` would deny every rule change on AWS.
+    /// The rule ARNs get their own statement without a condition; the group ARNs (tagged)
+    /// keep theirs, and EC2 authorises the call against both.
+    #[test]
+    fn security_group_rules_are_not_under_a_resource_tag_condition() {
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::facts::IAM_READS, None);
+        let rule_arn = "arn:aws:ec2:*:*:security-group-rule/*";
+        for s in doc["Statement"].as_array().unwrap() {
+            if s["Condition"].to_string().contains("aws:ResourceTag") {
+                assert!(!listed(&s["Resource"]).contains(&rule_arn), "rules under a resource-tag condition: {s}");
+            }
+        }
+        let rules = statement(&doc, "SecurityGroupRulesOfTheStacksGroups");
+        assert_eq!(listed(&rules["Resource"]), [rule_arn]);
+        for a in [
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:AuthorizeSecurityGroupEgress",
+            "ec2:RevokeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupEgress",
+        ] {
+            assert!(listed(&rules["Action"]).contains(&a), "{a}");
+            let change = statement(&doc, "ChangeOnlyWhatThisStackOwns");
+            assert!(listed(&change["Action"]).contains(&a) && listed(&change["Resource"]).contains(&"arn:aws:ec2:*:*:security-group/*"));
+        }
+    }
+
+    /// ECS's service-linked role: that one role, for ECS only.
+    #[test]
+    fn the_ecs_service_linked_role_statement_is_there() {
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::facts::IAM_READS, None);
+        let st = statement(&doc, "EcsCreatesItsServiceLinkedRole");
+        assert_eq!(st["Action"], "iam:CreateServiceLinkedRole");
+        assert_eq!(st["Resource"], "arn:aws:iam::*:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS");
+        assert_eq!(st["Condition"]["StringEquals"]["iam:AWSServiceName"], "ecs.amazonaws.com");
+        let plan = document("my-stack", &registry(), Purpose::Plan, crate::facts::IAM_READS, None);
+        assert!(!plan.to_string().contains("iam:CreateServiceLinkedRole"), "plan creates nothing");
     }
 
     /// EC2 names the create call in `ec2:CreateAction` by its bare name: `ec2:CreateVpc` there

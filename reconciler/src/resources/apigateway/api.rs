@@ -43,7 +43,7 @@ impl Kind for HttpApi {
     fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
             let mut out = Vec::new();
-            for a in all_apis(ctx).await? {
+            for a in all_apis(ctx).await?.iter() {
                 let (Some((id, tags)), Some(api_id)) = (owned(ctx, a.tags()), a.api_id()) else { continue };
                 let fields = ApiFields {
                     name: a.name().unwrap_or_default().to_string(),

@@ -35,7 +35,7 @@ impl Kind for ApiMapping {
     fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
             let mut out = Vec::new();
-            for d in all_pages_of_domains(ctx).await? {
+            for d in all_pages_of_domains(ctx).await?.iter() {
                 let (Some(domain), Some(_)) = (d.domain_name(), owned(ctx, d.tags())) else { continue };
                 let mappings = pages(|token| async move {
                     let page = client(ctx)

@@ -57,7 +57,7 @@ impl Kind for DomainName {
     fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
             let mut out = Vec::new();
-            for d in all_pages_of_domains(ctx).await? {
+            for d in all_pages_of_domains(ctx).await?.iter() {
                 let Some(name) = d.domain_name() else { continue };
                 let Some((id, tags)) = owned(ctx, d.tags()) else {
                     if wanted.iter().any(|w| w.fields.get("name").and_then(|v| v.as_str()) == Some(name)) {
@@ -76,7 +76,7 @@ impl Kind for DomainName {
                         .to_string(),
                     tags,
                 };
-                out.push(Observed { attrs: identity(&d).attrs, ..Observed::new(self.name(), id, name.to_string(), untyped(&fields)) });
+                out.push(Observed { attrs: identity(d).attrs, ..Observed::new(self.name(), id, name.to_string(), untyped(&fields)) });
             }
             Ok(out)
         })

@@ -34,9 +34,7 @@ use std::collections::HashMap;
 
 impl Service for aws_sdk_apigatewayv2::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_apigatewayv2::Client::from_conf(
-            aws_sdk_apigatewayv2::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build(),
-        )
+        crate::engine::calls::sdk_client!(aws_sdk_apigatewayv2, conf, classify)
     }
 }
 
@@ -66,7 +64,7 @@ fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
         // "Unable to complete operation due to concurrent modification": a route still
         // targets the integration, an integration still uses the VPC link. Try again.
         "ConflictException" => Some(ErrorClass::Conflict),
-        "TooManyRequestsException" => Some(ErrorClass::Retryable),
+        "TooManyRequestsException" | "LimitExceededException" => Some(ErrorClass::Throttled),
         _ => None,
     }
 }
@@ -95,14 +93,14 @@ where
         };
         if let Some((status, body, code)) = seen {
             if unimplemented_status(status, body, code) {
-                return anyhow::Error::new(AwsError {
-                    call: call.to_string(),
-                    code: Some(NOT_IMPLEMENTED.into()),
-                    message: format!(
+                return anyhow::Error::new(AwsError::new(
+                    call,
+                    Some(NOT_IMPLEMENTED.into()),
+                    format!(
                         "this endpoint does not implement {call} (it answered HTTP {status} with a web page, not an AWS error: an emulator's gap)"
                     ),
-                    class: ErrorClass::Final,
-                });
+                    ErrorClass::Final,
+                ));
             }
         }
         call_failed_with(call, classify)(e)
@@ -198,20 +196,26 @@ where
     }
 }
 
-/// Every HTTP API in the region (GetApis, tags included).
-pub async fn all_apis(ctx: &Ctx) -> anyhow::Result<Vec<aws_sdk_apigatewayv2::types::Api>> {
-    pages(|token| async move {
-        let page = client(ctx).get_apis().set_next_token(token).send().await.map_err(call_failed("GetApis"))?;
-        Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
+/// Every HTTP API in the region (GetApis, tags included): one listing per observation, shared
+/// by the API kind and its children's kinds (API Gateway's control plane is rate-limited).
+pub async fn all_apis(ctx: &Ctx) -> anyhow::Result<std::sync::Arc<Vec<aws_sdk_apigatewayv2::types::Api>>> {
+    ctx.shared_read("apigateway:GetApis", || {
+        pages(|token| async move {
+            let page = client(ctx).get_apis().set_next_token(token).send().await.map_err(call_failed("GetApis"))?;
+            Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
+        })
     })
     .await
 }
 
-/// Every custom domain name in the region (GetDomainNames, tags included).
-pub async fn all_pages_of_domains(ctx: &Ctx) -> anyhow::Result<Vec<aws_sdk_apigatewayv2::types::DomainName>> {
-    pages(|token| async move {
-        let page = client(ctx).get_domain_names().set_next_token(token).send().await.map_err(call_failed("GetDomainNames"))?;
-        Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
+/// Every custom domain name in the region (GetDomainNames, tags included), shared like
+/// [`all_apis`].
+pub async fn all_pages_of_domains(ctx: &Ctx) -> anyhow::Result<std::sync::Arc<Vec<aws_sdk_apigatewayv2::types::DomainName>>> {
+    ctx.shared_read("apigateway:GetDomainNames", || {
+        pages(|token| async move {
+            let page = client(ctx).get_domain_names().set_next_token(token).send().await.map_err(call_failed("GetDomainNames"))?;
+            Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
+        })
     })
     .await
 }

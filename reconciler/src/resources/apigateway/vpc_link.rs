@@ -14,6 +14,12 @@ use aws_sdk_apigatewayv2::types::VpcLinkStatus;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+/// API Gateway's account quotas for these two calls (one CreateVpcLink per 15 s, one
+/// DeleteVpcLink per 30 s): a replacement or a second stack's link waits its turn instead of
+/// meeting a 429.
+const CREATE_QUOTA: std::time::Duration = std::time::Duration::from_secs(15);
+const DELETE_QUOTA: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct VpcLink;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,10 +104,12 @@ impl Kind for VpcLink {
         })
     }
 
-    /// CreateVpcLink, tagged in the request, then waits for AVAILABLE (minutes on AWS).
+    /// CreateVpcLink (paced to its quota), tagged in the request, then waits for AVAILABLE
+    /// (minutes on AWS).
     fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
             let f: VpcLinkFields = typed(self.name(), fields)?;
+            ctx.pace("apigateway:CreateVpcLink", CREATE_QUOTA).await;
             let out = client(ctx)
                 .create_vpc_link()
                 .name(&f.name)
@@ -157,6 +165,7 @@ impl Kind for VpcLink {
     /// retries (the integration is repointed or deleted first).
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
+            ctx.pace("apigateway:DeleteVpcLink", DELETE_QUOTA).await;
             client(ctx).delete_vpc_link().vpc_link_id(&live.physical_id).send().await.map_err(call_failed("DeleteVpcLink"))?;
             Ok(())
         })

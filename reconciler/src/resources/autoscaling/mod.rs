@@ -22,9 +22,7 @@ use serde_json::{json, Value};
 
 impl Service for aws_sdk_applicationautoscaling::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_applicationautoscaling::Client::from_conf(
-            aws_sdk_applicationautoscaling::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build(),
-        )
+        crate::engine::calls::sdk_client!(aws_sdk_applicationautoscaling, conf, classify)
     }
 }
 

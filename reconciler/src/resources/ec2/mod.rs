@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 impl Service for aws_sdk_ec2::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build())
+        crate::engine::calls::sdk_client!(aws_sdk_ec2, conf, crate::engine::retry::no_extra)
     }
 }
 
@@ -76,25 +76,6 @@ pub fn kinds() -> Vec<Box<dyn crate::engine::Kind>> {
     ]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tag_on_create_names_every_create_by_its_bare_action() {
-        let st = tag_on_create("s");
-        let listed: Vec<&str> =
-            st["Condition"]["StringEquals"]["ec2:CreateAction"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert!(listed.iter().all(|a| !a.contains(':')), "bare names only: {listed:?}");
-        for k in kinds() {
-            for c in k.iam("s").create {
-                assert!(listed.contains(&c.trim_start_matches("ec2:")), "{c} is not in CREATES");
-            }
-        }
-        assert_eq!(st["Condition"]["StringEquals"]["aws:RequestTag/reconciler:stack"], "s");
-    }
-}
-
 /// Server-side filter for everything this stack owns. Some emulators ignore filters, so
 /// callers also check ownership client-side with [`owned`].
 pub fn stack_filter(ctx: &Ctx) -> Filter {
@@ -136,4 +117,23 @@ pub async fn sync_tags(ctx: &Ctx, resource_id: &str, changes: &[FieldChange]) ->
 
 pub fn bool_field(f: &Fields, name: &str) -> bool {
     f.get(name).and_then(Value::as_bool).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_on_create_names_every_create_by_its_bare_action() {
+        let st = tag_on_create("s");
+        let listed: Vec<&str> =
+            st["Condition"]["StringEquals"]["ec2:CreateAction"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert!(listed.iter().all(|a| !a.contains(':')), "bare names only: {listed:?}");
+        for k in kinds() {
+            for c in k.iam("s").create {
+                assert!(listed.contains(&c.trim_start_matches("ec2:")), "{c} is not in CREATES");
+            }
+        }
+        assert_eq!(st["Condition"]["StringEquals"]["aws:RequestTag/reconciler:stack"], "s");
+    }
 }

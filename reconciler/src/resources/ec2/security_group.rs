@@ -227,9 +227,11 @@ impl Kind for SecurityGroup {
                 "ec2:CreateTags",
                 "ec2:DeleteTags",
             ],
-            // Created in a VPC; rules are authorised on the group and on the rule.
-            arns: vec![iam_arn("security-group"), iam_arn("security-group-rule"), iam_arn("vpc")],
-            extra: vec![tag_on_create(stack)],
+            // Created in a VPC. Rules are authorised on the group (tagged: the condition above
+            // applies) and on the rule, which has no tags when it is authorised (nor does AWS's
+            // default egress rule): the rule ARNs get a statement of their own, unconditioned.
+            arns: vec![iam_arn("security-group"), iam_arn("vpc")],
+            extra: vec![tag_on_create(stack), rules_statement()],
             ..Default::default()
         }
     }
@@ -240,6 +242,21 @@ impl Kind for SecurityGroup {
             Ok(())
         })
     }
+}
+
+/// Rule changes on the rule ARNs (see `iam` above): the group is what scopes them to the stack.
+fn rules_statement() -> serde_json::Value {
+    serde_json::json!({
+        "Sid": "SecurityGroupRulesOfTheStacksGroups",
+        "Effect": "Allow",
+        "Action": [
+            "ec2:AuthorizeSecurityGroupEgress",
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupEgress",
+            "ec2:RevokeSecurityGroupIngress",
+        ],
+        "Resource": iam_arn("security-group-rule"),
+    })
 }
 
 #[cfg(test)]

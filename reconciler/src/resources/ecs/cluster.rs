@@ -3,8 +3,9 @@
 //! default strategy are changed together by PutClusterCapacityProviders.
 
 use super::{
-    call_failed, changed, client, ecs_tags, emulator_lacks_operation, iam_arn, literal, owned_id, parse_fields, strategy_items,
-    strategy_of, sync_tags, tag_map, tag_on_create, to_fields, StrategyItem,
+    call_failed, changed, client, create_service_linked_role, ecs_tags, emulator_lacks_operation, iam_arn, lacks_service_linked_role,
+    literal, owned_id, parse_fields, service_linked_role_statement, strategy_items, strategy_of, sync_tags, tag_map, tag_on_create,
+    to_fields, StrategyItem,
 };
 use crate::engine::ownership::not_owned;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
@@ -160,7 +161,16 @@ impl Kind for Cluster {
                 .set_tags(Some(ecs_tags(&f.tags)))
                 .send()
                 .await
-                .map_err(call_failed("CreateCluster"))?;
+                .map_err(call_failed("CreateCluster"));
+            // A fresh account: ECS creates its service-linked role itself only if the caller may;
+            // create it, then the engine retries this create until the role has propagated.
+            let out = match out {
+                Err(e) if lacks_service_linked_role(&e) => {
+                    create_service_linked_role(ctx).await?;
+                    return Err(e);
+                }
+                other => other?,
+            };
             identity(out.cluster().ok_or_else(|| anyhow::anyhow!("CreateCluster returned no cluster"))?)
         })
     }
@@ -232,12 +242,10 @@ impl Kind for Cluster {
                 "ecs:TagResource",
                 "ecs:UntagResource",
             ],
-            // The FARGATE capacity providers need ECS's service-linked role. ECS creates it on an
-            // account's first cluster if the caller may `iam:CreateServiceLinkedRole`; that is not
-            // granted here (it cannot be scoped to the stack): an account without the role needs
-            // `aws iam create-service-linked-role --aws-service-name ecs.amazonaws.com` once.
+            // The FARGATE capacity providers need ECS's service-linked role: in an account
+            // without it, the cluster kind creates it (that one role, for ECS only).
             arns: vec![iam_arn("cluster")],
-            extra: vec![tag_on_create(stack)],
+            extra: vec![tag_on_create(stack), service_linked_role_statement()],
             ..Default::default()
         }
     }

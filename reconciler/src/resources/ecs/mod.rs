@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 impl Service for aws_sdk_ecs::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_ecs::Client::from_conf(aws_sdk_ecs::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build())
+        crate::engine::calls::sdk_client!(aws_sdk_ecs, conf, classify)
     }
 }
 
@@ -102,7 +102,8 @@ fn classify(code: &str, message: &str) -> Option<ErrorClass> {
         | "ConflictException"
         | "ClusterContainsServicesException"
         | "ClusterContainsTasksException" => Some(ErrorClass::Conflict),
-        _ if is_role_propagation(code, message) => Some(ErrorClass::Retryable),
+        // A role created a moment ago that ECS cannot assume yet.
+        _ if super::iam::is_propagation_error(code, message) => Some(ErrorClass::Propagation),
         // DescribeTaskDefinition / DeregisterTaskDefinition of a revision or family that
         // does not exist (ECS has no dedicated code for it).
         "ClientException" if message.contains("Unable to describe task definition") || message.contains("does not exist") => {
@@ -110,28 +111,6 @@ fn classify(code: &str, message: &str) -> Option<ErrorClass> {
         }
         _ => None,
     }
-}
-
-/// IAM is eventually consistent: a role (or ECS's service-linked role) created seconds ago
-/// can be refused as "cannot be assumed" by ECS until it has propagated. Those errors heal
-/// by themselves, so they are retried.
-// TODO(lead): replace with `resources::iam::is_propagation_error` once both are merged;
-// this is ECS's private copy of the same rule.
-fn is_role_propagation(code: &str, message: &str) -> bool {
-    if !matches!(code, "ClientException" | "InvalidParameterException") {
-        return false;
-    }
-    let m = message.to_ascii_lowercase();
-    [
-        "unable to assume",
-        "cannot be assumed",
-        "could not be assumed",
-        "not authorized to perform: sts:assumerole",
-        "verify that the role being passed has the proper trust relationship",
-        "service linked role",
-    ]
-    .iter()
-    .any(|p| m.contains(p))
 }
 
 /// For `.map_err(call_failed("CreateService"))` on ECS SDK results.
@@ -270,6 +249,50 @@ pub fn iam_arn(resource_type: &str) -> String {
     format!("arn:aws:ecs:*:*:{resource_type}/*")
 }
 
+/// The service ECS's service-linked role (`AWSServiceRoleForECS`) is for.
+const ECS_SERVICE: &str = "ecs.amazonaws.com";
+
+/// Whether ECS refused a call because the account has no service-linked role for it yet
+/// ("Unable to assume the service linked role. Please verify that the ECS service linked role
+/// exists."): a fresh account, whose first cluster with capacity providers needs it.
+pub fn lacks_service_linked_role(e: &anyhow::Error) -> bool {
+    crate::engine::retry::aws_error(e).is_some_and(|a| {
+        let m = a.message.to_ascii_lowercase();
+        m.contains("service linked role") || m.contains("service-linked role")
+    })
+}
+
+/// Creates ECS's service-linked role. One that exists already ("has been taken") is fine.
+/// The caller then retries its call until the propagation deadline: a new role takes a moment
+/// to be usable.
+pub async fn create_service_linked_role(ctx: &Ctx) -> anyhow::Result<()> {
+    crate::log::progress("ECS has no service-linked role in this account yet: creating AWSServiceRoleForECS (once per account)");
+    let sent = super::iam::client(ctx)
+        .create_service_linked_role()
+        .aws_service_name(ECS_SERVICE)
+        .send()
+        .await
+        .map_err(super::iam::call_failed("CreateServiceLinkedRole"));
+    match sent {
+        Ok(_) => Ok(()),
+        Err(e) if crate::engine::retry::aws_error(&e).is_some_and(|a| a.message.contains("has been taken")) => Ok(()),
+        Err(e) => Err(e.context(format!(
+            "ECS needs its service-linked role and it could not be created; create it once with `aws iam create-service-linked-role --aws-service-name {ECS_SERVICE}` and apply again"
+        ))),
+    }
+}
+
+/// The policy statement for [`create_service_linked_role`]: that one role, for ECS only.
+pub fn service_linked_role_statement() -> Value {
+    json!({
+        "Sid": "EcsCreatesItsServiceLinkedRole",
+        "Effect": "Allow",
+        "Action": "iam:CreateServiceLinkedRole",
+        "Resource": format!("arn:aws:iam::*:role/aws-service-role/{ECS_SERVICE}/AWSServiceRoleForECS"),
+        "Condition": {"StringEquals": {"iam:AWSServiceName": ECS_SERVICE}},
+    })
+}
+
 /// ECS authorises the tags of a create call as `ecs:TagResource` too (since 2023), with the
 /// condition key `ecs:CreateAction` naming the create call.
 pub fn tag_on_create(stack: &str) -> Value {
@@ -312,10 +335,10 @@ mod tests {
             ("InvalidParameterException", "The role arn:aws:iam::1:role/x cannot be assumed by ecs-tasks.amazonaws.com"),
             ("ClientException", "User: arn:aws:sts::1:assumed-role/x is not authorized to perform: sts:AssumeRole on resource: y"),
         ] {
-            assert_eq!(classify(code, msg), Some(ErrorClass::Retryable), "{msg}");
+            assert_eq!(classify(code, msg), Some(ErrorClass::Propagation), "{msg}");
         }
-        assert!(!is_role_propagation("AccessDeniedException", "Unable to assume role"), "only ECS's validation codes");
-        assert!(!is_role_propagation("InvalidParameterException", "The role ARN is malformed"));
+        assert_eq!(classify("AccessDeniedException", "Unable to assume role"), None, "only validation codes");
+        assert_eq!(classify("InvalidParameterException", "The role ARN is malformed"), None);
     }
 
     #[test]

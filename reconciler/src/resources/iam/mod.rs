@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 impl Service for aws_sdk_iam::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build())
+        crate::engine::calls::sdk_client!(aws_sdk_iam, conf, classify)
     }
 }
 
@@ -54,7 +54,7 @@ where
 /// (ECS, Application Auto Scaling): a role created seconds ago is not yet visible to them.
 /// Their own `call_failed` can chain it: `propagation(code, message).or(...)`.
 pub fn propagation(code: &str, message: &str) -> Option<ErrorClass> {
-    is_propagation_error(code, message).then_some(ErrorClass::Retryable)
+    is_propagation_error(code, message).then_some(ErrorClass::Propagation)
 }
 
 /// Whether another service's validation error only says that a role is not usable *yet*.
@@ -92,6 +92,8 @@ pub fn is_propagation_error(code: &str, message: &str) -> bool {
         "role is not valid",
         // IAM itself, for a trust policy naming a role principal created a moment ago.
         "invalid principal in policy",
+        // ECS, for a task role or execution role it cannot see yet.
+        "verify that the role being passed has the proper trust relationship",
     ];
     if !CODES.contains(&code) {
         return false;
@@ -374,9 +376,9 @@ mod tests {
     fn classification() {
         assert_eq!(classify("NoSuchEntity", "Role x not found"), Some(ErrorClass::Gone));
         assert_eq!(classify("ConcurrentModification", ""), Some(ErrorClass::Conflict));
-        assert_eq!(classify("MalformedPolicyDocument", "Invalid principal in policy: \"AWS\":\"arn:…\""), Some(ErrorClass::Retryable));
+        assert_eq!(classify("MalformedPolicyDocument", "Invalid principal in policy: \"AWS\":\"arn:…\""), Some(ErrorClass::Propagation));
         assert_eq!(classify("MalformedPolicyDocument", "Policy document should not specify a principal."), None);
         assert_eq!(classify("EntityAlreadyExists", "Role with name x already exists."), None);
-        assert_eq!(propagation("ValidationException", "Unable to assume IAM role"), Some(ErrorClass::Retryable));
+        assert_eq!(propagation("ValidationException", "Unable to assume IAM role"), Some(ErrorClass::Propagation));
     }
 }

@@ -15,9 +15,7 @@ use std::collections::HashMap;
 
 impl Service for aws_sdk_cloudwatchlogs::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_cloudwatchlogs::Client::from_conf(
-            aws_sdk_cloudwatchlogs::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build(),
-        )
+        crate::engine::calls::sdk_client!(aws_sdk_cloudwatchlogs, conf, classify)
     }
 }
 

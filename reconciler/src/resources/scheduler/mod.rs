@@ -22,9 +22,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 impl Service for aws_sdk_scheduler::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_scheduler::Client::from_conf(
-            aws_sdk_scheduler::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build(),
-        )
+        crate::engine::calls::sdk_client!(aws_sdk_scheduler, conf, classify)
     }
 }
 
@@ -136,7 +134,7 @@ mod tests {
         assert_eq!(classify("ConflictException", "Schedule x already exists."), None, "handled where it is met: an existing name");
         assert_eq!(
             classify("ValidationException", "The execution role you provide must allow AWS EventBridge Scheduler to assume the role."),
-            Some(ErrorClass::Retryable),
+            Some(ErrorClass::Propagation),
             "a role created a moment ago"
         );
         assert_eq!(classify("ValidationException", "Invalid Schedule Expression rate(0 minutes)."), None);

@@ -25,9 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 
 impl Service for aws_sdk_servicediscovery::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_servicediscovery::Client::from_conf(
-            aws_sdk_servicediscovery::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build(),
-        )
+        crate::engine::calls::sdk_client!(aws_sdk_servicediscovery, conf, classify)
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 impl Service for aws_sdk_sqs::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(conf).interceptor(crate::metrics::CallCounter).build())
+        crate::engine::calls::sdk_client!(aws_sdk_sqs, conf, classify)
     }
 }
 

@@ -1,0 +1,241 @@
+//! Per-call retries, inside the SDK, for every client the engine builds ([`sdk_client!`]).
+//!
+//! The SDK's standard retry strategy (attempts = `max_attempts`, jittered exponential backoff
+//! from `retry_base`, capped at 20 s, `Retry-After` honoured) decides *when*; this module
+//! decides *what* is sent again, with the same rules the engine uses ([`super::retry`]):
+//! - a throttled call, read or mutation: the service refused it, nothing happened;
+//! - a read answered with a 5xx, or not answered at all (transport);
+//! - nothing else. A mutation answered with a 5xx, or not at all, may have happened: the
+//!   engine observes the resource again before anything is re-sent.
+//!
+//! The retry quota (the SDK's token bucket) is unlimited: a 429 storm is paced by backoff and
+//! `Retry-After`, and bounded by attempts, never cut short by a process-wide quota that an
+//! earlier burst drained.
+
+use super::retry::{class_of, is_read, retried_per_call, Classifier, ErrorClass};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextMut, FinalizerInterceptorContextMut, InterceptorContext,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction, RetryClassifierPriority};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::Headers;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::retry::ErrorKind;
+use std::time::Duration;
+
+/// Response header the [`NameOperation`] interceptor adds, so that the classifier (which sees
+/// only the attempt, not the operation's configuration) knows which call it is classifying.
+const OPERATION_HEADER: &str = "x-reconciler-operation";
+
+/// Builds a service's SDK client from the shared configuration with the engine's interceptors
+/// (call metrics, operation naming) and per-call retry rules: `sdk_client!(aws_sdk_ec2, conf,
+/// classify)`, with extra builder calls after it (`force_path_style(true)`).
+macro_rules! sdk_client {
+    ($sdk:ident, $conf:expr, $classify:expr $(, $extra:ident($($arg:expr),*))*) => {
+        $sdk::Client::from_conf(
+            $sdk::config::Builder::from($conf)
+                .interceptor(crate::metrics::CallCounter)
+                .interceptor(crate::engine::calls::NameOperation)
+                .retry_classifier(crate::engine::calls::CallRetry::new($classify))
+                .retry_partition(crate::engine::calls::partition())
+                $(.$extra($($arg),*))*
+                .build(),
+        )
+    };
+}
+pub(crate) use sdk_client;
+
+/// The retry partition every client shares: an unlimited retry quota (see the module docs).
+pub fn partition() -> aws_smithy_runtime::client::retries::RetryPartition {
+    aws_smithy_runtime::client::retries::RetryPartition::custom("reconciler")
+        .token_bucket(aws_smithy_runtime::client::retries::TokenBucket::unlimited())
+        .build()
+}
+
+/// Names the operation on its response (see [`OPERATION_HEADER`]).
+#[derive(Debug)]
+pub struct NameOperation;
+
+impl Intercept for NameOperation {
+    fn name(&self) -> &'static str {
+        "NameOperation"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(m) = cfg.load::<Metadata>() {
+            ctx.response_mut().headers_mut().insert(OPERATION_HEADER, m.name().to_string());
+        }
+        Ok(())
+    }
+
+    /// An attempt that got no answer at all (connection refused or dropped, a timeout) has no
+    /// response to name: it gets an empty one with the operation's name, so that a read is
+    /// sent again per call as well. The SDK reports the failure as before (a dispatch failure
+    /// or a timeout: the response is not used for those).
+    fn modify_before_attempt_completion(
+        &self,
+        ctx: &mut FinalizerInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let inner = ctx.inner_mut();
+        if inner.is_failed() && inner.response().is_none() {
+            if let Some(m) = cfg.load::<Metadata>() {
+                let mut r = aws_smithy_runtime_api::http::Response::new(200u16.try_into()?, aws_smithy_types::body::SdkBody::empty());
+                r.headers_mut().insert(OPERATION_HEADER, m.name().to_string());
+                inner.set_response(r);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The per-call retry rule, with the service's own error classification.
+#[derive(Debug, Clone)]
+pub struct CallRetry {
+    classify: Classifier,
+}
+
+impl CallRetry {
+    pub fn new(classify: Classifier) -> Self {
+        CallRetry { classify }
+    }
+
+    /// The decision for one answer: (status, headers, body) of a failed attempt.
+    pub fn decide(&self, status: u16, headers: &Headers, body: &[u8]) -> RetryAction {
+        let operation = headers.get(OPERATION_HEADER).unwrap_or_default();
+        let (code, message) = error_code(headers, body);
+        // A failure with a success status: the answer was cut off (or never came; see
+        // `NameOperation`): transport, which a read survives by being sent again.
+        let class = if status < 300 { ErrorClass::Retryable } else { class_of(status, &code, &message, self.classify) };
+        if !retried_per_call(class, is_read(operation)) {
+            return RetryAction::RetryForbidden;
+        }
+        let kind = if class == ErrorClass::Throttled { ErrorKind::ThrottlingError } else { ErrorKind::ServerError };
+        match retry_after(headers) {
+            Some(wait) => RetryAction::retryable_error_with_explicit_delay(kind, wait),
+            None => RetryAction::retryable_error(kind),
+        }
+    }
+}
+
+impl ClassifyRetry for CallRetry {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.output_or_error() {
+            None | Some(Ok(_)) => RetryAction::NoActionIndicated,
+            Some(Err(_)) => match ctx.response() {
+                Some(r) => self.decide(r.status().as_u16(), r.headers(), r.body().bytes().unwrap_or_default()),
+                // Not named (no operation metadata): the engine decides.
+                None => RetryAction::RetryForbidden,
+            },
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "reconciler per-call retry"
+    }
+
+    /// Last, so that its decision is the one that counts.
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
+    }
+}
+
+/// The wait a throttled answer asks for: `Retry-After` (seconds), or `x-amz-retry-after`
+/// (milliseconds).
+pub fn retry_after(headers: &Headers) -> Option<Duration> {
+    if let Some(ms) = headers.get("x-amz-retry-after").and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Some(Duration::from_millis(ms));
+    }
+    let secs = headers.get("retry-after")?.trim().parse::<f64>().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(300.0)))
+}
+
+/// (code, message) of an AWS error answer in any protocol: the `x-amzn-ErrorType` header or
+/// the JSON `__type`/`code` (JSON 1.0/1.1, REST-JSON), `<Code>` (EC2, awsQuery, REST-XML).
+pub fn error_code(headers: &Headers, body: &[u8]) -> (String, String) {
+    let strip = |c: &str| c.split(':').next().unwrap_or_default().rsplit('#').next().unwrap_or_default().trim().to_string();
+    let text = String::from_utf8_lossy(body);
+    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&text) {
+        let field = |keys: &[&str]| keys.iter().find_map(|k| m.get(*k).and_then(|v| v.as_str())).unwrap_or_default().to_string();
+        let code = headers.get("x-amzn-errortype").map(strip).unwrap_or_else(|| strip(&field(&["__type", "code", "Code"])));
+        return (code, field(&["message", "Message", "errorMessage"]));
+    }
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].to_string())
+    };
+    let code = headers.get("x-amzn-errortype").map(strip).or_else(|| tag("Code")).unwrap_or_default();
+    (code, tag("Message").unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> Headers {
+        let mut h = Headers::new();
+        for (k, v) in pairs {
+            h.insert(*k, *v);
+        }
+        h
+    }
+
+    fn no_extra(_: &str, _: &str) -> Option<ErrorClass> {
+        None
+    }
+
+    #[test]
+    fn codes_in_every_protocol() {
+        let ec2 = b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors></Response>";
+        assert_eq!(error_code(&headers(&[]), ec2), ("RequestLimitExceeded".into(), "Request limit exceeded.".into()));
+        let query =
+            b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>";
+        assert_eq!(error_code(&headers(&[]), query).0, "Throttling");
+        let json = br#"{"__type":"com.amazonaws.ecs#ClientException","message":"Role is not valid"}"#;
+        assert_eq!(error_code(&headers(&[]), json), ("ClientException".into(), "Role is not valid".into()));
+        let rest = br#"{"message":"Too Many Requests"}"#;
+        let h = headers(&[("x-amzn-errortype", "TooManyRequestsException:http://internal.amazon.com/coral/")]);
+        assert_eq!(error_code(&h, rest), ("TooManyRequestsException".into(), "Too Many Requests".into()));
+    }
+
+    #[test]
+    fn retry_after_headers() {
+        assert_eq!(retry_after(&headers(&[("retry-after", "2")])), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(&headers(&[("x-amz-retry-after", "1500")])), Some(Duration::from_millis(1500)));
+        assert_eq!(retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2026 07:28:00 GMT")])), None);
+        assert_eq!(retry_after(&headers(&[])), None);
+    }
+
+    #[test]
+    fn what_is_sent_again() {
+        let r = CallRetry::new(no_extra);
+        let throttled = br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+        let server = br#"{"__type":"ServerException","message":"oops"}"#;
+        let read = headers(&[(OPERATION_HEADER, "DescribeServices")]);
+        let write = headers(&[(OPERATION_HEADER, "CreateService")]);
+        assert_eq!(r.decide(400, &write, throttled), RetryAction::throttling_error(), "a throttled mutation had no effect");
+        assert_eq!(r.decide(500, &read, server), RetryAction::server_error(), "a read is sent again");
+        assert_eq!(r.decide(500, &write, server), RetryAction::RetryForbidden, "a mutation that may have happened is not");
+        assert_eq!(r.decide(200, &read, b""), RetryAction::server_error(), "a read whose answer was lost is sent again");
+        assert_eq!(r.decide(200, &write, b""), RetryAction::RetryForbidden, "a mutation whose answer was lost may have happened");
+        let invalid = br#"{"__type":"InvalidParameterException","message":"bad"}"#;
+        assert_eq!(r.decide(400, &read, invalid), RetryAction::RetryForbidden);
+        let h = headers(&[(OPERATION_HEADER, "DeleteVpcLink"), ("retry-after", "1")]);
+        assert_eq!(
+            r.decide(429, &h, br#"{"message":"Too Many Requests"}"#),
+            RetryAction::retryable_error_with_explicit_delay(ErrorKind::ThrottlingError, Duration::from_secs(1)),
+            "429 is throttling whatever its code, and Retry-After is the wait"
+        );
+    }
+}

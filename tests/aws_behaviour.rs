@@ -1,0 +1,323 @@
+//! The reconciler under AWS's behaviour, scripted in the fault proxy (moto itself answers at
+//! once and never says "not yet"): throttling that costs one call, not a whole observe;
+//! `Retry-After`; IAM propagation retried until its deadline, not for a few attempts; a create
+//! whose answer is lost while listings lag, which must not become a duplicate. Durations are
+//! scaled down (seconds), and so are the reconciler's deadlines. Each test owns its moto server.
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/fault_proxy.rs"]
+mod fault_proxy;
+#[path = "support/mod.rs"]
+mod support;
+
+use cli::{apply, assert_converged};
+use fault_proxy::{FaultProxy, Rule};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{repo_root, Moto, Run};
+
+const STACK: &str = "benchling-webhook";
+
+/// The CLI through the proxy, with the scaled-down settings plus `extra` environment.
+fn reconciler(moto: &Moto, proxy: &FaultProxy, extra: &[(&str, &str)], args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(args)
+        .current_dir(repo_root())
+        .envs(moto.env())
+        .env("AWS_ENDPOINT_URL", &proxy.url)
+        .env("RECONCILER_POLL_INTERVAL", "0.05")
+        .env("RECONCILER_MAX_ATTEMPTS", "4")
+        .env("RECONCILER_RETRY_BASE_MS", "5")
+        .env("RECONCILER_LISTING_LAG", "1")
+        .env("RECONCILER_PROPAGATION_TIMEOUT", "30")
+        .env("RECONCILER_CONFLICT_TIMEOUT", "30")
+        .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
+        .envs(extra.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run reconciler");
+    Run::from(out)
+}
+
+/// IAM propagation as the services that are handed a role show it: ECS says "Role is not
+/// valid" for `secs` after the latest role was created, Scheduler refuses its first
+/// `scheduler_refusals` schedule creates as unable to assume the role.
+fn iam_propagation(proxy: &FaultProxy, secs: f64, scheduler_refusals: usize) {
+    proxy.rule(
+        Rule::error("ecs:RegisterTaskDefinition", 400, "ClientException", "Role is not valid").for_secs_after_last("iam:CreateRole", secs),
+    );
+    proxy.rule(
+        Rule::error(
+            "scheduler:POST /schedules/*",
+            400,
+            "ValidationException",
+            "The execution role you provide must allow AWS EventBridge Scheduler to assume the role.",
+        )
+        .first(scheduler_refusals),
+    );
+}
+
+fn iam_calls(proxy: &FaultProxy) -> usize {
+    proxy.calls().iter().filter(|c| c.starts_with("iam:")).count()
+}
+
+async fn owned_vpcs(moto: &Moto) -> usize {
+    let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
+    let f = aws_sdk_ec2::types::Filter::builder().name("tag:reconciler:stack").values(STACK).build();
+    ec2.describe_vpcs().filters(f).send().await.unwrap().vpcs().len()
+}
+
+/// The model itself: listing lag cuts the right items out of EC2 XML and JSON listings, and
+/// only mutations count for the kill hook.
+#[test]
+fn the_model_hides_listed_items_and_knows_mutations() {
+    let xml = "<DescribeVpcsResponse><vpcSet><item><vpcId>vpc-1</vpcId><tagSet><item><key>a</key></item></tagSet></item><item><vpcId>vpc-2</vpcId></item></vpcSet></DescribeVpcsResponse>";
+    let out = fault_proxy::without_id(xml, "vpc-1");
+    assert_eq!(out, "<DescribeVpcsResponse><vpcSet><item><vpcId>vpc-2</vpcId></item></vpcSet></DescribeVpcsResponse>");
+    let json = r#"{"Items":[{"VpcLinkId":"abc"},{"VpcLinkId":"def"}],"NextToken":null}"#;
+    let out = fault_proxy::without_id(json, "abc");
+    assert!(!out.contains("abc") && out.contains("def"), "{out}");
+    assert_eq!(fault_proxy::field_value("<x><vpcId>vpc-9</vpcId></x>", "vpcId").as_deref(), Some("vpc-9"));
+    assert_eq!(fault_proxy::field_value(r#"{"VpcLinkId": "q1w2"}"#, "VpcLinkId").as_deref(), Some("q1w2"));
+    assert!(fault_proxy::is_mutation("ec2:CreateVpc") && fault_proxy::is_mutation("apigateway:POST /vpclinks"));
+    assert!(!fault_proxy::is_mutation("ec2:DescribeVpcs") && !fault_proxy::is_mutation("apigateway:GET /vpclinks"));
+}
+
+/// Every third IAM call is throttled during a no-op plan. Each throttled call is sent again on
+/// its own, so the plan costs exactly one more call per throttle. (Retrying the whole roles
+/// observe instead, ~13 calls, fails every attempt at this rate.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_costs_one_more_call_not_a_whole_observe() {
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let baseline = reconciler(&moto, &proxy, &[], &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+    assert_eq!(baseline.code, 0, "{baseline}");
+    let calm = iam_calls(&proxy);
+    assert!(calm >= 10, "the roles observe makes a dozen IAM calls: {calm}");
+
+    proxy.reset_counts();
+    proxy.rule(Rule::error("iam:*", 400, "Throttling", "Rate exceeded").every(3));
+    let run = reconciler(&moto, &proxy, &[("RECONCILER_MAX_ATTEMPTS", "8")], &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+    assert_eq!(run.code, 0, "{run}");
+    let actions: std::collections::BTreeSet<String> = proxy.calls().into_iter().filter(|c| c.starts_with("iam:")).collect();
+    let throttles: usize = actions.iter().map(|a| proxy.injected(a)).sum();
+    assert!(throttles >= calm / 3, "every third IAM call was throttled: {throttles} of {}", iam_calls(&proxy));
+    assert_eq!(iam_calls(&proxy), calm + throttles, "each throttle cost exactly one more call\n{run}");
+}
+
+/// A 429 with `Retry-After: 1` is tried again after a second, not after milliseconds; and a
+/// plan lists API Gateway's APIs once, for all the kinds that need them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let links = "apigateway:GET /vpclinks";
+    let baseline = reconciler(&moto, &proxy, &[], &["plan", "specs/prod.yaml"]);
+    assert_eq!(baseline.code, 0, "{baseline}");
+    assert_eq!(proxy.count(links), 1, "one VPC link listing per plan (the test measures its retry)");
+    // API Gateway's control plane is rate-limited: its listings are read once per pass and
+    // shared by the kinds that need them (four kinds read GetApis).
+    assert_eq!(proxy.count("apigateway:GET /apis"), 1, "{:?}", proxy.calls());
+    assert!(proxy.count("apigateway:GET /domainnames") <= 1, "{:?}", proxy.calls());
+
+    proxy.reset_counts();
+    proxy.rule(Rule::error(links, 429, "TooManyRequestsException", "Too Many Requests").retry_after(1.0).first(1));
+    let run = reconciler(&moto, &proxy, &[], &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+    assert_eq!(run.code, 0, "{run}");
+    let times = proxy.times(links);
+    assert_eq!(times.len(), 2, "throttled once, then answered\n{run}");
+    let gap = times[1] - times[0];
+    assert!(gap >= Duration::from_millis(950), "Retry-After: 1 was not honoured: retried after {gap:?}");
+    assert!(gap < Duration::from_secs(10), "{gap:?}");
+}
+
+/// For a few seconds after each role is created, ECS says "Role is not valid", and Scheduler
+/// refuses its first six schedule creates as unable to assume the role (IAM propagation).
+/// Apply from zero retries those until the propagation deadline, not for `max_attempts` (4
+/// here, gone in milliseconds), and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_propagation_is_retried_until_its_deadline() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    // More refusals than max_attempts (4): only a deadline outlasts them.
+    iam_propagation(&proxy, 3.0, 6);
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(proxy.injected("ecs:RegisterTaskDefinition") > 4, "the window outlasted max_attempts\n{run}");
+    assert!(proxy.injected("scheduler:POST /schedules/*") > 0, "{run}");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
+/// CreateVpc takes effect but its answer is lost (the connection drops), and for two seconds
+/// DescribeVpcs does not list the new VPC. The reconciler looks again until the listing lag
+/// has passed instead of creating a second VPC, and the run ends with exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_to_a_create_makes_no_duplicate_while_listings_lag() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(Rule::drop_answer("ec2:CreateVpc").first(1));
+    proxy.listing_lag("ec2:CreateVpc", "vpcId", "ec2:DescribeVpcs", 2.0);
+    let run = reconciler(&moto, &proxy, &[("RECONCILER_LISTING_LAG", "8")], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.injected("ec2:CreateVpc"), 1, "the answer was dropped once");
+    assert_eq!(proxy.count("ec2:CreateVpc"), 1, "the VPC was found again, not created twice\n{run}");
+    assert_eq!(owned_vpcs(&moto).await, 1);
+    assert!(run.stderr.contains("looking for it"), "{run}");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
+/// A fresh account has no ECS service-linked role, and the caller is not ECS: CreateCluster
+/// answers "Unable to assume the service linked role" until the role exists. The cluster kind
+/// creates the role (once), then its create succeeds; the printed apply policy allows exactly
+/// that role, for ECS only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_account_gets_the_ecs_service_linked_role() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(
+        Rule::error(
+            "ecs:CreateCluster",
+            400,
+            "InvalidParameterException",
+            "Unable to assume the service linked role. Please verify that the ECS service linked role exists.",
+        )
+        .until("iam:CreateServiceLinkedRole"),
+    );
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.count("iam:CreateServiceLinkedRole"), 1, "{run}");
+    assert!(proxy.injected("ecs:CreateCluster") >= 1);
+    let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
+    let roles = iam.list_roles().path_prefix("/aws-service-role/ecs.amazonaws.com/").send().await.unwrap();
+    assert_eq!(roles.roles().len(), 1, "{:?}", roles.roles());
+    assert_converged(&moto, "specs/prod.yaml");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["policy", "specs/prod.yaml", "--for", "apply"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let slr: Vec<&serde_json::Value> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Action"].to_string().contains("iam:CreateServiceLinkedRole"))
+        .filter(|s| s["Condition"]["StringEquals"]["iam:AWSServiceName"] == "ecs.amazonaws.com")
+        .collect();
+    assert_eq!(slr.len(), 1, "{policy:#}");
+    assert!(slr[0]["Resource"].as_str().unwrap().contains("/aws-service-role/ecs.amazonaws.com/"), "{:#}", slr[0]);
+}
+
+/// Owned resources of the kinds a create could duplicate, as AWS lists them.
+async fn owned_counts(moto: &Moto) -> (usize, usize, usize, usize) {
+    let c = moto.sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&c);
+    let stack = || aws_sdk_ec2::types::Filter::builder().name("tag:reconciler:stack").values(STACK).build();
+    let subnets = ec2.describe_subnets().filters(stack()).send().await.unwrap().subnets().len();
+    let groups = ec2.describe_security_groups().filters(stack()).send().await.unwrap().security_groups().len();
+    // moto ignores tag filters on DescribeNatGateways: filter here.
+    let nats = ec2
+        .describe_nat_gateways()
+        .send()
+        .await
+        .unwrap()
+        .nat_gateways()
+        .iter()
+        .filter(|n| n.tags().iter().any(|t| t.key() == Some("reconciler:stack") && t.value() == Some(STACK)))
+        .filter(|n| n.state().map(|s| s.as_str()) != Some("deleted"))
+        .count();
+    let links = aws_sdk_apigatewayv2::Client::new(&c).get_vpc_links().send().await.unwrap().items().len();
+    (subnets, groups, nats, links)
+}
+
+/// A first apply in a fresh account, everything at once, in ONE run: no ECS service-linked
+/// role, IAM propagation windows on every service that is handed a role, NAT gateways,
+/// the VPC link and the Cloud Map namespace operation reported pending for a while, a lost
+/// answer to CreateVpc while DescribeVpcs lags, and API Gateway's control plane rate-limited
+/// (429 with Retry-After). The run succeeds, and a plan right after is a no-op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_apply_in_a_fresh_account_succeeds_in_one_run() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let slr = "Unable to assume the service linked role. Please verify that the ECS service linked role exists.";
+    proxy.rule(Rule::error("ecs:CreateCluster", 400, "InvalidParameterException", slr).until("iam:CreateServiceLinkedRole"));
+    iam_propagation(&proxy, 2.0, 8);
+    proxy.rule(
+        Rule::error("application-autoscaling:RegisterScalableTarget", 400, "ValidationException", "Unable to assume IAM role")
+            .for_secs_after_last("iam:CreateRole", 2.0),
+    );
+    proxy.rule(
+        Rule::rewrite("ec2:DescribeNatGateways", "<state>available</state>", "<state>pending</state>")
+            .for_secs_after_first("ec2:CreateNatGateway", 1.5),
+    );
+    let (available, pending) = ("\"vpcLinkStatus\": \"AVAILABLE\"", "\"vpcLinkStatus\": \"PENDING\"");
+    proxy.rule(Rule::rewrite("apigateway:POST /vpclinks", available, pending));
+    proxy.rule(Rule::rewrite("apigateway:GET /vpclinks/*", available, pending).for_secs_after_first("apigateway:POST /vpclinks", 1.5));
+    proxy.rule(Rule::rewrite("apigateway:GET /vpclinks", available, pending).for_secs_after_first("apigateway:POST /vpclinks", 1.5));
+    proxy.rule(
+        Rule::rewrite("servicediscovery:GetOperation", "\"Status\": \"SUCCESS\"", "\"Status\": \"SUBMITTED\"")
+            .for_secs_after_first("servicediscovery:CreatePrivateDnsNamespace", 1.5),
+    );
+    proxy.rule(Rule::drop_answer("ec2:CreateVpc").first(1));
+    proxy.listing_lag("ec2:CreateVpc", "vpcId", "ec2:DescribeVpcs", 2.0);
+    proxy.rate_limit("apigateway", 4.0, 4.0, Some(1.0));
+
+    let run = reconciler(
+        &moto,
+        &proxy,
+        &[("RECONCILER_LISTING_LAG", "6"), ("RECONCILER_MAX_ATTEMPTS", "6")],
+        &["apply", "specs/prod.yaml", "--auto-approve"],
+    );
+    assert_eq!(run.code, 0, "{run}");
+    for (what, action) in [
+        ("the service-linked role was missing", "ecs:CreateCluster"),
+        ("ECS could not use a new role", "ecs:RegisterTaskDefinition"),
+        ("Scheduler could not assume a new role", "scheduler:POST /schedules/*"),
+        ("a NAT gateway was pending", "ec2:DescribeNatGateways"),
+        ("the VPC link was pending", "apigateway:POST /vpclinks"),
+        ("the namespace operation was in flight", "servicediscovery:GetOperation"),
+        ("the CreateVpc answer was lost", "ec2:CreateVpc"),
+    ] {
+        assert!(proxy.injected(action) > 0, "the scenario did not happen: {what} ({action})\n{run}");
+    }
+    // (The VPC link's answers are rewritten, not throttled: left out of this count.)
+    let apigateway: std::collections::BTreeSet<String> =
+        proxy.calls().into_iter().filter(|c| c.starts_with("apigateway:") && !c.contains("vpclinks")).collect();
+    let throttled: usize = apigateway.iter().map(|a| proxy.injected(a)).sum();
+    assert!(throttled > 0, "API Gateway's rate limit was met\n{run}");
+    assert_eq!(proxy.count("ec2:CreateVpc"), 1, "no second VPC\n{run}");
+    assert_eq!(owned_vpcs(&moto).await, 1);
+    assert_eq!(owned_counts(&moto).await, (4, 3, 2, 1), "(subnets, security groups, NAT gateways, VPC links)\n{run}");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
+/// Apply from zero while 15% of all calls are throttled, 5% fail with a 500 (half of those
+/// after the call took effect) and 5% lose their answer after taking effect: it converges in
+/// one run, with exactly one of everything. (The faults are seeded: the same calls in the same
+/// order meet the same faults.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_converges_under_random_faults_with_no_duplicates() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.seed(0x5eed_2026);
+    // Not the lock's S3 (there is none) and not moto's own API: every AWS call.
+    proxy.rule(Rule::throttle("*").randomly(0.15));
+    proxy.rule(Rule::server_error("*").randomly(0.025));
+    proxy.rule(Rule::server_error("*").after_forwarding().randomly(0.025));
+    proxy.rule(Rule::drop_answer("*").randomly(0.05));
+    let run = reconciler(&moto, &proxy, &[("RECONCILER_MAX_ATTEMPTS", "8")], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    let injected: usize = {
+        let actions: std::collections::BTreeSet<String> = proxy.calls().into_iter().collect();
+        actions.iter().map(|a| proxy.injected(a)).sum()
+    };
+    assert_eq!(run.code, 0, "{injected} faults injected\n{run}");
+    assert!(injected >= 20, "the faults happened: {injected}");
+    assert_eq!(owned_vpcs(&moto).await, 1, "{run}");
+    assert_eq!(owned_counts(&moto).await, (4, 3, 2, 1), "(subnets, security groups, NAT gateways, VPC links)\n{run}");
+    proxy.clear_faults();
+    assert_converged(&moto, "specs/prod.yaml");
+}
