@@ -321,3 +321,112 @@ async fn apply_converges_under_random_faults_with_no_duplicates() {
     proxy.clear_faults();
     assert_converged(&moto, "specs/prod.yaml");
 }
+
+/// The ECS service's task definition ARN, as ECS reports it.
+async fn service_revision(moto: &Moto) -> String {
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let out = ecs.describe_services().cluster("benchling-webhook-cluster").services(STACK).send().await.unwrap();
+    out.services()[0].task_definition().unwrap().to_string()
+}
+
+/// A new image whose deployment fails (ECS's circuit breaker stops it): apply says so and
+/// exits 1, `status` shows the service Failed, and after ECS rolled the service back, later
+/// runs do not deploy the failed revision again (no UpdateService, every pass): they fail
+/// saying what to do, until the image or configuration changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_rollout_stays_visible_and_is_not_redeployed_by_every_run() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    apply(&moto, "specs/prod.yaml");
+    let healthy = service_revision(&moto).await;
+    let v2 = cli::spec_variant(&moto, "specs/prod.yaml", "v2.yaml", |s| s.replace("benchling-webhook:0.1.0", "benchling-webhook:0.2.0"));
+    // ECS's answer while the circuit breaker has stopped the deployment (moto's deployments
+    // never leave IN_PROGRESS).
+    let failed = "\"rolloutState\": \"FAILED\", \"rolloutStateReason\": \"ECS deployment circuit breaker: tasks failed to start.\"";
+    proxy.rule(Rule::rewrite("ecs:DescribeServices", "\"rolloutState\": \"IN_PROGRESS\"", failed));
+    let waiting = [("RECONCILER_WAIT_FOR_DEPLOYMENTS", "true")];
+    let run = reconciler(&moto, &proxy, &waiting, &["apply", &v2, "--auto-approve"]);
+    assert_eq!(run.code, 1, "{run}");
+    // (moto keeps the old revision in the deployment, which reads as a rollback.)
+    let failure = run.stderr.contains("failed to become healthy") || run.stderr.contains("rolled back");
+    assert!(failure && run.stderr.contains("not deploy this revision again"), "{run}");
+    let broken = service_revision(&moto).await;
+    assert_ne!(broken, healthy);
+
+    let status = reconciler(&moto, &proxy, &[], &["status", &v2, "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("{e}\n{status}"));
+    let service = status["resources"].as_array().unwrap().iter().find(|r| r["id"] == "service").unwrap().clone();
+    let ready = service["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("Failed")), "{service}");
+    // Unchanged and unhealthy: an apply does not call it done.
+    let run = reconciler(&moto, &proxy, &[], &["apply", &v2, "--auto-approve"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("not healthy"), "{run}");
+
+    // The circuit breaker rolls the service back to the revision that worked.
+    proxy.clear_faults();
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    ecs.update_service().cluster("benchling-webhook-cluster").service(STACK).task_definition(&healthy).send().await.unwrap();
+    for _ in 0..2 {
+        proxy.reset_counts();
+        let run = reconciler(&moto, &proxy, &[], &["apply", &v2, "--auto-approve"]);
+        assert_eq!(run.code, 1, "{run}");
+        assert!(run.stderr.contains("not deploying") && run.stderr.contains("reconciler:failed-revision"), "{run}");
+        assert_eq!(proxy.count("ecs:UpdateService"), 0, "the failed revision was deployed again\n{run}");
+        assert_eq!(service_revision(&moto).await, healthy);
+    }
+    // A fixed image is a new revision: deployed as usual.
+    let v3 = cli::spec_variant(&moto, "specs/prod.yaml", "v3.yaml", |s| s.replace("benchling-webhook:0.1.0", "benchling-webhook:0.3.0"));
+    let run = reconciler(&moto, &proxy, &[], &["apply", &v3, "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.count("ecs:UpdateService"), 1, "{run}");
+    assert_converged(&moto, &v3);
+}
+
+/// Right after CreateNatGateway, EC2 may answer DescribeNatGateways with `NatGatewayNotFound`
+/// for the id it just returned: "not visible yet", waited out, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nat_gateway_not_found_right_after_its_create_is_waited_out() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(
+        Rule::error("ec2:DescribeNatGateways", 400, "NatGatewayNotFound", "NAT gateway nat-0 was not found")
+            .for_secs_after_first("ec2:CreateNatGateway", 1.0),
+    );
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(proxy.injected("ec2:DescribeNatGateways") > 0, "{run}");
+    assert_eq!(owned_counts(&moto).await.2, 2, "two NAT gateways, none twice");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
+/// The kill hook: the reconciler is SIGKILLed right after its 12th mutating call reached
+/// moto, before it saw the answer. The next run finds what was made by its tags and finishes
+/// the stack, with exactly one of everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_after_a_mutation_is_finished_by_the_next_one() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["apply", "specs/prod.yaml", "--auto-approve"])
+        .current_dir(repo_root())
+        .envs(moto.env())
+        .env("AWS_ENDPOINT_URL", &proxy.url)
+        .env("RECONCILER_POLL_INTERVAL", "0.05")
+        .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    proxy.kill_after_mutations(12, child.id());
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap().status).await.unwrap();
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    proxy.clear_faults();
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(owned_vpcs(&moto).await, 1);
+    assert_eq!(owned_counts(&moto).await, (4, 3, 2, 1), "(subnets, security groups, NAT gateways, VPC links)\n{run}");
+    assert_converged(&moto, "specs/prod.yaml");
+}

@@ -409,6 +409,7 @@ async fn apply_locked(
     if !plan.has_changes() {
         println!();
         print_outputs(s, &observed, OutputFormat::Text)?;
+        engine::fail_if_unhealthy(&plan, &observed)?;
         return Ok(Applied::NothingToDo);
     }
     if !reviewed {

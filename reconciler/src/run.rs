@@ -99,6 +99,7 @@ pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations:
                     }
                     return Ok::<_, anyhow::Error>((plan, true, report.held));
                 }
+                engine::fail_if_unhealthy(&plan, &observed)?;
                 Ok((plan, false, vec![]))
             }
             .await;

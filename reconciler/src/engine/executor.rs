@@ -463,6 +463,8 @@ pub async fn apply(
         progress("not deleting resources that left the spec or were replaced, because something failed above");
     }
 
+    // Unhealthy resources this apply left as they were: see `unhealthy`.
+    failed.extend(unhealthy(plan, observed));
     if !failed.is_empty() {
         let list: Vec<String> = failed.iter().map(|(id, e)| format!("  {id}: {e}")).collect();
         return Err(anyhow!(
@@ -472,6 +474,30 @@ pub async fn apply(
         ));
     }
     Ok(report)
+}
+
+/// Degraded resources the plan leaves as they are (nothing in the spec changes them): the stack
+/// is not what the spec asks for, so an apply (or a pass) that has nothing to do still fails,
+/// saying why. Logical id → message.
+pub fn unhealthy(plan: &Plan, observed: &[Observed]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for o in observed {
+        let untouched = plan.resources.iter().any(|r| r.kind == o.kind && r.id == o.id && r.action == Action::NoOp);
+        if let (true, Status::Degraded(why)) = (untouched, &o.status) {
+            out.insert(o.id.clone(), format!("{} is not healthy: {why}", o.kind));
+        }
+    }
+    out
+}
+
+/// [`unhealthy`] as the error of an apply that had nothing to change.
+pub fn fail_if_unhealthy(plan: &Plan, observed: &[Observed]) -> anyhow::Result<()> {
+    let bad = unhealthy(plan, observed);
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = bad.iter().map(|(id, e)| format!("  {id}: {e}")).collect();
+    Err(anyhow!("the stack matches the spec but {} resource(s) are not healthy:\n{}\nChanging the spec (a new image or configuration) is what fixes this; applying it as it is does not.", bad.len(), list.join("\n")))
 }
 
 enum Outcome {
@@ -544,6 +570,8 @@ async fn wait_ready(ctx: &Ctx, kind: &dyn Kind, d: &Desired, live: &Observed) ->
         match observe_one(ctx, kind, d).await?.map(|o| o.status) {
             Some(Status::Ready) => Ok(Some(())),
             Some(Status::Failed(why)) => Err(anyhow!("{} {} failed: {why}; the next apply replaces it", d.kind, d.id)),
+            // Usable but unhealthy: dependents go on; the end of apply reports it.
+            Some(Status::Degraded(_)) => Ok(Some(())),
             Some(Status::Pending(_)) => Ok(None),
             None => Err(anyhow!("{} {} disappeared while waiting for it; run apply again", d.kind, d.id)),
         }

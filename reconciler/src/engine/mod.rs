@@ -17,7 +17,9 @@ pub mod wait;
 
 pub use context::{Ctx, Service, Settings, Stop};
 pub use diff::{diff_fields, for_create, for_update, normalise_set};
-pub use executor::{apply, creation_order, destroy, destroy_order, observe, observe_owned, plan, ApplyReport, Destructive, Snapshot};
+pub use executor::{
+    apply, creation_order, destroy, destroy_order, fail_if_unhealthy, observe, observe_owned, plan, ApplyReport, Destructive, Snapshot,
+};
 pub use refs::{initial, reference, reference_to, references as references_in, resolve, set, within, UNKNOWN};
 pub use retry::{call_failed, call_failed_with, AwsError, ErrorClass};
 
@@ -53,6 +55,10 @@ pub enum Status {
     Ready,
     Pending(String),
     Failed(String),
+    /// There and in use, but not healthy, and replacing it would not help (an ECS service whose
+    /// deployment failed: the image or configuration must change). Dependents go on; `status`
+    /// shows it; an apply that leaves it as it is fails, saying why.
+    Degraded(String),
 }
 
 /// One live resource, with the fields its kind normalised for comparison.

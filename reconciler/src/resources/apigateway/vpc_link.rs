@@ -128,7 +128,9 @@ impl Kind for VpcLink {
                     match status_of(l.vpc_link_status(), l.vpc_link_status_message()) {
                         Status::Ready => Ok(Some(())),
                         Status::Pending(_) => Ok(None),
-                        Status::Failed(why) => Err(anyhow::anyhow!("{why}; check the subnets and security group, then apply again")),
+                        Status::Failed(why) | Status::Degraded(why) => {
+                            Err(anyhow::anyhow!("{why}; check the subnets and security group, then apply again"))
+                        }
                     }
                 })
                 .await?;

@@ -134,7 +134,7 @@ fn fields_of(emulated: bool, s: &aws_sdk_ecs::types::Service) -> Fields {
         health_check_grace: s.health_check_grace_period_seconds().map(|p| p.max(0) as u64).unwrap_or(0),
         propagate_tags: s.propagate_tags().map(|p| p.as_str().to_string()).unwrap_or_else(|| "NONE".into()),
         managed_tags: s.enable_ecs_managed_tags(),
-        tags: tag_map(s.tags()),
+        tags: tag_map(s.tags()).into_iter().filter(|(k, _)| k != FAILED_REVISION_TAG).collect(),
     };
     let mut fields = to_fields(&f);
     for m in missing {
@@ -142,6 +142,36 @@ fn fields_of(emulated: bool, s: &aws_sdk_ecs::types::Service) -> Fields {
         fields.remove(m);
     }
     fields
+}
+
+/// Put on a service by the reconciler when the deployment of a task definition revision
+/// failed (the circuit breaker stopped it, or rolled the service back): that revision is not
+/// deployed again by later runs, which would fail the same way every pass. A new revision (a
+/// changed image or configuration) is deployed as usual; removing the tag retries as it is.
+/// Not compared as drift.
+pub const FAILED_REVISION_TAG: &str = "reconciler:failed-revision";
+
+/// The revision whose deployment failed, as recorded on the service.
+fn failed_revision(s: &aws_sdk_ecs::types::Service) -> Option<&str> {
+    s.tags().iter().find(|t| t.key() == Some(FAILED_REVISION_TAG)).and_then(|t| t.value())
+}
+
+/// Whether a live service is usable: a failed primary deployment (the first one, with nothing
+/// to roll back to) is Degraded whatever the settings (an emulator never reports one); a
+/// deployment still rolling out is Pending only where deployments are waited for.
+pub fn service_status(s: &aws_sdk_ecs::types::Service, wait_for_deployments: bool) -> Status {
+    let primary = s.deployments().iter().find(|d| d.status() == Some("PRIMARY"));
+    if let Some(p) = primary.filter(|p| p.rollout_state() == Some(&DeploymentRolloutState::Failed)) {
+        let revision = p.task_definition().unwrap_or_default();
+        return Status::Degraded(match deployment_state(s, revision) {
+            Rollout::Failed(why) => why,
+            other => format!("deployment of {revision}: {}", other.summary()),
+        });
+    }
+    match deployment_state(s, s.task_definition().unwrap_or_default()) {
+        r @ Rollout::InProgress { .. } if wait_for_deployments => Status::Pending(r.summary()),
+        _ => Status::Ready,
+    }
 }
 
 /// `demo` from `arn:aws:ecs:us-east-1:1:cluster/demo` (a plain name stays as it is).
@@ -316,9 +346,28 @@ async fn wait_for_deployment(ctx: &Ctx, cluster: &str, name: &str, task_definiti
                 match &last {
                     Rollout::Completed => {
                         eprintln!("  ecs:service {name}: deployment completed");
+                        if failed_revision(svc).is_some() {
+                            let arn = svc.service_arn().unwrap_or_default();
+                            // Best effort: a stale record only names a revision no longer wanted.
+                            let _ = client(ctx).untag_resource().resource_arn(arn).tag_keys(FAILED_REVISION_TAG).send().await;
+                        }
                         return Ok(());
                     }
-                    Rollout::Failed(why) => anyhow::bail!("ECS service {name}: {why}"),
+                    Rollout::Failed(why) => {
+                        let arn = svc.service_arn().unwrap_or_default();
+                        let record = client(ctx)
+                            .tag_resource()
+                            .resource_arn(arn)
+                            .tags(aws_sdk_ecs::types::Tag::builder().key(FAILED_REVISION_TAG).value(task_definition).build())
+                            .send()
+                            .await
+                            .map_err(call_failed("TagResource"));
+                        let note = match record {
+                            Ok(_) => "Later runs do not deploy this revision again".to_string(),
+                            Err(e) => format!("(recording the failed revision failed: {e:#}; the next run may deploy it again)"),
+                        };
+                        anyhow::bail!("ECS service {name}: {why} {note}.")
+                    }
                     Rollout::InProgress { .. } => {
                         let line = last.summary();
                         if line != printed {
@@ -473,21 +522,14 @@ impl Kind for EcsService {
             for s in services {
                 let Some(id) = owned_id(ctx, s.tags()) else { continue };
                 let ident = identity(&s)?;
-                // Only when waiting is on: an emulator's deployments never complete, and a
-                // plan must not wait for them.
-                let status = if ctx.settings.wait_for_deployments {
-                    match deployment_state(&s, s.task_definition().unwrap_or_default()) {
-                        r @ Rollout::InProgress { .. } => Status::Pending(r.summary()),
-                        _ => Status::Ready,
-                    }
-                } else {
-                    Status::Ready
-                };
-                found.push(Observed {
-                    attrs: ident.attrs,
-                    status,
-                    ..Observed::new(self.name(), id, ident.physical_id, fields_of(ctx.emulated, &s))
-                });
+                // Pending only when waiting is on: an emulator's deployments never complete,
+                // and a plan must not wait for them.
+                let status = service_status(&s, ctx.settings.wait_for_deployments);
+                let mut attrs = ident.attrs;
+                if let Some(r) = failed_revision(&s) {
+                    attrs.insert("failed_revision".into(), r.to_string());
+                }
+                found.push(Observed { attrs, status, ..Observed::new(self.name(), id, ident.physical_id, fields_of(ctx.emulated, &s)) });
             }
             Ok(found)
         })
@@ -547,6 +589,15 @@ impl Kind for EcsService {
     ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
             let f: ServiceFields = parse_fields(self.name(), fields)?;
+            if changed(changes, "task_definition") && live.attrs.get("failed_revision") == Some(&f.task_definition) {
+                anyhow::bail!(
+                    "ECS service {}: not deploying {} again: its deployment failed before (the service runs {}). \
+                     Fix the image or the configuration (a new revision is deployed as usual), or remove the tag {FAILED_REVISION_TAG} from the service to retry it as it is.",
+                    f.name,
+                    f.task_definition,
+                    live.fields.get("task_definition").and_then(|v| v.as_str()).unwrap_or("another revision"),
+                );
+            }
             let c = client(ctx);
             let deployed = match update_request(&c, &live.physical_id, &f, changes)? {
                 Some(req) => {
@@ -697,6 +748,44 @@ mod tests {
         let s = service(vec![deployment("ecs-svc/1", "PRIMARY", TD1, Some(DeploymentRolloutState::Failed), 0, 2)]);
         let Rollout::Failed(why) = deployment_state(&s, TD1) else { panic!("not failed") };
         assert!(why.contains("no earlier healthy revision"), "{why}");
+    }
+
+    /// A failed first deployment is Degraded (never replaced: a new service would fail the
+    /// same way), whether or not deployments are waited for; one rolling out is Pending only
+    /// where they are; a rolled-back service runs a healthy revision: Ready.
+    #[test]
+    fn live_status_of_a_service() {
+        let with =
+            |td: &str, d: Vec<Deployment>| aws_sdk_ecs::types::Service::builder().task_definition(td).set_deployments(Some(d)).build();
+        let failed_first = with(TD1, vec![deployment("ecs-svc/1", "PRIMARY", TD1, Some(DeploymentRolloutState::Failed), 0, 2)]);
+        for waiting in [true, false] {
+            assert!(matches!(service_status(&failed_first, waiting), Status::Degraded(why) if why.contains("no earlier healthy revision")));
+        }
+        let rolling = with(TD2, vec![deployment("ecs-svc/2", "PRIMARY", TD2, Some(DeploymentRolloutState::InProgress), 1, 2)]);
+        assert!(matches!(service_status(&rolling, true), Status::Pending(_)));
+        assert_eq!(service_status(&rolling, false), Status::Ready);
+        let rolled_back = with(
+            TD1,
+            vec![
+                deployment("ecs-svc/3", "PRIMARY", TD1, Some(DeploymentRolloutState::Completed), 2, 2),
+                deployment("ecs-svc/2", "ACTIVE", TD2, Some(DeploymentRolloutState::Failed), 0, 2),
+            ],
+        );
+        assert_eq!(service_status(&rolled_back, true), Status::Ready);
+    }
+
+    /// The recorded failed revision is not compared as a tag (it is the reconciler's own
+    /// record, not drift) and is read back as an attribute.
+    #[test]
+    fn the_failed_revision_record_is_not_a_tag_difference() {
+        let s = aws_sdk_ecs::types::Service::builder()
+            .service_name("demo")
+            .tags(aws_sdk_ecs::types::Tag::builder().key("team").value("x").build())
+            .tags(aws_sdk_ecs::types::Tag::builder().key(FAILED_REVISION_TAG).value(TD2).build())
+            .build();
+        assert_eq!(failed_revision(&s), Some(TD2));
+        let fields = fields_of(false, &s);
+        assert_eq!(fields["tags"], json!({"team": "x"}));
     }
 
     #[test]
