@@ -11,6 +11,8 @@ pub mod logs;
 pub mod scheduler;
 pub mod servicediscovery;
 pub mod sqs;
+#[cfg(test)]
+mod tag_conditions;
 
 use crate::engine::Kind;
 
