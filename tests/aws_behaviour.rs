@@ -430,3 +430,60 @@ async fn a_run_killed_after_a_mutation_is_finished_by_the_next_one() {
     assert_eq!(owned_counts(&moto).await, (4, 3, 2, 1), "(subnets, security groups, NAT gateways, VPC links)\n{run}");
     assert_converged(&moto, "specs/prod.yaml");
 }
+
+/// Zone names map to different zones in every account; AZ IDs do not, and HTTP API VPC links
+/// are not available in some (e.g. `use1-az3`). Here `us-east-1a` is `use1-az3`: a new VPC
+/// for a stack with an API never puts its subnets there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subnets_avoid_zones_without_vpc_links() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(Rule::rewrite("ec2:DescribeAvailabilityZones", "<zoneId>use1-az6</zoneId>", "<zoneId>use1-az3</zoneId>"));
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(proxy.injected("ec2:DescribeAvailabilityZones") > 0);
+    let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
+    let f = aws_sdk_ec2::types::Filter::builder().name("tag:reconciler:stack").values(STACK).build();
+    let zones: std::collections::BTreeSet<String> = ec2
+        .describe_subnets()
+        .filters(f)
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+        .iter()
+        .map(|s| s.availability_zone().unwrap().to_string())
+        .collect();
+    assert_eq!(zones, ["us-east-1b", "us-east-1c"].map(String::from).into(), "{run}");
+}
+
+/// A pass reads every kind at once, and AWS rate-limits each API per account: the calls in
+/// flight to one service are bounded (`RECONCILER_SERVICE_CONCURRENCY`, here 2), whatever
+/// the number of kinds reading it (seven EC2 kinds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_to_one_service_are_bounded() {
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(Rule::delay("ec2:*", Duration::from_millis(150)));
+    let run = reconciler(&moto, &proxy, &[("RECONCILER_SERVICE_CONCURRENCY", "2")], &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.max_in_flight("ec2"), 2, "at most 2 EC2 calls at once, and the bound was reached\n{run}");
+}
+
+/// API Gateway allows one CreateVpcLink per 15 s in an account: a create sent again (the first
+/// try was answered 500 before it took effect) waits for its turn instead of meeting a 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_vpc_link_create_waits_for_its_quota() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let create = "apigateway:POST /vpclinks";
+    proxy.rule(Rule::server_error(create).first(1));
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    let times = proxy.times(create);
+    assert_eq!(times.len(), 2, "{run}");
+    let gap = times[1] - times[0];
+    assert!(gap >= Duration::from_secs(15), "the second CreateVpcLink came {gap:?} after the first\n{run}");
+    assert_eq!(owned_counts(&moto).await.3, 1, "one VPC link");
+}

@@ -200,6 +200,9 @@ struct AwsOpts {
     /// before it is sent again.
     #[arg(long, default_value_t = 30.0, env = "RECONCILER_LISTING_LAG")]
     listing_lag: f64,
+    /// Calls in flight to one AWS service at once (AWS rate-limits each API per account).
+    #[arg(long, default_value_t = 8, env = "RECONCILER_SERVICE_CONCURRENCY")]
+    service_concurrency: usize,
     /// Mutations in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -542,6 +545,7 @@ impl Session {
         settings.propagation_timeout = Duration::from_secs_f64(aws.propagation_timeout.max(0.0));
         settings.conflict_timeout = Duration::from_secs_f64(aws.conflict_timeout.max(0.0));
         settings.listing_lag = Duration::from_secs_f64(aws.listing_lag.max(0.0));
+        settings.service_concurrency = aws.service_concurrency.max(1);
         settings.wait_for_deployments = aws.wait_for_deployments;
         settings.interactive = std::io::stderr().is_terminal();
         let ctx = Ctx::from_env(&spec.region, settings).await;

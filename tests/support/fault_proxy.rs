@@ -238,6 +238,8 @@ struct State_ {
     log: Vec<(String, Instant)>,
     /// Answers the proxy made up (not moto's), by action: what the client was told.
     injected: HashMap<String, usize>,
+    /// Calls in flight by service now, and the most seen at once.
+    in_flight: HashMap<String, (usize, usize)>,
     rng: u64,
 }
 
@@ -260,6 +262,7 @@ impl FaultProxy {
             counts: HashMap::new(),
             log: Vec::new(),
             injected: HashMap::new(),
+            in_flight: HashMap::new(),
             rng: 0x2545_F491_4F6C_DD1D,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -326,6 +329,12 @@ impl FaultProxy {
     /// answer it rewrote.
     pub fn injected(&self, action: &str) -> usize {
         self.state.lock().unwrap().injected.get(action).copied().unwrap_or(0)
+    }
+
+    /// The most calls to `service` the proxy held at once (between a request's arrival and
+    /// its answer).
+    pub fn max_in_flight(&self, service: &str) -> usize {
+        self.state.lock().unwrap().in_flight.get(service).map(|(_, most)| *most).unwrap_or(0)
     }
 
     /// Every request so far, in order, as `service:Action`.
@@ -582,6 +591,30 @@ pub fn without_id(body: &str, id: &str) -> String {
     out
 }
 
+/// Counts a call in flight for its service while alive.
+struct InFlight {
+    state: Arc<Mutex<State_>>,
+    service: String,
+}
+
+impl InFlight {
+    fn enter(state: &Arc<Mutex<State_>>, service: &str) -> InFlight {
+        let mut s = state.lock().unwrap();
+        let (now, most) = s.in_flight.entry(service.to_string()).or_default();
+        *now += 1;
+        *most = (*most).max(*now);
+        InFlight { state: state.clone(), service: service.to_string() }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self.state.lock().unwrap().in_flight.get_mut(&self.service) {
+            *now -= 1;
+        }
+    }
+}
+
 async fn forward(
     State((state, http)): State<(Arc<Mutex<State_>>, reqwest::Client)>,
     method: Method,
@@ -590,6 +623,7 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let (action, protocol) = identify(&method, &uri, &headers, &body);
+    let _in_flight = InFlight::enter(&state, action.split(':').next().unwrap_or_default());
     let now = Instant::now();
     let (upstream, fault, effects, bucket) = {
         let mut s = state.lock().unwrap();

@@ -8,23 +8,34 @@
 //! - nothing else. A mutation answered with a 5xx, or not at all, may have happened: the
 //!   engine observes the resource again before anything is re-sent.
 //!
+//! Calls in flight to one AWS service are bounded ([`bounded_https_client`],
+//! `--service-concurrency`): a pass reads every kind at once, and a service's API rate limit is
+//! per account, so one pass must not flood one service while another waits for nothing.
+//!
 //! The retry quota (the SDK's token bucket) is unlimited: a 429 storm is paced by backoff and
 //! `Retry-After`, and bounded by attempts, never cut short by a process-wide quota that an
 //! earlier burst drained.
 
 use super::retry::{class_of, is_read, retried_per_call, Classifier, ErrorClass};
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeDeserializationInterceptorContextMut, FinalizerInterceptorContextMut, InterceptorContext,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction, RetryClassifierPriority};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::Headers;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::retry::ErrorKind;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Response header the [`NameOperation`] interceptor adds, so that the classifier (which sees
 /// only the attempt, not the operation's configuration) knows which call it is classifying.
@@ -179,6 +190,76 @@ pub fn error_code(headers: &Headers, body: &[u8]) -> (String, String) {
     (code, tag("Message").unwrap_or_default())
 }
 
+/// The SDK's default HTTPS client (rustls with aws-lc, proxy settings from the environment,
+/// as `aws-smithy-runtime` builds it), with at most `per_service` calls in flight to any one
+/// AWS service: a call waits for a slot before it is sent. The service is read from the
+/// request's signature scope (`Credential=…/<region>/<service>/aws4_request`).
+pub fn bounded_https_client(per_service: usize) -> SharedHttpClient {
+    use aws_smithy_http_client::{proxy::ProxyConfig, tls, Builder, ConnectorBuilder};
+    let inner = Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut b = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc));
+        b.set_connector_settings(settings.cloned());
+        if let Some(c) = components {
+            b.set_sleep_impl(c.sleep_impl());
+        }
+        b.set_proxy_config(Some(ProxyConfig::from_env()));
+        b.build()
+    });
+    SharedHttpClient::new(Bounded { inner, per_service: per_service.max(1), slots: Default::default() })
+}
+
+#[derive(Debug, Clone)]
+struct Bounded {
+    inner: SharedHttpClient,
+    per_service: usize,
+    slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+impl Bounded {
+    fn slots_of(&self, service: &str) -> Arc<Semaphore> {
+        let mut all = self.slots.lock().expect("service slots");
+        all.entry(service.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_service))).clone()
+    }
+}
+
+impl HttpClient for Bounded {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        SharedHttpConnector::new(BoundedConnector { inner: self.inner.http_connector(settings, components), bound: self.clone() })
+    }
+
+    fn connector_metadata(&self) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.inner.connector_metadata()
+    }
+}
+
+#[derive(Debug)]
+struct BoundedConnector {
+    inner: SharedHttpConnector,
+    bound: Bounded,
+}
+
+impl HttpConnector for BoundedConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let slots = self.bound.slots_of(&signed_service(request.headers().get("authorization").unwrap_or_default()));
+        let inner = self.inner.clone();
+        HttpConnectorFuture::new(async move {
+            let _slot = slots.acquire_owned().await.expect("the slots are never closed");
+            inner.call(request).await
+        })
+    }
+}
+
+/// The service a SigV4 `Authorization` header was signed for (`?` when unsigned).
+pub fn signed_service(authorization: &str) -> String {
+    authorization
+        .split("Credential=")
+        .nth(1)
+        .and_then(|c| c.split([',', ' ']).next())
+        .and_then(|c| c.split('/').nth(3))
+        .unwrap_or("?")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +288,24 @@ mod tests {
         let rest = br#"{"message":"Too Many Requests"}"#;
         let h = headers(&[("x-amzn-errortype", "TooManyRequestsException:http://internal.amazon.com/coral/")]);
         assert_eq!(error_code(&h, rest), ("TooManyRequestsException".into(), "Too Many Requests".into()));
+    }
+
+    #[test]
+    fn the_service_comes_from_the_signature_scope() {
+        let auth = "AWS4-HMAC-SHA256 Credential=AKID/20261205/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=00";
+        assert_eq!(signed_service(auth), "ec2");
+        assert_eq!(signed_service(""), "?");
+    }
+
+    #[tokio::test]
+    async fn calls_to_one_service_wait_for_a_slot() {
+        let b = Bounded { inner: bounded_https_client(1), per_service: 2, slots: Default::default() };
+        let ec2 = b.slots_of("ec2");
+        assert!(Arc::ptr_eq(&ec2, &b.slots_of("ec2")), "one set of slots per service");
+        assert!(!Arc::ptr_eq(&ec2, &b.slots_of("iam")), "services do not share slots");
+        let (_a, _b) = (ec2.clone().try_acquire_owned().unwrap(), ec2.clone().try_acquire_owned().unwrap());
+        assert!(ec2.clone().try_acquire_owned().is_err(), "a third call to ec2 waits");
+        assert!(b.slots_of("iam").try_acquire_owned().is_ok(), "iam does not wait for ec2");
     }
 
     #[test]

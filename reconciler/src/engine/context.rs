@@ -37,6 +37,8 @@ pub struct Settings {
     /// How long a create whose answer was lost is looked for (listings lag behind creates)
     /// before it is sent again.
     pub listing_lag: Duration,
+    /// Calls in flight to one AWS service at once (per process).
+    pub service_concurrency: usize,
     /// Wait for ECS deployments to reach a steady state after a create or update (on by
     /// default; an emulator never gets there).
     pub wait_for_deployments: bool,
@@ -61,6 +63,7 @@ impl Settings {
             propagation_timeout: Duration::from_secs(120),
             conflict_timeout: Duration::from_secs(600),
             listing_lag: Duration::from_secs(30),
+            service_concurrency: 8,
             wait_for_deployments: true,
             interactive: false,
             run_id: new_run_id(),
@@ -176,8 +179,12 @@ impl Ctx {
             .with_max_attempts(settings.max_attempts.max(1))
             .with_initial_backoff(settings.retry_base)
             .with_max_backoff(Duration::from_secs(20));
-        let aws =
-            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_string())).retry_config(retries).load().await;
+        let aws = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .retry_config(retries)
+            .http_client(super::calls::bounded_https_client(settings.service_concurrency))
+            .load()
+            .await;
         let emulated = std::env::var_os("AWS_ENDPOINT_URL").is_some();
         Ctx {
             settings,
