@@ -292,6 +292,14 @@ async fn a_first_apply_in_a_fresh_account_succeeds_in_one_run() {
     assert_eq!(proxy.count("ec2:CreateVpc"), 1, "no second VPC\n{run}");
     assert_eq!(owned_vpcs(&moto).await, 1);
     assert_eq!(owned_counts(&moto).await, (4, 3, 2, 1), "(subnets, security groups, NAT gateways, VPC links)\n{run}");
+    // Egress before tasks: nothing that starts a task (the service, the schedule) is created
+    // before the last route out exists, although the NAT gateways were pending a while.
+    let calls = proxy.calls();
+    let last_route = calls.iter().rposition(|c| c == "ec2:CreateRoute").expect("routes were created");
+    for starter in ["ecs:CreateService", "scheduler:POST /schedules/*"] {
+        let first = calls.iter().position(|c| c == starter).unwrap_or_else(|| panic!("{starter} never called"));
+        assert!(first > last_route, "{starter} (call {first}) came before the last route out (call {last_route})");
+    }
     assert_converged(&moto, "specs/prod.yaml");
 }
 
@@ -486,4 +494,26 @@ async fn a_second_vpc_link_create_waits_for_its_quota() {
     let gap = times[1] - times[0];
     assert!(gap >= Duration::from_secs(15), "the second CreateVpcLink came {gap:?} after the first\n{run}");
     assert_eq!(owned_counts(&moto).await.3, 1, "one VPC link");
+}
+
+/// NAT gateways take minutes to become available on AWS. Nothing that starts a task (the
+/// service, the drift-correction schedule) is created before the private routes through them
+/// exist: a task started earlier has no way out to pull its image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_task_starts_before_its_route_out() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(
+        Rule::rewrite("ec2:DescribeNatGateways", "<state>available</state>", "<state>pending</state>")
+            .for_secs_after_first("ec2:CreateNatGateway", 3.0),
+    );
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(proxy.injected("ec2:DescribeNatGateways") > 0, "the NAT gateways were pending\n{run}");
+    let calls = proxy.calls();
+    let last_route = calls.iter().rposition(|c| c == "ec2:CreateRoute").expect("routes were created");
+    for starter in ["ecs:CreateService", "scheduler:POST /schedules/*"] {
+        let first = calls.iter().position(|c| c == starter).unwrap_or_else(|| panic!("{starter} never called"));
+        assert!(first > last_route, "{starter} (call {first}) came before the last route out (call {last_route})");
+    }
 }
