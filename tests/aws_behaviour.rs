@@ -517,3 +517,50 @@ async fn no_task_starts_before_its_route_out() {
         assert!(first > last_route, "{starter} (call {first}) came before the last route out (call {last_route})");
     }
 }
+
+/// A VPC link's network interfaces outlive the link for minutes, and until they are gone EC2
+/// refuses to delete the security group and the subnets they use (`DependencyViolation`).
+/// Destroy waits that out (the conflict deadline) and finishes in one run, leaving nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_waits_out_network_interfaces_that_outlive_the_vpc_link() {
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let gone = "apigateway:DELETE /vpclinks/*";
+    proxy.rule(
+        Rule::error("ec2:DeleteSecurityGroup", 400, "DependencyViolation", "resource sg-0 has a dependent object")
+            .for_secs_after_last(gone, 3.0),
+    );
+    proxy.rule(
+        Rule::error("ec2:DeleteSubnet", 400, "DependencyViolation", "The subnet 'subnet-0' has dependencies and cannot be deleted.")
+            .for_secs_after_last(gone, 3.0),
+    );
+    let run = reconciler(&moto, &proxy, &[], &["destroy", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(proxy.injected("ec2:DeleteSecurityGroup") + proxy.injected("ec2:DeleteSubnet") > 0, "{run}");
+    assert_eq!(owned_vpcs(&moto).await, 0, "{run}");
+    let (subnets, groups, _, links) = owned_counts(&moto).await;
+    assert_eq!((subnets, groups, links), (0, 0, 0), "{run}");
+}
+
+/// A delete that failed is never reported as done: DeregisterScalableTarget answered 500
+/// before it took effect, and the target (found by its parent, not by tags) is looked for as
+/// what it is, found still there, and deleted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delete_is_not_counted_as_done() {
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(Rule::server_error("application-autoscaling:DeregisterScalableTarget").first(1));
+    let run = reconciler(&moto, &proxy, &[], &["destroy", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.count("application-autoscaling:DeregisterScalableTarget"), 2, "deleted again after the failure\n{run}");
+    let scaling = aws_sdk_applicationautoscaling::Client::new(&moto.sdk_config().await);
+    let left = scaling
+        .describe_scalable_targets()
+        .service_namespace(aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs)
+        .send()
+        .await
+        .unwrap();
+    assert!(left.scalable_targets().is_empty(), "{:?}\n{run}", left.scalable_targets());
+}

@@ -612,7 +612,10 @@ async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Resu
             Err(e) => {
                 let Some(wait) = budget.next(&e) else { return Err(e) };
                 tokio::time::sleep(wait).await;
-                let still_there = observe_kind(ctx, kind, &[]).await?.iter().any(|o| o.physical_id == live.physical_id);
+                // Looked for as what it is (kinds found by name or by parent find nothing
+                // when asked for nothing in particular: that would pass for "deleted").
+                let probe = Desired { kind: live.kind, id: live.id.clone(), fields: live.fields.clone(), after: vec![] };
+                let still_there = observe_kind(ctx, kind, &[&probe]).await?.iter().any(|o| o.physical_id == live.physical_id);
                 if !still_there {
                     return Ok(());
                 }

@@ -17,18 +17,40 @@ pub use security_group::SecurityGroup;
 pub use subnet::Subnet;
 pub use vpc::Vpc;
 
-pub use crate::engine::call_failed;
 pub use crate::engine::fields::{changed, str_field};
 use crate::engine::ownership::{self, tag_map, TagDelta, STACK_TAG};
-use crate::engine::{Ctx, FieldChange, Fields, Service};
+use crate::engine::{call_failed_with, Ctx, ErrorClass, FieldChange, Fields, Service};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 impl Service for aws_sdk_ec2::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        crate::engine::calls::sdk_client!(aws_sdk_ec2, conf, crate::engine::retry::no_extra)
+        crate::engine::calls::sdk_client!(aws_sdk_ec2, conf, classify)
     }
+}
+
+/// EC2's own error codes. `DependencyViolation`: something still uses the resource (a VPC
+/// link's network interfaces outlive the link for minutes, a NAT gateway being deleted still
+/// holds its subnet and address); it goes away by itself, so a delete (or a detach) waits for
+/// it until the conflict deadline, as Terraform's AWS provider does. `InvalidGroup.InUse`: a
+/// security group another group still references.
+fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
+    match code {
+        "DependencyViolation" | "InvalidGroup.InUse" => Some(ErrorClass::Conflict),
+        _ => None,
+    }
+}
+
+/// For `.map_err(call_failed("CreateVpc"))` on EC2 SDK results.
+pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    call_failed_with(call, classify)
 }
 
 pub fn ec2(ctx: &Ctx) -> aws_sdk_ec2::Client {
@@ -122,6 +144,13 @@ pub fn bool_field(f: &Fields, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dependencies_still_going_are_conflicts() {
+        assert_eq!(classify("DependencyViolation", "resource sg-1 has a dependent object"), Some(ErrorClass::Conflict));
+        assert_eq!(classify("InvalidGroup.InUse", ""), Some(ErrorClass::Conflict));
+        assert_eq!(classify("InvalidParameterValue", ""), None);
+    }
 
     #[test]
     fn tag_on_create_names_every_create_by_its_bare_action() {
