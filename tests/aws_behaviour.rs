@@ -564,3 +564,21 @@ async fn a_failed_delete_is_not_counted_as_done() {
         .unwrap();
     assert!(left.scalable_targets().is_empty(), "{:?}\n{run}", left.scalable_targets());
 }
+
+/// Multi-step deletes retried after an answer that came too late: DetachInternetGateway and
+/// DisassociateRouteTable took effect but were answered 500. The retry starts from what the
+/// resource is now, so it does not detach or disassociate again (which EC2 refuses with
+/// `Gateway.NotAttached` / `InvalidAssociationID.NotFound`), and destroy finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_deletes_start_from_what_is_there_now() {
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(Rule::server_error("ec2:DetachInternetGateway").after_forwarding().first(1));
+    proxy.rule(Rule::server_error("ec2:DisassociateRouteTable").after_forwarding().first(1));
+    let run = reconciler(&moto, &proxy, &[], &["destroy", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.count("ec2:DetachInternetGateway"), 1, "detached once\n{run}");
+    assert_eq!(proxy.injected("ec2:DisassociateRouteTable"), 1, "{run}");
+    assert_eq!(owned_vpcs(&moto).await, 0, "{run}");
+}

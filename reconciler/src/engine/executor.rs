@@ -601,12 +601,15 @@ async fn converge_step(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields,
     Ok(Outcome::Updated(changes.into_iter().map(|c| c.field).collect(), identity))
 }
 
-/// Deletes one resource; a "gone" answer is done, and after a retryable failure it observes
-/// again: gone is done.
+/// Deletes one resource; a "gone" answer is done. After a retryable failure it observes the
+/// resource again: gone is done; still there, the next attempt starts from what it is now (a
+/// gateway already detached, an association already removed by the failed attempt is not
+/// detached or removed again).
 async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Result<()> {
     let mut budget = RetryBudget::new(&ctx.settings);
+    let mut current = live.clone();
     loop {
-        match kind.delete(ctx, live).await.with_context(|| format!("deleting {} {} [{}]", live.kind, live.id, live.physical_id)) {
+        match kind.delete(ctx, &current).await.with_context(|| format!("deleting {} {} [{}]", live.kind, live.id, live.physical_id)) {
             Ok(()) => return Ok(()),
             Err(e) if super::retry::is_gone(&e) => return Ok(()),
             Err(e) => {
@@ -615,9 +618,9 @@ async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Resu
                 // Looked for as what it is (kinds found by name or by parent find nothing
                 // when asked for nothing in particular: that would pass for "deleted").
                 let probe = Desired { kind: live.kind, id: live.id.clone(), fields: live.fields.clone(), after: vec![] };
-                let still_there = observe_kind(ctx, kind, &[&probe]).await?.iter().any(|o| o.physical_id == live.physical_id);
-                if !still_there {
-                    return Ok(());
+                match observe_kind(ctx, kind, &[&probe]).await?.into_iter().find(|o| o.physical_id == live.physical_id) {
+                    Some(now) => current = now,
+                    None => return Ok(()),
                 }
             }
         }
