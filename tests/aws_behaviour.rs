@@ -582,3 +582,45 @@ async fn retried_deletes_start_from_what_is_there_now() {
     assert_eq!(proxy.injected("ec2:DisassociateRouteTable"), 1, "{run}");
     assert_eq!(owned_vpcs(&moto).await, 0, "{run}");
 }
+
+/// Destroy in ONE run while AWS is still letting go: the VPC link's and the tasks' network
+/// interfaces keep the security groups and subnets busy, the internet gateway and the VPC are
+/// refused while NAT gateways are deleting, the Cloud Map service keeps instances until ECS
+/// deregisters them, the cluster keeps tasks while they stop, and API Gateway is
+/// rate-limited. Nothing the stack owned is left (retained data excepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_succeeds_in_one_run_while_aws_lets_go() {
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let busy = |action: &str, code: &str, message: &str, after: &str| {
+        proxy.rule(Rule::error(action, 400, code, message).for_secs_after_last(after, 3.0));
+    };
+    // Network interfaces (the tasks', the VPC link's) linger: the first deletes of security
+    // groups and subnets are refused.
+    let in_use = "resource has a dependent object";
+    proxy.rule(Rule::error("ec2:DeleteSecurityGroup", 400, "DependencyViolation", in_use).first(3));
+    proxy.rule(Rule::error("ec2:DeleteSubnet", 400, "DependencyViolation", in_use).first(3));
+    busy("ec2:DetachInternetGateway", "DependencyViolation", "Network vpc-0 has some mapped public address(es).", "ec2:DeleteNatGateway");
+    busy("ec2:DeleteVpc", "DependencyViolation", in_use, "ec2:DeleteNatGateway");
+    busy("servicediscovery:DeleteService", "ResourceInUse", "Service contains registered instances", "ecs:DeleteService");
+    busy(
+        "ecs:DeleteCluster",
+        "ClusterContainsTasksException",
+        "The Cluster cannot be deleted while Tasks are active.",
+        "ecs:DeleteService",
+    );
+    proxy.rate_limit("apigateway", 4.0, 4.0, Some(1.0));
+    let run = reconciler(&moto, &proxy, &[], &["destroy", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    for action in
+        ["ec2:DeleteSecurityGroup", "ec2:DeleteSubnet", "ec2:DetachInternetGateway", "servicediscovery:DeleteService", "ecs:DeleteCluster"]
+    {
+        assert!(proxy.injected(action) > 0, "{action} was never refused: the scenario did not happen\n{run}");
+    }
+    assert_eq!(owned_vpcs(&moto).await, 0, "{run}");
+    assert_eq!(owned_counts(&moto).await, (0, 0, 0, 0), "(subnets, security groups, NAT gateways, VPC links)\n{run}");
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let clusters = ecs.describe_clusters().clusters("benchling-webhook-cluster").send().await.unwrap();
+    assert!(clusters.clusters().iter().all(|c| c.status() == Some("INACTIVE")), "{:?}", clusters.clusters());
+}
