@@ -624,3 +624,23 @@ async fn destroy_succeeds_in_one_run_while_aws_lets_go() {
     let clusters = ecs.describe_clusters().clusters("benchling-webhook-cluster").send().await.unwrap();
     assert!(clusters.clusters().iter().all(|c| c.status() == Some("INACTIVE")), "{:?}", clusters.clusters());
 }
+
+/// A deleted VPC link stays DELETING while API Gateway releases its network interfaces:
+/// destroy waits until it is gone before it deletes what the link sat in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_vpc_link_is_waited_for_until_it_is_gone() {
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let (delete, get) = ("apigateway:DELETE /vpclinks/*", "apigateway:GET /vpclinks/*");
+    let deleting = r#"{"vpcLinkId": "gone-soon", "name": "benchling-webhook", "vpcLinkStatus": "DELETING", "vpcLinkVersion": "V2", "subnetIds": [], "securityGroupIds": [], "tags": {}}"#;
+    proxy.rule(Rule::respond(get, 200, deleting).for_secs_after_first(delete, 2.0));
+    let run = reconciler(&moto, &proxy, &[], &["destroy", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    let deleted = proxy.times(delete)[0];
+    let polls: Vec<Duration> = proxy.times(get).into_iter().filter(|t| *t > deleted).map(|t| t - deleted).collect();
+    assert!(proxy.injected(get) > 0 && polls.iter().any(|d| *d >= Duration::from_secs(2)), "polled until gone: {polls:?}\n{run}");
+    let link_group_deleted = proxy.times("ec2:DeleteSecurityGroup").into_iter().max().unwrap();
+    assert!(link_group_deleted - deleted >= Duration::from_secs(2), "the link's security group went while the link was DELETING");
+    assert_eq!(owned_counts(&moto).await, (0, 0, 0, 0));
+}

@@ -94,6 +94,12 @@ pub enum Effect {
     },
     /// Hold the call this long, then go on.
     Delay(Duration),
+    /// Answer with this status and JSON body without forwarding (a state moto cannot show,
+    /// like a VPC link still DELETING after moto forgot it).
+    Respond {
+        status: u16,
+        body: String,
+    },
 }
 
 /// One scripted behaviour: which calls (`service:Action`, `service:*`, or `*`), when, and what.
@@ -132,6 +138,11 @@ impl Rule {
     /// Forward, then rewrite the answer.
     pub fn rewrite(action: &str, from: &str, to: &str) -> Rule {
         Rule::new(action, Effect::Rewrite { from: from.into(), to: to.into() })
+    }
+
+    /// Answer with `status` and the JSON `body`, without forwarding.
+    pub fn respond(action: &str, status: u16, body: &str) -> Rule {
+        Rule::new(action, Effect::Respond { status, body: body.into() })
     }
 
     pub fn delay(action: &str, d: Duration) -> Rule {
@@ -675,6 +686,13 @@ async fn forward(
     if let Some((status, code, message, retry_after, false)) = &error_effect {
         note_injected();
         return error(protocol, *status, code, message, *retry_after);
+    }
+    if let Some((status, body)) = effects.iter().find_map(|e| match e {
+        Effect::Respond { status, body } => Some((StatusCode::from_u16(*status).unwrap(), body.clone())),
+        _ => None,
+    }) {
+        note_injected();
+        return (status, [("content-type", "application/json")], body).into_response();
     }
     if effects.iter().any(|e| matches!(e, Effect::Throttle)) {
         note_injected();

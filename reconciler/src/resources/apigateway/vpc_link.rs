@@ -163,13 +163,18 @@ impl Kind for VpcLink {
         })
     }
 
-    /// DeleteVpcLink. An integration still using it answers ConflictException: the engine
-    /// retries (the integration is repointed or deleted first).
+    /// DeleteVpcLink (paced to its quota), then waits until it is gone. An integration still
+    /// using it answers ConflictException: the engine retries (the integration is repointed or
+    /// deleted first).
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             ctx.pace("apigateway:DeleteVpcLink", DELETE_QUOTA).await;
-            client(ctx).delete_vpc_link().vpc_link_id(&live.physical_id).send().await.map_err(call_failed("DeleteVpcLink"))?;
-            Ok(())
+            let link = &live.physical_id;
+            client(ctx).delete_vpc_link().vpc_link_id(link).send().await.map_err(call_failed("DeleteVpcLink"))?;
+            // DELETING until its network interfaces are released: what it sits in (the
+            // security group, the subnets) cannot go before that.
+            wait::until(ctx, &format!("VPC link {link} to be deleted"), || async { Ok(read(ctx, link).await?.is_none().then_some(())) })
+                .await
         })
     }
 
