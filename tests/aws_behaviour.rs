@@ -408,14 +408,9 @@ async fn a_nat_gateway_not_found_right_after_its_create_is_waited_out() {
     assert_converged(&moto, "specs/prod.yaml");
 }
 
-/// The kill hook: the reconciler is SIGKILLed right after its 12th mutating call reached
-/// moto, before it saw the answer. The next run finds what was made by its tags and finishes
-/// the stack, with exactly one of everything.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_killed_after_a_mutation_is_finished_by_the_next_one() {
-    use std::os::unix::process::ExitStatusExt;
-    let moto = Moto::start();
-    let proxy = FaultProxy::start(&moto.endpoint).await;
+/// `apply` from zero through the proxy, SIGKILLed by its kill hook right after its `n`th
+/// mutating call reached moto; how the process ended.
+async fn apply_killed_after(moto: &Moto, proxy: &FaultProxy, n: usize) -> std::process::ExitStatus {
     let child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
         .args(["apply", "specs/prod.yaml", "--auto-approve"])
         .current_dir(repo_root())
@@ -428,8 +423,19 @@ async fn a_run_killed_after_a_mutation_is_finished_by_the_next_one() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    proxy.kill_after_mutations(12, child.id());
-    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap().status).await.unwrap();
+    proxy.kill_after_mutations(n, child.id());
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap().status).await.unwrap()
+}
+
+/// The kill hook: the reconciler is SIGKILLed right after its 12th mutating call reached
+/// moto, before it saw the answer. The next run finds what was made by its tags and finishes
+/// the stack, with exactly one of everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_after_a_mutation_is_finished_by_the_next_one() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let status = apply_killed_after(&moto, &proxy, 12).await;
     assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
     proxy.clear_faults();
     let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
@@ -643,4 +649,57 @@ async fn a_deleted_vpc_link_is_waited_for_until_it_is_gone() {
     let link_group_deleted = proxy.times("ec2:DeleteSecurityGroup").into_iter().max().unwrap();
     assert!(link_group_deleted - deleted >= Duration::from_secs(2), "the link's security group went while the link was DELETING");
     assert_eq!(owned_counts(&moto).await, (0, 0, 0, 0));
+}
+
+/// Every resource of the kinds a create could leave behind, owned or not (an untagged
+/// leftover of a killed create would not show in the owned counts).
+async fn all_counts(moto: &Moto) -> (usize, usize, usize, usize, usize) {
+    let c = moto.sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&c);
+    let default = |tags: &[aws_sdk_ec2::types::Tag]| tags.iter().any(|t| t.key() == Some("reconciler:stack"));
+    let vpcs = ec2.describe_vpcs().send().await.unwrap().vpcs().iter().filter(|v| !v.is_default().unwrap_or(false)).count();
+    let subnets = ec2.describe_subnets().send().await.unwrap().subnets().iter().filter(|s| !s.default_for_az().unwrap_or(false)).count();
+    let groups = ec2.describe_security_groups().send().await.unwrap().security_groups().iter().filter(|g| default(g.tags())).count();
+    let roles = aws_sdk_iam::Client::new(&c).list_roles().path_prefix("/reconciler/").send().await.unwrap().roles().len();
+    let links = aws_sdk_apigatewayv2::Client::new(&c).get_vpc_links().send().await.unwrap().items().len();
+    (vpcs, subnets, groups, roles, links)
+}
+
+/// Crash safety by count: `apply` from zero is SIGKILLed right after its Nth mutating call
+/// reached AWS (before it saw the answer), for N every `RECONCILER_CRASH_STRIDE`-th mutating
+/// call of a clean apply (default 6; 1 tries them all). A clean re-run must finish the
+/// stack: exit 0, a no-op plan, and exactly one of everything, counting untagged leftovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_killed_after_any_mutation_is_finished_by_the_next_run() {
+    let stride: usize = std::env::var("RECONCILER_CRASH_STRIDE").ok().and_then(|s| s.parse().ok()).unwrap_or(6).max(1);
+    // M: the mutating calls of a clean apply.
+    let clean = {
+        let moto = Moto::start();
+        let proxy = FaultProxy::start(&moto.endpoint).await;
+        let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+        assert_eq!(run.code, 0, "{run}");
+        let expected = all_counts(&moto).await;
+        (proxy.calls().into_iter().filter(|c| fault_proxy::is_mutation(c)).count(), expected)
+    };
+    let (m, expected) = clean;
+    assert!(m > 50, "a clean apply makes {m} mutating calls");
+    let mut failures = Vec::new();
+    for n in (1..=m).step_by(stride) {
+        let moto = Moto::start();
+        let proxy = FaultProxy::start(&moto.endpoint).await;
+        apply_killed_after(&moto, &proxy, n).await;
+        proxy.clear_faults();
+        let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+        let plan = reconciler(&moto, &proxy, &[], &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+        let counts = all_counts(&moto).await;
+        if run.code != 0 || plan.code != 0 || counts != expected {
+            failures.push(format!(
+                "killed after mutation {n}: re-run exit {}, plan exit {}, counts {counts:?} (want {expected:?})\n{run}",
+                run.code, plan.code
+            ));
+        }
+    }
+    let tried = m.div_ceil(stride);
+    eprintln!("crash points: {} of {tried} recovered (M = {m} mutating calls, stride {stride})", tried - failures.len());
+    assert!(failures.is_empty(), "{} of {tried} crash points not recovered (M = {m}):\n{}", failures.len(), failures.join("\n"));
 }
