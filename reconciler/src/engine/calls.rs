@@ -227,6 +227,18 @@ impl HttpClient for Bounded {
         SharedHttpConnector::new(BoundedConnector { inner: self.inner.http_connector(settings, components), bound: self.clone() })
     }
 
+    fn validate_base_client_config(
+        &self,
+        runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.inner.validate_base_client_config(runtime_components, cfg)
+    }
+
+    fn validate_final_config(&self, runtime_components: &RuntimeComponents, cfg: &ConfigBag) -> Result<(), BoxError> {
+        self.inner.validate_final_config(runtime_components, cfg)
+    }
+
     fn connector_metadata(&self) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
         self.inner.connector_metadata()
     }
