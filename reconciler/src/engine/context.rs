@@ -140,7 +140,7 @@ pub struct Ctx {
     /// Reads shared by the kinds during one observation (see [`Ctx::shared_read`]); `None`
     /// outside one, so that every later read sees what mutations did.
     reads: Mutex<Option<HashMap<String, SharedCell>>>,
-    /// Calls AWS allows only once per interval (API Gateway's CreateVpcLink, DeleteVpcLink).
+    /// Calls AWS allows only once per interval (a kind names its call and the interval).
     pacer: Pacer,
 }
 
@@ -214,8 +214,8 @@ impl Ctx {
         *self.reads.lock().expect("read cache") = on.then(HashMap::new);
     }
 
-    /// A listing several kinds need (API Gateway's GetApis serves the API and its integrations,
-    /// routes and stages): during an observation it is read once and shared, concurrent callers
+    /// A listing several kinds need (a parent listing its child kinds share): during an
+    /// observation it is read once and shared, concurrent callers
     /// waiting for the first; a failed read is not kept (the next caller reads again). Outside
     /// an observation it is read every time.
     pub async fn shared_read<T, F, Fut>(&self, key: &str, read: F) -> anyhow::Result<std::sync::Arc<T>>
@@ -255,11 +255,11 @@ mod tests {
     async fn paced_calls_are_spaced_by_their_key() {
         let p = Pacer::default();
         let started = std::time::Instant::now();
-        p.pace("apigateway:CreateVpcLink", Duration::from_millis(150)).await;
+        p.pace("service:CreateThing", Duration::from_millis(150)).await;
         assert!(started.elapsed() < Duration::from_millis(100), "the first call goes at once");
-        p.pace("apigateway:DeleteVpcLink", Duration::from_millis(150)).await;
+        p.pace("service:DeleteThing", Duration::from_millis(150)).await;
         assert!(started.elapsed() < Duration::from_millis(100), "another key has its own quota");
-        p.pace("apigateway:CreateVpcLink", Duration::from_millis(150)).await;
+        p.pace("service:CreateThing", Duration::from_millis(150)).await;
         assert!(started.elapsed() >= Duration::from_millis(150), "the second waits: {:?}", started.elapsed());
         // Concurrent callers are serialised: three calls take two intervals.
         let p = std::sync::Arc::new(Pacer::default());

@@ -260,10 +260,7 @@ impl Renewal<'_> {
             ambiguous |= !matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() < 500);
             let wait = super::retry::backoff(base, attempt);
             if std::time::Instant::now() + wait >= valid_until {
-                return Err(format!(
-                    "renewal failed {attempt} time(s) while the lease was valid; last: {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                ));
+                return Err(format!("renewal failed {attempt} time(s) while the lease was valid; last: {:#}", call_failed("PutObject")(e)));
             }
             tokio::time::sleep(wait).await;
             attempt += 1;

@@ -36,12 +36,12 @@ pub const THROTTLING_CODES: &[&str] = &[
 ];
 
 /// EC2 is eventually consistent: a resource just created can be "not found" for a few
-/// seconds by the next call (`InvalidVpcID.NotFound` on CreateSubnet right after CreateVpc,
-/// `NatGatewayNotFound` from DescribeNatGateways for a NAT gateway just created).
+/// seconds by the next call (`InvalidVpcID.NotFound` on CreateSubnet right after CreateVpc).
+/// A service's other "not visible yet" codes are its own classifier's (`ErrorClass::Propagation`).
 /// Retrying these is safe here because retried mutations re-observe first, and a delete whose
 /// target is gone is done.
 pub fn is_eventual_consistency(code: &str) -> bool {
-    (code.starts_with("Invalid") && code.ends_with(".NotFound")) || code == "NatGatewayNotFound"
+    code.starts_with("Invalid") && code.ends_with(".NotFound")
 }
 
 /// Whether a call only reads (it can be sent again whatever happened to the first one).
@@ -141,21 +141,58 @@ pub fn classify<E>(call: &str, e: SdkError<E, Response>, extra: Classifier) -> A
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let (code, class, per_call) = match &e {
+    let (code, class, per_call, message) = match &e {
         SdkError::ServiceError(ctx) => {
             let code = ctx.err().code().map(str::to_string);
             let c = code.as_deref().unwrap_or_default();
-            let class = class_of(ctx.raw().status().as_u16(), c, ctx.err().message().unwrap_or_default(), extra);
-            (code, class, retried_per_call(class, is_read(call)))
+            let status = ctx.raw().status().as_u16();
+            let said = ctx.err().message().unwrap_or_default();
+            let class = class_of(status, c, said, extra);
+            let message = match (code.as_deref(), said) {
+                (Some(c), "") => format!("{c} (HTTP {status})"),
+                (Some(c), m) => format!("{c}: {m}"),
+                (None, _) => format!("HTTP {status} with no AWS error code{}", excerpt(ctx.raw())),
+            };
+            (code, class, retried_per_call(class, is_read(call)), message)
         }
-        // No answer (or a cut one): a read was sent again per call; a mutation may have happened.
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            (None, ErrorClass::Retryable, retried_per_call(ErrorClass::Retryable, is_read(call)))
+        // An answer the SDK could not read: what it said, and what the answer was.
+        SdkError::ResponseError(r) => {
+            let message = format!("{}; HTTP {}{}", causes(&e), r.raw().status().as_u16(), excerpt(r.raw()));
+            (None, ErrorClass::Retryable, retried_per_call(ErrorClass::Retryable, is_read(call)), message)
         }
-        _ => (None, ErrorClass::Final, false),
+        // No answer: a read was sent again per call; a mutation may have happened.
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+            (None, ErrorClass::Retryable, retried_per_call(ErrorClass::Retryable, is_read(call)), causes(&e))
+        }
+        _ => (None, ErrorClass::Final, false, causes(&e)),
     };
-    let message = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
     AwsError { call: call.to_string(), code, message, class, retried_per_call: per_call }
+}
+
+/// The start of an answer's body on one line (": <text>"), for answers without an AWS error
+/// code: what the endpoint said is the only clue.
+fn excerpt(raw: &Response) -> String {
+    let text = String::from_utf8_lossy(raw.body().bytes().unwrap_or_default()).split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.char_indices().nth(200) {
+        _ if text.is_empty() => String::new(),
+        Some((cut, _)) => format!(": {}…", &text[..cut]),
+        None => format!(": {text}"),
+    }
+}
+
+/// An error and its sources on one line ("dispatch failure: io error: connection refused"),
+/// without the SDK's debug structures.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = s.source();
+    }
+    parts.join(": ")
 }
 
 /// For `.map_err(call_failed("CreateVpc"))` on SDK results.
@@ -359,9 +396,28 @@ mod tests {
     fn eventual_consistency_codes() {
         assert!(is_eventual_consistency("InvalidVpcID.NotFound"));
         assert!(is_eventual_consistency("InvalidGroup.NotFound"));
-        assert!(is_eventual_consistency("NatGatewayNotFound"));
         assert!(!is_eventual_consistency("InvalidParameterValue"));
         assert!(!is_eventual_consistency("DependencyViolation"));
+    }
+
+    /// What a person reads: the call, AWS's code and message, on one line; no SDK structures.
+    #[test]
+    fn failures_read_as_code_and_message() {
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+        let raw = |status: u16| Response::new(status.try_into().unwrap(), SdkBody::from("{}"));
+        let err = ErrorMetadata::builder().code("ClientException").message("Role is not valid").build();
+        let a = classify("RegisterTaskDefinition", SdkError::service_error(err, raw(400)), no_extra);
+        assert_eq!(a.to_string(), "RegisterTaskDefinition: ClientException: Role is not valid");
+        let bare = ErrorMetadata::builder().code("InternalError").build();
+        let a = classify("CreateVpc", SdkError::service_error(bare, raw(500)), no_extra);
+        assert_eq!(a.to_string(), "CreateVpc: InternalError (HTTP 500)");
+        let uncoded = ErrorMetadata::builder().build();
+        let a = classify("GetApis", SdkError::service_error(uncoded, raw(502)), no_extra);
+        assert_eq!(a.to_string(), "GetApis: HTTP 502 with no AWS error code: {}", "the body is the only clue");
+        let lost: SdkError<ErrorMetadata, Response> = SdkError::timeout_error("attempt timed out after 3s");
+        let a = classify("DescribeVpcs", lost, no_extra);
+        assert!(!a.to_string().contains('{') && a.to_string().contains("attempt timed out"), "{a}");
     }
 
     #[test]

@@ -37,10 +37,13 @@ impl Service for aws_sdk_ec2::Client {
 /// link's network interfaces outlive the link for minutes, a NAT gateway being deleted still
 /// holds its subnet and address); it goes away by itself, so a delete (or a detach) waits for
 /// it until the conflict deadline, as Terraform's AWS provider does. `InvalidGroup.InUse`: a
-/// security group another group still references.
+/// security group another group still references. `NatGatewayNotFound` (DescribeNatGateways
+/// for a NAT gateway created a moment ago): not visible yet, like the `Invalid*.NotFound` codes
+/// the engine knows.
 fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
     match code {
         "DependencyViolation" | "InvalidGroup.InUse" => Some(ErrorClass::Conflict),
+        "NatGatewayNotFound" => Some(ErrorClass::Propagation),
         _ => None,
     }
 }
@@ -149,6 +152,7 @@ mod tests {
     fn dependencies_still_going_are_conflicts() {
         assert_eq!(classify("DependencyViolation", "resource sg-1 has a dependent object"), Some(ErrorClass::Conflict));
         assert_eq!(classify("InvalidGroup.InUse", ""), Some(ErrorClass::Conflict));
+        assert_eq!(classify("NatGatewayNotFound", ""), Some(ErrorClass::Propagation), "not visible yet");
         assert_eq!(classify("InvalidParameterValue", ""), None);
     }
 
