@@ -13,31 +13,17 @@ mod support;
 
 use cli::{apply, assert_converged};
 use fault_proxy::{FaultProxy, Rule};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
-use support::{repo_root, Moto, Run};
+use support::{Moto, Run};
 
 const STACK: &str = "benchling-webhook";
 
 /// The CLI through the proxy, with the scaled-down settings plus `extra` environment.
 fn reconciler(moto: &Moto, proxy: &FaultProxy, extra: &[(&str, &str)], args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .args(args)
-        .current_dir(repo_root())
-        .envs(moto.env())
-        .env("AWS_ENDPOINT_URL", &proxy.url)
-        .env("RECONCILER_POLL_INTERVAL", "0.05")
-        .env("RECONCILER_MAX_ATTEMPTS", "4")
-        .env("RECONCILER_RETRY_BASE_MS", "5")
-        .env("RECONCILER_LISTING_LAG", "1")
-        .env("RECONCILER_PROPAGATION_TIMEOUT", "30")
-        .env("RECONCILER_CONFLICT_TIMEOUT", "30")
-        .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
-        .envs(extra.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run reconciler");
-    Run::from(out)
+    let mut c = cli::command(moto, &proxy.url, "4");
+    c.env("RECONCILER_PROPAGATION_TIMEOUT", "30").env("RECONCILER_CONFLICT_TIMEOUT", "30").envs(extra.iter().copied()).args(args);
+    Run::from(c.output().expect("run reconciler"))
 }
 
 /// IAM propagation as the services that are handed a role show it: ECS says "Role is not
@@ -195,12 +181,8 @@ async fn a_fresh_account_gets_the_ecs_service_linked_role() {
     assert_eq!(roles.roles().len(), 1, "{:?}", roles.roles());
     assert_converged(&moto, "specs/prod.yaml");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .args(["policy", "specs/prod.yaml", "--for", "apply"])
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = cli::reconciler(&moto, &["policy", "specs/prod.yaml", "--for", "apply"]);
+    let policy: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
     let slr: Vec<&serde_json::Value> = policy["Statement"]
         .as_array()
         .unwrap()
@@ -411,14 +393,8 @@ async fn a_nat_gateway_not_found_right_after_its_create_is_waited_out() {
 /// `apply` from zero through the proxy, SIGKILLed by its kill hook right after its `n`th
 /// mutating call reached moto; how the process ended.
 async fn apply_killed_after(moto: &Moto, proxy: &FaultProxy, n: usize) -> std::process::ExitStatus {
-    let child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+    let child = cli::command(moto, &proxy.url, "4")
         .args(["apply", "specs/prod.yaml", "--auto-approve"])
-        .current_dir(repo_root())
-        .envs(moto.env())
-        .env("AWS_ENDPOINT_URL", &proxy.url)
-        .env("RECONCILER_POLL_INTERVAL", "0.05")
-        .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

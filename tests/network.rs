@@ -519,16 +519,10 @@ async fn a_saved_plan_is_applied_only_while_nothing_changed() {
 /// `reconciler run ARGS --jitter 0` against moto, and a reader of its JSON status lines.
 fn spawn_run(moto: &Moto, args: &[&str]) -> (std::process::Child, impl FnMut() -> serde_json::Value) {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+    let mut child = cli::command(moto, &moto.endpoint, "1")
         .arg("run")
         .args(args)
         .args(["--jitter", "0"])
-        .current_dir(repo_root())
-        .envs(moto.env())
-        .env("RECONCILER_POLL_INTERVAL", "0.05")
-        .env("RECONCILER_MAX_ATTEMPTS", "1")
-        .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -12,7 +12,7 @@ mod support;
 use fault_proxy::{Fault, FaultProxy, Rule};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{repo_root, Moto, Run};
+use support::{Moto, Run};
 
 const KEY: &str = "reconciler/benchling-webhook.lock";
 
@@ -31,20 +31,7 @@ fn locked_spec(moto: &Moto, ttl: u32) -> String {
 }
 
 fn spawn(moto: &Moto, endpoint: &str, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .args(args)
-        .current_dir(repo_root())
-        .envs(moto.env())
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("RECONCILER_POLL_INTERVAL", "0.05")
-        .env("RECONCILER_MAX_ATTEMPTS", "3")
-        .env("RECONCILER_RETRY_BASE_MS", "5")
-        .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    cli::command(moto, endpoint, "3").args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 fn finish(child: Child) -> Run {

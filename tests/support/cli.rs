@@ -8,9 +8,14 @@ use std::process::{Command, Stdio};
 /// it), with fast waits, `attempts` tries per call, and no waiting for ECS deployments
 /// (moto never reaches a steady state).
 pub fn reconciler_via(moto: &Moto, endpoint: &str, attempts: &str, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .args(args)
-        .current_dir(repo_root())
+    Run::from(command(moto, endpoint, attempts).args(args).output().expect("run reconciler"))
+}
+
+/// The reconciler CLI, not started yet, set up as [`reconciler_via`] describes (no standard
+/// input); callers add the arguments and how to collect its output.
+pub fn command(moto: &Moto, endpoint: &str, attempts: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reconciler"));
+    c.current_dir(repo_root())
         .envs(moto.env())
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("RECONCILER_POLL_INTERVAL", "0.05")
@@ -20,10 +25,8 @@ pub fn reconciler_via(moto: &Moto, endpoint: &str, attempts: &str, args: &[&str]
         // this long before it is sent again; moto lists a create at once.
         .env("RECONCILER_LISTING_LAG", "1")
         .env("RECONCILER_WAIT_FOR_DEPLOYMENTS", "false")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run reconciler");
-    Run::from(out)
+        .stdin(Stdio::null());
+    c
 }
 
 /// The CLI straight against moto, one try per call.

@@ -134,7 +134,8 @@ mod policy_tests {
         doc["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("no statement {sid} in {doc}"))
     }
 
-    fn listed(v: &Value) -> Vec<&str> {
+    /// An `Action` or `Resource` element as a list (one string or an array).
+    pub(super) fn listed(v: &Value) -> Vec<&str> {
         match v {
             Value::String(a) => vec![a.as_str()],
             Value::Array(a) => a.iter().map(|x| x.as_str().unwrap()).collect(),

@@ -88,27 +88,16 @@ const CHANGED_WHILE_TAGGED: &[(&str, &str)] = &[
 ];
 
 mod tests {
+    use super::super::policy_tests::listed;
     use super::*;
     use crate::engine::policy::{document, Purpose};
     use serde_json::Value;
     use std::collections::BTreeSet;
 
+    /// The actions of the statements whose condition names `key`.
     fn conditioned(doc: &Value, key: &str) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        for s in doc["Statement"].as_array().unwrap() {
-            let condition = s["Condition"].to_string();
-            if !condition.contains(key) {
-                continue;
-            }
-            match &s["Action"] {
-                Value::String(a) => {
-                    out.insert(a.clone());
-                }
-                Value::Array(a) => out.extend(a.iter().map(|x| x.as_str().unwrap().to_string())),
-                _ => {}
-            }
-        }
-        out
+        let statements = doc["Statement"].as_array().unwrap().iter().filter(|s| s["Condition"].to_string().contains(key));
+        statements.flat_map(|s| listed(&s["Action"])).map(str::to_string).collect()
     }
 
     fn reviewed(table: &[(&str, &str)]) -> BTreeSet<String> {
