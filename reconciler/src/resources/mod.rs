@@ -60,7 +60,7 @@ mod policy_tests {
 
     /// Statements AWS gives no way to limit to the stack, each explained in the README
     /// (section "Least privilege").
-    const UNSCOPABLE: [&str; 6] = [
+    const UNSCOPABLE: [&str; 7] = [
         // Cloud Map creates the namespace's hosted zone with the caller's permissions; Route 53
         // scopes CreateHostedZone by neither tag nor name.
         "CloudMapCreatesTheNamespaceHostedZone",
@@ -75,6 +75,9 @@ mod policy_tests {
         // API Gateway's access logging is a CloudWatch Logs vended delivery, made with the
         // caller's permissions; those log-delivery actions take no resource ARN.
         "ApiGatewayAccessLogDelivery",
+        // An HTTP API's routes and integrations carry no tags and API Gateway documents no
+        // tag inheritance for them: granted by path under any API (the id comes later).
+        "HttpApiChildrenByPath",
     ];
 
     fn is_read(action: &str) -> bool {
@@ -173,6 +176,29 @@ mod policy_tests {
                 assert!(resources.iter().any(|r| r.split(':').nth(2) == Some(service)), "{a} has no {service} ARN in {s}");
             }
         }
+    }
+
+    /// An HTTP API's routes and integrations cannot be tagged and AWS documents no tag
+    /// inheritance from the API for them (it does for REST API children and a domain's API
+    /// mappings): a resource-tag condition could refuse every route on a first apply. They
+    /// are granted by path, without condition, and nothing else is in that statement.
+    #[test]
+    fn http_api_children_are_granted_by_path_not_by_tag() {
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::facts::IAM_READS, None);
+        let children = statement(&doc, "HttpApiChildrenByPath");
+        assert!(children.get("Condition").is_none(), "{children}");
+        assert_eq!(listed(&children["Action"]), ["apigateway:DELETE", "apigateway:PATCH", "apigateway:POST"]);
+        let resources = listed(&children["Resource"]);
+        for c in ["routes", "integrations", "stages"] {
+            assert!(resources.contains(&format!("arn:aws:apigateway:*::/apis/*/{c}*").as_str()), "{c} missing: {resources:?}");
+        }
+        assert!(resources.iter().all(|r| r.starts_with("arn:aws:apigateway:*::/apis/*/")), "only an API's children: {resources:?}");
+        // Only one copy although three kinds declare it.
+        let copies = doc["Statement"].as_array().unwrap().iter().filter(|s| s["Sid"] == "HttpApiChildrenByPath").count();
+        assert_eq!(copies, 1);
+        // API mappings stay under the domain's resource tag.
+        let change = statement(&doc, "ChangeOnlyWhatThisStackOwns");
+        assert!(listed(&change["Action"]).contains(&"apigateway:POST"));
     }
 
     /// A read on one resource is granted by ARN, without condition (a plan reads what the

@@ -29,7 +29,7 @@ const CREATED_WITH_TAGS: &[(&str, &str)] = &[
     ("servicediscovery:TagResource", "the tags of those creates"),
     (
         "apigateway:POST",
-        "CreateApi, CreateVpcLink, CreateDomainName send Tags; children (routes, integrations, stages, API mappings) send none and are allowed by the resource-tag statement instead",
+        "CreateApi, CreateVpcLink, CreateDomainName send Tags; children send none: API mappings are allowed by the resource-tag statement (the domain's tags), an API's routes, integrations and stage by path (HttpApiChildrenByPath)",
     ),
 ];
 
@@ -79,11 +79,11 @@ const CHANGED_WHILE_TAGGED: &[(&str, &str)] = &[
     ("servicediscovery:UpdateService", "the stack's Cloud Map service"),
     ("servicediscovery:TagResource", "tag drift on the stack's namespace or service"),
     ("servicediscovery:UntagResource", "tag drift on the stack's namespace or service"),
-    ("apigateway:PATCH", "the stack's API, VPC link or domain; children: see apigateway:POST"),
-    ("apigateway:DELETE", "the stack's API, VPC link or domain; children: see apigateway:POST"),
+    ("apigateway:PATCH", "the stack's API, VPC link or domain, and API mappings (which inherit the domain's tags)"),
+    ("apigateway:DELETE", "the stack's API, VPC link or domain, and API mappings (which inherit the domain's tags)"),
     (
         "apigateway:POST",
-        "children of the stack's API or domain (routes, integrations, stages, API mappings). API Gateway documents tag inheritance for access control only for V1 children and for a domain's API mappings: for an HTTP API's routes, integrations and stages it is unverified (see the README, 'Running against real AWS')",
+        "API mappings under the stack's domain: API Gateway documents that a domain's API mappings inherit its tags for access control. An HTTP API's routes, integrations and stage are not judged here (no documented inheritance): HttpApiChildrenByPath",
     ),
 ];
 

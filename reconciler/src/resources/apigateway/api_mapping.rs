@@ -109,6 +109,6 @@ impl Kind for ApiMapping {
     }
 
     fn iam(&self, _stack: &str) -> IamActions {
-        super::child_iam()
+        super::domain_child_iam()
     }
 }

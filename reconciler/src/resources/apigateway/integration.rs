@@ -190,7 +190,7 @@ impl Kind for Integration {
     }
 
     fn iam(&self, _stack: &str) -> IamActions {
-        super::child_iam()
+        super::api_child_iam()
     }
 }
 

@@ -115,12 +115,10 @@ pub fn not_implemented(e: &anyhow::Error) -> bool {
 /// IAM ARN patterns of every path the HTTP API kinds call (API Gateway authorises a call as
 /// its HTTP verb on the path): the APIs and their routes, integrations and stages, VPC links,
 /// domain names and their API mappings, and tags. Each collection is listed beside its items
-/// (`/apis` is where an API is created).
+/// (`/apis` is where an API is created): `/apis*` is the collection and its items (a wildcard
+/// also spans `/`), one pattern instead of two, so the policy fits a role inline.
 pub fn iam_arns() -> Vec<String> {
-    ["/apis", "/apis/*", "/vpclinks", "/vpclinks/*", "/domainnames", "/domainnames/*", "/tags/*"]
-        .iter()
-        .map(|p| format!("arn:aws:apigateway:*::{p}"))
-        .collect()
+    ["/apis*", "/vpclinks*", "/domainnames*", "/tags/*"].iter().map(|p| format!("arn:aws:apigateway:*::{p}")).collect()
 }
 
 /// The IAM actions of a tagged resource (VPC link, API, domain name). API Gateway authorises
@@ -136,13 +134,38 @@ pub fn tagged_iam() -> crate::engine::IamActions {
     }
 }
 
-/// The IAM actions of a child of the stack's API or domain (integration, route, stage, API
-/// mapping): judged by the parent's tags.
-pub fn child_iam() -> crate::engine::IamActions {
+/// The IAM actions of an API mapping, a child of the stack's domain name: judged by the
+/// domain's tags, which API Gateway documents as inherited by a domain's API mappings for
+/// access control.
+pub fn domain_child_iam() -> crate::engine::IamActions {
     crate::engine::IamActions {
         read_by_arn: vec!["apigateway:GET"],
         change: vec!["apigateway:POST", "apigateway:PATCH", "apigateway:DELETE"],
         arns: iam_arns(),
+        ..Default::default()
+    }
+}
+
+/// The IAM actions of a child of the stack's HTTP API (its routes, integrations and stage).
+/// Routes and integrations cannot carry tags, and API Gateway documents tag inheritance for
+/// access control only for REST API (V1) children and a domain's API mappings, so a
+/// resource-tag condition could refuse them. They are granted by path instead: the children
+/// of any HTTP API in the account and region (the API's id is not known before the first
+/// apply creates it); the reconciler only calls them under an API it owns, found by its tags.
+/// One statement, the same from each child kind (the policy builder keeps it once).
+pub fn api_child_iam() -> crate::engine::IamActions {
+    // `routes*` is the collection and its items (a wildcard also spans `/`).
+    let resources: Vec<String> =
+        ["routes", "integrations", "stages"].iter().map(|c| format!("arn:aws:apigateway:*::/apis/*/{c}*")).collect();
+    crate::engine::IamActions {
+        read_by_arn: vec!["apigateway:GET"],
+        arns: iam_arns(),
+        extra: vec![serde_json::json!({
+            "Sid": "HttpApiChildrenByPath",
+            "Effect": "Allow",
+            "Action": ["apigateway:DELETE", "apigateway:PATCH", "apigateway:POST"],
+            "Resource": resources,
+        })],
         ..Default::default()
     }
 }

@@ -127,7 +127,7 @@ impl Kind for Route {
     }
 
     fn iam(&self, _stack: &str) -> IamActions {
-        super::child_iam()
+        super::api_child_iam()
     }
 }
 

@@ -178,10 +178,10 @@ impl Kind for Stage {
     }
 
     fn iam(&self, _stack: &str) -> IamActions {
-        IamActions {
-            // Access logging to CloudWatch Logs is a vended log delivery made with the caller's
-            // permissions; these take no resource ARN (explained in the README).
-            extra: vec![serde_json::json!({
+        let mut iam = super::api_child_iam();
+        // Access logging to CloudWatch Logs is a vended log delivery made with the caller's
+        // permissions; these take no resource ARN (explained in the README).
+        iam.extra.push(serde_json::json!({
                 "Sid": "ApiGatewayAccessLogDelivery",
                 "Effect": "Allow",
                 "Action": [
@@ -194,9 +194,8 @@ impl Kind for Stage {
                     "logs:UpdateLogDelivery",
                 ],
                 "Resource": "*",
-            })],
-            ..super::child_iam()
-        }
+        }));
+        iam
     }
 }
 
