@@ -393,13 +393,21 @@ async fn a_nat_gateway_not_found_right_after_its_create_is_waited_out() {
 /// `apply` from zero through the proxy, SIGKILLed by its kill hook right after its `n`th
 /// mutating call reached moto; how the process ended.
 async fn apply_killed_after(moto: &Moto, proxy: &FaultProxy, n: usize) -> std::process::ExitStatus {
+    killed(moto, proxy, &["apply", "specs/prod.yaml", "--auto-approve"], |pid| proxy.kill_after_mutations(n, pid)).await
+}
+
+/// Runs the CLI with `args` through the proxy (the scaled-down deadlines); `arm` sets the kill
+/// hook for its pid. The exit status (SIGKILL when the hook fired).
+async fn killed(moto: &Moto, proxy: &FaultProxy, args: &[&str], arm: impl FnOnce(u32)) -> std::process::ExitStatus {
     let child = cli::command(moto, &proxy.url, "4")
-        .args(["apply", "specs/prod.yaml", "--auto-approve"])
+        .env("RECONCILER_PROPAGATION_TIMEOUT", "30")
+        .env("RECONCILER_CONFLICT_TIMEOUT", "30")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    proxy.kill_after_mutations(n, child.id());
+    arm(child.id());
     tokio::task::spawn_blocking(move || child.wait_with_output().unwrap().status).await.unwrap()
 }
 
@@ -678,4 +686,155 @@ async fn apply_killed_after_any_mutation_is_finished_by_the_next_run() {
     let tried = m.div_ceil(stride);
     eprintln!("crash points: {} of {tried} recovered (M = {m} mutating calls, stride {stride})", tried - failures.len());
     assert!(failures.is_empty(), "{} of {tried} crash points not recovered (M = {m}):\n{}", failures.len(), failures.join("\n"));
+}
+
+/// A destroy killed right after it deleted both NAT gateways leaves them `deleting` (minutes
+/// on AWS; here 4 s), still holding their Elastic IPs. The next destroy sees them (it does not
+/// hide them), waits until they are gone and only then releases the addresses: EIP release
+/// is refused meanwhile (`InvalidIPAddress.InUse`) and is never tried in that window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_killed_while_nat_gateways_delete_waits_for_them_next_time() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let secs = 4.0;
+    let delete = "ec2:DeleteNatGateway";
+    proxy.rule(
+        Rule::rewrite("ec2:DescribeNatGateways", "<state>deleted</state>", "<state>deleting</state>").for_secs_after_last(delete, secs),
+    );
+    proxy.rule(Rule::error("ec2:ReleaseAddress", 400, "InvalidIPAddress.InUse", "Address is in use.").for_secs_after_last(delete, secs));
+    let destroy = ["destroy", "specs/prod.yaml", "--auto-approve"];
+    let status = killed(&moto, &proxy, &destroy, |pid| proxy.kill_after_call(delete, 2, pid)).await;
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    let run = reconciler(&moto, &proxy, &[], &destroy);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("to finish being deleted"), "waited for the NAT gateways\n{run}");
+    assert_eq!(proxy.count(delete), 2, "not deleted again\n{run}");
+    assert_eq!(proxy.injected("ec2:ReleaseAddress"), 0, "an address was released while its NAT gateway was deleting\n{run}");
+    assert_eq!(owned_vpcs(&moto).await, 0, "{run}");
+    assert_eq!(owned_counts(&moto).await, (0, 0, 0, 0), "{run}");
+}
+
+/// The same kill, then `apply` (the stack wanted back): the new NAT gateways take the same
+/// Elastic IPs, which AWS refuses while the old gateways are deleting
+/// (`Resource.AlreadyAssociated`). Apply waits for them first, then converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_after_a_killed_destroy_waits_for_nat_gateways_still_deleting() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let secs = 4.0;
+    let delete = "ec2:DeleteNatGateway";
+    proxy.rule(
+        Rule::rewrite("ec2:DescribeNatGateways", "<state>deleted</state>", "<state>deleting</state>").for_secs_after_last(delete, secs),
+    );
+    proxy.rule(
+        Rule::error("ec2:CreateNatGateway", 400, "Resource.AlreadyAssociated", "Elastic IP address is already associated")
+            .for_secs_after_last(delete, secs),
+    );
+    let status =
+        killed(&moto, &proxy, &["destroy", "specs/prod.yaml", "--auto-approve"], |pid| proxy.kill_after_call(delete, 2, pid)).await;
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    // moto's gap: a deleted NAT gateway keeps its address associated for ever (AWS frees it
+    // when the gateway is gone). Free them as AWS would; the model still shows the gateways
+    // deleting and refuses the new ones for the window.
+    let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
+    for a in ec2.describe_addresses().send().await.unwrap().addresses() {
+        if let Some(association) = a.association_id() {
+            ec2.disassociate_address().association_id(association).send().await.unwrap();
+        }
+    }
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.injected("ec2:CreateNatGateway"), 0, "a NAT gateway was created while the old one held its address\n{run}");
+    assert_eq!(owned_counts(&moto).await, (4, 3, 2, 1), "(subnets, security groups, NAT gateways, VPC links)\n{run}");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
+/// A destroy killed right after ECS DeleteService leaves the service DRAINING while its tasks
+/// stop (here 4 s). The next destroy waits for it before deleting what it uses: the cluster
+/// (which refuses meanwhile) and the Cloud Map service its tasks are registered in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_killed_while_the_ecs_service_drains_waits_for_it_next_time() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let secs = 4.0;
+    let delete = "ecs:DeleteService";
+    proxy.rule(
+        Rule::rewrite("ecs:DescribeServices", r#""status": "INACTIVE""#, r#""status": "DRAINING""#).for_secs_after_first(delete, secs),
+    );
+    let busy = "The Cluster cannot be deleted while Services are active.";
+    proxy.rule(Rule::error("ecs:DeleteCluster", 400, "ClusterContainsServicesException", busy).for_secs_after_first(delete, secs));
+    let destroy = ["destroy", "specs/prod.yaml", "--auto-approve"];
+    let status = killed(&moto, &proxy, &destroy, |pid| proxy.kill_after_call(delete, 1, pid)).await;
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    let run = reconciler(&moto, &proxy, &[], &destroy);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(proxy.injected("ecs:DescribeServices") > 0, "the service was seen DRAINING\n{run}");
+    let deleted = proxy.times(delete)[0];
+    let window = Duration::from_secs_f64(secs);
+    for dependent in ["ecs:DeleteCluster", "servicediscovery:DeleteService"] {
+        let first = proxy.times(dependent).into_iter().min().unwrap_or_else(|| panic!("{dependent} never called\n{run}"));
+        assert!(first - deleted >= window, "{dependent} while the service was still draining\n{run}");
+    }
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let clusters = ecs.describe_clusters().clusters("benchling-webhook-cluster").send().await.unwrap();
+    assert!(clusters.clusters().iter().all(|c| c.status() == Some("INACTIVE")), "{:?}", clusters.clusters());
+}
+
+/// The same kill, then `apply`: ECS refuses to create a service under the name of one still
+/// draining. Apply waits for the old one to be gone, then creates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_after_a_killed_destroy_waits_for_the_draining_service() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let secs = 4.0;
+    let delete = "ecs:DeleteService";
+    proxy.rule(
+        Rule::rewrite("ecs:DescribeServices", r#""status": "INACTIVE""#, r#""status": "DRAINING""#).for_secs_after_first(delete, secs),
+    );
+    let draining = "Unable to Start a service that is still Draining.";
+    proxy.rule(Rule::error("ecs:CreateService", 400, "InvalidParameterException", draining).for_secs_after_first(delete, secs));
+    let status =
+        killed(&moto, &proxy, &["destroy", "specs/prod.yaml", "--auto-approve"], |pid| proxy.kill_after_call(delete, 1, pid)).await;
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.injected("ecs:CreateService"), 0, "created while the old one was draining\n{run}");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
+/// A destroy killed right after DeleteVpcLink leaves the link DELETING while API Gateway
+/// releases its network interfaces (minutes on AWS; here 6 s, during which the listing still
+/// shows it, as AWS's does). The next destroy reports it and waits until it is gone before it
+/// deletes the subnets it sat in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_killed_while_the_vpc_link_deletes_waits_for_it_next_time() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let secs = 6.0;
+    let delete = "apigateway:DELETE /vpclinks/*";
+    let deleting = format!(
+        r#"{{"items": [{{"vpcLinkId": "gone-soon", "name": "{STACK}", "vpcLinkStatus": "DELETING", "vpcLinkVersion": "V2", "subnetIds": [], "securityGroupIds": [], "tags": {{"reconciler:stack": "{STACK}", "reconciler:id": "vpc-link"}}}}]}}"#
+    );
+    proxy.rule(Rule::respond("apigateway:GET /vpclinks", 200, &deleting).for_secs_after_first(delete, secs));
+    let destroy = ["destroy", "specs/prod.yaml", "--auto-approve"];
+    let status = killed(&moto, &proxy, &destroy, |pid| proxy.kill_after_call(delete, 1, pid)).await;
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    let run = reconciler(&moto, &proxy, &[], &destroy);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("apigateway:vpc-link vpc-link [gone-soon] to finish being deleted"), "{run}");
+    assert_eq!(proxy.count(delete), 1, "not deleted again\n{run}");
+    let deleted = proxy.times(delete)[0];
+    let first_subnet = proxy.times("ec2:DeleteSubnet").into_iter().min().expect("subnets deleted");
+    assert!(first_subnet - deleted >= Duration::from_secs_f64(secs), "a subnet went while the link was DELETING\n{run}");
+    assert_eq!(owned_counts(&moto).await, (0, 0, 0, 0), "{run}");
 }

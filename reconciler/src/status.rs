@@ -57,6 +57,7 @@ pub fn of(plan: &Plan, observed: &[Observed]) -> StackStatus {
                 Some(Status::Pending(why)) => condition("Ready", "False", "Pending", why.clone()),
                 Some(Status::Failed(why)) => condition("Ready", "False", "Failed", why.clone()),
                 Some(Status::Degraded(why)) => condition("Ready", "False", "Failed", why.clone()),
+                Some(Status::Leaving(why)) => condition("Ready", "False", "Deleting", why.clone()),
             };
             let fields = r.changes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>().join(", ");
             let synced = match &r.action {

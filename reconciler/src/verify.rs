@@ -127,6 +127,7 @@ pub fn diagnose(e: &Evidence) -> Verdict {
         Some(Status::Pending(why)) => hop("vpc link", false, format!("{why}: not AVAILABLE yet (it takes minutes after a create)")),
         Some(Status::Failed(why)) => hop("vpc link", false, format!("{why}: apply replaces a failed VPC link")),
         Some(Status::Degraded(why)) => hop("vpc link", false, why.clone()),
+        Some(Status::Leaving(why)) => hop("vpc link", false, format!("{why}: being deleted; run apply to create the stack's link")),
     });
     hops.push(match &e.tasks {
         None => hop("ecs service", false, "the ECS service does not exist: run apply"),

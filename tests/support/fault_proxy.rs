@@ -19,8 +19,9 @@
 //!   listing's answer for S seconds;
 //! - **rate limits** ([`FaultProxy::rate_limit`]): token buckets per service or action, answered
 //!   with the service's own throttling error (API Gateway: 429 with `Retry-After`);
-//! - **a kill hook** ([`FaultProxy::kill_after_mutations`]): SIGKILL a process right after the
-//!   Nth mutating call was forwarded, before it sees the answer.
+//! - **a kill hook** ([`FaultProxy::kill_after_mutations`], [`FaultProxy::kill_after_call`]):
+//!   SIGKILL a process right after the Nth mutating call (or the Nth call of one action) was
+//!   forwarded, before it sees the answer.
 //!
 //! Durations are scaled down for tests (seconds, not minutes).
 #![allow(dead_code)]
@@ -231,6 +232,8 @@ struct Kill {
     after: usize,
     pid: u32,
     seen: usize,
+    /// Count only this action's calls (else every mutating call).
+    only: Option<String>,
 }
 
 struct State_ {
@@ -329,7 +332,13 @@ impl FaultProxy {
     /// SIGKILLs `pid` right after the `n`th mutating call (not a Describe/List/Get, not a
     /// REST GET) has been forwarded, before its answer is returned.
     pub fn kill_after_mutations(&self, n: usize, pid: u32) {
-        self.state.lock().unwrap().kill = Some(Kill { after: n, pid, seen: 0 });
+        self.state.lock().unwrap().kill = Some(Kill { after: n, pid, seen: 0, only: None });
+    }
+
+    /// SIGKILLs `pid` right after the `n`th call of `action` has been forwarded, before its
+    /// answer is returned (a kill inside an in-progress state: right after DeleteNatGateway).
+    pub fn kill_after_call(&self, action: &str, n: usize, pid: u32) {
+        self.state.lock().unwrap().kill = Some(Kill { after: n, pid, seen: 0, only: Some(action.to_string()) });
     }
 
     pub fn count(&self, action: &str) -> usize {
@@ -758,7 +767,7 @@ async fn forward(
             }
         }
         match s.kill.as_mut() {
-            Some(k) if is_mutation(&action) => {
+            Some(k) if is_mutation(&action) && k.only.as_ref().is_none_or(|a| *a == action) => {
                 k.seen += 1;
                 (k.seen == k.after).then_some(k.pid)
             }

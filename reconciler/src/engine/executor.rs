@@ -7,7 +7,7 @@ use super::ownership;
 use super::refs::{contains_unknown, references, resolve};
 use super::retry::RetryBudget;
 use super::{Ctx, Desired, FieldChange, Fields, Identity, Kind, Observed, Replacement, Status};
-use crate::plan::{Action, Plan, ResourcePlan, DUPLICATE};
+use crate::plan::{Action, Plan, ResourcePlan, DUPLICATE, LEAVING};
 use anyhow::{anyhow, Context as _};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,9 +79,36 @@ pub async fn observe_owned(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desire
     Ok((all, skipped))
 }
 
-/// The resource with this logical id, as it is now.
+/// The resource with this logical id, as it is now (one on its way out is not it).
 async fn observe_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired) -> anyhow::Result<Option<Observed>> {
-    Ok(observe_kind(ctx, kind, &[d]).await?.into_iter().find(|o| o.id == d.id))
+    Ok(observe_kind(ctx, kind, &[d]).await?.into_iter().find(|o| o.id == d.id && !leaving(o)))
+}
+
+fn leaving(o: &Observed) -> bool {
+    matches!(o.status, Status::Leaving(_))
+}
+
+/// This very resource (by its AWS id), as it is now. It is looked for as what it is (kinds
+/// found by name or by parent find nothing when asked for nothing in particular: that would
+/// pass for "gone").
+async fn observe_again(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Result<Option<Observed>> {
+    let probe = Desired { kind: live.kind, id: live.id.clone(), fields: live.fields.clone(), after: vec![] };
+    Ok(observe_kind(ctx, kind, &[&probe]).await?.into_iter().find(|o| o.physical_id == live.physical_id))
+}
+
+/// Waits while a resource is on its way out ([`Status::Leaving`]): `None` once it is gone,
+/// or what it is now if it stopped leaving (then it is there to be dealt with).
+async fn wait_while_leaving(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Result<Option<Observed>> {
+    let what = format!("{} {} [{}] to finish being deleted", live.kind, live.id, live.physical_id);
+    progress(&format!("waiting for {what}"));
+    super::wait::until(ctx, &what, || async {
+        Ok(match observe_again(ctx, kind, live).await? {
+            None => Some(None),
+            Some(now) if leaving(&now) => None,
+            Some(now) => Some(Some(now)),
+        })
+    })
+    .await
 }
 
 fn kind_of<'k>(kinds: &'k [Box<dyn Kind>], name: &str) -> anyhow::Result<&'k dyn Kind> {
@@ -169,7 +196,8 @@ fn index_live(observed: &[Observed]) -> (BTreeMap<(&str, &str), &Observed>, Vec<
     let deps = super::graph::dependencies(&all, &[]);
     let referenced = |i: usize| deps.iter().any(|d| d.contains(&i));
     let mut groups: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
-    for (i, o) in observed.iter().enumerate() {
+    // What is on its way out is neither kept nor deleted again: it is waited for.
+    for (i, o) in observed.iter().enumerate().filter(|(_, o)| !leaving(o)) {
         groups.entry((o.kind, o.id.as_str())).or_default().push(i);
     }
     let mut live = BTreeMap::new();
@@ -251,7 +279,9 @@ pub fn plan(
     let wanted: BTreeSet<(&str, &str)> = desired.iter().map(|d| (d.kind, d.id.as_str())).collect();
     for o in observed {
         let duplicate = dups.iter().any(|d| std::ptr::eq(*d, o));
-        let action = if duplicate {
+        let action = if leaving(o) {
+            Action::Delete { reason: LEAVING.into() }
+        } else if duplicate {
             Action::Delete { reason: DUPLICATE.into() }
         } else if wanted.contains(&(o.kind, o.id.as_str())) {
             continue;
@@ -336,6 +366,18 @@ pub async fn apply(
             ids.insert(d.id.clone(), l.identity());
         }
     }
+
+    // 0. What earlier runs (or AWS) are still deleting is waited for until it is gone: its
+    //    successor would clash with it (a NAT gateway's Elastic IP, an ECS service's name),
+    //    and what it sits in cannot go before it does.
+    let on_the_way_out = observed.iter().filter(|o| leaving(o)).map(|o| async move {
+        let kind = kind_of(kinds, o.kind)?;
+        match wait_while_leaving(ctx, kind, o).await? {
+            None => Ok(()),
+            Some(_) => Err(anyhow!("{} {} [{}] stopped being deleted; run apply again to plan with it", o.kind, o.id, o.physical_id)),
+        }
+    });
+    futures::future::try_join_all(on_the_way_out).await?;
 
     // 1. Replacements that AWS forces to go delete-first: the old ones go first, dependents
     //    before their dependencies. Create-before-destroy replacements keep the old one
@@ -451,6 +493,7 @@ pub async fn apply(
             .resources
             .iter()
             .filter(|r| matches!(r.action, Action::Delete { .. } | Action::Retain { .. }))
+            .filter(|r| r.action != Action::Delete { reason: LEAVING.into() })
             .filter(|r| !held.contains(&(r.kind, r.id.as_str())) || r.action == Action::Delete { reason: DUPLICATE.into() })
             .filter_map(|r| Some((r.kind, r.physical_id.as_deref()?)))
             .collect();
@@ -573,6 +616,7 @@ async fn wait_ready(ctx: &Ctx, kind: &dyn Kind, d: &Desired, live: &Observed) ->
             // Usable but unhealthy: dependents go on; the end of apply reports it.
             Some(Status::Degraded(_)) => Ok(Some(())),
             Some(Status::Pending(_)) => Ok(None),
+            Some(Status::Leaving(why)) => Err(anyhow!("{} {} is being deleted ({why}); run apply again", d.kind, d.id)),
             None => Err(anyhow!("{} {} disappeared while waiting for it; run apply again", d.kind, d.id)),
         }
     })
@@ -609,16 +653,21 @@ async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Resu
     let mut budget = RetryBudget::new(&ctx.settings);
     let mut current = live.clone();
     loop {
+        // Already on its way out (an earlier run's delete): not deleted again, waited for.
+        if leaving(&current) {
+            match wait_while_leaving(ctx, kind, &current).await? {
+                None => return Ok(()),
+                Some(now) => current = now,
+            }
+            continue;
+        }
         match kind.delete(ctx, &current).await.with_context(|| format!("deleting {} {} [{}]", live.kind, live.id, live.physical_id)) {
             Ok(()) => return Ok(()),
             Err(e) if super::retry::is_gone(&e) => return Ok(()),
             Err(e) => {
                 let Some(wait) = budget.next(&e) else { return Err(e) };
                 tokio::time::sleep(wait).await;
-                // Looked for as what it is (kinds found by name or by parent find nothing
-                // when asked for nothing in particular: that would pass for "deleted").
-                let probe = Desired { kind: live.kind, id: live.id.clone(), fields: live.fields.clone(), after: vec![] };
-                match observe_kind(ctx, kind, &[&probe]).await?.into_iter().find(|o| o.physical_id == live.physical_id) {
+                match observe_again(ctx, kind, live).await? {
                     Some(now) => current = now,
                     None => return Ok(()),
                 }
@@ -818,6 +867,30 @@ mod tests {
         // Nobody references either: the first listed stays.
         let p = plan("s", &kinds(), &d[..1], &obs[..2], &BTreeMap::new()).unwrap();
         assert_eq!(p.resources[0].physical_id.as_deref(), Some("r-1"));
+    }
+
+    /// A resource an earlier run was deleting (a NAT gateway `deleting`) is neither kept nor
+    /// deleted again: its logical id is created anew, after it is gone, and waiting for it is
+    /// not a destructive step (an unattended run does it too).
+    #[test]
+    fn what_is_on_its_way_out_is_waited_for_not_kept() {
+        let d = vec![desired("a", "root", json!({})), desired("b", "child", json!({"parent": reference("root")}))];
+        let going = Observed { status: Status::Leaving("deleting".into()), ..live("a", "root", "r-old", json!({})) };
+        let obs = vec![going, live("b", "child", "c-1", json!({"parent": "r-old"}))];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            actions(&p),
+            vec![
+                ("root".into(), Action::Create),
+                (
+                    "child".into(),
+                    Action::Replace { reason: "`parent` cannot change in place and depends on a resource being (re)created".into() }
+                ),
+                ("root".into(), Action::Delete { reason: LEAVING.into() }),
+            ]
+        );
+        assert!(!p.resources[2].action.is_destructive());
+        assert_eq!(p.resources[2].physical_id.as_deref(), Some("r-old"));
     }
 
     #[test]

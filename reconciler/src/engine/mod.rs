@@ -59,6 +59,12 @@ pub enum Status {
     /// deployment failed: the image or configuration must change). Dependents go on; `status`
     /// shows it; an apply that leaves it as it is fails, saying why.
     Degraded(String),
+    /// On its way out: being deleted by an earlier run (killed or timed out) or by AWS (a NAT
+    /// gateway `deleting`, a VPC link `DELETING`, an ECS service `DRAINING`). Not usable and
+    /// never deleted again: apply waits until it is gone before creating its successor (which
+    /// would clash with it: the same Elastic IP, the same service name), destroy waits until
+    /// it is gone before deleting what it sits in.
+    Leaving(String),
 }
 
 /// One live resource, with the fields its kind normalised for comparison.

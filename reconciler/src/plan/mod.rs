@@ -150,13 +150,18 @@ pub enum Action {
 /// destructive change.
 pub const DUPLICATE: &str = "duplicate of the same logical id (left by an interrupted run)";
 
+/// The reason given for a resource found on its way out (a NAT gateway `deleting`, an ECS
+/// service `DRAINING`): nothing is deleted, the run waits until it is gone.
+pub const LEAVING: &str = "still being deleted (by an earlier run or by AWS): waited for until it is gone";
+
 impl Action {
     /// Replacements and deletions (pruning, retaining) lose or move something that exists;
-    /// deleting a duplicate of a logical id is cleanup.
+    /// deleting a duplicate of a logical id is cleanup, and waiting for what is already being
+    /// deleted changes nothing.
     pub fn is_destructive(&self) -> bool {
         match self {
             Action::Replace { .. } | Action::Retain { .. } => true,
-            Action::Delete { reason } => reason != DUPLICATE,
+            Action::Delete { reason } => reason != DUPLICATE && reason != LEAVING,
             Action::NoOp | Action::Create | Action::Update => false,
         }
     }

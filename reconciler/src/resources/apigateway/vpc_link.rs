@@ -34,7 +34,7 @@ pub struct VpcLinkFields {
 }
 
 /// Readiness from the link's status. INACTIVE (unused for 60 days) re-provisions on first use:
-/// usable. DELETING links are not reported at all.
+/// usable. DELETING (its network interfaces are being released, minutes) is on its way out.
 pub fn status_of(status: Option<&VpcLinkStatus>, message: Option<&str>) -> Status {
     let why = |s: &str| match message {
         Some(m) if !m.is_empty() => format!("VPC link {s}: {m}"),
@@ -43,6 +43,7 @@ pub fn status_of(status: Option<&VpcLinkStatus>, message: Option<&str>) -> Statu
     match status {
         Some(VpcLinkStatus::Pending) => Status::Pending(why("PENDING")),
         Some(VpcLinkStatus::Failed) => Status::Failed(why("FAILED")),
+        Some(VpcLinkStatus::Deleting) => Status::Leaving(why("DELETING")),
         _ => Status::Ready,
     }
 }
@@ -85,9 +86,6 @@ impl Kind for VpcLink {
             .await?;
             let mut out = Vec::new();
             for l in &links {
-                if l.vpc_link_status() == Some(&VpcLinkStatus::Deleting) {
-                    continue;
-                }
                 let (Some((id, tags)), Some(link_id)) = (owned(ctx, l.tags()), l.vpc_link_id()) else { continue };
                 let fields = VpcLinkFields {
                     name: l.name().unwrap_or_default().to_string(),
@@ -128,7 +126,7 @@ impl Kind for VpcLink {
                     match status_of(l.vpc_link_status(), l.vpc_link_status_message()) {
                         Status::Ready => Ok(Some(())),
                         Status::Pending(_) => Ok(None),
-                        Status::Failed(why) | Status::Degraded(why) => {
+                        Status::Failed(why) | Status::Degraded(why) | Status::Leaving(why) => {
                             Err(anyhow::anyhow!("{why}; check the subnets and security group, then apply again"))
                         }
                     }
@@ -191,6 +189,7 @@ mod tests {
     fn readiness_follows_the_link_status() {
         assert_eq!(status_of(Some(&VpcLinkStatus::Available), None), Status::Ready);
         assert_eq!(status_of(Some(&VpcLinkStatus::Inactive), None), Status::Ready, "re-provisions on first use");
+        assert_eq!(status_of(Some(&VpcLinkStatus::Deleting), None), Status::Leaving("VPC link DELETING".into()), "waited for, not hidden");
         assert_eq!(status_of(Some(&VpcLinkStatus::Pending), Some("")), Status::Pending("VPC link PENDING".into()));
         assert_eq!(
             status_of(Some(&VpcLinkStatus::Failed), Some("subnet not found")),

@@ -48,7 +48,7 @@ impl Kind for NatGateway {
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
                 for n in page.map_err(call_failed("DescribeNatGateways"))?.nat_gateways() {
-                    if matches!(n.state(), Some(NatGatewayState::Deleted | NatGatewayState::Deleting | NatGatewayState::Failed)) {
+                    if matches!(n.state(), Some(NatGatewayState::Deleted | NatGatewayState::Failed)) {
                         continue;
                     }
                     let (Some((id, tags)), Some(nat_id)) = (owned(ctx, n.tags()), n.nat_gateway_id()) else { continue };
@@ -62,8 +62,12 @@ impl Kind for NatGateway {
                     o.created = n.create_time().map(|t| t.secs());
                     // Left pending by a run that timed out: the next run waits for it (the
                     // engine waits on Pending before dependents), it does not create another.
-                    if n.state() == Some(&NatGatewayState::Pending) {
-                        o.status = Status::Pending("NAT gateway pending".into());
+                    // Deleting (by a run that was killed or timed out): it still holds its
+                    // Elastic IP and its subnet; the engine waits until it is gone.
+                    match n.state() {
+                        Some(NatGatewayState::Pending) => o.status = Status::Pending("NAT gateway pending".into()),
+                        Some(NatGatewayState::Deleting) => o.status = Status::Leaving("NAT gateway deleting".into()),
+                        _ => {}
                     }
                     out.push(o);
                 }

@@ -187,8 +187,15 @@ fn identity(s: &aws_sdk_ecs::types::Service) -> anyhow::Result<Identity> {
 }
 
 /// ACTIVE services among `names` (10 per call) in `cluster` (name or ARN), with tags.
-/// DRAINING and INACTIVE ones are on their way out: absent. A missing cluster has none.
+/// INACTIVE ones are gone; DRAINING ones are on their way out: absent here, kept by
+/// [`describe_present`]. A missing cluster has none.
 async fn describe(ctx: &Ctx, cluster: &str, names: &[String]) -> anyhow::Result<Vec<aws_sdk_ecs::types::Service>> {
+    Ok(describe_present(ctx, cluster, names).await?.into_iter().filter(|s| s.status() == Some("ACTIVE")).collect())
+}
+
+/// ACTIVE and DRAINING services among `names` (what observe reports: a DRAINING one, left by
+/// a delete that was killed or timed out, is waited for, not hidden).
+async fn describe_present(ctx: &Ctx, cluster: &str, names: &[String]) -> anyhow::Result<Vec<aws_sdk_ecs::types::Service>> {
     let mut out = Vec::new();
     for chunk in names.chunks(10) {
         let resp = client(ctx)
@@ -200,7 +207,7 @@ async fn describe(ctx: &Ctx, cluster: &str, names: &[String]) -> anyhow::Result<
             .await
             .map_err(call_failed("DescribeServices"));
         match resp {
-            Ok(r) => out.extend(r.services().iter().filter(|s| s.status() == Some("ACTIVE")).cloned()),
+            Ok(r) => out.extend(r.services().iter().filter(|s| matches!(s.status(), Some("ACTIVE" | "DRAINING"))).cloned()),
             Err(e) if is_gone(&e) => return Ok(vec![]),
             Err(e) => return Err(e),
         }
@@ -218,7 +225,7 @@ async fn all_in_owned_clusters(ctx: &Ctx) -> anyhow::Result<Vec<aws_sdk_ecs::typ
         while let Some(page) = pages.next().await {
             arns.extend(page.map_err(call_failed("ListServices"))?.service_arns().iter().cloned());
         }
-        out.extend(describe(ctx, arn, &arns).await?);
+        out.extend(describe_present(ctx, arn, &arns).await?);
     }
     Ok(out)
 }
@@ -503,8 +510,8 @@ impl Kind for EcsService {
                 }
                 let mut all = Vec::new();
                 for (cluster, names) in &by_cluster {
-                    for s in describe(ctx, cluster, names).await? {
-                        if owned_id(ctx, s.tags()).is_none() {
+                    for s in describe_present(ctx, cluster, names).await? {
+                        if owned_id(ctx, s.tags()).is_none() && s.status() == Some("ACTIVE") {
                             let name = s.service_name().unwrap_or_default();
                             return Err(not_owned(
                                 &format!("ECS service (in cluster {cluster})"),
@@ -524,7 +531,11 @@ impl Kind for EcsService {
                 let ident = identity(&s)?;
                 // Pending only when waiting is on: an emulator's deployments never complete,
                 // and a plan must not wait for them.
-                let status = service_status(&s, ctx.settings.wait_for_deployments);
+                let status = if s.status() == Some("DRAINING") {
+                    Status::Leaving("ECS service DRAINING (its tasks are stopping)".into())
+                } else {
+                    service_status(&s, ctx.settings.wait_for_deployments)
+                };
                 let mut attrs = ident.attrs;
                 if let Some(r) = failed_revision(&s) {
                     attrs.insert("failed_revision".into(), r.to_string());
