@@ -10,7 +10,7 @@ CACHE_TARGET := $(HOME)/.cache/fargate-reconciler/target
 export CARGO_TARGET_DIR ?= $(shell mkdir -p $(CACHE_TARGET) 2>/dev/null && echo $(CACHE_TARGET) || echo $(CURDIR)/target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test build moto schema bench-service bench-run fmt clippy image
+.PHONY: demo test test-crash build moto schema bench-service bench-run fmt clippy image
 
 build:
 	cargo build --workspace --tests
@@ -27,6 +27,12 @@ test: moto build
 	else \
 	  cargo test --workspace --no-fail-fast; \
 	fi
+
+# Crash safety at every crash point (make test tries every 6th): apply from zero and destroy
+# of the whole stack, SIGKILLed after each mutating call, then run again (~8 min).
+test-crash: moto build
+	set -o pipefail; RECONCILER_CRASH_STRIDE=1 cargo nextest run -p reconciler --test aws_behaviour --no-capture \
+	  -E 'test(killed_after_any_mutation)' 2>&1 | grep -E 'crash points|PASS|FAIL|panicked'
 
 schema:
 	cargo build --workspace --quiet && $(CARGO_TARGET_DIR)/debug/reconciler schema > specs/schema.json \

@@ -40,6 +40,11 @@ for svc in "apigateway /v2/apis" "scheduler /schedule-groups" "s3 /"; do
   curl -s -o /dev/null -H "Authorization: AWS4-HMAC-SHA256 Credential=demo/20260101/us-east-1/$1/aws4_request, SignedHeaders=host, Signature=0" \
     "http://127.0.0.1:$port$2" || true
 done
+# The stack lock's bucket (specs/prod.yaml `lock:`): the operator creates it once, the stack
+# does not own it (on AWS: aws s3 mb s3://benchling-webhook-ops).
+step "creating the lock bucket benchling-webhook-ops (the operator's, once)"
+curl -sf -o /dev/null -X PUT -H "Authorization: AWS4-HMAC-SHA256 Credential=demo/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0" \
+  "http://127.0.0.1:$port/benchling-webhook-ops"
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \
   AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \

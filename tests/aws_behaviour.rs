@@ -408,7 +408,10 @@ async fn killed(moto: &Moto, proxy: &FaultProxy, args: &[&str], arm: impl FnOnce
         .spawn()
         .unwrap();
     arm(child.id());
-    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap().status).await.unwrap()
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap().status).await.unwrap();
+    // A killed run leaves its lease; on AWS it expires by itself (the spec's ttl_seconds).
+    moto.expire_lock().await;
+    status
 }
 
 /// The kill hook: the reconciler is SIGKILLed right after its 12th mutating call reached
@@ -649,13 +652,19 @@ async fn all_counts(moto: &Moto) -> (usize, usize, usize, usize, usize) {
     (vpcs, subnets, groups, roles, links)
 }
 
+/// How many crash points to try: every `RECONCILER_CRASH_STRIDE`-th (default 6; `make
+/// test-crash` sets 1, every one).
+fn crash_stride() -> usize {
+    std::env::var("RECONCILER_CRASH_STRIDE").ok().and_then(|s| s.parse().ok()).unwrap_or(6).max(1)
+}
+
 /// Crash safety by count: `apply` from zero is SIGKILLed right after its Nth mutating call
 /// reached AWS (before it saw the answer), for N every `RECONCILER_CRASH_STRIDE`-th mutating
 /// call of a clean apply (default 6; 1 tries them all). A clean re-run must finish the
 /// stack: exit 0, a no-op plan, and exactly one of everything, counting untagged leftovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_killed_after_any_mutation_is_finished_by_the_next_run() {
-    let stride: usize = std::env::var("RECONCILER_CRASH_STRIDE").ok().and_then(|s| s.parse().ok()).unwrap_or(6).max(1);
+    let stride = crash_stride();
     // M: the mutating calls of a clean apply.
     let clean = {
         let moto = Moto::start();
@@ -837,4 +846,187 @@ async fn a_destroy_killed_while_the_vpc_link_deletes_waits_for_it_next_time() {
     let first_subnet = proxy.times("ec2:DeleteSubnet").into_iter().min().expect("subnets deleted");
     assert!(first_subnet - deleted >= Duration::from_secs_f64(secs), "a subnet went while the link was DELETING\n{run}");
     assert_eq!(owned_counts(&moto).await, (0, 0, 0, 0), "{run}");
+}
+
+/// What the stack owned that is still there after a destroy, retained data excepted (its
+/// queues and the service's log group are `deletion_policy: retain`): VPCs, subnets, security
+/// groups (tagged or not), the stack's roles, VPC links, ACTIVE clusters, private DNS
+/// namespaces, HTTP APIs.
+async fn left_after_destroy(moto: &Moto) -> Vec<String> {
+    let c = moto.sdk_config().await;
+    let (vpcs, subnets, groups, roles, links) = all_counts(moto).await;
+    let ec2 = aws_sdk_ec2::Client::new(&c);
+    let untagged_groups =
+        ec2.describe_security_groups().send().await.unwrap().security_groups().iter().filter(|g| g.group_name() != Some("default")).count();
+    let ecs = aws_sdk_ecs::Client::new(&c);
+    let arns = ecs.list_clusters().send().await.unwrap().cluster_arns().to_vec();
+    let described = ecs.describe_clusters().set_clusters(Some(arns)).send().await.unwrap();
+    let clusters = described.clusters().iter().filter(|c| c.status() != Some("INACTIVE")).count();
+    let namespaces = aws_sdk_servicediscovery::Client::new(&c).list_namespaces().send().await.unwrap().namespaces().len();
+    let apis = aws_sdk_apigatewayv2::Client::new(&c).get_apis().send().await.unwrap().items().len();
+    let nats = owned_counts(moto).await.2;
+    let counts = [
+        ("vpcs", vpcs),
+        ("subnets", subnets),
+        ("tagged security groups", groups),
+        ("security groups", untagged_groups),
+        ("roles", roles),
+        ("vpc links", links),
+        ("nat gateways", nats),
+        ("clusters", clusters),
+        ("namespaces", namespaces),
+        ("apis", apis),
+    ];
+    counts.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{n} {what}")).collect()
+}
+
+/// Crash safety of destroy, by count: the whole stack applied, then `destroy` SIGKILLed right
+/// after its Nth mutating call reached AWS, for N every stride-th mutating call of a clean
+/// destroy (K of them). A clean re-run of destroy must exit 0 and leave nothing the stack
+/// owned (retained data excepted), counting untagged leftovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_killed_after_any_mutation_is_finished_by_the_next_run() {
+    let stride = crash_stride();
+    let destroy = ["destroy", "specs/prod.yaml", "--auto-approve"];
+    let k = {
+        let moto = Moto::start();
+        apply(&moto, "specs/prod.yaml");
+        let proxy = FaultProxy::start(&moto.endpoint).await;
+        let run = reconciler(&moto, &proxy, &[], &destroy);
+        assert_eq!(run.code, 0, "{run}");
+        assert_eq!(left_after_destroy(&moto).await, Vec::<String>::new(), "a clean destroy leaves nothing\n{run}");
+        proxy.calls().into_iter().filter(|c| fault_proxy::is_mutation(c)).count()
+    };
+    assert!(k > 30, "a clean destroy makes {k} mutating calls");
+    let mut failures = Vec::new();
+    for n in (1..=k).step_by(stride) {
+        let moto = Moto::start();
+        apply(&moto, "specs/prod.yaml");
+        let proxy = FaultProxy::start(&moto.endpoint).await;
+        killed(&moto, &proxy, &destroy, |pid| proxy.kill_after_mutations(n, pid)).await;
+        proxy.clear_faults();
+        let run = reconciler(&moto, &proxy, &[], &destroy);
+        let left = left_after_destroy(&moto).await;
+        if run.code != 0 || !left.is_empty() {
+            failures.push(format!("killed after mutation {n}: re-run exit {}, left {left:?}\n{run}", run.code));
+        }
+    }
+    let tried = k.div_ceil(stride);
+    eprintln!("destroy crash points: {} of {tried} recovered (K = {k} mutating calls, stride {stride})", tried - failures.len());
+    assert!(failures.is_empty(), "{} of {tried} crash points not recovered (K = {k}):\n{}", failures.len(), failures.join("\n"));
+}
+
+/// An ECS service is INACTIVE before its tasks have stopped: they stay registered in Cloud
+/// Map and keep their network interfaces in the subnets for a while (here 4 s, the tasks
+/// listed and `STOPPING`). Destroy deletes the Cloud Map service and the cluster only when no
+/// task of the service is running or stopping any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecs_service_is_gone_only_when_its_tasks_have_stopped() {
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let secs = 4.0;
+    let delete = "ecs:DeleteService";
+    let task = "arn:aws:ecs:us-east-1:123456789012:task/benchling-webhook-cluster/0123456789abcdef";
+    proxy.rule(Rule::respond("ecs:ListTasks", 200, &format!(r#"{{"taskArns": ["{task}"]}}"#)).for_secs_after_first(delete, secs));
+    let stopping = format!(
+        r#"{{"tasks": [{{"taskArn": "{task}", "lastStatus": "STOPPING", "desiredStatus": "STOPPED", "group": "service:benchling-webhook"}}], "failures": []}}"#
+    );
+    proxy.rule(Rule::respond("ecs:DescribeTasks", 200, &stopping).for_secs_after_first(delete, secs));
+    let run = reconciler(&moto, &proxy, &[], &["destroy", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(proxy.injected("ecs:ListTasks") > 0, "the tasks were seen stopping\n{run}");
+    let deleted = proxy.times(delete)[0];
+    for dependent in ["ecs:DeleteCluster", "servicediscovery:DeleteService"] {
+        let first = proxy.times(dependent).into_iter().min().unwrap_or_else(|| panic!("{dependent} never called\n{run}"));
+        assert!(first - deleted >= Duration::from_secs_f64(secs), "{dependent} while the service's tasks were stopping\n{run}");
+    }
+}
+
+/// An apply killed right after CreatePrivateDnsNamespace leaves Cloud Map's operation running
+/// (here 4 s, during which the namespace is not listed yet and another create of the same
+/// name is answered `DuplicateRequest`, as AWS does while the operation is in flight). The
+/// next apply does not start a second namespace: it waits for the first and uses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_create_still_running_is_not_started_again() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let secs = 4.0;
+    let create = "servicediscovery:CreatePrivateDnsNamespace";
+    proxy.rule(Rule::respond("servicediscovery:ListNamespaces", 200, r#"{"Namespaces": []}"#).for_secs_after_first(create, secs));
+    proxy.rule(Rule::error(create, 400, "DuplicateRequest", "The operation is already in progress.").for_secs_after_first(create, secs));
+    let status = killed(&moto, &proxy, &["apply", "specs/prod.yaml", "--auto-approve"], |pid| proxy.kill_after_call(create, 1, pid)).await;
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    let sd = aws_sdk_servicediscovery::Client::new(&moto.sdk_config().await);
+    let namespaces = sd.list_namespaces().send().await.unwrap().namespaces().len();
+    assert_eq!(namespaces, 1, "one namespace, not a second one\n{run}");
+    let forwarded = proxy.count(create) - proxy.injected(create);
+    assert_eq!(forwarded, 1, "the create was not sent again once the first one was visible\n{run}");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
+/// A create-before-destroy replacement killed half-way: NAT gateway `nat-1` moves to a new
+/// Elastic IP (the stack's address for it was replaced), and apply is killed right after it
+/// created the new gateway. The next run finds both copies of `nat-1`: it keeps the new one
+/// (already what the spec asks), moves the private route to it, and does not create a third
+/// (which would take the new address again: `Resource.AlreadyAssociated`); the run after
+/// deletes the old gateway. One of everything is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_create_before_destroy_is_finished_not_started_again() {
+    use aws_sdk_ec2::types::{DomainType, ResourceType, Tag, TagSpecification};
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
+    let nat_1 = |ec2: aws_sdk_ec2::Client| async move {
+        // (moto ignores a tag filter on DescribeNatGateways: filtered here.)
+        let out = ec2.describe_nat_gateways().send().await.unwrap();
+        let is_nat_1 =
+            |n: &&aws_sdk_ec2::types::NatGateway| n.tags().iter().any(|t| t.key() == Some("reconciler:id") && t.value() == Some("nat-1"));
+        let live: Vec<String> = out
+            .nat_gateways()
+            .iter()
+            .filter(is_nat_1)
+            .filter(|n| n.state().map(|s| s.as_str()) == Some("available"))
+            .filter_map(|n| n.nat_gateway_id().map(str::to_string))
+            .collect();
+        live
+    };
+    let old = nat_1(ec2.clone()).await;
+    // The stack's address for nat-1 replaced out of band: a new tagged EIP, the old untagged.
+    let old_alloc = ec2.describe_nat_gateways().nat_gateway_ids(&old[0]).send().await.unwrap().nat_gateways()[0].nat_gateway_addresses()[0]
+        .allocation_id()
+        .unwrap()
+        .to_string();
+    let tags = ec2.describe_addresses().allocation_ids(&old_alloc).send().await.unwrap().addresses()[0].tags().to_vec();
+    ec2.allocate_address()
+        .domain(DomainType::Vpc)
+        .tag_specifications(TagSpecification::builder().resource_type(ResourceType::ElasticIp).set_tags(Some(tags)).build())
+        .send()
+        .await
+        .unwrap();
+    ec2.delete_tags()
+        .resources(&old_alloc)
+        .tags(Tag::builder().key("reconciler:stack").build())
+        .tags(Tag::builder().key("reconciler:id").build())
+        .send()
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let args = ["apply", "specs/prod.yaml", "--auto-approve", "--allow-destructive"];
+    let status = killed(&moto, &proxy, &args, |pid| proxy.kill_after_call("ec2:CreateNatGateway", 1, pid)).await;
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    assert_eq!(nat_1(ec2.clone()).await.len(), 2, "the kill left the old and the new gateway");
+    let run = reconciler(&moto, &proxy, &[], &args);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.count("ec2:CreateNatGateway"), 1, "no third gateway was tried\n{run}");
+    let again = reconciler(&moto, &proxy, &[], &args);
+    assert_eq!(again.code, 0, "{again}");
+    let left = nat_1(ec2.clone()).await;
+    assert_eq!(left.len(), 1, "the old gateway is gone\n{run}\n{again}");
+    assert_ne!(left, old);
+    assert_converged(&moto, "specs/prod.yaml");
 }

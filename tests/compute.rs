@@ -371,7 +371,8 @@ async fn changing_only_the_image_registers_one_revision_and_updates_the_service(
         .into_iter()
         .filter(|c| {
             let action = c.split(':').nth(1).unwrap_or_default();
-            !["Describe", "List", "Get", "GET "].iter().any(|p| action.starts_with(p))
+            // The stack lock's S3 calls (the lease, the destroyed mark) are not the stack's.
+            !c.starts_with("s3:") && !["Describe", "List", "Get", "GET "].iter().any(|p| action.starts_with(p))
         })
         .collect();
     mutating.sort();
@@ -394,8 +395,13 @@ async fn changing_only_the_image_registers_one_revision_and_updates_the_service(
     assert_converged(&moto, &spec);
 }
 
+/// A Cloud Map service cannot change its record types in place, nor can two of one name
+/// coexist, so it would be replaced delete-first, under the ECS service whose tasks are
+/// registered in it (AWS refuses that delete: `ResourceInUse`). The plan says so; held back
+/// unattended, and refused up front even when destructive steps are allowed, with nothing
+/// changed and the ways to do it instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_type_change_replaces_the_cloud_map_service_and_repoints_ecs() {
+async fn a_record_type_change_under_a_running_service_is_refused_up_front() {
     let moto = Moto::start();
     let a = aws(&moto).await;
     apply(&moto, PROD);
@@ -411,12 +417,12 @@ async fn a_record_type_change_replaces_the_cloud_map_service_and_repoints_ecs() 
     let held = reconciler(&moto, &["apply", &spec, "--auto-approve"]);
     assert_eq!(held.code, 3, "{held}");
     assert_eq!(cloud_map_service(&a).await.unwrap().id(), old.id(), "held: the old service stays");
+    assert!(out.contains("apply refuses this plan") && out.contains("ecs:service service still uses `discovery-service`"), "{out}");
     let run = reconciler(&moto, &["apply", &spec, "--auto-approve", "--allow-destructive"]);
-    assert_eq!(run.code, 0, "{run}");
-    let new = cloud_map_service(&a).await.unwrap();
-    assert_ne!(new.id(), old.id());
-    assert_eq!(ecs_service(&a).await.service_registries()[0].registry_arn(), new.arn());
-    assert_converged(&moto, &spec);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("refusing to apply") && run.stderr.contains("Nothing was changed"), "{run}");
+    assert_eq!(cloud_map_service(&a).await.unwrap().id(), old.id(), "refused: the old service stays");
+    assert_eq!(ecs_service(&a).await.service_registries()[0].registry_arn(), old.arn());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

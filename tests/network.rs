@@ -720,8 +720,9 @@ async fn the_stack_lock_keeps_two_reconcilers_apart() {
     let dir = std::env::temp_dir().join(format!("lock-{}", moto.port));
     std::fs::create_dir_all(&dir).unwrap();
     let spec = dir.join("locked.yaml");
-    let text =
-        std::fs::read_to_string(repo_root().join("specs/prod.yaml")).unwrap().replace("network:\n", "lock:\n  bucket: locks\nnetwork:\n");
+    let text = std::fs::read_to_string(repo_root().join("specs/prod.yaml"))
+        .unwrap()
+        .replace("lock:\n  bucket: benchling-webhook-ops\n", "lock:\n  bucket: locks\n");
     std::fs::write(&spec, text).unwrap();
     let spec = spec.to_str().unwrap();
     let key = "reconciler/benchling-webhook.lock";
@@ -837,14 +838,14 @@ async fn a_nat_gateway_is_replaced_before_the_old_one_goes() {
     assert_converged(&moto, "specs/prod.yaml");
 }
 
-/// Moving a stack to another existing VPC replaces its security groups create-before-destroy:
-/// the service is moved to the new groups before the old ones are deleted (on AWS a group in
-/// use cannot be deleted).
+/// Moving a stack to another existing VPC would replace its security groups
+/// create-before-destroy, but also its Cloud Map namespace (bound to the VPC) and so the
+/// Cloud Map service, delete-first, under the ECS service registered in it (AWS refuses
+/// that delete: `ResourceInUse`). Refused up front, nothing changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn security_groups_are_replaced_before_the_old_ones_go() {
+async fn moving_a_stack_to_another_vpc_is_refused_up_front() {
     let moto = Moto::start();
     let c = ec2(&moto).await;
-    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
     let dir = std::env::temp_dir().join(format!("move-{}", moto.port));
     std::fs::create_dir_all(&dir).unwrap();
     let mut specs = Vec::new();
@@ -869,22 +870,48 @@ async fn security_groups_are_replaced_before_the_old_ones_go() {
     let old_sg = security_group(&c, "sg-service").await;
 
     let run = reconciler(&moto, &["apply", &specs[1].1, "--auto-approve", "--allow-destructive"]);
-    assert_eq!(run.code, 0, "{run}");
-    let at = |needle: &str| run.stderr.find(needle).unwrap_or_else(|| panic!("`{needle}` not in the progress\n{run}"));
-    let created = at("created ec2:security-group sg-service");
-    let moved = at("updated ecs:service service");
-    let deleted = at(&format!("deleting ec2:security-group sg-service [{old_sg}]"));
-    assert!(created < moved && moved < deleted, "create, move the service, then delete\n{run}");
+    assert_ne!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("refusing to apply") && run.stderr.contains("namespace"), "{run}");
+    assert!(run.stderr.contains("ecs:service service still uses `discovery-service`"), "{run}");
+    assert_eq!(security_group(&c, "sg-service").await, old_sg, "nothing changed");
+    assert_converged(&moto, &specs[0].1);
+}
 
-    let new_sg = security_group(&c, "sg-service").await;
-    assert_ne!(new_sg, old_sg);
-    let groups = c.describe_security_groups().group_ids(&new_sg).send().await.unwrap();
-    assert_eq!(groups.security_groups()[0].vpc_id(), Some(specs[1].0.as_str()));
-    let svc = ecs.describe_services().cluster("benchling-webhook-shared").services("benchling-webhook-shared").send().await.unwrap();
-    let svc = svc.services().iter().find(|s| s.status() == Some("ACTIVE")).unwrap();
-    let net = svc.network_configuration().unwrap().awsvpc_configuration().unwrap();
-    assert_eq!(net.security_groups(), std::slice::from_ref(&new_sg));
-    let old = c.describe_security_groups().filters(Filter::builder().name("group-id").values(&old_sg).build()).send().await.unwrap();
-    assert!(old.security_groups().is_empty(), "the old group is gone");
-    assert_converged(&moto, &specs[1].1);
+/// Replacing the whole network (a new VPC CIDR, with --allow-destructive): the VPC, its
+/// subnets and everything in them go delete-first, while the internet gateway and the ECS
+/// service stay in place and still use them (on AWS the deletes fail: DependencyViolation).
+/// The plan says so, and attributes the cascaded changes to the replacement they follow (not
+/// to drift); apply refuses before changing anything, saying what to do instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_whole_network_is_refused_up_front_with_the_steps() {
+    let moto = Moto::start();
+    let c = ec2(&moto).await;
+    let run = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    let vpc = c.describe_vpcs().filters(Filter::builder().name("tag:reconciler:id").values("vpc").build()).send().await.unwrap().vpcs()[0]
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let moved = cli::spec_variant(&moto, "specs/prod.yaml", "moved.yaml", |s| s.replace("cidr: 10.0.0.0/16", "cidr: 10.1.0.0/16"));
+
+    let plan = reconciler(&moto, &["plan", &moved, "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(
+        plan.stdout.contains("~ ec2:internet-gateway igw") && plan.stdout.contains("update; follows the replacement of ec2:vpc vpc"),
+        "{plan}"
+    );
+    assert!(
+        plan.stdout.contains("ec2:nat-gateway nat-1") && plan.stdout.contains("follows the replacement of ec2:subnet subnet-public-1"),
+        "{plan}"
+    );
+    assert!(!plan.stdout.contains("drift: changed outside the spec"), "a spec change is not drift\n{plan}");
+    assert!(plan.stdout.contains("apply refuses this plan") && plan.stdout.contains("ec2:internet-gateway igw still uses `vpc`"), "{plan}");
+
+    let run = reconciler(&moto, &["apply", &moved, "--auto-approve", "--allow-destructive"]);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("refusing to apply") && run.stderr.contains("Nothing was changed"), "{run}");
+    assert!(run.stderr.contains("reconciler destroy") && run.stderr.contains("second stack"), "says what to do\n{run}");
+    let still = c.describe_vpcs().vpc_ids(&vpc).send().await.unwrap();
+    assert_eq!(still.vpcs().len(), 1, "the old VPC is still there");
+    assert_converged(&moto, "specs/prod.yaml");
 }

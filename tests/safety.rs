@@ -26,7 +26,7 @@ async fn s3(moto: &Moto) -> aws_sdk_s3::Client {
 /// specs/prod.yaml with a lock in the bucket `locks`.
 fn locked_spec(moto: &Moto, ttl: u32) -> String {
     cli::spec_variant(moto, "specs/prod.yaml", "locked.yaml", |s| {
-        s.replace("network:\n", &format!("lock:\n  bucket: locks\n  ttl_seconds: {ttl}\nnetwork:\n"))
+        s.replace("lock:\n  bucket: benchling-webhook-ops\n", &format!("lock:\n  bucket: locks\n  ttl_seconds: {ttl}\n"))
     })
 }
 
@@ -148,4 +148,31 @@ async fn a_throttled_renewal_is_retried_within_the_lease() {
     assert!(!run.stderr.contains("was lost"), "{run}");
     assert_eq!(vpcs(&moto).await, 1);
     assert!(lease(&s3).await.is_none(), "released at the end\n{run}");
+}
+
+/// Destroy vs the in-stack drift correction: a pass that started before the destroy (its
+/// task was launched by the schedule, then waited for the lease) runs after it. It must not
+/// build the stack again: destroy leaves a mark beside the lease, and a `run` pass that finds
+/// it changes nothing and says why. A person's `apply` builds the stack again and removes the
+/// mark, and passes run as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_after_a_destroy_does_not_build_the_stack_again() {
+    let moto = Moto::start();
+    // Nothing retained, so the stack can be applied again from zero.
+    let spec = cli::spec_variant(&moto, "specs/prod.yaml", "nothing-retained.yaml", |s| {
+        s.replace("deletion_policy: retain", "deletion_policy: delete")
+    });
+    let spec = spec.as_str();
+    cli::apply(&moto, spec);
+    let destroy = cli::reconciler(&moto, &["destroy", spec, "--auto-approve"]);
+    assert_eq!(destroy.code, 0, "{destroy}");
+    assert_eq!(vpcs(&moto).await, 0);
+    let pass = cli::reconciler(&moto, &["run", spec, "--iterations", "1"]);
+    assert_ne!(pass.code, 0, "{pass}");
+    assert!(pass.stdout.contains("was destroyed: this pass changes nothing"), "{pass}");
+    assert_eq!(vpcs(&moto).await, 0, "the pass built nothing\n{pass}");
+    cli::apply(&moto, spec);
+    let pass = cli::reconciler(&moto, &["run", spec, "--iterations", "1"]);
+    assert_eq!(pass.code, 0, "{pass}");
+    assert_eq!(vpcs(&moto).await, 1);
 }

@@ -312,6 +312,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = Session::open(&file, &aws).await?;
             s.stop_on_signal();
             let lock = s.lock().await?;
+            // A person's apply builds the stack on purpose: unattended passes may follow again.
+            if let Some(l) = &lock {
+                if let Err(e) = l.clear_destroyed().await {
+                    release(lock).await?;
+                    return Err(e);
+                }
+            }
             let result = apply_locked(&s, &file, auto_approve, allow_destructive, saved.as_deref()).await;
             release(lock).await?;
             result.map(|outcome| outcome.exit_code(detailed_exitcode))
@@ -369,7 +376,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = Session::open(&file, &aws).await?;
             s.stop_on_signal();
             let lock = s.lock().await?;
-            let result = destroy_locked(&s, auto_approve).await;
+            let result = destroy_locked(&s, auto_approve, lock.as_ref()).await;
             release(lock).await?;
             result
         }
@@ -449,7 +456,7 @@ async fn apply_locked(
     Ok(Applied::Changed)
 }
 
-async fn destroy_locked(s: &Session, auto_approve: bool) -> anyhow::Result<ExitCode> {
+async fn destroy_locked(s: &Session, auto_approve: bool, lock: Option<&engine::lock::StackLock>) -> anyhow::Result<ExitCode> {
     if s.spec.deletion_policy == DeletionPolicy::Retain {
         bail!("the spec says `deletion_policy: retain`: destroy deletes nothing. Change it to `delete` first if you really mean to delete stack `{}`.", s.spec.name);
     }
@@ -467,6 +474,10 @@ async fn destroy_locked(s: &Session, auto_approve: bool) -> anyhow::Result<ExitC
     }
     println!("\nDestroy stack `{}`: {} resources to delete, {kept} to retain.", s.spec.name, observed.len() - kept);
     confirm(auto_approve, "delete these resources")?;
+    // Before the first delete: no unattended pass builds the stack again (see `run`).
+    if let Some(l) = lock {
+        l.mark_destroyed().await?;
+    }
     let (deleted, retained) = engine::destroy(&s.ctx, &s.kinds, &observed, &state.resources).await?;
     println!("Destroy complete: {deleted} deleted, {retained} retained.");
     Ok(ExitCode::SUCCESS)

@@ -73,6 +73,12 @@ pub fn of(plan: &Plan, observed: &[Observed]) -> StackStatus {
                 Some(Cause::Drift) => condition("Drifted", "True", "ChangedOutsideSpec", format!("changed outside the spec: {fields}")),
                 Some(Cause::SpecChanged) => condition("Drifted", "False", "SpecChanged", format!("the spec changed: {fields}")),
                 Some(Cause::Unknown) => condition("Drifted", "Unknown", "NotAttributable", format!("differs in: {fields}")),
+                Some(Cause::Cascade) => condition(
+                    "Drifted",
+                    "False",
+                    "FollowsReplacement",
+                    format!("follows the replacement of {}: {fields}", r.follows.as_deref().unwrap_or("a dependency")),
+                ),
             };
             ResourceStatus { kind: r.kind, id: r.id.clone(), physical_id: r.physical_id.clone(), conditions: vec![ready, synced, drifted] }
         })
@@ -112,7 +118,15 @@ mod tests {
         } else {
             vec![]
         };
-        ResourcePlan { kind: "ec2:security-group", id: id.into(), physical_id: Some(format!("sg-{id}")), action, changes, cause }
+        ResourcePlan {
+            kind: "ec2:security-group",
+            id: id.into(),
+            physical_id: Some(format!("sg-{id}")),
+            action,
+            changes,
+            cause,
+            follows: None,
+        }
     }
 
     fn live(id: &str, status: Status) -> Observed {

@@ -69,6 +69,10 @@ fn warm_up_rest_routers(port: u16) {
     }
 }
 
+/// specs/prod.yaml's `lock.bucket`, and the lock's key for its stack.
+pub const LOCK_BUCKET: &str = "benchling-webhook-ops";
+pub const LOCK_KEY: &str = "reconciler/benchling-webhook.lock";
+
 pub struct Moto {
     child: Child,
     pub port: u16,
@@ -85,7 +89,30 @@ impl Moto {
     pub fn start() -> Moto {
         let moto = Moto::start_with(moto_server(), &[], &[]);
         warm_up_rest_routers(moto.port);
+        moto.create_lock_bucket();
         moto
+    }
+
+    /// The bucket of specs/prod.yaml's stack lock (the operator creates it once; the stack
+    /// does not own it). One unsigned request: under IAM enforcement, one of the free ones.
+    pub fn create_lock_bucket(&self) {
+        use std::io::{Read, Write};
+        let auth =
+            "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n";
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("PUT /{LOCK_BUCKET} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n{auth}\r\n").as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.take(64 * 1024).read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "creating the lock bucket {LOCK_BUCKET}:\n{answer}");
+    }
+
+    /// Deletes the stack lock a killed run left (as its lease expiring would, minutes later
+    /// on AWS): the kill tests' next run then starts at once.
+    pub async fn expire_lock(&self) {
+        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&self.sdk_config().await).force_path_style(true).build());
+        s3.delete_object().bucket(LOCK_BUCKET).key(LOCK_KEY).send().await.unwrap();
     }
 
     /// moto with IAM enforcement: the first `free` requests are unauthenticated (to create

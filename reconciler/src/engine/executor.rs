@@ -131,6 +131,33 @@ fn delete_first<'a>(replaced: &[(&'a Desired, Replacement)]) -> BTreeSet<&'a str
     out
 }
 
+/// A delete-first replacement that something staying in place still uses: a dependent that
+/// is only updated (an internet gateway attached to the VPC, an ECS service whose tasks sit
+/// in the subnets) or replaced create-before-destroy (its old half lives on until the end).
+/// Deleting the old resource under it fails on AWS (`DependencyViolation`, `ResourceInUse`)
+/// or strands the dependent, so the whole apply is refused before any change, saying what
+/// to do instead. `None` when every delete-first replacement takes its dependents with it.
+fn stranded_by_delete_first(desired: &[Desired], delete_first: &BTreeSet<&str>, action_of: impl Fn(&Desired) -> Action) -> Option<String> {
+    let mut stranded: Vec<String> = Vec::new();
+    for d in desired {
+        if delete_first.contains(d.id.as_str()) || matches!(action_of(d), Action::Create) {
+            continue;
+        }
+        for dep in deps_of(d).iter().filter(|x| delete_first.contains(x.as_str())) {
+            stranded.push(format!("  {} {} still uses `{dep}`", d.kind, d.id));
+        }
+    }
+    if stranded.is_empty() {
+        return None;
+    }
+    let replaced: Vec<&str> = delete_first.iter().copied().collect();
+    Some(format!(
+        "refusing to apply: this change replaces {} delete-first (AWS can neither change it in place nor keep two at once), but resources that stay in place still use it:\n{}\nNothing was changed. Deleting what they use under them fails on AWS (DependencyViolation, ResourceInUse) and would leave the stack half-replaced. To make this change (a new network, another VPC, a Cloud Map record type): either destroy the stack (`reconciler destroy`; retained data is kept) and apply the new spec (downtime), or apply the new spec as a second stack under another `name`, move traffic to it, then destroy the old stack (no downtime).",
+        replaced.join(", "),
+        stranded.join("\n")
+    ))
+}
+
 fn deps_of(d: &Desired) -> BTreeSet<String> {
     let mut deps = BTreeSet::new();
     for v in d.fields.values() {
@@ -186,12 +213,20 @@ fn resolve_fields(fields: &Fields, ids: &BTreeMap<String, Identity>) -> Fields {
 }
 
 /// Live resources by (kind, logical id). Where an interrupted run (or an API without
-/// idempotency tokens) left two or more, one is kept: one that other resources reference, else
-/// the oldest (where the kind reports creation times; else the first listed). The others are
-/// returned separately, to be deleted, except those something still references: deleting
-/// them would break it, so they stay until their dependents have moved to the kept one (this
-/// apply moves them, the next run deletes the duplicate).
-fn index_live(observed: &[Observed]) -> (BTreeMap<(&str, &str), &Observed>, Vec<&Observed>) {
+/// idempotency tokens) left two or more, one is kept: the one that already is what the spec
+/// asks (no difference to its desired fields, references resolved against the other kept
+/// resources: the new half of a create-before-destroy replacement that was interrupted, so
+/// the replacement is finished, not started again beside it), else one that other resources
+/// reference, else the oldest (where the kind reports creation times; else the first listed).
+/// The others are returned separately, to be deleted, except those something still
+/// references: deleting them would break it, so they stay until their dependents have moved
+/// to the kept one (this apply moves them, the next run deletes the duplicate).
+fn index_live<'o>(
+    kinds: &[Box<dyn Kind>],
+    observed: &'o [Observed],
+    desired: &[Desired],
+    externals: &BTreeMap<String, String>,
+) -> (BTreeMap<(&'o str, &'o str), &'o Observed>, Vec<&'o Observed>) {
     let all: Vec<&Observed> = observed.iter().collect();
     let deps = super::graph::dependencies(&all, &[]);
     let referenced = |i: usize| deps.iter().any(|d| d.contains(&i));
@@ -200,15 +235,35 @@ fn index_live(observed: &[Observed]) -> (BTreeMap<(&str, &str), &Observed>, Vec<
     for (i, o) in observed.iter().enumerate().filter(|(_, o)| !leaving(o)) {
         groups.entry((o.kind, o.id.as_str())).or_default().push(i);
     }
+    // First choice: referenced, else the oldest (unknown creation times keep the API's order,
+    // after the known ones).
+    let mut keep: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (key, members) in &groups {
+        let mut by_age = members.clone();
+        by_age.sort_by_key(|&i| observed[i].created.unwrap_or(i64::MAX));
+        keep.insert(*key, by_age.iter().copied().find(|&i| referenced(i)).unwrap_or(by_age[0]));
+    }
+    // Then, among copies of one logical id, the one that already matches the spec.
+    let mut ids: BTreeMap<String, Identity> = externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.clone()))).collect();
+    ids.extend(keep.values().map(|&i| (observed[i].id.clone(), observed[i].identity())));
+    for (key, members) in groups.iter().filter(|(_, m)| m.len() > 1) {
+        let (Some(d), Some(kind)) = (desired.iter().find(|d| (d.kind, d.id.as_str()) == *key), kinds.iter().find(|k| k.name() == key.0))
+        else {
+            continue;
+        };
+        let fields = resolve_fields(&d.fields, &ids);
+        let matching: Vec<usize> =
+            members.iter().copied().filter(|&i| diff_fields(&fields, &observed[i].fields, kind.unreported()).is_empty()).collect();
+        if let [one] = matching[..] {
+            keep.insert(*key, one);
+        }
+    }
     let mut live = BTreeMap::new();
     let mut dups = Vec::new();
     for (key, members) in groups {
-        // Oldest first; unknown creation times keep the API's order, after the known ones.
-        let mut by_age = members.clone();
-        by_age.sort_by_key(|&i| observed[i].created.unwrap_or(i64::MAX));
-        let keep = by_age.iter().copied().find(|&i| referenced(i)).unwrap_or(by_age[0]);
-        live.insert(key, &observed[keep]);
-        dups.extend(members.into_iter().filter(|&i| i != keep && !referenced(i)).map(|i| &observed[i]));
+        let kept = keep[&key];
+        live.insert(key, &observed[kept]);
+        dups.extend(members.into_iter().filter(|&i| i != kept && !referenced(i)).map(|i| &observed[i]));
     }
     (live, dups)
 }
@@ -233,7 +288,7 @@ pub fn plan(
     externals: &BTreeMap<String, String>,
 ) -> anyhow::Result<Plan> {
     let order = topo_order(desired, externals)?;
-    let (live, dups) = index_live(observed);
+    let (live, dups) = index_live(kinds, observed, desired, externals);
     let mut ids: BTreeMap<String, Identity> = externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.clone()))).collect();
     for d in desired {
         if let Some(l) = live.get(&(d.kind, d.id.as_str())) {
@@ -245,7 +300,7 @@ pub fn plan(
         let d = &desired[i];
         let kind = kind_of(kinds, d.kind)?;
         let fields = resolve_fields(&d.fields, &ids);
-        let mut cause = None;
+        let (mut cause, mut follows) = (None, None);
         let (action, changes, physical_id) = match live.get(&(d.kind, d.id.as_str())) {
             None => {
                 ids.remove(&d.id);
@@ -269,12 +324,16 @@ pub fn plan(
                     Action::Update
                 };
                 if matches!(action, Action::Update | Action::Replace { .. }) {
-                    cause = Some(super::ownership::attribution(&d.fields, &l.fields));
+                    follows = forced_by(d, &changes, &ids, &resources);
+                    cause = Some(match follows {
+                        Some(_) => crate::plan::Cause::Cascade,
+                        None => super::ownership::attribution(&d.fields, &l.fields),
+                    });
                 }
                 (action, changes, Some(l.physical_id.clone()))
             }
         };
-        resources.push(ResourcePlan { kind: d.kind, id: d.id.clone(), physical_id, action, changes, cause });
+        resources.push(ResourcePlan { kind: d.kind, id: d.id.clone(), physical_id, action, changes, cause, follows });
     }
     let wanted: BTreeSet<(&str, &str)> = desired.iter().map(|d| (d.kind, d.id.as_str())).collect();
     for o in observed {
@@ -297,9 +356,54 @@ pub fn plan(
             action,
             changes: vec![],
             cause: None,
+            follows: None,
         });
     }
-    Ok(Plan { stack: stack.to_string(), resources, notes: vec![], fingerprint: String::new() })
+    // Told now, not half-way through an apply: a delete-first replacement under something
+    // that stays (the apply refuses it before any change).
+    let mut replaced: Vec<(&Desired, Replacement)> = Vec::new();
+    for d in &desired_in_order(desired, externals)? {
+        if let Some(r) = resources.iter().find(|r| r.kind == d.kind && r.id == d.id && matches!(r.action, Action::Replace { .. })) {
+            replaced.push((d, kind_of(kinds, d.kind)?.replacement_for(&r.changes)));
+        }
+    }
+    let action_of =
+        |d: &Desired| resources.iter().find(|r| r.kind == d.kind && r.id == d.id).map(|r| r.action.clone()).unwrap_or(Action::Create);
+    let notes = stranded_by_delete_first(desired, &delete_first(&replaced), action_of)
+        .map(|why| why.replacen("refusing to apply:", "apply refuses this plan:", 1))
+        .into_iter()
+        .collect();
+    Ok(Plan { stack: stack.to_string(), resources, notes, fingerprint: String::new() })
+}
+
+fn desired_in_order<'a>(desired: &'a [Desired], externals: &BTreeMap<String, String>) -> anyhow::Result<Vec<&'a Desired>> {
+    Ok(topo_order(desired, externals)?.into_iter().map(|i| &desired[i]).collect())
+}
+
+/// The dependency whose replacement (or creation) alone explains these changes: every
+/// changed field is a reference not known until apply (the `reconciler:applied` tag aside),
+/// and the first such reference names a resource this plan replaces. `kind id` of it, else `None` (the
+/// difference has a cause of its own: drift, or a spec change).
+fn forced_by(d: &Desired, changes: &[FieldChange], ids: &BTreeMap<String, Identity>, planned: &[ResourcePlan]) -> Option<String> {
+    let bookkeeping = |f: &str| f == format!("tags.{}", super::ownership::APPLIED_TAG);
+    let mut unknown = changes.iter().filter(|c| !bookkeeping(&c.field)).peekable();
+    unknown.peek()?;
+    let mut deps = BTreeSet::new();
+    for c in unknown {
+        if !contains_unknown(&c.after) {
+            return None;
+        }
+        let top = c.field.split(['.', '[']).next().unwrap_or(&c.field);
+        if let Some(v) = d.fields.get(top) {
+            references(v, &mut deps);
+        }
+    }
+    // In plan order (dependencies first): the first one being (re)created.
+    planned
+        .iter()
+        .filter(|r| matches!(r.action, Action::Replace { .. }))
+        .find(|r| deps.contains(&r.id) && !ids.contains_key(&r.id))
+        .map(|r| format!("{} {}", r.kind, r.id))
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -337,7 +441,7 @@ pub async fn apply(
     destructive: Destructive,
 ) -> anyhow::Result<ApplyReport> {
     let order = topo_order(desired, externals)?;
-    let (live, _) = index_live(observed);
+    let (live, _) = index_live(kinds, observed, desired, externals);
     let mut report = ApplyReport::default();
     // Held steps: the resource stays as it is (a held replacement keeps the old one, which
     // dependents keep pointing at).
@@ -393,6 +497,9 @@ pub async fn apply(
         }
     }
     let delete_first = delete_first(&replaced);
+    if let Some(why) = stranded_by_delete_first(desired, &delete_first, |d| action_of(d)) {
+        return Err(anyhow!("{why}"));
+    }
     let mut old_halves: Vec<&Observed> = Vec::new();
     for &i in order.iter().rev() {
         let d = &desired[i];
@@ -848,6 +955,30 @@ mod tests {
         let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
         assert!(matches!(&p.resources[0].action, Action::Replace { reason } if reason.contains("`cidr`")));
         assert!(matches!(&p.resources[1].action, Action::Replace { reason } if reason.contains("being (re)created")));
+        // Attributed to the replacement, not to drift.
+        assert_eq!((p.resources[1].cause, p.resources[1].follows.as_deref()), (Some(crate::plan::Cause::Cascade), Some("a root")));
+        assert_eq!(p.resources[0].cause, Some(crate::plan::Cause::Unknown), "the root's own cause (no applied tags here)");
+    }
+
+    /// A dependent that only moves to the replacement (an internet gateway to the new VPC) is
+    /// an update that follows the replacement; one with a difference of its own keeps its
+    /// own cause.
+    #[test]
+    fn changes_forced_by_a_replacement_say_so() {
+        let d = vec![
+            desired("a", "root", json!({"cidr": "10.1.0.0/16"})),
+            desired("b", "moves", json!({"link": reference("root")})),
+            desired("b", "also-drifted", json!({"link": reference("root"), "size": 2})),
+        ];
+        let obs = vec![
+            live("a", "root", "r-1", json!({"cidr": "10.0.0.0/16"})),
+            live("b", "moves", "m-1", json!({"link": "r-1"})),
+            live("b", "also-drifted", "x-1", json!({"link": "r-1", "size": 3})),
+        ];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        assert_eq!(p.resources[1].action, Action::Update);
+        assert_eq!((p.resources[1].cause, p.resources[1].follows.as_deref()), (Some(crate::plan::Cause::Cascade), Some("a root")));
+        assert_eq!((p.resources[2].cause, p.resources[2].follows.as_deref()), (Some(crate::plan::Cause::Unknown), None));
     }
 
     #[test]
@@ -891,6 +1022,31 @@ mod tests {
         );
         assert!(!p.resources[2].action.is_destructive());
         assert_eq!(p.resources[2].physical_id.as_deref(), Some("r-old"));
+    }
+
+    /// A create-before-destroy replacement interrupted after the create: two copies of one
+    /// logical id, the old one still referenced, the new one already what the spec asks. The
+    /// new one is kept (the dependent moves to it); no third copy is planned.
+    #[test]
+    fn the_copy_that_matches_the_spec_finishes_an_interrupted_replacement() {
+        let d = vec![
+            desired("a", "eip", json!({})),
+            desired("b", "nat", json!({"alloc": reference("eip")})),
+            desired("a", "route", json!({"nat": reference("nat")})),
+        ];
+        let obs = vec![
+            live("a", "eip", "eip-new", json!({})),
+            Observed { created: Some(100), ..live("b", "nat", "nat-old", json!({"alloc": "eip-old"})) },
+            Observed { created: Some(200), ..live("b", "nat", "nat-new", json!({"alloc": "eip-new"})) },
+            live("a", "route", "r-1", json!({"nat": "nat-old"})),
+        ];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        let nat = p.resources.iter().find(|r| r.id == "nat").unwrap();
+        assert_eq!((nat.physical_id.as_deref(), &nat.action), (Some("nat-new"), &Action::NoOp), "{:?}", actions(&p));
+        let route = p.resources.iter().find(|r| r.id == "route").unwrap();
+        assert_eq!(route.action, Action::Update, "moves to the kept copy");
+        assert_eq!(route.changes[0].after, json!("nat-new"));
+        assert!(p.resources.iter().all(|r| r.action != Action::Create), "{:?}", actions(&p));
     }
 
     #[test]

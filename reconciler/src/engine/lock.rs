@@ -22,6 +22,11 @@ impl super::Service for aws_sdk_s3::Client {
     }
 }
 
+/// The object beside the lease that says the stack was destroyed: `<lease key>.destroyed`.
+pub fn tombstone(lease_key: &str) -> String {
+    format!("{lease_key}.destroyed")
+}
+
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -198,6 +203,50 @@ impl StackLock {
             })
         };
         Ok(StackLock { s3: s3.clone(), bucket: bucket.into(), key: key.into(), etag, renew })
+    }
+
+    /// Records, beside the lease, that the stack is being destroyed (written before the first
+    /// delete): an unattended `run` pass then changes nothing, so a drift-correction task that
+    /// started just before the destroy (and waited for the lease) cannot build the stack again
+    /// after it. A person's `apply` removes the mark.
+    pub async fn mark_destroyed(&self) -> anyhow::Result<()> {
+        let body = format!("{{\"destroyed_at\": {}}}", now());
+        let key = tombstone(&self.key);
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(body.into_bytes().into())
+            .send()
+            .await
+            .map_err(call_failed("PutObject"))
+            .with_context(|| format!("marking the stack destroyed (s3://{}/{key})", self.bucket))?;
+        Ok(())
+    }
+
+    /// Removes the destroyed mark (a person's apply builds the stack again on purpose).
+    pub async fn clear_destroyed(&self) -> anyhow::Result<()> {
+        let key = tombstone(&self.key);
+        self.s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(call_failed("DeleteObject"))
+            .with_context(|| format!("clearing the destroyed mark s3://{}/{key}", self.bucket))?;
+        Ok(())
+    }
+
+    /// Whether the stack was destroyed (and not applied by a person since).
+    pub async fn destroyed(&self) -> anyhow::Result<bool> {
+        let key = tombstone(&self.key);
+        match self.s3.head_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() == 404) => Ok(false),
+            Err(e) => Err(call_failed("HeadObject")(e)).with_context(|| format!("reading s3://{}/{key}", self.bucket)),
+        }
     }
 
     /// Deletes the lease only if it is still exactly what we last wrote (`If-Match`): a lease

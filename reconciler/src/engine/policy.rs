@@ -102,7 +102,8 @@ pub fn document(stack: &str, kinds: &[Box<dyn Kind>], purpose: Purpose, facts: &
             "Sid": "HoldTheStackLock",
             "Effect": "Allow",
             "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-            "Resource": format!("arn:aws:s3:::{bucket}/{key}"),
+            // The lease, and beside it the mark destroy leaves (`lock::tombstone`).
+            "Resource": [format!("arn:aws:s3:::{bucket}/{key}"), format!("arn:aws:s3:::{bucket}/{}", super::lock::tombstone(key))],
         }));
     }
     json!({"Version": "2012-10-17", "Statement": statements})

@@ -16,7 +16,7 @@ fn change(field: &str, before: Option<Value>, after: Value) -> FieldChange {
 }
 
 fn resource(kind: &'static str, id: &str, physical_id: Option<&str>, action: Action, changes: Vec<FieldChange>) -> ResourcePlan {
-    ResourcePlan { kind, id: id.into(), physical_id: physical_id.map(Into::into), action, changes, cause: None }
+    ResourcePlan { kind, id: id.into(), physical_id: physical_id.map(Into::into), action, changes, cause: None, follows: None }
 }
 
 fn caused(mut r: ResourcePlan, cause: Cause) -> ResourcePlan {

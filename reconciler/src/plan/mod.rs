@@ -103,6 +103,10 @@ pub struct ResourcePlan {
     /// `None` for creations, deletions and no-ops.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cause: Option<Cause>,
+    /// With cause `cascade`: the dependency (`kind id`) whose replacement forces this change
+    /// (its own line says why it is replaced).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub follows: Option<String>,
 }
 
 /// Who made the difference an update or replacement corrects. Told from the
@@ -116,6 +120,9 @@ pub enum Cause {
     SpecChanged,
     /// Not told: the kind cannot carry tags, or the resource has no `reconciler:applied` tag yet.
     Unknown,
+    /// Forced by the replacement of something it depends on (`follows` names it): every
+    /// difference is a reference to the new one, known only after apply.
+    Cascade,
 }
 
 impl Cause {
@@ -124,6 +131,7 @@ impl Cause {
             Cause::Drift => "drift: changed outside the spec",
             Cause::SpecChanged => "spec changed",
             Cause::Unknown => "cause unknown",
+            Cause::Cascade => "follows a replacement",
         }
     }
 }
@@ -220,7 +228,15 @@ mod tests {
 
     #[test]
     fn destructive_steps_are_replacements_and_deletions_but_not_duplicate_cleanup() {
-        let r = |action: Action| ResourcePlan { kind: "k", id: "i".into(), physical_id: None, action, changes: vec![], cause: None };
+        let r = |action: Action| ResourcePlan {
+            kind: "k",
+            id: "i".into(),
+            physical_id: None,
+            action,
+            changes: vec![],
+            cause: None,
+            follows: None,
+        };
         let p = Plan {
             stack: "s".into(),
             resources: vec![

@@ -88,6 +88,10 @@ pub fn render_markdown(plan: &Plan, cost: Option<&Cost>) -> String {
         }
         match r.cause {
             Some(Cause::Drift) => summary.push_str(" · <b>drift</b>: changed outside the spec"),
+            Some(Cause::Cascade) => {
+                let _ =
+                    write!(summary, " · follows the replacement of <code>{}</code>", html(r.follows.as_deref().unwrap_or("a dependency")));
+            }
             Some(c) => {
                 let _ = write!(summary, " · {}", c.describe());
             }
@@ -227,10 +231,11 @@ pub fn render_text(plan: &Plan, cost: Option<&Cost>, style: Style) -> String {
         }
         let (sym, verb, colour) = verb(&r.action);
         let phys = r.physical_id.as_deref().map(|p| format!(" [{p}]")).unwrap_or_default();
-        let cause = match r.cause {
-            Some(c @ Cause::Drift) => format!("; {}", style.paint(MAGENTA, c.describe())),
-            Some(c) => format!("; {}", c.describe()),
-            None => String::new(),
+        let cause = match (r.cause, &r.follows) {
+            (Some(c @ Cause::Drift), _) => format!("; {}", style.paint(MAGENTA, c.describe())),
+            (Some(Cause::Cascade), Some(dep)) => format!("; follows the replacement of {dep}"),
+            (Some(c), _) => format!("; {}", c.describe()),
+            (None, _) => String::new(),
         };
         let _ = writeln!(out, "{} {} {}{phys}: {}{cause}", style.paint(colour, sym), r.kind, r.id, style.paint(colour, &verb));
         if let Some(l) = cost.and_then(|c| c.line(r.kind, &r.id)) {
@@ -311,6 +316,7 @@ mod tests {
                 action,
                 changes,
                 cause: None,
+                follows: None,
             }],
             notes: vec![],
             fingerprint: String::new(),

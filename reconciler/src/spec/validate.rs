@@ -312,6 +312,15 @@ pub fn validate(spec: &Spec) -> Problems {
         if spec.service.is_none() {
             err("drift_correction", "drift_correction runs as a task in the service's ECS cluster: it needs a `service` section".into());
         }
+        // Unattended applies every few minutes, beside people's applies and destroys: without
+        // a lease nothing keeps two of them from changing the stack at once (a destroy racing
+        // a pass that re-creates what it just deleted).
+        if d.mode == DriftMode::Apply && spec.lock.is_none() {
+            err(
+                "drift_correction.mode",
+                "drift correction in `mode: apply` changes the stack unattended: it needs a `lock:` (an S3 bucket you own, e.g. `lock: {bucket: my-ops-bucket}`) so that it never runs at the same time as a person's apply or destroy; or use `mode: plan-only`".into(),
+            );
+        }
         // The task definition carries the spec (RECONCILER_SPEC); ECS allows 64 KiB for all of it.
         let size = serde_json::to_string(spec).map(|t| t.len()).unwrap_or(0);
         if size > MAX_SPEC_IN_TASK {

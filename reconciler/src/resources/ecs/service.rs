@@ -19,7 +19,7 @@ use crate::engine::retry::{is_gone, is_retryable};
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Status};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentController, DeploymentControllerType,
-    DeploymentRolloutState, NetworkConfiguration, PropagateTags, SchedulingStrategy, ServiceField, ServiceRegistry,
+    DeploymentRolloutState, DesiredStatus, NetworkConfiguration, PropagateTags, SchedulingStrategy, ServiceField, ServiceRegistry,
 };
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -656,6 +656,13 @@ impl Kind for EcsService {
             wait::until(ctx, &format!("ECS service {} to finish draining", live.physical_id), || async {
                 Ok(describe_any_status(ctx, cluster, &name).await?.iter().all(|s| s.status() == Some("INACTIVE")).then_some(()))
             })
+            .await?;
+            // INACTIVE is not the end: its tasks may still be stopping, still registered in
+            // Cloud Map and still holding network interfaces in the subnets.
+            let service_name = live.physical_id.rsplit('/').next().unwrap_or(&live.physical_id);
+            wait::until(ctx, &format!("the tasks of ECS service {service_name} to stop"), || async {
+                Ok(tasks_still_running(ctx, cluster, service_name).await?.is_empty().then_some(()))
+            })
             .await
         })
     }
@@ -673,6 +680,46 @@ impl Kind for EcsService {
             ..Default::default()
         }
     }
+}
+
+/// The service's tasks that have not stopped yet (RUNNING, or told to stop and still
+/// STOPPING / DEPROVISIONING): ListTasks by desired status RUNNING and STOPPED, DescribeTasks
+/// of the latter. A service or cluster already gone has none.
+async fn tasks_still_running(ctx: &Ctx, cluster: &str, service_name: &str) -> anyhow::Result<Vec<String>> {
+    let mut busy = Vec::new();
+    for wanted in [DesiredStatus::Running, DesiredStatus::Stopped] {
+        let listed = client(ctx)
+            .list_tasks()
+            .cluster(cluster)
+            .service_name(service_name)
+            .desired_status(wanted.clone())
+            .send()
+            .await
+            .map_err(call_failed("ListTasks"));
+        let arns = match listed {
+            Ok(out) => out.task_arns().to_vec(),
+            Err(e) if is_gone(&e) => vec![],
+            Err(e) => return Err(e),
+        };
+        if arns.is_empty() {
+            continue;
+        }
+        if wanted == DesiredStatus::Running {
+            busy.extend(arns);
+            continue;
+        }
+        for chunk in arns.chunks(100) {
+            let out = client(ctx)
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(call_failed("DescribeTasks"))?;
+            busy.extend(out.tasks().iter().filter(|t| t.last_status() != Some("STOPPED")).filter_map(|t| t.task_arn().map(str::to_string)));
+        }
+    }
+    Ok(busy)
 }
 
 /// Services in any status (the delete waiter needs to see DRAINING).
