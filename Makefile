@@ -28,8 +28,8 @@ test: moto build
 	  cargo test --workspace --no-fail-fast; \
 	fi
 
-# Crash safety at every crash point (make test tries every 6th): apply from zero and destroy
-# of the whole stack, SIGKILLed after each mutating call, then run again (~8 min).
+# Crash safety at every crash point (make test tries every 6th): apply from zero, destroy and a replacement
+# of the whole stack, SIGKILLed after each mutating call, then run again (~11 min).
 test-crash: moto build
 	set -o pipefail; RECONCILER_CRASH_STRIDE=1 cargo nextest run -p reconciler --test aws_behaviour --no-capture \
 	  -E 'test(killed_after_any_mutation)' 2>&1 | grep -E 'crash points|PASS|FAIL|panicked'

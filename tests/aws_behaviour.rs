@@ -294,7 +294,7 @@ async fn apply_converges_under_random_faults_with_no_duplicates() {
     let moto = Moto::start();
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.seed(0x5eed_2026);
-    // Not the lock's S3 (there is none) and not moto's own API: every AWS call.
+    // Every AWS call, the stack lock's S3 calls too (not moto's own API).
     proxy.rule(Rule::throttle("*").randomly(0.15));
     proxy.rule(Rule::server_error("*").randomly(0.025));
     proxy.rule(Rule::server_error("*").after_forwarding().randomly(0.025));
@@ -575,9 +575,9 @@ async fn retried_deletes_start_from_what_is_there_now() {
 
 /// Destroy in ONE run while AWS is still letting go: the VPC link's and the tasks' network
 /// interfaces keep the security groups and subnets busy, the internet gateway and the VPC are
-/// refused while NAT gateways are deleting, the Cloud Map service keeps instances until ECS
-/// deregisters them, the cluster keeps tasks while they stop, and API Gateway is
-/// rate-limited. Nothing the stack owned is left (retained data excepted).
+/// refused while NAT gateways are deleting, the service's tasks are still stopping after it
+/// is INACTIVE, the Cloud Map service keeps instances until ECS deregisters them, the cluster
+/// keeps tasks while they stop, and API Gateway is rate-limited. Nothing the stack owned is left (retained data excepted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_succeeds_in_one_run_while_aws_lets_go() {
     let moto = Moto::start();
@@ -598,9 +598,16 @@ async fn destroy_succeeds_in_one_run_while_aws_lets_go() {
     ] {
         proxy.rule(Rule::error(action, 400, code, message).first(3));
     }
+    // The service's tasks are still stopping after it went INACTIVE.
+    let task = "arn:aws:ecs:us-east-1:123456789012:task/benchling-webhook-cluster/0123456789abcdef";
+    proxy.rule(Rule::respond("ecs:ListTasks", 200, &format!(r#"{{"taskArns": ["{task}"]}}"#)).first(4));
+    let stopping =
+        format!(r#"{{"tasks": [{{"taskArn": "{task}", "lastStatus": "STOPPING", "desiredStatus": "STOPPED"}}], "failures": []}}"#);
+    proxy.rule(Rule::respond("ecs:DescribeTasks", 200, &stopping).first(2));
     proxy.rate_limit("apigateway", 4.0, 4.0, Some(1.0));
     let run = reconciler(&moto, &proxy, &[], &["destroy", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(run.code, 0, "{run}");
+    assert!(proxy.injected("ecs:ListTasks") > 0, "the tasks were never seen stopping\n{run}");
     for action in [
         "ec2:DeleteSecurityGroup",
         "ec2:DeleteSubnet",
@@ -972,32 +979,49 @@ async fn a_namespace_create_still_running_is_not_started_again() {
 /// Elastic IP (the stack's address for it was replaced), and apply is killed right after it
 /// created the new gateway. The next run finds both copies of `nat-1`: it keeps the new one
 /// (already what the spec asks), moves the private route to it, and does not create a third
-/// (which would take the new address again: `Resource.AlreadyAssociated`); the run after
-/// deletes the old gateway. One of everything is left.
+/// (which would take the new address again: `Resource.AlreadyAssociated`); once the route
+/// has moved it deletes the old gateway, in the same run. One of everything is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_create_before_destroy_is_finished_not_started_again() {
-    use aws_sdk_ec2::types::{DomainType, ResourceType, Tag, TagSpecification};
     use std::os::unix::process::ExitStatusExt;
     let moto = Moto::start();
     apply(&moto, "specs/prod.yaml");
     let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
-    let nat_1 = |ec2: aws_sdk_ec2::Client| async move {
-        // (moto ignores a tag filter on DescribeNatGateways: filtered here.)
-        let out = ec2.describe_nat_gateways().send().await.unwrap();
-        let is_nat_1 =
-            |n: &&aws_sdk_ec2::types::NatGateway| n.tags().iter().any(|t| t.key() == Some("reconciler:id") && t.value() == Some("nat-1"));
-        let live: Vec<String> = out
-            .nat_gateways()
-            .iter()
-            .filter(is_nat_1)
-            .filter(|n| n.state().map(|s| s.as_str()) == Some("available"))
-            .filter_map(|n| n.nat_gateway_id().map(str::to_string))
-            .collect();
-        live
-    };
     let old = nat_1(ec2.clone()).await;
-    // The stack's address for nat-1 replaced out of band: a new tagged EIP, the old untagged.
-    let old_alloc = ec2.describe_nat_gateways().nat_gateway_ids(&old[0]).send().await.unwrap().nat_gateways()[0].nat_gateway_addresses()[0]
+    replace_nat_1_address(&ec2, &old[0]).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let args = ["apply", "specs/prod.yaml", "--auto-approve", "--allow-destructive"];
+    let status = killed(&moto, &proxy, &args, |pid| proxy.kill_after_call("ec2:CreateNatGateway", 1, pid)).await;
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    assert_eq!(nat_1(ec2.clone()).await.len(), 2, "the kill left the old and the new gateway");
+    let run = reconciler(&moto, &proxy, &[], &args);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.count("ec2:CreateNatGateway"), 1, "no third gateway was tried\n{run}");
+    let left = nat_1(ec2.clone()).await;
+    assert_eq!(left.len(), 1, "the old gateway is gone\n{run}");
+    assert_ne!(left, old);
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
+/// The available NAT gateways of logical id `nat-1` (moto ignores a tag filter on
+/// DescribeNatGateways: filtered here).
+async fn nat_1(ec2: aws_sdk_ec2::Client) -> Vec<String> {
+    let out = ec2.describe_nat_gateways().send().await.unwrap();
+    let is_nat_1 =
+        |n: &&aws_sdk_ec2::types::NatGateway| n.tags().iter().any(|t| t.key() == Some("reconciler:id") && t.value() == Some("nat-1"));
+    out.nat_gateways()
+        .iter()
+        .filter(is_nat_1)
+        .filter(|n| n.state().map(|s| s.as_str()) == Some("available"))
+        .filter_map(|n| n.nat_gateway_id().map(str::to_string))
+        .collect()
+}
+
+/// The stack's Elastic IP for `nat-1` replaced out of band (a new tagged address, the old
+/// one untagged): the next apply replaces the gateway create-before-destroy.
+async fn replace_nat_1_address(ec2: &aws_sdk_ec2::Client, nat: &str) {
+    use aws_sdk_ec2::types::{DomainType, ResourceType, Tag, TagSpecification};
+    let old_alloc = ec2.describe_nat_gateways().nat_gateway_ids(nat).send().await.unwrap().nat_gateways()[0].nat_gateway_addresses()[0]
         .allocation_id()
         .unwrap()
         .to_string();
@@ -1015,18 +1039,52 @@ async fn an_interrupted_create_before_destroy_is_finished_not_started_again() {
         .send()
         .await
         .unwrap();
-    let proxy = FaultProxy::start(&moto.endpoint).await;
+}
+
+/// Crash safety of a create-before-destroy replacement, by count: NAT gateway `nat-1` moves
+/// to a new Elastic IP (create the new gateway, move the private route, delete the old one),
+/// and that apply is SIGKILLed right after its Nth mutating call, for N every stride-th of
+/// the R mutating calls of the clean replacement. A clean re-run must exit 0 and leave
+/// exactly one `nat-1` (a new one), the route on it, and a no-op plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_killed_after_any_mutation_is_finished_by_the_next_run() {
+    let stride = crash_stride();
     let args = ["apply", "specs/prod.yaml", "--auto-approve", "--allow-destructive"];
-    let status = killed(&moto, &proxy, &args, |pid| proxy.kill_after_call("ec2:CreateNatGateway", 1, pid)).await;
-    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
-    assert_eq!(nat_1(ec2.clone()).await.len(), 2, "the kill left the old and the new gateway");
-    let run = reconciler(&moto, &proxy, &[], &args);
-    assert_eq!(run.code, 0, "{run}");
-    assert_eq!(proxy.count("ec2:CreateNatGateway"), 1, "no third gateway was tried\n{run}");
-    let again = reconciler(&moto, &proxy, &[], &args);
-    assert_eq!(again.code, 0, "{again}");
-    let left = nat_1(ec2.clone()).await;
-    assert_eq!(left.len(), 1, "the old gateway is gone\n{run}\n{again}");
-    assert_ne!(left, old);
-    assert_converged(&moto, "specs/prod.yaml");
+    let prepared = || async {
+        let moto = Moto::start();
+        apply(&moto, "specs/prod.yaml");
+        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
+        let old = nat_1(ec2.clone()).await;
+        replace_nat_1_address(&ec2, &old[0]).await;
+        (moto, ec2, old)
+    };
+    let r = {
+        let (moto, ec2, old) = prepared().await;
+        let proxy = FaultProxy::start(&moto.endpoint).await;
+        let run = reconciler(&moto, &proxy, &[], &args);
+        assert_eq!(run.code, 0, "{run}");
+        let left = nat_1(ec2).await;
+        assert!(left.len() == 1 && left != old, "a clean replacement leaves one new gateway\n{run}");
+        proxy.calls().into_iter().filter(|c| fault_proxy::is_mutation(c)).count()
+    };
+    assert!(r >= 4, "a clean replacement makes {r} mutating calls");
+    let mut failures = Vec::new();
+    for n in (1..=r).step_by(stride) {
+        let (moto, ec2, old) = prepared().await;
+        let proxy = FaultProxy::start(&moto.endpoint).await;
+        killed(&moto, &proxy, &args, |pid| proxy.kill_after_mutations(n, pid)).await;
+        proxy.clear_faults();
+        let run = reconciler(&moto, &proxy, &[], &args);
+        let plan = reconciler(&moto, &proxy, &[], &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+        let left = nat_1(ec2).await;
+        if run.code != 0 || plan.code != 0 || left.len() != 1 || left == old {
+            failures.push(format!(
+                "killed after mutation {n}: re-run exit {}, plan exit {}, nat-1 {left:?} (old {old:?})\n{run}\n{plan}",
+                run.code, plan.code
+            ));
+        }
+    }
+    let tried = r.div_ceil(stride);
+    eprintln!("replacement crash points: {} of {tried} recovered (R = {r} mutating calls, stride {stride})", tried - failures.len());
+    assert!(failures.is_empty(), "{} of {tried} crash points not recovered (R = {r}):\n{}", failures.len(), failures.join("\n"));
 }

@@ -218,15 +218,16 @@ fn resolve_fields(fields: &Fields, ids: &BTreeMap<String, Identity>) -> Fields {
 /// resources: the new half of a create-before-destroy replacement that was interrupted, so
 /// the replacement is finished, not started again beside it), else one that other resources
 /// reference, else the oldest (where the kind reports creation times; else the first listed).
-/// The others are returned separately, to be deleted, except those something still
-/// references: deleting them would break it, so they stay until their dependents have moved
-/// to the kept one (this apply moves them, the next run deletes the duplicate).
+/// The others are returned separately, to be deleted; those something still references come
+/// with what references them (deleting them is safe only once those have moved to the kept
+/// one: see `plan`).
+type Referrers<'o> = Vec<(&'o Observed, Vec<&'o Observed>)>;
 fn index_live<'o>(
     kinds: &[Box<dyn Kind>],
     observed: &'o [Observed],
     desired: &[Desired],
     externals: &BTreeMap<String, String>,
-) -> (BTreeMap<(&'o str, &'o str), &'o Observed>, Vec<&'o Observed>) {
+) -> (BTreeMap<(&'o str, &'o str), &'o Observed>, Vec<&'o Observed>, Referrers<'o>) {
     let all: Vec<&Observed> = observed.iter().collect();
     let deps = super::graph::dependencies(&all, &[]);
     let referenced = |i: usize| deps.iter().any(|d| d.contains(&i));
@@ -259,13 +260,20 @@ fn index_live<'o>(
         }
     }
     let mut live = BTreeMap::new();
-    let mut dups = Vec::new();
+    let (mut dups, mut used) = (Vec::new(), Vec::new());
     for (key, members) in groups {
         let kept = keep[&key];
         live.insert(key, &observed[kept]);
-        dups.extend(members.into_iter().filter(|&i| i != kept && !referenced(i)).map(|i| &observed[i]));
+        for i in members.into_iter().filter(|&i| i != kept) {
+            if referenced(i) {
+                let referrers = (0..observed.len()).filter(|&j| deps[j].contains(&i)).map(|j| &observed[j]).collect();
+                used.push((&observed[i], referrers));
+            } else {
+                dups.push(&observed[i]);
+            }
+        }
     }
-    (live, dups)
+    (live, dups, used)
 }
 
 fn replace_reason(kind: &dyn Kind, changes: &[FieldChange]) -> Option<String> {
@@ -288,7 +296,7 @@ pub fn plan(
     externals: &BTreeMap<String, String>,
 ) -> anyhow::Result<Plan> {
     let order = topo_order(desired, externals)?;
-    let (live, dups) = index_live(kinds, observed, desired, externals);
+    let (live, mut dups, used) = index_live(kinds, observed, desired, externals);
     let mut ids: BTreeMap<String, Identity> = externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.clone()))).collect();
     for d in desired {
         if let Some(l) = live.get(&(d.kind, d.id.as_str())) {
@@ -334,6 +342,19 @@ pub fn plan(
             }
         };
         resources.push(ResourcePlan { kind: d.kind, id: d.id.clone(), physical_id, action, changes, cause, follows });
+    }
+    // A duplicate something still uses goes in this apply too when everything that uses it is
+    // kept and only updated (so moved to the kept copy before the deletions, never held back):
+    // an interrupted create-before-destroy is finished in one run. Otherwise it stays until
+    // the next run.
+    for (dup, referrers) in used {
+        let moves = |r: &&Observed| {
+            live.get(&(r.kind, r.id.as_str())).is_some_and(|k| std::ptr::eq(*k, *r))
+                && resources.iter().any(|p| p.kind == r.kind && p.id == r.id && p.action == Action::Update)
+        };
+        if referrers.iter().all(moves) {
+            dups.push(dup);
+        }
     }
     let wanted: BTreeSet<(&str, &str)> = desired.iter().map(|d| (d.kind, d.id.as_str())).collect();
     for o in observed {
@@ -441,7 +462,7 @@ pub async fn apply(
     destructive: Destructive,
 ) -> anyhow::Result<ApplyReport> {
     let order = topo_order(desired, externals)?;
-    let (live, _) = index_live(kinds, observed, desired, externals);
+    let (live, _, _) = index_live(kinds, observed, desired, externals);
     let mut report = ApplyReport::default();
     // Held steps: the resource stays as it is (a held replacement keeps the old one, which
     // dependents keep pointing at).
@@ -1047,6 +1068,9 @@ mod tests {
         assert_eq!(route.action, Action::Update, "moves to the kept copy");
         assert_eq!(route.changes[0].after, json!("nat-new"));
         assert!(p.resources.iter().all(|r| r.action != Action::Create), "{:?}", actions(&p));
+        // The old copy goes in the same apply, after the route moved (it only is updated).
+        let old = p.resources.iter().find(|r| r.physical_id.as_deref() == Some("nat-old")).unwrap();
+        assert_eq!(old.action, Action::Delete { reason: DUPLICATE.into() });
     }
 
     #[test]

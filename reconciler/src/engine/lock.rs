@@ -22,6 +22,25 @@ impl super::Service for aws_sdk_s3::Client {
     }
 }
 
+/// Runs an idempotent lock call (a plain put or delete of our own object), trying again after
+/// a throttle, a 5xx or no answer: a few times, with backoff.
+async fn idempotent<T, F, Fut>(mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if attempt < 5 && super::retry::is_retryable(&e) => {
+                tokio::time::sleep(super::retry::backoff(Duration::from_millis(200), attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The object beside the lease that says the stack was destroyed: `<lease key>.destroyed`.
 pub fn tombstone(lease_key: &str) -> String {
     format!("{lease_key}.destroyed")
@@ -212,15 +231,17 @@ impl StackLock {
     pub async fn mark_destroyed(&self) -> anyhow::Result<()> {
         let body = format!("{{\"destroyed_at\": {}}}", now());
         let key = tombstone(&self.key);
-        self.s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_type("application/json")
-            .body(body.into_bytes().into())
-            .send()
+        let put = || {
+            self.s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .content_type("application/json")
+                .body(body.clone().into_bytes().into())
+                .send()
+        };
+        idempotent(|| async { put().await.map_err(call_failed("PutObject")) })
             .await
-            .map_err(call_failed("PutObject"))
             .with_context(|| format!("marking the stack destroyed (s3://{}/{key})", self.bucket))?;
         Ok(())
     }
@@ -228,13 +249,8 @@ impl StackLock {
     /// Removes the destroyed mark (a person's apply builds the stack again on purpose).
     pub async fn clear_destroyed(&self) -> anyhow::Result<()> {
         let key = tombstone(&self.key);
-        self.s3
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
+        idempotent(|| async { self.s3.delete_object().bucket(&self.bucket).key(&key).send().await.map_err(call_failed("DeleteObject")) })
             .await
-            .map_err(call_failed("DeleteObject"))
             .with_context(|| format!("clearing the destroyed mark s3://{}/{key}", self.bucket))?;
         Ok(())
     }
@@ -242,11 +258,15 @@ impl StackLock {
     /// Whether the stack was destroyed (and not applied by a person since).
     pub async fn destroyed(&self) -> anyhow::Result<bool> {
         let key = tombstone(&self.key);
-        match self.s3.head_object().bucket(&self.bucket).key(&key).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() == 404) => Ok(false),
-            Err(e) => Err(call_failed("HeadObject")(e)).with_context(|| format!("reading s3://{}/{key}", self.bucket)),
-        }
+        idempotent(|| async {
+            match self.s3.head_object().bucket(&self.bucket).key(&key).send().await {
+                Ok(_) => Ok(true),
+                Err(e) if matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() == 404) => Ok(false),
+                Err(e) => Err(call_failed("HeadObject")(e)),
+            }
+        })
+        .await
+        .with_context(|| format!("reading s3://{}/{key}", self.bucket))
     }
 
     /// Deletes the lease only if it is still exactly what we last wrote (`If-Match`): a lease
@@ -254,15 +274,21 @@ impl StackLock {
     pub async fn release(self) -> anyhow::Result<()> {
         self.renew.abort();
         let etag = self.etag.lock().unwrap().clone();
-        match self.s3.delete_object().bucket(&self.bucket).key(&self.key).if_match(etag).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if precondition_failed(&e) => {
-                eprintln!("  warning: the lock s3://{}/{} changed while held (taken over); not deleting it", self.bucket, self.key);
-                Ok(())
+        // Conditional on our ETag, so trying again after a 5xx or a lost answer is safe: a
+        // delete that did happen answers 404 (or 412 once someone else holds it) the next time.
+        let released = idempotent(|| async {
+            match self.s3.delete_object().bucket(&self.bucket).key(&self.key).if_match(&etag).send().await {
+                Ok(_) => Ok(()),
+                Err(e) if precondition_failed(&e) => {
+                    eprintln!("  warning: the lock s3://{}/{} changed while held (taken over); not deleting it", self.bucket, self.key);
+                    Ok(())
+                }
+                Err(e) if matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() == 404) => Ok(()),
+                Err(e) => Err(call_failed("DeleteObject")(e)),
             }
-            Err(e) if matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() == 404) => Ok(()),
-            Err(e) => Err(call_failed("DeleteObject")(e)).with_context(|| format!("releasing the lock s3://{}/{}", self.bucket, self.key)),
-        }
+        })
+        .await;
+        released.with_context(|| format!("releasing the lock s3://{}/{}", self.bucket, self.key))
     }
 }
 
