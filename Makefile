@@ -10,7 +10,7 @@ CACHE_TARGET := $(HOME)/.cache/fargate-reconciler/target
 export CARGO_TARGET_DIR ?= $(shell mkdir -p $(CACHE_TARGET) 2>/dev/null && echo $(CACHE_TARGET) || echo $(CURDIR)/target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test test-crash build moto schema bench-service bench-run fmt clippy image
+.PHONY: demo test test-crash build moto schema bench bench-service bench-run fmt clippy image
 
 build:
 	cargo build --workspace --tests
@@ -43,6 +43,12 @@ fmt:
 
 clippy:
 	cargo clippy --workspace --tests -- -D warnings
+
+# API calls and round trips of plan / apply / an image change / destroy against moto with a
+# fixed latency per call (not a test; the table goes in the README, figures in
+# bench/results.json). Debug profile: the same build as the tests, no release build of the SDKs.
+bench: moto
+	cargo bench --profile dev -p reconciler --bench roundtrips
 
 # Signed /event load against the release binary (not a test; numbers go in the README).
 bench-service:

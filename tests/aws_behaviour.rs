@@ -704,25 +704,47 @@ async fn apply_killed_after_any_mutation_is_finished_by_the_next_run() {
     assert!(failures.is_empty(), "{} of {tried} crash points not recovered (M = {m}):\n{}", failures.len(), failures.join("\n"));
 }
 
+/// The whole stack applied, the model's rules set, then `destroy` SIGKILLed right after the
+/// `nth` call of `action` reached AWS: the state the model keeps in progress is left to the
+/// next run.
+async fn destroy_killed_after(action: &str, nth: usize, model: impl FnOnce(&FaultProxy)) -> (Moto, FaultProxy) {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    model(&proxy);
+    let destroy = ["destroy", "specs/prod.yaml", "--auto-approve"];
+    let status = killed(&moto, &proxy, &destroy, |pid| proxy.kill_after_call(action, nth, pid)).await;
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    (moto, proxy)
+}
+
+/// NAT gateways stay `deleting` for `secs` after the last DeleteNatGateway.
+fn nat_gateways_deleting(proxy: &FaultProxy, secs: f64) {
+    let rewrite = Rule::rewrite("ec2:DescribeNatGateways", "<state>deleted</state>", "<state>deleting</state>");
+    proxy.rule(rewrite.for_secs_after_last("ec2:DeleteNatGateway", secs));
+}
+
+/// An ECS service stays DRAINING for `secs` after DeleteService.
+fn ecs_service_draining(proxy: &FaultProxy, secs: f64) {
+    let rewrite = Rule::rewrite("ecs:DescribeServices", r#""status": "INACTIVE""#, r#""status": "DRAINING""#);
+    proxy.rule(rewrite.for_secs_after_first("ecs:DeleteService", secs));
+}
+
 /// A destroy killed right after it deleted both NAT gateways leaves them `deleting` (minutes
 /// on AWS; here 4 s), still holding their Elastic IPs. The next destroy sees them (it does not
 /// hide them), waits until they are gone and only then releases the addresses: EIP release
 /// is refused meanwhile (`InvalidIPAddress.InUse`) and is never tried in that window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroy_killed_while_nat_gateways_delete_waits_for_them_next_time() {
-    use std::os::unix::process::ExitStatusExt;
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
-    let proxy = FaultProxy::start(&moto.endpoint).await;
-    let secs = 4.0;
-    let delete = "ec2:DeleteNatGateway";
-    proxy.rule(
-        Rule::rewrite("ec2:DescribeNatGateways", "<state>deleted</state>", "<state>deleting</state>").for_secs_after_last(delete, secs),
-    );
-    proxy.rule(Rule::error("ec2:ReleaseAddress", 400, "InvalidIPAddress.InUse", "Address is in use.").for_secs_after_last(delete, secs));
+    let (secs, delete) = (4.0, "ec2:DeleteNatGateway");
+    let (moto, proxy) = destroy_killed_after(delete, 2, |proxy| {
+        nat_gateways_deleting(proxy, secs);
+        proxy
+            .rule(Rule::error("ec2:ReleaseAddress", 400, "InvalidIPAddress.InUse", "Address is in use.").for_secs_after_last(delete, secs));
+    })
+    .await;
     let destroy = ["destroy", "specs/prod.yaml", "--auto-approve"];
-    let status = killed(&moto, &proxy, &destroy, |pid| proxy.kill_after_call(delete, 2, pid)).await;
-    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
     let run = reconciler(&moto, &proxy, &[], &destroy);
     assert_eq!(run.code, 0, "{run}");
     assert!(run.stderr.contains("to finish being deleted"), "waited for the NAT gateways\n{run}");
@@ -737,22 +759,13 @@ async fn a_destroy_killed_while_nat_gateways_delete_waits_for_them_next_time() {
 /// (`Resource.AlreadyAssociated`). Apply waits for them first, then converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apply_after_a_killed_destroy_waits_for_nat_gateways_still_deleting() {
-    use std::os::unix::process::ExitStatusExt;
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
-    let proxy = FaultProxy::start(&moto.endpoint).await;
-    let secs = 4.0;
-    let delete = "ec2:DeleteNatGateway";
-    proxy.rule(
-        Rule::rewrite("ec2:DescribeNatGateways", "<state>deleted</state>", "<state>deleting</state>").for_secs_after_last(delete, secs),
-    );
-    proxy.rule(
-        Rule::error("ec2:CreateNatGateway", 400, "Resource.AlreadyAssociated", "Elastic IP address is already associated")
-            .for_secs_after_last(delete, secs),
-    );
-    let status =
-        killed(&moto, &proxy, &["destroy", "specs/prod.yaml", "--auto-approve"], |pid| proxy.kill_after_call(delete, 2, pid)).await;
-    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    let (secs, delete) = (4.0, "ec2:DeleteNatGateway");
+    let (moto, proxy) = destroy_killed_after(delete, 2, |proxy| {
+        nat_gateways_deleting(proxy, secs);
+        let taken = Rule::error("ec2:CreateNatGateway", 400, "Resource.AlreadyAssociated", "Elastic IP address is already associated");
+        proxy.rule(taken.for_secs_after_last(delete, secs));
+    })
+    .await;
     // moto's gap: a deleted NAT gateway keeps its address associated for ever (AWS frees it
     // when the gateway is gone). Free them as AWS would; the model still shows the gateways
     // deleting and refuses the new ones for the window.
@@ -774,20 +787,14 @@ async fn an_apply_after_a_killed_destroy_waits_for_nat_gateways_still_deleting()
 /// (which refuses meanwhile) and the Cloud Map service its tasks are registered in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroy_killed_while_the_ecs_service_drains_waits_for_it_next_time() {
-    use std::os::unix::process::ExitStatusExt;
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
-    let proxy = FaultProxy::start(&moto.endpoint).await;
-    let secs = 4.0;
-    let delete = "ecs:DeleteService";
-    proxy.rule(
-        Rule::rewrite("ecs:DescribeServices", r#""status": "INACTIVE""#, r#""status": "DRAINING""#).for_secs_after_first(delete, secs),
-    );
-    let busy = "The Cluster cannot be deleted while Services are active.";
-    proxy.rule(Rule::error("ecs:DeleteCluster", 400, "ClusterContainsServicesException", busy).for_secs_after_first(delete, secs));
+    let (secs, delete) = (4.0, "ecs:DeleteService");
+    let (moto, proxy) = destroy_killed_after(delete, 1, |proxy| {
+        ecs_service_draining(proxy, secs);
+        let busy = "The Cluster cannot be deleted while Services are active.";
+        proxy.rule(Rule::error("ecs:DeleteCluster", 400, "ClusterContainsServicesException", busy).for_secs_after_first(delete, secs));
+    })
+    .await;
     let destroy = ["destroy", "specs/prod.yaml", "--auto-approve"];
-    let status = killed(&moto, &proxy, &destroy, |pid| proxy.kill_after_call(delete, 1, pid)).await;
-    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
     let run = reconciler(&moto, &proxy, &[], &destroy);
     assert_eq!(run.code, 0, "{run}");
     assert!(proxy.injected("ecs:DescribeServices") > 0, "the service was seen DRAINING\n{run}");
@@ -806,20 +813,13 @@ async fn a_destroy_killed_while_the_ecs_service_drains_waits_for_it_next_time() 
 /// draining. Apply waits for the old one to be gone, then creates it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apply_after_a_killed_destroy_waits_for_the_draining_service() {
-    use std::os::unix::process::ExitStatusExt;
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
-    let proxy = FaultProxy::start(&moto.endpoint).await;
-    let secs = 4.0;
-    let delete = "ecs:DeleteService";
-    proxy.rule(
-        Rule::rewrite("ecs:DescribeServices", r#""status": "INACTIVE""#, r#""status": "DRAINING""#).for_secs_after_first(delete, secs),
-    );
-    let draining = "Unable to Start a service that is still Draining.";
-    proxy.rule(Rule::error("ecs:CreateService", 400, "InvalidParameterException", draining).for_secs_after_first(delete, secs));
-    let status =
-        killed(&moto, &proxy, &["destroy", "specs/prod.yaml", "--auto-approve"], |pid| proxy.kill_after_call(delete, 1, pid)).await;
-    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    let (secs, delete) = (4.0, "ecs:DeleteService");
+    let (moto, proxy) = destroy_killed_after(delete, 1, |proxy| {
+        ecs_service_draining(proxy, secs);
+        let draining = "Unable to Start a service that is still Draining.";
+        proxy.rule(Rule::error("ecs:CreateService", 400, "InvalidParameterException", draining).for_secs_after_first(delete, secs));
+    })
+    .await;
     let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(run.code, 0, "{run}");
     assert_eq!(proxy.injected("ecs:CreateService"), 0, "created while the old one was draining\n{run}");
@@ -832,19 +832,15 @@ async fn an_apply_after_a_killed_destroy_waits_for_the_draining_service() {
 /// deletes the subnets it sat in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroy_killed_while_the_vpc_link_deletes_waits_for_it_next_time() {
-    use std::os::unix::process::ExitStatusExt;
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
-    let proxy = FaultProxy::start(&moto.endpoint).await;
-    let secs = 6.0;
-    let delete = "apigateway:DELETE /vpclinks/*";
+    let (secs, delete) = (6.0, "apigateway:DELETE /vpclinks/*");
     let deleting = format!(
         r#"{{"items": [{{"vpcLinkId": "gone-soon", "name": "{STACK}", "vpcLinkStatus": "DELETING", "vpcLinkVersion": "V2", "subnetIds": [], "securityGroupIds": [], "tags": {{"reconciler:stack": "{STACK}", "reconciler:id": "vpc-link"}}}}]}}"#
     );
-    proxy.rule(Rule::respond("apigateway:GET /vpclinks", 200, &deleting).for_secs_after_first(delete, secs));
+    let (moto, proxy) = destroy_killed_after(delete, 1, |proxy| {
+        proxy.rule(Rule::respond("apigateway:GET /vpclinks", 200, &deleting).for_secs_after_first(delete, secs));
+    })
+    .await;
     let destroy = ["destroy", "specs/prod.yaml", "--auto-approve"];
-    let status = killed(&moto, &proxy, &destroy, |pid| proxy.kill_after_call(delete, 1, pid)).await;
-    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
     let run = reconciler(&moto, &proxy, &[], &destroy);
     assert_eq!(run.code, 0, "{run}");
     assert!(run.stderr.contains("apigateway:vpc-link vpc-link [gone-soon] to finish being deleted"), "{run}");
@@ -1017,28 +1013,12 @@ async fn nat_1(ec2: aws_sdk_ec2::Client) -> Vec<String> {
         .collect()
 }
 
-/// The stack's Elastic IP for `nat-1` replaced out of band (a new tagged address, the old
-/// one untagged): the next apply replaces the gateway create-before-destroy.
+/// The stack's Elastic IP for `nat-1` replaced out of band: the next apply replaces the
+/// gateway create-before-destroy.
 async fn replace_nat_1_address(ec2: &aws_sdk_ec2::Client, nat: &str) {
-    use aws_sdk_ec2::types::{DomainType, ResourceType, Tag, TagSpecification};
-    let old_alloc = ec2.describe_nat_gateways().nat_gateway_ids(nat).send().await.unwrap().nat_gateways()[0].nat_gateway_addresses()[0]
-        .allocation_id()
-        .unwrap()
-        .to_string();
-    let tags = ec2.describe_addresses().allocation_ids(&old_alloc).send().await.unwrap().addresses()[0].tags().to_vec();
-    ec2.allocate_address()
-        .domain(DomainType::Vpc)
-        .tag_specifications(TagSpecification::builder().resource_type(ResourceType::ElasticIp).set_tags(Some(tags)).build())
-        .send()
-        .await
-        .unwrap();
-    ec2.delete_tags()
-        .resources(&old_alloc)
-        .tags(Tag::builder().key("reconciler:stack").build())
-        .tags(Tag::builder().key("reconciler:id").build())
-        .send()
-        .await
-        .unwrap();
+    let out = ec2.describe_nat_gateways().nat_gateway_ids(nat).send().await.unwrap();
+    let alloc = out.nat_gateways()[0].nat_gateway_addresses()[0].allocation_id().unwrap().to_string();
+    cli::replace_stack_address(ec2, &alloc).await;
 }
 
 /// Crash safety of a create-before-destroy replacement, by count: NAT gateway `nat-1` moves

@@ -805,21 +805,7 @@ async fn a_nat_gateway_is_replaced_before_the_old_one_goes() {
     let (old_nat, old_alloc) = live_nat_gateway(&c, "nat-1").await;
     assert_eq!(default_route(&c, "rt-private-1").await, old_nat);
 
-    let addresses = c.describe_addresses().allocation_ids(&old_alloc).send().await.unwrap();
-    let tags = addresses.addresses()[0].tags().to_vec();
-    c.allocate_address()
-        .domain(aws_sdk_ec2::types::DomainType::Vpc)
-        .tag_specifications(TagSpecification::builder().resource_type(ResourceType::ElasticIp).set_tags(Some(tags)).build())
-        .send()
-        .await
-        .unwrap();
-    c.delete_tags()
-        .resources(&old_alloc)
-        .tags(Tag::builder().key("reconciler:stack").build())
-        .tags(Tag::builder().key("reconciler:id").build())
-        .send()
-        .await
-        .unwrap();
+    cli::replace_stack_address(&c, &old_alloc).await;
 
     let plan = reconciler(&moto, &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "{plan}");

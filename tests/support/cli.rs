@@ -84,3 +84,26 @@ pub async fn aws(moto: &Moto) -> Aws {
         sqs: aws_sdk_sqs::Client::new(&c),
     }
 }
+
+/// The stack's Elastic IP `alloc` replaced out of band: a new address takes its tags, and
+/// `alloc` loses the stack's (so the next apply moves its NAT gateway to the new address,
+/// create-before-destroy). The new allocation id.
+pub async fn replace_stack_address(ec2: &aws_sdk_ec2::Client, alloc: &str) -> String {
+    use aws_sdk_ec2::types::{DomainType, ResourceType, Tag, TagSpecification};
+    let tags = ec2.describe_addresses().allocation_ids(alloc).send().await.unwrap().addresses()[0].tags().to_vec();
+    let new = ec2
+        .allocate_address()
+        .domain(DomainType::Vpc)
+        .tag_specifications(TagSpecification::builder().resource_type(ResourceType::ElasticIp).set_tags(Some(tags)).build())
+        .send()
+        .await
+        .unwrap();
+    ec2.delete_tags()
+        .resources(alloc)
+        .tags(Tag::builder().key("reconciler:stack").build())
+        .tags(Tag::builder().key("reconciler:id").build())
+        .send()
+        .await
+        .unwrap();
+    new.allocation_id().unwrap().to_string()
+}
