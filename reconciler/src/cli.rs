@@ -440,7 +440,11 @@ async fn apply_locked(
         crate::plan::duration(started.elapsed()),
         cost_after(&cost)
     );
-    let (_, now) = s.observe_owned_quietly().await.context("reading the outputs after apply")?;
+    // Only what the outputs are made of, against the same desired state (applying changes
+    // neither the spec nor the facts): a few calls, not a second whole observation.
+    let output_kinds: Vec<Box<dyn engine::Kind>> =
+        crate::resources::registry().into_iter().filter(|k| crate::outputs::KINDS.contains(&k.name())).collect();
+    let (now, _) = engine::observe_owned(&s.ctx, &output_kinds, &state.resources).await.context("reading the outputs after apply")?;
     println!();
     print_outputs(s, &now, OutputFormat::Text)?;
     if !report.held.is_empty() {

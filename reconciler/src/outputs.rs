@@ -9,6 +9,10 @@ use crate::engine::Observed;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// The kinds the outputs are read from: after an apply only these are read again.
+pub const KINDS: [&str; 7] =
+    ["apigateway:api", "apigateway:domain-name", "apigateway:vpc-link", "ecs:cluster", "ecs:service", "logs:log-group", "sqs:queue"];
+
 /// The Benchling webhook paths (the service serves each; `$default` adds no stage prefix).
 pub const PATHS: [(&str, &str); 3] = [("event", "/event"), ("lifecycle", "/lifecycle"), ("canvas", "/canvas")];
 
@@ -131,6 +135,22 @@ pub fn render_text(o: &Outputs) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After an apply only these kinds are read again: each must be a registered kind, and
+    /// every kind this module looks up must be among them.
+    #[test]
+    fn the_output_kinds_are_registered_and_complete() {
+        let registered: Vec<&str> = crate::resources::registry().iter().map(|k| k.name()).collect();
+        for k in KINDS {
+            assert!(registered.contains(&k), "{k} is not a registered kind");
+        }
+        let source = include_str!("outputs.rs");
+        let looked_up =
+            registered.iter().filter(|k| source.contains(&format!("observed, \"{k}\"")) || source.contains(&format!("of_kind(\"{k}\"")));
+        for k in looked_up {
+            assert!(KINDS.contains(k), "outputs read {k} but KINDS does not list it");
+        }
+    }
     use crate::engine::{Fields, Identity};
 
     fn item(kind: &'static str, id: &str, physical: &str, identity: Identity) -> Observed {
