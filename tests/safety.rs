@@ -171,6 +171,11 @@ async fn a_pass_after_a_destroy_does_not_build_the_stack_again() {
     assert_ne!(pass.code, 0, "{pass}");
     assert!(pass.stdout.contains("was destroyed: this pass changes nothing"), "{pass}");
     assert_eq!(vpcs(&moto).await, 0, "the pass built nothing\n{pass}");
+    // An apply that does not go ahead (no approval, no terminal) leaves the mark.
+    let cancelled = cli::reconciler(&moto, &["apply", spec]);
+    assert_ne!(cancelled.code, 0, "{cancelled}");
+    let pass = cli::reconciler(&moto, &["run", spec, "--iterations", "1"]);
+    assert!(pass.code != 0 && pass.stdout.contains("was destroyed"), "a cancelled apply cleared the mark\n{pass}");
     cli::apply(&moto, spec);
     let pass = cli::reconciler(&moto, &["run", spec, "--iterations", "1"]);
     assert_eq!(pass.code, 0, "{pass}");

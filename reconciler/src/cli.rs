@@ -312,14 +312,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = Session::open(&file, &aws).await?;
             s.stop_on_signal();
             let lock = s.lock().await?;
-            // A person's apply builds the stack on purpose: unattended passes may follow again.
-            if let Some(l) = &lock {
-                if let Err(e) = l.clear_destroyed().await {
-                    release(lock).await?;
-                    return Err(e);
-                }
-            }
-            let result = apply_locked(&s, &file, auto_approve, allow_destructive, saved.as_deref()).await;
+            let result = apply_locked(&s, &file, auto_approve, allow_destructive, saved.as_deref(), lock.as_ref()).await;
             release(lock).await?;
             result.map(|outcome| outcome.exit_code(detailed_exitcode))
         }
@@ -389,7 +382,25 @@ async fn apply_locked(
     auto_approve: bool,
     allow_destructive: bool,
     saved: Option<&std::path::Path>,
+    lock: Option<&engine::lock::StackLock>,
 ) -> anyhow::Result<Applied> {
+    // A person's apply that goes ahead (confirmed, or nothing to change) builds the stack on
+    // purpose: unattended passes may follow again. A cancelled one leaves the mark.
+    // Looked for first (most applies find none); a failure is a warning, not a failed apply.
+    let clear_destroyed = || async {
+        let Some(l) = lock else { return };
+        let cleared = async {
+            if l.destroyed().await? {
+                l.clear_destroyed().await
+            } else {
+                Ok(())
+            }
+        }
+        .await;
+        if let Err(e) = cleared {
+            eprintln!("warning: {e:#}; unattended passes keep refusing to run until an apply clears the destroyed mark (or it is deleted)");
+        }
+    };
     let started = Instant::now();
     let (state, observed, plan) = s.plan().await?;
     let cost = s.estimate(&state, &observed);
@@ -417,6 +428,7 @@ async fn apply_locked(
     };
     print!("{}", render_text(&plan, Some(&cost), Style::for_stdout()));
     if !plan.has_changes() {
+        clear_destroyed().await;
         println!();
         print_outputs(s, &observed, OutputFormat::Text)?;
         engine::fail_if_unhealthy(&plan, &observed)?;
@@ -425,6 +437,7 @@ async fn apply_locked(
     if !reviewed {
         confirm(auto_approve, "apply these changes")?;
     }
+    clear_destroyed().await;
     // A person who typed `yes`, or a reviewed plan, may replace and delete; an unattended
     // apply (--auto-approve) only with --allow-destructive.
     let destructive = if reviewed || !auto_approve || allow_destructive { engine::Destructive::Allow } else { engine::Destructive::Hold };

@@ -137,10 +137,18 @@ fn delete_first<'a>(replaced: &[(&'a Desired, Replacement)]) -> BTreeSet<&'a str
 /// Deleting the old resource under it fails on AWS (`DependencyViolation`, `ResourceInUse`)
 /// or strands the dependent, so the whole apply is refused before any change, saying what
 /// to do instead. `None` when every delete-first replacement takes its dependents with it.
-fn stranded_by_delete_first(desired: &[Desired], delete_first: &BTreeSet<&str>, action_of: impl Fn(&Desired) -> Action) -> Option<String> {
+fn stranded_by_delete_first(
+    kinds: &[Box<dyn Kind>],
+    desired: &[Desired],
+    delete_first: &BTreeSet<&str>,
+    action_of: impl Fn(&Desired) -> Action,
+) -> Option<String> {
     let mut stranded: Vec<String> = Vec::new();
     for d in desired {
         if delete_first.contains(d.id.as_str()) || matches!(action_of(d), Action::Create) {
+            continue;
+        }
+        if !kinds.iter().find(|k| k.name() == d.kind).is_some_and(|k| k.holds_what_it_uses()) {
             continue;
         }
         for dep in deps_of(d).iter().filter(|x| delete_first.contains(x.as_str())) {
@@ -390,7 +398,7 @@ pub fn plan(
     }
     let action_of =
         |d: &Desired| resources.iter().find(|r| r.kind == d.kind && r.id == d.id).map(|r| r.action.clone()).unwrap_or(Action::Create);
-    let notes = stranded_by_delete_first(desired, &delete_first(&replaced), action_of)
+    let notes = stranded_by_delete_first(kinds, desired, &delete_first(&replaced), action_of)
         .map(|why| why.replacen("refusing to apply:", "apply refuses this plan:", 1))
         .into_iter()
         .collect();
@@ -518,7 +526,7 @@ pub async fn apply(
         }
     }
     let delete_first = delete_first(&replaced);
-    if let Some(why) = stranded_by_delete_first(desired, &delete_first, |d| action_of(d)) {
+    if let Some(why) = stranded_by_delete_first(kinds, desired, &delete_first, |d| action_of(d)) {
         return Err(anyhow!("{why}"));
     }
     let mut old_halves: Vec<&Observed> = Vec::new();
@@ -895,6 +903,9 @@ mod tests {
         fn updates_yield_new_identity(&self) -> bool {
             self.0 == "rev"
         }
+        fn holds_what_it_uses(&self) -> bool {
+            self.0 != "rt"
+        }
         fn delete<'a>(&'a self, _: &'a Ctx, _: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
             unreachable!()
         }
@@ -904,7 +915,21 @@ mod tests {
     }
 
     fn kinds() -> Vec<Box<dyn Kind>> {
-        vec![Box::new(FakeKind("a")), Box::new(FakeKind("b")), Box::new(FakeKind("rev"))]
+        vec![Box::new(FakeKind("a")), Box::new(FakeKind("b")), Box::new(FakeKind("rev")), Box::new(FakeKind("rt"))]
+    }
+
+    /// A delete-first replacement under something that stays and holds it is refused; under
+    /// something that does not hold what it uses (a route table's route to a NAT gateway) it
+    /// goes ahead.
+    #[test]
+    fn only_dependents_that_hold_what_they_use_refuse_a_delete_first_replacement() {
+        let sub = desired("a", "sub", json!({}));
+        let table = desired("rt", "table", json!({"subnets": reference("sub")}));
+        let service = desired("b", "service", json!({"subnets": reference("sub")}));
+        let first = BTreeSet::from(["sub"]);
+        assert_eq!(stranded_by_delete_first(&kinds(), &[sub.clone(), table.clone()], &first, |_| Action::Update), None);
+        let why = stranded_by_delete_first(&kinds(), &[sub, table, service], &first, |_| Action::Update).unwrap();
+        assert!(why.contains("b service still uses `sub`") && !why.contains("table"), "{why}");
     }
 
     /// A create-before-destroy replacement inside something replaced delete-first (a security

@@ -255,13 +255,15 @@ impl StackLock {
         Ok(())
     }
 
-    /// Whether the stack was destroyed (and not applied by a person since).
+    /// Whether the stack was destroyed (and not applied by a person since). A missing mark
+    /// is 404, or 403 where the caller may not list the bucket (S3 says 403 for a missing
+    /// object then; the printed policy grants reading this one key, so a 403 means missing).
     pub async fn destroyed(&self) -> anyhow::Result<bool> {
         let key = tombstone(&self.key);
         idempotent(|| async {
             match self.s3.head_object().bucket(&self.bucket).key(&key).send().await {
                 Ok(_) => Ok(true),
-                Err(e) if matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() == 404) => Ok(false),
+                Err(e) if matches!(&e, SdkErr::ServiceError(c) if matches!(c.raw().status().as_u16(), 403 | 404)) => Ok(false),
                 Err(e) => Err(call_failed("HeadObject")(e)),
             }
         })

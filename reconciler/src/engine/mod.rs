@@ -152,6 +152,14 @@ pub trait Kind: Send + Sync {
     fn unreported(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Whether this kind's references keep what they point at from being deleted (an attached
+    /// internet gateway keeps its VPC, an ECS service's tasks keep their subnets, groups and
+    /// Cloud Map service). A route table's routes and associations do not: AWS deletes a NAT
+    /// gateway a route names (the route goes blackhole) and a subnet a table is associated
+    /// with. Used to refuse a delete-first replacement under something that stays.
+    fn holds_what_it_uses(&self) -> bool {
+        true
+    }
     /// True when an update makes a new identity (a task definition revision): the plan shows
     /// dependents' references to it as known after apply, and apply repoints them.
     fn updates_yield_new_identity(&self) -> bool {

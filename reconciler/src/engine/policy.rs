@@ -102,8 +102,9 @@ pub fn document(stack: &str, kinds: &[Box<dyn Kind>], purpose: Purpose, facts: &
             "Sid": "HoldTheStackLock",
             "Effect": "Allow",
             "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-            // The lease, and beside it the mark destroy leaves (`lock::tombstone`).
-            "Resource": [format!("arn:aws:s3:::{bucket}/{key}"), format!("arn:aws:s3:::{bucket}/{}", super::lock::tombstone(key))],
+            // The lease, and beside it the mark destroy leaves (`lock::tombstone`: the lease's
+            // key with a suffix), in one pattern so the policy fits a role inline.
+            "Resource": format!("arn:aws:s3:::{bucket}/{key}*"),
         }));
     }
     json!({"Version": "2012-10-17", "Statement": statements})

@@ -98,6 +98,11 @@ impl Kind for RouteTable {
         "ec2:route-table"
     }
 
+    /// Routes and associations do not keep a NAT gateway or a subnet from being deleted.
+    fn holds_what_it_uses(&self) -> bool {
+        false
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["vpc"]
     }

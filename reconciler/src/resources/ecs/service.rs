@@ -688,19 +688,17 @@ impl Kind for EcsService {
 async fn tasks_still_running(ctx: &Ctx, cluster: &str, service_name: &str) -> anyhow::Result<Vec<String>> {
     let mut busy = Vec::new();
     for wanted in [DesiredStatus::Running, DesiredStatus::Stopped] {
-        let listed = client(ctx)
-            .list_tasks()
-            .cluster(cluster)
-            .service_name(service_name)
-            .desired_status(wanted.clone())
-            .send()
-            .await
-            .map_err(call_failed("ListTasks"));
-        let arns = match listed {
-            Ok(out) => out.task_arns().to_vec(),
-            Err(e) if is_gone(&e) => vec![],
-            Err(e) => return Err(e),
-        };
+        // Every page: a crash-looping service can leave more stopped tasks than one page holds.
+        let mut pages =
+            client(ctx).list_tasks().cluster(cluster).service_name(service_name).desired_status(wanted.clone()).into_paginator().send();
+        let mut arns = Vec::new();
+        while let Some(page) = pages.next().await {
+            match page.map_err(call_failed("ListTasks")) {
+                Ok(out) => arns.extend(out.task_arns().iter().cloned()),
+                Err(e) if is_gone(&e) => break,
+                Err(e) => return Err(e),
+            }
+        }
         if arns.is_empty() {
             continue;
         }
