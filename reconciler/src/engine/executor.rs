@@ -148,7 +148,7 @@ fn stranded_by_delete_first(
         if delete_first.contains(d.id.as_str()) || matches!(action_of(d), Action::Create) {
             continue;
         }
-        if !kinds.iter().find(|k| k.name() == d.kind).is_some_and(|k| k.holds_what_it_uses()) {
+        if !kind_of(kinds, d.kind).is_ok_and(|k| k.holds_what_it_uses()) {
             continue;
         }
         for dep in deps_of(d).iter().filter(|x| delete_first.contains(x.as_str())) {
@@ -256,8 +256,7 @@ fn index_live<'o>(
     let mut ids: BTreeMap<String, Identity> = externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.clone()))).collect();
     ids.extend(keep.values().map(|&i| (observed[i].id.clone(), observed[i].identity())));
     for (key, members) in groups.iter().filter(|(_, m)| m.len() > 1) {
-        let (Some(d), Some(kind)) = (desired.iter().find(|d| (d.kind, d.id.as_str()) == *key), kinds.iter().find(|k| k.name() == key.0))
-        else {
+        let (Some(d), Ok(kind)) = (desired.iter().find(|d| (d.kind, d.id.as_str()) == *key), kind_of(kinds, key.0)) else {
             continue;
         };
         let fields = resolve_fields(&d.fields, &ids);
@@ -312,7 +311,7 @@ pub fn plan(
         }
     }
     let mut resources = Vec::new();
-    for i in order {
+    for &i in &order {
         let d = &desired[i];
         let kind = kind_of(kinds, d.kind)?;
         let fields = resolve_fields(&d.fields, &ids);
@@ -391,7 +390,7 @@ pub fn plan(
     // Told now, not half-way through an apply: a delete-first replacement under something
     // that stays (the apply refuses it before any change).
     let mut replaced: Vec<(&Desired, Replacement)> = Vec::new();
-    for d in &desired_in_order(desired, externals)? {
+    for d in order.iter().map(|&i| &desired[i]) {
         if let Some(r) = resources.iter().find(|r| r.kind == d.kind && r.id == d.id && matches!(r.action, Action::Replace { .. })) {
             replaced.push((d, kind_of(kinds, d.kind)?.replacement_for(&r.changes)));
         }
@@ -403,10 +402,6 @@ pub fn plan(
         .into_iter()
         .collect();
     Ok(Plan { stack: stack.to_string(), resources, notes, fingerprint: String::new() })
-}
-
-fn desired_in_order<'a>(desired: &'a [Desired], externals: &BTreeMap<String, String>) -> anyhow::Result<Vec<&'a Desired>> {
-    Ok(topo_order(desired, externals)?.into_iter().map(|i| &desired[i]).collect())
 }
 
 /// The dependency whose replacement (or creation) alone explains these changes: every

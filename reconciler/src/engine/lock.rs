@@ -53,13 +53,21 @@ fn now() -> u64 {
 use aws_smithy_runtime_api::client::result::SdkError as SdkErr;
 type S3Err<E> = SdkErr<E, aws_smithy_runtime_api::http::Response>;
 
+/// The HTTP status S3 answered with, when it answered.
+fn status<E>(e: &S3Err<E>) -> Option<u16> {
+    match e {
+        SdkErr::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
+        _ => None,
+    }
+}
+
 /// 412 Precondition Failed (the condition did not hold), or 409 (a concurrent conditional write).
 fn precondition_failed<E>(e: &S3Err<E>) -> bool {
-    matches!(e, SdkErr::ServiceError(ctx) if matches!(ctx.raw().status().as_u16(), 412 | 409))
+    matches!(status(e), Some(412 | 409))
 }
 
 fn is_server_error<E>(e: &S3Err<E>) -> bool {
-    matches!(e, SdkErr::ServiceError(ctx) if ctx.raw().status().as_u16() >= 500)
+    status(e).is_some_and(|s| s >= 500)
 }
 
 pub struct StackLock {
@@ -263,7 +271,7 @@ impl StackLock {
         idempotent(|| async {
             match self.s3.head_object().bucket(&self.bucket).key(&key).send().await {
                 Ok(_) => Ok(true),
-                Err(e) if matches!(&e, SdkErr::ServiceError(c) if matches!(c.raw().status().as_u16(), 403 | 404)) => Ok(false),
+                Err(e) if matches!(status(&e), Some(403 | 404)) => Ok(false),
                 Err(e) => Err(call_failed("HeadObject")(e)),
             }
         })
@@ -285,7 +293,7 @@ impl StackLock {
                     eprintln!("  warning: the lock s3://{}/{} changed while held (taken over); not deleting it", self.bucket, self.key);
                     Ok(())
                 }
-                Err(e) if matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() == 404) => Ok(()),
+                Err(e) if status(&e) == Some(404) => Ok(()),
                 Err(e) => Err(call_failed("DeleteObject")(e)),
             }
         })
@@ -334,7 +342,7 @@ impl Renewal<'_> {
                 }
                 return Err("it was changed by someone else".into());
             }
-            ambiguous |= !matches!(&e, SdkErr::ServiceError(c) if c.raw().status().as_u16() < 500);
+            ambiguous |= status(&e).is_none_or(|s| s >= 500);
             let wait = super::retry::backoff(base, attempt);
             if std::time::Instant::now() + wait >= valid_until {
                 return Err(format!("renewal failed {attempt} time(s) while the lease was valid; last: {:#}", call_failed("PutObject")(e)));
