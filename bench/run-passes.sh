@@ -16,7 +16,7 @@ bin="${RECONCILER:-${CARGO_TARGET_DIR:-$root/target}/debug/reconciler}"
 moto_server="$(bash "$root/tests/emulator/install-moto.sh")"
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$moto_server" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+"$(dirname "$moto_server")/python" "$root/tests/emulator/moto-aws.py" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
 moto_pid=$!
 work="$(mktemp -d)"
 cleanup() { kill "$moto_pid" 2>/dev/null || true; [ -n "${run_pid:-}" ] && kill "$run_pid" 2>/dev/null; rm -rf "$work"; }

@@ -25,7 +25,7 @@ cargo build --workspace --quiet
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 log="$(mktemp -t moto-demo.XXXXXX.log)"
 step "starting moto on 127.0.0.1:$port (log: $log)"
-MOTO_IAM_LOAD_MANAGED_POLICIES=true "$moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+MOTO_IAM_LOAD_MANAGED_POLICIES=true "$venv/bin/python" tests/emulator/moto-aws.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
 trap 'kill $moto_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 200); do

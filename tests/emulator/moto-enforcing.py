@@ -6,12 +6,13 @@ signature it expects is over the wrong payload and every such call fails with
 SignatureDoesNotMatch, from boto3 as from the Rust SDK. This launcher signs over the body
 alone (empty when there is none), as AWS does, then runs moto's own server entry point with
 the same arguments. Used only by tests/policy.rs; IAM enforcement is switched on with
-INITIAL_NO_AUTH_ACTION_COUNT in the environment.
+INITIAL_NO_AUTH_ACTION_COUNT in the environment. The AWS behaviours of moto_aws.py apply here too.
 """
 import sys
 
 from botocore.awsrequest import AWSRequest
 import moto.iam.access_control as access_control
+import moto_aws  # noqa: F401  (patches moto on import)
 from moto.server import main
 
 

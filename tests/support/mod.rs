@@ -86,8 +86,11 @@ pub fn venv_python() -> PathBuf {
 }
 
 impl Moto {
+    /// moto through tests/emulator/moto-aws.py: where moto differs from AWS in a way the
+    /// reconciler's waits depend on, it behaves as AWS (see moto_aws.py).
     pub fn start() -> Moto {
-        let moto = Moto::start_with(moto_server(), &[], &[]);
+        let launcher = repo_root().join("tests/emulator/moto-aws.py");
+        let moto = Moto::start_with(venv_python(), &[launcher.to_str().unwrap()], &[]);
         warm_up_rest_routers(moto.port);
         moto.create_lock_bucket();
         moto

@@ -140,6 +140,48 @@ pub async fn sync_tags(ctx: &Ctx, resource_id: &str, changes: &[FieldChange]) ->
     Ok(())
 }
 
+/// Waits until no network interface is in a security group or subnet (`filter`: `group-id` or
+/// `subnet-id`): EC2 refuses to delete either while one is (`DependencyViolation`). The
+/// interfaces of a VPC link, of a Fargate task and of a NAT gateway outlive their owner by
+/// minutes and then go by themselves, so this polls `DescribeNetworkInterfaces` instead of
+/// sending deletes AWS refuses. One still there at the wait timeout is named in the error.
+pub async fn wait_until_no_interface_in(ctx: &Ctx, filter: &str, what: &str, id: &str) -> anyhow::Result<()> {
+    let seen = std::sync::Mutex::new(Vec::new());
+    let waited = crate::engine::wait::until(ctx, &format!("the network interfaces in {what} {id} to be released"), || async {
+        let only = Filter::builder().name(filter).values(id).build();
+        let mut pages = ec2(ctx).describe_network_interfaces().filters(only).into_paginator().send();
+        let mut busy = Vec::new();
+        while let Some(page) = pages.next().await {
+            busy.extend(page.map_err(call_failed("DescribeNetworkInterfaces"))?.network_interfaces().iter().map(interface_text));
+        }
+        let released = busy.is_empty();
+        *seen.lock().unwrap() = busy;
+        Ok(released.then_some(()))
+    })
+    .await;
+    let busy = seen.into_inner().unwrap();
+    waited.map_err(|e| {
+        if busy.is_empty() {
+            return e;
+        }
+        e.context(format!(
+            "{what} {id} is still in use by network interface(s) {}. A VPC link's, a task's or a NAT gateway's go by themselves after their owner is deleted; one this stack did not create (its description says what made it) must be deleted or moved by whoever owns it. Then run the same command again",
+            busy.join(", ")
+        ))
+    })
+}
+
+/// `eni-1 (VPC Link ENI, in-use)`: what a person needs to find it and its owner.
+fn interface_text(eni: &aws_sdk_ec2::types::NetworkInterface) -> String {
+    let about: Vec<&str> = [eni.description(), eni.status().map(|s| s.as_str())].into_iter().flatten().filter(|s| !s.is_empty()).collect();
+    let id = eni.network_interface_id().unwrap_or("?");
+    if about.is_empty() {
+        id.to_string()
+    } else {
+        format!("{id} ({})", about.join(", "))
+    }
+}
+
 pub fn bool_field(f: &Fields, name: &str) -> bool {
     f.get(name).and_then(Value::as_bool).unwrap_or(false)
 }

@@ -3,7 +3,7 @@
 //! part of a rule's identity. Convergence authorizes the missing rules and revokes the extra
 //! ones, never revoke-all-then-reauthorize (which would open an outage window).
 
-use super::{call_failed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use super::{call_failed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec, wait_until_no_interface_in};
 use crate::engine::{normalise_set, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, UserIdGroupPair};
 use futures::future::BoxFuture;
@@ -216,7 +216,8 @@ impl Kind for SecurityGroup {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules"],
+            // DescribeNetworkInterfaces: a group is deleted once no interface is in it.
+            read: vec!["ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules", "ec2:DescribeNetworkInterfaces"],
             create: vec!["ec2:CreateSecurityGroup"],
             change: vec![
                 "ec2:AuthorizeSecurityGroupIngress",
@@ -238,6 +239,7 @@ impl Kind for SecurityGroup {
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
+            wait_until_no_interface_in(ctx, "group-id", "security group", &live.physical_id).await?;
             ec2(ctx).delete_security_group().group_id(&live.physical_id).send().await.map_err(call_failed("DeleteSecurityGroup"))?;
             Ok(())
         })

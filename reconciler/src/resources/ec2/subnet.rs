@@ -1,6 +1,9 @@
 //! `ec2:subnet` — public and private subnets, one of each per availability zone.
 
-use super::{bool_field, call_failed, changed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use super::{
+    bool_field, call_failed, changed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec,
+    wait_until_no_interface_in,
+};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 use futures::future::BoxFuture;
@@ -90,7 +93,8 @@ impl Kind for Subnet {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["ec2:DescribeSubnets"],
+            // DescribeNetworkInterfaces: a subnet is deleted once no interface is in it.
+            read: vec!["ec2:DescribeSubnets", "ec2:DescribeNetworkInterfaces"],
             create: vec!["ec2:CreateSubnet"],
             change: vec!["ec2:ModifySubnetAttribute", "ec2:DeleteSubnet", "ec2:CreateTags", "ec2:DeleteTags"],
             // Created in a VPC.
@@ -102,6 +106,7 @@ impl Kind for Subnet {
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
+            wait_until_no_interface_in(ctx, "subnet-id", "subnet", &live.physical_id).await?;
             ec2(ctx).delete_subnet().subnet_id(&live.physical_id).send().await.map_err(call_failed("DeleteSubnet"))?;
             Ok(())
         })
