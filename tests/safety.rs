@@ -181,3 +181,59 @@ async fn a_pass_after_a_destroy_does_not_build_the_stack_again() {
     assert_eq!(pass.code, 0, "{pass}");
     assert_eq!(vpcs(&moto).await, 1);
 }
+
+/// A drift-correction pass running (a task the schedule started) when a person destroys the
+/// stack holds the stack lock. Destroy stops it (ECS StopTask: SIGTERM, and the pass finishes
+/// the call in flight and releases the lock), takes the lock and destroys the stack in one
+/// run. Here the pass is a task run in moto as the schedule would run it, and its lease an
+/// object the test writes and deletes when the task is told to stop, as the pass would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_stops_a_drift_correction_pass_that_holds_the_lock() {
+    use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, NetworkConfiguration, PropagateTags};
+    let moto = Moto::start();
+    cli::apply(&moto, "specs/prod.yaml");
+    let c = moto.sdk_config().await;
+    let ecs = aws_sdk_ecs::Client::new(&c);
+    let schedule =
+        aws_sdk_scheduler::Client::new(&c).get_schedule().group_name("benchling-webhook").name("drift-correction").send().await.unwrap();
+    let target = schedule.target().unwrap();
+    let params = target.ecs_parameters().unwrap();
+    assert_eq!(params.propagate_tags().map(|p| p.as_str()), Some("TASK_DEFINITION"), "the runs carry the stack's tags");
+    let vpc = params.network_configuration().unwrap().awsvpc_configuration().unwrap();
+    let network = AwsVpcConfiguration::builder()
+        .set_subnets(Some(vpc.subnets().to_vec()))
+        .set_security_groups(Some(vpc.security_groups().to_vec()))
+        .build()
+        .unwrap();
+    let started = ecs
+        .run_task()
+        .cluster(target.arn())
+        .task_definition(params.task_definition_arn())
+        .launch_type(LaunchType::Fargate)
+        .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(network).build())
+        .propagate_tags(PropagateTags::TaskDefinition)
+        .send()
+        .await
+        .unwrap();
+    let task = started.tasks()[0].task_arn().unwrap().to_string();
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&c).force_path_style(true).build());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let pass = serde_json::json!({"stack": "benchling-webhook", "holder": "ip-10-0-3-7/pid-1/42", "acquired_at": now, "renewed_at": now, "expires_at": now + 600});
+    let bucket = support::LOCK_BUCKET;
+    s3.put_object().bucket(bucket).key(support::LOCK_KEY).body(pass.to_string().into_bytes().into()).send().await.unwrap();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let released = tokio::spawn({
+        let (proxy, s3) = (proxy.clone(), s3.clone());
+        async move {
+            wait_for_call(&proxy, "ecs:StopTask").await;
+            s3.delete_object().bucket(bucket).key(support::LOCK_KEY).send().await.unwrap();
+        }
+    });
+    let run = cli::reconciler_via(&moto, &proxy.url, "3", &["destroy", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    released.await.unwrap();
+    assert!(run.stderr.contains("stopped the drift-correction pass"), "{run}");
+    let after = ecs.describe_tasks().cluster(target.arn()).tasks(&task).send().await.unwrap();
+    assert_eq!(after.tasks()[0].last_status(), Some("STOPPED"), "{run}");
+    assert_eq!(vpcs(&moto).await, 0, "{run}");
+}

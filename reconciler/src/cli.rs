@@ -368,7 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Destroy { file, auto_approve, aws } => {
             let s = Session::open(&file, &aws).await?;
             s.stop_on_signal();
-            let lock = s.lock().await?;
+            let lock = lock_for_destroy(&s).await?;
             let result = destroy_locked(&s, auto_approve, lock.as_ref()).await;
             release(lock).await?;
             result
@@ -473,6 +473,23 @@ async fn apply_locked(
     Ok(Applied::Changed)
 }
 
+/// The stack lock for `destroy`. A drift-correction pass holding it is stopped (it finishes
+/// the change in flight on SIGTERM and releases the lock; the next pass finds the stack
+/// destroyed and changes nothing), then the lock is waited for.
+async fn lock_for_destroy(s: &Session) -> anyhow::Result<Option<engine::lock::StackLock>> {
+    match s.lock().await {
+        Err(held) if held.downcast_ref::<engine::lock::Held>().is_some() => {
+            let stopped = crate::run::stop_running_passes(s).await?;
+            if stopped.is_empty() {
+                return Err(held);
+            }
+            eprintln!("  {held:#}: stopped the drift-correction pass(es) running now ({}); taking the lock", stopped.join(", "));
+            s.lock_waiting(s.lock_wait.max(Duration::from_secs(30))).await
+        }
+        other => other,
+    }
+}
+
 async fn destroy_locked(s: &Session, auto_approve: bool, lock: Option<&engine::lock::StackLock>) -> anyhow::Result<ExitCode> {
     if s.spec.deletion_policy == DeletionPolicy::Retain {
         bail!("the spec says `deletion_policy: retain`: destroy deletes nothing. Change it to `delete` first if you really mean to delete stack `{}`.", s.spec.name);
@@ -491,7 +508,8 @@ async fn destroy_locked(s: &Session, auto_approve: bool, lock: Option<&engine::l
     }
     println!("\nDestroy stack `{}`: {} resources to delete, {kept} to retain.", s.spec.name, observed.len() - kept);
     confirm(auto_approve, "delete these resources")?;
-    // Before the first delete: no unattended pass builds the stack again (see `run`).
+    // Before the first delete: no unattended pass builds the stack again (see `run`). A pass
+    // that starts meanwhile finds the lock held and exits.
     if let Some(l) = lock {
         l.mark_destroyed().await?;
     }
@@ -632,6 +650,11 @@ impl Session {
 
     /// Takes the stack lock if the spec configures one.
     pub(crate) async fn lock(&self) -> anyhow::Result<Option<engine::lock::StackLock>> {
+        self.lock_waiting(self.lock_wait).await
+    }
+
+    /// [`lock`](Self::lock), waiting up to `wait` for another holder.
+    async fn lock_waiting(&self, wait: Duration) -> anyhow::Result<Option<engine::lock::StackLock>> {
         let Some(l) = &self.spec.lock else {
             static WARNED: std::sync::Once = std::sync::Once::new();
             WARNED.call_once(|| {
@@ -644,16 +667,8 @@ impl Session {
         // The object the printed policy names (`stack_policy::lock_object`).
         let key = crate::stack_policy::lock_object(&self.spec).map(|(_, k)| k).unwrap_or_default();
         let ttl = Duration::from_secs(l.ttl_seconds as u64);
-        let lock = engine::lock::StackLock::acquire(
-            &self.ctx.client(),
-            &l.bucket,
-            &key,
-            &self.spec.name,
-            ttl,
-            self.lock_wait,
-            self.ctx.stop.clone(),
-        )
-        .await?;
+        let lock = engine::lock::StackLock::acquire(&self.ctx.client(), &l.bucket, &key, &self.spec.name, ttl, wait, self.ctx.stop.clone())
+            .await?;
         Ok(Some(lock))
     }
 

@@ -63,6 +63,15 @@ fn next_wait(interval: f64, jitter: f64, consecutive_errors: u32, retry_base: Du
     base.mul_f64(1.0 - spread + 2.0 * spread * unit)
 }
 
+/// Stops the stack's drift-correction passes running now and waits until they have exited
+/// (`destroy` does, so that none holds the stack lock or network interfaces in what goes).
+/// None when the spec has no drift correction.
+pub(crate) async fn stop_running_passes(s: &Session) -> anyhow::Result<Vec<String>> {
+    let (Some(_), Some(service)) = (&s.spec.drift_correction, &s.spec.service) else { return Ok(vec![]) };
+    let family = crate::desired::drift_correction::task_family(&s.spec.name);
+    crate::resources::ecs::stop_family_tasks(&s.ctx, &service.cluster, &family, "stack destroyed (reconciler destroy)").await
+}
+
 /// What `run` does with the drift it finds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Mode {

@@ -4,6 +4,8 @@ as AWS documents (imported by the launchers in this directory; test and demo onl
 - A deleted NAT gateway releases its network interface and its Elastic IP association. moto
   only marks the gateway `deleted` and keeps both for ever, so a subnet would look busy (a
   network interface still in it) and the address still associated long after AWS frees them.
+- ListTasks with `serviceName` lists only that service's tasks; a stopped task's network
+  interface is released; RunTask takes a Fargate task whose containers set no memory (below).
 """
 from moto.ec2.models.nat_gateways import NatGatewayBackend
 
@@ -22,3 +24,56 @@ def _delete_nat_gateway_releasing(self, nat_gateway_id):
 
 
 NatGatewayBackend.delete_nat_gateway = _delete_nat_gateway_releasing
+
+
+# - ListTasks with `serviceName` lists the tasks that service started (their group is
+#   `service:<name>`); moto ignores the filter and lists every task of the cluster.
+# - A stopped Fargate task's network interface is released; moto keeps it for ever.
+from moto.ec2.models import ec2_backends
+from moto.ecs.models import EC2ContainerServiceBackend
+
+_list_tasks = EC2ContainerServiceBackend.list_tasks
+_stop_task = EC2ContainerServiceBackend.stop_task
+
+
+def _list_tasks_of_service(self, cluster_str=None, container_instance=None, family=None, started_by=None, service_name=None, desiredStatus=None):
+    tasks = _list_tasks(self, cluster_str, container_instance, family, started_by, service_name, desiredStatus)
+    if service_name:
+        tasks = [t for t in tasks if t.group == f"service:{service_name.split('/')[-1]}"]
+    return tasks
+
+
+def _stop_task_releasing(self, cluster_str, task_str, reason):
+    task = _stop_task(self, cluster_str, task_str, reason)
+    ec2 = ec2_backends[self.account_id][self.region_name]
+    for attachment in task.attachments:
+        for detail in attachment.get("details", []):
+            if detail.get("name") == "networkInterfaceId" and detail.get("value") in ec2.enis:
+                ec2.delete_network_interface(detail["value"])
+    return task
+
+
+EC2ContainerServiceBackend.list_tasks = _list_tasks_of_service
+EC2ContainerServiceBackend.stop_task = _stop_task_releasing
+
+
+# - RunTask of a Fargate task definition whose containers set no memory of their own (the task's
+#   memory is enough on AWS) fails in moto adding None; count such a container as 0 MiB.
+_requirements = EC2ContainerServiceBackend._calculate_task_resource_requirements
+
+
+def _requirements_without_container_memory(task_definition):
+    unset = [
+        c for c in task_definition.container_definitions
+        if c.get("memory") is None and c.get("memoryReservation") is None and "Memory" not in c and "MemoryReservation" not in c
+    ]
+    for c in unset:
+        c["memoryReservation"] = 0
+    try:
+        return _requirements(task_definition)
+    finally:
+        for c in unset:
+            del c["memoryReservation"]
+
+
+EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(_requirements_without_container_memory)

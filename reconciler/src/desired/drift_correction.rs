@@ -42,6 +42,11 @@ pub fn task_policy(spec: &crate::spec::Spec, mode: DriftMode) -> Value {
     canonical_policy(&crate::stack_policy::document(spec, purpose))
 }
 
+/// The drift-correction task's family (`<stack>-drift-correction`).
+pub fn task_family(stack: &str) -> String {
+    format!("{stack}-{NAME}")
+}
+
 pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     let Some(dc) = b.spec.drift_correction.clone() else { return };
     if b.spec.service.is_none() {
@@ -50,7 +55,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     let spec = b.spec;
     let stack = spec.name.clone();
     let (region, account) = (spec.region.clone(), b.facts.account.clone());
-    let family = format!("{stack}-{NAME}");
+    let family = task_family(&stack);
 
     // Egress only: the task calls AWS APIs (and pulls its image); nothing calls it.
     b.security_group("sg-drift-correction", NAME, "drift-correction task (reconciler)", vec![], vec![json!("all all 0.0.0.0/0")]);
@@ -149,6 +154,10 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         json!([format!("arn:aws:ecs:{region}:{account}:task-definition/{family}:*")]),
     );
     run_task["Condition"] = json!({"ArnEquals": {"ecs:cluster": reference_to("cluster", "arn")}});
+    // The task carries its definition's tags (propagated at RunTask), which ECS authorises as
+    // a tag on create.
+    let mut tag_run = statement("TagTheTaskItRuns", &["ecs:TagResource"], json!([format!("arn:aws:ecs:{region}:{account}:task/*")]));
+    tag_run["Condition"] = json!({"StringEquals": {"ecs:CreateAction": "RunTask"}});
     let pass = statement(
         "PassItsRoles",
         &["iam:PassRole"],
@@ -161,7 +170,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
             "name": format!("{stack}-{NAME}-scheduler"),
             "path": role_path(&stack),
             "trust": scheduler_trust,
-            "policies": {"run-task": {"Version": "2012-10-17", "Statement": set(vec![run_task, pass])}},
+            "policies": {"run-task": {"Version": "2012-10-17", "Statement": set(vec![run_task, tag_run, pass])}},
         })),
         &[],
     );
@@ -188,6 +197,8 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
                 "subnets": set(private_subnets.iter().map(|s| reference(s)).collect()),
                 "security_groups": set(vec![reference("sg-drift-correction")]),
                 "assign_public_ip": false,
+                // Tagged as the stack's: `destroy` may stop a run still going, and it costs the stack.
+                "propagate_tags": "TASK_DEFINITION",
                 // A failed start is not retried: the next scheduled run is the retry.
                 "retry_attempts": 0,
                 "max_event_age_seconds": 60,
@@ -281,6 +292,7 @@ mod tests {
         assert_eq!(t["subnets"], set(vec![reference("subnet-private-1"), reference("subnet-private-2")]));
         assert_eq!(t["security_groups"], set(vec![reference("sg-drift-correction")]));
         assert_eq!((t["launch_type"].as_str(), t["assign_public_ip"].as_bool()), (Some("FARGATE"), Some(false)));
+        assert_eq!(t["propagate_tags"], "TASK_DEFINITION", "a run carries the stack's tags: destroy may stop it");
         assert_eq!(node(&d, "schedule-group").fields["name"], "benchling-webhook");
         assert_eq!(node(&d, "schedule-group").fields["tags"]["reconciler:stack"], "benchling-webhook");
 
@@ -297,6 +309,11 @@ mod tests {
         assert_eq!(run["Action"], json!(["ecs:RunTask"]));
         assert_eq!(run["Resource"], json!(["arn:aws:ecs:us-east-1:123456789012:task-definition/benchling-webhook-drift-correction:*"]));
         assert_eq!(run["Condition"]["ArnEquals"]["ecs:cluster"], reference_to("cluster", "arn"));
+        let tag = statements.iter().find(|s| s["Sid"] == "TagTheTaskItRuns").unwrap();
+        assert_eq!(
+            (&tag["Action"], &tag["Condition"]["StringEquals"]["ecs:CreateAction"]),
+            (&json!(["ecs:TagResource"]), &json!("RunTask"))
+        );
         let pass = statements.iter().find(|s| s["Sid"] == "PassItsRoles").unwrap();
         assert_eq!(
             pass["Resource"],

@@ -5,7 +5,7 @@
 
 mod compute;
 mod discovery;
-mod drift_correction;
+pub mod drift_correction;
 mod edge;
 mod network;
 

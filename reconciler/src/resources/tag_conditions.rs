@@ -65,6 +65,7 @@ const CHANGED_WHILE_TAGGED: &[(&str, &str)] = &[
     ("ecs:DeleteCluster", "the stack's cluster"),
     ("ecs:PutClusterCapacityProviders", "the stack's cluster"),
     ("ecs:UpdateClusterSettings", "the stack's cluster"),
+    ("ecs:StopTask", "a drift-correction run: it carries its task definition's tags (the schedule propagates them)"),
     ("ecs:TagResource", "tag drift, and the failed-revision record, on the stack's resources"),
     ("ecs:UntagResource", "tag drift on the stack's resources"),
     ("application-autoscaling:RegisterScalableTarget", "a later registration (new bounds) of the stack's tagged target"),

@@ -240,6 +240,53 @@ pub fn int(field: &str, n: u64) -> anyhow::Result<i32> {
     i32::try_from(n).map_err(|_| anyhow::anyhow!("{field} = {n} is too large for ECS"))
 }
 
+/// Stops the tasks of `family` still running in `cluster` (the stack's drift-correction runs,
+/// which `destroy` stops) and waits until they have exited: ECS sends SIGTERM, then SIGKILL
+/// after the container's stop timeout. The tasks stopped; none when the cluster is gone.
+pub async fn stop_family_tasks(ctx: &Ctx, cluster: &str, family: &str, reason: &str) -> anyhow::Result<Vec<String>> {
+    use crate::engine::retry::is_gone;
+    let mut arns = Vec::new();
+    let mut pages = client(ctx)
+        .list_tasks()
+        .cluster(cluster)
+        .family(family)
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        match page.map_err(call_failed("ListTasks")) {
+            Ok(out) => arns.extend(out.task_arns().iter().cloned()),
+            Err(e) if is_gone(&e) => return Ok(vec![]),
+            Err(e) => return Err(e),
+        }
+    }
+    for arn in &arns {
+        match client(ctx).stop_task().cluster(cluster).task(arn).reason(reason).send().await.map_err(call_failed("StopTask")) {
+            Err(e) if !is_gone(&e) => return Err(e),
+            _ => {}
+        }
+    }
+    if !arns.is_empty() {
+        crate::engine::wait::until(ctx, &format!("the stopped {family} task(s) to exit"), || async {
+            for chunk in arns.chunks(100) {
+                let out = client(ctx)
+                    .describe_tasks()
+                    .cluster(cluster)
+                    .set_tasks(Some(chunk.to_vec()))
+                    .send()
+                    .await
+                    .map_err(call_failed("DescribeTasks"))?;
+                if out.tasks().iter().any(|t| t.last_status() != Some("STOPPED")) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        })
+        .await?;
+    }
+    Ok(arns)
+}
+
 /// Which ECS create calls the kinds make: `ecs:TagResource` on create is authorised with
 /// `ecs:CreateAction` naming them.
 const CREATES: &[&str] = &["CreateCluster", "RegisterTaskDefinition", "CreateService"];

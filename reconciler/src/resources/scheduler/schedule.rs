@@ -16,7 +16,7 @@ use crate::engine::retry::{gone_as_none, has_code, observe_again};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Scoped};
 use aws_sdk_scheduler::types::{
     AssignPublicIp, AwsVpcConfiguration, EcsParameters, FlexibleTimeWindow, FlexibleTimeWindowMode, LaunchType, NetworkConfiguration,
-    RetryPolicy, ScheduleState, Target,
+    PropagateTags, RetryPolicy, ScheduleState, Target,
 };
 use futures::future::{try_join_all, BoxFuture};
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,9 @@ pub struct ScheduleTarget {
     /// Sorted.
     pub security_groups: Vec<String>,
     pub assign_public_ip: bool,
+    /// `TASK_DEFINITION`: the task carries its definition's tags (the stack's), so that the
+    /// stack's policy may stop it (`destroy`) and its cost is the stack's; `NONE`: untagged.
+    pub propagate_tags: String,
     /// Retries of a failed RunTask, and how long Scheduler keeps trying one run.
     pub retry_attempts: u64,
     pub max_event_age_seconds: u64,
@@ -69,6 +72,8 @@ pub struct ScheduleTarget {
 const DEFAULT_TIMEZONE: &str = "UTC";
 const DEFAULT_RETRY_ATTEMPTS: u64 = 185;
 const DEFAULT_MAX_EVENT_AGE: u64 = 86_400;
+/// A target that propagates no tags (Scheduler's only value is `TASK_DEFINITION`; absent = none).
+const NO_TAGS: &str = "NONE";
 
 /// The comparable fields of a schedule as GetSchedule returns it. A target that is not an ECS
 /// task (changed by hand) reports empty ECS fields, so that the update puts the task back.
@@ -102,6 +107,7 @@ pub fn fields_of(s: &aws_sdk_scheduler::operation::get_schedule::GetScheduleOutp
             subnets: vpc.map(|v| sorted(v.subnets())).unwrap_or_default(),
             security_groups: vpc.map(|v| sorted(v.security_groups())).unwrap_or_default(),
             assign_public_ip: vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Enabled),
+            propagate_tags: ecs.and_then(|e| e.propagate_tags()).map(|p| p.as_str().to_string()).unwrap_or_else(|| NO_TAGS.into()),
             retry_attempts: retry.and_then(|r| r.maximum_retry_attempts()).map(|n| n.max(0) as u64).unwrap_or(DEFAULT_RETRY_ATTEMPTS),
             max_event_age_seconds: retry
                 .and_then(|r| r.maximum_event_age_in_seconds())
@@ -128,6 +134,7 @@ fn request_parts(f: &ScheduleFields) -> anyhow::Result<(Target, FlexibleTimeWind
         .launch_type(LaunchType::from(t.launch_type.as_str()))
         .task_count(int("task_count", t.task_count)?)
         .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
+        .set_propagate_tags((t.propagate_tags != NO_TAGS).then(|| PropagateTags::from(t.propagate_tags.as_str())))
         .build()?;
     let target = Target::builder()
         .arn(&t.cluster)
@@ -287,8 +294,11 @@ impl Kind for Schedule {
         IamActions {
             // ListSchedules takes no resource.
             read: vec!["scheduler:ListSchedules"],
-            read_by_arn: vec!["scheduler:GetSchedule"],
-            arns: vec![iam_arn("schedule")],
+            // `destroy` stops the schedule's runs still going (tagged by propagation, so under
+            // the stack's tag condition): `crate::run::stop_running_passes`.
+            read_by_arn: vec!["scheduler:GetSchedule", "ecs:ListTasks", "ecs:DescribeTasks"],
+            change: vec!["ecs:StopTask"],
+            arns: vec![iam_arn("schedule"), crate::resources::ecs::iam_arn("task"), crate::resources::ecs::iam_arn("container-instance")],
             // Schedules carry no tags: limited to the stack's group by ARN (`schedule/<group>/<name>`).
             // Creating or updating one also passes its role (the IAM kind grants PassRole on the
             // stack's roles).
@@ -326,6 +336,7 @@ mod tests {
                 subnets: vec!["subnet-1".into(), "subnet-2".into()],
                 security_groups: vec!["sg-1".into()],
                 assign_public_ip: false,
+                propagate_tags: "TASK_DEFINITION".into(),
                 retry_attempts: 0,
                 max_event_age_seconds: 60,
             },
@@ -359,6 +370,9 @@ mod tests {
         assert_eq!(fields_of(&echo(&f)), f);
         let flexible = ScheduleFields { flexible_window_minutes: Some(5), ..wanted() };
         assert_eq!(fields_of(&echo(&flexible)), flexible);
+        let mut untagged = wanted();
+        untagged.target.propagate_tags = NO_TAGS.into();
+        assert_eq!(fields_of(&echo(&untagged)), untagged, "no tags propagated is sent as nothing and read back as NONE");
     }
 
     #[test]
@@ -385,7 +399,8 @@ mod tests {
     fn schedule_calls_are_limited_to_the_stack_s_group() {
         let a = Schedule.iam("s");
         assert_eq!(a.scoped[0].resources, vec!["arn:aws:scheduler:*:*:schedule/s/*".to_string()]);
-        assert!(a.create.is_empty() && a.change.is_empty(), "schedules take no tags to condition on");
+        assert!(a.create.is_empty(), "schedules take no tags to condition on");
+        assert_eq!(a.change, ["ecs:StopTask"], "only the runs it started, which carry the stack's tags");
         assert_eq!(logical_id_of("drift-correction"), "schedule-drift-correction");
     }
 }
