@@ -1015,6 +1015,35 @@ async fn a_namespace_create_still_running_is_not_started_again() {
     assert_converged(&moto, "specs/prod.yaml");
 }
 
+/// An apply killed right after CreateVpcLink leaves the link PENDING (here 4 s: API Gateway
+/// provisions its network interfaces). The next apply finds it by its tags, does not create
+/// a second link, waits until it is AVAILABLE and only then creates the integration on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_killed_while_the_vpc_link_is_pending_waits_for_it_next_time() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let (create, secs) = ("apigateway:POST /vpclinks", 4.0);
+    let (available, pending) = ("\"vpcLinkStatus\": \"AVAILABLE\"", "\"vpcLinkStatus\": \"PENDING\"");
+    proxy.rule(Rule::rewrite(create, available, pending));
+    for read in ["apigateway:GET /vpclinks/*", "apigateway:GET /vpclinks"] {
+        proxy.rule(Rule::rewrite(read, available, pending).for_secs_after_first(create, secs));
+    }
+    let status = killed(&moto, &proxy, &["apply", "specs/prod.yaml", "--auto-approve"], |pid| proxy.kill_after_call(create, 1, pid)).await;
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.count(create), 1, "no second VPC link\n{run}");
+    let created = proxy.times(create)[0];
+    let integration = proxy.times("apigateway:POST /apis/*/integrations");
+    assert!(
+        integration.iter().all(|t| *t - created >= Duration::from_secs_f64(secs)),
+        "the integration was created on a PENDING link\n{run}"
+    );
+    assert_eq!(owned_counts(&moto).await.3, 1, "{run}");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
 /// A create-before-destroy replacement killed half-way: NAT gateway `nat-1` moves to a new
 /// Elastic IP (the stack's address for it was replaced), and apply is killed right after it
 /// created the new gateway. The next run finds both copies of `nat-1`: it keeps the new one

@@ -232,7 +232,7 @@ async fn destroy_stops_a_drift_correction_pass_that_holds_the_lock() {
     let run = cli::reconciler_via(&moto, &proxy.url, "3", &["destroy", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(run.code, 0, "{run}");
     released.await.unwrap();
-    assert!(run.stderr.contains("stopped the drift-correction pass"), "{run}");
+    assert!(run.stderr.contains("stopped the stack's drift-correction pass"), "{run}");
     let after = ecs.describe_tasks().cluster(target.arn()).tasks(&task).send().await.unwrap();
     assert_eq!(after.tasks()[0].last_status(), Some("STOPPED"), "{run}");
     assert_eq!(vpcs(&moto).await, 0, "{run}");

@@ -473,21 +473,24 @@ async fn apply_locked(
     Ok(Applied::Changed)
 }
 
-/// The stack lock for `destroy`. A drift-correction pass holding it is stopped (it finishes
-/// the change in flight on SIGTERM and releases the lock; the next pass finds the stack
-/// destroyed and changes nothing), then the lock is waited for.
+/// The stack lock for `destroy`. A drift-correction pass holds it while it works: when the
+/// lock is held, the stack's passes running now are stopped (SIGTERM: the pass ends its waits,
+/// lets the call in flight finish and releases the lock; the next pass finds the stack
+/// destroyed and changes nothing) and waited for, then the lock is waited for as usual.
 async fn lock_for_destroy(s: &Session) -> anyhow::Result<Option<engine::lock::StackLock>> {
-    match s.lock().await {
-        Err(held) if held.downcast_ref::<engine::lock::Held>().is_some() => {
-            let stopped = crate::run::stop_running_passes(s).await?;
-            if stopped.is_empty() {
-                return Err(held);
-            }
-            eprintln!("  {held:#}: stopped the drift-correction pass(es) running now ({}); taking the lock", stopped.join(", "));
-            s.lock_waiting(s.lock_wait.max(Duration::from_secs(30))).await
-        }
-        other => other,
+    let held = match s.lock_waiting(Duration::ZERO).await {
+        Err(held) if held.downcast_ref::<engine::lock::Held>().is_some() => held,
+        other => return other,
+    };
+    let stopped = crate::run::stop_running_passes(s)
+        .await
+        .with_context(|| format!("{held:#}; stopping the stack's drift-correction passes (which may hold it) failed"))?;
+    if stopped.is_empty() {
+        return s.lock().await;
     }
+    eprintln!("  {held:#}\n  stopped the stack's drift-correction pass(es) running now ({}); waiting for the lock", stopped.join(", "));
+    // A pass that exited released the lock; a lease left by one ECS had to kill expires by itself.
+    s.lock_waiting(s.lock_wait.max(Duration::from_secs(30))).await
 }
 
 async fn destroy_locked(s: &Session, auto_approve: bool, lock: Option<&engine::lock::StackLock>) -> anyhow::Result<ExitCode> {
@@ -676,6 +679,9 @@ impl Session {
     /// Live facts and the desired state computed from them.
     async fn desired(&self) -> anyhow::Result<(desired::Facts, DesiredState)> {
         let s = &self.ctx.settings;
+        // One pass: the facts and the observation that follows share their reads (the stack's
+        // subnets, listed once for the zones in use and for the subnet kind).
+        self.ctx.share_reads(true);
         let facts = engine::retry::with_retries(s, || crate::facts::gather(&self.ctx, &self.spec))
             .await
             .context("reading the facts the spec depends on (zones, an existing VPC, the account)")?;

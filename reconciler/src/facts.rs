@@ -27,10 +27,9 @@ async fn account(ctx: &Ctx) -> anyhow::Result<String> {
 
 /// Zones of the stack's own subnets (`subnet-public-K` / `subnet-private-K`), by K.
 async fn zones_in_use(ctx: &Ctx) -> anyhow::Result<std::collections::BTreeMap<usize, String>> {
-    let filter = Filter::builder().name(format!("tag:{}", crate::engine::ownership::STACK_TAG)).values(&ctx.settings.stack).build();
-    let out = ec2(ctx).describe_subnets().filters(filter).send().await.map_err(call_failed("DescribeSubnets"))?;
+    let subnets = crate::resources::ec2::stack_subnets(ctx).await?;
     let mut zones = std::collections::BTreeMap::new();
-    for s in out.subnets() {
+    for s in subnets.iter() {
         let tags = s.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()));
         let Some(id) = crate::engine::ownership::owned_id(&ctx.settings.stack, tags) else { continue };
         let k = id.strip_prefix("subnet-public-").or_else(|| id.strip_prefix("subnet-private-")).and_then(|k| k.parse::<usize>().ok());

@@ -208,10 +208,15 @@ impl Ctx {
             .clone()
     }
 
-    /// Starts (`true`) or ends (`false`) one observation: while it lasts, [`Ctx::shared_read`]
-    /// reads each key once for all kinds.
+    /// Starts (`true`, afresh) or ends (`false`) one observation: while it lasts,
+    /// [`Ctx::shared_read`] reads each key once for all kinds (and for the facts read first).
     pub fn share_reads(&self, on: bool) {
         *self.reads.lock().expect("read cache") = on.then(HashMap::new);
+    }
+
+    /// Joins the observation started with the facts (its reads are shared), or starts one.
+    pub fn join_shared_reads(&self) {
+        self.reads.lock().expect("read cache").get_or_insert_with(HashMap::new);
     }
 
     /// A listing several kinds need (a parent listing its child kinds share): during an

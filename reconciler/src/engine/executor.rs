@@ -19,7 +19,7 @@ pub type Snapshot = Vec<Observed>;
 /// Reads every kind concurrently (each read retried while it fails retryably). `desired`
 /// gives the kinds found by name or parent what to look for.
 pub async fn observe(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desired]) -> anyhow::Result<Snapshot> {
-    ctx.share_reads(true);
+    ctx.join_shared_reads();
     let results = futures::future::join_all(kinds.iter().map(|k| async move {
         let wanted: Vec<&Desired> = desired.iter().filter(|d| d.kind == k.name()).collect();
         observe_kind(ctx, k.as_ref(), &wanted).await
@@ -49,7 +49,7 @@ async fn observe_kind(ctx: &Ctx, kind: &dyn Kind, wanted: &[&Desired]) -> anyhow
 /// own (another owner's, or one an earlier destroy retained) is left out and reported, not
 /// an error: destroy deletes only what is ours.
 pub async fn observe_owned(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desired]) -> anyhow::Result<(Snapshot, Vec<String>)> {
-    ctx.share_reads(true);
+    ctx.join_shared_reads();
     let results = futures::future::join_all(kinds.iter().map(|k| async move {
         let mut wanted: Vec<&Desired> = desired.iter().filter(|d| d.kind == k.name()).collect();
         let mut skipped = Vec::new();
@@ -708,7 +708,10 @@ async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, 
                     &format!("{} {}: {e:#}; observing again and retrying in {wait:.1?} (attempt {})", d.kind, d.id, budget.attempt(),),
                 );
                 let lost_create = live.is_none() && super::retry::is_ambiguous(&e);
-                tokio::time::sleep(wait).await;
+                super::wait::sleep_unless_stopped(&ctx.stop, wait).await;
+                if let Some(why) = ctx.stop.requested() {
+                    return Err(e.context(format!("stopped ({why}) before trying again")));
+                }
                 live = observe_one(ctx, kind, d).await?;
                 if live.is_none() && lost_create {
                     live = find_lost_create(ctx, kind, d).await?;
@@ -797,7 +800,10 @@ async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Resu
             Err(e) if super::retry::is_gone(&e) => return Ok(()),
             Err(e) => {
                 let Some(wait) = budget.next(&e) else { return Err(e) };
-                tokio::time::sleep(wait).await;
+                super::wait::sleep_unless_stopped(&ctx.stop, wait).await;
+                if let Some(why) = ctx.stop.requested() {
+                    return Err(e.context(format!("stopped ({why}) before trying again")));
+                }
                 match observe_again(ctx, kind, live).await? {
                     Some(now) => current = now,
                     None => return Ok(()),

@@ -29,6 +29,38 @@ where
                 s.wait_timeout
             );
         }
-        tokio::time::sleep(s.poll_interval).await;
+        sleep_unless_stopped(&ctx.stop, s.poll_interval).await;
+        if let Some(why) = ctx.stop.requested() {
+            anyhow::bail!("stopped ({why}) while waiting for {what}; AWS goes on with it, and the next run waits for it again");
+        }
+    }
+}
+
+/// Sleeps for `d`, or until a stop is requested (a signal, a lost lock), whichever is first:
+/// a stopped run ends its waits and retries at once, so that it releases the stack lock.
+pub async fn sleep_unless_stopped(stop: &super::context::Stop, d: std::time::Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stop.wait() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_stop_ends_a_wait_at_once() {
+        let stop = std::sync::Arc::new(super::super::context::Stop::default());
+        let started = Instant::now();
+        let waiting = tokio::spawn({
+            let stop = stop.clone();
+            async move { sleep_unless_stopped(&stop, Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.request("signal received");
+        waiting.await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     }
 }

@@ -107,6 +107,20 @@ pub fn stack_filter(ctx: &Ctx) -> Filter {
     Filter::builder().name(format!("tag:{STACK_TAG}")).values(&ctx.settings.stack).build()
 }
 
+/// The subnets tagged as the stack's, every page: read once per pass, for the facts (the
+/// zones in use) and for the subnet kind.
+pub async fn stack_subnets(ctx: &Ctx) -> anyhow::Result<std::sync::Arc<Vec<aws_sdk_ec2::types::Subnet>>> {
+    ctx.shared_read("ec2:DescribeSubnets of the stack", || async {
+        let mut pages = ec2(ctx).describe_subnets().filters(stack_filter(ctx)).into_paginator().send();
+        let mut all = Vec::new();
+        while let Some(page) = pages.next().await {
+            all.extend(page.map_err(call_failed("DescribeSubnets"))?.subnets().iter().cloned());
+        }
+        Ok(all)
+    })
+    .await
+}
+
 /// Logical id and comparable tags, if the stack owns a resource with these tags.
 pub fn owned(ctx: &Ctx, tags: &[Tag]) -> Option<(String, Value)> {
     let pairs = || tags.iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()));

@@ -1,7 +1,7 @@
 //! `ec2:subnet` — public and private subnets, one of each per availability zone.
 
 use super::{
-    bool_field, call_failed, changed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec,
+    bool_field, call_failed, changed, ec2, iam_arn, owned, stack_subnets, str_field, sync_tags, tag_on_create, tag_spec,
     wait_until_no_interface_in,
 };
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
@@ -35,21 +35,19 @@ impl Kind for Subnet {
 
     fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
-            let mut pages = ec2(ctx).describe_subnets().filters(stack_filter(ctx)).into_paginator().send();
             let mut out = Vec::new();
-            while let Some(page) = pages.next().await {
-                for s in page.map_err(call_failed("DescribeSubnets"))?.subnets() {
-                    let (Some((id, tags)), Some(subnet_id)) = (owned(ctx, s.tags()), s.subnet_id()) else { continue };
-                    let mut fields = Fields::new();
-                    fields.insert("vpc".into(), s.vpc_id().unwrap_or_default().into());
-                    fields.insert("cidr".into(), s.cidr_block().unwrap_or_default().into());
-                    fields.insert("availability_zone".into(), s.availability_zone().unwrap_or_default().into());
-                    if let Some(p) = s.map_public_ip_on_launch() {
-                        fields.insert("public_ip_on_launch".into(), p.into());
-                    }
-                    fields.insert("tags".into(), tags);
-                    out.push(Observed::new(self.name(), id, subnet_id.to_string(), fields));
+            // Listed once per pass with the facts (`stack_subnets`).
+            for s in stack_subnets(ctx).await?.iter() {
+                let (Some((id, tags)), Some(subnet_id)) = (owned(ctx, s.tags()), s.subnet_id()) else { continue };
+                let mut fields = Fields::new();
+                fields.insert("vpc".into(), s.vpc_id().unwrap_or_default().into());
+                fields.insert("cidr".into(), s.cidr_block().unwrap_or_default().into());
+                fields.insert("availability_zone".into(), s.availability_zone().unwrap_or_default().into());
+                if let Some(p) = s.map_public_ip_on_launch() {
+                    fields.insert("public_ip_on_launch".into(), p.into());
                 }
+                fields.insert("tags".into(), tags);
+                out.push(Observed::new(self.name(), id, subnet_id.to_string(), fields));
             }
             Ok(out)
         })

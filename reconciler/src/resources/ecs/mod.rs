@@ -241,50 +241,57 @@ pub fn int(field: &str, n: u64) -> anyhow::Result<i32> {
 }
 
 /// Stops the tasks of `family` still running in `cluster` (the stack's drift-correction runs,
-/// which `destroy` stops) and waits until they have exited: ECS sends SIGTERM, then SIGKILL
-/// after the container's stop timeout. The tasks stopped; none when the cluster is gone.
+/// which `destroy` stops) and waits until they, and any told to stop earlier (a destroy
+/// killed while it waited), have exited: ECS sends SIGTERM, then SIGKILL after the container's
+/// stop timeout. The tasks stopped or waited for; none when the cluster is gone.
 pub async fn stop_family_tasks(ctx: &Ctx, cluster: &str, family: &str, reason: &str) -> anyhow::Result<Vec<String>> {
     use crate::engine::retry::is_gone;
-    let mut arns = Vec::new();
-    let mut pages = client(ctx)
-        .list_tasks()
-        .cluster(cluster)
-        .family(family)
-        .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        match page.map_err(call_failed("ListTasks")) {
-            Ok(out) => arns.extend(out.task_arns().iter().cloned()),
-            Err(e) if is_gone(&e) => return Ok(vec![]),
-            Err(e) => return Err(e),
+    use aws_sdk_ecs::types::DesiredStatus;
+    let list = |wanted: DesiredStatus| async move {
+        let mut arns = Vec::new();
+        let mut pages = client(ctx).list_tasks().cluster(cluster).family(family).desired_status(wanted).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            match page.map_err(call_failed("ListTasks")) {
+                Ok(out) => arns.extend(out.task_arns().iter().cloned()),
+                Err(e) if is_gone(&e) => break,
+                Err(e) => return Err(e),
+            }
         }
-    }
-    for arn in &arns {
+        Ok(arns)
+    };
+    let (running, told_to_stop) = futures::try_join!(list(DesiredStatus::Running), list(DesiredStatus::Stopped))?;
+    for arn in &running {
         match client(ctx).stop_task().cluster(cluster).task(arn).reason(reason).send().await.map_err(call_failed("StopTask")) {
             Err(e) if !is_gone(&e) => return Err(e),
             _ => {}
         }
     }
-    if !arns.is_empty() {
+    // Told to stop, earlier or now: waited for until none is still stopping.
+    let all: Vec<String> = running.iter().cloned().chain(told_to_stop).collect();
+    let still_up = || async {
+        let mut up = Vec::new();
+        for chunk in all.chunks(100) {
+            let out = client(ctx)
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(call_failed("DescribeTasks"))?;
+            up.extend(out.tasks().iter().filter(|t| t.last_status() != Some("STOPPED")).filter_map(|t| t.task_arn().map(str::to_string)));
+        }
+        Ok::<_, anyhow::Error>(up)
+    };
+    let up = if all.is_empty() { vec![] } else { still_up().await? };
+    if !up.is_empty() {
         crate::engine::wait::until(ctx, &format!("the stopped {family} task(s) to exit"), || async {
-            for chunk in arns.chunks(100) {
-                let out = client(ctx)
-                    .describe_tasks()
-                    .cluster(cluster)
-                    .set_tasks(Some(chunk.to_vec()))
-                    .send()
-                    .await
-                    .map_err(call_failed("DescribeTasks"))?;
-                if out.tasks().iter().any(|t| t.last_status() != Some("STOPPED")) {
-                    return Ok(None);
-                }
-            }
-            Ok(Some(()))
+            Ok(still_up().await?.is_empty().then_some(()))
         })
         .await?;
     }
-    Ok(arns)
+    let mut seen = running;
+    seen.extend(up.into_iter().filter(|t| !seen.contains(t)).collect::<Vec<_>>());
+    Ok(seen)
 }
 
 /// Which ECS create calls the kinds make: `ecs:TagResource` on create is authorised with

@@ -63,23 +63,36 @@ async fn policy_names(ctx: &Ctx, role: &str) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Inline policies, canonical: ListRolePolicies, then GetRolePolicy each.
-async fn policies(ctx: &Ctx, role: &str) -> anyhow::Result<BTreeMap<String, Value>> {
-    let names = policy_names(ctx, role).await?;
-    let docs = try_join_all(names.iter().map(|p| async move {
-        let out =
-            gone_as_none(client(ctx).get_role_policy().role_name(role).policy_name(p).send().await.map_err(call_failed("GetRolePolicy")))?;
-        out.map(|o| parse_policy_document(o.policy_document()).with_context(|| format!("reading inline policy `{p}` of role `{role}`")))
-            .transpose()
-    }))
-    .await?;
-    // A policy deleted between the two calls is simply not there.
-    Ok(names.into_iter().zip(docs).filter_map(|(n, d)| Some((n, canonical_policy(&d?)))).collect())
+/// One inline policy, canonical; `None` when the role has no such policy (or is gone).
+async fn policy(ctx: &Ctx, role: &str, name: &str) -> anyhow::Result<Option<Value>> {
+    let out =
+        gone_as_none(client(ctx).get_role_policy().role_name(role).policy_name(name).send().await.map_err(call_failed("GetRolePolicy")))?;
+    out.map(|o| {
+        parse_policy_document(o.policy_document())
+            .map(|d| canonical_policy(&d))
+            .with_context(|| format!("reading inline policy `{name}` of role `{role}`"))
+    })
+    .transpose()
 }
 
-/// Reads one role: GetRole (tags, trust), then, if the stack owns it, its inline policies.
-async fn read(ctx: &Ctx, name: &str) -> anyhow::Result<Found> {
-    let Some(out) = gone_as_none(client(ctx).get_role().role_name(name).send().await.map_err(call_failed("GetRole")))? else {
+/// Inline policies, canonical, as ListRolePolicies names them. The `expected` ones (the
+/// spec's) are read beside the listing, in the same round trip; one only the listing shows
+/// (added by hand) is read after it.
+async fn policies(ctx: &Ctx, role: &str, expected: &[String]) -> anyhow::Result<BTreeMap<String, Value>> {
+    let (names, early) = futures::try_join!(policy_names(ctx, role), try_join_all(expected.iter().map(|p| policy(ctx, role, p))))?;
+    let mut docs: BTreeMap<&str, Option<Value>> = expected.iter().map(String::as_str).zip(early).collect();
+    let later: Vec<&str> = names.iter().map(String::as_str).filter(|n| !docs.contains_key(n)).collect();
+    let read_later = try_join_all(later.iter().map(|p| policy(ctx, role, p))).await?;
+    docs.extend(later.into_iter().zip(read_later));
+    // A policy deleted between the calls is simply not there.
+    Ok(names.iter().filter_map(|n| Some((n.clone(), docs.get_mut(n.as_str())?.take()?))).collect())
+}
+
+/// Reads one role: GetRole (tags, trust) and, beside it, its inline policies (`expected`:
+/// the policy names the spec gives it), used only if the stack owns it.
+async fn read(ctx: &Ctx, name: &str, expected: &[String]) -> anyhow::Result<Found> {
+    let (got, inline) = futures::join!(client(ctx).get_role().role_name(name).send(), policies(ctx, name, expected));
+    let Some(out) = gone_as_none(got.map_err(call_failed("GetRole")))? else {
         return Ok(Found::Gone);
     };
     let Some(role) = out.role() else { return Ok(Found::Gone) };
@@ -89,7 +102,7 @@ async fn read(ctx: &Ctx, name: &str) -> anyhow::Result<Found> {
         Some(doc) => canonical_policy(&parse_policy_document(doc).with_context(|| format!("reading the trust policy of role `{name}`"))?),
         None => Value::Null,
     };
-    let policies = match gone_as_none(policies(ctx, name).await)? {
+    let policies = match gone_as_none(inline)? {
         Some(p) => p,
         None => return Ok(Found::Gone),
     };
@@ -112,24 +125,36 @@ impl Kind for Role {
         &["name", "path"]
     }
 
-    /// ListRoles(PathPrefix `/reconciler/<stack>/`), then per role GetRole (ListRoles carries
-    /// no tags) and, if owned, ListRolePolicies + GetRolePolicy per inline policy; per wanted
-    /// name the listing did not show, GetRole (a same-named role elsewhere is not ours).
+    /// The wanted roles are read by name (GetRole, ListRolePolicies and GetRolePolicy of the
+    /// spec's policies, all at once) beside ListRoles(PathPrefix `/reconciler/<stack>/`): one
+    /// round trip. A role only the listing shows (left over, to be pruned) is read after it.
+    /// A same-named role elsewhere is not ours.
     fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
             let stack = &ctx.settings.stack;
-            let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
-            let mut names: BTreeSet<String> = BTreeSet::new();
-            let mut pages = client(ctx).list_roles().path_prefix(role_path(stack)).into_paginator().send();
-            while let Some(page) = pages.next().await {
-                names.extend(page.map_err(call_failed("ListRoles"))?.roles().iter().map(|r| r.role_name().to_string()));
-            }
-            names.extend(wanted.iter().map(|n| n.to_string()));
+            let wanted: BTreeMap<String, Vec<String>> = wanted
+                .iter()
+                .filter_map(|d| {
+                    let name = d.fields.get("name").and_then(Value::as_str)?;
+                    Some((name.to_string(), policy_map(d.fields.get("policies")).into_keys().collect()))
+                })
+                .collect();
+            let listing = async {
+                let mut names = BTreeSet::new();
+                let mut pages = client(ctx).list_roles().path_prefix(role_path(stack)).into_paginator().send();
+                while let Some(page) = pages.next().await {
+                    names.extend(page.map_err(call_failed("ListRoles"))?.roles().iter().map(|r| r.role_name().to_string()));
+                }
+                Ok::<_, anyhow::Error>(names)
+            };
+            let (listed, early) = futures::try_join!(listing, try_join_all(wanted.iter().map(|(n, p)| read(ctx, n, p))))?;
+            let extra: Vec<String> = listed.into_iter().filter(|n| !wanted.contains_key(n)).collect();
+            let late = try_join_all(extra.iter().map(|n| read(ctx, n, &[]))).await?;
             let mut found = Vec::new();
-            for (name, r) in names.iter().zip(try_join_all(names.iter().map(|n| read(ctx, n))).await?) {
+            for (name, r) in wanted.keys().chain(extra.iter()).zip(early.into_iter().chain(late)) {
                 match r {
                     Found::Owned(o) => found.push(*o),
-                    Found::Foreign(tags) if wanted.contains(name.as_str()) => return Err(not_owned("IAM role", name, stack, &tags)),
+                    Found::Foreign(tags) if wanted.contains_key(name) => return Err(not_owned("IAM role", name, stack, &tags)),
                     Found::Foreign(_) | Found::Gone => {}
                 }
             }
@@ -155,7 +180,7 @@ impl Kind for Role {
             let out = match sent {
                 Ok(out) => out,
                 Err(e) if has_code(&e, "EntityAlreadyExists") => {
-                    return Err(match read(ctx, &f.name).await? {
+                    return Err(match read(ctx, &f.name, &[]).await? {
                         Found::Owned(o) => observe_again(
                             "CreateRole",
                             format!("role `{}` already exists as this stack's `{}` (an earlier attempt made it)", f.name, o.id),

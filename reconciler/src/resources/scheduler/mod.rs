@@ -63,6 +63,7 @@ pub fn scheduler_tags(tags: &TagMap) -> anyhow::Result<Vec<Tag>> {
 }
 
 /// A group as found: its ARN, its owner (the logical id, if this stack owns it) and tags.
+#[derive(Clone)]
 pub struct FoundGroup {
     pub name: String,
     pub arn: String,
@@ -71,8 +72,14 @@ pub struct FoundGroup {
 }
 
 /// GetScheduleGroup + ListTagsForResource; `None` if there is no such group (or it is being
-/// deleted, which makes it unusable and ends in its removal).
+/// deleted, which makes it unusable and ends in its removal). Read once per observation for
+/// both kinds (the group's and its schedules').
 pub async fn find_group(ctx: &Ctx, name: &str) -> anyhow::Result<Option<FoundGroup>> {
+    let found = ctx.shared_read(&format!("scheduler:GetScheduleGroup {name}"), || read_group(ctx, name)).await?;
+    Ok(found.as_ref().clone())
+}
+
+async fn read_group(ctx: &Ctx, name: &str) -> anyhow::Result<Option<FoundGroup>> {
     let sched = client(ctx);
     let Some(g) = gone_as_none(sched.get_schedule_group().name(name).send().await.map_err(call_failed("GetScheduleGroup")))? else {
         return Ok(None);
