@@ -623,8 +623,9 @@ async fn retried_deletes_start_from_what_is_there_now() {
     assert_eq!(owned_vpcs(&moto).await, 0, "{run}");
 }
 
-/// Destroy in ONE run while AWS is still letting go: the VPC link's and the tasks' network
-/// interfaces keep the security groups and subnets busy, the internet gateway and the VPC are
+/// Destroy in ONE run while AWS is still letting go: the ECS service drains, the NAT
+/// gateways stay `deleting`, the VPC link's and the tasks' network interfaces keep the
+/// security groups and subnets busy, the internet gateway and the VPC are
 /// refused while NAT gateways are deleting, the service's tasks are still stopping after it
 /// is INACTIVE, the Cloud Map service keeps instances until ECS deregisters them, the cluster
 /// keeps tasks while they stop, and API Gateway is rate-limited. Nothing the stack owned is left (retained data excepted).
@@ -648,7 +649,10 @@ async fn destroy_succeeds_in_one_run_while_aws_lets_go() {
     ] {
         proxy.rule(Rule::error(action, 400, code, message).first(3));
     }
-    // The service's tasks are still stopping after it went INACTIVE.
+    // The service drains for a while after DeleteService, the NAT gateways stay `deleting`
+    // after DeleteNatGateway, and the service's tasks are still stopping after it went INACTIVE.
+    ecs_service_draining(&proxy, 1.5);
+    nat_gateways_deleting(&proxy, 1.5);
     let task = "arn:aws:ecs:us-east-1:123456789012:task/benchling-webhook-cluster/0123456789abcdef";
     proxy.rule(Rule::respond("ecs:ListTasks", 200, &format!(r#"{{"taskArns": ["{task}"]}}"#)).first(4));
     let stopping =
@@ -658,6 +662,9 @@ async fn destroy_succeeds_in_one_run_while_aws_lets_go() {
     let run = reconciler(&moto, &proxy, &[], &["destroy", "specs/prod.yaml", "--auto-approve"]);
     assert_eq!(run.code, 0, "{run}");
     assert!(proxy.injected("ecs:ListTasks") > 0, "the tasks were never seen stopping\n{run}");
+    for (read, state) in [("ecs:DescribeServices", "DRAINING"), ("ec2:DescribeNatGateways", "deleting")] {
+        assert!(proxy.injected(read) > 0, "{read} never answered {state}: the scenario did not happen\n{run}");
+    }
     for action in [
         "ec2:DeleteSecurityGroup",
         "ec2:DeleteSubnet",

@@ -183,12 +183,24 @@ async fn a_pass_after_a_destroy_does_not_build_the_stack_again() {
 }
 
 /// A drift-correction pass running (a task the schedule started) when a person destroys the
-/// stack holds the stack lock. Destroy stops it (ECS StopTask: SIGTERM, and the pass finishes
-/// the call in flight and releases the lock), takes the lock and destroys the stack in one
-/// run. Here the pass is a task run in moto as the schedule would run it, and its lease an
-/// object the test writes and deletes when the task is told to stop, as the pass would.
+/// stack holds the stack lock. Destroy stops it (ECS StopTask: SIGTERM, and the pass ends its
+/// waits, lets the call in flight finish and releases the lock), takes the lock and destroys
+/// the stack in one run. Here the pass is a task run in moto as the schedule would run it,
+/// and its lease an object the test writes and deletes when the task is told to stop, as the
+/// pass would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_stops_a_drift_correction_pass_that_holds_the_lock() {
+    destroy_while_a_pass_holds_the_lock(false).await;
+}
+
+/// The same pass already told to stop (a destroy killed while it waited for it) and still
+/// STOPPING: the next destroy waits for it to exit instead of failing on the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_waits_for_a_pass_still_stopping() {
+    destroy_while_a_pass_holds_the_lock(true).await;
+}
+
+async fn destroy_while_a_pass_holds_the_lock(already_stopping: bool) {
     use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, NetworkConfiguration, PropagateTags};
     let moto = Moto::start();
     cli::apply(&moto, "specs/prod.yaml");
@@ -222,10 +234,24 @@ async fn destroy_stops_a_drift_correction_pass_that_holds_the_lock() {
     let bucket = support::LOCK_BUCKET;
     s3.put_object().bucket(bucket).key(support::LOCK_KEY).body(pass.to_string().into_bytes().into()).send().await.unwrap();
     let proxy = FaultProxy::start(&moto.endpoint).await;
+    // The pass exits (and releases its lease) once told to stop; already told, it is STOPPING
+    // for the first two looks.
+    let exits_after = if already_stopping {
+        ecs.stop_task().cluster(target.arn()).task(&task).reason("an earlier destroy").send().await.unwrap();
+        let stopping =
+            format!(r#"{{"tasks": [{{"taskArn": "{task}", "lastStatus": "STOPPING", "desiredStatus": "STOPPED"}}], "failures": []}}"#);
+        proxy.rule(Rule::respond("ecs:DescribeTasks", 200, &stopping).first(2));
+        "ecs:DescribeTasks"
+    } else {
+        "ecs:StopTask"
+    };
     let released = tokio::spawn({
         let (proxy, s3) = (proxy.clone(), s3.clone());
         async move {
-            wait_for_call(&proxy, "ecs:StopTask").await;
+            wait_for_call(&proxy, exits_after).await;
+            while already_stopping && proxy.injected(exits_after) < 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             s3.delete_object().bucket(bucket).key(support::LOCK_KEY).send().await.unwrap();
         }
     });
@@ -233,6 +259,10 @@ async fn destroy_stops_a_drift_correction_pass_that_holds_the_lock() {
     assert_eq!(run.code, 0, "{run}");
     released.await.unwrap();
     assert!(run.stderr.contains("stopped the stack's drift-correction pass"), "{run}");
+    if already_stopping {
+        assert_eq!(proxy.count("ecs:StopTask"), 0, "not stopped twice\n{run}");
+        assert!(proxy.injected("ecs:DescribeTasks") >= 2, "waited while it was STOPPING\n{run}");
+    }
     let after = ecs.describe_tasks().cluster(target.arn()).tasks(&task).send().await.unwrap();
     assert_eq!(after.tasks()[0].last_status(), Some("STOPPED"), "{run}");
     assert_eq!(vpcs(&moto).await, 0, "{run}");

@@ -142,14 +142,15 @@ impl StackLock {
             Err(e) if precondition_failed(&e) || is_server_error(&e) => {
                 // 412: someone holds it. A 5xx on a conditional create was once seen from the
                 // emulator when two raced: either way, read what is there.
-                let cur = s3
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(call_failed("GetObject"))
-                    .with_context(|| format!("reading the lock {where_}"))?;
+                let cur = match s3.get_object().bucket(bucket).key(key).send().await.map_err(call_failed("GetObject")) {
+                    Ok(cur) => cur,
+                    // Released between the two calls: free now, so tried again (as a lock held
+                    // for an instant, within --lock-wait).
+                    Err(e) if crate::engine::retry::has_code(&e, "NoSuchKey") => {
+                        return Err(anyhow::Error::new(Held(format!("the lock {where_} was released as it was read"))))
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("reading the lock {where_}")),
+                };
                 let cur_etag = cur.e_tag().unwrap_or_default().to_string();
                 let body = cur.body.collect().await.context("reading the lock")?.into_bytes();
                 let held: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

@@ -268,30 +268,33 @@ pub async fn stop_family_tasks(ctx: &Ctx, cluster: &str, family: &str, reason: &
     }
     // Told to stop, earlier or now: waited for until none is still stopping.
     let all: Vec<String> = running.iter().cloned().chain(told_to_stop).collect();
-    let still_up = || async {
-        let mut up = Vec::new();
-        for chunk in all.chunks(100) {
-            let out = client(ctx)
-                .describe_tasks()
-                .cluster(cluster)
-                .set_tasks(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(call_failed("DescribeTasks"))?;
-            up.extend(out.tasks().iter().filter(|t| t.last_status() != Some("STOPPED")).filter_map(|t| t.task_arn().map(str::to_string)));
-        }
-        Ok::<_, anyhow::Error>(up)
-    };
-    let up = if all.is_empty() { vec![] } else { still_up().await? };
+    let up = not_stopped(ctx, cluster, &all).await?;
     if !up.is_empty() {
         crate::engine::wait::until(ctx, &format!("the stopped {family} task(s) to exit"), || async {
-            Ok(still_up().await?.is_empty().then_some(()))
+            Ok(not_stopped(ctx, cluster, &all).await?.is_empty().then_some(()))
         })
         .await?;
     }
     let mut seen = running;
     seen.extend(up.into_iter().filter(|t| !seen.contains(t)).collect::<Vec<_>>());
     Ok(seen)
+}
+
+/// Of these tasks, those not STOPPED yet (running, or told to stop and still STOPPING /
+/// DEPROVISIONING): DescribeTasks, 100 at a time.
+pub async fn not_stopped(ctx: &Ctx, cluster: &str, tasks: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut up = Vec::new();
+    for chunk in tasks.chunks(100) {
+        let out = client(ctx)
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(call_failed("DescribeTasks"))?;
+        up.extend(out.tasks().iter().filter(|t| t.last_status() != Some("STOPPED")).filter_map(|t| t.task_arn().map(str::to_string)));
+    }
+    Ok(up)
 }
 
 /// Which ECS create calls the kinds make: `ecs:TagResource` on create is authorised with

@@ -706,16 +706,7 @@ async fn tasks_still_running(ctx: &Ctx, cluster: &str, service_name: &str) -> an
             busy.extend(arns);
             continue;
         }
-        for chunk in arns.chunks(100) {
-            let out = client(ctx)
-                .describe_tasks()
-                .cluster(cluster)
-                .set_tasks(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(call_failed("DescribeTasks"))?;
-            busy.extend(out.tasks().iter().filter(|t| t.last_status() != Some("STOPPED")).filter_map(|t| t.task_arn().map(str::to_string)));
-        }
+        busy.extend(super::not_stopped(ctx, cluster, &arns).await?);
     }
     Ok(busy)
 }
