@@ -1079,6 +1079,55 @@ async fn an_interrupted_create_before_destroy_is_finished_not_started_again() {
     assert_converged(&moto, "specs/prod.yaml");
 }
 
+/// The same for a security group, which is replaced create-before-destroy when its name
+/// changes: the service is left on the old copy of `sg-service` (another name, as a replacement
+/// stopped half-way leaves it) beside the copy the spec names. The next apply keeps the copy
+/// already as the spec asks (creating it again would be refused, `InvalidGroup.Duplicate`),
+/// moves the service to it and deletes the old copy, in one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_security_group_replacement_is_finished() {
+    use aws_sdk_ecs::types::{AwsVpcConfiguration, NetworkConfiguration};
+    let moto = Moto::start();
+    apply(&moto, "specs/prod.yaml");
+    let c = moto.sdk_config().await;
+    let (ec2, ecs) = (aws_sdk_ec2::Client::new(&c), aws_sdk_ecs::Client::new(&c));
+    let by_id = aws_sdk_ec2::types::Filter::builder().name("tag:reconciler:id").values("sg-service").build();
+    let groups = ec2.describe_security_groups().filters(by_id.clone()).send().await.unwrap();
+    let current = groups.security_groups()[0].clone();
+    let tags = aws_sdk_ec2::types::TagSpecification::builder()
+        .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+        .set_tags(Some(current.tags().to_vec()))
+        .build();
+    let old = ec2
+        .create_security_group()
+        .group_name("benchling-webhook-service-before-rename")
+        .description("the copy a rename left")
+        .vpc_id(current.vpc_id().unwrap())
+        .tag_specifications(tags)
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string();
+    let (cluster, service) = ("benchling-webhook-cluster", "benchling-webhook");
+    let svc = ecs.describe_services().cluster(cluster).services(service).send().await.unwrap();
+    let vpc = svc.services()[0].network_configuration().unwrap().awsvpc_configuration().unwrap().clone();
+    let moved = AwsVpcConfiguration::builder().set_subnets(Some(vpc.subnets().to_vec())).security_groups(&old).build().unwrap();
+    let network = NetworkConfiguration::builder().awsvpc_configuration(moved).build();
+    ecs.update_service().cluster(cluster).service(service).network_configuration(network).send().await.unwrap();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve", "--allow-destructive"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.count("ec2:CreateSecurityGroup"), 0, "the copy the spec names was kept, not made again\n{run}");
+    let svc = ecs.describe_services().cluster(cluster).services(service).send().await.unwrap();
+    let on = svc.services()[0].network_configuration().unwrap().awsvpc_configuration().unwrap().security_groups().to_vec();
+    assert_eq!(on, vec![current.group_id().unwrap().to_string()], "the service moved to the kept copy\n{run}");
+    let left = ec2.describe_security_groups().filters(by_id).send().await.unwrap();
+    assert_eq!(left.security_groups().len(), 1, "the old copy is gone\n{run}");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
 /// The available NAT gateways of logical id `nat-1` (moto ignores a tag filter on
 /// DescribeNatGateways: filtered here).
 async fn nat_1(ec2: aws_sdk_ec2::Client) -> Vec<String> {
