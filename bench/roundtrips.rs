@@ -7,7 +7,8 @@
 //! Scenarios (specs/prod.yaml, the whole stack): a no-op plan; an apply from zero; an
 //! image-only change; a destroy. For each: the calls by service and action, the wall time
 //! (process start included), and wall ÷ latency, the number of sequential round trips it
-//! amounts to.
+//! amounts to; process start to the first AWS call; the process's peak resident memory
+//! (through `/usr/bin/time` when the machine has it).
 //!
 //!   BENCH_LATENCY_MS=50 (default)  the latency the proxy adds to every call
 
@@ -29,6 +30,10 @@ struct Measured {
     code: i32,
     wall: Duration,
     calls: Vec<String>,
+    /// Process start to the first call the proxy saw.
+    first_call: Option<Duration>,
+    /// Peak resident set size, KiB.
+    peak_rss_kib: Option<u64>,
 }
 
 impl Measured {
@@ -49,12 +54,40 @@ impl Measured {
 async fn measure(name: &'static str, moto: &Moto, latency: Duration, args: &[&str]) -> Measured {
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.rule(Rule::delay("*", latency));
+    let mut reconciler = cli::command(moto, &proxy.url, "4");
+    reconciler.args(args);
+    let rss_file = std::env::temp_dir().join(format!("bench-rss-{}.txt", std::process::id()));
+    let mut command = with_peak_rss(&reconciler, &rss_file).unwrap_or(reconciler);
     let started = Instant::now();
-    let out = cli::command(moto, &proxy.url, "4").args(args).output().expect("run the reconciler");
+    let out = command.output().expect("run the reconciler");
     let wall = started.elapsed();
     let code = out.status.code().unwrap_or(-1);
     assert!(code == 0 || code == 2, "{name}: exit {code}\n{}", String::from_utf8_lossy(&out.stderr));
-    Measured { name, code, wall, calls: proxy.calls() }
+    let peak_rss_kib = std::fs::read_to_string(&rss_file).ok().and_then(|t| t.trim().lines().last()?.trim().parse().ok());
+    let _ = std::fs::remove_file(&rss_file);
+    let first_call = proxy.first_call_at().map(|t| t - started);
+    Measured { name, code, wall, calls: proxy.calls(), first_call, peak_rss_kib }
+}
+
+/// `command` run under `/usr/bin/time -f %M` (peak RSS in KiB, written to `out`); `None` when
+/// the machine has no GNU time.
+fn with_peak_rss(command: &std::process::Command, out: &std::path::Path) -> Option<std::process::Command> {
+    let time = std::path::Path::new("/usr/bin/time");
+    if !time.exists() {
+        return None;
+    }
+    let mut t = std::process::Command::new(time);
+    t.arg("-o").arg(out).arg("-f").arg("%M").arg(command.get_program()).args(command.get_args());
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => t.env(k, v),
+            None => t.env_remove(k),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        t.current_dir(dir);
+    }
+    Some(t)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -73,11 +106,21 @@ async fn main() {
 
     let ms = latency.as_secs_f64() * 1000.0;
     println!("\nreconciler round trips: specs/prod.yaml against moto, {ms:.0} ms added to every call\n");
-    println!("| command | exit | API calls | mutating | wall (s) | wall ÷ latency |");
-    println!("|---|---|---|---|---|---|");
+    println!("| command | exit | API calls | mutating | wall (s) | wall ÷ latency | start to first call (ms) | peak RSS (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "–".into());
     for r in &runs {
         let trips = r.wall.as_secs_f64() / latency.as_secs_f64();
-        println!("| {} | {} | {} | {} | {:.2} | {trips:.1} |", r.name, r.code, r.calls.len(), r.mutating(), r.wall.as_secs_f64());
+        let first = or_dash(r.first_call.map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0)));
+        let rss = or_dash(r.peak_rss_kib.map(|k| format!("{:.0}", k as f64 / 1024.0)));
+        println!(
+            "| {} | {} | {} | {} | {:.2} | {trips:.1} | {first} | {rss} |",
+            r.name,
+            r.code,
+            r.calls.len(),
+            r.mutating(),
+            r.wall.as_secs_f64()
+        );
     }
     for r in &runs {
         println!("\n{} — calls by action:", r.name);
@@ -95,6 +138,8 @@ async fn main() {
                 "mutating": r.mutating(),
                 "wall_s": (r.wall.as_secs_f64() * 1000.0).round() / 1000.0,
                 "round_trips": ((r.wall.as_secs_f64() / latency.as_secs_f64()) * 10.0).round() / 10.0,
+                "first_call_ms": r.first_call.map(|d| (d.as_secs_f64() * 1000.0).round()),
+                "peak_rss_kib": r.peak_rss_kib,
                 "by_action": r.by_action(),
             })
         })

@@ -362,6 +362,11 @@ impl FaultProxy {
         self.state.lock().unwrap().log.iter().map(|(a, _)| a.clone()).collect()
     }
 
+    /// When the first call came (of any action).
+    pub fn first_call_at(&self) -> Option<Instant> {
+        self.state.lock().unwrap().log.first().map(|(_, t)| *t)
+    }
+
     /// When each call of `action` came, in order.
     pub fn times(&self, action: &str) -> Vec<Instant> {
         self.state.lock().unwrap().log.iter().filter(|(a, _)| a == action).map(|(_, t)| *t).collect()
