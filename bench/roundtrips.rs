@@ -5,7 +5,9 @@
 //! stops by itself.
 //!
 //! Scenarios (specs/prod.yaml, the whole stack): a no-op plan; an apply from zero; an
-//! image-only change; a destroy. For each: the calls by service and action, the wall time
+//! image-only change; a destroy; and growth: five stacks (the spec under five names) planned
+//! by five processes at once against one account, API Gateway held to 10 requests a second
+//! (its control plane's documented account rate). For each: the calls by service and action, the wall time
 //! (process start included), and wall ÷ latency, the number of sequential round trips it
 //! amounts to; process start to the first AWS call; the process's peak resident memory
 //! (through `/usr/bin/time` when the machine has it).
@@ -69,6 +71,60 @@ async fn measure(name: &'static str, moto: &Moto, latency: Duration, args: &[&st
     Measured { name, code, wall, calls: proxy.calls(), first_call, peak_rss_kib }
 }
 
+/// Five copies of the stack (the spec under five names) applied, then planned by five
+/// processes at once through one proxy: one account's worth of calls, API Gateway's control
+/// plane held to 10 requests a second (429 with Retry-After beyond it).
+async fn growth(moto: &Moto, latency: Duration, spec: &str) -> Value {
+    const STACKS: usize = 5;
+    let specs: Vec<String> = (1..=STACKS)
+        .map(|i| {
+            cli::spec_variant(moto, spec, &format!("stack-{i}.yaml"), |s| {
+                s.replace("name: benchling-webhook\n", &format!("name: stack-{i}\n"))
+                    .replace("service: benchling-webhook\n", &format!("service: stack-{i}\n"))
+                    .replace("cluster: benchling-webhook-cluster", &format!("cluster: stack-{i}-cluster"))
+                    .replace("name: benchling-webhook-http", &format!("name: stack-{i}-http"))
+            })
+        })
+        .collect();
+    for s in &specs {
+        let out = cli::command(moto, &moto.endpoint, "4").args(["apply", s, "--auto-approve"]).output().expect("apply a copy");
+        assert!(out.status.success(), "apply {s}:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(Rule::delay("*", latency));
+    proxy.rate_limit("apigateway", 10.0, 10.0, Some(1.0));
+    let started = Instant::now();
+    let children: Vec<_> = specs
+        .iter()
+        .map(|s| {
+            cli::command(moto, &proxy.url, "4")
+                .args(["plan", s, "--detailed-exitcode"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a plan")
+        })
+        .collect();
+    let outs =
+        tokio::task::spawn_blocking(move || children.into_iter().map(|c| c.wait_with_output().unwrap()).collect::<Vec<_>>()).await.unwrap();
+    let wall = started.elapsed();
+    for o in &outs {
+        assert!(matches!(o.status.code(), Some(0) | Some(2)), "a plan failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let calls = proxy.calls();
+    let mut actions = calls.clone();
+    actions.sort();
+    actions.dedup();
+    json!({
+        "stacks": STACKS,
+        "calls": calls.len(),
+        "throttled": actions.iter().map(|a| proxy.injected(a)).sum::<usize>(),
+        "wall_s": (wall.as_secs_f64() * 1000.0).round() / 1000.0,
+        "all_no_op": outs.iter().all(|o| o.status.code() == Some(0)),
+        "by_action": Measured { name: "growth", code: 0, wall, calls, first_call: None, peak_rss_kib: None }.by_action(),
+    })
+}
+
 /// `command` run under `/usr/bin/time -f %M` (peak RSS in KiB, written to `out`); `None` when
 /// the machine has no GNU time.
 fn with_peak_rss(command: &std::process::Command, out: &std::path::Path) -> Option<std::process::Command> {
@@ -103,6 +159,8 @@ async fn main() {
     });
     runs.push(measure("image-only change", &moto, latency, &["apply", &image, "--auto-approve"]).await);
     runs.push(measure("destroy", &moto, latency, &["destroy", &image, "--auto-approve"]).await);
+
+    let growth = growth(&moto, latency, spec).await;
 
     let ms = latency.as_secs_f64() * 1000.0;
     println!("\nreconciler round trips: specs/prod.yaml against moto, {ms:.0} ms added to every call\n");
@@ -144,7 +202,11 @@ async fn main() {
             })
         })
         .collect();
-    let out = json!({"spec": spec, "latency_ms": ms, "runs": doc});
+    println!(
+        "\ngrowth: {} stacks planned by {} processes at once: {} calls, {} throttled (429) and retried, {:.2} s wall, every plan a no-op: {}",
+        growth["stacks"], growth["stacks"], growth["calls"], growth["throttled"], growth["wall_s"], growth["all_no_op"]
+    );
+    let out = json!({"spec": spec, "latency_ms": ms, "runs": doc, "growth": growth});
     let path = support::repo_root().join("bench/results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap() + "\n").unwrap();
     println!("\nwritten: {}", path.display());
