@@ -722,6 +722,15 @@ fn crash_stride() -> usize {
     std::env::var("RECONCILER_CRASH_STRIDE").ok().and_then(|s| s.parse().ok()).unwrap_or(6).max(1)
 }
 
+/// Prints how many of the crash points tried (every `stride`-th of `total` mutating calls,
+/// named `letter`) were recovered (`make test-crash` greps this line), and fails with the
+/// ones that were not.
+fn report_crash_points(what: &str, letter: char, total: usize, stride: usize, failures: &[String]) {
+    let tried = total.div_ceil(stride);
+    eprintln!("{what}crash points: {} of {tried} recovered ({letter} = {total} mutating calls, stride {stride})", tried - failures.len());
+    assert!(failures.is_empty(), "{} of {tried} crash points not recovered ({letter} = {total}):\n{}", failures.len(), failures.join("\n"));
+}
+
 /// Crash safety by count: `apply` from zero is SIGKILLed right after its Nth mutating call
 /// reached AWS (before it saw the answer), for N every `RECONCILER_CRASH_STRIDE`-th mutating
 /// call of a clean apply (default 6; 1 tries them all). A clean re-run must finish the
@@ -756,9 +765,7 @@ async fn apply_killed_after_any_mutation_is_finished_by_the_next_run() {
             ));
         }
     }
-    let tried = m.div_ceil(stride);
-    eprintln!("crash points: {} of {tried} recovered (M = {m} mutating calls, stride {stride})", tried - failures.len());
-    assert!(failures.is_empty(), "{} of {tried} crash points not recovered (M = {m}):\n{}", failures.len(), failures.join("\n"));
+    report_crash_points("", 'M', m, stride, &failures);
 }
 
 /// The whole stack applied, the model's rules set, then `destroy` SIGKILLed right after the
@@ -965,9 +972,7 @@ async fn destroy_killed_after_any_mutation_is_finished_by_the_next_run() {
             failures.push(format!("killed after mutation {n}: re-run exit {}, left {left:?}\n{run}", run.code));
         }
     }
-    let tried = k.div_ceil(stride);
-    eprintln!("destroy crash points: {} of {tried} recovered (K = {k} mutating calls, stride {stride})", tried - failures.len());
-    assert!(failures.is_empty(), "{} of {tried} crash points not recovered (K = {k}):\n{}", failures.len(), failures.join("\n"));
+    report_crash_points("destroy ", 'K', k, stride, &failures);
 }
 
 /// An ECS service is INACTIVE before its tasks have stopped: they stay registered in Cloud
@@ -1193,7 +1198,5 @@ async fn a_replacement_killed_after_any_mutation_is_finished_by_the_next_run() {
             ));
         }
     }
-    let tried = r.div_ceil(stride);
-    eprintln!("replacement crash points: {} of {tried} recovered (R = {r} mutating calls, stride {stride})", tried - failures.len());
-    assert!(failures.is_empty(), "{} of {tried} crash points not recovered (R = {r}):\n{}", failures.len(), failures.join("\n"));
+    report_crash_points("replacement ", 'R', r, stride, &failures);
 }

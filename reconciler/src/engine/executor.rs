@@ -708,8 +708,7 @@ async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, 
                     &format!("{} {}: {e:#}; observing again and retrying in {wait:.1?} (attempt {})", d.kind, d.id, budget.attempt(),),
                 );
                 let lost_create = live.is_none() && super::retry::is_ambiguous(&e);
-                super::wait::sleep_unless_stopped(&ctx.stop, wait).await;
-                if let Some(why) = ctx.stop.requested() {
+                if let Some(why) = super::wait::sleep_unless_stopped(&ctx.stop, wait).await {
                     return Err(e.context(format!("stopped ({why}) before trying again")));
                 }
                 live = observe_one(ctx, kind, d).await?;
@@ -800,8 +799,7 @@ async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Resu
             Err(e) if super::retry::is_gone(&e) => return Ok(()),
             Err(e) => {
                 let Some(wait) = budget.next(&e) else { return Err(e) };
-                super::wait::sleep_unless_stopped(&ctx.stop, wait).await;
-                if let Some(why) = ctx.stop.requested() {
+                if let Some(why) = super::wait::sleep_unless_stopped(&ctx.stop, wait).await {
                     return Err(e.context(format!("stopped ({why}) before trying again")));
                 }
                 match observe_again(ctx, kind, live).await? {

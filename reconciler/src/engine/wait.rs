@@ -29,8 +29,7 @@ where
                 s.wait_timeout
             );
         }
-        sleep_unless_stopped(&ctx.stop, s.poll_interval).await;
-        if let Some(why) = ctx.stop.requested() {
+        if let Some(why) = sleep_unless_stopped(&ctx.stop, s.poll_interval).await {
             anyhow::bail!("stopped ({why}) while waiting for {what}; AWS goes on with it, and the next run waits for it again");
         }
     }
@@ -38,11 +37,13 @@ where
 
 /// Sleeps for `d`, or until a stop is requested (a signal, a lost lock), whichever is first:
 /// a stopped run ends its waits and retries at once, so that it releases the stack lock.
-pub async fn sleep_unless_stopped(stop: &super::context::Stop, d: std::time::Duration) {
+/// The stop's reason, if one was requested.
+pub async fn sleep_unless_stopped(stop: &super::context::Stop, d: std::time::Duration) -> Option<String> {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = stop.wait() => {}
     }
+    stop.requested()
 }
 
 #[cfg(test)]
@@ -60,7 +61,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         stop.request("signal received");
-        waiting.await.unwrap();
+        assert_eq!(waiting.await.unwrap().as_deref(), Some("signal received"));
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     }
 }

@@ -247,18 +247,7 @@ pub fn int(field: &str, n: u64) -> anyhow::Result<i32> {
 pub async fn stop_family_tasks(ctx: &Ctx, cluster: &str, family: &str, reason: &str) -> anyhow::Result<Vec<String>> {
     use crate::engine::retry::is_gone;
     use aws_sdk_ecs::types::DesiredStatus;
-    let list = |wanted: DesiredStatus| async move {
-        let mut arns = Vec::new();
-        let mut pages = client(ctx).list_tasks().cluster(cluster).family(family).desired_status(wanted).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            match page.map_err(call_failed("ListTasks")) {
-                Ok(out) => arns.extend(out.task_arns().iter().cloned()),
-                Err(e) if is_gone(&e) => break,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(arns)
-    };
+    let list = |wanted: DesiredStatus| task_arns(client(ctx).list_tasks().cluster(cluster).family(family).desired_status(wanted));
     let (running, told_to_stop) = futures::try_join!(list(DesiredStatus::Running), list(DesiredStatus::Stopped))?;
     for arn in &running {
         match client(ctx).stop_task().cluster(cluster).task(arn).reason(reason).send().await.map_err(call_failed("StopTask")) {
@@ -278,6 +267,21 @@ pub async fn stop_family_tasks(ctx: &Ctx, cluster: &str, family: &str, reason: &
     let mut seen = running;
     seen.extend(up.into_iter().filter(|t| !seen.contains(t)).collect::<Vec<_>>());
     Ok(seen)
+}
+
+/// The task ARNs a ListTasks request lists, every page (a crash-looping service can leave
+/// more stopped tasks than one page holds); none when the cluster is gone.
+pub async fn task_arns(request: aws_sdk_ecs::operation::list_tasks::builders::ListTasksFluentBuilder) -> anyhow::Result<Vec<String>> {
+    let mut arns = Vec::new();
+    let mut pages = request.into_paginator().send();
+    while let Some(page) = pages.next().await {
+        match page.map_err(call_failed("ListTasks")) {
+            Ok(out) => arns.extend(out.task_arns().iter().cloned()),
+            Err(e) if crate::engine::retry::is_gone(&e) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(arns)
 }
 
 /// Of these tasks, those not STOPPED yet (running, or told to stop and still STOPPING /

@@ -688,17 +688,8 @@ impl Kind for EcsService {
 async fn tasks_still_running(ctx: &Ctx, cluster: &str, service_name: &str) -> anyhow::Result<Vec<String>> {
     let mut busy = Vec::new();
     for wanted in [DesiredStatus::Running, DesiredStatus::Stopped] {
-        // Every page: a crash-looping service can leave more stopped tasks than one page holds.
-        let mut pages =
-            client(ctx).list_tasks().cluster(cluster).service_name(service_name).desired_status(wanted.clone()).into_paginator().send();
-        let mut arns = Vec::new();
-        while let Some(page) = pages.next().await {
-            match page.map_err(call_failed("ListTasks")) {
-                Ok(out) => arns.extend(out.task_arns().iter().cloned()),
-                Err(e) if is_gone(&e) => break,
-                Err(e) => return Err(e),
-            }
-        }
+        let arns =
+            super::task_arns(client(ctx).list_tasks().cluster(cluster).service_name(service_name).desired_status(wanted.clone())).await?;
         if arns.is_empty() {
             continue;
         }
