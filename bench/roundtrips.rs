@@ -5,7 +5,9 @@
 //! stops by itself.
 //!
 //! Scenarios (specs/prod.yaml, the whole stack): a no-op plan; an apply from zero; an
-//! image-only change; a destroy; and growth: five stacks (the spec under five names) planned
+//! image-only change; a destroy; an apply from zero and a destroy under AWS's behaviour
+//! (pending states, propagation windows, draining: `aws_model`), against the critical path
+//! each reports (the chain of resource steps that set its wall time); and growth: five stacks (the spec under five names) planned
 //! by five processes at once against one account, API Gateway held to 10 requests a second
 //! (its control plane's documented account rate). For each: the calls by service and action, the wall time
 //! (process start included), and wall ÷ latency, the number of sequential round trips it
@@ -36,6 +38,8 @@ struct Measured {
     first_call: Option<Duration>,
     /// Peak resident set size, KiB.
     peak_rss_kib: Option<u64>,
+    /// The critical path the command reported (its first "critical path N s" line).
+    critical_path: Option<Duration>,
 }
 
 impl Measured {
@@ -52,10 +56,12 @@ impl Measured {
     }
 }
 
-/// One CLI command through a fresh proxy in front of `moto`, every call delayed by `latency`.
-async fn measure(name: &'static str, moto: &Moto, latency: Duration, args: &[&str]) -> Measured {
+/// One CLI command through a fresh proxy in front of `moto`, every call delayed by `latency`,
+/// with AWS's behaviour set up by `model`.
+async fn measure(name: &'static str, moto: &Moto, latency: Duration, model: fn(&FaultProxy), args: &[&str]) -> Measured {
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.rule(Rule::delay("*", latency));
+    model(&proxy);
     let mut reconciler = cli::command(moto, &proxy.url, "4");
     reconciler.args(args);
     let rss_file = std::env::temp_dir().join(format!("bench-rss-{}.txt", std::process::id()));
@@ -68,8 +74,24 @@ async fn measure(name: &'static str, moto: &Moto, latency: Duration, args: &[&st
     let peak_rss_kib = std::fs::read_to_string(&rss_file).ok().and_then(|t| t.trim().lines().last()?.trim().parse().ok());
     let _ = std::fs::remove_file(&rss_file);
     let first_call = proxy.first_call_at().map(|t| t - started);
-    Measured { name, code, wall, calls: proxy.calls(), first_call, peak_rss_kib }
+    let critical_path = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| l.split("critical path ").nth(1)?.split(' ').next()?.parse::<f64>().ok())
+        .map(Duration::from_secs_f64);
+    Measured { name, code, wall, calls: proxy.calls(), first_call, peak_rss_kib, critical_path }
 }
+
+/// AWS as it behaves, scaled down (the tests' model, tests/support/fault_proxy.rs): for an
+/// apply from zero, no ECS service-linked role yet, IAM propagation windows of 2 s, NAT
+/// gateways, the VPC link and the Cloud Map operation pending for 1.5 s; for a destroy, the
+/// ECS service draining and the NAT gateways deleting for 1.5 s.
+fn aws_model(proxy: &FaultProxy) {
+    fault_proxy::first_apply_model(proxy, 1.5, 2.0, 2);
+    fault_proxy::ecs_service_draining(proxy, 1.5);
+    fault_proxy::nat_gateways_deleting(proxy, 1.5);
+}
+
+fn no_model(_: &FaultProxy) {}
 
 /// Five copies of the stack (the spec under five names) applied, then planned by five
 /// processes at once through one proxy: one account's worth of calls, API Gateway's control
@@ -121,7 +143,7 @@ async fn growth(moto: &Moto, latency: Duration, spec: &str) -> Value {
         "throttled": actions.iter().map(|a| proxy.injected(a)).sum::<usize>(),
         "wall_s": (wall.as_secs_f64() * 1000.0).round() / 1000.0,
         "all_no_op": outs.iter().all(|o| o.status.code() == Some(0)),
-        "by_action": Measured { name: "growth", code: 0, wall, calls, first_call: None, peak_rss_kib: None }.by_action(),
+        "by_action": Measured { name: "growth", code: 0, wall, calls, first_call: None, peak_rss_kib: None, critical_path: None }.by_action(),
     })
 }
 
@@ -152,27 +174,36 @@ async fn main() {
     let spec = "specs/prod.yaml";
     let moto = Moto::start();
     let mut runs = Vec::new();
-    runs.push(measure("apply from zero", &moto, latency, &["apply", spec, "--auto-approve"]).await);
-    runs.push(measure("no-op plan", &moto, latency, &["plan", spec, "--detailed-exitcode"]).await);
+    let apply = ["apply", spec, "--auto-approve"];
+    runs.push(measure("apply from zero", &moto, latency, no_model, &apply).await);
+    runs.push(measure("no-op plan", &moto, latency, no_model, &["plan", spec, "--detailed-exitcode"]).await);
     let image = cli::spec_variant(&moto, spec, "new-image.yaml", |s| {
         s.replace("image: public.ecr.aws/example/benchling-webhook:0.1.0", "image: public.ecr.aws/example/benchling-webhook:0.2.0")
     });
-    runs.push(measure("image-only change", &moto, latency, &["apply", &image, "--auto-approve"]).await);
-    runs.push(measure("destroy", &moto, latency, &["destroy", &image, "--auto-approve"]).await);
+    runs.push(measure("image-only change", &moto, latency, no_model, &["apply", &image, "--auto-approve"]).await);
+    runs.push(measure("destroy", &moto, latency, no_model, &["destroy", &image, "--auto-approve"]).await);
+    // The same under AWS's behaviour (pending states, propagation, draining) in a fresh moto:
+    // no service-linked role yet.
+    let fresh = Moto::start();
+    runs.push(measure("apply from zero, AWS model", &fresh, latency, aws_model, &apply).await);
+    runs.push(measure("destroy, AWS model", &fresh, latency, aws_model, &["destroy", spec, "--auto-approve"]).await);
+    drop(fresh);
 
     let growth = growth(&moto, latency, spec).await;
 
     let ms = latency.as_secs_f64() * 1000.0;
     println!("\nreconciler round trips: specs/prod.yaml against moto, {ms:.0} ms added to every call\n");
-    println!("| command | exit | API calls | mutating | wall (s) | wall ÷ latency | start to first call (ms) | peak RSS (MiB) |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| command | exit | API calls | mutating | wall (s) | wall ÷ latency | critical path (s) | wall ÷ critical path | start to first call (ms) | peak RSS (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "–".into());
     for r in &runs {
         let trips = r.wall.as_secs_f64() / latency.as_secs_f64();
         let first = or_dash(r.first_call.map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0)));
         let rss = or_dash(r.peak_rss_kib.map(|k| format!("{:.0}", k as f64 / 1024.0)));
+        let path = or_dash(r.critical_path.map(|d| format!("{:.2}", d.as_secs_f64())));
+        let ratio = or_dash(r.critical_path.map(|d| format!("{:.2}", r.wall.as_secs_f64() / d.as_secs_f64())));
         println!(
-            "| {} | {} | {} | {} | {:.2} | {trips:.1} | {first} | {rss} |",
+            "| {} | {} | {} | {} | {:.2} | {trips:.1} | {path} | {ratio} | {first} | {rss} |",
             r.name,
             r.code,
             r.calls.len(),
@@ -196,6 +227,7 @@ async fn main() {
                 "mutating": r.mutating(),
                 "wall_s": (r.wall.as_secs_f64() * 1000.0).round() / 1000.0,
                 "round_trips": ((r.wall.as_secs_f64() / latency.as_secs_f64()) * 10.0).round() / 10.0,
+                "critical_path_s": r.critical_path.map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
                 "first_call_ms": r.first_call.map(|d| (d.as_secs_f64() * 1000.0).round()),
                 "peak_rss_kib": r.peak_rss_kib,
                 "by_action": r.by_action(),

@@ -7,12 +7,7 @@
 //! `RECONCILER_WAIT_FOR_DEPLOYMENTS=false` (the waiter's decisions are unit-tested in
 //! `resources/ecs/service.rs`).
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{cli, fault_proxy, support};
 
 use cli::{apply, assert_converged, aws, reconciler, reconciler_via, spec_variant, Aws};
 use support::Moto;

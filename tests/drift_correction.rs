@@ -13,10 +13,7 @@
 //! DeleteScheduleGroup of a missing group answer 500; schedule ARNs are not authorised by
 //! resource under IAM enforcement (tests/policy.rs grants every printed statement on `*`).
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{cli, support};
 
 use cli::{apply, assert_converged, aws, reconciler, spec_variant, Aws};
 use reconciler::resources::iam::{canonical_policy, parse_policy_document};

@@ -7,10 +7,7 @@
 //! moto does not implement UpdateStage: the stage kind then recreates the stage and says so
 //! (the UpdateStage path itself is unit-tested in `resources/apigateway/stage.rs`).
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{cli, support};
 
 use aws_sdk_apigatewayv2::types::{AccessLogSettings, RouteSettings};
 use cli::{assert_converged, aws, reconciler, spec_variant, Aws};

@@ -12,10 +12,7 @@
 //! line and pass (`.config/nextest.toml` shows this binary's output); where podman is present,
 //! a wrong image fails them.
 
-#[path = "support/signer.rs"]
-mod signer;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{signer, support};
 
 use serde_json::{json, Value};
 use std::process::{Command, Output};

@@ -2,12 +2,7 @@
 //! detected (exit 2, resource and field named) and corrected, pruning, existing-VPC mode,
 //! and destroy that leaves unowned look-alikes alone. Each test owns its moto server.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{cli, fault_proxy, support};
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, IpPermission, IpRange, NatGatewayState, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;

@@ -16,8 +16,7 @@
 //! names (`apigateway:GetVpcLinks`): each printed verb is translated into moto's names for the
 //! same calls, so a verb missing from the printed policy is still refused.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use support::{parliament, repo_root, venv_python, Moto, Run};

@@ -2,12 +2,7 @@
 //! mutations, and a signal during a pass lets the call in flight finish, starts nothing new,
 //! releases the lock and exits 0. Each test owns its moto server.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{cli, fault_proxy, support};
 
 use fault_proxy::{Fault, FaultProxy, Rule};
 use std::process::{Child, Command, Stdio};

@@ -2,12 +2,7 @@
 //! every route's statuses, durable acknowledgement, concurrency, degraded mode, and no 5xx
 //! for any client input. Each test owns its moto server and its service instance.
 
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "support/signer.rs"]
-mod signer;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{fault_proxy, signer, support};
 
 use fault_proxy::{Fault, FaultProxy};
 use serde_json::{json, Value};

@@ -3,8 +3,7 @@
 //! specs/schema.json is what `reconciler schema` prints, specs/plan.schema.json what
 //! `reconciler schema --plan` prints.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::process::Command;
 use support::{repo_root, Run};

@@ -5,10 +5,7 @@
 //! that outlast the visibility timeout, hostile export zips, and a failing delete. Each test owns
 //! its moto server.
 
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{fault_proxy, support};
 
 use serde_json::{json, Value};
 use service::worker::{Worker, WorkerConfig};

@@ -249,7 +249,8 @@ struct State_ {
     /// `service:Action` → requests seen.
     counts: HashMap<String, usize>,
     /// Every request seen, in order (`service:Action`), with when it came.
-    log: Vec<(String, Instant)>,
+    /// Every request: its action, when it came, and the start of its path and body (ids).
+    log: Vec<(String, Instant, String)>,
     /// Answers the proxy made up (not moto's), by action: what the client was told.
     injected: HashMap<String, usize>,
     /// Calls in flight by service now, and the most seen at once.
@@ -359,17 +360,22 @@ impl FaultProxy {
 
     /// Every request so far, in order, as `service:Action`.
     pub fn calls(&self) -> Vec<String> {
-        self.state.lock().unwrap().log.iter().map(|(a, _)| a.clone()).collect()
+        self.state.lock().unwrap().log.iter().map(|(a, _, _)| a.clone()).collect()
     }
 
     /// When the first call came (of any action).
     pub fn first_call_at(&self) -> Option<Instant> {
-        self.state.lock().unwrap().log.first().map(|(_, t)| *t)
+        self.state.lock().unwrap().log.first().map(|(_, t, _)| *t)
     }
 
     /// When each call of `action` came, in order.
     pub fn times(&self, action: &str) -> Vec<Instant> {
-        self.state.lock().unwrap().log.iter().filter(|(a, _)| a == action).map(|(_, t)| *t).collect()
+        self.state.lock().unwrap().log.iter().filter(|(a, _, _)| a == action).map(|(_, t, _)| *t).collect()
+    }
+
+    /// When each call of `action` whose path or body mentions `needle` (an id) came, in order.
+    pub fn times_mentioning(&self, action: &str, needle: &str) -> Vec<Instant> {
+        self.state.lock().unwrap().log.iter().filter(|(a, _, r)| a == action && r.contains(needle)).map(|(_, t, _)| *t).collect()
     }
 
     /// Drops the faults and rules not used yet, the lags and the rate limits.
@@ -398,6 +404,64 @@ enum Protocol {
     Json,
     /// REST-JSON: API Gateway, Scheduler (the error code in `x-amzn-ErrorType` only).
     Rest,
+}
+
+/// AWS's behaviour in a fresh account's first apply, as the fault proxy plays it (the tests
+/// and `make bench`): no ECS service-linked role until it is created; IAM propagation (see
+/// [`iam_propagation`]; Application Auto Scaling unable to assume a new role for
+/// `propagation_secs`); NAT gateways, the VPC link and the Cloud Map namespace's operation
+/// pending for `pending_secs` after their create.
+pub fn first_apply_model(proxy: &FaultProxy, pending_secs: f64, propagation_secs: f64, scheduler_refusals: usize) {
+    let slr = "Unable to assume the service linked role. Please verify that the ECS service linked role exists.";
+    proxy.rule(Rule::error("ecs:CreateCluster", 400, "InvalidParameterException", slr).until("iam:CreateServiceLinkedRole"));
+    iam_propagation(proxy, propagation_secs, scheduler_refusals);
+    proxy.rule(
+        Rule::error("application-autoscaling:RegisterScalableTarget", 400, "ValidationException", "Unable to assume IAM role")
+            .for_secs_after_last("iam:CreateRole", propagation_secs),
+    );
+    proxy.rule(
+        Rule::rewrite("ec2:DescribeNatGateways", "<state>available</state>", "<state>pending</state>")
+            .for_secs_after_first("ec2:CreateNatGateway", pending_secs),
+    );
+    let (available, pending) = ("\"vpcLinkStatus\": \"AVAILABLE\"", "\"vpcLinkStatus\": \"PENDING\"");
+    proxy.rule(Rule::rewrite("apigateway:POST /vpclinks", available, pending));
+    for listing in ["apigateway:GET /vpclinks/*", "apigateway:GET /vpclinks"] {
+        proxy.rule(Rule::rewrite(listing, available, pending).for_secs_after_first("apigateway:POST /vpclinks", pending_secs));
+    }
+    proxy.rule(
+        Rule::rewrite("servicediscovery:GetOperation", "\"Status\": \"SUCCESS\"", "\"Status\": \"SUBMITTED\"")
+            .for_secs_after_first("servicediscovery:CreatePrivateDnsNamespace", pending_secs),
+    );
+}
+
+/// IAM propagation as the services that are handed a role show it: ECS says "Role is not
+/// valid" for `secs` after the latest role was created, Scheduler refuses its first
+/// `scheduler_refusals` schedule creates as unable to assume the role.
+pub fn iam_propagation(proxy: &FaultProxy, secs: f64, scheduler_refusals: usize) {
+    proxy.rule(
+        Rule::error("ecs:RegisterTaskDefinition", 400, "ClientException", "Role is not valid").for_secs_after_last("iam:CreateRole", secs),
+    );
+    proxy.rule(
+        Rule::error(
+            "scheduler:POST /schedules/*",
+            400,
+            "ValidationException",
+            "The execution role you provide must allow AWS EventBridge Scheduler to assume the role.",
+        )
+        .first(scheduler_refusals),
+    );
+}
+
+/// NAT gateways stay `deleting` for `secs` after the last DeleteNatGateway.
+pub fn nat_gateways_deleting(proxy: &FaultProxy, secs: f64) {
+    let rewrite = Rule::rewrite("ec2:DescribeNatGateways", "<state>deleted</state>", "<state>deleting</state>");
+    proxy.rule(rewrite.for_secs_after_last("ec2:DeleteNatGateway", secs));
+}
+
+/// An ECS service stays DRAINING for `secs` after DeleteService.
+pub fn ecs_service_draining(proxy: &FaultProxy, secs: f64) {
+    let rewrite = Rule::rewrite("ecs:DescribeServices", r#""status": "INACTIVE""#, r#""status": "DRAINING""#);
+    proxy.rule(rewrite.for_secs_after_first("ecs:DeleteService", secs));
 }
 
 /// Whether a call changes something (what the kill hook counts).
@@ -653,7 +717,8 @@ async fn forward(
     let (upstream, fault, effects, bucket) = {
         let mut s = state.lock().unwrap();
         *s.counts.entry(action.clone()).or_default() += 1;
-        s.log.push((action.clone(), now));
+        let request = format!("{} {}", uri.path(), String::from_utf8_lossy(&body[..body.len().min(512)]));
+        s.log.push((action.clone(), now, request));
         let fault = s.faults.get_mut(&action).and_then(|q| (!q.is_empty()).then(|| q.remove(0)));
         let bucket = if fault.is_none() { s.throttled_by_bucket(&action, now) } else { None };
         let effects = if fault.is_none() && bucket.is_none() { s.effects(&action, now) } else { vec![] };

@@ -74,7 +74,10 @@ pub const LOCK_BUCKET: &str = "benchling-webhook-ops";
 pub const LOCK_KEY: &str = "reconciler/benchling-webhook.lock";
 
 pub struct Moto {
-    child: Child,
+    /// A moto server this test started itself (IAM enforcement), killed on drop.
+    child: Option<Child>,
+    /// The connection to a forked moto: it exits when this closes.
+    _hangup: Option<std::os::unix::net::UnixStream>,
     pub port: u16,
     pub endpoint: String,
 }
@@ -88,9 +91,11 @@ pub fn venv_python() -> PathBuf {
 impl Moto {
     /// moto through tests/emulator/moto-aws.py: where moto differs from AWS in a way the
     /// reconciler's waits depend on, it behaves as AWS (see moto_aws.py).
+    /// A fresh moto (with tests/emulator/moto_aws.py's behaviours) for one test: a fork of
+    /// the fork server (tests/emulator/moto-forkserver.py), which this starts when none runs.
+    /// It lives until this value is dropped or the test process ends, however it ends.
     pub fn start() -> Moto {
-        let launcher = repo_root().join("tests/emulator/moto-aws.py");
-        let moto = Moto::start_with(venv_python(), &[launcher.to_str().unwrap()], &[]);
+        let moto = forkserver::fork().unwrap_or_else(|e| panic!("starting moto: {e}"));
         warm_up_rest_routers(moto.port);
         moto.create_lock_bucket();
         moto
@@ -144,7 +149,7 @@ impl Moto {
                 // Whoever answers must be this moto: another test's server can take the port
                 // between the probe and moto's bind (moto then exits, and the next port is tried).
                 if is_moto(port) {
-                    return Moto { child, port, endpoint: format!("http://127.0.0.1:{port}") };
+                    return Moto { child: Some(child), _hangup: None, port, endpoint: format!("http://127.0.0.1:{port}") };
                 }
                 if child.try_wait().unwrap().is_some() {
                     break; // port taken between probe and bind: try another
@@ -183,8 +188,120 @@ impl Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Most of the test suite's CPU went to starting moto (~2 s of Python imports per test), so
+/// one process imports it once and forks a ready emulator for each test (milliseconds). Its
+/// socket's name carries a hash of the emulator's files and the virtualenv, so a change to
+/// them starts a new server; an idle server exits after a minute.
+mod forkserver {
+    use super::{repo_root, venv_python, Moto};
+    use std::fs::File;
+    use std::hash::{Hash, Hasher};
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt;
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    const IDLE_SECS: &str = "60";
+
+    fn key() -> String {
+        let root = repo_root();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for file in ["moto-forkserver.py", "moto_aws.py", "install-moto.sh"] {
+            std::fs::read(root.join("tests/emulator").join(file)).unwrap_or_default().hash(&mut h);
+        }
+        std::env::var_os("MOTO_VENV").hash(&mut h);
+        root.hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    fn path(suffix: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("fargate-reconciler-moto-{}.{suffix}", key()))
+    }
+
+    /// Asks the fork server for a moto (starting the server if none answers); a server that
+    /// was just exiting is asked again.
+    pub fn fork() -> Result<Moto, String> {
+        let socket = path("sock");
+        let mut last = String::new();
+        for _attempt in 0..3 {
+            let conn = match UnixStream::connect(&socket) {
+                Ok(conn) => conn,
+                Err(_) => {
+                    start_server(&socket)?;
+                    UnixStream::connect(&socket).map_err(|e| format!("connecting to {}: {e}", socket.display()))?
+                }
+            };
+            match ask(conn) {
+                Ok(moto) => return Ok(moto),
+                Err(e) => last = e,
+            }
+        }
+        Err(format!("the moto fork server did not answer ({last}); see {}", path("log").display()))
+    }
+
+    fn ask(mut conn: UnixStream) -> Result<Moto, String> {
+        conn.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+        conn.write_all(b"start\n").map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(&conn).read_line(&mut line).map_err(|e| e.to_string())?;
+        let port: u16 = line
+            .strip_prefix("port ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| format!("unexpected answer {line:?}"))?;
+        conn.set_read_timeout(None).map_err(|e| e.to_string())?;
+        Ok(Moto { child: None, _hangup: Some(conn), port, endpoint: format!("http://127.0.0.1:{port}") })
+    }
+
+    /// Starts the server (one test at a time, under a file lock), detached from this test's
+    /// process group and output, and waits until its socket accepts.
+    fn start_server(socket: &PathBuf) -> Result<(), String> {
+        let lock = File::create(path("lock")).map_err(|e| e.to_string())?;
+        lock.lock().map_err(|e| e.to_string())?;
+        if UnixStream::connect(socket).is_ok() {
+            return Ok(()); // another test started it meanwhile
+        }
+        let python = venv_python();
+        let log = File::create(path("log")).map_err(|e| e.to_string())?;
+        let mut command = Command::new(python);
+        command
+            .arg(repo_root().join("tests/emulator/moto-forkserver.py"))
+            .arg(socket)
+            .arg(IDLE_SECS)
+            .env_clear()
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .process_group(0);
+        for var in ["PATH", "HOME", "TMPDIR", "LANG"] {
+            if let Some(value) = std::env::var_os(var) {
+                command.env(var, value);
+            }
+        }
+        let mut server = command.spawn().map_err(|e| format!("starting the moto fork server: {e}"))?;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if UnixStream::connect(socket).is_ok() {
+                return Ok(()); // left running for the next tests; it exits when idle
+            }
+            if let Ok(Some(status)) = server.try_wait() {
+                let log = std::fs::read_to_string(path("log")).unwrap_or_default();
+                return Err(format!("the moto fork server exited ({status}):\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = server.kill();
+        Err(format!("the moto fork server did not listen within 60 s; see {}", path("log").display()))
     }
 }
 

@@ -145,17 +145,30 @@ pub struct Ctx {
 }
 
 /// Spaces calls that share a quota key: each waits until `interval` has passed since the last
-/// one with its key started, one at a time. (The quota is per account; calls from other
-/// processes still meet AWS's 429, which is retried with its `Retry-After`.)
+/// one with its key was answered, one at a time. The slot is held until the call's answer
+/// (the returned [`PaceSlot`] is dropped), so the spacing AWS sees between two arrivals is
+/// never shorter than `interval`, whatever the network's latency did to either. (The quota is
+/// per account; calls from other processes still meet AWS's 429, which is retried with its
+/// `Retry-After`.)
 #[derive(Default)]
 pub struct Pacer {
     last: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<Option<std::time::Instant>>>>>,
 }
 
+/// One paced call's turn: hold it across the call; dropping it (answered, failed or
+/// cancelled) starts the next call's interval.
+pub struct PaceSlot(tokio::sync::OwnedMutexGuard<Option<std::time::Instant>>);
+
+impl Drop for PaceSlot {
+    fn drop(&mut self) {
+        *self.0 = Some(std::time::Instant::now());
+    }
+}
+
 impl Pacer {
-    pub async fn pace(&self, key: &str, interval: Duration) {
+    pub async fn pace(&self, key: &str, interval: Duration) -> PaceSlot {
         let slot = self.last.lock().expect("pacer").entry(key.to_string()).or_default().clone();
-        let mut last = slot.lock().await;
+        let last = slot.lock_owned().await;
         if let Some(at) = *last {
             let due = at + interval;
             let now = std::time::Instant::now();
@@ -164,7 +177,7 @@ impl Pacer {
                 tokio::time::sleep(due - now).await;
             }
         }
-        *last = Some(std::time::Instant::now());
+        PaceSlot(last)
     }
 }
 
@@ -237,8 +250,9 @@ impl Ctx {
         value.clone().downcast::<T>().map_err(|_| anyhow::anyhow!("internal error: shared read `{key}` was read as two types"))
     }
 
-    /// Waits for AWS's quota of one `key` call per `interval` (see [`Pacer`]).
-    pub async fn pace(&self, key: &str, interval: Duration) {
+    /// Waits for AWS's quota of one `key` call per `interval` (see [`Pacer`]); hold the
+    /// returned slot until the call is answered.
+    pub async fn pace(&self, key: &str, interval: Duration) -> PaceSlot {
         self.pacer.pace(key, interval).await
     }
 
@@ -260,23 +274,36 @@ mod tests {
     async fn paced_calls_are_spaced_by_their_key() {
         let p = Pacer::default();
         let started = std::time::Instant::now();
-        p.pace("service:CreateThing", Duration::from_millis(150)).await;
+        drop(p.pace("service:CreateThing", Duration::from_millis(150)).await);
         assert!(started.elapsed() < Duration::from_millis(100), "the first call goes at once");
-        p.pace("service:DeleteThing", Duration::from_millis(150)).await;
+        drop(p.pace("service:DeleteThing", Duration::from_millis(150)).await);
         assert!(started.elapsed() < Duration::from_millis(100), "another key has its own quota");
-        p.pace("service:CreateThing", Duration::from_millis(150)).await;
+        drop(p.pace("service:CreateThing", Duration::from_millis(150)).await);
         assert!(started.elapsed() >= Duration::from_millis(150), "the second waits: {:?}", started.elapsed());
         // Concurrent callers are serialised: three calls take two intervals.
         let p = std::sync::Arc::new(Pacer::default());
         let started = std::time::Instant::now();
         let calls = (0..3).map(|_| {
             let p = p.clone();
-            tokio::spawn(async move { p.pace("k", Duration::from_millis(100)).await })
+            tokio::spawn(async move { drop(p.pace("k", Duration::from_millis(100)).await) })
         });
         for c in calls.collect::<Vec<_>>() {
             c.await.unwrap();
         }
         assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
+    }
+
+    /// The interval counts from the answer, not from when the call left: a slow first call
+    /// (its request may reach AWS late) cannot bring the next one closer than the quota.
+    #[tokio::test]
+    async fn the_interval_counts_from_the_answer() {
+        let p = Pacer::default();
+        let slot = p.pace("k", Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(80)).await; // the first call in flight
+        drop(slot);
+        let answered = std::time::Instant::now();
+        drop(p.pace("k", Duration::from_millis(100)).await);
+        assert!(answered.elapsed() >= Duration::from_millis(100), "the second came {:?} after the first's answer", answered.elapsed());
     }
 
     #[test]

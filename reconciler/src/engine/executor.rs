@@ -545,6 +545,8 @@ pub async fn apply(
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
     let mut running = FuturesUnordered::new();
+    let mut timeline = super::timeline::Timeline::default();
+    let mut step_of: BTreeMap<&str, usize> = BTreeMap::new();
     loop {
         let mut i = 0;
         while i < pending.len() && running.len() < ctx.settings.max_concurrency.max(1) {
@@ -580,10 +582,13 @@ pub async fn apply(
             running.push(async move {
                 let started = Instant::now();
                 let r = converge_one(ctx, kind, d, &fields, current).await;
-                (d, started, r)
+                (n, started, r)
             });
         }
-        let Some((d, started, result)) = running.next().await else { break };
+        let Some((n, started, result)) = running.next().await else { break };
+        let d = &desired[n];
+        let after = deps[n].iter().filter_map(|x| step_of.get(x.as_str()).copied()).collect();
+        step_of.insert(d.id.as_str(), timeline.record(d.kind, &d.id, started, after));
         match result {
             Ok(Outcome::Created(identity)) => {
                 progress(&format!("created {} {} [{}] in {:.1?}", d.kind, d.id, identity.physical_id, started.elapsed()));
@@ -614,6 +619,12 @@ pub async fn apply(
                 crate::metrics::global().error(d.kind);
                 failed.insert(d.id.clone(), format!("{e:#}"));
             }
+        }
+    }
+
+    if report.created + report.updated + report.replaced > 0 {
+        if let Some(line) = timeline.summary() {
+            progress(&line);
         }
     }
 
@@ -811,47 +822,74 @@ async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Resu
     }
 }
 
-/// Deletes (or, where the deletion policy says retain, orphans) in waves from the dependency
-/// graph: dependents first, each wave concurrently (bounded). Stops after a wave with a failure.
+/// Deletes (or, where the deletion policy says retain, orphans) in dependency order: each
+/// resource as soon as everything that depends on it is gone (not wave by wave: a NAT gateway
+/// that takes minutes to delete holds up only its subnet, not every other subnet), at most
+/// `max_concurrency` at once. After a failure nothing new starts; what runs finishes.
 async fn delete_in_dependency_order(
     ctx: &Ctx,
     kinds: &[Box<dyn Kind>],
     victims: &[&Observed],
     desired: &[Desired],
 ) -> anyhow::Result<(usize, usize)> {
+    let deps = super::graph::dependencies(victims, desired);
+    // What must be gone before each victim may go: the victims that depend on it.
+    let dependents: Vec<BTreeSet<usize>> =
+        (0..victims.len()).map(|i| (0..victims.len()).filter(|&j| deps[j].contains(&i)).collect()).collect();
     let (mut deleted, mut retained) = (0, 0);
-    for wave in super::graph::deletion_waves(victims, desired) {
-        if let Some(why) = ctx.stop.requested() {
-            return Err(anyhow!(
-                "stopped before deleting everything: {why}. What was deleted stays deleted; run the command again to finish."
-            ));
-        }
-        let mut errors = Vec::new();
-        for chunk in wave.chunks(ctx.settings.max_concurrency.max(1)) {
-            let results = futures::future::join_all(chunk.iter().map(|&i| async move {
-                let o = victims[i];
-                let kind = kind_of(kinds, o.kind)?;
-                if ownership::retained(&o.fields) {
-                    progress(&format!("retaining {} {} [{}]: no longer managed, not deleted", o.kind, o.id, o.physical_id));
-                    kind.orphan(ctx, o).await.with_context(|| format!("retaining {} {}", o.kind, o.id))?;
-                    Ok(false)
-                } else {
-                    progress(&format!("deleting {} {} [{}]", o.kind, o.id, o.physical_id));
-                    delete_one(ctx, kind, o).await.map(|_| true)
-                }
-            }))
-            .await;
-            for r in results {
-                match r {
-                    Ok(true) => deleted += 1,
-                    Ok(false) => retained += 1,
-                    Err(e) => errors.push(format!("{e:#}")),
-                }
+    let mut timeline = super::timeline::Timeline::default();
+    let mut step_of: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut pending: Vec<usize> = super::graph::deletion_waves(victims, desired).into_iter().flatten().collect();
+    let mut gone: BTreeSet<usize> = BTreeSet::new();
+    let mut errors = Vec::new();
+    let mut stopped = None;
+    let mut running = FuturesUnordered::new();
+    loop {
+        while errors.is_empty() && stopped.is_none() && running.len() < ctx.settings.max_concurrency.max(1) {
+            if let Some(why) = ctx.stop.requested() {
+                stopped = Some(why);
+                break;
             }
+            let ready = pending.iter().position(|i| dependents[*i].iter().all(|d| gone.contains(d)));
+            // A dependency cycle (never expected): what remains goes when nothing else runs.
+            let Some(at) = ready.or_else(|| (running.is_empty() && !pending.is_empty()).then_some(0)) else { break };
+            let i = pending.remove(at);
+            running.push(async move {
+                let started = Instant::now();
+                let o = victims[i];
+                let result: anyhow::Result<bool> = async {
+                    let kind = kind_of(kinds, o.kind)?;
+                    if ownership::retained(&o.fields) {
+                        progress(&format!("retaining {} {} [{}]: no longer managed, not deleted", o.kind, o.id, o.physical_id));
+                        kind.orphan(ctx, o).await.with_context(|| format!("retaining {} {}", o.kind, o.id))?;
+                        Ok(false)
+                    } else {
+                        progress(&format!("deleting {} {} [{}]", o.kind, o.id, o.physical_id));
+                        delete_one(ctx, kind, o).await.map(|_| true)
+                    }
+                }
+                .await;
+                (i, started, result)
+            });
         }
-        if !errors.is_empty() {
-            return Err(anyhow!("{}\nRun the command again once the cause is fixed; what was deleted stays deleted.", errors.join("\n")));
+        let Some((i, started, result)) = running.next().await else { break };
+        let after = dependents[i].iter().filter_map(|d| step_of.get(d).copied()).collect();
+        step_of.insert(i, timeline.record(victims[i].kind, &victims[i].id, started, after));
+        match result {
+            Ok(true) => deleted += 1,
+            Ok(false) => retained += 1,
+            Err(e) => errors.push(format!("{e:#}")),
         }
+        gone.insert(i);
+    }
+    if let Some(line) = timeline.summary() {
+        progress(&line);
+    }
+    if !errors.is_empty() {
+        return Err(anyhow!("{}\nRun the command again once the cause is fixed; what was deleted stays deleted.", errors.join("\n")));
+    }
+    if let Some(why) = stopped {
+        return Err(anyhow!("stopped before deleting everything: {why}. What was deleted stays deleted; run the command again to finish."));
     }
     Ok((deleted, retained))
 }
@@ -876,7 +914,10 @@ mod tests {
     use futures::future::BoxFuture;
     use serde_json::json;
 
-    struct FakeKind(&'static str);
+    /// Deletes note when they ended (the kind "slow" takes 400 ms); kinds without a log are
+    /// never deleted.
+    type Ended = std::sync::Arc<std::sync::Mutex<Vec<(String, Instant)>>>;
+    struct FakeKind(&'static str, Option<Ended>);
     impl Kind for FakeKind {
         fn name(&self) -> &'static str {
             self.0
@@ -905,8 +946,15 @@ mod tests {
         fn holds_what_it_uses(&self) -> bool {
             self.0 != "rt"
         }
-        fn delete<'a>(&'a self, _: &'a Ctx, _: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-            unreachable!()
+        fn delete<'a>(&'a self, _: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
+            Box::pin(async move {
+                let ended = self.1.as_ref().expect("this kind is never deleted");
+                if self.0 == "slow" {
+                    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                }
+                ended.lock().unwrap().push((live.id.clone(), Instant::now()));
+                Ok(())
+            })
         }
         fn iam(&self, _: &str) -> crate::engine::IamActions {
             crate::engine::IamActions::default()
@@ -914,7 +962,29 @@ mod tests {
     }
 
     fn kinds() -> Vec<Box<dyn Kind>> {
-        vec![Box::new(FakeKind("a")), Box::new(FakeKind("b")), Box::new(FakeKind("rev")), Box::new(FakeKind("rt"))]
+        vec![Box::new(FakeKind("a", None)), Box::new(FakeKind("b", None)), Box::new(FakeKind("rev", None)), Box::new(FakeKind("rt", None))]
+    }
+
+    /// A slow delete holds up only what it sits in: the other subnet goes as soon as its own
+    /// dependent is gone, not after the whole "wave" of dependents.
+    #[tokio::test]
+    async fn a_slow_delete_holds_up_only_what_depends_on_it() {
+        let ended = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kinds: Vec<Box<dyn Kind>> =
+            ["slow", "fast", "base"].into_iter().map(|name| Box::new(FakeKind(name, Some(ended.clone()))) as Box<dyn Kind>).collect();
+        let victims = [
+            live("slow", "nat", "nat-1", json!({"subnet": "subnet-1"})),
+            live("fast", "endpoint", "ep-2", json!({"subnet": "subnet-2"})),
+            live("base", "subnet-a", "subnet-1", json!({})),
+            live("base", "subnet-b", "subnet-2", json!({})),
+        ];
+        let ctx = Ctx::from_env("us-east-1", crate::engine::Settings::new("stack", BTreeMap::new())).await;
+        let refs: Vec<&Observed> = victims.iter().collect();
+        assert_eq!(delete_in_dependency_order(&ctx, &kinds, &refs, &[]).await.unwrap(), (4, 0));
+        let ended = ended.lock().unwrap().clone();
+        let at = |id: &str| ended.iter().find(|(x, _)| x == id).unwrap_or_else(|| panic!("{id} not deleted: {ended:?}")).1;
+        assert!(at("subnet-b") < at("nat"), "subnet-b waited for the NAT gateway it does not depend on: {ended:?}");
+        assert!(at("subnet-a") > at("nat"), "subnet-a went before the NAT gateway in it: {ended:?}");
     }
 
     /// A delete-first replacement under something that stays and holds it is refused; under

@@ -13,6 +13,7 @@ pub mod ownership;
 pub mod policy;
 mod refs;
 pub mod retry;
+mod timeline;
 pub mod wait;
 
 pub use context::{Ctx, Service, Settings, Stop};

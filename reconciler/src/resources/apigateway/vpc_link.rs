@@ -107,7 +107,7 @@ impl Kind for VpcLink {
     fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
             let f: VpcLinkFields = typed(self.name(), fields)?;
-            ctx.pace("apigateway:CreateVpcLink", CREATE_QUOTA).await;
+            let slot = ctx.pace("apigateway:CreateVpcLink", CREATE_QUOTA).await;
             let out = client(ctx)
                 .create_vpc_link()
                 .name(&f.name)
@@ -115,8 +115,9 @@ impl Kind for VpcLink {
                 .set_security_group_ids(Some(f.security_groups.clone()))
                 .set_tags(Some(f.tags.clone().into_iter().collect()))
                 .send()
-                .await
-                .map_err(call_failed("CreateVpcLink"))?;
+                .await;
+            drop(slot);
+            let out = out.map_err(call_failed("CreateVpcLink"))?;
             let link_id = out.vpc_link_id().ok_or_else(|| anyhow::anyhow!("CreateVpcLink returned no id"))?.to_string();
             if status_of(out.vpc_link_status(), None) != Status::Ready {
                 let what = format!("VPC link {link_id} to become AVAILABLE (usually a few minutes)");
@@ -166,9 +167,11 @@ impl Kind for VpcLink {
     /// deleted first).
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            ctx.pace("apigateway:DeleteVpcLink", DELETE_QUOTA).await;
             let link = &live.physical_id;
-            client(ctx).delete_vpc_link().vpc_link_id(link).send().await.map_err(call_failed("DeleteVpcLink"))?;
+            let slot = ctx.pace("apigateway:DeleteVpcLink", DELETE_QUOTA).await;
+            let deleted = client(ctx).delete_vpc_link().vpc_link_id(link).send().await;
+            drop(slot);
+            deleted.map_err(call_failed("DeleteVpcLink"))?;
             // DELETING until its network interfaces are released: what it sits in (the
             // security group, the subnets) cannot go before that.
             wait::until(ctx, &format!("VPC link {link} to be deleted"), || async { Ok(read(ctx, link).await?.is_none().then_some(())) })
