@@ -212,7 +212,13 @@ mod forkserver {
 
     const IDLE_SECS: &str = "60";
 
-    fn key() -> String {
+    /// Computed once per test process (it reads the emulator's files).
+    fn key() -> &'static str {
+        static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        KEY.get_or_init(compute_key)
+    }
+
+    fn compute_key() -> String {
         let root = repo_root();
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for file in ["moto-forkserver.py", "moto_aws.py", "install-moto.sh"] {

@@ -839,7 +839,7 @@ async fn delete_in_dependency_order(
     let (mut deleted, mut retained) = (0, 0);
     let mut timeline = super::timeline::Timeline::default();
     let mut step_of: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut pending: Vec<usize> = super::graph::deletion_waves(victims, desired).into_iter().flatten().collect();
+    let mut pending: Vec<usize> = super::graph::waves_of(&deps).into_iter().flatten().collect();
     let mut gone: BTreeSet<usize> = BTreeSet::new();
     let mut errors = Vec::new();
     let mut stopped = None;

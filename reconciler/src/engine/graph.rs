@@ -64,8 +64,12 @@ pub fn dependencies(items: &[&Observed], desired: &[Desired]) -> Vec<BTreeSet<us
 /// Waves of deletion: each wave holds the items nothing left depends on (dependents first).
 /// A cycle (never expected) ends in one last wave with everything that remains.
 pub fn deletion_waves(items: &[&Observed], desired: &[Desired]) -> Vec<Vec<usize>> {
-    let deps = dependencies(items, desired);
-    let mut left: BTreeSet<usize> = (0..items.len()).collect();
+    waves_of(&dependencies(items, desired))
+}
+
+/// [`deletion_waves`] from dependencies already computed ([`dependencies`]).
+pub fn waves_of(deps: &[BTreeSet<usize>]) -> Vec<Vec<usize>> {
+    let mut left: BTreeSet<usize> = (0..deps.len()).collect();
     let mut waves = Vec::new();
     while !left.is_empty() {
         let wave: Vec<usize> = left.iter().copied().filter(|&i| !left.iter().any(|&j| j != i && deps[j].contains(&i))).collect();
