@@ -9,6 +9,7 @@ connection closes (the test ends, however it ends), then exits. Each child start
 same clean state (nothing is ever created in the parent) with its own random seed. The server
 exits after IDLE_SECONDS (default 60) without a client.
 """
+import gc
 import os
 import random
 import signal
@@ -38,6 +39,11 @@ SERVICES = [
     ("application-autoscaling", "POST", "/", '{"ServiceNamespace": "ecs"}', "AnyScaleFrontendService.DescribeScalableTargets"),
     ("secretsmanager", "POST", "/", "{}", "secretsmanager.ListSecrets"),
 ]
+# The same services by botocore's names (their models, paginators and error tables).
+BOTOCORE_NAMES = [
+    "apigatewayv2", "scheduler", "s3", "ec2", "iam", "sts", "sqs", "ecs", "logs",
+    "servicediscovery", "application-autoscaling", "secretsmanager",
+]
 
 
 def build_app():
@@ -55,6 +61,7 @@ def build_app():
         answer = client.open(path, method=method, data=body or None, headers=headers)
         if answer.status_code != 200:
             sys.exit(f"moto-forkserver: warming {scope} answered {answer.status_code}: {answer.get_data(as_text=True)[:500]}")
+    moto_aws.warm(BOTOCORE_NAMES)
     return app
 
 
@@ -87,6 +94,9 @@ def main():
     path = sys.argv[1]
     idle = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
     app = build_app()
+    # Everything imported and built so far is shared with every child: out of the collector's
+    # sight, so that collecting in a child does not touch (and copy) the parent's pages.
+    gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.{os.getpid()}"

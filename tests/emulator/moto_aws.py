@@ -99,3 +99,43 @@ def _dispatch_ec2_serialised(self, environ, start_response):
 
 
 DomainDispatcherApplication.__call__ = _dispatch_ec2_serialised
+
+
+# Speed only, no answer changes: moto 5.2.5 redoes per request work whose result never changes
+# in a process (measured with py-spy --gil over the compute and edge tests: about a fifth of
+# moto's CPU, and moto is half of the suite's):
+# - every request lists moto's package directory (`list_of_moto_modules`, ~150 stat calls);
+# - every request inspects its response class for method names (`inspect.getmembers`);
+# - every error answer builds a new botocore Session to name its service, and a new
+#   ErrorLookupFactory whose per-instance cache is then thrown away.
+import functools
+
+from moto import backends
+from moto.core import errors, responses, utils
+
+_moto_modules = tuple(backends.list_of_moto_modules())
+backends.list_of_moto_modules = lambda: _moto_modules
+responses.method_names_from_class = functools.cache(responses.method_names_from_class)
+utils.service_name_from_moto_package_name = functools.cache(utils.service_name_from_moto_package_name)
+_error_lookups = {}
+
+
+def _error_lookup_factory_shared(self):
+    self._error_lut_cache = _error_lookups
+
+
+errors.ErrorLookupFactory.__init__ = _error_lookup_factory_shared
+
+
+def warm(service_names):
+    """Fill the caches above (and moto's own model caches) for these services, so that a
+    forked emulator starts with them (tests/emulator/moto-forkserver.py)."""
+    for name in service_names:
+        model = utils.get_service_model(name)
+        errors.ErrorLookupFactory().for_service(model)
+        try:
+            utils.get_pagination_model(name)
+        except Exception:  # a service without pagination model
+            pass
+    for package in backends.list_of_moto_modules():
+        utils.service_name_from_moto_package_name(package)
