@@ -79,26 +79,27 @@ def _requirements_without_container_memory(task_definition):
 EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(_requirements_without_container_memory)
 
 
-# - moto's threaded server answers EC2 calls concurrently on unlocked dictionaries:
-#   DescribeSecurityGroupRules while a rule is being added fails with "dictionary changed size
-#   during iteration" (an HTML 500 AWS never sends). EC2 requests are answered one at a time
-#   (no EC2 call long-polls); other services stay concurrent (SQS long-polls).
+# - moto's threaded server answers calls concurrently on unlocked dictionaries:
+#   DescribeSecurityGroupRules while a rule is being added, or GetRole while CreateRole adds a
+#   role, fails with "dictionary changed size during iteration" (an HTML 500 AWS never sends).
+#   Calls are answered one at a time, except SQS's (ReceiveMessage long-polls; the service's
+#   tests keep several pollers waiting at once).
 import threading
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
-_ec2_one_at_a_time = threading.Lock()
+_one_at_a_time = threading.Lock()
 _dispatch = DomainDispatcherApplication.__call__
 
 
-def _dispatch_ec2_serialised(self, environ, start_response):
-    if "/ec2/aws4_request" not in environ.get("HTTP_AUTHORIZATION", ""):
+def _dispatch_serialised(self, environ, start_response):
+    if "/sqs/aws4_request" in environ.get("HTTP_AUTHORIZATION", ""):
         return _dispatch(self, environ, start_response)
-    with _ec2_one_at_a_time:
+    with _one_at_a_time:
         return list(_dispatch(self, environ, start_response))
 
 
-DomainDispatcherApplication.__call__ = _dispatch_ec2_serialised
+DomainDispatcherApplication.__call__ = _dispatch_serialised
 
 
 # Speed only, no answer changes: moto 5.2.5 redoes per request work whose result never changes
