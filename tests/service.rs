@@ -60,6 +60,12 @@ impl<Q: service::queue::Queue> service::queue::Queue for Delayed<Q> {
 }
 
 async fn start(setup: Setup) -> Service {
+    start_with_jwks(setup, None).await
+}
+
+/// `start`, with the app's JWKS document given (its private keys are elsewhere) instead of
+/// the test signer's.
+async fn start_with_jwks(setup: Setup, jwks_doc: Option<Value>) -> Service {
     let moto = Moto::start();
     let aws = moto.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
@@ -80,7 +86,7 @@ async fn start(setup: Setup) -> Service {
 
     // The app's JWKS, served locally.
     let signer = Signer::new();
-    let jwks = signer::serve_jwks(signer.jwks()).await;
+    let jwks = signer::serve_jwks(jwks_doc.unwrap_or_else(|| signer.jwks())).await;
     let jwks_url = jwks.url.clone();
 
     let used_queue =
@@ -808,4 +814,79 @@ async fn serve_listens_on_the_bind_address_only() {
     let _ = child.wait();
     assert!(answered, "no answer on the bind address {live}");
     assert!(elsewhere.is_err(), "answered on 127.0.0.1 too: {elsewhere:?}");
+}
+
+/// Where the service's verdict on a signed request may differ from Benchling's own verifier
+/// (benchling-sdk), and why. README, "Signature verification against Benchling's verifier".
+const STRICTER_BY_DESIGN: &[(&str, &str)] = &[
+    ("six_entries_last_valid", "at most 5 signature entries, refused before any verification (Benchling sends one per active key)"),
+    ("label_bare_der", "an entry's label must be of the documented `v{n}der` family; the reference takes any label containing `der`"),
+    (
+        "age_260s",
+        "at most 240 s old (the reference: 5 min), so that a replay to another task falls inside SQS FIFO's 5-minute deduplication",
+    ),
+    ("age_280s", "as age_260s"),
+    ("ahead_60s", "at most 30 s ahead of our clock (the reference: 5 min), same reason"),
+    ("timestamp_decimal", "webhook-timestamp in integer unix seconds, as Standard Webhooks and Benchling send it"),
+    ("timestamp_exponent", "as timestamp_decimal"),
+];
+
+/// The service against Benchling's own verifier (benchling-sdk's `webhook_helpers.verify`,
+/// run by tests/reference/benchling-verifier-cases.py on requests it signs: valid, tampered,
+/// several entries, rotated keys, labels, encodings, window edges). The service never accepts
+/// what the reference refuses unless a genuine in-window signature is present, and every
+/// request the reference accepts and the service refuses is listed in STRICTER_BY_DESIGN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verifier_agrees_with_benchlings_own_or_is_stricter_by_design() {
+    let script = support::repo_root().join("tests/reference/benchling-verifier-cases.py");
+    let out = std::process::Command::new(support::venv_python()).arg(&script).output().expect("running the reference");
+    assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("the reference's cases are JSON");
+    let s = start_with_jwks(Setup::Normal, Some(doc["jwks"].clone())).await;
+    let cases = doc["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 35, "{} cases", cases.len());
+    let (mut agree, mut stricter, mut lenient, mut problems) = (0, Vec::new(), Vec::new(), Vec::new());
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let headers: Vec<(&str, String)> =
+            c["headers"].as_array().unwrap().iter().map(|h| (h[0].as_str().unwrap(), h[1].as_str().unwrap().to_string())).collect();
+        let (status, answer) = s.post_raw("/event", &headers, c["body"].as_str().unwrap().as_bytes().to_vec()).await;
+        let service_accepts = match status {
+            200 => true,
+            400 | 401 => false,
+            _ => panic!("case {name}: answered {status} {answer}"),
+        };
+        let reference_accepts = c["reference"] == "accept";
+        match (service_accepts, reference_accepts) {
+            (a, b) if a == b => agree += 1,
+            (false, true) => match STRICTER_BY_DESIGN.iter().find(|(n, _)| *n == name) {
+                Some(_) => stricter.push(name),
+                None => {
+                    problems.push(format!("{name}: the reference accepts, the service refuses ({status} {answer}) and no reason is listed"))
+                }
+            },
+            _ if c["genuine"] == true => lenient.push(name),
+            _ => problems.push(format!("{name}: the service accepts what the reference refuses ({}) with no genuine signature", c["why"])),
+        }
+    }
+    for (name, _) in STRICTER_BY_DESIGN {
+        if !stricter.contains(name) {
+            problems.push(format!("{name} is listed as stricter by design but is not (any more)"));
+        }
+    }
+    println!(
+        "differential against benchling-sdk: {} cases, {agree} agree, {} stricter by design, {} lenient with a genuine signature ({})",
+        cases.len(),
+        stricter.len(),
+        lenient.len(),
+        lenient.join(", ")
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // Each accepted case was queued once (the ids are unique), each refused one never.
+    assert_eq!(s.queued().await, agree_accepts(cases, &stricter) + lenient.len());
+}
+
+/// The cases both accepted: those the reference accepts that the service does not refuse.
+fn agree_accepts(cases: &[Value], stricter: &[&str]) -> usize {
+    cases.iter().filter(|c| c["reference"] == "accept" && !stricter.contains(&c["name"].as_str().unwrap())).count()
 }

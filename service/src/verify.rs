@@ -1,5 +1,6 @@
 //! Standard Webhooks verification, Benchling's variant: ECDSA P-256 / SHA-256 signatures in
-//! ASN.1 DER (`v1bder,<base64>`) over `"{webhook-id}.{webhook-timestamp}.{raw body}"`.
+//! ASN.1 DER (`v1bder,<base64>` today; any `v{n}…der` label, see [`der_signature`]) over
+//! `"{webhook-id}.{webhook-timestamp}.{raw body}"`.
 //! Crypto is aws-lc-rs (already in the tree for TLS); nothing here is hand-rolled.
 
 use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_ASN1};
@@ -137,8 +138,21 @@ fn check_window(ts: i64, now: i64) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Checks the header caps, the timestamp window, then whether any `v1bder` entry verifies
-/// with any key.
+/// The base64 of a `webhook-signature` entry that carries a DER signature: its label is `v`,
+/// a version number, optional lowercase letters, then `der` (`v1bder` is what Benchling sends;
+/// its own verifier, benchling-sdk, documents the format as `v{n}der` and takes any label
+/// containing `der`, so a `v2der` from Benchling must not be refused here). Labels outside
+/// that family (`der`, `v1`, `xder`, `v1derx`) are not DER signatures of Benchling's.
+fn der_signature(entry: &str) -> Option<&str> {
+    let (label, b64) = entry.split_once(',')?;
+    let version = label.strip_prefix('v')?.strip_suffix("der")?;
+    let letters = version.trim_start_matches(|c: char| c.is_ascii_digit());
+    let digits = version.len() - letters.len();
+    (digits > 0 && letters.bytes().all(|b| b.is_ascii_lowercase())).then_some(b64)
+}
+
+/// Checks the header caps, the timestamp window, then whether any DER entry verifies with
+/// any key.
 pub fn verify(h: &SignedHeaders, body: &[u8], keys: &[VerifyingKey], now_unix: i64) -> Result<(), Rejection> {
     check_sizes(h)?;
     let ts: i64 = h.timestamp.trim().parse().map_err(|_| Rejection::Timestamp("not unix seconds".into()))?;
@@ -155,7 +169,7 @@ pub fn verify(h: &SignedHeaders, body: &[u8], keys: &[VerifyingKey], now_unix: i
     let ok = h
         .signature
         .split_whitespace()
-        .filter_map(|entry| entry.strip_prefix("v1bder,"))
+        .filter_map(der_signature)
         .filter_map(|b64| STANDARD.decode(b64).ok())
         .any(|der| keys.iter().any(|k| k.verifies(&message, &der)));
     if ok {
@@ -247,6 +261,33 @@ mod tests {
         const SQS_FIFO_DEDUP_SECS: i64 = 300;
         const SQS_SEND_TIMEOUT_SECS: i64 = 10;
         const { assert!(TOLERANCE_SECS + SQS_SEND_TIMEOUT_SECS < SQS_FIFO_DEDUP_SECS) };
+    }
+
+    #[test]
+    fn every_der_label_of_the_documented_family_is_read_and_no_other() {
+        for label in ["v1bder", "v1der", "v2der", "v2bder", "v10der", "v3abder"] {
+            assert_eq!(der_signature(&format!("{label},QUJD")), Some("QUJD"), "{label}");
+        }
+        for label in ["der", "vder", "vbder", "v1", "v1b", "xder", "v1derx", "V1bder", "v1Bder", "v-1der", "v1 der", "1der"] {
+            assert_eq!(der_signature(&format!("{label},QUJD")), None, "{label}");
+        }
+        assert_eq!(der_signature("v1bder"), None, "no comma, no signature");
+        assert_eq!(der_signature("v1bder,a,b"), Some("a,b"), "the rest is the base64 (it then fails to decode)");
+    }
+
+    /// A `v2der` entry signed by a key of the set verifies like a `v1bder` one.
+    #[test]
+    fn a_v2der_signature_verifies() {
+        let v = fixture();
+        let keys = fixture_keys(&v);
+        let c = v["cases"].as_array().unwrap().iter().find(|c| c["expect"] == "ok").unwrap();
+        let (id, ts, body, now) =
+            (c["id"].as_str().unwrap(), c["timestamp"].as_str().unwrap(), c["body"].as_str().unwrap(), c["now"].as_i64().unwrap());
+        let v2 = c["signature"].as_str().unwrap().replacen("v1bder,", "v2der,", 1);
+        assert_eq!(verify(&SignedHeaders { id, timestamp: ts, signature: &v2 }, body.as_bytes(), &keys, now), Ok(()));
+        let bare = c["signature"].as_str().unwrap().replacen("v1bder,", "der,", 1);
+        let r = verify(&SignedHeaders { id, timestamp: ts, signature: &bare }, body.as_bytes(), &keys, now);
+        assert_eq!(r, Err(Rejection::BadSignature));
     }
 
     #[test]
