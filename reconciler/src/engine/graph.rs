@@ -5,7 +5,9 @@
 //! task definition family may both be called after the stack without one depending on the other. Edges from the spec (references and `after`) are added where the spec
 //! still has both ends. Nothing here depends on the order kinds are registered in.
 
+use super::refs::references;
 use super::{Desired, Observed};
+use anyhow::anyhow;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -85,6 +87,56 @@ pub fn waves_of(deps: &[BTreeSet<usize>]) -> Vec<Vec<usize>> {
     waves
 }
 
+pub(super) fn deps_of(d: &Desired) -> BTreeSet<String> {
+    let mut deps = BTreeSet::new();
+    for v in d.fields.values() {
+        references(v, &mut deps);
+    }
+    deps.extend(d.after.iter().cloned());
+    deps
+}
+
+/// Indexes of `desired` in dependency order (stable: input order among independent nodes).
+pub(super) fn topo_order(desired: &[Desired], externals: &BTreeMap<String, String>) -> anyhow::Result<Vec<usize>> {
+    let index: BTreeMap<&str, usize> = desired.iter().enumerate().map(|(i, d)| (d.id.as_str(), i)).collect();
+    if index.len() != desired.len() {
+        return Err(anyhow!("internal error: two desired resources share a logical id"));
+    }
+    let mut deps: Vec<BTreeSet<usize>> = Vec::with_capacity(desired.len());
+    for d in desired {
+        let mut set = BTreeSet::new();
+        for dep in deps_of(d) {
+            if externals.contains_key(&dep) {
+                continue;
+            }
+            let j = *index.get(dep.as_str()).ok_or_else(|| anyhow!("internal error: `{}` depends on unknown `{dep}`", d.id))?;
+            set.insert(j);
+        }
+        deps.push(set);
+    }
+    let mut order = Vec::with_capacity(desired.len());
+    let mut placed = vec![false; desired.len()];
+    while order.len() < desired.len() {
+        let before = order.len();
+        for i in 0..desired.len() {
+            if !placed[i] && deps[i].iter().all(|&j| placed[j]) {
+                placed[i] = true;
+                order.push(i);
+            }
+        }
+        if order.len() == before {
+            let stuck: Vec<&str> = (0..desired.len()).filter(|&i| !placed[i]).map(|i| desired[i].id.as_str()).collect();
+            return Err(anyhow!("internal error: dependency cycle among {stuck:?}"));
+        }
+    }
+    Ok(order)
+}
+
+/// Logical ids in the order apply creates them (dependencies first).
+pub fn creation_order(desired: &[Desired], externals: &BTreeMap<String, String>) -> anyhow::Result<Vec<String>> {
+    Ok(topo_order(desired, externals)?.into_iter().map(|i| desired[i].id.clone()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +192,22 @@ mod tests {
         }];
         assert_eq!(deletion_waves(&refs, &d2), vec![vec![1], vec![0]]);
         assert_eq!(deletion_waves(&refs, &[]), vec![vec![0, 1]], "independent: one wave");
+    }
+
+    #[test]
+    fn orders_by_references() {
+        let d = vec![
+            crate::engine::testing::desired("b", "child", json!({"parent": reference("root")})),
+            crate::engine::testing::desired("a", "root", json!({})),
+        ];
+        assert_eq!(topo_order(&d, &BTreeMap::new()).unwrap(), vec![1, 0]);
+        let cyc = vec![
+            crate::engine::testing::desired("a", "x", json!({"p": reference("y")})),
+            crate::engine::testing::desired("a", "y", json!({"p": reference("x")})),
+        ];
+        assert!(topo_order(&cyc, &BTreeMap::new()).unwrap_err().to_string().contains("cycle"));
+        let dangling = vec![crate::engine::testing::desired("a", "x", json!({"p": reference("nope")}))];
+        assert!(topo_order(&dangling, &BTreeMap::new()).is_err());
+        assert!(topo_order(&dangling, &BTreeMap::from([("nope".into(), "vpc-1".into())])).is_ok());
     }
 }

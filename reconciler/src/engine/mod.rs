@@ -2,25 +2,32 @@
 //! (one file each under `resources/<service>/`), desired state comes in as [`Desired`] nodes,
 //! live state as [`Observed`] items found by ownership (tags, a deterministic name, or a parent).
 
+mod apply;
 pub mod calls;
 mod context;
+mod destroy;
 mod diff;
-mod executor;
 pub mod fields;
 mod graph;
 pub mod lock;
+mod observe;
 pub mod ownership;
+mod planner;
 pub mod policy;
 mod refs;
 pub mod retry;
+#[cfg(test)]
+mod testing;
 mod timeline;
 pub mod wait;
 
+pub use apply::{apply, fail_if_unhealthy, ApplyReport, Destructive};
 pub use context::{Ctx, Service, Settings, Stop};
+pub use destroy::{destroy, destroy_order};
 pub use diff::{diff_fields, for_create, for_update, normalise_set};
-pub use executor::{
-    apply, creation_order, destroy, destroy_order, fail_if_unhealthy, observe, observe_owned, plan, ApplyReport, Destructive, Snapshot,
-};
+pub use graph::creation_order;
+pub use observe::{observe, observe_owned, Snapshot};
+pub use planner::plan;
 pub use refs::{initial, reference, reference_to, references as references_in, resolve, set, within, UNKNOWN};
 pub use retry::{call_failed, call_failed_with, AwsError, ErrorClass};
 
@@ -241,4 +248,16 @@ pub struct FieldChange {
     pub field: String,
     pub before: Option<Value>,
     pub after: Value,
+}
+
+pub(crate) fn kind_of<'k>(kinds: &'k [Box<dyn Kind>], name: &str) -> anyhow::Result<&'k dyn Kind> {
+    kinds
+        .iter()
+        .find(|k| k.name() == name)
+        .map(|k| k.as_ref())
+        .ok_or_else(|| anyhow::anyhow!("internal error: no resource kind `{name}` is registered"))
+}
+
+pub(crate) fn progress(msg: &str) {
+    crate::log::progress(msg);
 }

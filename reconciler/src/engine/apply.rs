@@ -1,0 +1,437 @@
+//! Apply: live state converged to the plan, each resource as soon as what it depends on is
+//! done, at most `max_concurrency` at a time; then what left the spec is deleted.
+
+use super::destroy::{delete_in_dependency_order, delete_one};
+use super::diff::{diff_fields, for_create, for_update};
+use super::graph::{deps_of, topo_order};
+use super::observe::{leaving, observe_one, wait_while_leaving};
+use super::planner::{delete_first, index_live, replace_reason, resolve_fields, stranded_by_delete_first};
+use super::retry::RetryBudget;
+use super::{kind_of, progress};
+use super::{Ctx, Desired, Fields, Identity, Kind, Observed, Replacement, Status};
+use crate::plan::{Action, Plan, ResourcePlan, DUPLICATE, LEAVING};
+use anyhow::{anyhow, Context as _};
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub created: usize,
+    pub updated: usize,
+    pub replaced: usize,
+    pub deleted: usize,
+    pub retained: usize,
+    /// Destructive steps not taken (unattended mode): `kind id: action`.
+    pub held: Vec<String>,
+}
+
+/// Whether apply may take destructive steps (replacements, deletions). Unattended runs hold
+/// them back and say so; a person who confirmed, or a reviewed saved plan, allows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destructive {
+    Allow,
+    Hold,
+}
+
+/// Converges live state to `desired`. `plan` must have been computed from the same inputs;
+/// fields are re-resolved as dependencies are created, so later nodes see new AWS ids.
+/// Four phases, one function each: wait for what is still being deleted, delete the old half
+/// of delete-first replacements, create and update, then delete what left the spec.
+pub async fn apply(
+    ctx: &Ctx,
+    kinds: &[Box<dyn Kind>],
+    desired: &[Desired],
+    observed: &[Observed],
+    externals: &BTreeMap<String, String>,
+    plan: &Plan,
+    destructive: Destructive,
+) -> anyhow::Result<ApplyReport> {
+    let run = Run::new(ctx, kinds, desired, observed, externals, plan, destructive)?;
+    let mut report = ApplyReport { held: run.held_steps(), ..ApplyReport::default() };
+    run.wait_for_what_is_leaving().await?;
+    let old_halves = run.delete_first_replacements().await?;
+    let mut failed = run.create_and_update(&mut report).await?;
+    if failed.is_empty() {
+        run.delete_what_left(old_halves, &mut report).await?;
+    } else if plan.count(|a| matches!(a, Action::Delete { .. })) > 0 || !old_halves.is_empty() {
+        progress("not deleting resources that left the spec or were replaced, because something failed above");
+    }
+    // Unhealthy resources this apply left as they were: see `unhealthy`.
+    failed.extend(unhealthy(plan, observed));
+    if !failed.is_empty() {
+        let list: Vec<String> = failed.iter().map(|(id, e)| format!("  {id}: {e}")).collect();
+        return Err(anyhow!(
+            "apply did not finish; {} resource(s) failed:\n{}\nWhat succeeded is kept and found again by its tags: fix the cause and run apply again.",
+            failed.len(),
+            list.join("\n")
+        ));
+    }
+    Ok(report)
+}
+
+/// One apply's inputs and what it derives from them once.
+struct Run<'a> {
+    ctx: &'a Ctx,
+    kinds: &'a [Box<dyn Kind>],
+    desired: &'a [Desired],
+    observed: &'a [Observed],
+    externals: &'a BTreeMap<String, String>,
+    plan: &'a Plan,
+    /// Indexes of `desired`, dependencies first.
+    order: Vec<usize>,
+    /// The live resource kept for each (kind, logical id).
+    live: BTreeMap<(&'a str, &'a str), &'a Observed>,
+    /// Destructive steps held back (unattended): the resource stays as it is (a held
+    /// replacement keeps the old one, which dependents keep pointing at).
+    held: BTreeSet<(&'a str, &'a str)>,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        ctx: &'a Ctx,
+        kinds: &'a [Box<dyn Kind>],
+        desired: &'a [Desired],
+        observed: &'a [Observed],
+        externals: &'a BTreeMap<String, String>,
+        plan: &'a Plan,
+        destructive: Destructive,
+    ) -> anyhow::Result<Self> {
+        let order = topo_order(desired, externals)?;
+        let (live, _, _) = index_live(kinds, observed, desired, externals);
+        let held = match destructive {
+            Destructive::Allow => BTreeSet::new(),
+            Destructive::Hold => plan.destructive().into_iter().map(|r| (r.kind, r.id.as_str())).collect(),
+        };
+        Ok(Run { ctx, kinds, desired, observed, externals, plan, order, live, held })
+    }
+
+    /// The held steps, as the report lists them: `kind id: action (reason)`.
+    fn held_steps(&self) -> Vec<String> {
+        let held = self.plan.destructive().into_iter().filter(|r| self.held.contains(&(r.kind, r.id.as_str())));
+        held.filter_map(|r| {
+            let what = match &r.action {
+                Action::Replace { reason } => format!("replace ({reason})"),
+                Action::Delete { reason } => format!("delete ({reason})"),
+                Action::Retain { reason } => format!("retain ({reason})"),
+                _ => return None,
+            };
+            Some(format!("{} {}: {what}", r.kind, r.id))
+        })
+        .collect()
+    }
+
+    /// What this apply does to `d` (a held step does nothing).
+    fn action_of(&self, d: &Desired) -> Action {
+        if self.held.contains(&(d.kind, d.id.as_str())) {
+            return Action::NoOp;
+        }
+        self.planned(d).map(|r| r.action.clone()).unwrap_or(Action::Create)
+    }
+
+    fn planned(&self, d: &Desired) -> Option<&'a ResourcePlan> {
+        self.plan.resources.iter().find(|r| r.kind == d.kind && r.id == d.id)
+    }
+
+    fn live_of(&self, d: &Desired) -> Option<&'a Observed> {
+        self.live.get(&(d.kind, d.id.as_str())).copied()
+    }
+
+    /// Phase 0. What earlier runs (or AWS) are still deleting is waited for until it is gone:
+    /// its successor would clash with it (a NAT gateway's Elastic IP, an ECS service's name),
+    /// and what it sits in cannot go before it does.
+    async fn wait_for_what_is_leaving(&self) -> anyhow::Result<()> {
+        let on_the_way_out = self.observed.iter().filter(|o| leaving(o)).map(|o| async move {
+            let kind = kind_of(self.kinds, o.kind)?;
+            match wait_while_leaving(self.ctx, kind, o).await? {
+                None => Ok(()),
+                Some(_) => Err(anyhow!("{} {} [{}] stopped being deleted; run apply again to plan with it", o.kind, o.id, o.physical_id)),
+            }
+        });
+        futures::future::try_join_all(on_the_way_out).await?;
+        Ok(())
+    }
+
+    /// Phase 1. Replacements that AWS forces to go delete-first: the old ones go first,
+    /// dependents before their dependencies. A resource whose dependency goes delete-first
+    /// goes delete-first too: it cannot outlive what it lives in (a security group in a VPC
+    /// being replaced). Returns the old halves of the create-before-destroy replacements,
+    /// kept until the new ones exist and dependents point at them (phase 3).
+    async fn delete_first_replacements(&self) -> anyhow::Result<Vec<&'a Observed>> {
+        let mut replaced: Vec<(&Desired, Replacement)> = Vec::new();
+        for &i in &self.order {
+            let d = &self.desired[i];
+            if let (Action::Replace { .. }, Some(_)) = (self.action_of(d), self.live_of(d)) {
+                let changes = self.planned(d).map(|r| r.changes.as_slice()).unwrap_or(&[]);
+                replaced.push((d, kind_of(self.kinds, d.kind)?.replacement_for(changes)));
+            }
+        }
+        let delete_first = delete_first(&replaced);
+        if let Some(why) = stranded_by_delete_first(self.kinds, self.desired, &delete_first, |d| self.action_of(d)) {
+            return Err(anyhow!("{why}"));
+        }
+        let mut old_halves = Vec::new();
+        for &i in self.order.iter().rev() {
+            let d = &self.desired[i];
+            if let (Action::Replace { reason }, Some(l)) = (self.action_of(d), self.live_of(d)) {
+                if !delete_first.contains(d.id.as_str()) {
+                    old_halves.push(l);
+                    continue;
+                }
+                progress(&format!("replacing {} {} [{}]: {reason}; deleting the old one", d.kind, d.id, l.physical_id));
+                let kind = kind_of(self.kinds, d.kind)?;
+                delete_one(self.ctx, kind, l).await.with_context(|| format!("deleting {} {} for replacement", d.kind, d.id))?;
+            }
+        }
+        Ok(old_halves)
+    }
+
+    /// Phase 2. Creates and updates, in dependency order, concurrently where independent (at
+    /// most `max_concurrency` at a time). Returns what failed or was skipped, by logical id.
+    async fn create_and_update(&self, report: &mut ApplyReport) -> anyhow::Result<BTreeMap<String, String>> {
+        let desired = self.desired;
+        let mut ids: BTreeMap<String, Identity> = self.externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.clone()))).collect();
+        for d in desired {
+            if let (Some(l), Action::NoOp | Action::Update) = (self.live_of(d), self.action_of(d)) {
+                ids.insert(d.id.clone(), l.identity());
+            }
+        }
+        let deps: Vec<BTreeSet<String>> =
+            desired.iter().map(|d| deps_of(d).into_iter().filter(|x| !self.externals.contains_key(x)).collect()).collect();
+        let mut pending: Vec<usize> = self.order.clone();
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        let mut running = FuturesUnordered::new();
+        let mut timeline = super::timeline::Timeline::default();
+        let mut step_of: BTreeMap<&str, usize> = BTreeMap::new();
+        loop {
+            let mut i = 0;
+            while i < pending.len() && running.len() < self.ctx.settings.max_concurrency.max(1) {
+                // A signal or a lost lock: what runs finishes, nothing new starts.
+                if let Some(why) = self.ctx.stop.requested() {
+                    for n in pending.drain(..) {
+                        failed.insert(desired[n].id.clone(), format!("not started: {why}"));
+                    }
+                    break;
+                }
+                let n = pending[i];
+                let d = &desired[n];
+                if let Some(bad) = deps[n].iter().find(|x| failed.contains_key(*x)) {
+                    failed.insert(d.id.clone(), format!("skipped: `{bad}` failed"));
+                    pending.remove(i);
+                    continue;
+                }
+                if !deps[n].iter().all(|x| done.contains(x)) {
+                    i += 1;
+                    continue;
+                }
+                pending.remove(i);
+                if self.held.contains(&(d.kind, d.id.as_str())) {
+                    done.insert(d.id.clone());
+                    continue;
+                }
+                let kind = kind_of(self.kinds, d.kind)?;
+                let fields = resolve_fields(&d.fields, &ids);
+                let current = match self.action_of(d) {
+                    Action::Create | Action::Replace { .. } => None,
+                    _ => self.live_of(d),
+                };
+                let ctx = self.ctx;
+                running.push(async move {
+                    let started = Instant::now();
+                    let r = converge_one(ctx, kind, d, &fields, current).await;
+                    (n, started, r)
+                });
+            }
+            let Some((n, started, result)) = running.next().await else { break };
+            let d = &desired[n];
+            let after = deps[n].iter().filter_map(|x| step_of.get(x.as_str()).copied()).collect();
+            step_of.insert(d.id.as_str(), timeline.record(d.kind, &d.id, started, after));
+            match result {
+                Ok(Outcome::Created(identity)) => {
+                    progress(&format!("created {} {} [{}] in {:.1?}", d.kind, d.id, identity.physical_id, started.elapsed()));
+                    if matches!(self.action_of(d), Action::Replace { .. }) {
+                        report.replaced += 1;
+                    } else {
+                        report.created += 1;
+                    }
+                    ids.insert(d.id.clone(), identity);
+                    done.insert(d.id.clone());
+                }
+                Ok(Outcome::Updated(fields, identity)) => {
+                    progress(&format!("updated {} {} ({}) in {:.1?}", d.kind, d.id, fields.join(", "), started.elapsed()));
+                    if let Some(r) = self.planned(d) {
+                        crate::log::correction(d.kind, &d.id, &r.changes);
+                    }
+                    report.updated += 1;
+                    if let Some(identity) = identity {
+                        ids.insert(d.id.clone(), identity);
+                    }
+                    done.insert(d.id.clone());
+                }
+                Ok(Outcome::Unchanged) => {
+                    done.insert(d.id.clone());
+                }
+                Err(e) => {
+                    progress(&format!("FAILED {} {}: {e:#}", d.kind, d.id));
+                    crate::metrics::global().error(d.kind);
+                    failed.insert(d.id.clone(), format!("{e:#}"));
+                }
+            }
+        }
+        if report.created + report.updated + report.replaced > 0 {
+            if let Some(line) = timeline.summary() {
+                progress(&line);
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Phase 3, only when everything else succeeded: the old halves of create-before-destroy
+    /// replacements, resources no longer in the spec, and duplicates, dependents first.
+    async fn delete_what_left(&self, old_halves: Vec<&'a Observed>, report: &mut ApplyReport) -> anyhow::Result<()> {
+        let doomed: Vec<(&str, &str)> = self
+            .plan
+            .resources
+            .iter()
+            .filter(|r| matches!(r.action, Action::Delete { .. } | Action::Retain { .. }))
+            .filter(|r| r.action != Action::Delete { reason: LEAVING.into() })
+            .filter(|r| !self.held.contains(&(r.kind, r.id.as_str())) || r.action == Action::Delete { reason: DUPLICATE.into() })
+            .filter_map(|r| Some((r.kind, r.physical_id.as_deref()?)))
+            .collect();
+        let mut victims: Vec<&Observed> = self.observed.iter().filter(|o| doomed.contains(&(o.kind, o.physical_id.as_str()))).collect();
+        victims.extend(old_halves);
+        let (deleted, retained) = delete_in_dependency_order(self.ctx, self.kinds, &victims, self.desired).await?;
+        report.deleted += deleted;
+        report.retained += retained;
+        Ok(())
+    }
+}
+
+/// Degraded resources the plan leaves as they are (nothing in the spec changes them): the stack
+/// is not what the spec asks for, so an apply (or a pass) that has nothing to do still fails,
+/// saying why. Logical id → message.
+pub fn unhealthy(plan: &Plan, observed: &[Observed]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for o in observed {
+        let untouched = plan.resources.iter().any(|r| r.kind == o.kind && r.id == o.id && r.action == Action::NoOp);
+        if let (true, Status::Degraded(why)) = (untouched, &o.status) {
+            out.insert(o.id.clone(), format!("{} is not healthy: {why}", o.kind));
+        }
+    }
+    out
+}
+
+/// [`unhealthy`] as the error of an apply that had nothing to change.
+pub fn fail_if_unhealthy(plan: &Plan, observed: &[Observed]) -> anyhow::Result<()> {
+    let bad = unhealthy(plan, observed);
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = bad.iter().map(|(id, e)| format!("  {id}: {e}")).collect();
+    Err(anyhow!("the stack matches the spec but {} resource(s) are not healthy:\n{}\nChanging the spec (a new image or configuration) is what fixes this; applying it as it is does not.", bad.len(), list.join("\n")))
+}
+
+enum Outcome {
+    Created(Identity),
+    Updated(Vec<String>, Option<Identity>),
+    Unchanged,
+}
+
+/// Converges one resource. After a retryable failure nothing is re-sent blindly: the resource
+/// is observed again and converged from what is there (a create that did happen is kept).
+/// Each error class has its own budget ([`RetryBudget`]): a role not assumable yet is retried
+/// until the propagation deadline, a conflict until the conflict deadline.
+/// A resource that is still becoming ready (found Pending) is waited for before dependents run.
+async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, live: Option<&Observed>) -> anyhow::Result<Outcome> {
+    let was_missing = live.is_none();
+    let mut live = live.cloned();
+    let mut budget = RetryBudget::new(&ctx.settings);
+    loop {
+        match converge_step(ctx, kind, d, fields, live.as_ref()).await {
+            Ok(outcome) => {
+                if let Some(l) = live.as_ref().filter(|l| matches!(l.status, Status::Pending(_))) {
+                    wait_ready(ctx, kind, d, l).await?;
+                }
+                return Ok(match (was_missing, outcome, &live) {
+                    // Created by an earlier attempt that reported failure: still a creation.
+                    (true, Outcome::Unchanged, Some(l)) => Outcome::Created(l.identity()),
+                    (true, Outcome::Updated(_, id), Some(l)) => Outcome::Created(id.unwrap_or_else(|| l.identity())),
+                    (_, outcome, _) => outcome,
+                });
+            }
+            Err(e) => {
+                let Some(wait) = budget.next(&e) else { return Err(e) };
+                progress(
+                    &format!("{} {}: {e:#}; observing again and retrying in {wait:.1?} (attempt {})", d.kind, d.id, budget.attempt(),),
+                );
+                let lost_create = live.is_none() && super::retry::is_ambiguous(&e);
+                if let Some(why) = super::wait::sleep_unless_stopped(&ctx.stop, wait).await {
+                    return Err(e.context(format!("stopped ({why}) before trying again")));
+                }
+                live = observe_one(ctx, kind, d).await?;
+                if live.is_none() && lost_create {
+                    live = find_lost_create(ctx, kind, d).await?;
+                }
+            }
+        }
+    }
+}
+
+/// After a create that may have happened (its answer was lost or a 5xx), the new resource
+/// can be missing from listings for a while: look again until `listing_lag` has passed before
+/// the engine creates it anew, so that a lost answer never becomes a duplicate.
+async fn find_lost_create(ctx: &Ctx, kind: &dyn Kind, d: &Desired) -> anyhow::Result<Option<Observed>> {
+    let s = &ctx.settings;
+    let started = Instant::now();
+    progress(&format!(
+        "{} {}: the create may have happened; looking for it for up to {:.0?} before creating it again",
+        d.kind, d.id, s.listing_lag
+    ));
+    while started.elapsed() < s.listing_lag {
+        tokio::time::sleep(s.poll_interval.min(s.listing_lag.saturating_sub(started.elapsed()))).await;
+        if let Some(found) = observe_one(ctx, kind, d).await? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// Polls until the resource is Ready; Failed or a timeout is an error that says so.
+async fn wait_ready(ctx: &Ctx, kind: &dyn Kind, d: &Desired, live: &Observed) -> anyhow::Result<()> {
+    progress(&format!("waiting for {} {} [{}] to become ready", d.kind, d.id, live.physical_id));
+    super::wait::until(ctx, &format!("{} {} [{}] to become ready", d.kind, d.id, live.physical_id), || async {
+        match observe_one(ctx, kind, d).await?.map(|o| o.status) {
+            Some(Status::Ready) => Ok(Some(())),
+            Some(Status::Failed(why)) => Err(anyhow!("{} {} failed: {why}; the next apply replaces it", d.kind, d.id)),
+            // Usable but unhealthy: dependents go on; the end of apply reports it.
+            Some(Status::Degraded(_)) => Ok(Some(())),
+            Some(Status::Pending(_)) => Ok(None),
+            Some(Status::Leaving(why)) => Err(anyhow!("{} {} is being deleted ({why}); run apply again", d.kind, d.id)),
+            None => Err(anyhow!("{} {} disappeared while waiting for it; run apply again", d.kind, d.id)),
+        }
+    })
+    .await
+}
+
+async fn converge_step(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, live: Option<&Observed>) -> anyhow::Result<Outcome> {
+    let Some(live) = live else {
+        let created = kind.create(ctx, &d.id, &for_create(fields)).await.with_context(|| format!("creating {} {}", d.kind, d.id))?;
+        return Ok(Outcome::Created(created));
+    };
+    let changes = diff_fields(fields, &live.fields, kind.unreported());
+    if changes.is_empty() {
+        return Ok(Outcome::Unchanged);
+    }
+    if let Some(reason) = replace_reason(kind, &changes) {
+        progress(&format!("replacing {} {} [{}]: {reason}", d.kind, d.id, live.physical_id));
+        delete_one(ctx, kind, live).await?;
+        let created = kind.create(ctx, &d.id, &for_create(fields)).await.with_context(|| format!("creating {} {}", d.kind, d.id))?;
+        return Ok(Outcome::Created(created));
+    }
+    let identity = kind
+        .update(ctx, live, &for_update(fields, &live.fields), &changes)
+        .await
+        .with_context(|| format!("updating {} {} [{}]", d.kind, d.id, live.physical_id))?;
+    Ok(Outcome::Updated(changes.into_iter().map(|c| c.field).collect(), identity))
+}

@@ -1,0 +1,503 @@
+//! Plan: the desired state against the snapshot, pure (no AWS calls): what to create,
+//! update, replace (and in which order) and delete, duplicates resolved.
+
+use super::diff::{diff_fields, for_create};
+use super::graph::{deps_of, topo_order};
+use super::kind_of;
+use super::observe::leaving;
+use super::ownership;
+use super::refs::{contains_unknown, references, resolve};
+use super::{Desired, FieldChange, Fields, Identity, Kind, Observed, Replacement, Status};
+use crate::plan::{Action, Plan, ResourcePlan, DUPLICATE, LEAVING};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Which replacements go delete-first (`replaced` in creation order, dependencies first): the
+/// ones their kind orders so, and any whose dependency goes delete-first.
+pub(super) fn delete_first<'a>(replaced: &[(&'a Desired, Replacement)]) -> BTreeSet<&'a str> {
+    let mut out: BTreeSet<&str> = BTreeSet::new();
+    for (d, how) in replaced {
+        if *how == Replacement::DeleteBeforeCreate || deps_of(d).iter().any(|x| out.contains(x.as_str())) {
+            out.insert(d.id.as_str());
+        }
+    }
+    out
+}
+
+/// A delete-first replacement that something staying in place still uses: a dependent that
+/// is only updated (an internet gateway attached to the VPC, an ECS service whose tasks sit
+/// in the subnets) or replaced create-before-destroy (its old half lives on until the end).
+/// Deleting the old resource under it fails on AWS (`DependencyViolation`, `ResourceInUse`)
+/// or strands the dependent, so the whole apply is refused before any change, saying what
+/// to do instead. `None` when every delete-first replacement takes its dependents with it.
+pub(super) fn stranded_by_delete_first(
+    kinds: &[Box<dyn Kind>],
+    desired: &[Desired],
+    delete_first: &BTreeSet<&str>,
+    action_of: impl Fn(&Desired) -> Action,
+) -> Option<String> {
+    let mut stranded: Vec<String> = Vec::new();
+    for d in desired {
+        if delete_first.contains(d.id.as_str()) || matches!(action_of(d), Action::Create) {
+            continue;
+        }
+        if !kind_of(kinds, d.kind).is_ok_and(|k| k.holds_what_it_uses()) {
+            continue;
+        }
+        for dep in deps_of(d).iter().filter(|x| delete_first.contains(x.as_str())) {
+            stranded.push(format!("  {} {} still uses `{dep}`", d.kind, d.id));
+        }
+    }
+    if stranded.is_empty() {
+        return None;
+    }
+    let replaced: Vec<&str> = delete_first.iter().copied().collect();
+    Some(format!(
+        "refusing to apply: this change replaces {} delete-first (AWS can neither change it in place nor keep two at once), but resources that stay in place still use it:\n{}\nNothing was changed. Deleting what they use under them fails on AWS (DependencyViolation, ResourceInUse) and would leave the stack half-replaced. To make this change (a new network, another VPC, a Cloud Map record type): either destroy the stack (`reconciler destroy`; retained data is kept) and apply the new spec (downtime), or apply the new spec as a second stack under another `name`, move traffic to it, then destroy the old stack (no downtime).",
+        replaced.join(", "),
+        stranded.join("\n")
+    ))
+}
+
+pub(super) fn resolve_fields(fields: &Fields, ids: &BTreeMap<String, Identity>) -> Fields {
+    fields.iter().map(|(k, v)| (k.clone(), resolve(v, ids))).collect()
+}
+
+/// Live resources by (kind, logical id). Where an interrupted run (or an API without
+/// idempotency tokens) left two or more, one is kept: the one that already is what the spec
+/// asks (no difference to its desired fields, references resolved against the other kept
+/// resources: the new half of a create-before-destroy replacement that was interrupted, so
+/// the replacement is finished, not started again beside it), else one that other resources
+/// reference, else the oldest (where the kind reports creation times; else the first listed).
+/// The others are returned separately, to be deleted; those something still references come
+/// with what references them (deleting them is safe only once those have moved to the kept
+/// one: see `plan`).
+pub(super) type Referrers<'o> = Vec<(&'o Observed, Vec<&'o Observed>)>;
+pub(super) fn index_live<'o>(
+    kinds: &[Box<dyn Kind>],
+    observed: &'o [Observed],
+    desired: &[Desired],
+    externals: &BTreeMap<String, String>,
+) -> (BTreeMap<(&'o str, &'o str), &'o Observed>, Vec<&'o Observed>, Referrers<'o>) {
+    let all: Vec<&Observed> = observed.iter().collect();
+    let deps = super::graph::dependencies(&all, &[]);
+    let referenced = |i: usize| deps.iter().any(|d| d.contains(&i));
+    let mut groups: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    // What is on its way out is neither kept nor deleted again: it is waited for.
+    for (i, o) in observed.iter().enumerate().filter(|(_, o)| !leaving(o)) {
+        groups.entry((o.kind, o.id.as_str())).or_default().push(i);
+    }
+    // First choice: referenced, else the oldest (unknown creation times keep the API's order,
+    // after the known ones).
+    let mut keep: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (key, members) in &groups {
+        let mut by_age = members.clone();
+        by_age.sort_by_key(|&i| observed[i].created.unwrap_or(i64::MAX));
+        keep.insert(*key, by_age.iter().copied().find(|&i| referenced(i)).unwrap_or(by_age[0]));
+    }
+    // Then, among copies of one logical id, the one that already matches the spec.
+    let mut ids: BTreeMap<String, Identity> = externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.clone()))).collect();
+    ids.extend(keep.values().map(|&i| (observed[i].id.clone(), observed[i].identity())));
+    for (key, members) in groups.iter().filter(|(_, m)| m.len() > 1) {
+        let (Some(d), Ok(kind)) = (desired.iter().find(|d| (d.kind, d.id.as_str()) == *key), kind_of(kinds, key.0)) else {
+            continue;
+        };
+        let fields = resolve_fields(&d.fields, &ids);
+        let matching: Vec<usize> =
+            members.iter().copied().filter(|&i| diff_fields(&fields, &observed[i].fields, kind.unreported()).is_empty()).collect();
+        if let [one] = matching[..] {
+            keep.insert(*key, one);
+        }
+    }
+    let mut live = BTreeMap::new();
+    let (mut dups, mut used) = (Vec::new(), Vec::new());
+    for (key, members) in groups {
+        let kept = keep[&key];
+        live.insert(key, &observed[kept]);
+        for i in members.into_iter().filter(|&i| i != kept) {
+            if referenced(i) {
+                let referrers = (0..observed.len()).filter(|&j| deps[j].contains(&i)).map(|j| &observed[j]).collect();
+                used.push((&observed[i], referrers));
+            } else {
+                dups.push(&observed[i]);
+            }
+        }
+    }
+    (live, dups, used)
+}
+
+pub(super) fn replace_reason(kind: &dyn Kind, changes: &[FieldChange]) -> Option<String> {
+    changes.iter().find(|c| kind.replace_on().contains(&c.field.as_str())).map(|c| {
+        if contains_unknown(&c.after) {
+            format!("`{}` cannot change in place and depends on a resource being (re)created", c.field)
+        } else {
+            format!("`{}` cannot change in place", c.field)
+        }
+    })
+}
+
+/// Computes the plan: pure, no AWS calls. `externals` maps logical ids of resources the stack
+/// references but does not own (an existing VPC) to their AWS ids.
+pub fn plan(
+    stack: &str,
+    kinds: &[Box<dyn Kind>],
+    desired: &[Desired],
+    observed: &[Observed],
+    externals: &BTreeMap<String, String>,
+) -> anyhow::Result<Plan> {
+    let order = topo_order(desired, externals)?;
+    let (live, mut dups, used) = index_live(kinds, observed, desired, externals);
+    let mut ids: BTreeMap<String, Identity> = externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.clone()))).collect();
+    for d in desired {
+        if let Some(l) = live.get(&(d.kind, d.id.as_str())) {
+            ids.insert(d.id.clone(), l.identity());
+        }
+    }
+    let mut resources = Vec::new();
+    for &i in &order {
+        let d = &desired[i];
+        let kind = kind_of(kinds, d.kind)?;
+        let fields = resolve_fields(&d.fields, &ids);
+        let (mut cause, mut follows) = (None, None);
+        let (action, changes, physical_id) = match live.get(&(d.kind, d.id.as_str())) {
+            None => {
+                ids.remove(&d.id);
+                let all = for_create(&fields).into_iter().map(|(k, v)| FieldChange { field: k, before: None, after: v }).collect();
+                (Action::Create, all, None)
+            }
+            Some(l) => {
+                let changes = diff_fields(&fields, &l.fields, kind.unreported());
+                let action = if let Status::Failed(why) = &l.status {
+                    ids.remove(&d.id);
+                    Action::Replace { reason: format!("it failed: {why}") }
+                } else if let Some(reason) = replace_reason(kind, &changes) {
+                    ids.remove(&d.id);
+                    Action::Replace { reason }
+                } else if changes.is_empty() {
+                    Action::NoOp
+                } else {
+                    if kind.updates_yield_new_identity() {
+                        ids.remove(&d.id);
+                    }
+                    Action::Update
+                };
+                if matches!(action, Action::Update | Action::Replace { .. }) {
+                    follows = forced_by(d, &changes, &ids, &resources);
+                    cause = Some(match follows {
+                        Some(_) => crate::plan::Cause::Cascade,
+                        None => super::ownership::attribution(&d.fields, &l.fields),
+                    });
+                }
+                (action, changes, Some(l.physical_id.clone()))
+            }
+        };
+        resources.push(ResourcePlan { kind: d.kind, id: d.id.clone(), physical_id, action, changes, cause, follows });
+    }
+    // A duplicate something still uses goes in this apply too when everything that uses it is
+    // kept and only updated (so moved to the kept copy before the deletions, never held back):
+    // an interrupted create-before-destroy is finished in one run. Otherwise it stays until
+    // the next run.
+    for (dup, referrers) in used {
+        let moves = |r: &&Observed| {
+            live.get(&(r.kind, r.id.as_str())).is_some_and(|k| std::ptr::eq(*k, *r))
+                && resources.iter().any(|p| p.kind == r.kind && p.id == r.id && p.action == Action::Update)
+        };
+        if referrers.iter().all(moves) {
+            dups.push(dup);
+        }
+    }
+    let wanted: BTreeSet<(&str, &str)> = desired.iter().map(|d| (d.kind, d.id.as_str())).collect();
+    for o in observed {
+        let duplicate = dups.iter().any(|d| std::ptr::eq(*d, o));
+        let action = if leaving(o) {
+            Action::Delete { reason: LEAVING.into() }
+        } else if duplicate {
+            Action::Delete { reason: DUPLICATE.into() }
+        } else if wanted.contains(&(o.kind, o.id.as_str())) {
+            continue;
+        } else if ownership::retained(&o.fields) {
+            Action::Retain { reason: "no longer in the spec; deletion_policy is retain".into() }
+        } else {
+            Action::Delete { reason: "no longer in the spec".into() }
+        };
+        resources.push(ResourcePlan {
+            kind: o.kind,
+            id: o.id.clone(),
+            physical_id: Some(o.physical_id.clone()),
+            action,
+            changes: vec![],
+            cause: None,
+            follows: None,
+        });
+    }
+    // Told now, not half-way through an apply: a delete-first replacement under something
+    // that stays (the apply refuses it before any change).
+    let mut replaced: Vec<(&Desired, Replacement)> = Vec::new();
+    for d in order.iter().map(|&i| &desired[i]) {
+        if let Some(r) = resources.iter().find(|r| r.kind == d.kind && r.id == d.id && matches!(r.action, Action::Replace { .. })) {
+            replaced.push((d, kind_of(kinds, d.kind)?.replacement_for(&r.changes)));
+        }
+    }
+    let action_of =
+        |d: &Desired| resources.iter().find(|r| r.kind == d.kind && r.id == d.id).map(|r| r.action.clone()).unwrap_or(Action::Create);
+    let notes = stranded_by_delete_first(kinds, desired, &delete_first(&replaced), action_of)
+        .map(|why| why.replacen("refusing to apply:", "apply refuses this plan:", 1))
+        .into_iter()
+        .collect();
+    Ok(Plan { stack: stack.to_string(), resources, notes, fingerprint: String::new() })
+}
+
+/// The dependency whose replacement (or creation) alone explains these changes: every
+/// changed field is a reference not known until apply (the `reconciler:applied` tag aside),
+/// and the first such reference names a resource this plan replaces. `kind id` of it, else `None` (the
+/// difference has a cause of its own: drift, or a spec change).
+pub(super) fn forced_by(
+    d: &Desired,
+    changes: &[FieldChange],
+    ids: &BTreeMap<String, Identity>,
+    planned: &[ResourcePlan],
+) -> Option<String> {
+    let bookkeeping = |f: &str| f == format!("tags.{}", super::ownership::APPLIED_TAG);
+    let mut unknown = changes.iter().filter(|c| !bookkeeping(&c.field)).peekable();
+    unknown.peek()?;
+    let mut deps = BTreeSet::new();
+    for c in unknown {
+        if !contains_unknown(&c.after) {
+            return None;
+        }
+        let top = c.field.split(['.', '[']).next().unwrap_or(&c.field);
+        if let Some(v) = d.fields.get(top) {
+            references(v, &mut deps);
+        }
+    }
+    // In plan order (dependencies first): the first one being (re)created.
+    planned
+        .iter()
+        .filter(|r| matches!(r.action, Action::Replace { .. }))
+        .find(|r| deps.contains(&r.id) && !ids.contains_key(&r.id))
+        .map(|r| format!("{} {}", r.kind, r.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testing::{actions, desired, kinds, live};
+    use crate::engine::{reference, reference_to};
+    use serde_json::json;
+
+    /// A delete-first replacement under something that stays and holds it is refused; under
+    /// something that does not hold what it uses (a route table's route to a NAT gateway) it
+    /// goes ahead.
+    #[test]
+    fn only_dependents_that_hold_what_they_use_refuse_a_delete_first_replacement() {
+        let sub = desired("a", "sub", json!({}));
+        let table = desired("rt", "table", json!({"subnets": reference("sub")}));
+        let service = desired("b", "service", json!({"subnets": reference("sub")}));
+        let first = BTreeSet::from(["sub"]);
+        assert_eq!(stranded_by_delete_first(&kinds(), &[sub.clone(), table.clone()], &first, |_| Action::Update), None);
+        let why = stranded_by_delete_first(&kinds(), &[sub, table, service], &first, |_| Action::Update).unwrap();
+        assert!(why.contains("b service still uses `sub`") && !why.contains("table"), "{why}");
+    }
+
+    /// A create-before-destroy replacement inside something replaced delete-first (a security
+    /// group in a VPC being replaced) goes delete-first too; on its own it overlaps.
+    #[test]
+    fn replacements_inside_a_delete_first_one_go_first_too() {
+        let vpc = desired("a", "vpc", json!({}));
+        let sg = desired("b", "sg", json!({"vpc": reference("vpc")}));
+        let other = desired("b", "sg-other", json!({}));
+        let got = delete_first(&[
+            (&vpc, Replacement::DeleteBeforeCreate),
+            (&sg, Replacement::CreateBeforeDestroy),
+            (&other, Replacement::CreateBeforeDestroy),
+        ]);
+        assert_eq!(got, BTreeSet::from(["vpc", "sg"]));
+        let alone = delete_first(&[(&sg, Replacement::CreateBeforeDestroy)]);
+        assert!(alone.is_empty());
+    }
+    #[test]
+    fn plans_create_noop_update_replace_delete() {
+        let d = vec![
+            desired("a", "root", json!({"cidr": "10.0.0.0/16", "tags": {"x": "1"}})),
+            desired("b", "child", json!({"parent": reference("root"), "size": 2})),
+            desired("b", "new", json!({"parent": reference("root")})),
+        ];
+        let obs = vec![
+            live("a", "root", "r-1", json!({"cidr": "10.0.0.0/16", "tags": {"x": "2"}})),
+            live("b", "child", "c-1", json!({"parent": "r-1", "size": 2})),
+            live("b", "gone", "g-1", json!({})),
+        ];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            actions(&p),
+            vec![
+                ("root".into(), Action::Update),
+                ("child".into(), Action::NoOp),
+                ("new".into(), Action::Create),
+                ("gone".into(), Action::Delete { reason: "no longer in the spec".into() }),
+            ]
+        );
+        assert_eq!(p.resources[0].changes[0].field, "tags");
+    }
+
+    #[test]
+    fn replacement_propagates_to_dependents_that_cannot_move() {
+        let d = vec![desired("a", "root", json!({"cidr": "10.1.0.0/16"})), desired("b", "child", json!({"parent": reference("root")}))];
+        let obs = vec![live("a", "root", "r-1", json!({"cidr": "10.0.0.0/16"})), live("b", "child", "c-1", json!({"parent": "r-1"}))];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        assert!(matches!(&p.resources[0].action, Action::Replace { reason } if reason.contains("`cidr`")));
+        assert!(matches!(&p.resources[1].action, Action::Replace { reason } if reason.contains("being (re)created")));
+        // Attributed to the replacement, not to drift.
+        assert_eq!((p.resources[1].cause, p.resources[1].follows.as_deref()), (Some(crate::plan::Cause::Cascade), Some("a root")));
+        assert_eq!(p.resources[0].cause, Some(crate::plan::Cause::Unknown), "the root's own cause (no applied tags here)");
+    }
+
+    /// A dependent that only moves to the replacement (an internet gateway to the new VPC) is
+    /// an update that follows the replacement; one with a difference of its own keeps its
+    /// own cause.
+    #[test]
+    fn changes_forced_by_a_replacement_say_so() {
+        let d = vec![
+            desired("a", "root", json!({"cidr": "10.1.0.0/16"})),
+            desired("b", "moves", json!({"link": reference("root")})),
+            desired("b", "also-drifted", json!({"link": reference("root"), "size": 2})),
+        ];
+        let obs = vec![
+            live("a", "root", "r-1", json!({"cidr": "10.0.0.0/16"})),
+            live("b", "moves", "m-1", json!({"link": "r-1"})),
+            live("b", "also-drifted", "x-1", json!({"link": "r-1", "size": 3})),
+        ];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        assert_eq!(p.resources[1].action, Action::Update);
+        assert_eq!((p.resources[1].cause, p.resources[1].follows.as_deref()), (Some(crate::plan::Cause::Cascade), Some("a root")));
+        assert_eq!((p.resources[2].cause, p.resources[2].follows.as_deref()), (Some(crate::plan::Cause::Unknown), None));
+    }
+
+    #[test]
+    fn duplicates_are_deleted_keeping_the_referenced_one() {
+        let d = vec![desired("a", "root", json!({})), desired("b", "child", json!({"parent": reference("root")}))];
+        let obs = vec![
+            live("a", "root", "r-1", json!({})),
+            live("a", "root", "r-2", json!({})),
+            live("b", "child", "c-1", json!({"parent": "r-2"})),
+        ];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        assert_eq!(p.resources[0].physical_id.as_deref(), Some("r-2"), "the duplicate the child uses is kept");
+        assert_eq!(p.resources[0].action, Action::NoOp);
+        assert_eq!(p.resources[1].action, Action::NoOp);
+        assert_eq!(p.resources[2].physical_id.as_deref(), Some("r-1"));
+        assert!(matches!(&p.resources[2].action, Action::Delete { reason } if reason.contains("duplicate")));
+        // Nobody references either: the first listed stays.
+        let p = plan("s", &kinds(), &d[..1], &obs[..2], &BTreeMap::new()).unwrap();
+        assert_eq!(p.resources[0].physical_id.as_deref(), Some("r-1"));
+    }
+
+    /// A resource an earlier run was deleting (a NAT gateway `deleting`) is neither kept nor
+    /// deleted again: its logical id is created anew, after it is gone, and waiting for it is
+    /// not a destructive step (an unattended run does it too).
+    #[test]
+    fn what_is_on_its_way_out_is_waited_for_not_kept() {
+        let d = vec![desired("a", "root", json!({})), desired("b", "child", json!({"parent": reference("root")}))];
+        let going = Observed { status: Status::Leaving("deleting".into()), ..live("a", "root", "r-old", json!({})) };
+        let obs = vec![going, live("b", "child", "c-1", json!({"parent": "r-old"}))];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            actions(&p),
+            vec![
+                ("root".into(), Action::Create),
+                (
+                    "child".into(),
+                    Action::Replace { reason: "`parent` cannot change in place and depends on a resource being (re)created".into() }
+                ),
+                ("root".into(), Action::Delete { reason: LEAVING.into() }),
+            ]
+        );
+        assert!(!p.resources[2].action.is_destructive());
+        assert_eq!(p.resources[2].physical_id.as_deref(), Some("r-old"));
+    }
+
+    /// A create-before-destroy replacement interrupted after the create: two copies of one
+    /// logical id, the old one still referenced, the new one already what the spec asks. The
+    /// new one is kept (the dependent moves to it); no third copy is planned.
+    #[test]
+    fn the_copy_that_matches_the_spec_finishes_an_interrupted_replacement() {
+        let d = vec![
+            desired("a", "eip", json!({})),
+            desired("b", "nat", json!({"alloc": reference("eip")})),
+            desired("a", "route", json!({"nat": reference("nat")})),
+        ];
+        let obs = vec![
+            live("a", "eip", "eip-new", json!({})),
+            Observed { created: Some(100), ..live("b", "nat", "nat-old", json!({"alloc": "eip-old"})) },
+            Observed { created: Some(200), ..live("b", "nat", "nat-new", json!({"alloc": "eip-new"})) },
+            live("a", "route", "r-1", json!({"nat": "nat-old"})),
+        ];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        let nat = p.resources.iter().find(|r| r.id == "nat").unwrap();
+        assert_eq!((nat.physical_id.as_deref(), &nat.action), (Some("nat-new"), &Action::NoOp), "{:?}", actions(&p));
+        let route = p.resources.iter().find(|r| r.id == "route").unwrap();
+        assert_eq!(route.action, Action::Update, "moves to the kept copy");
+        assert_eq!(route.changes[0].after, json!("nat-new"));
+        assert!(p.resources.iter().all(|r| r.action != Action::Create), "{:?}", actions(&p));
+        // The old copy goes in the same apply, after the route moved (it only is updated).
+        let old = p.resources.iter().find(|r| r.physical_id.as_deref() == Some("nat-old")).unwrap();
+        assert_eq!(old.action, Action::Delete { reason: DUPLICATE.into() });
+    }
+
+    #[test]
+    fn of_unreferenced_duplicates_the_oldest_stays() {
+        let d = vec![desired("a", "root", json!({}))];
+        let aged = |phys: &str, created: Option<i64>| Observed { created, ..live("a", "root", phys, json!({})) };
+        let obs = vec![aged("r-new", Some(200)), aged("r-unknown", None), aged("r-old", Some(100))];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        let kept = p.resources.iter().find(|r| r.action == Action::NoOp).unwrap();
+        assert_eq!(kept.physical_id.as_deref(), Some("r-old"));
+        assert_eq!(p.resources.iter().filter(|r| matches!(r.action, Action::Delete { .. })).count(), 2);
+    }
+
+    /// Two duplicates each used by something: one is kept, the other is not deleted under its
+    /// dependent (which apply moves to the kept one; the next run removes the duplicate).
+    #[test]
+    fn a_duplicate_something_depends_on_is_never_deleted() {
+        let d = vec![
+            desired("a", "root", json!({})),
+            desired("b", "child", json!({"parent": reference("root")})),
+            desired("b", "other", json!({"parent": reference("root")})),
+        ];
+        let obs = vec![
+            live("a", "root", "r-1", json!({})),
+            live("a", "root", "r-2", json!({})),
+            live("b", "child", "c-1", json!({"parent": "r-1"})),
+            live("b", "other", "o-1", json!({"parent": "r-2"})),
+        ];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        assert!(p.resources.iter().all(|r| !matches!(r.action, Action::Delete { .. })), "{:?}", actions(&p));
+        // The dependent of the other duplicate moves to the kept one (here by replacement: the
+        // fake kind cannot change `parent` in place); the one on the kept one stays.
+        let moving: Vec<String> = p.resources.iter().filter(|r| r.action != Action::NoOp).map(|r| r.id.clone()).collect();
+        assert_eq!(moving.len(), 1, "{:?}", actions(&p));
+        assert!(moving[0] == "child" || moving[0] == "other");
+    }
+
+    #[test]
+    fn an_update_that_makes_a_new_identity_repoints_dependents() {
+        let d = vec![desired("rev", "td", json!({"image": "b"})), desired("a", "svc", json!({"td": reference_to("td", "arn")}))];
+        let mut td = live("rev", "td", "td-1", json!({"image": "a"}));
+        td.attrs.insert("arn".into(), "arn:td:1".into());
+        let obs = vec![td, live("a", "svc", "s-1", json!({"td": "arn:td:1"}))];
+        let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        assert_eq!(p.resources[0].action, Action::Update);
+        assert_eq!(p.resources[1].action, Action::Update);
+        assert_eq!(p.resources[1].changes[0].after, json!(crate::engine::UNKNOWN));
+    }
+
+    #[test]
+    fn failed_resources_are_replaced_and_retained_ones_are_not_deleted() {
+        let d = vec![desired("a", "root", json!({}))];
+        let mut root = live("a", "root", "r-1", json!({}));
+        root.status = Status::Failed("INACTIVE".into());
+        let logs = live("b", "old-logs", "l-1", json!({"tags": {"reconciler:deletion-policy": "retain"}}));
+        let p = plan("s", &kinds(), &d, &[root, logs], &BTreeMap::new()).unwrap();
+        assert!(matches!(&p.resources[0].action, Action::Replace { reason } if reason.contains("INACTIVE")));
+        assert!(matches!(&p.resources[1].action, Action::Retain { .. }));
+    }
+}
