@@ -17,3 +17,4 @@ mod network;
 mod policy;
 mod safety;
 mod spec_corpus;
+mod structure;

@@ -1,13 +1,33 @@
 //! The few live reads that desired state depends on: availability zones, and (existing-VPC
 //! mode) the referenced VPC and subnets, validated so that a bad reference fails fast.
 
-use crate::desired::{ExistingNetwork, Facts};
 use crate::engine::{call_failed, Ctx};
 use crate::resources::ec2::ec2;
 use crate::spec::Spec;
 use anyhow::{anyhow, bail, Context as _};
 use aws_sdk_ec2::types::Filter;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Live facts the layout depends on, gathered by [`gather`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    /// Availability zones the region offers now, sorted (new-VPC mode).
+    pub azs: Vec<String>,
+    /// Zones the stack's own subnets already use, by subnet index (1-based): kept, so that a
+    /// zone the region stops listing (impaired) never moves a subnet.
+    pub zones_in_use: BTreeMap<usize, String>,
+    /// The referenced VPC (existing-VPC mode).
+    pub existing: Option<ExistingNetwork>,
+    /// The AWS account the stack lives in (trust policies, ARNs).
+    pub account: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExistingNetwork {
+    pub vpc_id: String,
+    pub cidr: String,
+    pub private_subnet_ids: Vec<String>,
+}
 
 /// The IAM actions `gather` calls (added to every policy `reconciler policy` prints).
 pub const IAM_READS: &[&str] = &["ec2:DescribeAvailabilityZones", "ec2:DescribeVpcs", "ec2:DescribeSubnets", "sts:GetCallerIdentity"];

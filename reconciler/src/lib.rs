@@ -3,6 +3,8 @@
 //! `spec` (YAML model and validation) → `desired` (pure desired state) → `engine` (observe by
 //! ownership tags, diff, plan, apply) with one file per resource kind under `resources`.
 
+mod args;
+pub mod changes;
 pub mod cli;
 pub mod desired;
 pub mod engine;
@@ -13,6 +15,7 @@ pub mod outputs;
 pub mod plan;
 pub mod resources;
 pub mod run;
+mod session;
 pub mod spec;
 pub mod stack_policy;
 pub mod status;

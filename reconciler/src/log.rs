@@ -35,7 +35,7 @@ pub fn progress(msg: &str) {
 }
 
 /// One event per field a correction changed (JSON only: the text form is the progress line).
-pub fn correction(kind: &str, id: &str, changes: &[crate::engine::FieldChange]) {
+pub fn correction(kind: &str, id: &str, changes: &[crate::changes::FieldChange]) {
     if !json() {
         return;
     }

@@ -1,9 +1,9 @@
 //! `reconciler run`: the reconcile loop as a long-running controller (kube-rs style: reconcile
 //! is an idempotent function of desired + observed; scheduling and error policy live here).
 
-use crate::cli::Session;
 use crate::engine::{self, retry};
 use crate::plan::{Action, Plan};
+use crate::session::Session;
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -142,7 +142,7 @@ pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations:
         if let Some(why) = s.ctx.stop.requested() {
             // The lock was released above; a signal is a normal way to stop, a lost lease is not.
             eprintln!("stopping: {why}");
-            return Ok(if why == crate::cli::SIGNALLED { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if why == crate::session::SIGNALLED { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         errors = if outcome.is_err() { errors + 1 } else { 0 };
         if iterations > 0 && n >= iterations {
@@ -151,7 +151,7 @@ pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations:
             return Ok(if errors > 0 {
                 ExitCode::from(1)
             } else if held {
-                ExitCode::from(crate::cli::HELD)
+                ExitCode::from(crate::session::HELD)
             } else if drifted {
                 ExitCode::from(2)
             } else {
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn intervals_take_units() {
-        use crate::cli::parse_interval;
+        use crate::args::parse_interval;
         assert_eq!(parse_interval("30s"), Ok(30.0));
         assert_eq!(parse_interval("5m"), Ok(300.0));
         assert_eq!(parse_interval("1h"), Ok(3600.0));

@@ -2,7 +2,7 @@
 //! shortly before expiry), entry, export task, and the export download (streamed to disk).
 
 use crate::config::BenchlingSecret;
-use crate::worker::JobError;
+use crate::job::JobError;
 use base64::Engine as _;
 use serde_json::Value;
 use std::sync::Mutex;

@@ -18,7 +18,7 @@
 //!
 //! Everything here is blocking (file I/O and inflation): call it from `spawn_blocking`.
 
-use crate::worker::JobError;
+use crate::job::JobError;
 use std::collections::BTreeSet;
 use std::io::{Read, Seek};
 use std::path::Path;

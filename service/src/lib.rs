@@ -5,6 +5,7 @@ pub mod app;
 pub mod benchling;
 pub mod config;
 pub mod export;
+pub mod job;
 pub mod jwks;
 pub mod queue;
 pub mod replay;

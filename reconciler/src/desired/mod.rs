@@ -11,30 +11,10 @@ mod network;
 
 use crate::engine::ownership;
 use crate::engine::{Desired, Fields};
+pub use crate::facts::{ExistingNetwork, Facts};
 use crate::spec::{DeletionPolicy, Spec};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-
-/// Live facts the layout depends on, gathered by `facts::gather`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Facts {
-    /// Availability zones the region offers now, sorted (new-VPC mode).
-    pub azs: Vec<String>,
-    /// Zones the stack's own subnets already use, by subnet index (1-based): kept, so that a
-    /// zone the region stops listing (impaired) never moves a subnet.
-    pub zones_in_use: BTreeMap<usize, String>,
-    /// The referenced VPC (existing-VPC mode).
-    pub existing: Option<ExistingNetwork>,
-    /// The AWS account the stack lives in (trust policies, ARNs).
-    pub account: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExistingNetwork {
-    pub vpc_id: String,
-    pub cidr: String,
-    pub private_subnet_ids: Vec<String>,
-}
 
 /// The desired resources, and the AWS ids of what they reference but the stack does not own.
 pub struct DesiredState {

@@ -9,7 +9,7 @@ use super::planner::{delete_first, index_live, replace_reason, resolve_fields, s
 use super::retry::RetryBudget;
 use super::{kind_of, progress};
 use super::{Ctx, Desired, Fields, Identity, Kind, Observed, Replacement, Status};
-use crate::plan::{Action, Plan, ResourcePlan, DUPLICATE, LEAVING};
+use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, LEAVING};
 use anyhow::{anyhow, Context as _};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};

@@ -71,18 +71,10 @@ pub fn for_update(fields: &Fields, live: &Fields) -> Fields {
         .collect()
 }
 
-/// Sorts and de-duplicates a list that AWS treats as a set (rules, routes, associations),
-/// so that order never shows as a change.
-pub fn normalise_set(mut items: Vec<Value>) -> Value {
-    items.sort_by_key(|v| v.to_string());
-    items.dedup();
-    Value::Array(items)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{initial, within};
+    use crate::engine::{initial, normalise_set, within};
     use serde_json::json;
 
     fn fields(v: Value) -> Fields {

@@ -21,14 +21,15 @@ mod testing;
 mod timeline;
 pub mod wait;
 
+pub use crate::changes::FieldChange;
 pub use apply::{apply, fail_if_unhealthy, ApplyReport, Destructive};
 pub use context::{Ctx, Service, Settings, Stop};
 pub use destroy::{destroy, destroy_order};
-pub use diff::{diff_fields, for_create, for_update, normalise_set};
+pub use diff::{diff_fields, for_create, for_update};
 pub use graph::creation_order;
 pub use observe::{observe, observe_owned, Snapshot};
 pub use planner::plan;
-pub use refs::{initial, reference, reference_to, references as references_in, resolve, set, within, UNKNOWN};
+pub use refs::{initial, normalise_set, reference, reference_to, references as references_in, resolve, set, within, UNKNOWN};
 pub use retry::{call_failed, call_failed_with, AwsError, ErrorClass};
 
 use futures::future::BoxFuture;
@@ -240,14 +241,6 @@ pub struct Scoped {
     pub resources: Vec<String>,
     /// Read-only actions (also granted to `plan`).
     pub read_only: bool,
-}
-
-/// One field's difference: `before` is `None` when the field is missing live.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
-pub struct FieldChange {
-    pub field: String,
-    pub before: Option<Value>,
-    pub after: Value,
 }
 
 pub(crate) fn kind_of<'k>(kinds: &'k [Box<dyn Kind>], name: &str) -> anyhow::Result<&'k dyn Kind> {

@@ -30,13 +30,13 @@ pub fn applied_hash(fields: &serde_json::Map<String, Value>) -> String {
 /// Who made the difference between `desired` and `live` fields: the `reconciler:applied` tags
 /// told apart. `Unknown` where either side has none (an untaggable kind, or a resource last
 /// converged by a version without the tag).
-pub fn attribution(desired: &serde_json::Map<String, Value>, live: &serde_json::Map<String, Value>) -> crate::plan::Cause {
+pub fn attribution(desired: &serde_json::Map<String, Value>, live: &serde_json::Map<String, Value>) -> crate::changes::Cause {
     let applied =
         |f: &serde_json::Map<String, Value>| f.get("tags").and_then(|t| t.get(APPLIED_TAG)).and_then(Value::as_str).map(str::to_string);
     match (applied(desired), applied(live)) {
-        (Some(want), Some(have)) if want == have => crate::plan::Cause::Drift,
-        (Some(_), Some(_)) => crate::plan::Cause::SpecChanged,
-        _ => crate::plan::Cause::Unknown,
+        (Some(want), Some(have)) if want == have => crate::changes::Cause::Drift,
+        (Some(_), Some(_)) => crate::changes::Cause::SpecChanged,
+        _ => crate::changes::Cause::Unknown,
     }
 }
 
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn attribution_tells_drift_from_a_spec_change() {
-        use crate::plan::Cause;
+        use crate::changes::Cause;
         let f = |v: serde_json::Value| v.as_object().unwrap().clone();
         let desired = f(serde_json::json!({"cidr": "10.0.0.0/16", "tags": {APPLIED_TAG: "aaa"}}));
         assert_eq!(attribution(&desired, &f(serde_json::json!({"cidr": "10.9.0.0/16", "tags": {APPLIED_TAG: "aaa"}}))), Cause::Drift);

@@ -8,7 +8,7 @@ use super::observe::leaving;
 use super::ownership;
 use super::refs::{contains_unknown, references, resolve};
 use super::{Desired, FieldChange, Fields, Identity, Kind, Observed, Replacement, Status};
-use crate::plan::{Action, Plan, ResourcePlan, DUPLICATE, LEAVING};
+use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, LEAVING};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Which replacements go delete-first (`replaced` in creation order, dependencies first): the
@@ -183,7 +183,7 @@ pub fn plan(
                 if matches!(action, Action::Update | Action::Replace { .. }) {
                     follows = forced_by(d, &changes, &ids, &resources);
                     cause = Some(match follows {
-                        Some(_) => crate::plan::Cause::Cascade,
+                        Some(_) => crate::changes::Cause::Cascade,
                         None => super::ownership::attribution(&d.fields, &l.fields),
                     });
                 }
@@ -347,8 +347,8 @@ mod tests {
         assert!(matches!(&p.resources[0].action, Action::Replace { reason } if reason.contains("`cidr`")));
         assert!(matches!(&p.resources[1].action, Action::Replace { reason } if reason.contains("being (re)created")));
         // Attributed to the replacement, not to drift.
-        assert_eq!((p.resources[1].cause, p.resources[1].follows.as_deref()), (Some(crate::plan::Cause::Cascade), Some("a root")));
-        assert_eq!(p.resources[0].cause, Some(crate::plan::Cause::Unknown), "the root's own cause (no applied tags here)");
+        assert_eq!((p.resources[1].cause, p.resources[1].follows.as_deref()), (Some(crate::changes::Cause::Cascade), Some("a root")));
+        assert_eq!(p.resources[0].cause, Some(crate::changes::Cause::Unknown), "the root's own cause (no applied tags here)");
     }
 
     /// A dependent that only moves to the replacement (an internet gateway to the new VPC) is
@@ -368,8 +368,8 @@ mod tests {
         ];
         let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
         assert_eq!(p.resources[1].action, Action::Update);
-        assert_eq!((p.resources[1].cause, p.resources[1].follows.as_deref()), (Some(crate::plan::Cause::Cascade), Some("a root")));
-        assert_eq!((p.resources[2].cause, p.resources[2].follows.as_deref()), (Some(crate::plan::Cause::Unknown), None));
+        assert_eq!((p.resources[1].cause, p.resources[1].follows.as_deref()), (Some(crate::changes::Cause::Cascade), Some("a root")));
+        assert_eq!((p.resources[2].cause, p.resources[2].follows.as_deref()), (Some(crate::changes::Cause::Unknown), None));
     }
 
     #[test]

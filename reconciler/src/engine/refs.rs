@@ -94,7 +94,7 @@ pub fn resolve(v: &Value, ids: &BTreeMap<String, Identity>) -> Value {
         return Value::String(found.unwrap_or_else(|| UNKNOWN.to_string()));
     }
     if let Some(items) = set_items(v) {
-        return super::diff::normalise_set(items.iter().map(|x| resolve(x, ids)).collect());
+        return normalise_set(items.iter().map(|x| resolve(x, ids)).collect());
     }
     match v {
         Value::Array(a) => Value::Array(a.iter().map(|x| resolve(x, ids)).collect()),
@@ -110,6 +110,14 @@ pub fn contains_unknown(v: &Value) -> bool {
         Value::Object(m) => m.values().any(contains_unknown),
         _ => false,
     }
+}
+
+/// Sorts and de-duplicates a list that AWS treats as a set (rules, routes, associations),
+/// so that order never shows as a change.
+pub fn normalise_set(mut items: Vec<Value>) -> Value {
+    items.sort_by_key(|v| v.to_string());
+    items.dedup();
+    Value::Array(items)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! A fake resource kind and builders for the engine's unit tests.
 
 use super::{Ctx, Desired, FieldChange, Fields, Identity, Kind, Observed};
-use crate::plan::{Action, Plan};
+use crate::changes::{Action, Plan};
 use futures::future::BoxFuture;
 use std::time::Instant;
 /// Deletes note when they ended (the kind "slow" takes 400 ms); kinds without a log are
