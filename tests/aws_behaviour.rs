@@ -991,6 +991,30 @@ async fn a_namespace_create_still_running_is_not_started_again() {
     assert_converged(&moto, "specs/prod.yaml");
 }
 
+/// The same, with Cloud Map's listing lagging 1.5 s behind the end of the operation: a create
+/// sent in between is answered `ConflictingDomainExists` (the namespace exists, it is just
+/// not listed yet). The apply observes again until the namespace is listed and uses it, one
+/// namespace in all; it does not fail on it. (A clean-clone CI run hit this window with the
+/// test above: the retry after the last `DuplicateRequest` fell after the operation ended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_create_refused_as_existing_while_listings_lag_is_found_not_failed() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let (secs, lag) = (2.0, 1.5);
+    let create = "servicediscovery:CreatePrivateDnsNamespace";
+    proxy.rule(Rule::respond("servicediscovery:ListNamespaces", 200, r#"{"Namespaces": []}"#).for_secs_after_first(create, secs + lag));
+    proxy.rule(Rule::error(create, 400, "DuplicateRequest", "The operation is already in progress.").for_secs_after_first(create, secs));
+    let status = killed(&moto, &proxy, &["apply", "specs/prod.yaml", "--auto-approve"], |pid| proxy.kill_after_call(create, 1, pid)).await;
+    assert_eq!(status.signal(), Some(9), "killed by the hook: {status:?}");
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("ConflictingDomainExists"), "a create fell in the lag and was refused as existing\n{run}");
+    let sd = aws_sdk_servicediscovery::Client::new(&moto.sdk_config().await);
+    assert_eq!(sd.list_namespaces().send().await.unwrap().namespaces().len(), 1, "one namespace\n{run}");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
 /// An apply killed right after CreateVpcLink leaves the link PENDING (here 4 s: API Gateway
 /// provisions its network interfaces). The next apply finds it by its tags, does not create
 /// a second link, waits until it is AVAILABLE and only then creates the integration on it.

@@ -36,13 +36,17 @@ pub fn client(ctx: &Ctx) -> aws_sdk_servicediscovery::Client {
 /// Cloud Map's own error codes. Not-found means gone (a delete is done); `ResourceInUse`
 /// (a namespace that still has services, a service that still has instances ECS has not
 /// deregistered yet) and `DuplicateRequest` (the same operation is still running) clear up
-/// by themselves: try again later.
+/// by themselves: try again later. So does `ConflictingDomainExists` on a create: observe
+/// found no namespace of that name the stack could clash with, so it is the stack's own,
+/// created by an earlier attempt or run whose operation has just finished and is not listed
+/// yet; observed again, it is found and used (a foreign one of that name in the VPC stops
+/// the run at observe, as not owned).
 fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
     match code {
         "NamespaceNotFound" | "ServiceNotFound" | "OperationNotFound" | "InstanceNotFound" | "ResourceNotFoundException" => {
             Some(ErrorClass::Gone)
         }
-        "ResourceInUse" | "DuplicateRequest" => Some(ErrorClass::Conflict),
+        "ResourceInUse" | "DuplicateRequest" | "ConflictingDomainExists" => Some(ErrorClass::Conflict),
         _ => None,
     }
 }
@@ -233,6 +237,7 @@ mod tests {
         assert_eq!(classify("NamespaceNotFound", ""), Some(ErrorClass::Gone));
         assert_eq!(classify("ServiceNotFound", ""), Some(ErrorClass::Gone));
         assert_eq!(classify("ResourceInUse", "has instances"), Some(ErrorClass::Conflict));
+        assert_eq!(classify("ConflictingDomainExists", "vpc-1"), Some(ErrorClass::Conflict));
         assert_eq!(classify("InvalidInput", ""), None);
     }
 
