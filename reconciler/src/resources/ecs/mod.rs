@@ -10,11 +10,13 @@
 //! silent never-converging difference.
 
 mod cluster;
+mod rollout;
 mod service;
 mod task_definition;
 
 pub use cluster::{Cluster, ClusterFields};
-pub use service::{deployment_state, EcsService, Registry, Rollout, ServiceFields};
+pub use rollout::{deployment_state, Rollout};
+pub use service::{EcsService, Registry, ServiceFields};
 pub use task_definition::{container_fields, Container, TaskDefinition, TaskDefinitionFields};
 
 use crate::engine::ownership::{self, STACK_TAG};
