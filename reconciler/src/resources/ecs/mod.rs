@@ -10,14 +10,16 @@
 //! silent never-converging difference.
 
 mod cluster;
+mod container;
 mod rollout;
 mod service;
 mod task_definition;
 
 pub use cluster::{Cluster, ClusterFields};
+pub use container::{container_fields, Container};
 pub use rollout::{deployment_state, Rollout};
 pub use service::{EcsService, Registry, ServiceFields};
-pub use task_definition::{container_fields, Container, TaskDefinition, TaskDefinitionFields};
+pub use task_definition::{TaskDefinition, TaskDefinitionFields};
 
 use crate::engine::ownership::{self, STACK_TAG};
 use crate::engine::{call_failed_with, Ctx, ErrorClass, FieldChange, Fields, Kind, Service};

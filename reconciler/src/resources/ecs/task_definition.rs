@@ -5,16 +5,17 @@
 //!
 //! AWS fills defaults into what it echoes (`essential`, container `cpu: 0`, the port mapping's
 //! protocol and host port, health check timings, empty lists) and keeps environment order as
-//! sent; [`container_fields`] folds all of that into the one shape desired state builds, or
+//! sent; `container.rs` folds all of that into the one shape desired state builds, or
 //! every plan would show a change and every apply would register a revision.
 
-use super::{call_failed, client, ecs_tags, int, literal, owned_id, parse_fields, tag_map, to_fields};
+use super::container::{container_definition, container_fields, container_of, Container};
+use super::{call_failed, client, ecs_tags, literal, owned_id, parse_fields, tag_map, to_fields};
 use crate::engine::ownership::not_owned;
 use crate::engine::retry::is_gone;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement};
 use aws_sdk_ecs::types::{
-    Compatibility, ContainerDefinition, HealthCheck as ApiHealthCheck, KeyValuePair, LogConfiguration, LogDriver, MountPoint, NetworkMode,
-    PortMapping, Secret, SortOrder, Tag, TaskDefinitionFamilyStatus, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol, Volume,
+    Compatibility, ContainerDefinition, NetworkMode, SortOrder, Tag, TaskDefinitionFamilyStatus, TaskDefinitionField, TaskDefinitionStatus,
+    Volume,
 };
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -45,84 +46,6 @@ pub struct TaskDefinitionFields {
     pub tags: BTreeMap<String, String>,
 }
 
-/// The one container, normalised.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Container {
-    pub name: String,
-    pub command: Vec<String>,
-    /// The container port (0: no port mapping); under awsvpc the host port always equals it.
-    pub port: u64,
-    pub protocol: String,
-    /// Sorted by name.
-    pub environment: Vec<EnvVar>,
-    /// Sorted by name.
-    pub secrets: Vec<SecretRef>,
-    /// null: no log configuration.
-    pub log: Option<Log>,
-    /// null: no container health check.
-    pub health_check: Option<HealthCheck>,
-    /// "" when unset.
-    pub user: String,
-    pub read_only_root: bool,
-    /// Sorted.
-    pub mounts: Vec<Mount>,
-    pub stop_timeout: u64,
-    pub essential: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnvVar {
-    pub name: String,
-    pub value: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretRef {
-    pub name: String,
-    pub value_from: String,
-}
-
-/// awslogs options; a missing option is "".
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Log {
-    pub driver: String,
-    pub group: String,
-    pub region: String,
-    pub prefix: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheck {
-    pub command: Vec<String>,
-    pub interval: u64,
-    pub timeout: u64,
-    pub retries: u64,
-    pub start_period: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mount {
-    pub volume: String,
-    pub path: String,
-    pub read_only: bool,
-}
-
-impl Container {
-    /// Sets sorted, so that order never shows as a change (desired state sorts the same way).
-    pub fn normalised(mut self) -> Self {
-        self.environment.sort();
-        self.secrets.sort();
-        self.mounts.sort();
-        self
-    }
-}
-
 impl TaskDefinitionFields {
     pub fn normalised(mut self) -> Self {
         self.requires.sort();
@@ -130,122 +53,6 @@ impl TaskDefinitionFields {
         self.container = self.container.normalised();
         self
     }
-}
-
-// ECS's documented defaults for what a container definition leaves out.
-const HEALTH_INTERVAL: u64 = 30;
-const HEALTH_TIMEOUT: u64 = 5;
-const HEALTH_RETRIES: u64 = 3;
-const HEALTH_START_PERIOD: u64 = 0;
-/// Fargate's stop timeout when none is given.
-const STOP_TIMEOUT: u64 = 30;
-
-fn n(v: Option<i32>, default: u64) -> u64 {
-    v.map(|x| x.max(0) as u64).unwrap_or(default)
-}
-
-/// The comparable shape of a live container definition, AWS defaults filled in.
-pub fn container_of(c: &ContainerDefinition) -> Container {
-    let mapping = c.port_mappings().first();
-    let log = c.log_configuration().map(|l| {
-        let opt = |k: &str| l.options().and_then(|o| o.get(k)).cloned().unwrap_or_default();
-        Log {
-            driver: l.log_driver().as_str().to_string(),
-            group: opt("awslogs-group"),
-            region: opt("awslogs-region"),
-            prefix: opt("awslogs-stream-prefix"),
-        }
-    });
-    Container {
-        name: c.name().unwrap_or_default().to_string(),
-        command: c.command().to_vec(),
-        port: mapping.and_then(|m| m.container_port()).map(|p| p.max(0) as u64).unwrap_or(0),
-        protocol: mapping.and_then(|m| m.protocol()).map(|p| p.as_str().to_string()).unwrap_or_else(|| "tcp".into()),
-        environment: c
-            .environment()
-            .iter()
-            .map(|e| EnvVar { name: e.name().unwrap_or_default().to_string(), value: e.value().unwrap_or_default().to_string() })
-            .collect(),
-        secrets: c.secrets().iter().map(|s| SecretRef { name: s.name().to_string(), value_from: s.value_from().to_string() }).collect(),
-        log,
-        health_check: c.health_check().map(|h| HealthCheck {
-            command: h.command().to_vec(),
-            interval: n(h.interval(), HEALTH_INTERVAL),
-            timeout: n(h.timeout(), HEALTH_TIMEOUT),
-            retries: n(h.retries(), HEALTH_RETRIES),
-            start_period: n(h.start_period(), HEALTH_START_PERIOD),
-        }),
-        user: c.user().unwrap_or_default().to_string(),
-        read_only_root: c.readonly_root_filesystem().unwrap_or(false),
-        mounts: c
-            .mount_points()
-            .iter()
-            .map(|m| Mount {
-                volume: m.source_volume().unwrap_or_default().to_string(),
-                path: m.container_path().unwrap_or_default().to_string(),
-                read_only: m.read_only().unwrap_or(false),
-            })
-            .collect(),
-        stop_timeout: n(c.stop_timeout(), STOP_TIMEOUT),
-        essential: c.essential().unwrap_or(true),
-    }
-    .normalised()
-}
-
-/// The normalised `container` field of a live container definition.
-pub fn container_fields(c: &ContainerDefinition) -> Value {
-    serde_json::to_value(container_of(c)).expect("container serialises")
-}
-
-/// The API form of the container (what RegisterTaskDefinition sends).
-pub fn container_definition(c: &Container, image: &str) -> anyhow::Result<ContainerDefinition> {
-    let mut d = ContainerDefinition::builder()
-        .name(&c.name)
-        .image(image)
-        .essential(c.essential)
-        .readonly_root_filesystem(c.read_only_root)
-        .stop_timeout(int("stop_timeout", c.stop_timeout)?)
-        .set_command((!c.command.is_empty()).then(|| c.command.clone()))
-        .set_environment(Some(c.environment.iter().map(|e| KeyValuePair::builder().name(&e.name).value(&e.value).build()).collect()))
-        .set_secrets(Some(
-            c.secrets.iter().map(|s| Secret::builder().name(&s.name).value_from(&s.value_from).build()).collect::<Result<_, _>>()?,
-        ))
-        .set_mount_points(Some(
-            c.mounts
-                .iter()
-                .map(|m| MountPoint::builder().source_volume(&m.volume).container_path(&m.path).read_only(m.read_only).build())
-                .collect(),
-        ));
-    if c.port != 0 {
-        let port = int("port", c.port)?;
-        d = d.port_mappings(
-            PortMapping::builder().container_port(port).host_port(port).protocol(TransportProtocol::from(c.protocol.as_str())).build(),
-        );
-    }
-    if !c.user.is_empty() {
-        d = d.user(&c.user);
-    }
-    if let Some(l) = &c.log {
-        let mut b = LogConfiguration::builder().log_driver(LogDriver::from(l.driver.as_str()));
-        for (k, v) in [("awslogs-group", &l.group), ("awslogs-region", &l.region), ("awslogs-stream-prefix", &l.prefix)] {
-            if !v.is_empty() {
-                b = b.options(k, v);
-            }
-        }
-        d = d.log_configuration(b.build()?);
-    }
-    if let Some(h) = &c.health_check {
-        d = d.health_check(
-            ApiHealthCheck::builder()
-                .set_command(Some(h.command.clone()))
-                .interval(int("health_check.interval", h.interval)?)
-                .timeout(int("health_check.timeout", h.timeout)?)
-                .retries(int("health_check.retries", h.retries)?)
-                .start_period(int("health_check.start_period", h.start_period)?)
-                .build()?,
-        );
-    }
-    Ok(d.build())
 }
 
 /// The comparable fields of a described revision. A revision with other than exactly one
@@ -496,137 +303,9 @@ impl Kind for TaskDefinition {
 
 #[cfg(test)]
 mod tests {
+    use super::super::container::tests::{desired, echo};
     use super::*;
     use serde_json::json;
-
-    /// The container as desired state builds it.
-    fn desired() -> Value {
-        json!({
-            "name": "app",
-            "command": ["service", "serve"],
-            "port": 8080,
-            "protocol": "tcp",
-            "environment": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
-            "secrets": [{"name": "S", "value_from": "arn:aws:secretsmanager:us-east-1:1:secret:s"}],
-            "log": {"driver": "awslogs", "group": "/ecs/demo", "region": "us-east-1", "prefix": "app"},
-            "health_check": {"command": ["CMD", "/app/service", "healthcheck"], "interval": 30, "timeout": 5, "retries": 3, "start_period": 0},
-            "user": "10001",
-            "read_only_root": true,
-            "mounts": [{"volume": "tmp", "path": "/tmp", "read_only": false}],
-            "stop_timeout": 30,
-            "essential": true
-        })
-    }
-
-    /// What AWS echoes for the definition registered from `desired()`: defaults filled in
-    /// (cpu 0, essential, protocol, hostPort), health check timings left out, environment
-    /// in another order, response-only empty lists.
-    fn echo() -> aws_sdk_ecs::types::builders::ContainerDefinitionBuilder {
-        ContainerDefinition::builder()
-            .name("app")
-            .image("r/i:1")
-            .cpu(0)
-            .essential(true)
-            .command("service")
-            .command("serve")
-            .port_mappings(PortMapping::builder().container_port(8080).host_port(8080).protocol(TransportProtocol::Tcp).build())
-            .environment(KeyValuePair::builder().name("B").value("2").build())
-            .environment(KeyValuePair::builder().name("A").value("1").build())
-            .secrets(Secret::builder().name("S").value_from("arn:aws:secretsmanager:us-east-1:1:secret:s").build().unwrap())
-            .set_volumes_from(Some(vec![]))
-            .mount_points(MountPoint::builder().source_volume("tmp").container_path("/tmp").read_only(false).build())
-            .log_configuration(
-                LogConfiguration::builder()
-                    .log_driver(LogDriver::Awslogs)
-                    .options("awslogs-group", "/ecs/demo")
-                    .options("awslogs-region", "us-east-1")
-                    .options("awslogs-stream-prefix", "app")
-                    .build()
-                    .unwrap(),
-            )
-            .health_check(ApiHealthCheck::builder().command("CMD").command("/app/service").command("healthcheck").build().unwrap())
-            .user("10001")
-            .readonly_root_filesystem(true)
-            .stop_timeout(30)
-    }
-
-    #[test]
-    fn aws_echo_with_defaults_and_reordering_equals_desired() {
-        assert_eq!(container_fields(&echo().build()), desired());
-    }
-
-    #[test]
-    fn defaults_are_filled_when_aws_leaves_them_out() {
-        // No essential flag, no protocol or host port, a minimal mount, no stop timeout.
-        let c = echo()
-            .set_essential(None)
-            .set_port_mappings(Some(vec![PortMapping::builder().container_port(8080).build()]))
-            .set_mount_points(Some(vec![MountPoint::builder().source_volume("tmp").container_path("/tmp").build()]))
-            .set_stop_timeout(None)
-            .build();
-        assert_eq!(container_fields(&c), desired());
-    }
-
-    #[test]
-    fn explicit_health_check_timings_are_kept() {
-        let c = echo()
-            .health_check(
-                ApiHealthCheck::builder()
-                    .command("CMD")
-                    .command("/app/service")
-                    .command("healthcheck")
-                    .interval(10)
-                    .timeout(2)
-                    .retries(5)
-                    .start_period(15)
-                    .build()
-                    .unwrap(),
-            )
-            .build();
-        assert_eq!(
-            container_fields(&c)["health_check"],
-            json!({"command": ["CMD", "/app/service", "healthcheck"], "interval": 10, "timeout": 2, "retries": 5, "start_period": 15})
-        );
-    }
-
-    #[test]
-    fn a_removed_health_check_is_a_difference() {
-        let c = echo().set_health_check(None).build();
-        let live = container_fields(&c);
-        assert_eq!(live["health_check"], Value::Null);
-        assert_ne!(live, desired());
-    }
-
-    #[test]
-    fn emptied_lists_and_removed_settings_are_differences() {
-        let c = echo().set_environment(None).set_secrets(None).set_mount_points(None).set_log_configuration(None).set_user(None).build();
-        let live = container_fields(&c);
-        assert_eq!(live["environment"], json!([]));
-        assert_eq!(live["secrets"], json!([]));
-        assert_eq!(live["mounts"], json!([]));
-        assert_eq!(live["log"], Value::Null);
-        assert_eq!(live["user"], "");
-        assert_eq!(live["read_only_root"], true);
-        let bare = container_fields(&ContainerDefinition::builder().name("x").build());
-        assert_eq!(bare["essential"], true);
-        assert_eq!(bare["read_only_root"], false);
-        assert_eq!(bare["port"], 0);
-        assert_eq!(bare["protocol"], "tcp");
-        assert_eq!(bare["command"], json!([]));
-    }
-
-    #[test]
-    fn the_registered_definition_normalises_back_to_the_desired_shape() {
-        let c: Container = serde_json::from_value(desired()).unwrap();
-        let api = container_definition(&c, "r/i:1").unwrap();
-        assert_eq!(api.image(), Some("r/i:1"));
-        assert_eq!(api.port_mappings()[0].host_port(), Some(8080));
-        assert_eq!(container_fields(&api), desired());
-        // Environment given unsorted is sent as given but compares sorted.
-        let mut unsorted = c.clone();
-        unsorted.environment.reverse();
-        assert_eq!(container_fields(&container_definition(&unsorted, "x").unwrap()), desired());
-    }
 
     #[test]
     fn task_level_fields() {
