@@ -991,17 +991,20 @@ async fn a_namespace_create_still_running_is_not_started_again() {
     assert_converged(&moto, "specs/prod.yaml");
 }
 
-/// The same, with Cloud Map's listing lagging 1.5 s behind the end of the operation: a create
+/// The same, with Cloud Map's listing lagging 6 s behind the end of the operation: a create
 /// sent in between is answered `ConflictingDomainExists` (the namespace exists, it is just
 /// not listed yet). The apply observes again until the namespace is listed and uses it, one
 /// namespace in all; it does not fail on it. (A clean-clone CI run hit this window with the
 /// test above: the retry after the last `DuplicateRequest` fell after the operation ended.)
+/// The lag is longer than any retry backoff reached by then (2 s of doubling from
+/// milliseconds), so a retry always lands in it: with a 1.5 s lag, a 1.8 s backoff once
+/// stepped over it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_create_refused_as_existing_while_listings_lag_is_found_not_failed() {
     use std::os::unix::process::ExitStatusExt;
     let moto = Moto::start();
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    let (secs, lag) = (2.0, 1.5);
+    let (secs, lag) = (2.0, 6.0);
     let create = "servicediscovery:CreatePrivateDnsNamespace";
     proxy.rule(Rule::respond("servicediscovery:ListNamespaces", 200, r#"{"Namespaces": []}"#).for_secs_after_first(create, secs + lag));
     proxy.rule(Rule::error(create, 400, "DuplicateRequest", "The operation is already in progress.").for_secs_after_first(create, secs));
