@@ -47,7 +47,13 @@ pub async fn apply(
     plan: &Plan,
     destructive: Destructive,
 ) -> anyhow::Result<ApplyReport> {
-    let run = Run::new(ctx, kinds, desired, observed, externals, plan, destructive)?;
+    let held = match destructive {
+        Destructive::Allow => BTreeSet::new(),
+        Destructive::Hold => plan.destructive().into_iter().map(|r| (r.kind, r.id.as_str())).collect(),
+    };
+    let order = topo_order(desired, externals)?;
+    let (live, _, _) = index_live(kinds, observed, desired, externals);
+    let run = Run { ctx, kinds, desired, observed, externals, plan, order, live, held };
     let mut report = ApplyReport { held: run.held_steps(), ..ApplyReport::default() };
     run.wait_for_what_is_leaving().await?;
     let old_halves = run.delete_first_replacements().await?;
@@ -88,24 +94,6 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(
-        ctx: &'a Ctx,
-        kinds: &'a [Box<dyn Kind>],
-        desired: &'a [Desired],
-        observed: &'a [Observed],
-        externals: &'a BTreeMap<String, String>,
-        plan: &'a Plan,
-        destructive: Destructive,
-    ) -> anyhow::Result<Self> {
-        let order = topo_order(desired, externals)?;
-        let (live, _, _) = index_live(kinds, observed, desired, externals);
-        let held = match destructive {
-            Destructive::Allow => BTreeSet::new(),
-            Destructive::Hold => plan.destructive().into_iter().map(|r| (r.kind, r.id.as_str())).collect(),
-        };
-        Ok(Run { ctx, kinds, desired, observed, externals, plan, order, live, held })
-    }
-
     /// The held steps, as the report lists them: `kind id: action (reason)`.
     fn held_steps(&self) -> Vec<String> {
         let held = self.plan.destructive().into_iter().filter(|r| self.held.contains(&(r.kind, r.id.as_str())));
