@@ -4,8 +4,9 @@
 use super::destroy::{delete_in_dependency_order, delete_one};
 use super::diff::{diff_fields, for_create, for_update};
 use super::graph::{deps_of, topo_order};
-use super::observe::{leaving, observe_one, wait_while_leaving};
-use super::planner::{delete_first, index_live, replace_reason, resolve_fields, stranded_by_delete_first};
+use super::observe::{leaving, observe_again, observe_one, wait_while_leaving};
+use super::planner::{index_live, replace_reason, resolve_fields};
+use super::replacement::{first_phase, refusal};
 use super::retry::RetryBudget;
 use super::{kind_of, progress};
 use super::{Ctx, Desired, Fields, Identity, Kind, Observed, Replacement, Status};
@@ -56,10 +57,10 @@ pub async fn apply(
     let run = Run { ctx, kinds, desired, observed, externals, plan, order, live, held };
     let mut report = ApplyReport { held: run.held_steps(), ..ApplyReport::default() };
     run.wait_for_what_is_leaving().await?;
-    let old_halves = run.delete_first_replacements().await?;
+    let (old_halves, deleted_early) = run.delete_first_replacements(&mut report).await?;
     let mut failed = run.create_and_update(&mut report).await?;
     if failed.is_empty() {
-        run.delete_what_left(old_halves, &mut report).await?;
+        run.delete_what_left(old_halves, &deleted_early, &mut report).await?;
     } else if plan.count(|a| matches!(a, Action::Delete { .. })) > 0 || !old_halves.is_empty() {
         progress("not deleting resources that left the spec or were replaced, because something failed above");
     }
@@ -144,8 +145,9 @@ impl<'a> Run<'a> {
     /// dependents before their dependencies. A resource whose dependency goes delete-first
     /// goes delete-first too: it cannot outlive what it lives in (a security group in a VPC
     /// being replaced). Returns the old halves of the create-before-destroy replacements,
-    /// kept until the new ones exist and dependents point at them (phase 3).
-    async fn delete_first_replacements(&self) -> anyhow::Result<Vec<&'a Observed>> {
+    /// kept until the new ones exist and dependents point at them (phase 3), and what it
+    /// deleted early because it used an old half going first (phase 3 skips those).
+    async fn delete_first_replacements(&self, report: &mut ApplyReport) -> anyhow::Result<(Vec<&'a Observed>, Vec<&'a Observed>)> {
         let mut replaced: Vec<(&Desired, Replacement)> = Vec::new();
         for &i in &self.order {
             let d = &self.desired[i];
@@ -154,24 +156,59 @@ impl<'a> Run<'a> {
                 replaced.push((d, kind_of(self.kinds, d.kind)?.replacement_for(changes)));
             }
         }
-        let delete_first = delete_first(&replaced);
-        if let Some(why) = stranded_by_delete_first(self.kinds, self.desired, &delete_first, |d| self.action_of(d)) {
+        let phase = first_phase(&replaced, &self.live, &self.removed(), self.desired);
+        if let Some(why) = refusal(self.kinds, self.desired, &phase, |d| self.action_of(d), &self.live) {
             return Err(anyhow!("{why}"));
         }
-        let mut old_halves = Vec::new();
-        for &i in self.order.iter().rev() {
-            let d = &self.desired[i];
-            if let (Action::Replace { reason }, Some(l)) = (self.action_of(d), self.live_of(d)) {
-                if !delete_first.contains(d.id.as_str()) {
-                    old_halves.push(l);
-                    continue;
-                }
-                progress(&format!("replacing {} {} [{}]: {reason}; deleting the old one", d.kind, d.id, l.physical_id));
-                let kind = kind_of(self.kinds, d.kind)?;
-                delete_one(self.ctx, kind, l).await.with_context(|| format!("deleting {} {} for replacement", d.kind, d.id))?;
+        // What leaves the spec but still uses an old half going now goes with them (a subnet
+        // dropped from the spec in the VPC being replaced): AWS refuses to delete what is used.
+        let (first, early) = (&phase.old, &phase.early);
+        // One order for both, dependents first (for the old halves, the spec's order reversed).
+        let mut going = first.clone();
+        going.extend(early.iter().copied());
+        for i in super::graph::deletion_waves(&going, self.desired).into_iter().flatten() {
+            let o = going[i];
+            let kind = kind_of(self.kinds, o.kind)?;
+            if i >= first.len() {
+                progress(&format!(
+                    "deleting {} {} [{}] now: it left the spec and uses what is replaced delete-first",
+                    o.kind, o.id, o.physical_id
+                ));
+                delete_one(self.ctx, kind, o).await.with_context(|| format!("deleting {} {}", o.kind, o.id))?;
+                report.deleted += 1;
+                continue;
             }
+            let reason = self.plan.resources.iter().find(|r| r.kind == o.kind && r.id == o.id).map(|r| match &r.action {
+                Action::Replace { reason } => reason.as_str(),
+                _ => "replaced",
+            });
+            progress(&format!("replacing {} {} [{}]: {}; deleting the old one", o.kind, o.id, o.physical_id, reason.unwrap_or("replaced")));
+            delete_one(self.ctx, kind, o).await.with_context(|| format!("deleting {} {} for replacement", o.kind, o.id))?;
         }
-        Ok(old_halves)
+        let old_halves = self
+            .order
+            .iter()
+            .map(|&i| &self.desired[i])
+            .filter(|d| matches!(self.action_of(d), Action::Replace { .. }) && !phase.ids.contains(d.id.as_str()))
+            .filter_map(|d| self.live_of(d))
+            .rev()
+            .collect();
+        Ok((old_halves, phase.early))
+    }
+
+    /// What phase 3 deletes or retains: what left the spec, duplicates (not what is already
+    /// leaving, nor what is held back).
+    fn removed(&self) -> Vec<&'a Observed> {
+        let doomed: Vec<(&str, &str)> = self
+            .plan
+            .resources
+            .iter()
+            .filter(|r| matches!(r.action, Action::Delete { .. } | Action::Retain { .. }))
+            .filter(|r| r.action != Action::Delete { reason: LEAVING.into() })
+            .filter(|r| !self.held.contains(&(r.kind, r.id.as_str())) || r.action == Action::Delete { reason: DUPLICATE.into() })
+            .filter_map(|r| Some((r.kind, r.physical_id.as_deref()?)))
+            .collect();
+        self.observed.iter().filter(|o| doomed.contains(&(o.kind, o.physical_id.as_str()))).collect()
     }
 
     /// Phase 2. Creates and updates, in dependency order, concurrently where independent (at
@@ -220,14 +257,15 @@ impl<'a> Run<'a> {
                 }
                 let kind = kind_of(self.kinds, d.kind)?;
                 let fields = resolve_fields(&d.fields, &ids);
-                let current = match self.action_of(d) {
-                    Action::Create | Action::Replace { .. } => None,
-                    _ => self.live_of(d),
+                let (current, old) = match self.action_of(d) {
+                    Action::Create => (None, None),
+                    Action::Replace { .. } => (None, self.live_of(d)),
+                    _ => (self.live_of(d), None),
                 };
                 let ctx = self.ctx;
                 running.push(async move {
                     let started = Instant::now();
-                    let r = converge_one(ctx, kind, d, &fields, current).await;
+                    let r = converge_one(ctx, kind, d, &fields, current, old).await;
                     (n, started, r)
                 });
             }
@@ -277,17 +315,14 @@ impl<'a> Run<'a> {
 
     /// Phase 3, only when everything else succeeded: the old halves of create-before-destroy
     /// replacements, resources no longer in the spec, and duplicates, dependents first.
-    async fn delete_what_left(&self, old_halves: Vec<&'a Observed>, report: &mut ApplyReport) -> anyhow::Result<()> {
-        let doomed: Vec<(&str, &str)> = self
-            .plan
-            .resources
-            .iter()
-            .filter(|r| matches!(r.action, Action::Delete { .. } | Action::Retain { .. }))
-            .filter(|r| r.action != Action::Delete { reason: LEAVING.into() })
-            .filter(|r| !self.held.contains(&(r.kind, r.id.as_str())) || r.action == Action::Delete { reason: DUPLICATE.into() })
-            .filter_map(|r| Some((r.kind, r.physical_id.as_deref()?)))
-            .collect();
-        let mut victims: Vec<&Observed> = self.observed.iter().filter(|o| doomed.contains(&(o.kind, o.physical_id.as_str()))).collect();
+    async fn delete_what_left(
+        &self,
+        old_halves: Vec<&'a Observed>,
+        deleted_early: &[&Observed],
+        report: &mut ApplyReport,
+    ) -> anyhow::Result<()> {
+        let mut victims: Vec<&Observed> =
+            self.removed().into_iter().filter(|o| !deleted_early.iter().any(|e| std::ptr::eq(*e, *o))).collect();
         victims.extend(old_halves);
         let (deleted, retained) = delete_in_dependency_order(self.ctx, self.kinds, &victims, self.desired).await?;
         report.deleted += deleted;
@@ -331,7 +366,16 @@ enum Outcome {
 /// Each error class has its own budget ([`RetryBudget`]): a role not assumable yet is retried
 /// until the propagation deadline, a conflict until the conflict deadline.
 /// A resource that is still becoming ready (found Pending) is waited for before dependents run.
-async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, live: Option<&Observed>) -> anyhow::Result<Outcome> {
+/// `old` is the resource a replacement replaces: looking again, it is not the one being
+/// converged (it still carries the logical id until phase 3 deletes it).
+async fn converge_one(
+    ctx: &Ctx,
+    kind: &dyn Kind,
+    d: &Desired,
+    fields: &Fields,
+    live: Option<&Observed>,
+    old: Option<&Observed>,
+) -> anyhow::Result<Outcome> {
     let was_missing = live.is_none();
     let mut live = live.cloned();
     let mut budget = RetryBudget::new(&ctx.settings);
@@ -357,9 +401,9 @@ async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, 
                 if let Some(why) = super::wait::sleep_unless_stopped(&ctx.stop, wait).await {
                     return Err(e.context(format!("stopped ({why}) before trying again")));
                 }
-                live = observe_one(ctx, kind, d).await?;
+                live = observe_one(ctx, kind, d, old).await?;
                 if live.is_none() && lost_create {
-                    live = find_lost_create(ctx, kind, d).await?;
+                    live = find_lost_create(ctx, kind, d, old).await?;
                 }
             }
         }
@@ -369,7 +413,7 @@ async fn converge_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, 
 /// After a create that may have happened (its answer was lost or a 5xx), the new resource
 /// can be missing from listings for a while: look again until `listing_lag` has passed before
 /// the engine creates it anew, so that a lost answer never becomes a duplicate.
-async fn find_lost_create(ctx: &Ctx, kind: &dyn Kind, d: &Desired) -> anyhow::Result<Option<Observed>> {
+async fn find_lost_create(ctx: &Ctx, kind: &dyn Kind, d: &Desired, old: Option<&Observed>) -> anyhow::Result<Option<Observed>> {
     let s = &ctx.settings;
     let started = Instant::now();
     progress(&format!(
@@ -378,7 +422,7 @@ async fn find_lost_create(ctx: &Ctx, kind: &dyn Kind, d: &Desired) -> anyhow::Re
     ));
     while started.elapsed() < s.listing_lag {
         tokio::time::sleep(s.poll_interval.min(s.listing_lag.saturating_sub(started.elapsed()))).await;
-        if let Some(found) = observe_one(ctx, kind, d).await? {
+        if let Some(found) = observe_one(ctx, kind, d, old).await? {
             return Ok(Some(found));
         }
     }
@@ -389,7 +433,7 @@ async fn find_lost_create(ctx: &Ctx, kind: &dyn Kind, d: &Desired) -> anyhow::Re
 async fn wait_ready(ctx: &Ctx, kind: &dyn Kind, d: &Desired, live: &Observed) -> anyhow::Result<()> {
     progress(&format!("waiting for {} {} [{}] to become ready", d.kind, d.id, live.physical_id));
     super::wait::until(ctx, &format!("{} {} [{}] to become ready", d.kind, d.id, live.physical_id), || async {
-        match observe_one(ctx, kind, d).await?.map(|o| o.status) {
+        match observe_again(ctx, kind, live).await?.map(|o| o.status) {
             Some(Status::Ready) => Ok(Some(())),
             Some(Status::Failed(why)) => Err(anyhow!("{} {} failed: {why}; the next apply replaces it", d.kind, d.id)),
             // Usable but unhealthy: dependents go on; the end of apply reports it.

@@ -87,6 +87,27 @@ pub fn waves_of(deps: &[BTreeSet<usize>]) -> Vec<Vec<usize>> {
     waves
 }
 
+/// Those of `candidates` that use any of `used` (their fields name it, or the spec says so),
+/// directly or through each other.
+pub(super) fn users_among<'o>(used: &[&Observed], candidates: &[&'o Observed], desired: &[Desired]) -> Vec<&'o Observed> {
+    if used.is_empty() || candidates.is_empty() {
+        return Vec::new();
+    }
+    let mut all: Vec<&Observed> = used.to_vec();
+    all.extend(candidates.iter().copied());
+    let deps = dependencies(&all, desired);
+    let mut reached: BTreeSet<usize> = (0..used.len()).collect();
+    loop {
+        let more: Vec<usize> =
+            (used.len()..all.len()).filter(|j| !reached.contains(j) && deps[*j].iter().any(|d| reached.contains(d))).collect();
+        if more.is_empty() {
+            break;
+        }
+        reached.extend(more);
+    }
+    reached.into_iter().filter(|&j| j >= used.len()).map(|j| candidates[j - used.len()]).collect()
+}
+
 pub(super) fn deps_of(d: &Desired) -> BTreeSet<String> {
     let mut deps = BTreeSet::new();
     for v in d.fields.values() {

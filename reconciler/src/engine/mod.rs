@@ -14,7 +14,10 @@ mod observe;
 pub mod ownership;
 mod planner;
 pub mod policy;
+#[cfg(test)]
+mod properties;
 mod refs;
+mod replacement;
 pub mod retry;
 #[cfg(test)]
 mod testing;

@@ -2,61 +2,15 @@
 //! update, replace (and in which order) and delete, duplicates resolved.
 
 use super::diff::{diff_fields, for_create};
-use super::graph::{deps_of, topo_order};
+use super::graph::topo_order;
 use super::kind_of;
 use super::observe::leaving;
 use super::ownership;
 use super::refs::{contains_unknown, references, resolve};
+use super::replacement::{first_phase, refusal};
 use super::{Desired, FieldChange, Fields, Identity, Kind, Observed, Replacement, Status};
-use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, LEAVING};
+use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, DUPLICATE_IN_USE, LEAVING};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Which replacements go delete-first (`replaced` in creation order, dependencies first): the
-/// ones their kind orders so, and any whose dependency goes delete-first.
-pub(super) fn delete_first<'a>(replaced: &[(&'a Desired, Replacement)]) -> BTreeSet<&'a str> {
-    let mut out: BTreeSet<&str> = BTreeSet::new();
-    for (d, how) in replaced {
-        if *how == Replacement::DeleteBeforeCreate || deps_of(d).iter().any(|x| out.contains(x.as_str())) {
-            out.insert(d.id.as_str());
-        }
-    }
-    out
-}
-
-/// A delete-first replacement that something staying in place still uses: a dependent that
-/// is only updated (an internet gateway attached to the VPC, an ECS service whose tasks sit
-/// in the subnets) or replaced create-before-destroy (its old half lives on until the end).
-/// Deleting the old resource under it fails on AWS (`DependencyViolation`, `ResourceInUse`)
-/// or strands the dependent, so the whole apply is refused before any change, saying what
-/// to do instead. `None` when every delete-first replacement takes its dependents with it.
-pub(super) fn stranded_by_delete_first(
-    kinds: &[Box<dyn Kind>],
-    desired: &[Desired],
-    delete_first: &BTreeSet<&str>,
-    action_of: impl Fn(&Desired) -> Action,
-) -> Option<String> {
-    let mut stranded: Vec<String> = Vec::new();
-    for d in desired {
-        if delete_first.contains(d.id.as_str()) || matches!(action_of(d), Action::Create) {
-            continue;
-        }
-        if !kind_of(kinds, d.kind).is_ok_and(|k| k.holds_what_it_uses()) {
-            continue;
-        }
-        for dep in deps_of(d).iter().filter(|x| delete_first.contains(x.as_str())) {
-            stranded.push(format!("  {} {} still uses `{dep}`", d.kind, d.id));
-        }
-    }
-    if stranded.is_empty() {
-        return None;
-    }
-    let replaced: Vec<&str> = delete_first.iter().copied().collect();
-    Some(format!(
-        "refusing to apply: this change replaces {} delete-first (AWS can neither change it in place nor keep two at once), but resources that stay in place still use it:\n{}\nNothing was changed. Deleting what they use under them fails on AWS (DependencyViolation, ResourceInUse) and would leave the stack half-replaced. To make this change (a new network, another VPC, a Cloud Map record type): either destroy the stack (`reconciler destroy`; retained data is kept) and apply the new spec (downtime), or apply the new spec as a second stack under another `name`, move traffic to it, then destroy the old stack (no downtime).",
-        replaced.join(", "),
-        stranded.join("\n")
-    ))
-}
 
 pub(super) fn resolve_fields(fields: &Fields, ids: &BTreeMap<String, Identity>) -> Fields {
     fields.iter().map(|(k, v)| (k.clone(), resolve(v, ids))).collect()
@@ -196,22 +150,30 @@ pub fn plan(
     // kept and only updated (so moved to the kept copy before the deletions, never held back):
     // an interrupted create-before-destroy is finished in one run. Otherwise it stays until
     // the next run.
+    // So can one whose users all leave the spec in this run (deleted before it, dependents
+    // first).
+    let wanted: BTreeSet<(&str, &str)> = desired.iter().map(|d| (d.kind, d.id.as_str())).collect();
+    let mut dups_in_use: Vec<&Observed> = Vec::new();
     for (dup, referrers) in used {
         let moves = |r: &&Observed| {
             live.get(&(r.kind, r.id.as_str())).is_some_and(|k| std::ptr::eq(*k, *r))
                 && resources.iter().any(|p| p.kind == r.kind && p.id == r.id && p.action == Action::Update)
         };
+        let goes = |r: &&Observed| !wanted.contains(&(r.kind, r.id.as_str())) && !leaving(r) && !ownership::retained(&r.fields);
         if referrers.iter().all(moves) {
             dups.push(dup);
+        } else if referrers.iter().all(|r| moves(r) || goes(r)) {
+            dups_in_use.push(dup);
         }
     }
-    let wanted: BTreeSet<(&str, &str)> = desired.iter().map(|d| (d.kind, d.id.as_str())).collect();
     for o in observed {
         let duplicate = dups.iter().any(|d| std::ptr::eq(*d, o));
         let action = if leaving(o) {
             Action::Delete { reason: LEAVING.into() }
         } else if duplicate {
             Action::Delete { reason: DUPLICATE.into() }
+        } else if dups_in_use.iter().any(|d| std::ptr::eq(*d, o)) {
+            Action::Delete { reason: DUPLICATE_IN_USE.into() }
         } else if wanted.contains(&(o.kind, o.id.as_str())) {
             continue;
         } else if ownership::retained(&o.fields) {
@@ -239,7 +201,19 @@ pub fn plan(
     }
     let action_of =
         |d: &Desired| resources.iter().find(|r| r.kind == d.kind && r.id == d.id).map(|r| r.action.clone()).unwrap_or(Action::Create);
-    let notes = stranded_by_delete_first(kinds, desired, &delete_first(&replaced), action_of)
+    let removed: Vec<&Observed> = observed
+        .iter()
+        .filter(|o| {
+            resources.iter().any(|r| {
+                r.kind == o.kind
+                    && r.physical_id.as_deref() == Some(o.physical_id.as_str())
+                    && matches!(r.action, Action::Delete { .. } | Action::Retain { .. })
+                    && r.action != Action::Delete { reason: LEAVING.into() }
+            })
+        })
+        .collect();
+    let phase = first_phase(&replaced, &live, &removed, desired);
+    let notes = refusal(kinds, desired, &phase, action_of, &live)
         .map(|why| why.replacen("refusing to apply:", "apply refuses this plan:", 1))
         .into_iter()
         .collect();
@@ -284,36 +258,6 @@ mod tests {
     use crate::engine::{reference, reference_to};
     use serde_json::json;
 
-    /// A delete-first replacement under something that stays and holds it is refused; under
-    /// something that does not hold what it uses (a route table's route to a NAT gateway) it
-    /// goes ahead.
-    #[test]
-    fn only_dependents_that_hold_what_they_use_refuse_a_delete_first_replacement() {
-        let sub = desired("a", "sub", json!({}));
-        let table = desired("rt", "table", json!({"subnets": reference("sub")}));
-        let service = desired("b", "service", json!({"subnets": reference("sub")}));
-        let first = BTreeSet::from(["sub"]);
-        assert_eq!(stranded_by_delete_first(&kinds(), &[sub.clone(), table.clone()], &first, |_| Action::Update), None);
-        let why = stranded_by_delete_first(&kinds(), &[sub, table, service], &first, |_| Action::Update).unwrap();
-        assert!(why.contains("b service still uses `sub`") && !why.contains("table"), "{why}");
-    }
-
-    /// A create-before-destroy replacement inside something replaced delete-first (a security
-    /// group in a VPC being replaced) goes delete-first too; on its own it overlaps.
-    #[test]
-    fn replacements_inside_a_delete_first_one_go_first_too() {
-        let vpc = desired("a", "vpc", json!({}));
-        let sg = desired("b", "sg", json!({"vpc": reference("vpc")}));
-        let other = desired("b", "sg-other", json!({}));
-        let got = delete_first(&[
-            (&vpc, Replacement::DeleteBeforeCreate),
-            (&sg, Replacement::CreateBeforeDestroy),
-            (&other, Replacement::CreateBeforeDestroy),
-        ]);
-        assert_eq!(got, BTreeSet::from(["vpc", "sg"]));
-        let alone = delete_first(&[(&sg, Replacement::CreateBeforeDestroy)]);
-        assert!(alone.is_empty());
-    }
     #[test]
     fn plans_create_noop_update_replace_delete() {
         let d = vec![
