@@ -17,4 +17,5 @@ mod network;
 mod policy;
 mod safety;
 mod spec_corpus;
+mod spec_properties;
 mod structure;

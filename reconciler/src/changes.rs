@@ -93,9 +93,9 @@ pub enum Action {
 /// destructive change.
 pub const DUPLICATE: &str = "duplicate of the same logical id (left by an interrupted run)";
 
-/// The reason given for deleting a duplicate that only what leaves the spec still uses: it
-/// goes after them, and is held back with them in an unattended run.
-pub const DUPLICATE_IN_USE: &str = "duplicate of the same logical id, used only by what leaves the spec (deleted after it)";
+/// The reason given for deleting a duplicate that only what leaves the spec or is replaced
+/// still uses: it goes after them, and is held back with them in an unattended run.
+pub const DUPLICATE_IN_USE: &str = "duplicate of the same logical id, used only by what this run deletes or replaces (deleted after it)";
 
 /// The reason given for a resource found on its way out (a NAT gateway `deleting`, an ECS
 /// service `DRAINING`): nothing is deleted, the run waits until it is gone.

@@ -57,10 +57,10 @@ pub async fn apply(
     let run = Run { ctx, kinds, desired, observed, externals, plan, order, live, held };
     let mut report = ApplyReport { held: run.held_steps(), ..ApplyReport::default() };
     run.wait_for_what_is_leaving().await?;
-    let (old_halves, deleted_early) = run.delete_first_replacements(&mut report).await?;
-    let mut failed = run.create_and_update(&mut report).await?;
+    let (old_halves, deleted) = run.delete_first_replacements(&mut report).await?;
+    let mut failed = run.create_and_update(&deleted, &mut report).await?;
     if failed.is_empty() {
-        run.delete_what_left(old_halves, &deleted_early, &mut report).await?;
+        run.delete_what_left(old_halves, &deleted, &mut report).await?;
     } else if plan.count(|a| matches!(a, Action::Delete { .. })) > 0 || !old_halves.is_empty() {
         progress("not deleting resources that left the spec or were replaced, because something failed above");
     }
@@ -146,7 +146,7 @@ impl<'a> Run<'a> {
     /// goes delete-first too: it cannot outlive what it lives in (a security group in a VPC
     /// being replaced). Returns the old halves of the create-before-destroy replacements,
     /// kept until the new ones exist and dependents point at them (phase 3), and what it
-    /// deleted early because it used an old half going first (phase 3 skips those).
+    /// deleted: the delete-first old halves and what used them (phase 3 skips those).
     async fn delete_first_replacements(&self, report: &mut ApplyReport) -> anyhow::Result<(Vec<&'a Observed>, Vec<&'a Observed>)> {
         let mut replaced: Vec<(&Desired, Replacement)> = Vec::new();
         for &i in &self.order {
@@ -193,7 +193,9 @@ impl<'a> Run<'a> {
             .filter_map(|d| self.live_of(d))
             .rev()
             .collect();
-        Ok((old_halves, phase.early))
+        let mut deleted = phase.old;
+        deleted.extend(phase.early);
+        Ok((old_halves, deleted))
     }
 
     /// What phase 3 deletes or retains: what left the spec, duplicates (not what is already
@@ -213,7 +215,7 @@ impl<'a> Run<'a> {
 
     /// Phase 2. Creates and updates, in dependency order, concurrently where independent (at
     /// most `max_concurrency` at a time). Returns what failed or was skipped, by logical id.
-    async fn create_and_update(&self, report: &mut ApplyReport) -> anyhow::Result<BTreeMap<String, String>> {
+    async fn create_and_update(&self, deleted: &[&Observed], report: &mut ApplyReport) -> anyhow::Result<BTreeMap<String, String>> {
         let desired = self.desired;
         let mut ids: BTreeMap<String, Identity> = self.externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.clone()))).collect();
         for d in desired {
@@ -257,15 +259,21 @@ impl<'a> Run<'a> {
                 }
                 let kind = kind_of(self.kinds, d.kind)?;
                 let fields = resolve_fields(&d.fields, &ids);
-                let (current, old) = match self.action_of(d) {
-                    Action::Create => (None, None),
-                    Action::Replace { .. } => (None, self.live_of(d)),
-                    _ => (self.live_of(d), None),
+                let current = match self.action_of(d) {
+                    Action::Create | Action::Replace { .. } => None,
+                    _ => self.live_of(d),
                 };
+                // What still carries the logical id (an old half kept until phase 3, duplicates).
+                let known: Vec<&str> = self
+                    .observed
+                    .iter()
+                    .filter(|o| o.kind == d.kind && o.id == d.id && !deleted.iter().any(|x| std::ptr::eq(*x, *o)))
+                    .map(|o| o.physical_id.as_str())
+                    .collect();
                 let ctx = self.ctx;
                 running.push(async move {
                     let started = Instant::now();
-                    let r = converge_one(ctx, kind, d, &fields, current, old).await;
+                    let r = converge_one(ctx, kind, d, &fields, current, &known).await;
                     (n, started, r)
                 });
             }
@@ -315,14 +323,8 @@ impl<'a> Run<'a> {
 
     /// Phase 3, only when everything else succeeded: the old halves of create-before-destroy
     /// replacements, resources no longer in the spec, and duplicates, dependents first.
-    async fn delete_what_left(
-        &self,
-        old_halves: Vec<&'a Observed>,
-        deleted_early: &[&Observed],
-        report: &mut ApplyReport,
-    ) -> anyhow::Result<()> {
-        let mut victims: Vec<&Observed> =
-            self.removed().into_iter().filter(|o| !deleted_early.iter().any(|e| std::ptr::eq(*e, *o))).collect();
+    async fn delete_what_left(&self, old_halves: Vec<&'a Observed>, deleted: &[&Observed], report: &mut ApplyReport) -> anyhow::Result<()> {
+        let mut victims: Vec<&Observed> = self.removed().into_iter().filter(|o| !deleted.iter().any(|e| std::ptr::eq(*e, *o))).collect();
         victims.extend(old_halves);
         let (deleted, retained) = delete_in_dependency_order(self.ctx, self.kinds, &victims, self.desired).await?;
         report.deleted += deleted;
@@ -366,15 +368,17 @@ enum Outcome {
 /// Each error class has its own budget ([`RetryBudget`]): a role not assumable yet is retried
 /// until the propagation deadline, a conflict until the conflict deadline.
 /// A resource that is still becoming ready (found Pending) is waited for before dependents run.
-/// `old` is the resource a replacement replaces: looking again, it is not the one being
-/// converged (it still carries the logical id until phase 3 deletes it).
+/// Looking again, the resource being converged is found by its AWS id; a new one (after a
+/// create that may have happened) is one with the logical id that is not `known`: not in the
+/// snapshot the plan was made from (the old half of a replacement keeps the logical id until
+/// phase 3 deletes it, and so do duplicates).
 async fn converge_one(
     ctx: &Ctx,
     kind: &dyn Kind,
     d: &Desired,
     fields: &Fields,
     live: Option<&Observed>,
-    old: Option<&Observed>,
+    known: &[&str],
 ) -> anyhow::Result<Outcome> {
     let was_missing = live.is_none();
     let mut live = live.cloned();
@@ -397,13 +401,19 @@ async fn converge_one(
                 progress(
                     &format!("{} {}: {e:#}; observing again and retrying in {wait:.1?} (attempt {})", d.kind, d.id, budget.attempt(),),
                 );
-                let lost_create = live.is_none() && super::retry::is_ambiguous(&e);
                 if let Some(why) = super::wait::sleep_unless_stopped(&ctx.stop, wait).await {
                     return Err(e.context(format!("stopped ({why}) before trying again")));
                 }
-                live = observe_one(ctx, kind, d, old).await?;
-                if live.is_none() && lost_create {
-                    live = find_lost_create(ctx, kind, d, old).await?;
+                live = match &live {
+                    Some(l) => observe_again(ctx, kind, l).await?,
+                    None => None,
+                };
+                // Missing (never there, or deleted by a replacement in place): a new one may be.
+                if live.is_none() {
+                    live = observe_one(ctx, kind, d, known).await?;
+                }
+                if live.is_none() && super::retry::is_ambiguous(&e) {
+                    live = find_lost_create(ctx, kind, d, known).await?;
                 }
             }
         }
@@ -413,7 +423,7 @@ async fn converge_one(
 /// After a create that may have happened (its answer was lost or a 5xx), the new resource
 /// can be missing from listings for a while: look again until `listing_lag` has passed before
 /// the engine creates it anew, so that a lost answer never becomes a duplicate.
-async fn find_lost_create(ctx: &Ctx, kind: &dyn Kind, d: &Desired, old: Option<&Observed>) -> anyhow::Result<Option<Observed>> {
+async fn find_lost_create(ctx: &Ctx, kind: &dyn Kind, d: &Desired, known: &[&str]) -> anyhow::Result<Option<Observed>> {
     let s = &ctx.settings;
     let started = Instant::now();
     progress(&format!(
@@ -422,7 +432,7 @@ async fn find_lost_create(ctx: &Ctx, kind: &dyn Kind, d: &Desired, old: Option<&
     ));
     while started.elapsed() < s.listing_lag {
         tokio::time::sleep(s.poll_interval.min(s.listing_lag.saturating_sub(started.elapsed()))).await;
-        if let Some(found) = observe_one(ctx, kind, d, old).await? {
+        if let Some(found) = observe_one(ctx, kind, d, known).await? {
             return Ok(Some(found));
         }
     }

@@ -72,11 +72,12 @@ pub async fn observe_owned(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desire
     Ok((all, skipped))
 }
 
-/// The resource with this logical id, as it is now (one on its way out is not it, nor `old`,
-/// the one a replacement replaces: it keeps the logical id until it is deleted).
-pub(super) async fn observe_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, old: Option<&Observed>) -> anyhow::Result<Option<Observed>> {
-    let not_old = |o: &Observed| old.is_none_or(|old| old.physical_id != o.physical_id);
-    Ok(observe_kind(ctx, kind, &[d]).await?.into_iter().find(|o| o.id == d.id && !leaving(o) && not_old(o)))
+/// The resource with this logical id, as it is now, other than those with a `known` AWS id
+/// (what a replacement replaces and duplicates keep the logical id until they are deleted).
+/// One on its way out is not it.
+pub(super) async fn observe_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, known: &[&str]) -> anyhow::Result<Option<Observed>> {
+    let found = observe_kind(ctx, kind, &[d]).await?;
+    Ok(found.into_iter().find(|o| o.id == d.id && !leaving(o) && !known.contains(&o.physical_id.as_str())))
 }
 
 pub(super) fn leaving(o: &Observed) -> bool {

@@ -242,4 +242,47 @@ mod tests {
         drop_ignored_tags(&mut g, None, &[]);
         assert_eq!(g["tags"], serde_json::json!({"scanner": "x"}), "nothing ignored by default");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn tag_map(keys: &'static str) -> impl Strategy<Value = TagMap> {
+            prop::collection::btree_map(keys, "[a-z0-9 ]{0,6}", 0..4)
+        }
+
+        proptest! {
+            /// #23 §2: the tags a resource was created with, as AWS lists them back (any order,
+            /// with AWS's own `aws:*` tags and tags other tools manage), compare equal to the
+            /// desired set; and a delta from any tag set reaches the desired one.
+            #[test]
+            fn owned_tags_read_back_equal_the_desired_ones(
+                user in tag_map("[a-z]{1,5}"),
+                aws in tag_map("aws:[a-z]{1,5}"),
+                others in tag_map("scan-[a-z]{1,4}"),
+                have in tag_map("[a-z]{1,3}"),
+                turn in 0..8usize,
+            ) {
+                let want = tags("stack", "vpc", &user);
+                let mut listed: Vec<(&str, &str)> =
+                    want.iter().chain(aws.iter()).chain(others.iter()).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let by = turn % listed.len();
+                listed.rotate_left(by);
+                prop_assert_eq!(owned_id("stack", listed.iter().copied()), Some("vpc".to_string()));
+                let mut fields = serde_json::Map::new();
+                fields.insert("tags".into(), serde_json::to_value(comparable(listed)).unwrap());
+                drop_ignored_tags(&mut fields, Some(&serde_json::to_value(&want).unwrap()), &["scan-*".to_string()]);
+                prop_assert_eq!(super::super::tag_map(fields.get("tags")), want.clone());
+
+                let delta = TagDelta::between(&have, &want);
+                let mut after = have.clone();
+                after.extend(delta.set.clone());
+                for k in &delta.unset {
+                    prop_assert!(!want.contains_key(k), "removes {} that is wanted", k);
+                    after.remove(k);
+                }
+                prop_assert_eq!(after, want);
+            }
+        }
+    }
 }

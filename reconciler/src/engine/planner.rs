@@ -150,8 +150,8 @@ pub fn plan(
     // kept and only updated (so moved to the kept copy before the deletions, never held back):
     // an interrupted create-before-destroy is finished in one run. Otherwise it stays until
     // the next run.
-    // So can one whose users all leave the spec in this run (deleted before it, dependents
-    // first).
+    // So can one whose users all leave the spec or are replaced in this run (deleted before
+    // it, dependents first).
     let wanted: BTreeSet<(&str, &str)> = desired.iter().map(|d| (d.kind, d.id.as_str())).collect();
     let mut dups_in_use: Vec<&Observed> = Vec::new();
     for (dup, referrers) in used {
@@ -159,7 +159,12 @@ pub fn plan(
             live.get(&(r.kind, r.id.as_str())).is_some_and(|k| std::ptr::eq(*k, *r))
                 && resources.iter().any(|p| p.kind == r.kind && p.id == r.id && p.action == Action::Update)
         };
-        let goes = |r: &&Observed| !wanted.contains(&(r.kind, r.id.as_str())) && !leaving(r) && !ownership::retained(&r.fields);
+        // Leaves the spec, or is replaced (its old half is deleted before this one).
+        let goes = |r: &&Observed| {
+            let replaced = live.get(&(r.kind, r.id.as_str())).is_some_and(|k| std::ptr::eq(*k, *r))
+                && resources.iter().any(|p| p.kind == r.kind && p.id == r.id && matches!(p.action, Action::Replace { .. }));
+            replaced || (!wanted.contains(&(r.kind, r.id.as_str())) && !leaving(r) && !ownership::retained(&r.fields))
+        };
         if referrers.iter().all(moves) {
             dups.push(dup);
         } else if referrers.iter().all(|r| moves(r) || goes(r)) {
@@ -398,10 +403,11 @@ mod tests {
         assert_eq!(p.resources.iter().filter(|r| matches!(r.action, Action::Delete { .. })).count(), 2);
     }
 
-    /// Two duplicates each used by something: one is kept, the other is not deleted under its
-    /// dependent (which apply moves to the kept one; the next run removes the duplicate).
+    /// Two duplicates each used by something: one is kept; the other is deleted only once its
+    /// dependent has moved to the kept one (here by replacement: the fake kind cannot change
+    /// `parent` in place), in the same run, and held with it in an unattended one.
     #[test]
-    fn a_duplicate_something_depends_on_is_never_deleted() {
+    fn a_duplicate_something_depends_on_goes_only_after_it_moves() {
         let d = vec![
             desired("a", "root", json!({})),
             desired("b", "child", json!({"parent": reference("root")})),
@@ -414,12 +420,20 @@ mod tests {
             live("b", "other", "o-1", json!({"parent": "r-2"})),
         ];
         let p = plan("s", &kinds(), &d, &obs, &BTreeMap::new()).unwrap();
+        let changed: Vec<(String, Action)> = actions(&p).into_iter().filter(|(_, a)| *a != Action::NoOp).collect();
+        assert_eq!(
+            changed,
+            vec![
+                ("other".to_string(), Action::Replace { reason: "`parent` cannot change in place".into() }),
+                ("root".to_string(), Action::Delete { reason: DUPLICATE_IN_USE.into() })
+            ]
+        );
+        assert_eq!(p.resources.iter().find(|r| r.id == "root" && r.physical_id.as_deref() == Some("r-2")).map(|r| r.kind), Some("a"));
+        // A duplicate whose dependent stays as it is (not moved) is never deleted.
+        let mut stays = d.clone();
+        stays[2].fields.insert("parent".into(), json!("r-2"));
+        let p = plan("s", &kinds(), &stays, &obs, &BTreeMap::new()).unwrap();
         assert!(p.resources.iter().all(|r| !matches!(r.action, Action::Delete { .. })), "{:?}", actions(&p));
-        // The dependent of the other duplicate moves to the kept one (here by replacement: the
-        // fake kind cannot change `parent` in place); the one on the kept one stays.
-        let moving: Vec<String> = p.resources.iter().filter(|r| r.action != Action::NoOp).map(|r| r.id.clone()).collect();
-        assert_eq!(moving.len(), 1, "{:?}", actions(&p));
-        assert!(moving[0] == "child" || moving[0] == "other");
     }
 
     #[test]

@@ -647,4 +647,34 @@ mod regressions {
             spec(&[(1, 0)], &[(0, 0)], &[(0, 0, 0)], &[(0, 0)]),
         );
     }
+
+    /// A VPC replaced delete-first loses the answer to its new half's create while a duplicate
+    /// of the old one is still there: looking again finds the new one, not the duplicate (it
+    /// took the duplicate for it, replaced it, and left two).
+    #[test]
+    fn a_lost_answer_is_never_taken_for_a_duplicate() {
+        check(
+            vec![
+                apply(spec(&[(1, 0), (0, 0)], &[], &[], &[])),
+                Step::Perturb(Perturb::Delete(1)),
+                Step::Perturb(Perturb::Duplicate(0)),
+                Step::Apply(spec(&[(0, 0)], &[], &[], &[]), vec![(2, Fault::LostAnswer)]),
+            ],
+            spec(&[(0, 0)], &[], &[], &[]),
+        );
+    }
+
+    /// A duplicate VPC that only a subnet being replaced still uses goes in the same run, after
+    /// the subnet's old half.
+    #[test]
+    fn a_duplicate_used_only_by_what_is_replaced_goes_in_the_same_run() {
+        check(
+            vec![
+                apply(spec(&[(1, 2)], &[], &[], &[])),
+                Step::Perturb(Perturb::Duplicate(0)),
+                Step::Apply(spec(&[(0, 0)], &[(0, 0)], &[(0, 0, 0)], &[]), vec![(4, Fault::Refused)]),
+            ],
+            spec(&[(1, 2)], &[(0, 0)], &[], &[]),
+        );
+    }
 }

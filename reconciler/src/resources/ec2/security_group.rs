@@ -264,25 +264,65 @@ fn rules_statement() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What DescribeSecurityGroupRules returns for a rule authorized as `p`: one rule per
+    /// peer, the protocol as sent, ports -1 for protocol `-1` (AWS ignores any sent).
+    fn aws_echo(p: &IpPermission) -> SecurityGroupRule {
+        let all = p.ip_protocol() == Some("-1");
+        SecurityGroupRule::builder()
+            .set_ip_protocol(p.ip_protocol().map(String::from))
+            .from_port(if all { -1 } else { p.from_port().unwrap_or(-1) })
+            .to_port(if all { -1 } else { p.to_port().unwrap_or(-1) })
+            .set_cidr_ipv4(p.ip_ranges().first().and_then(|r| r.cidr_ip()).map(String::from))
+            .set_cidr_ipv6(p.ipv6_ranges().first().and_then(|r| r.cidr_ipv6()).map(String::from))
+            .set_referenced_group_info(
+                p.user_id_group_pairs()
+                    .first()
+                    .map(|g| aws_sdk_ec2::types::ReferencedSecurityGroup::builder().set_group_id(g.group_id().map(String::from)).build()),
+            )
+            .build()
+    }
 
     #[test]
     fn rule_text_round_trips_through_the_api_form() {
         for text in ["tcp 8080 10.0.0.0/16", "all all 0.0.0.0/0", "tcp 443-444 sg-123", "udp 53 ::/0"] {
-            let p = permission(text).unwrap();
-            let r =
-                SecurityGroupRule::builder()
-                    .ip_protocol(p.ip_protocol().unwrap())
-                    .set_from_port(p.from_port())
-                    .set_to_port(p.to_port())
-                    .set_cidr_ipv4(p.ip_ranges().first().and_then(|r| r.cidr_ip()).map(String::from))
-                    .set_cidr_ipv6(p.ipv6_ranges().first().and_then(|r| r.cidr_ipv6()).map(String::from))
-                    .set_referenced_group_info(p.user_id_group_pairs().first().map(|g| {
-                        aws_sdk_ec2::types::ReferencedSecurityGroup::builder().set_group_id(g.group_id().map(String::from)).build()
-                    }))
-                    .build();
+            let r = aws_echo(&permission(text).unwrap());
             assert_eq!(rule_text(&r).as_deref(), Some(text));
         }
         assert!(permission("tcp 8080").is_err());
         assert!(permission("tcp x 10.0.0.0/16").is_err());
+    }
+
+    /// Rule texts in the language desired state writes: protocol, ports (one, a range, `all`),
+    /// a peer (IPv4 or IPv6 CIDR, a security group).
+    fn rule() -> impl Strategy<Value = String> {
+        let ports = prop_oneof![
+            Just("all".to_string()),
+            (0..=65535i32).prop_map(|n| n.to_string()),
+            (0..65535i32, 1..=65535i32).prop_filter_map("a range", |(a, b)| (a < b && (a, b) != (0, 65535)).then(|| format!("{a}-{b}"))),
+        ];
+        let peer = prop_oneof![
+            (0..=255u8, 0..=255u8, 8..=32u8).prop_map(|(a, b, n)| format!("{a}.{b}.0.0/{n}")),
+            (0..=0xffffu32, 16..=128u8).prop_map(|(a, n)| format!("2001:{a:x}::/{n}")),
+            "[0-9a-f]{8,17}".prop_map(|h| format!("sg-{h}")),
+        ];
+        (prop_oneof![Just("tcp"), Just("udp"), Just("all")], ports, peer).prop_map(|(proto, ports, peer)| {
+            if proto == "all" {
+                format!("all all {peer}")
+            } else {
+                format!("{proto} {ports} {peer}")
+            }
+        })
+    }
+
+    proptest! {
+        /// #23 §2: a rule as sent and as AWS describes it back are the same text (no drift
+        /// from the round trip), for every rule desired state can write.
+        #[test]
+        fn every_rule_reads_back_as_written(text in rule()) {
+            let p = permission(&text).unwrap();
+            prop_assert_eq!(rule_text(&aws_echo(&p)), Some(text));
+        }
     }
 }

@@ -337,4 +337,121 @@ pub(super) mod tests {
         unsorted.environment.reverse();
         assert_eq!(container_fields(&container_definition(&unsorted, "x").unwrap()), desired());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn word() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_./:-]{0,10}"
+        }
+
+        /// Any container desired state can build (ECS's bounds: ports, health check timings,
+        /// stop timeout), in any order.
+        fn container() -> impl Strategy<Value = Container> {
+            let port = prop_oneof![Just((0u64, "tcp")), (1..=65535u64, prop_oneof![Just("tcp"), Just("udp")])];
+            let log = prop::option::of((word(), word(), word()).prop_map(|(group, region, prefix)| Log {
+                driver: "awslogs".into(),
+                group,
+                region,
+                prefix,
+            }));
+            let health = prop::option::of((prop::collection::vec(word(), 1..4), 5..=300u64, 2..=60u64, 1..=10u64, 0..=300u64).prop_map(
+                |(command, interval, timeout, retries, start_period)| HealthCheck { command, interval, timeout, retries, start_period },
+            ));
+            let env = prop::collection::vec((word(), word()).prop_map(|(name, value)| EnvVar { name, value }), 0..4);
+            let secrets = prop::collection::vec((word(), word()).prop_map(|(name, value_from)| SecretRef { name, value_from }), 0..4);
+            let mounts = prop::collection::vec(
+                (word(), word(), any::<bool>()).prop_map(|(volume, path, read_only)| Mount { volume, path, read_only }),
+                0..3,
+            );
+            let rest = (
+                "[a-z]{1,8}",
+                prop::collection::vec(word(), 0..3),
+                prop_oneof![Just(String::new()), "[0-9]{1,5}"],
+                any::<bool>(),
+                2..=120u64,
+                any::<bool>(),
+            );
+            (port, log, health, env, secrets, mounts, rest).prop_map(
+                |(
+                    (port, protocol),
+                    log,
+                    health_check,
+                    environment,
+                    secrets,
+                    mounts,
+                    (name, command, user, read_only_root, stop_timeout, essential),
+                )| Container {
+                    name,
+                    command,
+                    port,
+                    protocol: protocol.into(),
+                    environment,
+                    secrets,
+                    log,
+                    health_check,
+                    user,
+                    read_only_root,
+                    mounts,
+                    stop_timeout,
+                    essential,
+                },
+            )
+        }
+
+        /// What DescribeTaskDefinition returns for a registered container, per ECS's documented
+        /// behaviour: lists in any order (`turn`), empty lists left out or empty, defaults left
+        /// out or filled in (`omit`: essential, read-only root, stop timeout, health check
+        /// timings, the port mapping's protocol and host port), `cpu` 0 added.
+        fn aws_echo(sent: &ContainerDefinition, turn: usize, omit: bool) -> ContainerDefinition {
+            fn turned<T: Clone>(v: &Option<Vec<T>>, turn: usize, omit: bool) -> Option<Vec<T>> {
+                let mut v = v.clone().unwrap_or_default();
+                if v.is_empty() {
+                    return (!omit).then_some(v);
+                }
+                if turn % 2 == 1 {
+                    v.reverse();
+                }
+                let by = (turn / 2) % v.len();
+                v.rotate_left(by);
+                Some(v)
+            }
+            let mut e = sent.clone();
+            e.cpu = 0;
+            e.environment = turned(&sent.environment, turn, omit);
+            e.secrets = turned(&sent.secrets, turn, omit);
+            e.mount_points = turned(&sent.mount_points, turn, omit);
+            e.volumes_from = (!omit).then(Vec::new);
+            if omit {
+                let unless = |v: Option<i32>, default: u64| v.filter(|x| *x as u64 != default);
+                e.essential = e.essential.filter(|x| !x);
+                e.readonly_root_filesystem = e.readonly_root_filesystem.filter(|x| *x);
+                e.stop_timeout = unless(e.stop_timeout, STOP_TIMEOUT);
+                if let Some(h) = e.health_check.as_mut() {
+                    h.interval = unless(h.interval, HEALTH_INTERVAL);
+                    h.timeout = unless(h.timeout, HEALTH_TIMEOUT);
+                    h.retries = unless(h.retries, HEALTH_RETRIES);
+                    h.start_period = unless(h.start_period, HEALTH_START_PERIOD);
+                }
+                for m in e.port_mappings.iter_mut().flatten() {
+                    m.host_port = None;
+                    if m.protocol == Some(TransportProtocol::Tcp) {
+                        m.protocol = None;
+                    }
+                }
+            }
+            e
+        }
+
+        proptest! {
+            /// #23 §2: what is registered, as ECS describes it back, normalises to what desired
+            /// state built: no drift from AWS's defaulting or ordering.
+            #[test]
+            fn the_echo_of_any_container_normalises_to_it(c in container(), turn in 0..8usize, omit in any::<bool>()) {
+                let sent = container_definition(&c, "r/i:1").unwrap();
+                prop_assert_eq!(container_of(&aws_echo(&sent, turn, omit)), c.normalised());
+            }
+        }
+    }
 }

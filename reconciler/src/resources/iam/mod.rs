@@ -381,4 +381,83 @@ mod tests {
         assert_eq!(classify("EntityAlreadyExists", "Role with name x already exists."), None);
         assert_eq!(propagation("ValidationException", "Unable to assume IAM role"), Some(ErrorClass::Propagation));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One policy statement, every list written as a list.
+        fn statement() -> impl Strategy<Value = Value> {
+            let actions = prop::collection::vec("(s3|sqs|ecs|logs):[A-Z][a-zA-Z]{0,8}\\*?", 1..4);
+            let resources = prop::collection::vec(prop_oneof![Just("*".to_string()), "arn:aws:s3:::[a-z]{1,6}/[a-z*]{0,4}"], 1..3);
+            let principal = prop::option::of(prop::collection::vec("[a-z]{1,8}\\.amazonaws\\.com", 1..3));
+            let condition = prop::option::of(("[a-z]{1,6}", "[a-z0-9]{0,6}"));
+            (any::<bool>(), any::<bool>(), actions, resources, principal, condition).prop_map(
+                |(allow, not, actions, resources, principal, condition)| {
+                    let mut st = json!({"Effect": if allow { "Allow" } else { "Deny" }, "Resource": resources});
+                    st[if not { "NotAction" } else { "Action" }] = json!(actions);
+                    if let Some(p) = principal {
+                        st["Principal"] = json!({"Service": p});
+                    }
+                    if let Some((k, v)) = condition {
+                        st["Condition"] = json!({"StringEquals": {format!("aws:ResourceTag/{k}"): v}});
+                    }
+                    st
+                },
+            )
+        }
+
+        fn policy() -> impl Strategy<Value = Value> {
+            prop::collection::vec(statement(), 1..4).prop_map(|s| json!({"Version": "2012-10-17", "Statement": s}))
+        }
+
+        /// The same policy as someone may write it and IAM echoes it (as sent): a one-item list
+        /// as a string, lists in another order and with repeats, statements in another order,
+        /// one statement not in a list.
+        fn respelled(doc: &Value, turn: usize) -> Value {
+            fn list(v: &Value, turn: usize) -> Value {
+                let Value::Array(a) = v else { return v.clone() };
+                match (a.len(), turn % 3) {
+                    (1, 0) => a[0].clone(),
+                    (_, 1) => Value::Array(a.iter().rev().cloned().collect()),
+                    _ => Value::Array(a.iter().chain(a.first()).cloned().collect()),
+                }
+            }
+            let mut statements: Vec<Value> = doc["Statement"].as_array().unwrap().clone();
+            for st in &mut statements {
+                for k in ["Action", "NotAction", "Resource"] {
+                    if let Some(v) = st.get(k).cloned() {
+                        st[k] = list(&v, turn);
+                    }
+                }
+                if let Some(p) = st.get("Principal").and_then(|p| p.get("Service")).cloned() {
+                    st["Principal"]["Service"] = list(&p, turn + 1);
+                }
+            }
+            let by = turn % statements.len();
+            statements.rotate_left(by);
+            let statement = if statements.len() == 1 && turn.is_multiple_of(2) { statements[0].clone() } else { Value::Array(statements) };
+            json!({"Version": "2012-10-17", "Statement": statement})
+        }
+
+        /// RFC 3986 percent-encoding, as IAM returns documents.
+        fn url_encoded(text: &str) -> String {
+            text.bytes()
+                .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+                .collect()
+        }
+
+        proptest! {
+            /// #23 §2: a policy, written any of the ways that mean the same and read back as IAM
+            /// returns it (URL-encoded), compares equal to it; canonical forms are a fixed point.
+            #[test]
+            fn a_policy_read_back_compares_equal_to_what_was_sent(doc in policy(), turn in 0..6usize, pretty in any::<bool>()) {
+                let sent = respelled(&doc, turn);
+                let text = if pretty { serde_json::to_string_pretty(&sent).unwrap() } else { sent.to_string() };
+                let echoed = parse_policy_document(&url_encoded(&text)).unwrap();
+                prop_assert_eq!(canonical_policy(&echoed), canonical_policy(&doc));
+                prop_assert_eq!(canonical_policy(&canonical_policy(&doc)), canonical_policy(&doc));
+            }
+        }
+    }
 }
