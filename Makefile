@@ -10,7 +10,7 @@ CACHE_TARGET := $(HOME)/.cache/fargate-reconciler/target
 export CARGO_TARGET_DIR ?= $(shell mkdir -p $(CACHE_TARGET) 2>/dev/null && echo $(CACHE_TARGET) || echo $(CURDIR)/target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test test-crash build moto schema bench bench-service bench-run fmt clippy image
+.PHONY: demo test test-crash build moto schema bench bench-service bench-run fmt clippy image fuzz
 
 build:
 	cargo build --workspace --tests
@@ -49,6 +49,13 @@ clippy:
 # bench/results.json). Debug profile: the same build as the tests, no release build of the SDKs.
 bench: moto
 	cargo bench --profile dev -p reconciler --bench roundtrips
+
+# Fuzzing (not part of `make test`): every target in fuzz/ for FUZZ_SECONDS (default 600)
+# each, two at a time; the table goes in the README ("Reliability"). Installs cargo-fuzz when
+# missing; needs the nightly toolchain.
+FUZZ_SECONDS ?= 600
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
 
 # Signed /event load against the release binary (not a test; numbers go in the README).
 bench-service:

@@ -103,8 +103,9 @@ pub const LEAVING: &str = "still being deleted (by an earlier run or by AWS): wa
 
 impl Action {
     /// Replacements and deletions (pruning, retaining) lose or move something that exists;
-    /// deleting a duplicate of a logical id is cleanup, and waiting for what is already being
-    /// deleted changes nothing.
+    /// deleting a duplicate of a logical id that nothing keeps using is cleanup
+    /// ([`DUPLICATE`]; one whose users go or are replaced, [`DUPLICATE_IN_USE`], goes with
+    /// them), and waiting for what is already being deleted changes nothing.
     pub fn is_destructive(&self) -> bool {
         match self {
             Action::Replace { .. } | Action::Retain { .. } => true,

@@ -182,21 +182,7 @@ async fn apply_locked(
     let reviewed = match saved {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading the saved plan {}", path.display()))?;
-            let doc: serde_json::Value =
-                serde_json::from_str(&text).with_context(|| format!("{} is not a saved plan (JSON)", path.display()))?;
-            let (stack, fp) = (doc["stack"].as_str().unwrap_or_default(), doc["fingerprint"].as_str().unwrap_or_default());
-            if stack != plan.stack {
-                bail!("{} is a plan for stack `{stack}`, not `{}`", path.display(), plan.stack);
-            }
-            if fp != plan.fingerprint {
-                bail!(
-                            "live state or the spec changed since {} was made (fingerprint {fp}, now {}): nothing was applied. Review a new plan: reconciler plan {} --out {}",
-                            path.display(),
-                            plan.fingerprint,
-                            file.display(),
-                            path.display()
-                        );
-            }
+            crate::plan::check_saved(&path.display().to_string(), &text, &plan, &file.display().to_string())?;
             true
         }
         None => false,

@@ -68,9 +68,12 @@ pub fn safe_name(name: &str) -> Result<String, &'static str> {
     if name.starts_with('/') {
         return Err("absolute path");
     }
-    let first = name.split('/').next().unwrap_or_default();
-    if first.len() == 2 && first.ends_with(':') && first.as_bytes()[0].is_ascii_alphabetic() {
-        return Err("drive letter");
+    // `C:` and also `C:name`, which Windows reads as a path relative to drive C's current
+    // directory (found by fuzzing: `make fuzz`, target export_zip).
+    if let [letter, b':', ..] = name.as_bytes() {
+        if letter.is_ascii_alphabetic() {
+            return Err("drive letter");
+        }
     }
     let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
     if parts.contains(&"..") {
@@ -306,6 +309,9 @@ mod tests {
         assert_eq!(safe_name("..\\evil"), Err("backslash"));
         assert_eq!(safe_name("a\\b"), Err("backslash"));
         assert_eq!(safe_name("C:/x"), Err("drive letter"));
+        assert_eq!(safe_name("C:x"), Err("drive letter"), "relative to drive C's current directory");
+        assert_eq!(safe_name("c:"), Err("drive letter"));
+        assert_eq!(safe_name("s.tx:"), Ok("s.tx:".into()), "a colon later is fine");
         assert_eq!(safe_name("a\0b"), Err("control character"));
         assert_eq!(safe_name("a\nb"), Err("control character"));
         assert_eq!(safe_name(""), Err("empty name"));
@@ -320,6 +326,18 @@ mod tests {
             files,
             [ExportFile { index: 1, name: "a.csv".into(), size: 3 }, ExportFile { index: 2, name: "dir/b.txt".into(), size: 5000 }]
         );
+    }
+
+    /// From fuzzing (`make fuzz`, export_zip): the flagged zip has a file named `s.tx:` (a
+    /// colon is fine in a key), and it led to `C:name`, which Windows reads as on drive C.
+    #[test]
+    fn fuzz_found_a_colon_name_fine_and_a_drive_relative_one_refused() {
+        let flagged = OnDisk::new(include_bytes!("../tests/fixtures/fuzz-export-colon-name.zip"));
+        let names: Vec<String> = check(&flagged.0, &ExportLimits::default()).unwrap().into_iter().map(|f| f.name).collect();
+        assert_eq!(names, ["s.tx:"]);
+        let zip = OnDisk::new(&zip_of(&[("ok.txt", b"x"), ("C:evil.txt", b"y")]));
+        let m = refusal(check(&zip.0, &ExportLimits::default()));
+        assert!(m.contains("`C:evil.txt` (drive letter)"), "{m}");
     }
 
     #[test]

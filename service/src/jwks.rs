@@ -114,6 +114,13 @@ impl KeyCache {
         self
     }
 
+    /// Keys given instead of fetched (tests, fuzzing). Counts as a fetch made now: a
+    /// signature they do not verify triggers no fetch before `min_refetch`.
+    pub async fn set_keys(&self, keys: Vec<VerifyingKey>) {
+        *self.keys.write().await = Arc::from(keys);
+        *self.fetched.lock().unwrap() = Some(Instant::now());
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -1,5 +1,6 @@
 //! Apply: live state converged to the plan, each resource as soon as what it depends on is
-//! done, at most `max_concurrency` at a time; then what left the spec is deleted.
+//! done, at most `max_concurrency` at a time; then what left the spec is deleted (what sits in
+//! a delete-first replacement goes before it, at the start).
 
 use super::destroy::{delete_in_dependency_order, delete_one};
 use super::diff::{diff_fields, for_create, for_update};
@@ -10,7 +11,7 @@ use super::replacement::{first_phase, refusal};
 use super::retry::RetryBudget;
 use super::{kind_of, progress};
 use super::{Ctx, Desired, Fields, Identity, Kind, Observed, Replacement, Status};
-use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, LEAVING};
+use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, DUPLICATE_IN_USE, LEAVING};
 use anyhow::{anyhow, Context as _};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,7 +39,8 @@ pub enum Destructive {
 /// Converges live state to `desired`. `plan` must have been computed from the same inputs;
 /// fields are re-resolved as dependencies are created, so later nodes see new AWS ids.
 /// Four phases, one function each: wait for what is still being deleted, delete the old half
-/// of delete-first replacements, create and update, then delete what left the spec.
+/// of delete-first replacements (and what left the spec that sits in them), create and
+/// update, then delete what else left the spec, duplicates and create-before-destroy old halves.
 pub async fn apply(
     ctx: &Ctx,
     kinds: &[Box<dyn Kind>],
@@ -48,13 +50,16 @@ pub async fn apply(
     plan: &Plan,
     destructive: Destructive,
 ) -> anyhow::Result<ApplyReport> {
+    // Held by logical id, except duplicates' deletes: a duplicate shares its logical id with
+    // the copy that is kept (and converged); those are held by `hold` (see `Run::removed`).
+    let hold = destructive == Destructive::Hold;
     let held = match destructive {
         Destructive::Allow => BTreeSet::new(),
-        Destructive::Hold => plan.destructive().into_iter().map(|r| (r.kind, r.id.as_str())).collect(),
+        Destructive::Hold => plan.destructive().into_iter().filter(|r| !is_duplicate(&r.action)).map(|r| (r.kind, r.id.as_str())).collect(),
     };
     let order = topo_order(desired, externals)?;
     let (live, _, _) = index_live(kinds, observed, desired, externals);
-    let run = Run { ctx, kinds, desired, observed, externals, plan, order, live, held };
+    let run = Run { ctx, kinds, desired, observed, externals, plan, order, live, held, hold };
     let mut report = ApplyReport { held: run.held_steps(), ..ApplyReport::default() };
     run.wait_for_what_is_leaving().await?;
     let (old_halves, deleted) = run.delete_first_replacements(&mut report).await?;
@@ -62,7 +67,7 @@ pub async fn apply(
     if failed.is_empty() {
         run.delete_what_left(old_halves, &deleted, &mut report).await?;
     } else if plan.count(|a| matches!(a, Action::Delete { .. })) > 0 || !old_halves.is_empty() {
-        progress("not deleting resources that left the spec or were replaced, because something failed above");
+        progress("not deleting the rest of what left the spec or was replaced, because something failed above");
     }
     // Unhealthy resources this apply left as they were: see `unhealthy`.
     failed.extend(unhealthy(plan, observed));
@@ -92,12 +97,25 @@ struct Run<'a> {
     /// Destructive steps held back (unattended): the resource stays as it is (a held
     /// replacement keeps the old one, which dependents keep pointing at).
     held: BTreeSet<(&'a str, &'a str)>,
+    /// Unattended: destructive steps are held, the deletes of duplicates in use among them.
+    hold: bool,
+}
+
+/// A duplicate's delete (a logical id's other copy, not the resource the spec means).
+fn is_duplicate(a: &Action) -> bool {
+    matches!(a, Action::Delete { reason } if reason == DUPLICATE || reason == DUPLICATE_IN_USE)
 }
 
 impl<'a> Run<'a> {
     /// The held steps, as the report lists them: `kind id: action (reason)`.
     fn held_steps(&self) -> Vec<String> {
-        let held = self.plan.destructive().into_iter().filter(|r| self.held.contains(&(r.kind, r.id.as_str())));
+        let held = self.plan.destructive().into_iter().filter(|r| {
+            if is_duplicate(&r.action) {
+                self.hold
+            } else {
+                self.held.contains(&(r.kind, r.id.as_str()))
+            }
+        });
         held.filter_map(|r| {
             let what = match &r.action {
                 Action::Replace { reason } => format!("replace ({reason})"),
@@ -207,7 +225,13 @@ impl<'a> Run<'a> {
             .iter()
             .filter(|r| matches!(r.action, Action::Delete { .. } | Action::Retain { .. }))
             .filter(|r| r.action != Action::Delete { reason: LEAVING.into() })
-            .filter(|r| !self.held.contains(&(r.kind, r.id.as_str())) || r.action == Action::Delete { reason: DUPLICATE.into() })
+            .filter(|r| match &r.action {
+                // Cleanup, never held: nothing uses it, or what does moves off it first.
+                Action::Delete { reason } if reason == DUPLICATE => true,
+                // Held with its users (which go or are replaced).
+                Action::Delete { reason } if reason == DUPLICATE_IN_USE => !self.hold,
+                _ => !self.held.contains(&(r.kind, r.id.as_str())),
+            })
             .filter_map(|r| Some((r.kind, r.physical_id.as_deref()?)))
             .collect();
         self.observed.iter().filter(|o| doomed.contains(&(o.kind, o.physical_id.as_str()))).collect()
@@ -268,6 +292,7 @@ impl<'a> Run<'a> {
                     .observed
                     .iter()
                     .filter(|o| o.kind == d.kind && o.id == d.id && !deleted.iter().any(|x| std::ptr::eq(*x, *o)))
+                    .filter(|o| current.is_none_or(|c| c.physical_id != o.physical_id))
                     .map(|o| o.physical_id.as_str())
                     .collect();
                 let ctx = self.ctx;
@@ -381,6 +406,7 @@ async fn converge_one(
     known: &[&str],
 ) -> anyhow::Result<Outcome> {
     let was_missing = live.is_none();
+    let started_as = live.map(|l| l.physical_id.clone());
     let mut live = live.cloned();
     let mut budget = RetryBudget::new(&ctx.settings);
     loop {
@@ -393,6 +419,14 @@ async fn converge_one(
                     // Created by an earlier attempt that reported failure: still a creation.
                     (true, Outcome::Unchanged, Some(l)) => Outcome::Created(l.identity()),
                     (true, Outcome::Updated(_, id), Some(l)) => Outcome::Created(id.unwrap_or_else(|| l.identity())),
+                    // An earlier attempt made a new identity (a new revision) and its answer
+                    // was lost: dependents must get the new one.
+                    (false, Outcome::Unchanged, Some(l)) if started_as.as_ref() != Some(&l.physical_id) => {
+                        Outcome::Updated(vec!["by an earlier attempt whose answer was lost".into()], Some(l.identity()))
+                    }
+                    (false, Outcome::Updated(f, None), Some(l)) if started_as.as_ref() != Some(&l.physical_id) => {
+                        Outcome::Updated(f, Some(l.identity()))
+                    }
                     (_, outcome, _) => outcome,
                 });
             }

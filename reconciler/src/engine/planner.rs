@@ -7,7 +7,7 @@ use super::kind_of;
 use super::observe::leaving;
 use super::ownership;
 use super::refs::{contains_unknown, references, resolve};
-use super::replacement::{first_phase, refusal};
+use super::replacement::{first_phase, forced_note, refusal};
 use super::{Desired, FieldChange, Fields, Identity, Kind, Observed, Replacement, Status};
 use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, DUPLICATE_IN_USE, LEAVING};
 use std::collections::{BTreeMap, BTreeSet};
@@ -221,6 +221,7 @@ pub fn plan(
     let notes = refusal(kinds, desired, &phase, action_of, &live)
         .map(|why| why.replacen("refusing to apply:", "apply refuses this plan:", 1))
         .into_iter()
+        .chain(forced_note(&phase))
         .collect();
     Ok(Plan { stack: stack.to_string(), resources, notes, fingerprint: String::new() })
 }

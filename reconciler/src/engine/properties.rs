@@ -17,7 +17,7 @@
 
 use super::retry::{AwsError, ErrorClass};
 use super::{Ctx, Desired, FieldChange, Fields, Identity, Kind, Observed, Replacement, Settings};
-use crate::changes::Action;
+use crate::changes::{Action, Plan};
 use futures::future::BoxFuture;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -61,6 +61,8 @@ struct Cloud {
     killed: bool,
     /// What the engine did, in order (for the failure message).
     log: Vec<String>,
+    /// This run's changes that took effect: ("create", logical id) and ("delete", AWS id).
+    touched: Vec<(&'static str, String)>,
     violations: Vec<String>,
 }
 
@@ -184,6 +186,7 @@ impl Kind for CloudKind {
                 created,
                 alive: true,
             });
+            c.touched.push(("create", id.to_string()));
             Ok(Identity::id(phys))
         }))
     }
@@ -226,6 +229,7 @@ impl Kind for CloudKind {
                 return Err(aws("delete", ErrorClass::Conflict, "DependencyViolation", "in use"));
             }
             c.res[i].alive = false;
+            c.touched.push(("delete", live.physical_id.clone()));
             Ok(())
         }))
     }
@@ -234,7 +238,7 @@ impl Kind for CloudKind {
     }
 }
 
-/// A network (its CIDR cannot change, nor can two share it), subnets in it, apps in a subnet
+/// A network (its CIDR cannot change in place), subnets in it, apps in a subnet
 /// (replaced create-before-destroy), edges that point at an app and follow it in place.
 fn kinds(cloud: &Shared) -> Vec<Box<dyn Kind>> {
     let kind = |name, refs, replace_on, replacement| {
@@ -304,6 +308,9 @@ enum Perturb {
 enum Step {
     /// A run of `apply` with faults by mutation number.
     Apply(Spec, Vec<(u64, Fault)>),
+    /// The same, unattended (`--auto-approve` without `--allow-destructive`): destructive
+    /// steps held.
+    Unattended(Spec, Vec<(u64, Fault)>),
     Perturb(Perturb),
 }
 
@@ -372,26 +379,86 @@ enum Run {
 }
 
 /// One `apply` process: observe, plan, apply; faults numbered from this run's first mutation.
-async fn apply_run(cloud: &Shared, desired: &[Desired], faults: &[(u64, Fault)]) -> Run {
+/// Returns how it ended and the plan it applied (none when observe or plan failed).
+async fn apply_run(cloud: &Shared, desired: &[Desired], faults: &[(u64, Fault)], how: super::Destructive) -> (Run, Option<Plan>) {
     let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
     {
         let mut c = cloud.lock().unwrap();
         (c.mutations, c.killed, c.kill) = (0, false, Some(kill_tx));
         c.faults = faults.iter().copied().collect();
-        c.log.push(format!("-- apply of {} resources, faults {faults:?}", desired.len()));
+        c.touched.clear();
+        c.log.push(format!("-- apply ({how:?}) of {} resources, faults {faults:?}", desired.len()));
     }
     let ctx = Ctx::from_env("us-east-1", settings()).await;
     let kinds = kinds(cloud);
     let none = BTreeMap::new();
-    let run = async {
-        let observed = super::observe(&ctx, &kinds, desired).await?;
-        let plan = super::plan(STACK, &kinds, desired, &observed, &none)?;
-        super::apply(&ctx, &kinds, desired, &observed, &none, &plan, super::Destructive::Allow).await
+    let observed = match super::observe(&ctx, &kinds, desired).await {
+        Ok(o) => o,
+        Err(e) => return (Run::Done(Err(e)), None),
     };
-    tokio::select! {
-        r = run => Run::Done(r),
+    let plan = match super::plan(STACK, &kinds, desired, &observed, &none) {
+        Ok(p) => p,
+        Err(e) => return (Run::Done(Err(e)), None),
+    };
+    let run = tokio::select! {
+        r = super::apply(&ctx, &kinds, desired, &observed, &none, &plan, how) => Run::Done(r),
         _ = kill_rx => Run::Killed,
+    };
+    (run, Some(plan))
+}
+
+fn refused(run: &Run) -> bool {
+    matches!(run, Run::Done(Err(e)) if format!("{e:#}").contains("refusing to apply"))
+}
+
+/// What the plan said against what the apply did: it refuses exactly when the plan said it
+/// would, before any change; without faults it succeeds unless it refuses.
+fn check_attended(cloud: &Shared, run: &Run, plan: &Plan, faults: &[(u64, Fault)]) -> Result<(), String> {
+    let said = plan.notes.iter().any(|n| n.contains("apply refuses"));
+    let mutations = cloud.lock().unwrap().mutations;
+    if refused(run) != said {
+        let (plan_said, apply_did) = (if said { "said" } else { "did not say" }, if refused(run) { "did" } else { "did not" });
+        return Err(format!("the plan {plan_said} that apply refuses, and apply {apply_did}: {:?}", plan.notes));
     }
+    if refused(run) && mutations != 0 {
+        return Err(format!("a refused apply made {mutations} change(s)"));
+    }
+    if let (true, Run::Done(Err(e))) = (faults.is_empty() && !refused(run), run) {
+        return Err(format!("an apply without faults failed: {e:#}"));
+    }
+    Ok(())
+}
+
+/// An unattended apply deletes nothing but unused duplicates and replaces nothing; when it
+/// succeeds, what is left to do is what it held and what follows from a held replacement.
+async fn check_unattended(cloud: &Shared, desired: &[Desired], run: &Run, plan: &Plan) -> Result<(), String> {
+    let touched = cloud.lock().unwrap().touched.clone();
+    for (op, what) in &touched {
+        let planned = |r: &&crate::changes::ResourcePlan| match *op {
+            "delete" => r.physical_id.as_deref() == Some(what.as_str()),
+            _ => r.id == *what && desired.iter().any(|d| d.id == r.id && d.kind == r.kind),
+        };
+        let action = plan.resources.iter().find(planned).map(|r| r.action.clone());
+        let fine = match (*op, &action) {
+            ("delete", Some(Action::Delete { reason })) => reason == crate::changes::DUPLICATE,
+            ("create", Some(Action::Create)) => true,
+            _ => false,
+        };
+        if !fine {
+            return Err(format!("an unattended apply did {op} {what}, planned as {action:?}"));
+        }
+    }
+    if let Run::Done(Ok(_)) = run {
+        let ctx = Ctx::from_env("us-east-1", settings()).await;
+        let kinds = kinds(cloud);
+        let observed = super::observe(&ctx, &kinds, desired).await.map_err(|e| format!("{e:#}"))?;
+        let after = super::plan(STACK, &kinds, desired, &observed, &BTreeMap::new()).map_err(|e| format!("{e:#}"))?;
+        // Left: the held steps, and changes that follow from a held replacement only.
+        if let Some(r) = after.resources.iter().find(|r| matches!(r.action, Action::Create | Action::Update) && r.follows.is_none()) {
+            return Err(format!("after a successful unattended apply, {} {} is still to {:?}", r.kind, r.id, r.action));
+        }
+    }
+    Ok(())
 }
 
 async fn destroy_run(cloud: &Shared) -> anyhow::Result<(usize, usize)> {
@@ -457,13 +524,27 @@ async fn scenario(steps: &[Step], last: &Spec) -> Result<(), String> {
     for step in steps {
         match step {
             Step::Perturb(p) => perturb(&mut cloud.lock().unwrap(), p),
-            Step::Apply(spec, faults) => {
+            Step::Apply(spec, faults) | Step::Unattended(spec, faults) => {
                 let desired = spec.desired();
                 let before = unowned(&cloud);
-                let run = apply_run(&cloud, &desired, faults).await;
+                let unattended = matches!(step, Step::Unattended(..));
+                let how = if unattended { super::Destructive::Hold } else { super::Destructive::Allow };
+                let (run, plan) = apply_run(&cloud, &desired, faults, how).await;
+                let log = || cloud.lock().unwrap().log.join("\n");
                 violations(&cloud)?;
                 if unowned(&cloud) != before {
                     return Err("a resource the stack does not own changed".into());
+                }
+                if let Some(plan) = &plan {
+                    let checked = if unattended {
+                        check_unattended(&cloud, &desired, &run, plan).await
+                    } else {
+                        check_attended(&cloud, &run, plan, faults)
+                    };
+                    checked.map_err(|e| format!("{e}\nwhat happened:\n{}", log()))?;
+                }
+                if unattended {
+                    continue;
                 }
                 if let Run::Done(Ok(_)) = run {
                     check_converged(&cloud, &desired)
@@ -475,14 +556,14 @@ async fn scenario(steps: &[Step], last: &Spec) -> Result<(), String> {
     }
     let desired = last.desired();
     let before = unowned(&cloud);
-    let clean = match apply_run(&cloud, &desired, &[]).await {
+    let clean = match apply_run(&cloud, &desired, &[], super::Destructive::Allow).await.0 {
         Run::Done(Err(e)) if format!("{e:#}").contains("refusing to apply") => {
             let mutations = cloud.lock().unwrap().mutations;
             if mutations != 0 {
                 return Err(format!("a refused apply changed {mutations} resource(s)"));
             }
             destroy_run(&cloud).await.map_err(|e| format!("destroy before a delete-first change: {e:#}"))?;
-            apply_run(&cloud, &desired, &[]).await
+            apply_run(&cloud, &desired, &[], super::Destructive::Allow).await.0
         }
         other => other,
     };
@@ -522,6 +603,7 @@ fn fault() -> impl Strategy<Value = Fault> {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         3 => (any_spec(), prop::collection::vec((1..14u64, fault()), 0..=2)).prop_map(|(s, f)| Step::Apply(s, f)),
+        1 => (any_spec(), prop::collection::vec((1..14u64, fault()), 0..=1)).prop_map(|(s, f)| Step::Unattended(s, f)),
         1 => (0..8usize).prop_map(|n| Step::Perturb(Perturb::Delete(n))),
         1 => (0..8usize, 0..4u8).prop_map(|(n, v)| Step::Perturb(Perturb::Change(n, v))),
         1 => (0..8usize).prop_map(|n| Step::Perturb(Perturb::Duplicate(n))),

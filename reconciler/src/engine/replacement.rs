@@ -18,6 +18,9 @@ pub(super) struct FirstPhase<'d, 'o> {
     /// What leaves the spec (or is a duplicate) and uses one of the old halves, directly or
     /// through each other: AWS refuses to delete what is in use, so these go with them.
     pub early: Vec<&'o Observed>,
+    /// Replacements their kind would order create-before-destroy that go delete-first
+    /// because their old half sits in something going first (downtime: the plan says so).
+    pub forced: BTreeSet<&'d str>,
 }
 
 /// The first phase of a run: `replaced` (in creation order) replaces the live resources of
@@ -45,10 +48,23 @@ pub(super) fn first_phase<'d, 'o>(
             .map(|(d, _)| d.id.as_str())
             .collect();
         if more.is_empty() {
-            return FirstPhase { ids, old, early };
+            return FirstPhase { ids, old, early, forced };
         }
         forced.extend(more);
     }
+}
+
+/// What the plan says about the first phase besides a refusal: replacements forced
+/// delete-first (unavailable until their successor exists).
+pub(super) fn forced_note(phase: &FirstPhase) -> Option<String> {
+    if phase.forced.is_empty() {
+        return None;
+    }
+    let forced: Vec<&str> = phase.forced.iter().copied().collect();
+    Some(format!(
+        "replaced delete-first, not create-before-destroy: {} (each sits in something this change deletes first, so it cannot outlive it; it is unavailable until its successor exists)",
+        forced.join(", ")
+    ))
 }
 
 /// Why apply refuses this first phase before any change, if it does: something that stays

@@ -37,6 +37,28 @@ pub fn json_schema() -> String {
     serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
 }
 
+/// Whether `text`, the saved plan `saved` (`plan --out`), may be applied as reviewed: it is a
+/// plan of this stack, made from the same spec, facts and live state as `plan` (its
+/// fingerprint). Only the fingerprint and the stack are read: what is applied is `plan`,
+/// computed now, so a file whose changes were edited by hand cannot change what happens.
+pub fn check_saved(saved: &str, text: &str, plan: &Plan, spec_file: &str) -> anyhow::Result<()> {
+    let not_a_plan = || format!("{saved} is not a saved plan (a JSON document from `reconciler plan --out`)");
+    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", not_a_plan()))?;
+    let (Some(stack), Some(fp)) = (doc.get("stack").and_then(|v| v.as_str()), doc.get("fingerprint").and_then(|v| v.as_str())) else {
+        anyhow::bail!("{}: it has no `stack` and `fingerprint`", not_a_plan());
+    };
+    if stack != plan.stack {
+        anyhow::bail!("{saved} is a plan for stack `{stack}`, not `{}`: nothing was applied", plan.stack);
+    }
+    if fp != plan.fingerprint {
+        anyhow::bail!(
+            "live state or the spec changed since {saved} was made (fingerprint {fp}, now {}): nothing was applied. Review a new plan: reconciler plan {spec_file} --out {saved}",
+            plan.fingerprint
+        );
+    }
+    Ok(())
+}
+
 /// A stable digest (FNV-1a, 64 bit, hex) of the plan's inputs: the tool's version, the spec,
 /// the live facts, and of each observed resource its identity and the fields the plan compared
 /// (fields nobody compares, such as a running count, may change without invalidating a
@@ -84,6 +106,25 @@ mod tests {
     use super::*;
     use crate::engine::Observed;
     use serde_json::json;
+
+    /// A saved plan is applied only for its stack and fingerprint; anything else is refused,
+    /// saying what it is and that nothing was applied.
+    #[test]
+    fn a_saved_plan_is_checked_by_stack_and_fingerprint() {
+        let plan = Plan { stack: "s".into(), resources: vec![], notes: vec![], fingerprint: "0123456789abcdef".into() };
+        let check = |text: &str| check_saved("p.json", text, &plan, "spec.yaml").map_err(|e| format!("{e:#}"));
+        assert_eq!(check(r#"{"stack": "s", "fingerprint": "0123456789abcdef", "resources": "edited"}"#), Ok(()));
+        for (text, says) in [
+            ("not json", "p.json is not a saved plan"),
+            ("[]", "has no `stack` and `fingerprint`"),
+            (r#"{"stack": "s", "fingerprint": 7}"#, "has no `stack` and `fingerprint`"),
+            (r#"{"stack": "t", "fingerprint": "0123456789abcdef"}"#, "a plan for stack `t`, not `s`: nothing was applied"),
+            (r#"{"stack": "s", "fingerprint": "ffffffffffffffff"}"#, "reconciler plan spec.yaml --out p.json"),
+        ] {
+            let e = check(text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
 
     fn obs(id: &str, cidr: &str) -> Observed {
         Observed::new("ec2:subnet", id.into(), format!("subnet-{id}"), json!({"cidr": cidr}).as_object().unwrap().clone())
