@@ -36,6 +36,9 @@ struct Res {
     fields: Fields,
     created: i64,
     alive: bool,
+    /// Listed by observe: an older revision of a kind that makes one per update is alive (what
+    /// uses it keeps working) but no longer listed, as ECS lists a family's latest revision.
+    listed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +82,7 @@ impl Cloud {
         self.res.iter().filter(|r| r.alive && r.fields.values().any(|v| v.as_str() == Some(phys))).map(|r| r.phys.clone()).collect()
     }
     fn owned_alive(&self) -> impl Iterator<Item = &Res> {
-        self.res.iter().filter(|r| r.alive && r.owner.as_ref().is_some_and(|(s, _)| s == STACK))
+        self.res.iter().filter(|r| r.alive && r.listed && r.owner.as_ref().is_some_and(|(s, _)| s == STACK))
     }
 }
 
@@ -95,6 +98,8 @@ struct CloudKind {
     refs: &'static [&'static str],
     replace_on: &'static [&'static str],
     replacement: Replacement,
+    /// Each update registers a new revision with a new AWS id (a task definition).
+    revisions: bool,
     cloud: Shared,
 }
 
@@ -161,6 +166,9 @@ impl Kind for CloudKind {
     fn replacement(&self) -> Replacement {
         self.replacement
     }
+    fn updates_yield_new_identity(&self) -> bool {
+        self.revisions
+    }
     fn observe<'a>(&'a self, _: &'a Ctx, _: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(async move {
             let c = self.cloud.lock().unwrap();
@@ -185,6 +193,7 @@ impl Kind for CloudKind {
                 fields: fields.clone(),
                 created,
                 alive: true,
+                listed: true,
             });
             c.touched.push(("create", id.to_string()));
             Ok(Identity::id(phys))
@@ -208,6 +217,16 @@ impl Kind for CloudKind {
             };
             if c.res[i].owner.as_ref().map(|(s, _)| s.as_str()) != Some(STACK) {
                 c.violations.push(format!("update {} [{}]: not the stack's", live.id, live.physical_id));
+            }
+            if self.revisions {
+                let mut next = c.res[i].clone();
+                c.res[i].listed = false;
+                next.fields.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+                next.phys = c.new_phys(self.name);
+                next.created = c.next as i64;
+                let phys = next.phys.clone();
+                c.res.push(next);
+                return Ok(Some(Identity::id(phys)));
             }
             for (k, v) in fields {
                 c.res[i].fields.insert(k.clone(), v.clone());
@@ -239,16 +258,19 @@ impl Kind for CloudKind {
 }
 
 /// A network (its CIDR cannot change in place), subnets in it, apps in a subnet
-/// (replaced create-before-destroy), edges that point at an app and follow it in place.
+/// (replaced create-before-destroy), edges that point at an app and follow it in place; apart,
+/// revisions (a task definition: each update a new AWS id) and services that follow the latest.
 fn kinds(cloud: &Shared) -> Vec<Box<dyn Kind>> {
-    let kind = |name, refs, replace_on, replacement| {
-        Box::new(CloudKind { name, refs, replace_on, replacement, cloud: cloud.clone() }) as Box<dyn Kind>
+    let kind = |name, refs, replace_on, replacement, revisions| {
+        Box::new(CloudKind { name, refs, replace_on, replacement, revisions, cloud: cloud.clone() }) as Box<dyn Kind>
     };
     vec![
-        kind("net", &[], &["cidr"], Replacement::DeleteBeforeCreate),
-        kind("sub", &["net"], &["net"], Replacement::DeleteBeforeCreate),
-        kind("app", &["sub"], &["sub", "flavor"], Replacement::CreateBeforeDestroy),
-        kind("edge", &["app"], &[], Replacement::DeleteBeforeCreate),
+        kind("net", &[], &["cidr"], Replacement::DeleteBeforeCreate, false),
+        kind("sub", &["net"], &["net"], Replacement::DeleteBeforeCreate, false),
+        kind("app", &["sub"], &["sub", "flavor"], Replacement::CreateBeforeDestroy, false),
+        kind("edge", &["app"], &[], Replacement::DeleteBeforeCreate, false),
+        kind("rev", &[], &[], Replacement::DeleteBeforeCreate, true),
+        kind("svc", &["def"], &[], Replacement::DeleteBeforeCreate, false),
     ]
 }
 
@@ -260,12 +282,21 @@ struct Spec {
     subs: Vec<(usize, u8)>,
     apps: Vec<(usize, u8, u8)>,
     edges: Vec<(usize, u8)>,
+    revs: Vec<u8>,
+    svcs: Vec<(usize, u8)>,
 }
 
 impl Spec {
     fn desired(&self) -> Vec<Desired> {
         let node = |kind, id: String, fields: Value| Desired { kind, id, fields: fields.as_object().unwrap().clone(), after: vec![] };
         let mut out = Vec::new();
+        for (i, image) in self.revs.iter().enumerate() {
+            out.push(node("rev", format!("rev{i}"), json!({"image": image})));
+        }
+        for (i, (rev, count)) in self.svcs.iter().enumerate().filter(|_| !self.revs.is_empty()) {
+            let rev = format!("rev{}", rev % self.revs.len());
+            out.push(node("svc", format!("svc{i}"), json!({"def": super::reference(&rev), "count": count})));
+        }
         for (i, (cidr, label)) in self.nets.iter().enumerate() {
             out.push(node("net", format!("net{i}"), json!({"cidr": format!("10.{cidr}.0.0/16"), "label": label})));
         }
@@ -315,8 +346,9 @@ enum Step {
 }
 
 fn perturb(cloud: &mut Cloud, p: &Perturb) {
-    let owned: Vec<usize> =
-        (0..cloud.res.len()).filter(|&i| cloud.res[i].alive && cloud.res[i].owner.as_ref().is_some_and(|(s, _)| s == STACK)).collect();
+    let owned: Vec<usize> = (0..cloud.res.len())
+        .filter(|&i| cloud.res[i].alive && cloud.res[i].listed && cloud.res[i].owner.as_ref().is_some_and(|(s, _)| s == STACK))
+        .collect();
     if owned.is_empty() {
         return;
     }
@@ -334,7 +366,8 @@ fn perturb(cloud: &mut Cloud, p: &Perturb) {
                 "net" => "label",
                 "sub" => "size",
                 "app" if v % 2 == 0 => "flavor",
-                "app" => "image",
+                "app" | "rev" => "image",
+                "svc" => "count",
                 _ => "route",
             };
             let value = if field == "cidr" { json!(format!("10.{}.0.0/16", 10 + v)) } else { json!(10 + v) };
@@ -351,7 +384,7 @@ fn perturb(cloud: &mut Cloud, p: &Perturb) {
             copy.phys = cloud.new_phys(copy.kind);
             copy.owner = other_stack.then(|| ("another-stack".to_string(), copy.owner.clone().unwrap().1));
             // Its references are its own stack's (not ours: it would hold our resources).
-            for f in ["net", "sub", "app"] {
+            for f in ["net", "sub", "app", "def"] {
                 if copy.fields.contains_key(f) {
                     copy.fields.insert(f.into(), json!(format!("foreign-{f}")));
                 }
@@ -592,8 +625,10 @@ fn any_spec() -> impl Strategy<Value = Spec> {
         prop::collection::vec((0..4usize, 0..3u8), 0..=3),
         prop::collection::vec((0..4usize, 0..2u8, 0..3u8), 0..=2),
         prop::collection::vec((0..4usize, 0..2u8), 0..=2),
+        prop::collection::vec(0..3u8, 0..=2),
+        prop::collection::vec((0..2usize, 0..3u8), 0..=2),
     )
-        .prop_map(|(nets, subs, apps, edges)| Spec { nets, subs, apps, edges })
+        .prop_map(|(nets, subs, apps, edges, revs, svcs)| Spec { nets, subs, apps, edges, revs, svcs })
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -637,7 +672,7 @@ mod regressions {
     use super::*;
 
     fn spec(nets: &[(u8, u8)], subs: &[(usize, u8)], apps: &[(usize, u8, u8)], edges: &[(usize, u8)]) -> Spec {
-        Spec { nets: nets.to_vec(), subs: subs.to_vec(), apps: apps.to_vec(), edges: edges.to_vec() }
+        Spec { nets: nets.to_vec(), subs: subs.to_vec(), apps: apps.to_vec(), edges: edges.to_vec(), revs: vec![], svcs: vec![] }
     }
     fn apply(s: Spec) -> Step {
         Step::Apply(s, vec![])
@@ -757,6 +792,18 @@ mod regressions {
                 Step::Apply(spec(&[(0, 0)], &[(0, 0)], &[(0, 0, 0)], &[]), vec![(4, Fault::Refused)]),
             ],
             spec(&[(1, 2)], &[(0, 0)], &[], &[]),
+        );
+    }
+
+    /// A revision's update (a new task definition revision) loses its answer: looking again
+    /// finds the new revision, and the service created after it uses it (it used the old one:
+    /// a plan after a successful apply was not empty).
+    #[test]
+    fn a_new_revision_whose_answer_was_lost_is_what_dependents_get() {
+        let revs = |revs: &[u8], svcs: &[(usize, u8)]| Spec { revs: revs.to_vec(), svcs: svcs.to_vec(), ..spec(&[(1, 0)], &[], &[], &[]) };
+        check(
+            vec![apply(revs(&[1], &[])), Step::Apply(revs(&[0], &[(0, 0)]), vec![(1, Fault::LostAnswer)])],
+            spec(&[(0, 0)], &[], &[], &[]),
         );
     }
 }
