@@ -806,4 +806,32 @@ mod regressions {
             spec(&[(0, 0)], &[], &[], &[]),
         );
     }
+
+    /// Unattended, with a duplicate that only what leaves the spec uses: the duplicate's delete
+    /// is held, not the kept copy, whose update goes ahead (holding by logical id held both).
+    #[test]
+    fn an_unattended_run_updates_the_kept_copy_of_a_duplicated_resource() {
+        let cloud: Shared = Arc::default();
+        {
+            let mut c = cloud.lock().unwrap();
+            let mut add = |kind, id: &str, fields: Value| {
+                let phys = c.new_phys(kind);
+                let created = c.next as i64;
+                let (owner, fields) = (Some((STACK.to_string(), id.to_string())), fields.as_object().unwrap().clone());
+                c.res.push(Res { kind, phys: phys.clone(), owner, fields, created, alive: true, listed: true });
+                phys
+            };
+            let kept = add("net", "net0", json!({"cidr": "10.0.0.0/16", "label": 5}));
+            let dup = add("net", "net0", json!({"cidr": "10.0.0.0/16", "label": 6}));
+            add("sub", "sub0", json!({"net": kept, "size": 0}));
+            add("sub", "sub9", json!({"net": dup, "size": 0}));
+        }
+        let desired = spec(&[(0, 0)], &[(0, 0)], &[], &[]).desired();
+        block_on(async {
+            let (run, plan) = apply_run(&cloud, &desired, &[], crate::engine::Destructive::Hold).await;
+            assert!(matches!(run, Run::Done(Ok(_))), "the unattended apply failed");
+            check_unattended(&cloud, &desired, &run, &plan.unwrap()).await.unwrap();
+        });
+        violations(&cloud).unwrap();
+    }
 }
