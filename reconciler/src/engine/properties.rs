@@ -677,6 +677,16 @@ mod regressions {
     fn apply(s: Spec) -> Step {
         Step::Apply(s, vec![])
     }
+    /// A resource of the stack put in the cloud directly; its AWS id.
+    fn seed(cloud: &Shared, kind: &'static str, id: &str, fields: Value) -> String {
+        let mut c = cloud.lock().unwrap();
+        let phys = c.new_phys(kind);
+        let created = c.next as i64;
+        let (owner, fields) = (Some((STACK.to_string(), id.to_string())), fields.as_object().unwrap().clone());
+        c.res.push(Res { kind, phys: phys.clone(), owner, fields, created, alive: true, listed: true });
+        phys
+    }
+
     fn check(steps: Vec<Step>, last: Spec) {
         if let Err(e) = block_on(scenario(&steps, &last)) {
             panic!("{e}");
@@ -812,25 +822,35 @@ mod regressions {
     #[test]
     fn an_unattended_run_updates_the_kept_copy_of_a_duplicated_resource() {
         let cloud: Shared = Arc::default();
-        {
-            let mut c = cloud.lock().unwrap();
-            let mut add = |kind, id: &str, fields: Value| {
-                let phys = c.new_phys(kind);
-                let created = c.next as i64;
-                let (owner, fields) = (Some((STACK.to_string(), id.to_string())), fields.as_object().unwrap().clone());
-                c.res.push(Res { kind, phys: phys.clone(), owner, fields, created, alive: true, listed: true });
-                phys
-            };
-            let kept = add("net", "net0", json!({"cidr": "10.0.0.0/16", "label": 5}));
-            let dup = add("net", "net0", json!({"cidr": "10.0.0.0/16", "label": 6}));
-            add("sub", "sub0", json!({"net": kept, "size": 0}));
-            add("sub", "sub9", json!({"net": dup, "size": 0}));
-        }
+        let kept = seed(&cloud, "net", "net0", json!({"cidr": "10.0.0.0/16", "label": 5}));
+        let dup = seed(&cloud, "net", "net0", json!({"cidr": "10.0.0.0/16", "label": 6}));
+        seed(&cloud, "sub", "sub0", json!({"net": kept, "size": 0}));
+        seed(&cloud, "sub", "sub9", json!({"net": dup, "size": 0}));
         let desired = spec(&[(0, 0)], &[(0, 0)], &[], &[]).desired();
         block_on(async {
             let (run, plan) = apply_run(&cloud, &desired, &[], crate::engine::Destructive::Hold).await;
             assert!(matches!(run, Run::Done(Ok(_))), "the unattended apply failed");
             check_unattended(&cloud, &desired, &run, &plan.unwrap()).await.unwrap();
+        });
+        violations(&cloud).unwrap();
+    }
+
+    /// A subnet leaving the spec with `deletion_policy: retain` sits in the VPC a new CIDR
+    /// replaces delete-first: kept, it would block the VPC's delete, so the plan says apply
+    /// refuses, and apply refuses before any change.
+    #[test]
+    fn what_is_retained_in_a_delete_first_replacement_refuses_the_change() {
+        let cloud: Shared = Arc::default();
+        let net = seed(&cloud, "net", "net0", json!({"cidr": "10.0.0.0/16", "label": 0}));
+        let retain = json!({ super::super::ownership::RETAIN_TAG: "retain" });
+        seed(&cloud, "sub", "sub9", json!({"net": net, "size": 0, "tags": retain}));
+        let desired = spec(&[(1, 0)], &[], &[], &[]).desired();
+        block_on(async {
+            let (run, plan) = apply_run(&cloud, &desired, &[], crate::engine::Destructive::Allow).await;
+            let plan = plan.unwrap();
+            assert!(refused(&run), "apply went ahead");
+            assert!(plan.notes.iter().any(|n| n.contains("apply refuses") && n.contains("deletion_policy: retain")), "{:?}", plan.notes);
+            check_attended(&cloud, &run, &plan, &[]).unwrap();
         });
         violations(&cloud).unwrap();
     }
