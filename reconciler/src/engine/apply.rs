@@ -6,12 +6,12 @@ use super::destroy::{delete_in_dependency_order, delete_one};
 use super::diff::{diff_fields, for_create, for_update};
 use super::graph::{deps_of, topo_order};
 use super::observe::{leaving, observe_again, observe_one, wait_while_leaving};
-use super::planner::{index_live, replace_reason, resolve_fields};
+use super::planner::{index_live, removed, replace_reason, replacements, resolve_fields};
 use super::replacement::{first_phase, refusal};
 use super::retry::RetryBudget;
 use super::{kind_of, progress};
-use super::{Ctx, Desired, Fields, Identity, Kind, Observed, Replacement, Status};
-use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, DUPLICATE_IN_USE, LEAVING};
+use super::{Ctx, Desired, Fields, Identity, Kind, Observed, Status};
+use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, DUPLICATE_IN_USE};
 use anyhow::{anyhow, Context as _};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
@@ -166,28 +166,20 @@ impl<'a> Run<'a> {
     /// kept until the new ones exist and dependents point at them (phase 3), and what it
     /// deleted: the delete-first old halves and what used them (phase 3 skips those).
     async fn delete_first_replacements(&self, report: &mut ApplyReport) -> anyhow::Result<(Vec<&'a Observed>, Vec<&'a Observed>)> {
-        let mut replaced: Vec<(&Desired, Replacement)> = Vec::new();
-        for &i in &self.order {
-            let d = &self.desired[i];
-            if let (Action::Replace { .. }, Some(_)) = (self.action_of(d), self.live_of(d)) {
-                let changes = self.planned(d).map(|r| r.changes.as_slice()).unwrap_or(&[]);
-                replaced.push((d, kind_of(self.kinds, d.kind)?.replacement_for(changes)));
-            }
-        }
+        let replaced =
+            replacements(self.kinds, self.desired, &self.order, &self.plan.resources, |d| self.held.contains(&(d.kind, d.id.as_str())))?;
         let phase = first_phase(&replaced, &self.live, &self.removed(), self.desired);
         if let Some(why) = refusal(self.kinds, self.desired, &phase, |d| self.action_of(d), &self.live) {
             return Err(anyhow!("{why}"));
         }
-        // What leaves the spec but still uses an old half going now goes with them (a subnet
-        // dropped from the spec in the VPC being replaced): AWS refuses to delete what is used.
-        let (first, early) = (&phase.old, &phase.early);
-        // One order for both, dependents first (for the old halves, the spec's order reversed).
-        let mut going = first.clone();
-        going.extend(early.iter().copied());
+        // The old halves, and what leaves the spec but still uses one (a subnet dropped from the
+        // spec in the VPC being replaced: AWS refuses to delete what is used), in one order,
+        // dependents first (for the old halves, the spec's order reversed).
+        let going = phase.going();
         for i in super::graph::deletion_waves(&going, self.desired).into_iter().flatten() {
             let o = going[i];
             let kind = kind_of(self.kinds, o.kind)?;
-            if i >= first.len() {
+            if i >= phase.old.len() {
                 progress(&format!(
                     "deleting {} {} [{}] now: it left the spec and uses what is replaced delete-first",
                     o.kind, o.id, o.physical_id
@@ -196,45 +188,28 @@ impl<'a> Run<'a> {
                 report.deleted += 1;
                 continue;
             }
-            let reason = self.plan.resources.iter().find(|r| r.kind == o.kind && r.id == o.id).map(|r| match &r.action {
-                Action::Replace { reason } => reason.as_str(),
+            let reason = match self.plan.resources.iter().find(|r| r.kind == o.kind && r.id == o.id).map(|r| &r.action) {
+                Some(Action::Replace { reason }) => reason.as_str(),
                 _ => "replaced",
-            });
-            progress(&format!("replacing {} {} [{}]: {}; deleting the old one", o.kind, o.id, o.physical_id, reason.unwrap_or("replaced")));
+            };
+            progress(&format!("replacing {} {} [{}]: {reason}; deleting the old one", o.kind, o.id, o.physical_id));
             delete_one(self.ctx, kind, o).await.with_context(|| format!("deleting {} {} for replacement", o.kind, o.id))?;
         }
-        let old_halves = self
-            .order
-            .iter()
-            .map(|&i| &self.desired[i])
-            .filter(|d| matches!(self.action_of(d), Action::Replace { .. }) && !phase.ids.contains(d.id.as_str()))
-            .filter_map(|d| self.live_of(d))
-            .rev()
-            .collect();
-        let mut deleted = phase.old;
-        deleted.extend(phase.early);
-        Ok((old_halves, deleted))
+        let old_halves =
+            replaced.iter().filter(|(d, _)| !phase.ids.contains(d.id.as_str())).filter_map(|(d, _)| self.live_of(d)).rev().collect();
+        Ok((old_halves, going))
     }
 
     /// What phase 3 deletes or retains: what left the spec, duplicates (not what is already
     /// leaving, nor what is held back).
     fn removed(&self) -> Vec<&'a Observed> {
-        let doomed: Vec<(&str, &str)> = self
-            .plan
-            .resources
-            .iter()
-            .filter(|r| matches!(r.action, Action::Delete { .. } | Action::Retain { .. }))
-            .filter(|r| r.action != Action::Delete { reason: LEAVING.into() })
-            .filter(|r| match &r.action {
-                // Cleanup, never held: nothing uses it, or what does moves off it first.
-                Action::Delete { reason } if reason == DUPLICATE => true,
-                // Held with its users (which go or are replaced).
-                Action::Delete { reason } if reason == DUPLICATE_IN_USE => !self.hold,
-                _ => !self.held.contains(&(r.kind, r.id.as_str())),
-            })
-            .filter_map(|r| Some((r.kind, r.physical_id.as_deref()?)))
-            .collect();
-        self.observed.iter().filter(|o| doomed.contains(&(o.kind, o.physical_id.as_str()))).collect()
+        removed(&self.plan.resources, self.observed, |r| match &r.action {
+            // Cleanup, never held: nothing uses it, or what does moves off it first.
+            Action::Delete { reason } if reason == DUPLICATE => true,
+            // Held with its users (which go or are replaced).
+            Action::Delete { reason } if reason == DUPLICATE_IN_USE => !self.hold,
+            _ => !self.held.contains(&(r.kind, r.id.as_str())),
+        })
     }
 
     /// Phase 2. Creates and updates, in dependency order, concurrently where independent (at

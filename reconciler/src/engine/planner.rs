@@ -198,32 +198,47 @@ pub fn plan(
     }
     // Told now, not half-way through an apply: a delete-first replacement under something
     // that stays (the apply refuses it before any change).
-    let mut replaced: Vec<(&Desired, Replacement)> = Vec::new();
-    for d in order.iter().map(|&i| &desired[i]) {
-        if let Some(r) = resources.iter().find(|r| r.kind == d.kind && r.id == d.id && matches!(r.action, Action::Replace { .. })) {
-            replaced.push((d, kind_of(kinds, d.kind)?.replacement_for(&r.changes)));
-        }
-    }
+    let replaced = replacements(kinds, desired, &order, &resources, |_| false)?;
     let action_of =
         |d: &Desired| resources.iter().find(|r| r.kind == d.kind && r.id == d.id).map(|r| r.action.clone()).unwrap_or(Action::Create);
-    let removed: Vec<&Observed> = observed
-        .iter()
-        .filter(|o| {
-            resources.iter().any(|r| {
-                r.kind == o.kind
-                    && r.physical_id.as_deref() == Some(o.physical_id.as_str())
-                    && matches!(r.action, Action::Delete { .. } | Action::Retain { .. })
-                    && r.action != Action::Delete { reason: LEAVING.into() }
-            })
-        })
-        .collect();
-    let phase = first_phase(&replaced, &live, &removed, desired);
+    let phase = first_phase(&replaced, &live, &removed(&resources, observed, |_| true), desired);
     let notes = refusal(kinds, desired, &phase, action_of, &live)
         .map(|why| why.replacen("refusing to apply:", "apply refuses this plan:", 1))
         .into_iter()
         .chain(forced_note(&phase))
         .collect();
     Ok(Plan { stack: stack.to_string(), resources, notes, fingerprint: String::new() })
+}
+
+/// The planned replacements in creation order (`order`, indexes of `desired`), each with how
+/// its kind orders it for its changes; `held` ones are left out (an unattended run keeps them).
+pub(super) fn replacements<'d>(
+    kinds: &[Box<dyn Kind>],
+    desired: &'d [Desired],
+    order: &[usize],
+    resources: &[ResourcePlan],
+    held: impl Fn(&Desired) -> bool,
+) -> anyhow::Result<Vec<(&'d Desired, Replacement)>> {
+    let mut out = Vec::new();
+    for d in order.iter().map(|&i| &desired[i]).filter(|d| !held(d)) {
+        if let Some(r) = resources.iter().find(|r| r.kind == d.kind && r.id == d.id && matches!(r.action, Action::Replace { .. })) {
+            out.push((d, kind_of(kinds, d.kind)?.replacement_for(&r.changes)));
+        }
+    }
+    Ok(out)
+}
+
+/// The live resources the plan deletes or retains at the end of a run (what left the spec,
+/// duplicates; not what is already leaving), of those `runs` lets this run do.
+pub(super) fn removed<'o>(resources: &[ResourcePlan], observed: &'o [Observed], runs: impl Fn(&ResourcePlan) -> bool) -> Vec<&'o Observed> {
+    let doomed: Vec<(&str, &str)> = resources
+        .iter()
+        .filter(|r| matches!(r.action, Action::Delete { .. } | Action::Retain { .. }))
+        .filter(|r| r.action != Action::Delete { reason: LEAVING.into() })
+        .filter(|r| runs(r))
+        .filter_map(|r| Some((r.kind, r.physical_id.as_deref()?)))
+        .collect();
+    observed.iter().filter(|o| doomed.contains(&(o.kind, o.physical_id.as_str()))).collect()
 }
 
 /// The dependency whose replacement (or creation) alone explains these changes: every

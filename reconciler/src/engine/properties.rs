@@ -482,16 +482,21 @@ async fn check_unattended(cloud: &Shared, desired: &[Desired], run: &Run, plan: 
         }
     }
     if let Run::Done(Ok(_)) = run {
-        let ctx = Ctx::from_env("us-east-1", settings()).await;
-        let kinds = kinds(cloud);
-        let observed = super::observe(&ctx, &kinds, desired).await.map_err(|e| format!("{e:#}"))?;
-        let after = super::plan(STACK, &kinds, desired, &observed, &BTreeMap::new()).map_err(|e| format!("{e:#}"))?;
+        let after = plan_now(cloud, desired).await?;
         // Left: the held steps, and changes that follow from a held replacement only.
         if let Some(r) = after.resources.iter().find(|r| matches!(r.action, Action::Create | Action::Update) && r.follows.is_none()) {
             return Err(format!("after a successful unattended apply, {} {} is still to {:?}", r.kind, r.id, r.action));
         }
     }
     Ok(())
+}
+
+/// A plan of `desired` against the cloud as it is now (a new process's).
+async fn plan_now(cloud: &Shared, desired: &[Desired]) -> Result<Plan, String> {
+    let ctx = Ctx::from_env("us-east-1", settings()).await;
+    let kinds = kinds(cloud);
+    let observed = super::observe(&ctx, &kinds, desired).await.map_err(|e| format!("{e:#}"))?;
+    super::plan(STACK, &kinds, desired, &observed, &BTreeMap::new()).map_err(|e| format!("{e:#}"))
 }
 
 async fn destroy_run(cloud: &Shared) -> anyhow::Result<(usize, usize)> {
@@ -505,10 +510,7 @@ async fn destroy_run(cloud: &Shared) -> anyhow::Result<(usize, usize)> {
 /// The stack matches `desired` exactly: a new plan is empty, one live resource per logical
 /// id and no other, none pointing at anything gone.
 async fn check_converged(cloud: &Shared, desired: &[Desired]) -> Result<(), String> {
-    let ctx = Ctx::from_env("us-east-1", settings()).await;
-    let kinds = kinds(cloud);
-    let observed = super::observe(&ctx, &kinds, desired).await.map_err(|e| format!("{e:#}"))?;
-    let plan = super::plan(STACK, &kinds, desired, &observed, &BTreeMap::new()).map_err(|e| format!("{e:#}"))?;
+    let plan = plan_now(cloud, desired).await?;
     let changes: Vec<String> =
         plan.resources.iter().filter(|r| r.action != Action::NoOp).map(|r| format!("{} {}: {:?}", r.kind, r.id, r.action)).collect();
     if !changes.is_empty() {

@@ -23,6 +23,13 @@ pub(super) struct FirstPhase<'d, 'o> {
     pub forced: BTreeSet<&'d str>,
 }
 
+impl<'o> FirstPhase<'_, 'o> {
+    /// Everything the first phase deletes: the old halves, then what goes with them.
+    pub fn going(&self) -> Vec<&'o Observed> {
+        self.old.iter().chain(&self.early).copied().collect()
+    }
+}
+
 /// The first phase of a run: `replaced` (in creation order) replaces the live resources of
 /// `live`; `removed` is what the run deletes or retains at its end. A create-before-destroy
 /// replacement goes delete-first too when its old half sits in something going first (an
@@ -77,8 +84,7 @@ pub(super) fn refusal(
     action_of: impl Fn(&Desired) -> Action,
     live: &BTreeMap<(&str, &str), &Observed>,
 ) -> Option<String> {
-    let mut going = phase.old.clone();
-    going.extend(phase.early.iter().copied());
+    let going = phase.going();
     let live_uses = |d: &Desired| -> BTreeSet<String> {
         let Some(l) = live.get(&(d.kind, d.id.as_str())) else { return BTreeSet::new() };
         going.iter().filter(|g| !users_among(&[**g], &[*l], &[]).is_empty()).map(|g| g.id.clone()).collect()
