@@ -1,8 +1,9 @@
 //! Spec text (a file someone wrote, or the variable the drift-correction task carries): never
 //! a panic; every error is located (line and column from 1) and says something; a spec that
 //! validates reads back the same from its carried form, and builds a desired state for the
-//! facts of its network mode (new VPC, existing VPC; with or without an API) whose references
-//! all resolve: the engine plans it from nothing without an error.
+//! facts of its network mode (new VPC, existing VPC; with or without an API) whose every node
+//! reads into its kind's typed fields and whose references all resolve: the engine plans it
+//! from nothing without an error.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use reconciler::facts::{ExistingNetwork, Facts};
@@ -40,6 +41,8 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let kinds = reconciler::resources::registry();
+    reconciler::engine::fields::check_desired(&kinds, &state.resources, &state.externals)
+        .unwrap_or_else(|e| panic!("the desired state of a valid spec does not fit its kinds: {e:#}"));
     let plan = reconciler::engine::plan(&spec.name, &kinds, &state.resources, &[], &state.externals)
         .unwrap_or_else(|e| panic!("the desired state of a valid spec does not plan: {e:#}"));
     assert_eq!(plan.resources.len(), state.resources.len());

@@ -214,6 +214,38 @@ mod tests {
         }
     }
 
+    /// The desired state of one of the specs in `specs/`, with facts for its network mode.
+    fn state_of(file: &str) -> DesiredState {
+        let spec = crate::spec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs").join(file)).unwrap();
+        let existing = spec.network.existing.as_ref().map(|e| ExistingNetwork {
+            vpc_id: e.vpc_id.clone(),
+            cidr: "10.0.0.0/16".into(),
+            private_subnet_ids: e.private_subnet_ids.clone(),
+        });
+        build(&spec, &Facts { existing, ..facts() }).unwrap()
+    }
+
+    /// Every node of every shipped spec's desired state reads into its kind's typed fields,
+    /// as create receives it: a field desired state misspells or mistypes fails here, not at
+    /// apply.
+    #[test]
+    fn every_desired_node_fits_its_kinds_fields() {
+        let kinds = registry();
+        for file in ["prod.yaml", "dev.yaml", "existing-vpc.yaml"] {
+            let d = state_of(file);
+            crate::engine::fields::check_desired(&kinds, &d.resources, &d.externals).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        }
+        // And the check can fail: a misspelt field and a mistyped one are both named.
+        let mut d = state_of("prod.yaml");
+        let subnet = d.resources.iter_mut().find(|r| r.id == "subnet-private-1").unwrap();
+        let cidr = subnet.fields.remove("cidr").unwrap();
+        subnet.fields.insert("cdir".into(), cidr);
+        d.resources.iter_mut().find(|r| r.id == "queue").unwrap().fields.insert("visibility_timeout".into(), json!("30s"));
+        let e = crate::engine::fields::check_desired(&kinds, &d.resources, &d.externals).unwrap_err().to_string();
+        assert!(e.contains("ec2:subnet subnet-private-1") && e.contains("cdir"), "{e}");
+        assert!(e.contains("sqs:queue queue") && e.contains(r#"string "30s", expected u64"#), "{e}");
+    }
+
     fn node<'a>(d: &'a DesiredState, id: &str) -> &'a Desired {
         d.resources.iter().find(|r| r.id == id).unwrap_or_else(|| panic!("no desired {id}"))
     }

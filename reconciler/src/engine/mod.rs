@@ -147,6 +147,12 @@ pub enum Replacement {
 pub trait Kind: Send + Sync {
     /// Stable kind name, e.g. `ec2:subnet`, `ecs:service`.
     fn name(&self) -> &'static str;
+    /// Reads resolved desired fields (as `create` receives them) into this kind's typed
+    /// fields, or says which field does not fit. Every kind has a fields struct; desired state
+    /// is checked against it by a unit test and by the spec fuzz target, so a misspelt or
+    /// mistyped field fails there instead of at apply. One line per kind:
+    /// `typed::<MyFields>(self.name(), fields).map(drop)`.
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()>;
     /// Fields that cannot change in place: a difference there is a replacement.
     fn replace_on(&self) -> &'static [&'static str];
     /// How a replacement is ordered.

@@ -160,6 +160,10 @@ impl Kind for CloudKind {
     fn name(&self) -> &'static str {
         self.name
     }
+    /// Untyped: the fake kinds take any fields.
+    fn check_fields(&self, _: &Fields) -> anyhow::Result<()> {
+        Ok(())
+    }
     fn replace_on(&self) -> &'static [&'static str] {
         self.replace_on
     }

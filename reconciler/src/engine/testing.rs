@@ -12,6 +12,10 @@ impl Kind for FakeKind {
     fn name(&self) -> &'static str {
         self.0
     }
+    /// Untyped: the fake kinds take any fields.
+    fn check_fields(&self, _: &Fields) -> anyhow::Result<()> {
+        Ok(())
+    }
     fn replace_on(&self) -> &'static [&'static str] {
         &["parent", "cidr"]
     }

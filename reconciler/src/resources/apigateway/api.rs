@@ -35,6 +35,10 @@ impl Kind for HttpApi {
         "apigateway:api"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<ApiFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["protocol"]
     }

@@ -49,6 +49,10 @@ impl Kind for DomainName {
         "apigateway:domain-name"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<DomainNameFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["name"]
     }

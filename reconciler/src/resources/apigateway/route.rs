@@ -49,6 +49,10 @@ impl Kind for Route {
         "apigateway:route"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<RouteFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["api", "route_key"]
     }

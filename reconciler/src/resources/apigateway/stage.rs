@@ -96,6 +96,10 @@ impl Kind for Stage {
         "apigateway:stage"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<StageFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["api", "name"]
     }

@@ -10,11 +10,10 @@ mod scaling_policy;
 pub use scalable_target::ScalableTarget;
 pub use scaling_policy::ScalingPolicy;
 
-// Generic field accessor (not EC2-specific) from the first service that needed it.
-pub use crate::engine::fields::str_field;
+pub use crate::engine::fields::{typed, untyped};
 
 use crate::engine::retry::Classifier;
-use crate::engine::{call_failed_with, Ctx, Desired, ErrorClass, Fields, Scoped, Service};
+use crate::engine::{call_failed_with, Ctx, Desired, ErrorClass, Scoped, Service};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -60,13 +59,8 @@ pub fn by_resource_id<'a>(wanted: &'a [&'a Desired]) -> Vec<(&'a Desired, &'a st
     wanted.iter().filter_map(|w| Some((*w, w.fields.get("resource_id")?.as_str()?))).collect()
 }
 
-pub fn u64_field(f: &Fields, name: &str) -> anyhow::Result<u64> {
-    f.get(name).and_then(Value::as_u64).ok_or_else(|| anyhow::anyhow!("internal error: field `{name}` is missing or not a whole number"))
-}
-
-/// A count or cooldown as the API takes it.
-pub fn i32_field(f: &Fields, name: &str) -> anyhow::Result<i32> {
-    let n = u64_field(f, name)?;
+/// A count or cooldown (field `name`) as the API takes it.
+pub fn api_int(name: &str, n: u64) -> anyhow::Result<i32> {
     i32::try_from(n).map_err(|_| anyhow::anyhow!("`{name}` = {n} is too large for Application Auto Scaling"))
 }
 
@@ -136,9 +130,8 @@ mod tests {
 
     #[test]
     fn counts_fit_the_api() {
-        let f = json!({"min": 2, "max": 3_000_000_000u64}).as_object().unwrap().clone();
-        assert_eq!(i32_field(&f, "min").unwrap(), 2);
-        assert!(i32_field(&f, "max").is_err());
-        assert!(u64_field(&f, "missing").is_err());
+        assert_eq!(api_int("min", 2).unwrap(), 2);
+        let e = api_int("max", 3_000_000_000).unwrap_err().to_string();
+        assert!(e.contains("`max` = 3000000000 is too large"), "{e}");
     }
 }

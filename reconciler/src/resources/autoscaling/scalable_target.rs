@@ -3,34 +3,45 @@
 //! `service/<cluster>/<service>`. Registering again with new bounds updates it in place (and
 //! AWS moves the service's capacity into them).
 
-use super::{by_resource_id, call_failed, client, i32_field, service_linked_role, str_field, DIMENSION, SCALABLE_TARGETS};
+use super::{api_int, by_resource_id, call_failed, client, service_linked_role, typed, untyped, DIMENSION, SCALABLE_TARGETS};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use futures::future::BoxFuture;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 pub struct ScalableTarget;
 
+/// No tags: the API reports none (they are set on create from the stack's, see `register`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalableTargetFields {
+    /// `service/<cluster>/<service>`.
+    pub resource_id: String,
+    pub dimension: String,
+    pub min: u64,
+    pub max: u64,
+}
+
 /// Observed fields of a scalable target.
-pub fn target_fields(t: &aws_sdk_applicationautoscaling::types::ScalableTarget) -> Fields {
-    let mut fields = Fields::new();
-    fields.insert("resource_id".into(), t.resource_id().into());
-    fields.insert("dimension".into(), t.scalable_dimension().as_str().into());
-    fields.insert("min".into(), json!(t.min_capacity().max(0) as u64));
-    fields.insert("max".into(), json!(t.max_capacity().max(0) as u64));
-    fields
+pub fn target_fields(t: &aws_sdk_applicationautoscaling::types::ScalableTarget) -> ScalableTargetFields {
+    ScalableTargetFields {
+        resource_id: t.resource_id().to_string(),
+        dimension: t.scalable_dimension().as_str().to_string(),
+        min: t.min_capacity().max(0) as u64,
+        max: t.max_capacity().max(0) as u64,
+    }
 }
 
 /// RegisterScalableTarget with the fields' bounds; tags only on create (the API tags a new
 /// target only; the tags let IAM scope later calls to what the stack registered).
-async fn register(ctx: &Ctx, fields: &Fields, tags: Option<&std::collections::BTreeMap<String, String>>) -> anyhow::Result<()> {
+async fn register(ctx: &Ctx, f: &ScalableTargetFields, tags: Option<&std::collections::BTreeMap<String, String>>) -> anyhow::Result<()> {
     let mut req = client(ctx)
         .register_scalable_target()
         .service_namespace(ServiceNamespace::Ecs)
-        .resource_id(str_field(fields, "resource_id")?)
-        .scalable_dimension(ScalableDimension::from(str_field(fields, "dimension")?))
-        .min_capacity(i32_field(fields, "min")?)
-        .max_capacity(i32_field(fields, "max")?);
+        .resource_id(&f.resource_id)
+        .scalable_dimension(ScalableDimension::from(f.dimension.as_str()))
+        .min_capacity(api_int("min", f.min)?)
+        .max_capacity(api_int("max", f.max)?);
     if let Some(tags) = tags {
         req = req.set_tags(Some(tags.clone().into_iter().collect()));
     }
@@ -41,6 +52,10 @@ async fn register(ctx: &Ctx, fields: &Fields, tags: Option<&std::collections::BT
 impl Kind for ScalableTarget {
     fn name(&self) -> &'static str {
         "application-autoscaling:scalable-target"
+    }
+
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<ScalableTargetFields>(self.name(), fields).map(drop)
     }
 
     fn replace_on(&self) -> &'static [&'static str] {
@@ -70,7 +85,7 @@ impl Kind for ScalableTarget {
                         *rid == t.resource_id() && w.fields.get("dimension").and_then(|d| d.as_str()).unwrap_or(DIMENSION) == dimension
                     });
                     if let Some((w, rid)) = wanted_here {
-                        out.push(Observed::new(self.name(), w.id.clone(), rid.to_string(), target_fields(t)));
+                        out.push(Observed::new(self.name(), w.id.clone(), rid.to_string(), untyped(&target_fields(t))));
                     }
                 }
             }
@@ -80,8 +95,9 @@ impl Kind for ScalableTarget {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            register(ctx, fields, Some(&ctx.tags_for(id))).await?;
-            Ok(Identity::id(str_field(fields, "resource_id")?))
+            let f: ScalableTargetFields = typed(self.name(), fields)?;
+            register(ctx, &f, Some(&ctx.tags_for(id))).await?;
+            Ok(Identity::id(f.resource_id))
         })
     }
 
@@ -93,7 +109,7 @@ impl Kind for ScalableTarget {
         _changes: &'a [FieldChange],
     ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
-            register(ctx, fields, None).await?;
+            register(ctx, &typed(self.name(), fields)?, None).await?;
             Ok(None)
         })
     }
@@ -101,12 +117,12 @@ impl Kind for ScalableTarget {
     /// DeregisterScalableTarget. On AWS this also deletes the target's policies.
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let dimension = live.fields.get("dimension").and_then(|d| d.as_str()).unwrap_or(DIMENSION);
+            let have: ScalableTargetFields = typed(self.name(), &live.fields)?;
             client(ctx)
                 .deregister_scalable_target()
                 .service_namespace(ServiceNamespace::Ecs)
                 .resource_id(&live.physical_id)
-                .scalable_dimension(ScalableDimension::from(dimension))
+                .scalable_dimension(ScalableDimension::from(have.dimension.as_str()))
                 .send()
                 .await
                 .map_err(call_failed("DeregisterScalableTarget"))?;
@@ -152,8 +168,8 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            serde_json::Value::Object(target_fields(&t)),
-            json!({"resource_id": "service/c/s", "dimension": "ecs:service:DesiredCount", "min": 2, "max": 6})
+            serde_json::Value::Object(untyped(&target_fields(&t))),
+            serde_json::json!({"resource_id": "service/c/s", "dimension": "ecs:service:DesiredCount", "min": 2, "max": 6})
         );
         assert_eq!(ScalableDimension::EcsServiceDesiredCount.as_str(), DIMENSION);
     }

@@ -6,13 +6,14 @@
 //! names (the spec dropped its memory target) is reported as `scaling-<x>`, the logical id
 //! desired state gives `<stack>-<x>`, so that it is deleted instead of scaling on forever.
 
-use super::{by_resource_id, call_failed, client, i32_field, str_field, target_tracking_alarms, DIMENSION, SCALABLE_TARGETS};
+use super::{api_int, by_resource_id, call_failed, client, target_tracking_alarms, typed, untyped, DIMENSION, SCALABLE_TARGETS};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_applicationautoscaling::types::{
     MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace, TargetTrackingScalingPolicyConfiguration,
 };
 use futures::future::BoxFuture;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeSet;
 
 pub struct ScalingPolicy;
@@ -20,21 +21,35 @@ pub struct ScalingPolicy;
 /// AWS's cooldown for ECS services when a policy sets none.
 const DEFAULT_COOLDOWN: i32 = 300;
 
-/// Observed fields of a policy. Not target tracking on a predefined metric (someone changed
-/// it by hand): metric, target and cooldowns are null, so the put converges it.
-pub fn policy_fields(p: &aws_sdk_applicationautoscaling::types::ScalingPolicy) -> Fields {
+/// Target tracking on a predefined metric. Desired state sets every field; observe reports
+/// null for the last four where the policy is something else (changed by hand), so that the
+/// put converges it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingPolicyFields {
+    /// `<stack>-<x>`: also the physical id.
+    pub name: String,
+    pub resource_id: String,
+    /// `ECSServiceAverageCPUUtilization`, ...
+    pub metric: Option<String>,
+    /// A float (70.0, never 70), as desired state writes it.
+    pub target: Option<f64>,
+    pub scale_in_cooldown: Option<u64>,
+    pub scale_out_cooldown: Option<u64>,
+}
+
+/// Observed fields of a policy.
+pub fn policy_fields(p: &aws_sdk_applicationautoscaling::types::ScalingPolicy) -> ScalingPolicyFields {
     let tt = p.target_tracking_scaling_policy_configuration().filter(|_| *p.policy_type() == PolicyType::TargetTrackingScaling);
-    let metric = tt.and_then(|c| c.predefined_metric_specification()).map(|m| m.predefined_metric_type().as_str());
-    let cooldown = |c: Option<i32>| json!(c.unwrap_or(DEFAULT_COOLDOWN).max(0) as u64);
-    let mut fields = Fields::new();
-    fields.insert("name".into(), p.policy_name().into());
-    fields.insert("resource_id".into(), p.resource_id().into());
-    fields.insert("metric".into(), metric.map(Value::from).unwrap_or(Value::Null));
-    // As an f64 JSON number, like desired state writes it (70.0, not 70).
-    fields.insert("target".into(), tt.map(|c| json!(c.target_value())).unwrap_or(Value::Null));
-    fields.insert("scale_in_cooldown".into(), tt.map(|c| cooldown(c.scale_in_cooldown())).unwrap_or(Value::Null));
-    fields.insert("scale_out_cooldown".into(), tt.map(|c| cooldown(c.scale_out_cooldown())).unwrap_or(Value::Null));
-    fields
+    let cooldown = |c: Option<i32>| c.unwrap_or(DEFAULT_COOLDOWN).max(0) as u64;
+    ScalingPolicyFields {
+        name: p.policy_name().to_string(),
+        resource_id: p.resource_id().to_string(),
+        metric: tt.and_then(|c| c.predefined_metric_specification()).map(|m| m.predefined_metric_type().as_str().to_string()),
+        target: tt.map(|c| c.target_value()),
+        scale_in_cooldown: tt.map(|c| cooldown(c.scale_in_cooldown())),
+        scale_out_cooldown: tt.map(|c| cooldown(c.scale_out_cooldown())),
+    }
 }
 
 /// The logical id of a stack policy by its name: `<stack>-<x>` → `scaling-<x>`.
@@ -43,24 +58,21 @@ pub fn logical_id_of(stack: &str, policy_name: &str) -> Option<String> {
     (!suffix.is_empty()).then(|| format!("scaling-{suffix}"))
 }
 
-async fn put(ctx: &Ctx, fields: &Fields) -> anyhow::Result<String> {
-    let target = fields
-        .get("target")
-        .and_then(Value::as_f64)
-        .ok_or_else(|| anyhow::anyhow!("internal error: field `target` is missing or not a number"))?;
+async fn put(ctx: &Ctx, f: &ScalingPolicyFields) -> anyhow::Result<String> {
+    let wanted = |field: &str| anyhow::anyhow!("internal error: scaling policy {} is wanted without `{field}`", f.name);
+    let cooldown = |field: &str, v: Option<u64>| api_int(field, v.ok_or_else(|| wanted(field))?);
+    let metric = f.metric.as_deref().ok_or_else(|| wanted("metric"))?;
     let config = TargetTrackingScalingPolicyConfiguration::builder()
-        .target_value(target)
-        .predefined_metric_specification(
-            PredefinedMetricSpecification::builder().predefined_metric_type(MetricType::from(str_field(fields, "metric")?)).build()?,
-        )
-        .scale_in_cooldown(i32_field(fields, "scale_in_cooldown")?)
-        .scale_out_cooldown(i32_field(fields, "scale_out_cooldown")?)
+        .target_value(f.target.ok_or_else(|| wanted("target"))?)
+        .predefined_metric_specification(PredefinedMetricSpecification::builder().predefined_metric_type(MetricType::from(metric)).build()?)
+        .scale_in_cooldown(cooldown("scale_in_cooldown", f.scale_in_cooldown)?)
+        .scale_out_cooldown(cooldown("scale_out_cooldown", f.scale_out_cooldown)?)
         .build()?;
     let out = client(ctx)
         .put_scaling_policy()
-        .policy_name(str_field(fields, "name")?)
+        .policy_name(&f.name)
         .service_namespace(ServiceNamespace::Ecs)
-        .resource_id(str_field(fields, "resource_id")?)
+        .resource_id(&f.resource_id)
         .scalable_dimension(ScalableDimension::from(DIMENSION))
         .policy_type(PolicyType::TargetTrackingScaling)
         .target_tracking_scaling_policy_configuration(config)
@@ -73,6 +85,10 @@ async fn put(ctx: &Ctx, fields: &Fields) -> anyhow::Result<String> {
 impl Kind for ScalingPolicy {
     fn name(&self) -> &'static str {
         "application-autoscaling:scaling-policy"
+    }
+
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<ScalingPolicyFields>(self.name(), fields).map(drop)
     }
 
     fn replace_on(&self) -> &'static [&'static str] {
@@ -107,7 +123,7 @@ impl Kind for ScalingPolicy {
                         else {
                             continue;
                         };
-                        let mut o = Observed::new(self.name(), id, p.policy_name().to_string(), policy_fields(p));
+                        let mut o = Observed::new(self.name(), id, p.policy_name().to_string(), untyped(&policy_fields(p)));
                         o.attrs.insert("arn".into(), p.policy_arn().into());
                         out.push(o);
                     }
@@ -119,8 +135,9 @@ impl Kind for ScalingPolicy {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let arn = put(ctx, fields).await?;
-            Ok(Identity::id(str_field(fields, "name")?).with("arn", arn))
+            let f: ScalingPolicyFields = typed(self.name(), fields)?;
+            let arn = put(ctx, &f).await?;
+            Ok(Identity::id(f.name).with("arn", arn))
         })
     }
 
@@ -133,18 +150,19 @@ impl Kind for ScalingPolicy {
         _changes: &'a [FieldChange],
     ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
-            put(ctx, fields).await?;
+            put(ctx, &typed(self.name(), fields)?).await?;
             Ok(None)
         })
     }
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
+            let have: ScalingPolicyFields = typed(self.name(), &live.fields)?;
             client(ctx)
                 .delete_scaling_policy()
                 .policy_name(&live.physical_id)
                 .service_namespace(ServiceNamespace::Ecs)
-                .resource_id(str_field(&live.fields, "resource_id")?)
+                .resource_id(&have.resource_id)
                 .scalable_dimension(ScalableDimension::from(DIMENSION))
                 .send()
                 .await
@@ -171,6 +189,7 @@ impl Kind for ScalingPolicy {
 mod tests {
     use super::*;
     use aws_sdk_applicationautoscaling::types::ScalingPolicy as Policy;
+    use serde_json::json;
 
     fn policy(config: Option<TargetTrackingScalingPolicyConfiguration>) -> Policy {
         Policy::builder()
@@ -203,7 +222,7 @@ mod tests {
 
     #[test]
     fn observed_fields_have_the_desired_shape() {
-        let f = policy_fields(&policy(Some(config(Some((300, 60))))));
+        let f = untyped(&policy_fields(&policy(Some(config(Some((300, 60)))))));
         let desired = json!({
             "name": "s-cpu",
             "resource_id": "service/c/s",
@@ -217,9 +236,9 @@ mod tests {
 
     #[test]
     fn cooldowns_left_out_are_aws_defaults_and_other_policies_are_null() {
-        let f = policy_fields(&policy(Some(config(None))));
+        let f = untyped(&policy_fields(&policy(Some(config(None)))));
         assert_eq!((f["scale_in_cooldown"].clone(), f["scale_out_cooldown"].clone()), (json!(300), json!(300)));
-        let f = policy_fields(&policy(None));
+        let f = untyped(&policy_fields(&policy(None)));
         assert_eq!(f["metric"], Value::Null);
         assert_eq!(f["target"], Value::Null);
     }

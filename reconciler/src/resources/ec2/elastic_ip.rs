@@ -1,15 +1,30 @@
 //! `ec2:elastic-ip` — one public address per NAT gateway.
 
-use super::{call_failed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec};
+use super::{call_failed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
+use crate::engine::ownership::TagMap;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{DomainType, ResourceType};
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 pub struct ElasticIp;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticIpFields {
+    /// Reported, never desired (AWS picks the address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+    pub tags: TagMap,
+}
 
 impl Kind for ElasticIp {
     fn name(&self) -> &'static str {
         "ec2:elastic-ip"
+    }
+
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<ElasticIpFields>(self.name(), fields).map(drop)
     }
 
     fn replace_on(&self) -> &'static [&'static str] {
@@ -25,12 +40,8 @@ impl Kind for ElasticIp {
                 .iter()
                 .filter_map(|a| {
                     let (id, tags) = owned(ctx, a.tags())?;
-                    let mut fields = Fields::new();
-                    fields.insert("tags".into(), tags);
-                    if let Some(ip) = a.public_ip() {
-                        fields.insert("public_ip".into(), ip.into());
-                    }
-                    Some(Observed::new(self.name(), id, a.allocation_id()?.to_string(), fields))
+                    let fields = ElasticIpFields { public_ip: a.public_ip().map(String::from), tags };
+                    Some(Observed::new(self.name(), id, a.allocation_id()?.to_string(), untyped(&fields)))
                 })
                 .collect())
         })
@@ -38,10 +49,11 @@ impl Kind for ElasticIp {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
+            let f: ElasticIpFields = typed(self.name(), fields)?;
             let out = ec2(ctx)
                 .allocate_address()
                 .domain(DomainType::Vpc)
-                .tag_specifications(tag_spec(ResourceType::ElasticIp, fields))
+                .tag_specifications(tag_spec(ResourceType::ElasticIp, &f.tags))
                 .send()
                 .await
                 .map_err(call_failed("AllocateAddress"))?;

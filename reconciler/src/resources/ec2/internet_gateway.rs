@@ -1,16 +1,30 @@
 //! `ec2:internet-gateway` — the public subnets' way out, attached to the stack's VPC.
 
-use super::{call_failed, changed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use super::{call_failed, changed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
+use crate::engine::ownership::TagMap;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::ResourceType;
 use futures::future::BoxFuture;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 pub struct InternetGateway;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternetGatewayFields {
+    /// The VPC it is attached to; null when detached (drift).
+    pub vpc: Option<String>,
+    pub tags: TagMap,
+}
 
 async fn detach(ctx: &Ctx, igw: &str, vpc: &str) -> anyhow::Result<()> {
     ec2(ctx).detach_internet_gateway().internet_gateway_id(igw).vpc_id(vpc).send().await.map_err(call_failed("DetachInternetGateway"))?;
     Ok(())
+}
+
+/// Desired state always names the VPC (only a live gateway can be detached).
+fn wanted_vpc(f: &InternetGatewayFields) -> anyhow::Result<&str> {
+    f.vpc.as_deref().ok_or_else(|| anyhow::anyhow!("internal error: an internet gateway is wanted without a VPC"))
 }
 
 async fn attach(ctx: &Ctx, igw: &str, vpc: &str) -> anyhow::Result<()> {
@@ -21,6 +35,10 @@ async fn attach(ctx: &Ctx, igw: &str, vpc: &str) -> anyhow::Result<()> {
 impl Kind for InternetGateway {
     fn name(&self) -> &'static str {
         "ec2:internet-gateway"
+    }
+
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<InternetGatewayFields>(self.name(), fields).map(drop)
     }
 
     fn replace_on(&self) -> &'static [&'static str] {
@@ -34,11 +52,9 @@ impl Kind for InternetGateway {
             while let Some(page) = pages.next().await {
                 for g in page.map_err(call_failed("DescribeInternetGateways"))?.internet_gateways() {
                     let (Some((id, tags)), Some(igw_id)) = (owned(ctx, g.tags()), g.internet_gateway_id()) else { continue };
-                    let vpc = g.attachments().iter().find_map(|a| a.vpc_id()).map(|v| Value::String(v.into())).unwrap_or(Value::Null);
-                    let mut fields = Fields::new();
-                    fields.insert("vpc".into(), vpc);
-                    fields.insert("tags".into(), tags);
-                    out.push(Observed::new(self.name(), id, igw_id.to_string(), fields));
+                    let vpc = g.attachments().iter().find_map(|a| a.vpc_id()).map(String::from);
+                    let fields = InternetGatewayFields { vpc, tags };
+                    out.push(Observed::new(self.name(), id, igw_id.to_string(), untyped(&fields)));
                 }
             }
             Ok(out)
@@ -47,9 +63,11 @@ impl Kind for InternetGateway {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
+            let f: InternetGatewayFields = typed(self.name(), fields)?;
+            let vpc = wanted_vpc(&f)?;
             let out = ec2(ctx)
                 .create_internet_gateway()
-                .tag_specifications(tag_spec(ResourceType::InternetGateway, fields))
+                .tag_specifications(tag_spec(ResourceType::InternetGateway, &f.tags))
                 .send()
                 .await
                 .map_err(call_failed("CreateInternetGateway"))?;
@@ -58,7 +76,7 @@ impl Kind for InternetGateway {
                 .and_then(|g| g.internet_gateway_id())
                 .ok_or_else(|| anyhow::anyhow!("CreateInternetGateway returned no id"))?
                 .to_string();
-            attach(ctx, &igw, str_field(fields, "vpc")?).await?;
+            attach(ctx, &igw, vpc).await?;
             Ok(Identity::id(igw))
         })
     }
@@ -71,11 +89,13 @@ impl Kind for InternetGateway {
         changes: &'a [FieldChange],
     ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
+            let f: InternetGatewayFields = typed(self.name(), fields)?;
             if changed(changes, "vpc") {
-                if let Some(old) = live.fields.get("vpc").and_then(Value::as_str) {
+                let have: InternetGatewayFields = typed(self.name(), &live.fields)?;
+                if let Some(old) = &have.vpc {
                     detach(ctx, &live.physical_id, old).await?;
                 }
-                attach(ctx, &live.physical_id, str_field(fields, "vpc")?).await?;
+                attach(ctx, &live.physical_id, wanted_vpc(&f)?).await?;
             }
             sync_tags(ctx, &live.physical_id, changes).await?;
             Ok(None)
@@ -102,7 +122,8 @@ impl Kind for InternetGateway {
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            if let Some(vpc) = live.fields.get("vpc").and_then(Value::as_str) {
+            let have: InternetGatewayFields = typed(self.name(), &live.fields)?;
+            if let Some(vpc) = &have.vpc {
                 detach(ctx, &live.physical_id, vpc).await?;
             }
             ec2(ctx)

@@ -17,15 +17,14 @@ pub use security_group::SecurityGroup;
 pub use subnet::Subnet;
 pub use vpc::Vpc;
 
-pub use crate::engine::fields::{changed, str_field};
-use crate::engine::ownership::{self, tag_map, TagDelta, STACK_TAG};
-use crate::engine::{call_failed_with, Ctx, ErrorClass, FieldChange, Fields, Service};
+pub use crate::engine::fields::{changed, set_of, typed, untyped};
+use crate::engine::ownership::{self, TagDelta, TagMap, STACK_TAG};
+use crate::engine::{call_failed_with, Ctx, ErrorClass, FieldChange, Service};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 
 impl Service for aws_sdk_ec2::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
@@ -122,20 +121,16 @@ pub async fn stack_subnets(ctx: &Ctx) -> anyhow::Result<std::sync::Arc<Vec<aws_s
 }
 
 /// Logical id and comparable tags, if the stack owns a resource with these tags.
-pub fn owned(ctx: &Ctx, tags: &[Tag]) -> Option<(String, Value)> {
+pub fn owned(ctx: &Ctx, tags: &[Tag]) -> Option<(String, TagMap)> {
     let pairs = || tags.iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()));
     let id = ownership::owned_id(&ctx.settings.stack, pairs())?;
-    Some((id, tags_value(&ownership::comparable(pairs()))))
-}
-
-pub fn tags_value(tags: &BTreeMap<String, String>) -> Value {
-    Value::Object(tags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+    Some((id, ownership::comparable(pairs())))
 }
 
 /// Tags to apply atomically with a create call (so a crash can never leave an untagged,
 /// hence invisible, resource behind).
-pub fn tag_spec(kind: ResourceType, fields: &Fields) -> TagSpecification {
-    let tags: Vec<Tag> = tag_map(fields.get("tags")).into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+pub fn tag_spec(kind: ResourceType, tags: &TagMap) -> TagSpecification {
+    let tags: Vec<Tag> = tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
     TagSpecification::builder().resource_type(kind).set_tags(Some(tags)).build()
 }
 
@@ -194,10 +189,6 @@ fn interface_text(eni: &aws_sdk_ec2::types::NetworkInterface) -> String {
     } else {
         format!("{id} ({})", about.join(", "))
     }
-}
-
-pub fn bool_field(f: &Fields, name: &str) -> bool {
-    f.get(name).and_then(Value::as_bool).unwrap_or(false)
 }
 
 #[cfg(test)]

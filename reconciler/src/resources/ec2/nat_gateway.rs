@@ -2,12 +2,24 @@
 //! Asynchronous on AWS: create waits for `available`, delete waits for `deleted` (the EIP
 //! cannot be released before).
 
-use super::{call_failed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use super::{call_failed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
+use crate::engine::ownership::TagMap;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Status};
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 pub struct NatGateway;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatGatewayFields {
+    pub subnet: String,
+    /// The Elastic IP's allocation id; a pending gateway may not report it yet (`unreported`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<String>,
+    pub tags: TagMap,
+}
 
 async fn state(ctx: &Ctx, nat_id: &str) -> anyhow::Result<Option<(NatGatewayState, String)>> {
     let out = ec2(ctx).describe_nat_gateways().nat_gateway_ids(nat_id).send().await.map_err(call_failed("DescribeNatGateways"))?;
@@ -17,6 +29,10 @@ async fn state(ctx: &Ctx, nat_id: &str) -> anyhow::Result<Option<(NatGatewayStat
 impl Kind for NatGateway {
     fn name(&self) -> &'static str {
         "ec2:nat-gateway"
+    }
+
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<NatGatewayFields>(self.name(), fields).map(drop)
     }
 
     /// A pending NAT gateway may not list its address yet.
@@ -52,13 +68,12 @@ impl Kind for NatGateway {
                         continue;
                     }
                     let (Some((id, tags)), Some(nat_id)) = (owned(ctx, n.tags()), n.nat_gateway_id()) else { continue };
-                    let mut fields = Fields::new();
-                    fields.insert("subnet".into(), n.subnet_id().unwrap_or_default().into());
-                    if let Some(a) = n.nat_gateway_addresses().iter().find_map(|a| a.allocation_id()) {
-                        fields.insert("allocation".into(), a.into());
-                    }
-                    fields.insert("tags".into(), tags);
-                    let mut o = Observed::new(self.name(), id, nat_id.to_string(), fields);
+                    let fields = NatGatewayFields {
+                        subnet: n.subnet_id().unwrap_or_default().to_string(),
+                        allocation: n.nat_gateway_addresses().iter().find_map(|a| a.allocation_id()).map(String::from),
+                        tags,
+                    };
+                    let mut o = Observed::new(self.name(), id, nat_id.to_string(), untyped(&fields));
                     o.created = n.create_time().map(|t| t.secs());
                     // Left pending by a run that timed out: the next run waits for it (the
                     // engine waits on Pending before dependents), it does not create another.
@@ -78,13 +93,18 @@ impl Kind for NatGateway {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
+            let f: NatGatewayFields = typed(self.name(), fields)?;
+            let allocation = f
+                .allocation
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("internal error: NAT gateway {id} is wanted without an Elastic IP"))?;
             let out = ec2(ctx)
                 .create_nat_gateway()
                 // A retry after an ambiguous failure returns the same NAT gateway.
                 .client_token(ctx.settings.client_token(id))
-                .subnet_id(str_field(fields, "subnet")?)
-                .allocation_id(str_field(fields, "allocation")?)
-                .tag_specifications(tag_spec(ResourceType::Natgateway, fields))
+                .subnet_id(&f.subnet)
+                .allocation_id(allocation)
+                .tag_specifications(tag_spec(ResourceType::Natgateway, &f.tags))
                 .send()
                 .await
                 .map_err(call_failed("CreateNatGateway"))?;

@@ -2,23 +2,43 @@
 //! difference is created, replaced or deleted, so traffic never loses its route in between.
 //! A route is `{"destination": CIDR, "target": igw-…|nat-…}`; the VPC's local route is AWS's.
 
-use super::{call_failed, changed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
-use crate::engine::{normalise_set, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
+use super::{call_failed, changed, ec2, iam_arn, owned, set_of, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
+use crate::engine::ownership::TagMap;
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{ResourceType, RouteOrigin};
 use futures::future::BoxFuture;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub struct RouteTable;
 
-fn routes_of(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|r| Some((r["destination"].as_str()?.to_string(), r["target"].as_str()?.to_string()))).collect())
-        .unwrap_or_default()
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTableFields {
+    pub vpc: String,
+    /// A set (sorted as the engine sorts sets).
+    pub routes: Vec<Route>,
+    /// Subnet ids associated with the table; a set.
+    pub subnets: Vec<String>,
+    /// Reported, never desired (so never diffed): subnet id → association id, what
+    /// disassociation needs.
+    #[serde(default)]
+    pub association_ids: BTreeMap<String, String>,
+    pub tags: TagMap,
 }
 
-fn subnets_of(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub destination: String,
+    /// `igw-…` or `nat-…`.
+    pub target: String,
+}
+
+impl RouteTableFields {
+    fn routes(&self) -> BTreeMap<&str, &str> {
+        self.routes.iter().map(|r| (r.destination.as_str(), r.target.as_str())).collect()
+    }
 }
 
 async fn set_route(ctx: &Ctx, rt: &str, dest: &str, target: &str, replace: bool) -> anyhow::Result<()> {
@@ -46,9 +66,9 @@ async fn association_elsewhere(ctx: &Ctx, subnet: &str) -> anyhow::Result<Option
         .and_then(|a| a.route_table_association_id().map(String::from)))
 }
 
-/// Converges routes and associations from `have` to `want`.
-async fn converge(ctx: &Ctx, rt: &str, have: &Fields, want: &Fields) -> anyhow::Result<()> {
-    let (have_r, want_r) = (routes_of(have.get("routes")), routes_of(want.get("routes")));
+/// Converges routes and associations from `have` (nothing on create) to `want`.
+async fn converge(ctx: &Ctx, rt: &str, have: Option<&RouteTableFields>, want: &RouteTableFields) -> anyhow::Result<()> {
+    let (have_r, want_r) = (have.map(RouteTableFields::routes).unwrap_or_default(), want.routes());
     for (dest, target) in &want_r {
         match have_r.get(dest) {
             Some(t) if t == target => {}
@@ -57,10 +77,10 @@ async fn converge(ctx: &Ctx, rt: &str, have: &Fields, want: &Fields) -> anyhow::
         }
     }
     for dest in have_r.keys().filter(|d| !want_r.contains_key(*d)) {
-        ec2(ctx).delete_route().route_table_id(rt).destination_cidr_block(dest).send().await.map_err(call_failed("DeleteRoute"))?;
+        ec2(ctx).delete_route().route_table_id(rt).destination_cidr_block(*dest).send().await.map_err(call_failed("DeleteRoute"))?;
     }
-    let (have_s, want_s) = (subnets_of(have.get("subnets")), subnets_of(want.get("subnets")));
-    let assoc = have.get("association_ids").cloned().unwrap_or(Value::Null);
+    let no_subnets = Vec::new();
+    let (have_s, want_s) = (have.map(|h| &h.subnets).unwrap_or(&no_subnets), &want.subnets);
     for s in want_s.iter().filter(|s| !have_s.contains(s)) {
         // A subnet has one explicit association: where it has one elsewhere (it is moving
         // between tables), that association is re-pointed; AssociateRouteTable would fail.
@@ -86,7 +106,7 @@ async fn converge(ctx: &Ctx, rt: &str, have: &Fields, want: &Fields) -> anyhow::
         }
     }
     for s in have_s.iter().filter(|s| !want_s.contains(s)) {
-        if let Some(a) = assoc[s.as_str()].as_str() {
+        if let Some(a) = have.and_then(|h| h.association_ids.get(s)) {
             ec2(ctx).disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
         }
     }
@@ -96,6 +116,10 @@ async fn converge(ctx: &Ctx, rt: &str, have: &Fields, want: &Fields) -> anyhow::
 impl Kind for RouteTable {
     fn name(&self) -> &'static str {
         "ec2:route-table"
+    }
+
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<RouteTableFields>(self.name(), fields).map(drop)
     }
 
     /// Routes and associations do not keep a NAT gateway or a subnet from being deleted.
@@ -114,31 +138,31 @@ impl Kind for RouteTable {
             while let Some(page) = pages.next().await {
                 for t in page.map_err(call_failed("DescribeRouteTables"))?.route_tables() {
                     let (Some((id, tags)), Some(rt_id)) = (owned(ctx, t.tags()), t.route_table_id()) else { continue };
-                    let routes: Vec<Value> = t
+                    let routes: Vec<Route> = t
                         .routes()
                         .iter()
                         .filter(|r| r.origin() != Some(&RouteOrigin::CreateRouteTable) && r.gateway_id() != Some("local"))
                         .filter_map(|r| {
                             let target = r.nat_gateway_id().or(r.gateway_id())?;
-                            Some(json!({"destination": r.destination_cidr_block()?, "target": target}))
+                            Some(Route { destination: r.destination_cidr_block()?.to_string(), target: target.to_string() })
                         })
                         .collect();
                     let mut subnets = Vec::new();
-                    let mut assoc = serde_json::Map::new();
+                    let mut association_ids = BTreeMap::new();
                     for a in t.associations() {
                         if let (Some(s), Some(aid)) = (a.subnet_id(), a.route_table_association_id()) {
-                            subnets.push(Value::String(s.into()));
-                            assoc.insert(s.into(), aid.into());
+                            subnets.push(s.to_string());
+                            association_ids.insert(s.to_string(), aid.to_string());
                         }
                     }
-                    let mut fields = Fields::new();
-                    fields.insert("vpc".into(), t.vpc_id().unwrap_or_default().into());
-                    fields.insert("routes".into(), normalise_set(routes));
-                    fields.insert("subnets".into(), normalise_set(subnets));
-                    // Not a desired field (never diffed): what disassociation needs.
-                    fields.insert("association_ids".into(), Value::Object(assoc));
-                    fields.insert("tags".into(), tags);
-                    out.push(Observed::new(self.name(), id, rt_id.to_string(), fields));
+                    let fields = RouteTableFields {
+                        vpc: t.vpc_id().unwrap_or_default().to_string(),
+                        routes: set_of(routes),
+                        subnets: set_of(subnets),
+                        association_ids,
+                        tags,
+                    };
+                    out.push(Observed::new(self.name(), id, rt_id.to_string(), untyped(&fields)));
                 }
             }
             Ok(out)
@@ -147,11 +171,12 @@ impl Kind for RouteTable {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
+            let f: RouteTableFields = typed(self.name(), fields)?;
             let out = ec2(ctx)
                 .create_route_table()
                 .client_token(ctx.settings.client_token(id))
-                .vpc_id(str_field(fields, "vpc")?)
-                .tag_specifications(tag_spec(ResourceType::RouteTable, fields))
+                .vpc_id(&f.vpc)
+                .tag_specifications(tag_spec(ResourceType::RouteTable, &f.tags))
                 .send()
                 .await
                 .map_err(call_failed("CreateRouteTable"))?;
@@ -160,7 +185,7 @@ impl Kind for RouteTable {
                 .and_then(|t| t.route_table_id())
                 .ok_or_else(|| anyhow::anyhow!("CreateRouteTable returned no id"))?
                 .to_string();
-            converge(ctx, &rt, &Fields::new(), fields).await?;
+            converge(ctx, &rt, None, &f).await?;
             Ok(Identity::id(rt))
         })
     }
@@ -174,7 +199,8 @@ impl Kind for RouteTable {
     ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
             if changed(changes, "routes") || changed(changes, "subnets") {
-                converge(ctx, &live.physical_id, &live.fields, fields).await?;
+                let have: RouteTableFields = typed(self.name(), &live.fields)?;
+                converge(ctx, &live.physical_id, Some(&have), &typed(self.name(), fields)?).await?;
             }
             sync_tags(ctx, &live.physical_id, changes).await?;
             Ok(None)
@@ -205,10 +231,9 @@ impl Kind for RouteTable {
 
     fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            if let Some(assoc) = live.fields.get("association_ids").and_then(Value::as_object) {
-                for a in assoc.values().filter_map(Value::as_str) {
-                    ec2(ctx).disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
-                }
+            let have: RouteTableFields = typed(self.name(), &live.fields)?;
+            for a in have.association_ids.values() {
+                ec2(ctx).disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
             }
             ec2(ctx).delete_route_table().route_table_id(&live.physical_id).send().await.map_err(call_failed("DeleteRouteTable"))?;
             Ok(())

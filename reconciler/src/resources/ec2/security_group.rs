@@ -3,14 +3,34 @@
 //! part of a rule's identity. Convergence authorizes the missing rules and revokes the extra
 //! ones, never revoke-all-then-reauthorize (which would open an outage window).
 
-use super::{call_failed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec, wait_until_no_interface_in};
-use crate::engine::{normalise_set, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement};
+use super::{
+    call_failed, ec2, iam_arn, owned, set_of, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped, wait_until_no_interface_in,
+};
+use crate::engine::ownership::TagMap;
+use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, UserIdGroupPair};
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub struct SecurityGroup;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupFields {
+    pub group_name: String,
+    /// Set on create, never compared (EC2 cannot change it).
+    pub description: String,
+    pub vpc: String,
+    /// Rules as `PROTOCOL PORTS PEER` (`tcp 8080 10.0.0.0/16`); sets.
+    pub ingress: Vec<String>,
+    pub egress: Vec<String>,
+    pub tags: TagMap,
+}
+
+/// (ingress, egress) rule texts per group id.
+type Rules = BTreeMap<String, (Vec<String>, Vec<String>)>;
 
 /// Canonical text of one observed rule.
 pub fn rule_text(r: &SecurityGroupRule) -> Option<String> {
@@ -59,13 +79,14 @@ pub fn permission(rule: &str) -> anyhow::Result<IpPermission> {
     Ok(p.build())
 }
 
+/// The rules of one side of a field change (a set of rule texts).
 fn rules_of(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
 /// (ingress, egress) rule texts per group id, in one DescribeSecurityGroupRules call.
-async fn rules(ctx: &Ctx, group_ids: &[String]) -> anyhow::Result<BTreeMap<String, (Vec<Value>, Vec<Value>)>> {
-    let mut out: BTreeMap<String, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+async fn rules(ctx: &Ctx, group_ids: &[String]) -> anyhow::Result<Rules> {
+    let mut out = Rules::new();
     if group_ids.is_empty() {
         return Ok(out);
     }
@@ -75,7 +96,7 @@ async fn rules(ctx: &Ctx, group_ids: &[String]) -> anyhow::Result<BTreeMap<Strin
         for r in page.map_err(call_failed("DescribeSecurityGroupRules"))?.security_group_rules() {
             let (Some(gid), Some(text)) = (r.group_id(), rule_text(r)) else { continue };
             let e = out.entry(gid.to_string()).or_default();
-            if r.is_egress() == Some(true) { &mut e.1 } else { &mut e.0 }.push(Value::String(text));
+            if r.is_egress() == Some(true) { &mut e.1 } else { &mut e.0 }.push(text);
         }
     }
     Ok(out)
@@ -126,17 +147,20 @@ async fn converge_rules(ctx: &Ctx, sg: &str, egress: bool, have: &[String], want
     Ok(())
 }
 
-async fn converge_all(ctx: &Ctx, sg: &str, fields: &Fields) -> anyhow::Result<()> {
+async fn converge_all(ctx: &Ctx, sg: &str, f: &SecurityGroupFields) -> anyhow::Result<()> {
     let live = rules(ctx, &[sg.to_string()]).await?;
     let (ing, eg) = live.get(sg).cloned().unwrap_or_default();
-    let texts = |v: Vec<Value>| v.into_iter().filter_map(|x| x.as_str().map(String::from)).collect::<Vec<_>>();
-    converge_rules(ctx, sg, false, &texts(ing), &rules_of(fields.get("ingress"))).await?;
-    converge_rules(ctx, sg, true, &texts(eg), &rules_of(fields.get("egress"))).await
+    converge_rules(ctx, sg, false, &ing, &f.ingress).await?;
+    converge_rules(ctx, sg, true, &eg, &f.egress).await
 }
 
 impl Kind for SecurityGroup {
     fn name(&self) -> &'static str {
         "ec2:security-group"
+    }
+
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<SecurityGroupFields>(self.name(), fields).map(drop)
     }
 
     fn replace_on(&self) -> &'static [&'static str] {
@@ -158,40 +182,46 @@ impl Kind for SecurityGroup {
             while let Some(page) = pages.next().await {
                 for g in page.map_err(call_failed("DescribeSecurityGroups"))?.security_groups() {
                     let (Some((id, tags)), Some(gid)) = (owned(ctx, g.tags()), g.group_id()) else { continue };
-                    let mut fields = Fields::new();
-                    fields.insert("group_name".into(), g.group_name().unwrap_or_default().into());
-                    fields.insert("description".into(), g.description().unwrap_or_default().into());
-                    fields.insert("vpc".into(), g.vpc_id().unwrap_or_default().into());
-                    fields.insert("tags".into(), tags);
-                    groups.push(Observed::new(self.name(), id, gid.to_string(), fields));
+                    let fields = SecurityGroupFields {
+                        group_name: g.group_name().unwrap_or_default().to_string(),
+                        description: g.description().unwrap_or_default().to_string(),
+                        vpc: g.vpc_id().unwrap_or_default().to_string(),
+                        ingress: vec![],
+                        egress: vec![],
+                        tags,
+                    };
+                    groups.push((id, gid.to_string(), fields));
                 }
             }
-            let ids: Vec<String> = groups.iter().map(|g| g.physical_id.clone()).collect();
+            let ids: Vec<String> = groups.iter().map(|(_, gid, _)| gid.clone()).collect();
             let mut all_rules = rules(ctx, &ids).await?;
-            for g in &mut groups {
-                let (ing, eg) = all_rules.remove(&g.physical_id).unwrap_or_default();
-                g.fields.insert("ingress".into(), normalise_set(ing));
-                g.fields.insert("egress".into(), normalise_set(eg));
-            }
-            Ok(groups)
+            Ok(groups
+                .into_iter()
+                .map(|(id, gid, mut fields)| {
+                    let (ing, eg) = all_rules.remove(&gid).unwrap_or_default();
+                    (fields.ingress, fields.egress) = (set_of(ing), set_of(eg));
+                    Observed::new(self.name(), id, gid, untyped(&fields))
+                })
+                .collect())
         })
     }
 
     fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
+            let f: SecurityGroupFields = typed(self.name(), fields)?;
             let out = ec2(ctx)
                 .create_security_group()
-                .group_name(str_field(fields, "group_name")?)
-                .description(str_field(fields, "description")?)
-                .vpc_id(str_field(fields, "vpc")?)
-                .tag_specifications(tag_spec(ResourceType::SecurityGroup, fields))
+                .group_name(&f.group_name)
+                .description(&f.description)
+                .vpc_id(&f.vpc)
+                .tag_specifications(tag_spec(ResourceType::SecurityGroup, &f.tags))
                 .send()
                 .await
                 .map_err(call_failed("CreateSecurityGroup"))?;
             let sg = out.group_id().ok_or_else(|| anyhow::anyhow!("CreateSecurityGroup returned no id"))?.to_string();
             // AWS adds a default allow-all egress rule; converging from the live rules removes
             // it where the spec does not want it.
-            converge_all(ctx, &sg, fields).await?;
+            converge_all(ctx, &sg, &f).await?;
             Ok(Identity::id(sg))
         })
     }

@@ -1,18 +1,32 @@
 //! `ec2:subnet` — public and private subnets, one of each per availability zone.
 
 use super::{
-    bool_field, call_failed, changed, ec2, iam_arn, owned, stack_subnets, str_field, sync_tags, tag_on_create, tag_spec,
+    call_failed, changed, ec2, iam_arn, owned, stack_subnets, sync_tags, tag_on_create, tag_spec, typed, untyped,
     wait_until_no_interface_in,
 };
+use crate::engine::ownership::TagMap;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 pub struct Subnet;
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetFields {
+    pub vpc: String,
+    pub cidr: String,
+    pub availability_zone: String,
+    /// Left out where the API does not say (desired state always sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip_on_launch: Option<bool>,
+    pub tags: TagMap,
+}
+
 impl Subnet {
-    async fn set_public_ip(ctx: &Ctx, subnet_id: &str, fields: &Fields) -> anyhow::Result<()> {
-        let v = AttributeBooleanValue::builder().value(bool_field(fields, "public_ip_on_launch")).build();
+    async fn set_public_ip(ctx: &Ctx, subnet_id: &str, on: bool) -> anyhow::Result<()> {
+        let v = AttributeBooleanValue::builder().value(on).build();
         ec2(ctx)
             .modify_subnet_attribute()
             .subnet_id(subnet_id)
@@ -29,6 +43,10 @@ impl Kind for Subnet {
         "ec2:subnet"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<SubnetFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["vpc", "cidr", "availability_zone"]
     }
@@ -39,15 +57,14 @@ impl Kind for Subnet {
             // Listed once per pass with the facts (`stack_subnets`).
             for s in stack_subnets(ctx).await?.iter() {
                 let (Some((id, tags)), Some(subnet_id)) = (owned(ctx, s.tags()), s.subnet_id()) else { continue };
-                let mut fields = Fields::new();
-                fields.insert("vpc".into(), s.vpc_id().unwrap_or_default().into());
-                fields.insert("cidr".into(), s.cidr_block().unwrap_or_default().into());
-                fields.insert("availability_zone".into(), s.availability_zone().unwrap_or_default().into());
-                if let Some(p) = s.map_public_ip_on_launch() {
-                    fields.insert("public_ip_on_launch".into(), p.into());
-                }
-                fields.insert("tags".into(), tags);
-                out.push(Observed::new(self.name(), id, subnet_id.to_string(), fields));
+                let fields = SubnetFields {
+                    vpc: s.vpc_id().unwrap_or_default().to_string(),
+                    cidr: s.cidr_block().unwrap_or_default().to_string(),
+                    availability_zone: s.availability_zone().unwrap_or_default().to_string(),
+                    public_ip_on_launch: s.map_public_ip_on_launch(),
+                    tags,
+                };
+                out.push(Observed::new(self.name(), id, subnet_id.to_string(), untyped(&fields)));
             }
             Ok(out)
         })
@@ -55,19 +72,20 @@ impl Kind for Subnet {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
+            let f: SubnetFields = typed(self.name(), fields)?;
             let out = ec2(ctx)
                 .create_subnet()
-                .vpc_id(str_field(fields, "vpc")?)
-                .cidr_block(str_field(fields, "cidr")?)
-                .availability_zone(str_field(fields, "availability_zone")?)
-                .tag_specifications(tag_spec(ResourceType::Subnet, fields))
+                .vpc_id(&f.vpc)
+                .cidr_block(&f.cidr)
+                .availability_zone(&f.availability_zone)
+                .tag_specifications(tag_spec(ResourceType::Subnet, &f.tags))
                 .send()
                 .await
                 .map_err(call_failed("CreateSubnet"))?;
             let subnet_id =
                 out.subnet().and_then(|s| s.subnet_id()).ok_or_else(|| anyhow::anyhow!("CreateSubnet returned no subnet id"))?.to_string();
-            if bool_field(fields, "public_ip_on_launch") {
-                Self::set_public_ip(ctx, &subnet_id, fields).await?;
+            if f.public_ip_on_launch == Some(true) {
+                Self::set_public_ip(ctx, &subnet_id, true).await?;
             }
             Ok(Identity::id(subnet_id))
         })
@@ -81,8 +99,9 @@ impl Kind for Subnet {
         changes: &'a [FieldChange],
     ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
+            let f: SubnetFields = typed(self.name(), fields)?;
             if changed(changes, "public_ip_on_launch") {
-                Self::set_public_ip(ctx, &live.physical_id, fields).await?;
+                Self::set_public_ip(ctx, &live.physical_id, f.public_ip_on_launch.unwrap_or(false)).await?;
             }
             sync_tags(ctx, &live.physical_id, changes).await?;
             Ok(None)

@@ -1,11 +1,25 @@
 //! `ec2:vpc` — the stack's own VPC, with DNS support and hostnames (Cloud Map needs both).
 
-use super::{bool_field, call_failed, changed, ec2, iam_arn, owned, stack_filter, str_field, sync_tags, tag_on_create, tag_spec};
+use super::{call_failed, changed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
+use crate::engine::ownership::TagMap;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName, VpcState};
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 pub struct Vpc;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpcFields {
+    pub cidr: String,
+    /// Left out where the API does not say (desired state always sets both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_support: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_hostnames: Option<bool>,
+    pub tags: TagMap,
+}
 
 impl Vpc {
     async fn dns_attribute(ctx: &Ctx, vpc_id: &str, attr: VpcAttributeName) -> anyhow::Result<Option<bool>> {
@@ -23,14 +37,14 @@ impl Vpc {
         Ok(v.and_then(|a| a.value()))
     }
 
-    async fn set_dns(ctx: &Ctx, vpc_id: &str, fields: &Fields, support: bool, hostnames: bool) -> anyhow::Result<()> {
+    async fn set_dns(ctx: &Ctx, vpc_id: &str, f: &VpcFields, support: bool, hostnames: bool) -> anyhow::Result<()> {
         // One attribute per call: the API refuses both at once.
         if support {
-            let v = AttributeBooleanValue::builder().value(bool_field(fields, "dns_support")).build();
+            let v = AttributeBooleanValue::builder().value(f.dns_support.unwrap_or(false)).build();
             ec2(ctx).modify_vpc_attribute().vpc_id(vpc_id).enable_dns_support(v).send().await.map_err(call_failed("ModifyVpcAttribute"))?;
         }
         if hostnames {
-            let v = AttributeBooleanValue::builder().value(bool_field(fields, "dns_hostnames")).build();
+            let v = AttributeBooleanValue::builder().value(f.dns_hostnames.unwrap_or(false)).build();
             ec2(ctx)
                 .modify_vpc_attribute()
                 .vpc_id(vpc_id)
@@ -46,6 +60,10 @@ impl Vpc {
 impl Kind for Vpc {
     fn name(&self) -> &'static str {
         "ec2:vpc"
+    }
+
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<VpcFields>(self.name(), fields).map(drop)
     }
 
     fn replace_on(&self) -> &'static [&'static str] {
@@ -65,20 +83,12 @@ impl Kind for Vpc {
             }
             let mut out = Vec::new();
             for (id, vpc_id, cidr, tags) in found {
-                let (support, hostnames) = futures::try_join!(
+                let (dns_support, dns_hostnames) = futures::try_join!(
                     Self::dns_attribute(ctx, &vpc_id, VpcAttributeName::EnableDnsSupport),
                     Self::dns_attribute(ctx, &vpc_id, VpcAttributeName::EnableDnsHostnames)
                 )?;
-                let mut fields = Fields::new();
-                fields.insert("cidr".into(), cidr.into());
-                if let Some(b) = support {
-                    fields.insert("dns_support".into(), b.into());
-                }
-                if let Some(b) = hostnames {
-                    fields.insert("dns_hostnames".into(), b.into());
-                }
-                fields.insert("tags".into(), tags);
-                out.push(Observed::new(self.name(), id, vpc_id, fields));
+                let fields = VpcFields { cidr, dns_support, dns_hostnames, tags };
+                out.push(Observed::new(self.name(), id, vpc_id, untyped(&fields)));
             }
             Ok(out)
         })
@@ -86,10 +96,11 @@ impl Kind for Vpc {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
+            let f: VpcFields = typed(self.name(), fields)?;
             let out = ec2(ctx)
                 .create_vpc()
-                .cidr_block(str_field(fields, "cidr")?)
-                .tag_specifications(tag_spec(ResourceType::Vpc, fields))
+                .cidr_block(&f.cidr)
+                .tag_specifications(tag_spec(ResourceType::Vpc, &f.tags))
                 .send()
                 .await
                 .map_err(call_failed("CreateVpc"))?;
@@ -99,7 +110,7 @@ impl Kind for Vpc {
                 Ok(out.vpcs().first().filter(|v| v.state() == Some(&VpcState::Available)).map(|_| ()))
             })
             .await?;
-            Self::set_dns(ctx, &vpc_id, fields, true, true).await?;
+            Self::set_dns(ctx, &vpc_id, &f, true, true).await?;
             Ok(Identity::id(vpc_id))
         })
     }
@@ -112,7 +123,8 @@ impl Kind for Vpc {
         changes: &'a [FieldChange],
     ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
-            Self::set_dns(ctx, &live.physical_id, fields, changed(changes, "dns_support"), changed(changes, "dns_hostnames")).await?;
+            let f: VpcFields = typed(self.name(), fields)?;
+            Self::set_dns(ctx, &live.physical_id, &f, changed(changes, "dns_support"), changed(changes, "dns_hostnames")).await?;
             sync_tags(ctx, &live.physical_id, changes).await?;
             Ok(None)
         })

@@ -4,8 +4,8 @@
 
 use super::{
     call_failed, changed, client, create_service_linked_role, ecs_tags, emulator_lacks_operation, iam_arn, lacks_service_linked_role,
-    literal, owned_id, parse_fields, service_linked_role_statement, strategy_items, strategy_of, sync_tags, tag_map, tag_on_create,
-    to_fields, StrategyItem,
+    literal, owned_id, service_linked_role_statement, strategy_items, strategy_of, sync_tags, tag_map, tag_on_create, typed, untyped,
+    StrategyItem,
 };
 use crate::engine::ownership::not_owned;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
@@ -123,6 +123,10 @@ impl Kind for Cluster {
         "ecs:cluster"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<ClusterFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["name"]
     }
@@ -132,7 +136,7 @@ impl Kind for Cluster {
             let mut found = Vec::new();
             for (id, c) in owned(ctx, &wanted_names(wanted)).await? {
                 let ident = identity(&c)?;
-                found.push(Observed { attrs: ident.attrs, ..Observed::new(self.name(), id, ident.physical_id, to_fields(&fields_of(&c))) });
+                found.push(Observed { attrs: ident.attrs, ..Observed::new(self.name(), id, ident.physical_id, untyped(&fields_of(&c))) });
             }
             Ok(found)
         })
@@ -140,7 +144,7 @@ impl Kind for Cluster {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let f: ClusterFields = parse_fields(self.name(), fields)?;
+            let f: ClusterFields = typed(self.name(), fields)?;
             // CreateCluster on an existing name returns (or, in moto, replaces) that cluster:
             // look first, so a cluster someone else owns is never taken over and one an
             // interrupted run created is kept.
@@ -183,7 +187,7 @@ impl Kind for Cluster {
         changes: &'a [FieldChange],
     ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
-            let f: ClusterFields = parse_fields(self.name(), fields)?;
+            let f: ClusterFields = typed(self.name(), fields)?;
             let arn = &live.physical_id;
             if changed(changes, "capacity_providers") || changed(changes, "default_strategy") {
                 // The call replaces both lists; sending the full desired pair converges both.
@@ -277,7 +281,7 @@ mod tests {
 
     #[test]
     fn observed_shape_is_sorted_and_complete() {
-        let f = to_fields(&fields_of(&described()));
+        let f = untyped(&fields_of(&described()));
         assert_eq!(
             serde_json::Value::Object(f),
             serde_json::json!({
@@ -311,7 +315,7 @@ mod tests {
     #[test]
     fn desired_fields_round_trip_through_the_typed_struct() {
         let f = fields_of(&described());
-        let back: ClusterFields = parse_fields("ecs:cluster", &to_fields(&f)).unwrap();
+        let back: ClusterFields = typed("ecs:cluster", &untyped(&f)).unwrap();
         assert_eq!(back, f);
     }
 }

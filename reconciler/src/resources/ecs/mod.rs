@@ -1,11 +1,11 @@
 //! ECS: the cluster, the task definition and the Fargate service, one file each, and their
-//! shared plumbing: the client, ECS's error classification, tag helpers, the capacity
-//! provider strategy shape both the cluster and the service use, and the typed field
-//! structs' conversion to and from [`Fields`].
+//! shared plumbing: the client, ECS's error classification, tag helpers and the capacity
+//! provider strategy shape both the cluster and the service use.
 //!
 //! Each kind describes its fields as a serde struct (`ClusterFields`, `TaskDefinitionFields`,
-//! `ServiceFields`): observe builds it from the API's answer and serialises it, create and
-//! update deserialise the resolved desired fields into it. So the shape observe reports and
+//! `ServiceFields`): observe builds it from the API's answer and serialises it
+//! ([`untyped`]), create and update deserialise the resolved desired fields into it
+//! ([`typed`]). So the shape observe reports and
 //! the shape the verbs read cannot drift apart, and a misspelt field is an error, not a
 //! silent never-converging difference.
 
@@ -21,13 +21,13 @@ pub use rollout::{deployment_state, Rollout};
 pub use service::{EcsService, Registry, ServiceFields};
 pub use task_definition::{TaskDefinition, TaskDefinitionFields};
 
+pub use crate::engine::fields::{changed, typed, untyped};
 use crate::engine::ownership::{self, STACK_TAG};
 use crate::engine::{call_failed_with, Ctx, ErrorClass, FieldChange, Fields, Kind, Service};
 use aws_sdk_ecs::types::{CapacityProviderStrategyItem, Tag};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -214,29 +214,10 @@ pub fn strategy_items(items: &[StrategyItem]) -> anyhow::Result<Vec<CapacityProv
         .collect()
 }
 
-/// Resolved desired fields as a kind's typed struct. A missing or misspelt field is an
-/// internal error (desired state and the kind disagree), reported with the kind's name.
-pub fn parse_fields<T: DeserializeOwned>(kind: &str, fields: &Fields) -> anyhow::Result<T> {
-    serde_json::from_value(Value::Object(fields.clone()))
-        .map_err(|e| anyhow::anyhow!("internal error: the desired fields of {kind} do not match what the kind reads: {e}"))
-}
-
-/// A kind's typed struct as the fields observe reports.
-pub fn to_fields<T: Serialize>(t: &T) -> Fields {
-    match serde_json::to_value(t) {
-        Ok(Value::Object(m)) => m,
-        _ => unreachable!("field structs serialise to objects"),
-    }
-}
-
 /// A literal string field of a desired node (names are literal even before references are
 /// resolved).
 pub fn literal<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
     fields.get(name).and_then(Value::as_str)
-}
-
-pub fn changed(changes: &[FieldChange], field: &str) -> bool {
-    changes.iter().any(|c| c.field == field)
 }
 
 /// A count or duration for an ECS API that takes `i32`.

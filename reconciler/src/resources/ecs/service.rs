@@ -11,10 +11,8 @@
 
 use super::cluster;
 use super::rollout::{deployment_state, failed_revision, service_status, timeout_message, Rollout, FAILED_REVISION_TAG};
-use super::{
-    call_failed, changed, client, ecs_tags, int, literal, owned_id, parse_fields, strategy_items, strategy_of, sync_tags, tag_map,
-};
-use super::{iam_arn, tag_on_create, to_fields, StrategyItem};
+use super::{call_failed, changed, client, ecs_tags, int, literal, owned_id, strategy_items, strategy_of, sync_tags, tag_map, typed};
+use super::{iam_arn, tag_on_create, untyped, StrategyItem};
 use crate::engine::ownership::not_owned;
 use crate::engine::retry::{is_gone, is_retryable};
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Status};
@@ -137,7 +135,7 @@ fn fields_of(emulated: bool, s: &aws_sdk_ecs::types::Service) -> Fields {
         managed_tags: s.enable_ecs_managed_tags(),
         tags: tag_map(s.tags()).into_iter().filter(|(k, _)| k != FAILED_REVISION_TAG).collect(),
     };
-    let mut fields = to_fields(&f);
+    let mut fields = untyped(&f);
     for m in missing {
         debug_assert!(UNREPORTED.contains(&m), "{m} is left out but not declared unreported");
         fields.remove(m);
@@ -359,6 +357,10 @@ impl Kind for EcsService {
         "ecs:service"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<ServiceFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["name", "cluster", "cluster_name"]
     }
@@ -419,7 +421,7 @@ impl Kind for EcsService {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let f: ServiceFields = parse_fields(self.name(), fields)?;
+            let f: ServiceFields = typed(self.name(), fields)?;
             // CreateService has no working idempotency (moto replaces a same-named service,
             // AWS refuses it): look first.
             if let Some(s) = describe(ctx, &f.cluster, std::slice::from_ref(&f.name)).await?.first() {
@@ -470,7 +472,7 @@ impl Kind for EcsService {
         changes: &'a [FieldChange],
     ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async move {
-            let f: ServiceFields = parse_fields(self.name(), fields)?;
+            let f: ServiceFields = typed(self.name(), fields)?;
             if changed(changes, "task_definition") && live.attrs.get("failed_revision") == Some(&f.task_definition) {
                 anyhow::bail!(
                     "ECS service {}: not deploying {} again: its deployment failed before (the service runs {}). \
@@ -702,7 +704,7 @@ mod tests {
 
     fn desired() -> ServiceFields {
         let f = fields_of(false, &described(true));
-        parse_fields("ecs:service", &f).unwrap()
+        typed("ecs:service", &f).unwrap()
     }
 
     fn change(field: &str) -> FieldChange {

@@ -9,7 +9,7 @@
 //! every plan would show a change and every apply would register a revision.
 
 use super::container::{container_definition, container_fields, container_of, Container};
-use super::{call_failed, client, ecs_tags, literal, owned_id, parse_fields, tag_map, to_fields};
+use super::{call_failed, client, ecs_tags, literal, owned_id, tag_map, typed, untyped};
 use crate::engine::ownership::not_owned;
 use crate::engine::retry::is_gone;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement};
@@ -78,7 +78,7 @@ fn fields_of(td: &aws_sdk_ecs::types::TaskDefinition, tags: &[Tag]) -> Fields {
         container: first,
         tags: tag_map(tags),
     };
-    let mut fields = to_fields(&f);
+    let mut fields = untyped(&f);
     if containers.len() != 1 {
         fields.insert("container".into(), Value::Array(containers.iter().map(container_fields).collect()));
     }
@@ -179,7 +179,7 @@ async fn observe_family(ctx: &Ctx, kind: &'static str, family: &str, named: bool
 
 /// Registers one revision from the (resolved) fields.
 async fn register(ctx: &Ctx, kind: &str, fields: &Fields) -> anyhow::Result<Identity> {
-    let f: TaskDefinitionFields = parse_fields(kind, fields)?;
+    let f: TaskDefinitionFields = typed(kind, fields)?;
     let out = client(ctx)
         .register_task_definition()
         .family(&f.family)
@@ -201,6 +201,10 @@ async fn register(ctx: &Ctx, kind: &str, fields: &Fields) -> anyhow::Result<Iden
 impl Kind for TaskDefinition {
     fn name(&self) -> &'static str {
         "ecs:task-definition"
+    }
+
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<TaskDefinitionFields>(self.name(), fields).map(drop)
     }
 
     fn replace_on(&self) -> &'static [&'static str] {
@@ -335,8 +339,8 @@ mod tests {
         assert_eq!(f["volumes"], json!(["tmp"]));
         assert_eq!(f["container"], desired());
         assert_eq!(f["tags"], json!({"reconciler:stack": "demo"}));
-        let typed: TaskDefinitionFields = parse_fields("ecs:task-definition", &f).unwrap();
-        assert_eq!(typed.family, "demo");
+        let t: TaskDefinitionFields = typed("ecs:task-definition", &f).unwrap();
+        assert_eq!(t.family, "demo");
         // A second (injected) container shows as a list, so it is a difference.
         let two = td.to_owned();
         let two = aws_sdk_ecs::types::TaskDefinition::builder()

@@ -119,6 +119,10 @@ impl Kind for Role {
         "iam:role"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<RoleFields>(self.name(), fields).map(drop)
+    }
+
     /// A role name is unique in the account whatever its path, so a new path cannot exist
     /// beside the old one: replacement is delete-first (the default).
     fn replace_on(&self) -> &'static [&'static str] {

@@ -113,6 +113,10 @@ impl Kind for LogGroup {
         "logs:log-group"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<LogGroupFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["name"]
     }

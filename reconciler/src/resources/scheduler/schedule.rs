@@ -186,6 +186,10 @@ impl Kind for Schedule {
         "scheduler:schedule"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<ScheduleFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["name", "group"]
     }

@@ -34,6 +34,10 @@ impl Kind for ScheduleGroup {
         "scheduler:schedule-group"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<ScheduleGroupFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["name"]
     }

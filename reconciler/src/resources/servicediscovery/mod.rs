@@ -11,16 +11,15 @@ mod service;
 pub use namespace::Namespace;
 pub use service::DiscoveryService;
 
-use crate::engine::ownership;
+use crate::engine::ownership::{self, TagDelta, TagMap};
 use crate::engine::retry::{self, Classifier};
 use crate::engine::{call_failed_with, wait, Ctx, ErrorClass, FieldChange, Service};
 // Generic field accessors (not EC2-specific) live with the first service that needed them.
-pub use crate::engine::fields::{changed, str_field};
+pub use crate::engine::fields::{changed, typed, untyped};
 use aws_sdk_servicediscovery::types::{OperationStatus, OperationTargetType, Tag};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
 impl Service for aws_sdk_servicediscovery::Client {
@@ -100,16 +99,8 @@ pub fn owned(ctx: &Ctx, tags: &BTreeMap<String, String>) -> Option<String> {
 }
 
 /// Tags as the `tags` field compares them.
-pub fn tags_value(tags: &BTreeMap<String, String>) -> Value {
-    let comparable = ownership::comparable(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    Value::Object(comparable.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
-}
-
-/// A `tags` field value as a map (missing or malformed: empty).
-pub fn tag_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
-        .unwrap_or_default()
+pub fn comparable_tags(tags: &BTreeMap<String, String>) -> TagMap {
+    ownership::comparable(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// Tags in the form create calls take (tagging in the create request itself, so a crash can
@@ -122,11 +113,7 @@ pub fn api_tags(tags: &BTreeMap<String, String>) -> anyhow::Result<Vec<Tag>> {
 /// keys no longer wanted. Keys that were never compared (`aws:*`, the namespace's VPC record)
 /// are not in `before`, so they are left alone.
 pub async fn sync_tags(ctx: &Ctx, arn: &str, changes: &[FieldChange]) -> anyhow::Result<()> {
-    let Some(c) = changes.iter().find(|c| c.field == "tags") else { return Ok(()) };
-    let want = tag_map(Some(&c.after));
-    let have = tag_map(c.before.as_ref());
-    let set: BTreeMap<String, String> = want.iter().filter(|(k, v)| have.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let unset: Vec<String> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+    let TagDelta { set, unset } = TagDelta::of(changes);
     if !set.is_empty() {
         client(ctx).tag_resource().resource_arn(arn).set_tags(Some(api_tags(&set)?)).send().await.map_err(call_failed("TagResource"))?;
     }
@@ -245,8 +232,6 @@ mod tests {
     fn tags_compare_without_aws_tags() {
         let tags: BTreeMap<String, String> =
             [("aws:cloudformation:stack-name", "x"), ("a", "1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        assert_eq!(tags_value(&tags), serde_json::json!({"a": "1"}));
-        assert_eq!(tag_map(Some(&serde_json::json!({"a": "1"}))).get("a").map(String::as_str), Some("1"));
-        assert!(tag_map(None).is_empty());
+        assert_eq!(comparable_tags(&tags), TagMap::from([("a".to_string(), "1".to_string())]));
     }
 }

@@ -7,33 +7,39 @@
 //! an unknown VPC (`unreported`), never a drifted one.
 
 use super::{
-    api_tags, call_failed, client, description, owned, request_id, str_field, sync_tags, tag_map, tags_of, tags_value, wait_for_operation,
+    api_tags, call_failed, client, comparable_tags, description, owned, request_id, sync_tags, tags_of, typed, untyped, wait_for_operation,
 };
-use crate::engine::ownership::not_owned;
+use crate::engine::ownership::{not_owned, TagMap};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_servicediscovery::types::{
     FilterCondition, NamespaceFilter, NamespaceFilterName, NamespaceSummary, NamespaceType, OperationTargetType,
 };
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 pub struct Namespace;
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceFields {
+    pub name: String,
+    /// From the `reconciler:vpc` tag; left out (unknown) where the tag is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<String>,
+    /// Without the VPC record.
+    pub tags: TagMap,
+}
+
 /// The tag that records the namespace's VPC (see the module comment).
 pub const VPC_TAG: &str = "reconciler:vpc";
 
 /// Observed fields of a namespace from its name and all its tags.
-pub fn namespace_fields(name: &str, tags: &BTreeMap<String, String>) -> Fields {
-    let mut fields = Fields::new();
-    fields.insert("name".into(), name.into());
-    if let Some(vpc) = tags.get(VPC_TAG) {
-        fields.insert("vpc".into(), vpc.as_str().into());
-    }
+pub fn namespace_fields(name: &str, tags: &BTreeMap<String, String>) -> NamespaceFields {
     let mut user = tags.clone();
     user.remove(VPC_TAG);
-    fields.insert("tags".into(), tags_value(&user));
-    fields
+    NamespaceFields { name: name.to_string(), vpc: tags.get(VPC_TAG).cloned(), tags: comparable_tags(&user) }
 }
 
 /// Whether a same-named namespace the stack does not own stands in the way of the wanted one.
@@ -72,6 +78,10 @@ impl Kind for Namespace {
         "servicediscovery:namespace"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<NamespaceFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["name", "vpc"]
     }
@@ -92,7 +102,7 @@ impl Kind for Namespace {
                 let (Some(ns_id), Some(arn), Some(name)) = (n.id(), n.arn(), n.name()) else { continue };
                 match owned(ctx, &tags) {
                     Some(id) => {
-                        let mut o = Observed::new(self.name(), id, ns_id.to_string(), namespace_fields(name, &tags));
+                        let mut o = Observed::new(self.name(), id, ns_id.to_string(), untyped(&namespace_fields(name, &tags)));
                         o.attrs.insert("arn".into(), arn.into());
                         o.attrs.insert("name".into(), name.into());
                         out.push(o);
@@ -112,9 +122,12 @@ impl Kind for Namespace {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let name = str_field(fields, "name")?;
-            let vpc = str_field(fields, "vpc")?;
-            let mut tags = tag_map(fields.get("tags"));
+            let f: NamespaceFields = typed(self.name(), fields)?;
+            let (name, vpc) = (
+                f.name.as_str(),
+                f.vpc.as_deref().ok_or_else(|| anyhow::anyhow!("internal error: namespace {id} is wanted without a VPC"))?,
+            );
+            let mut tags = f.tags.clone();
             tags.insert(VPC_TAG.into(), vpc.into());
             let sd = client(ctx);
             let out = sd
@@ -212,7 +225,7 @@ mod tests {
     fn the_vpc_comes_from_its_tag_and_stays_out_of_tags() {
         let t =
             tags(&[("Name", "s-namespace"), ("reconciler:stack", "s"), ("reconciler:id", "namespace"), (VPC_TAG, "vpc-1"), ("aws:x", "y")]);
-        let f = namespace_fields("benchling.local", &t);
+        let f = untyped(&namespace_fields("benchling.local", &t));
         assert_eq!(
             Value::Object(f),
             json!({
@@ -221,7 +234,7 @@ mod tests {
                 "tags": {"Name": "s-namespace", "reconciler:stack": "s", "reconciler:id": "namespace"},
             })
         );
-        let f = namespace_fields("benchling.local", &tags(&[("reconciler:stack", "s")]));
+        let f = untyped(&namespace_fields("benchling.local", &tags(&[("reconciler:stack", "s")])));
         assert!(f.get("vpc").is_none(), "unknown, not empty: `vpc` is unreported");
         assert!(Namespace.unreported().contains(&"vpc"));
     }

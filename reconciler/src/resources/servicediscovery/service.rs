@@ -9,16 +9,17 @@
 //! ownership is decided by the tags.
 
 use super::{
-    api_tags, call_failed, changed, client, description, owned, request_id, str_field, sync_tags, tag_map, tags_of, tags_value,
+    api_tags, call_failed, changed, client, comparable_tags, description, owned, request_id, sync_tags, tags_of, typed, untyped,
     wait_for_operation,
 };
-use crate::engine::ownership::not_owned;
+use crate::engine::ownership::{not_owned, TagMap};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_servicediscovery::types::{
     DnsConfig, DnsConfigChange, DnsRecord, HealthCheckCustomConfig, RecordType, RoutingPolicy, ServiceChange,
 };
 use futures::future::BoxFuture;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub struct DiscoveryService;
@@ -26,35 +27,58 @@ pub struct DiscoveryService;
 /// Cloud Map's routing policy when none was given.
 const DEFAULT_ROUTING: &str = "MULTIVALUE";
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryServiceFields {
+    pub name: String,
+    /// The namespace id.
+    pub namespace: String,
+    /// Sorted: `A`, `SRV`.
+    pub record_types: Vec<String>,
+    pub routing_policy: String,
+    /// ECS reports each task's container health.
+    pub health_check_custom: bool,
+    /// One TTL for all records (desired state has one); null without DNS records.
+    pub ttl: Option<Ttl>,
+    pub tags: TagMap,
+}
+
+/// Records whose TTLs differ (changed by hand) show as the list of the distinct TTLs, which is
+/// never equal to the wanted number, so the update rewrites them all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Ttl {
+    One(u64),
+    Mixed(Vec<i64>),
+}
+
 /// (`record_types`, `ttl`, `routing_policy`) of a service's DNS configuration, as desired
-/// state writes them. Desired state has one TTL for all records; records whose TTLs differ
-/// (changed by hand) show as the list of the distinct TTLs, which is never equal to the
-/// wanted number, so the update rewrites them all. No DNS configuration: no records, TTL null.
-pub fn dns_fields(dns: Option<&DnsConfig>) -> (Value, Value, Value) {
+/// state writes them. No DNS configuration: no records, TTL null.
+pub fn dns_fields(dns: Option<&DnsConfig>) -> (Vec<String>, Option<Ttl>, String) {
     let records = dns.map(|d| d.dns_records()).unwrap_or_default();
     let types: BTreeSet<&str> = records.iter().map(|r| r.r#type().as_str()).collect();
     let ttls: BTreeSet<i64> = records.iter().map(|r| r.ttl()).collect();
     let ttl = match ttls.len() {
-        0 => Value::Null,
-        1 => json!(ttls.first().copied().unwrap_or_default().max(0) as u64),
-        _ => json!(ttls.into_iter().collect::<Vec<_>>()),
+        0 => None,
+        1 => Some(Ttl::One(ttls.first().copied().unwrap_or_default().max(0) as u64)),
+        _ => Some(Ttl::Mixed(ttls.into_iter().collect())),
     };
     let routing = dns.and_then(|d| d.routing_policy()).map(|r| r.as_str()).unwrap_or(DEFAULT_ROUTING);
-    (json!(types.into_iter().collect::<Vec<_>>()), ttl, json!(routing))
+    (types.into_iter().map(String::from).collect(), ttl, routing.to_string())
 }
 
 /// Observed fields of a service.
-pub fn service_fields(svc: &aws_sdk_servicediscovery::types::Service, tags: &BTreeMap<String, String>) -> Fields {
-    let (record_types, ttl, routing) = dns_fields(svc.dns_config());
-    let mut fields = Fields::new();
-    fields.insert("name".into(), svc.name().unwrap_or_default().into());
-    fields.insert("namespace".into(), svc.namespace_id().unwrap_or_default().into());
-    fields.insert("record_types".into(), record_types);
-    fields.insert("routing_policy".into(), routing);
-    fields.insert("health_check_custom".into(), svc.health_check_custom_config().is_some().into());
-    fields.insert("ttl".into(), ttl);
-    fields.insert("tags".into(), tags_value(tags));
-    fields
+pub fn service_fields(svc: &aws_sdk_servicediscovery::types::Service, tags: &BTreeMap<String, String>) -> DiscoveryServiceFields {
+    let (record_types, ttl, routing_policy) = dns_fields(svc.dns_config());
+    DiscoveryServiceFields {
+        name: svc.name().unwrap_or_default().to_string(),
+        namespace: svc.namespace_id().unwrap_or_default().to_string(),
+        record_types,
+        routing_policy,
+        health_check_custom: svc.health_check_custom_config().is_some(),
+        ttl,
+        tags: comparable_tags(tags),
+    }
 }
 
 /// The ARN of namespace `ns_id`, next to service ARN `service_arn` (same partition, region
@@ -65,19 +89,10 @@ pub fn namespace_arn(service_arn: &str, ns_id: &str) -> Option<String> {
 }
 
 /// The DNS records desired fields ask for: one per record type, all with the one TTL.
-fn dns_records(fields: &Fields) -> anyhow::Result<Vec<DnsRecord>> {
-    let ttl = fields
-        .get("ttl")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| anyhow::anyhow!("internal error: field `ttl` is missing or not a number"))?;
-    let types = fields.get("record_types").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    types
-        .iter()
-        .map(|t| {
-            let t = t.as_str().ok_or_else(|| anyhow::anyhow!("internal error: record type {t} is not a string"))?;
-            Ok(DnsRecord::builder().r#type(RecordType::from(t)).ttl(ttl as i64).build()?)
-        })
-        .collect()
+fn dns_records(f: &DiscoveryServiceFields) -> anyhow::Result<Vec<DnsRecord>> {
+    let Some(Ttl::One(ttl)) = f.ttl else { anyhow::bail!("internal error: Cloud Map service {} is wanted without one TTL", f.name) };
+    let ttl = i64::try_from(ttl).map_err(|_| anyhow::anyhow!("TTL {ttl} is too large for Cloud Map"))?;
+    f.record_types.iter().map(|t| Ok(DnsRecord::builder().r#type(RecordType::from(t.as_str())).ttl(ttl).build()?)).collect()
 }
 
 /// Whether an unowned service of a wanted name sits in the wanted namespace: compared
@@ -95,6 +110,10 @@ async fn in_wanted_namespace(ctx: &Ctx, wanted: &Desired, svc: &aws_sdk_serviced
 impl Kind for DiscoveryService {
     fn name(&self) -> &'static str {
         "servicediscovery:service"
+    }
+
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<DiscoveryServiceFields>(self.name(), fields).map(drop)
     }
 
     fn replace_on(&self) -> &'static [&'static str] {
@@ -132,7 +151,7 @@ impl Kind for DiscoveryService {
             for (svc, tags) in read {
                 let (Some(srv_id), Some(arn), Some(name)) = (svc.id(), svc.arn(), svc.name()) else { continue };
                 if let Some(id) = owned(ctx, &tags) {
-                    let mut o = Observed::new(self.name(), id, srv_id.to_string(), service_fields(&svc, &tags));
+                    let mut o = Observed::new(self.name(), id, srv_id.to_string(), untyped(&service_fields(&svc, &tags)));
                     o.attrs.insert("arn".into(), arn.into());
                     out.push(o);
                     continue;
@@ -149,18 +168,18 @@ impl Kind for DiscoveryService {
 
     fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
         Box::pin(async move {
-            let routing = fields.get("routing_policy").and_then(Value::as_str).unwrap_or(DEFAULT_ROUTING);
-            let dns =
-                DnsConfig::builder().routing_policy(RoutingPolicy::from(routing)).set_dns_records(Some(dns_records(fields)?)).build()?;
+            let f: DiscoveryServiceFields = typed(self.name(), fields)?;
+            let routing = RoutingPolicy::from(f.routing_policy.as_str());
+            let dns = DnsConfig::builder().routing_policy(routing).set_dns_records(Some(dns_records(&f)?)).build()?;
             let mut req = client(ctx)
                 .create_service()
-                .name(str_field(fields, "name")?)
-                .namespace_id(str_field(fields, "namespace")?)
+                .name(&f.name)
+                .namespace_id(&f.namespace)
                 .description(description(&ctx.settings.stack))
                 .creator_request_id(request_id(ctx, id))
                 .dns_config(dns)
-                .set_tags(Some(api_tags(&tag_map(fields.get("tags")))?));
-            if fields.get("health_check_custom").and_then(Value::as_bool) == Some(true) {
+                .set_tags(Some(api_tags(&f.tags)?));
+            if f.health_check_custom {
                 // No failure threshold: it is deprecated, Cloud Map always uses 1.
                 req = req.health_check_custom_config(HealthCheckCustomConfig::builder().build());
             }
@@ -186,7 +205,7 @@ impl Kind for DiscoveryService {
                 let change = ServiceChange::builder()
                     // Resent so the description (what finds a renamed service) never goes.
                     .description(description(&ctx.settings.stack))
-                    .dns_config(DnsConfigChange::builder().set_dns_records(Some(dns_records(fields)?)).build()?)
+                    .dns_config(DnsConfigChange::builder().set_dns_records(Some(dns_records(&typed(self.name(), fields)?)?)).build()?)
                     .build();
                 let out = client(ctx).update_service().id(srv).service(change).send().await.map_err(call_failed("UpdateService"))?;
                 if let Some(op) = out.operation_id() {
@@ -231,6 +250,7 @@ impl Kind for DiscoveryService {
 mod tests {
     use super::*;
     use aws_sdk_servicediscovery::types::Service as CloudMapService;
+    use serde_json::json;
 
     fn record(t: RecordType, ttl: i64) -> DnsRecord {
         DnsRecord::builder().r#type(t).ttl(ttl).build().unwrap()
@@ -241,9 +261,9 @@ mod tests {
         // AWS echoes records in the order they were sent: SRV first here.
         let dns = DnsConfig::builder().dns_records(record(RecordType::Srv, 30)).dns_records(record(RecordType::A, 30)).build().unwrap();
         let (types, ttl, routing) = dns_fields(Some(&dns));
-        assert_eq!(types, json!(["A", "SRV"]));
-        assert_eq!(ttl, json!(30));
-        assert_eq!(routing, json!("MULTIVALUE"), "Cloud Map's default when none is reported");
+        assert_eq!(types, ["A", "SRV"]);
+        assert_eq!(ttl, Some(Ttl::One(30)));
+        assert_eq!(routing, "MULTIVALUE", "Cloud Map's default when none is reported");
         let mixed = DnsConfig::builder()
             .routing_policy(RoutingPolicy::Weighted)
             .dns_records(record(RecordType::Srv, 60))
@@ -251,9 +271,10 @@ mod tests {
             .build()
             .unwrap();
         let (_, ttl, routing) = dns_fields(Some(&mixed));
-        assert_eq!(ttl, json!([30, 60]), "TTLs changed by hand show, and never equal the wanted number");
-        assert_eq!(routing, json!("WEIGHTED"));
-        assert_eq!(dns_fields(None), (json!([]), Value::Null, json!("MULTIVALUE")));
+        assert_eq!(ttl, Some(Ttl::Mixed(vec![30, 60])), "TTLs changed by hand show, and never equal the wanted number");
+        assert_eq!(serde_json::to_value(&ttl).unwrap(), json!([30, 60]));
+        assert_eq!(routing, "WEIGHTED");
+        assert_eq!(dns_fields(None), (vec![], None, "MULTIVALUE".to_string()));
     }
 
     #[test]
@@ -275,7 +296,7 @@ mod tests {
         let tags: BTreeMap<String, String> =
             [("reconciler:stack", "s"), ("aws:x", "y")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert_eq!(
-            Value::Object(service_fields(&svc, &tags)),
+            Value::Object(untyped(&service_fields(&svc, &tags))),
             json!({
                 "name": "webhook",
                 "namespace": "ns-1",
@@ -287,16 +308,20 @@ mod tests {
             })
         );
         let bare = CloudMapService::builder().name("webhook").namespace_id("ns-1").build();
-        assert_eq!(service_fields(&bare, &BTreeMap::new())["health_check_custom"], json!(false));
+        assert!(!service_fields(&bare, &BTreeMap::new()).health_check_custom);
     }
 
     #[test]
     fn desired_records_round_trip() {
-        let fields = json!({"record_types": ["A", "SRV"], "ttl": 30}).as_object().unwrap().clone();
-        let records = dns_records(&fields).unwrap();
+        let fields = json!({
+            "name": "webhook", "namespace": "ns-1", "record_types": ["A", "SRV"], "routing_policy": "MULTIVALUE",
+            "health_check_custom": true, "ttl": 30, "tags": {},
+        });
+        let f: DiscoveryServiceFields = typed("servicediscovery:service", fields.as_object().unwrap()).unwrap();
+        let records = dns_records(&f).unwrap();
         let dns = DnsConfig::builder().set_dns_records(Some(records)).build().unwrap();
-        assert_eq!(dns_fields(Some(&dns)).0, fields["record_types"]);
-        assert_eq!(dns_fields(Some(&dns)).1, fields["ttl"]);
+        assert_eq!(dns_fields(Some(&dns)).0, f.record_types);
+        assert_eq!(dns_fields(Some(&dns)).1, f.ttl);
     }
 
     #[test]

@@ -173,6 +173,10 @@ impl Kind for Queue {
         "sqs:queue"
     }
 
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        typed::<QueueFields>(self.name(), fields).map(drop)
+    }
+
     fn replace_on(&self) -> &'static [&'static str] {
         &["name", "fifo"]
     }
