@@ -41,7 +41,7 @@ pub async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", engine::advice::render(&e));
             ExitCode::from(1)
         }
     }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod desired;
 pub mod engine;
 pub mod facts;
+pub mod ids;
 pub mod log;
 pub mod metrics;
 pub mod outputs;

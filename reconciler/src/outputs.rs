@@ -6,6 +6,7 @@
 //! created yet are `null`.
 
 use crate::engine::Observed;
+use crate::ids;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -62,7 +63,7 @@ impl DnsRecord {
 /// The DNS record a custom domain needs, from what observe found (the name from the spec
 /// when the domain is not created yet).
 pub fn dns_record(wanted: Option<&str>, observed: &[Observed]) -> Option<DnsRecord> {
-    let live = find(observed, "apigateway:domain-name", "domain-name");
+    let live = find(observed, "apigateway:domain-name", ids::DOMAIN_NAME);
     let name = live.map(|o| o.physical_id.clone()).or_else(|| wanted.map(str::to_string))?;
     Some(DnsRecord {
         name,
@@ -85,7 +86,7 @@ pub fn from_observed(stack: &str, region: &str, observed: &[Observed]) -> Output
     let dns_record = dns_record(None, observed);
     let webhook_url = match &dns_record {
         Some(d) => Some(format!("https://{}", d.name)),
-        None => attr(observed, "apigateway:api", "api", "endpoint").map(|e| e.trim_end_matches('/').to_string()),
+        None => attr(observed, "apigateway:api", ids::API, "endpoint").map(|e| e.trim_end_matches('/').to_string()),
     };
     let manifest = webhook_url.as_ref().map(|base| PATHS.iter().map(|(name, path)| (name.to_string(), format!("{base}{path}"))).collect());
     let of_kind = |kind: &str, value: &dyn Fn(&Observed) -> Option<String>| -> BTreeMap<String, String> {
@@ -97,10 +98,10 @@ pub fn from_observed(stack: &str, region: &str, observed: &[Observed]) -> Output
         webhook_url,
         dns_record,
         manifest,
-        api_id: find(observed, "apigateway:api", "api").map(|o| o.physical_id.clone()),
-        vpc_link_id: find(observed, "apigateway:vpc-link", "vpc-link").map(|o| o.physical_id.clone()),
-        cluster: attr(observed, "ecs:cluster", "cluster", "name"),
-        service: attr(observed, "ecs:service", "service", "name"),
+        api_id: find(observed, "apigateway:api", ids::API).map(|o| o.physical_id.clone()),
+        vpc_link_id: find(observed, "apigateway:vpc-link", ids::VPC_LINK).map(|o| o.physical_id.clone()),
+        cluster: attr(observed, "ecs:cluster", ids::CLUSTER, "name"),
+        service: attr(observed, "ecs:service", ids::SERVICE, "name"),
         log_groups: of_kind("logs:log-group", &|o| Some(o.physical_id.clone())),
         queues: of_kind("sqs:queue", &|o| o.attrs.get("url").cloned()),
     }

@@ -8,6 +8,7 @@
 //! I/O only.
 
 use crate::engine::{Observed, Status};
+use crate::ids;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -198,22 +199,31 @@ pub async fn call_endpoint(url: Option<&str>) -> Endpoint {
             let body = r.text().await.unwrap_or_default();
             Endpoint::Answered { url, status, body }
         }
-        Err(e) => {
-            let mut error = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                error.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            Endpoint::Unreachable { url, error }
-        }
+        Err(e) => Endpoint::Unreachable { url, error: unreachable(&e) },
+    }
+}
+
+/// Why a request got no answer, in a person's words: the innermost cause (`Connection refused
+/// (os error 111)`, `failed to lookup address information: …`), not the client library's
+/// chain of wrappers (the URL is shown beside it already).
+fn unreachable(e: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(s) = root.source() {
+        root = s;
+    }
+    if e.is_timeout() {
+        "no answer within 10 s".to_string()
+    } else if e.is_connect() {
+        format!("could not connect: {root}")
+    } else {
+        root.to_string()
     }
 }
 
 /// The control-plane evidence from an observed snapshot, plus the ECS and Cloud Map reads.
 pub async fn gather(ctx: &crate::engine::Ctx, observed: &[Observed], endpoint: Endpoint) -> anyhow::Result<Evidence> {
     let find = |kind: &str, id: &str| observed.iter().find(|o| o.kind == kind && o.id == id);
-    let tasks = match find("ecs:service", "service") {
+    let tasks = match find("ecs:service", ids::SERVICE) {
         Some(svc) => {
             let cluster = svc.fields.get("cluster_name").and_then(|v| v.as_str()).unwrap_or_default();
             let name = svc.attrs.get("name").cloned().unwrap_or_default();
@@ -225,15 +235,15 @@ pub async fn gather(ctx: &crate::engine::Ctx, observed: &[Observed], endpoint: E
         }
         None => None,
     };
-    let instances = match find("servicediscovery:service", "discovery-service") {
+    let instances = match find("servicediscovery:service", ids::DISCOVERY_SERVICE) {
         Some(s) => Some(crate::resources::servicediscovery::instance_health(ctx, &s.physical_id).await?),
         None => None,
     };
     Ok(Evidence {
         endpoint,
-        stage: find("apigateway:stage", "stage").is_some(),
-        integration: find("apigateway:integration", "integration").is_some(),
-        vpc_link: find("apigateway:vpc-link", "vpc-link").map(|o| o.status.clone()),
+        stage: find("apigateway:stage", ids::STAGE).is_some(),
+        integration: find("apigateway:integration", ids::INTEGRATION).is_some(),
+        vpc_link: find("apigateway:vpc-link", ids::VPC_LINK).map(|o| o.status.clone()),
         tasks,
         instances,
     })
@@ -314,6 +324,18 @@ mod tests {
             let text = render_text(&v);
             assert!(text.contains(detail) && text.contains(&format!("broken hop: {hop}")), "{text}");
         }
+    }
+
+    /// A closed port on loopback: the reason in one short line, without the HTTP client's
+    /// wrappers.
+    #[tokio::test]
+    async fn an_unreachable_endpoint_reads_as_its_reason() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}");
+        let Endpoint::Unreachable { url: shown, error } = call_endpoint(Some(&url)).await else { panic!("a closed port answered") };
+        assert_eq!(shown, url);
+        assert!(error.starts_with("could not connect: ") && error.to_lowercase().contains("refused"), "{error}");
+        assert!(!error.contains("error sending request") && !error.contains("client error"), "no wrapper chain: {error}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use super::{obj, Builder};
 use crate::engine::{initial, reference, reference_to, set, within};
+use crate::ids;
 use crate::spec::{Capacity, ImagePolicy, Service, Spec};
 use serde_json::{json, Value};
 
@@ -63,7 +64,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     dlq.insert("retention".into(), json!(1_209_600));
     b.add_with_policy("sqs:queue", "queue-dlq", dlq, &[], q.deletion_policy);
     let redrive = json!({"dead_letter_arn": reference_to("queue-dlq", "arn"), "max_receive_count": q.max_receive_count});
-    b.add_with_policy("sqs:queue", "queue", queue(queue_name(&stack), redrive), &[], q.deletion_policy);
+    b.add_with_policy("sqs:queue", ids::QUEUE, queue(queue_name(&stack), redrive), &[], q.deletion_policy);
 
     let trust = trust_policy(&spec.region, &b.facts.account);
     b.add(
@@ -92,7 +93,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     let strategy = capacity_strategy(&svc.capacity);
     b.add(
         "ecs:cluster",
-        "cluster",
+        ids::CLUSTER,
         obj(json!({
             "name": svc.cluster,
             "container_insights": "enabled",
@@ -102,7 +103,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         &[],
     );
 
-    b.add("ecs:task-definition", "task-definition", task_definition(spec, &svc), &[]);
+    b.add("ecs:task-definition", ids::TASK_DEFINITION, task_definition(spec, &svc), &[]);
     if svc.image_policy == ImagePolicy::TrackLive {
         // The pipeline registers the live revisions, with its own tags: ours go on the
         // revisions the reconciler registers and are not compared afterwards.
@@ -113,7 +114,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     }
 
     let registry = match &spec.discovery {
-        Some(_) => json!({"arn": reference_to("discovery-service", "arn"), "container_name": CONTAINER, "container_port": svc.port}),
+        Some(_) => json!({"arn": reference_to(ids::DISCOVERY_SERVICE, "arn"), "container_name": CONTAINER, "container_port": svc.port}),
         None => Value::Null,
     };
     // With autoscaling, the live count belongs to it: set on create, drift only outside [min, max].
@@ -124,12 +125,12 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     let egress = b.private_egress();
     b.add(
         "ecs:service",
-        "service",
+        ids::SERVICE,
         obj(json!({
             "name": stack,
             "cluster_name": svc.cluster,
-            "cluster": reference_to("cluster", "arn"),
-            "task_definition": reference_to("task-definition", "arn"),
+            "cluster": reference_to(ids::CLUSTER, "arn"),
+            "task_definition": reference_to(ids::TASK_DEFINITION, "arn"),
             "desired_count": desired_count,
             "capacity_strategy": strategy,
             "subnets": set(private_subnets.iter().map(|s| reference(s)).collect()),
@@ -261,7 +262,7 @@ fn task_policy(spec: &Spec) -> Value {
     let mut statements = vec![statement(
         "OwnQueues",
         &["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"],
-        set(vec![reference_to("queue", "arn"), reference_to("queue-dlq", "arn")]),
+        set(vec![reference_to(ids::QUEUE, "arn"), reference_to("queue-dlq", "arn")]),
     )];
     if let Some(w) = &spec.webhook {
         statements.push(statement("SendToPackager", &["sqs:SendMessage"], json!([w.packager_queue_arn])));
@@ -295,7 +296,7 @@ fn task_definition(spec: &Spec, svc: &Service) -> crate::engine::Fields {
     let mut env: Vec<(String, Value)> = vec![
         ("AWS_REGION".into(), json!(spec.region)),
         ("PORT".into(), json!(svc.port.to_string())),
-        ("QUEUE_URL".into(), reference_to("queue", "url")),
+        ("QUEUE_URL".into(), reference_to(ids::QUEUE, "url")),
         ("DEAD_LETTER_QUEUE_URL".into(), reference_to("queue-dlq", "url")),
     ];
     if spec.api.is_some() {

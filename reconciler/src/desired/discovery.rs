@@ -5,16 +5,17 @@
 
 use super::{obj, Builder};
 use crate::engine::reference;
+use crate::ids;
 use serde_json::json;
 
 pub(super) fn build(b: &mut Builder) {
     let Some(d) = &b.spec.discovery else { return };
     let mut records: Vec<&str> = d.records.iter().map(|r| r.as_str()).collect();
     records.sort();
-    b.add("servicediscovery:namespace", "namespace", obj(json!({"name": d.namespace, "vpc": reference("vpc")})), &[]);
+    b.add("servicediscovery:namespace", "namespace", obj(json!({"name": d.namespace, "vpc": reference(ids::VPC)})), &[]);
     b.add(
         "servicediscovery:service",
-        "discovery-service",
+        ids::DISCOVERY_SERVICE,
         obj(json!({
             "name": d.service,
             "namespace": reference("namespace"),

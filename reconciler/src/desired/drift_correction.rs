@@ -14,6 +14,7 @@ use super::compute::{image_pull, role_path, statement, trust_policy};
 use super::{obj, Builder};
 use crate::engine::policy::Purpose;
 use crate::engine::{reference, reference_to, set};
+use crate::ids;
 use crate::resources::iam::canonical_policy;
 use crate::spec::{DriftMode, ENV_PREFIX, SPEC_VARIABLE};
 use serde_json::{json, Value};
@@ -62,7 +63,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
 
     b.add_with_policy(
         "logs:log-group",
-        "log-drift-correction",
+        ids::DRIFT_LOG_GROUP,
         obj(json!({"name": crate::resources::logs::task_log_group(&stack, NAME), "retention_days": dc.logs.retention_days})),
         &[],
         dc.logs.deletion_policy,
@@ -72,7 +73,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     let mut execution = vec![statement(
         "WriteItsLogGroup",
         &["logs:CreateLogStream", "logs:PutLogEvents"],
-        json!([reference_to("log-drift-correction", "arn_wildcard")]),
+        json!([reference_to(ids::DRIFT_LOG_GROUP, "arn_wildcard")]),
     )];
     execution.extend(image_pull(&dc.image));
     b.add(
@@ -100,7 +101,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
 
     b.add(
         "ecs:task-definition",
-        "task-definition-drift-correction",
+        ids::DRIFT_TASK_DEFINITION,
         obj(json!({
             "family": family,
             "cpu": dc.cpu.to_string(),
@@ -120,7 +121,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
                 // is a new revision, and the schedule moves to it in the same apply.
                 "environment": [{"name": SPEC_VARIABLE, "value": crate::spec::to_carried(spec)}],
                 "secrets": [],
-                "log": {"driver": "awslogs", "group": reference_to("log-drift-correction", "name"), "region": region, "prefix": CONTAINER},
+                "log": {"driver": "awslogs", "group": reference_to(ids::DRIFT_LOG_GROUP, "name"), "region": region, "prefix": CONTAINER},
                 "health_check": null,
                 "user": "",
                 "read_only_root": true,
@@ -153,7 +154,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         &["ecs:RunTask"],
         json!([format!("arn:aws:ecs:{region}:{account}:task-definition/{family}:*")]),
     );
-    run_task["Condition"] = json!({"ArnEquals": {"ecs:cluster": reference_to("cluster", "arn")}});
+    run_task["Condition"] = json!({"ArnEquals": {"ecs:cluster": reference_to(ids::CLUSTER, "arn")}});
     // The task carries its definition's tags (propagated at RunTask), which ECS authorises as
     // a tag on create.
     let mut tag_run = statement("TagTheTaskItRuns", &["ecs:TagResource"], json!([format!("arn:aws:ecs:{region}:{account}:task/*")]));
@@ -189,9 +190,9 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
             "flexible_window_minutes": null,
             "description": format!("reconciler {} of stack {stack} (managed by reconciler)", if dc.mode == DriftMode::Apply { "drift correction" } else { "drift report" }),
             "target": {
-                "cluster": reference_to("cluster", "arn"),
+                "cluster": reference_to(ids::CLUSTER, "arn"),
                 "role": reference_to("role-drift-correction-scheduler", "arn"),
-                "task_definition": reference_to("task-definition-drift-correction", "arn"),
+                "task_definition": reference_to(ids::DRIFT_TASK_DEFINITION, "arn"),
                 "launch_type": "FARGATE",
                 "task_count": 1,
                 "subnets": set(private_subnets.iter().map(|s| reference(s)).collect()),

@@ -5,6 +5,7 @@
 
 use super::{obj, Builder};
 use crate::engine::{reference, reference_to, set};
+use crate::ids;
 use serde_json::{json, Value};
 
 /// API Gateway cuts an HTTP API's integration off at 30 s; stay under it.
@@ -41,7 +42,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     if let Some(l) = &api.access_logs {
         b.add_with_policy(
             "logs:log-group",
-            "log-api",
+            ids::LOG_API,
             obj(json!({"name": api_log_group(&stack), "retention_days": l.retention_days})),
             &[],
             l.deletion_policy,
@@ -49,7 +50,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     }
     b.add(
         "apigateway:vpc-link",
-        "vpc-link",
+        ids::VPC_LINK,
         obj(json!({
             "name": stack,
             "subnets": set(private_subnets.iter().map(|s| reference(s)).collect()),
@@ -57,17 +58,17 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         })),
         &[],
     );
-    b.add("apigateway:api", "api", obj(json!({"name": api.name, "protocol": "HTTP"})), &[]);
+    b.add("apigateway:api", ids::API, obj(json!({"name": api.name, "protocol": "HTTP"})), &[]);
     b.add_untagged(
         "apigateway:integration",
-        "integration",
+        ids::INTEGRATION,
         obj(json!({
-            "api": reference("api"),
+            "api": reference(ids::API),
             "integration_type": "HTTP_PROXY",
             "method": "ANY",
             "connection_type": "VPC_LINK",
-            "connection_id": reference("vpc-link"),
-            "uri": reference_to("discovery-service", "arn"),
+            "connection_id": reference(ids::VPC_LINK),
+            "uri": reference_to(ids::DISCOVERY_SERVICE, "arn"),
             "payload_format": "1.0",
             "timeout_ms": INTEGRATION_TIMEOUT_MS,
             "request_parameters": {format!("overwrite:header.{CLIENT_IP_HEADER}"): "$context.identity.sourceIp"},
@@ -78,19 +79,19 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         b.add_untagged(
             "apigateway:route",
             id,
-            obj(json!({"api": reference("api"), "route_key": key, "integration": reference("integration"), "authorization": "NONE"})),
+            obj(json!({"api": reference(ids::API), "route_key": key, "integration": reference(ids::INTEGRATION), "authorization": "NONE"})),
             &[],
         );
     }
     let (destination, format) = match &api.access_logs {
-        Some(_) => (reference_to("log-api", "arn"), json!(ACCESS_LOG_FORMAT)),
+        Some(_) => (reference_to(ids::LOG_API, "arn"), json!(ACCESS_LOG_FORMAT)),
         None => (Value::Null, Value::Null),
     };
     b.add_untagged(
         "apigateway:stage",
-        "stage",
+        ids::STAGE,
         obj(json!({
-            "api": reference("api"),
+            "api": reference(ids::API),
             "name": "$default",
             "auto_deploy": true,
             "access_log_destination": destination,
@@ -102,11 +103,11 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         &["route-root", "route-proxy"],
     );
     if let Some(d) = &api.domain {
-        b.add("apigateway:domain-name", "domain-name", obj(json!({"name": d.name, "certificate_arn": d.certificate_arn})), &[]);
+        b.add("apigateway:domain-name", ids::DOMAIN_NAME, obj(json!({"name": d.name, "certificate_arn": d.certificate_arn})), &[]);
         b.add_untagged(
             "apigateway:api-mapping",
             "api-mapping",
-            obj(json!({"domain": reference("domain-name"), "api": reference("api"), "stage": "$default", "key": ""})),
+            obj(json!({"domain": reference(ids::DOMAIN_NAME), "api": reference(ids::API), "stage": "$default", "key": ""})),
             &["stage"],
         );
     }

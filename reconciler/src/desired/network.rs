@@ -3,6 +3,7 @@
 
 use super::{obj, Builder, Facts};
 use crate::engine::{initial, reference, set};
+use crate::ids;
 use crate::spec::cidr::Cidr;
 use crate::spec::NatMode;
 use serde_json::{json, Value};
@@ -14,7 +15,7 @@ impl Builder<'_> {
             // EC2 cannot change a description: set it on create and never compare it, so
             // that rewording it here never replaces a group in use.
             "description": initial(json!(format!("{} {purpose} (managed by reconciler)", self.spec.name))),
-            "vpc": reference("vpc"),
+            "vpc": reference(ids::VPC),
             "ingress": set(ingress),
             "egress": set(egress),
         }));
@@ -68,20 +69,20 @@ pub(super) fn build(b: &mut Builder, facts: &Facts) -> anyhow::Result<Vec<String
         private_ids = (1..=n).map(|k| format!("subnet-private-{k}")).collect();
         let private = subnets(&vpc.private_subnets, true)?;
 
-        b.add("ec2:vpc", "vpc", obj(json!({"cidr": vpc_cidr, "dns_support": true, "dns_hostnames": true})), &[]);
-        b.add("ec2:internet-gateway", "igw", obj(json!({"vpc": reference("vpc")})), &[]);
+        b.add("ec2:vpc", ids::VPC, obj(json!({"cidr": vpc_cidr, "dns_support": true, "dns_hostnames": true})), &[]);
+        b.add("ec2:internet-gateway", "igw", obj(json!({"vpc": reference(ids::VPC)})), &[]);
         for (i, az) in azs.iter().enumerate() {
             let k = i + 1;
             b.add(
                 "ec2:subnet",
                 &format!("subnet-public-{k}"),
-                obj(json!({"vpc": reference("vpc"), "cidr": public[i], "availability_zone": az, "public_ip_on_launch": true})),
+                obj(json!({"vpc": reference(ids::VPC), "cidr": public[i], "availability_zone": az, "public_ip_on_launch": true})),
                 &[],
             );
             b.add(
                 "ec2:subnet",
                 &format!("subnet-private-{k}"),
-                obj(json!({"vpc": reference("vpc"), "cidr": private[i], "availability_zone": az, "public_ip_on_launch": false})),
+                obj(json!({"vpc": reference(ids::VPC), "cidr": private[i], "availability_zone": az, "public_ip_on_launch": false})),
                 &[],
             );
         }
@@ -104,7 +105,7 @@ pub(super) fn build(b: &mut Builder, facts: &Facts) -> anyhow::Result<Vec<String
         b.add(
             "ec2:route-table",
             "rt-public",
-            obj(json!({"vpc": reference("vpc"), "routes": set(vec![json!({"destination": "0.0.0.0/0", "target": reference("igw")})]), "subnets": set(public_subnets)})),
+            obj(json!({"vpc": reference(ids::VPC), "routes": set(vec![json!({"destination": "0.0.0.0/0", "target": reference("igw")})]), "subnets": set(public_subnets)})),
             &[],
         );
         for k in 1..=n {
@@ -117,14 +118,14 @@ pub(super) fn build(b: &mut Builder, facts: &Facts) -> anyhow::Result<Vec<String
             b.add(
                 "ec2:route-table",
                 &format!("rt-private-{k}"),
-                obj(json!({"vpc": reference("vpc"), "routes": routes, "subnets": set(vec![reference(&format!("subnet-private-{k}"))])})),
+                obj(json!({"vpc": reference(ids::VPC), "routes": routes, "subnets": set(vec![reference(&format!("subnet-private-{k}"))])})),
                 &[],
             );
         }
     } else {
         let ex = facts.existing.as_ref().ok_or_else(|| anyhow::anyhow!("internal error: existing-VPC facts were not gathered"))?;
         vpc_cidr = ex.cidr.clone();
-        b.externals.insert("vpc".into(), ex.vpc_id.clone());
+        b.externals.insert(ids::VPC.into(), ex.vpc_id.clone());
         for (i, s) in ex.private_subnet_ids.iter().enumerate() {
             b.externals.insert(format!("subnet-private-{}", i + 1), s.clone());
         }

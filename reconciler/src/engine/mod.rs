@@ -2,6 +2,7 @@
 //! (one file each under `resources/<service>/`), desired state comes in as [`Desired`] nodes,
 //! live state as [`Observed`] items found by ownership (tags, a deterministic name, or a parent).
 
+pub mod advice;
 mod apply;
 pub mod calls;
 mod context;
@@ -33,6 +34,7 @@ pub use graph::creation_order;
 pub use observe::{observe, observe_owned, Snapshot};
 pub use planner::plan;
 pub use refs::{initial, normalise_set, reference, reference_to, references as references_in, resolve, set, within, UNKNOWN};
+pub(crate) use refs::{initial_value, within_bounds};
 pub use retry::{call_failed, call_failed_with, AwsError, ErrorClass};
 
 use futures::future::BoxFuture;

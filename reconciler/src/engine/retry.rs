@@ -32,17 +32,7 @@ pub const THROTTLING_CODES: &[&str] = &[
     "BandwidthLimitExceeded",
     "SlowDown",
     "PriorRequestNotComplete",
-    "EC2ThrottledException",
 ];
-
-/// EC2 is eventually consistent: a resource just created can be "not found" for a few
-/// seconds by the next call (`InvalidVpcID.NotFound` on CreateSubnet right after CreateVpc).
-/// A service's other "not visible yet" codes are its own classifier's (`ErrorClass::Propagation`).
-/// Retrying these is safe here because retried mutations re-observe first, and a delete whose
-/// target is gone is done.
-pub fn is_eventual_consistency(code: &str) -> bool {
-    code.starts_with("Invalid") && code.ends_with(".NotFound")
-}
 
 /// Whether a call only reads (it can be sent again whatever happened to the first one).
 pub fn is_read(call: &str) -> bool {
@@ -113,14 +103,12 @@ pub(crate) fn no_extra(_: &str, _: &str) -> Option<ErrorClass> {
     None
 }
 
-/// The class of an AWS error answer: the service's own rules first, then throttling (any
-/// 429), eventual consistency, 5xx; everything else is final.
+/// The class of an AWS error answer: the service's own rules first (its "not visible yet",
+/// "in use" and "gone" codes), then throttling (any 429), 5xx; everything else is final.
 pub fn class_of(status: u16, code: &str, message: &str, extra: Classifier) -> ErrorClass {
     extra(code, message).unwrap_or({
         if is_throttling(status, code) {
             ErrorClass::Throttled
-        } else if is_eventual_consistency(code) {
-            ErrorClass::Propagation
         } else if status >= 500 {
             ErrorClass::Retryable
         } else {
@@ -392,14 +380,6 @@ mod tests {
         assert!(most(12) > Duration::from_secs(10), "the cap is reached: {:?}", most(12));
     }
 
-    #[test]
-    fn eventual_consistency_codes() {
-        assert!(is_eventual_consistency("InvalidVpcID.NotFound"));
-        assert!(is_eventual_consistency("InvalidGroup.NotFound"));
-        assert!(!is_eventual_consistency("InvalidParameterValue"));
-        assert!(!is_eventual_consistency("DependencyViolation"));
-    }
-
     /// What a person reads: the call, AWS's code and message, on one line; no SDK structures.
     #[test]
     fn failures_read_as_code_and_message() {
@@ -425,7 +405,6 @@ mod tests {
         assert_eq!(class_of(400, "Throttling", "Rate exceeded", no_extra), ErrorClass::Throttled);
         assert_eq!(class_of(503, "RequestLimitExceeded", "", no_extra), ErrorClass::Throttled);
         assert_eq!(class_of(429, "LimitExceededException", "Too Many Requests", no_extra), ErrorClass::Throttled, "any 429");
-        assert_eq!(class_of(400, "InvalidSubnetID.NotFound", "", no_extra), ErrorClass::Propagation);
         assert_eq!(class_of(500, "InternalError", "", no_extra), ErrorClass::Retryable);
         assert_eq!(class_of(400, "InvalidParameterValue", "", no_extra), ErrorClass::Final);
         assert_eq!(class_of(403, "AccessDenied", "", no_extra), ErrorClass::Final);

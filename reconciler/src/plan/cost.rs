@@ -4,7 +4,8 @@
 //! assumptions (`cost:`). Pure: desired and observed fields in, dollars out. Like desired
 //! state, it knows the kinds (the ones that cost money); the engine knows none.
 
-use crate::engine::{ownership, Desired, Fields, Observed};
+use crate::engine::{initial_value, ownership, within_bounds, Desired, Fields, Observed};
+use crate::ids;
 use crate::spec::CostAssumptions;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -20,15 +21,6 @@ pub static TABLE: LazyLock<PriceTable> =
 const ACCESS_LOG_BYTES_PER_REQUEST: f64 = 1000.0;
 /// SQS requests per webhook: the service sends it, the worker receives and deletes it.
 const SQS_REQUESTS_PER_WEBHOOK: f64 = 3.0;
-/// The log group API Gateway writes access logs to (`desired/edge.rs`): its volume follows
-/// the requests; every other log group is the containers' (`cost.log_gb_per_month`).
-const ACCESS_LOG_GROUP: &str = "log-api";
-/// The webhook's own queue (`desired/compute.rs`); its dead-letter queue sees almost nothing.
-const WEBHOOK_QUEUE: &str = "queue";
-/// The service's task definition, and the drift-correction task's (desired/drift_correction.rs).
-const SERVICE_TASK: &str = "task-definition";
-const DRIFT_TASK: &str = "task-definition-drift-correction";
-const DRIFT_LOG_GROUP: &str = "log-drift-correction";
 /// A drift-correction run: about a minute of its task, one status line (and a few progress
 /// lines) of logs.
 const DRIFT_RUN_HOURS: f64 = 1.0 / 60.0;
@@ -269,15 +261,10 @@ impl<'a> Side<'a> {
         if let Some(n) = literal_number(v) {
             return Some(n);
         }
-        let m = v.as_object()?;
-        let initial = m.get("$initial").and_then(literal_number);
-        match m.get("$within").and_then(Value::as_array) {
-            Some(b) => {
-                let (lo, hi) = (b.first()?.as_f64()?, b.get(1)?.as_f64()?);
-                Some(live().map(|n| n.clamp(lo, hi)).or(initial)?)
-            }
-            None => live().or(initial),
+        if let Some((lo, hi, initial)) = within_bounds(v) {
+            return live().map(|n| n.clamp(lo, hi)).or_else(|| literal_number(initial));
         }
+        live().or_else(|| initial_value(v).and_then(literal_number))
     }
 
     /// Tasks the ECS service runs on this side.
@@ -342,9 +329,9 @@ fn price(kind: &str, id: &str, fields: &Fields, side: &Side, a: &CostAssumptions
     match kind {
         "ecs:service" => {
             let n = side.number(kind, id, fields, "desired_count")?;
-            let td = side.get("ecs:task-definition", SERVICE_TASK)?;
-            let vcpu = side.number("ecs:task-definition", SERVICE_TASK, td, "cpu")? / 1024.0;
-            let gb = side.number("ecs:task-definition", SERVICE_TASK, td, "memory")? / 1024.0;
+            let td = side.get("ecs:task-definition", ids::TASK_DEFINITION)?;
+            let vcpu = side.number("ecs:task-definition", ids::TASK_DEFINITION, td, "cpu")? / 1024.0;
+            let gb = side.number("ecs:task-definition", ids::TASK_DEFINITION, td, "memory")? / 1024.0;
             let own = fields.get("capacity_strategy").and_then(Value::as_array).filter(|s| !s.is_empty());
             let cluster = side.first("ecs:cluster").and_then(|(_, c)| c.get("default_strategy")).and_then(Value::as_array);
             let (on_demand, spot) = split(n, own.or(cluster).map(Vec::as_slice).unwrap_or_default());
@@ -373,16 +360,18 @@ fn price(kind: &str, id: &str, fields: &Fields, side: &Side, a: &CostAssumptions
         }
         "scheduler:schedule" => {
             let runs = side.drift_runs(h)?;
-            let td = side.get("ecs:task-definition", DRIFT_TASK)?;
-            let vcpu = side.number("ecs:task-definition", DRIFT_TASK, td, "cpu")? / 1024.0;
-            let gb = side.number("ecs:task-definition", DRIFT_TASK, td, "memory")? / 1024.0;
+            let td = side.get("ecs:task-definition", ids::DRIFT_TASK_DEFINITION)?;
+            let vcpu = side.number("ecs:task-definition", ids::DRIFT_TASK_DEFINITION, td, "cpu")? / 1024.0;
+            let gb = side.number("ecs:task-definition", ids::DRIFT_TASK_DEFINITION, td, "memory")? / 1024.0;
             let usd = runs * DRIFT_RUN_HOURS * (vcpu * p.fargate_vcpu_hour + gb * p.fargate_gb_hour);
             Some((usd, format!("{} runs of about a minute, {} vCPU and {} GB", num(runs), num(vcpu), num(gb))))
         }
         "logs:log-group" => {
+            // Access logs grow with the requests, the drift task's with its runs; every other
+            // log group is the containers' (`cost.log_gb_per_month`).
             let gb = match id {
-                ACCESS_LOG_GROUP => requests * ACCESS_LOG_BYTES_PER_REQUEST / 1e9,
-                DRIFT_LOG_GROUP => side.drift_runs(h).unwrap_or(0.0) * DRIFT_LOG_BYTES_PER_RUN / 1e9,
+                ids::LOG_API => requests * ACCESS_LOG_BYTES_PER_REQUEST / 1e9,
+                ids::DRIFT_LOG_GROUP => side.drift_runs(h).unwrap_or(0.0) * DRIFT_LOG_BYTES_PER_RUN / 1e9,
                 _ => a.log_gb_per_month,
             };
             // Kept for the retention period: that many days of logs are stored at any time.
@@ -392,7 +381,7 @@ fn price(kind: &str, id: &str, fields: &Fields, side: &Side, a: &CostAssumptions
             let usd = gb * p.logs_ingestion_gb + stored * p.logs_storage_gb_month;
             Some((usd, format!("{} GB ingested, {} GB stored for {} days", num(gb), num(stored), num(days))))
         }
-        "sqs:queue" if id == WEBHOOK_QUEUE => {
+        "sqs:queue" if id == ids::QUEUE => {
             let n = requests * SQS_REQUESTS_PER_WEBHOOK;
             Some((n / 1e6 * p.sqs_fifo_per_million, format!("{} FIFO requests (send, receive, delete per webhook)", thousands(n as u64))))
         }

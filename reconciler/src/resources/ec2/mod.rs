@@ -36,13 +36,19 @@ impl Service for aws_sdk_ec2::Client {
 /// link's network interfaces outlive the link for minutes, a NAT gateway being deleted still
 /// holds its subnet and address); it goes away by itself, so a delete (or a detach) waits for
 /// it until the conflict deadline, as Terraform's AWS provider does. `InvalidGroup.InUse`: a
-/// security group another group still references. `NatGatewayNotFound` (DescribeNatGateways
-/// for a NAT gateway created a moment ago): not visible yet, like the `Invalid*.NotFound` codes
-/// the engine knows.
+/// security group another group still references.
+///
+/// EC2 is eventually consistent: a resource just created can be "not found" for a few seconds
+/// by the next call (`InvalidVpcID.NotFound` on CreateSubnet right after CreateVpc;
+/// `NatGatewayNotFound` on DescribeNatGateways): not visible yet, retried until the
+/// propagation deadline. Safe, because a retried mutation re-observes first and a delete whose
+/// target is gone is done. `EC2ThrottledException`: EC2's own name for throttling.
 fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
     match code {
         "DependencyViolation" | "InvalidGroup.InUse" => Some(ErrorClass::Conflict),
         "NatGatewayNotFound" => Some(ErrorClass::Propagation),
+        c if c.starts_with("Invalid") && c.ends_with(".NotFound") => Some(ErrorClass::Propagation),
+        "EC2ThrottledException" => Some(ErrorClass::Throttled),
         _ => None,
     }
 }
@@ -200,7 +206,14 @@ mod tests {
         assert_eq!(classify("DependencyViolation", "resource sg-1 has a dependent object"), Some(ErrorClass::Conflict));
         assert_eq!(classify("InvalidGroup.InUse", ""), Some(ErrorClass::Conflict));
         assert_eq!(classify("NatGatewayNotFound", ""), Some(ErrorClass::Propagation), "not visible yet");
+        assert_eq!(classify("InvalidVpcID.NotFound", ""), Some(ErrorClass::Propagation), "not visible yet");
+        assert_eq!(classify("InvalidGroup.NotFound", ""), Some(ErrorClass::Propagation));
+        assert_eq!(classify("EC2ThrottledException", ""), Some(ErrorClass::Throttled));
         assert_eq!(classify("InvalidParameterValue", ""), None);
+        // Only EC2's: another service's `Invalid….NotFound` is final (its classifier decides).
+        use crate::engine::retry::{class_of, no_extra};
+        assert_eq!(class_of(400, "InvalidSubnetID.NotFound", "", classify), ErrorClass::Propagation);
+        assert_eq!(class_of(400, "InvalidSubnetID.NotFound", "", no_extra), ErrorClass::Final);
     }
 
     #[test]
