@@ -216,7 +216,7 @@ async fn apply_locked(
     );
     // Only what the outputs are made of, against the same desired state (applying changes
     // neither the spec nor the facts): a few calls, not a second whole observation.
-    let output_kinds: Vec<Box<dyn engine::Kind>> =
+    let output_kinds: Vec<Box<dyn engine::DynKind>> =
         crate::resources::registry().into_iter().filter(|k| crate::outputs::KINDS.contains(&k.name())).collect();
     let (now, _) = engine::observe_owned(&s.ctx, &output_kinds, &state.resources).await.context("reading the outputs after apply")?;
     println!();

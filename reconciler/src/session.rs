@@ -27,7 +27,7 @@ pub(crate) struct Session {
     pub(crate) file: PathBuf,
     pub(crate) spec: Spec,
     pub(crate) ctx: Ctx,
-    pub(crate) kinds: Vec<Box<dyn engine::Kind>>,
+    pub(crate) kinds: Vec<Box<dyn engine::DynKind>>,
     pub(crate) lock_wait: Duration,
 }
 

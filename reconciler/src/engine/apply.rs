@@ -10,7 +10,7 @@ use super::planner::{index_live, removed, replace_reason, replacements, resolve_
 use super::replacement::{first_phase, refusal};
 use super::retry::RetryBudget;
 use super::{kind_of, progress};
-use super::{Ctx, Desired, Fields, Identity, Kind, Observed, Status};
+use super::{Ctx, Desired, DynKind, Fields, Identity, Observed, Status};
 use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, DUPLICATE_IN_USE};
 use anyhow::{anyhow, Context as _};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -43,7 +43,7 @@ pub enum Destructive {
 /// update, then delete what else left the spec, duplicates and create-before-destroy old halves.
 pub async fn apply(
     ctx: &Ctx,
-    kinds: &[Box<dyn Kind>],
+    kinds: &[Box<dyn DynKind>],
     desired: &[Desired],
     observed: &[Observed],
     externals: &BTreeMap<String, String>,
@@ -85,7 +85,7 @@ pub async fn apply(
 /// One apply's inputs and what it derives from them once.
 struct Run<'a> {
     ctx: &'a Ctx,
-    kinds: &'a [Box<dyn Kind>],
+    kinds: &'a [Box<dyn DynKind>],
     desired: &'a [Desired],
     observed: &'a [Observed],
     externals: &'a BTreeMap<String, String>,
@@ -374,7 +374,7 @@ enum Outcome {
 /// phase 3 deletes it, and so do duplicates).
 async fn converge_one(
     ctx: &Ctx,
-    kind: &dyn Kind,
+    kind: &dyn DynKind,
     d: &Desired,
     fields: &Fields,
     live: Option<&Observed>,
@@ -432,7 +432,7 @@ async fn converge_one(
 /// After a create that may have happened (its answer was lost or a 5xx), the new resource
 /// can be missing from listings for a while: look again until `listing_lag` has passed before
 /// the engine creates it anew, so that a lost answer never becomes a duplicate.
-async fn find_lost_create(ctx: &Ctx, kind: &dyn Kind, d: &Desired, known: &[&str]) -> anyhow::Result<Option<Observed>> {
+async fn find_lost_create(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, known: &[&str]) -> anyhow::Result<Option<Observed>> {
     let s = &ctx.settings;
     let started = Instant::now();
     progress(&format!(
@@ -449,7 +449,7 @@ async fn find_lost_create(ctx: &Ctx, kind: &dyn Kind, d: &Desired, known: &[&str
 }
 
 /// Polls until the resource is Ready; Failed or a timeout is an error that says so.
-async fn wait_ready(ctx: &Ctx, kind: &dyn Kind, d: &Desired, live: &Observed) -> anyhow::Result<()> {
+async fn wait_ready(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, live: &Observed) -> anyhow::Result<()> {
     progress(&format!("waiting for {} {} [{}] to become ready", d.kind, d.id, live.physical_id));
     super::wait::until(ctx, &format!("{} {} [{}] to become ready", d.kind, d.id, live.physical_id), || async {
         match observe_again(ctx, kind, live).await?.map(|o| o.status) {
@@ -465,7 +465,7 @@ async fn wait_ready(ctx: &Ctx, kind: &dyn Kind, d: &Desired, live: &Observed) ->
     .await
 }
 
-async fn converge_step(ctx: &Ctx, kind: &dyn Kind, d: &Desired, fields: &Fields, live: Option<&Observed>) -> anyhow::Result<Outcome> {
+async fn converge_step(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, fields: &Fields, live: Option<&Observed>) -> anyhow::Result<Outcome> {
     let Some(live) = live else {
         let created = kind.create(ctx, &d.id, &for_create(fields)).await.with_context(|| format!("creating {} {}", d.kind, d.id))?;
         return Ok(Outcome::Created(created));

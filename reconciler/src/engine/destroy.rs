@@ -5,7 +5,7 @@ use super::observe::{leaving, observe_again, wait_while_leaving};
 use super::ownership;
 use super::retry::RetryBudget;
 use super::{kind_of, progress};
-use super::{Ctx, Desired, Kind, Observed};
+use super::{Ctx, Desired, DynKind, Observed};
 use anyhow::{anyhow, Context as _};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +15,7 @@ use std::time::Instant;
 /// resource again: gone is done; still there, the next attempt starts from what it is now (a
 /// gateway already detached, an association already removed by the failed attempt is not
 /// detached or removed again).
-pub(super) async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Result<()> {
+pub(super) async fn delete_one(ctx: &Ctx, kind: &dyn DynKind, live: &Observed) -> anyhow::Result<()> {
     let mut budget = RetryBudget::new(&ctx.settings);
     let mut current = live.clone();
     loop {
@@ -50,7 +50,7 @@ pub(super) async fn delete_one(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> a
 /// `max_concurrency` at once. After a failure nothing new starts; what runs finishes.
 pub(super) async fn delete_in_dependency_order(
     ctx: &Ctx,
-    kinds: &[Box<dyn Kind>],
+    kinds: &[Box<dyn DynKind>],
     victims: &[&Observed],
     desired: &[Desired],
 ) -> anyhow::Result<(usize, usize)> {
@@ -124,7 +124,7 @@ pub fn destroy_order<'a>(observed: &'a [Observed], desired: &[Desired]) -> Vec<&
 
 /// Deletes everything the stack owns (found by its tags), dependents first; retained
 /// resources are orphaned. Returns (deleted, retained).
-pub async fn destroy(ctx: &Ctx, kinds: &[Box<dyn Kind>], observed: &[Observed], desired: &[Desired]) -> anyhow::Result<(usize, usize)> {
+pub async fn destroy(ctx: &Ctx, kinds: &[Box<dyn DynKind>], observed: &[Observed], desired: &[Desired]) -> anyhow::Result<(usize, usize)> {
     let all: Vec<&Observed> = observed.iter().collect();
     delete_in_dependency_order(ctx, kinds, &all, desired).await
 }
@@ -140,8 +140,8 @@ mod tests {
     #[tokio::test]
     async fn a_slow_delete_holds_up_only_what_depends_on_it() {
         let ended = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let kinds: Vec<Box<dyn Kind>> =
-            ["slow", "fast", "base"].into_iter().map(|name| Box::new(FakeKind(name, Some(ended.clone()))) as Box<dyn Kind>).collect();
+        let kinds: Vec<Box<dyn DynKind>> =
+            ["slow", "fast", "base"].into_iter().map(|name| Box::new(FakeKind(name, Some(ended.clone()))) as Box<dyn DynKind>).collect();
         let victims = [
             live("slow", "nat", "nat-1", json!({"subnet": "subnet-1"})),
             live("fast", "endpoint", "ep-2", json!({"subnet": "subnet-2"})),

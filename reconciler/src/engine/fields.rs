@@ -2,7 +2,7 @@
 //! by desired state and read by the kind, so that a field name is a contract the compiler and
 //! serde check rather than a string in three places.
 
-use super::{for_create, resolve, Desired, FieldChange, Fields, Identity, Kind};
+use super::{for_create, resolve, Desired, DynKind, FieldChange, Fields, Identity};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -42,7 +42,7 @@ pub fn changed(changes: &[FieldChange], field: &str) -> bool {
 /// shape, not the value) and markers replaced by their initial values. Pure, no AWS call: the
 /// unit tests run it over the desired state of every spec in `specs/`, the spec fuzz target
 /// over every spec it finds valid. The error lists every node that does not fit.
-pub fn check_desired(kinds: &[Box<dyn Kind>], desired: &[Desired], externals: &BTreeMap<String, String>) -> anyhow::Result<()> {
+pub fn check_desired(kinds: &[Box<dyn DynKind>], desired: &[Desired], externals: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let mut ids: BTreeMap<String, Identity> = desired.iter().map(|d| (d.id.clone(), Identity::id(format!("{}-id", d.id)))).collect();
     ids.extend(externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.as_str()))));
     let mut bad = Vec::new();

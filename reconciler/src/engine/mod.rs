@@ -10,6 +10,7 @@ mod destroy;
 mod diff;
 pub mod fields;
 mod graph;
+mod kind;
 pub mod lock;
 mod observe;
 pub mod ownership;
@@ -31,13 +32,13 @@ pub use context::{Ctx, Service, Settings, Stop};
 pub use destroy::{destroy, destroy_order};
 pub use diff::{diff_fields, for_create, for_update};
 pub use graph::creation_order;
+pub use kind::{DynKind, Kind};
 pub use observe::{observe, observe_owned, Snapshot};
 pub use planner::plan;
 pub use refs::{initial, normalise_set, reference, reference_to, references as references_in, resolve, set, within, UNKNOWN};
 pub(crate) use refs::{initial_value, within_bounds};
 pub use retry::{call_failed, call_failed_with, AwsError, ErrorClass};
 
-use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -144,73 +145,6 @@ pub enum Replacement {
     DeleteBeforeCreate,
 }
 
-/// A resource kind: the same verbs for every kind. Implementations do AWS I/O only; the
-/// decisions (what to create, update, replace, delete, wait for) are the engine's.
-pub trait Kind: Send + Sync {
-    /// Stable kind name, e.g. `ec2:subnet`, `ecs:service`.
-    fn name(&self) -> &'static str;
-    /// Reads resolved desired fields (as `create` receives them) into this kind's typed
-    /// fields, or says which field does not fit. Every kind has a fields struct; desired state
-    /// is checked against it by a unit test and by the spec fuzz target, so a misspelt or
-    /// mistyped field fails there instead of at apply. One line per kind:
-    /// `typed::<MyFields>(self.name(), fields).map(drop)`.
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()>;
-    /// Fields that cannot change in place: a difference there is a replacement.
-    fn replace_on(&self) -> &'static [&'static str];
-    /// How a replacement is ordered.
-    fn replacement(&self) -> Replacement {
-        Replacement::DeleteBeforeCreate
-    }
-    /// How the replacement caused by these changes is ordered, where that depends on what
-    /// changed (a NAT gateway can overlap with its successor only when they have different
-    /// Elastic IPs). Default: [`Kind::replacement`].
-    fn replacement_for(&self, _changes: &[FieldChange]) -> Replacement {
-        self.replacement()
-    }
-    /// Fields the API may leave out of what it returns (an emulator drops some ECS fields):
-    /// missing live, they are unknown rather than drift. Any other field missing live is drift.
-    fn unreported(&self) -> &'static [&'static str] {
-        &[]
-    }
-    /// Whether this kind's references keep what they point at from being deleted (an attached
-    /// internet gateway keeps its VPC, an ECS service's tasks keep their subnets, groups and
-    /// Cloud Map service). A route table's routes and associations do not: AWS deletes a NAT
-    /// gateway a route names (the route goes blackhole) and a subnet a table is associated
-    /// with. Used to refuse a delete-first replacement under something that stays.
-    fn holds_what_it_uses(&self) -> bool {
-        true
-    }
-    /// True when an update makes a new identity (a task definition revision): the plan shows
-    /// dependents' references to it as known after apply, and apply repoints them.
-    fn updates_yield_new_identity(&self) -> bool {
-        false
-    }
-    /// Every resource of this kind the stack owns (batched reads). `wanted` are this kind's
-    /// desired nodes (unresolved), for kinds found by a deterministic name or by a parent. A
-    /// same-named resource the stack does not own is an error naming it, never adopted.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>>;
-    /// Creates the resource (owned from the first request where the API allows). `fields`
-    /// are resolved: no references or markers left.
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>>;
-    /// Converges the changed fields in place; returns the new identity where the update made one.
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>>;
-    /// Deletes the resource and waits until it is gone (or going, where AWS allows reuse).
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>>;
-    /// Leaves the resource in place but no longer owned (`deletion_policy: retain`): removes
-    /// the ownership tags and marks it `reconciler:retained-from`.
-    fn orphan<'a>(&'a self, _ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move { anyhow::bail!("{} {} cannot be retained: this kind has no retain support", live.kind, live.id) })
-    }
-    /// The IAM permissions the verbs above need (for `reconciler policy`).
-    fn iam(&self, stack: &str) -> IamActions;
-}
-
 /// IAM actions of one kind, by how they can be constrained to what the stack owns.
 #[derive(Debug, Clone, Default)]
 pub struct IamActions {
@@ -254,7 +188,7 @@ pub struct Scoped {
     pub read_only: bool,
 }
 
-pub(crate) fn kind_of<'k>(kinds: &'k [Box<dyn Kind>], name: &str) -> anyhow::Result<&'k dyn Kind> {
+pub(crate) fn kind_of<'k>(kinds: &'k [Box<dyn DynKind>], name: &str) -> anyhow::Result<&'k dyn DynKind> {
     kinds
         .iter()
         .find(|k| k.name() == name)

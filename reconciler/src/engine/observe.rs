@@ -3,7 +3,7 @@
 
 use super::ownership;
 use super::progress;
-use super::{Ctx, Desired, Kind, Observed, Status};
+use super::{Ctx, Desired, DynKind, Observed, Status};
 use anyhow::Context as _;
 
 /// Everything the stack owns, as observed at one moment.
@@ -11,7 +11,7 @@ pub type Snapshot = Vec<Observed>;
 
 /// Reads every kind concurrently (each read retried while it fails retryably). `desired`
 /// gives the kinds found by name or parent what to look for.
-pub async fn observe(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desired]) -> anyhow::Result<Snapshot> {
+pub async fn observe(ctx: &Ctx, kinds: &[Box<dyn DynKind>], desired: &[Desired]) -> anyhow::Result<Snapshot> {
     ctx.join_shared_reads();
     let results = futures::future::join_all(kinds.iter().map(|k| async move {
         let wanted: Vec<&Desired> = desired.iter().filter(|d| d.kind == k.name()).collect();
@@ -26,7 +26,7 @@ pub async fn observe(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desired]) ->
     Ok(all)
 }
 
-pub(super) async fn observe_kind(ctx: &Ctx, kind: &dyn Kind, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+pub(super) async fn observe_kind(ctx: &Ctx, kind: &dyn DynKind, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
     let s = &ctx.settings;
     // Each call was retried by the SDK where that is safe; what is left (no answer at all, an
     // "observe again") is retried here, by its class's budget.
@@ -41,7 +41,7 @@ pub(super) async fn observe_kind(ctx: &Ctx, kind: &dyn Kind, wanted: &[&Desired]
 /// Like [`observe`], for destroy: a resource found by a wanted name that the stack does not
 /// own (another owner's, or one an earlier destroy retained) is left out and reported, not
 /// an error: destroy deletes only what is ours.
-pub async fn observe_owned(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desired]) -> anyhow::Result<(Snapshot, Vec<String>)> {
+pub async fn observe_owned(ctx: &Ctx, kinds: &[Box<dyn DynKind>], desired: &[Desired]) -> anyhow::Result<(Snapshot, Vec<String>)> {
     ctx.join_shared_reads();
     let results = futures::future::join_all(kinds.iter().map(|k| async move {
         let mut wanted: Vec<&Desired> = desired.iter().filter(|d| d.kind == k.name()).collect();
@@ -75,7 +75,7 @@ pub async fn observe_owned(ctx: &Ctx, kinds: &[Box<dyn Kind>], desired: &[Desire
 /// The resource with this logical id, as it is now, other than those with a `known` AWS id
 /// (what a replacement replaces and duplicates keep the logical id until they are deleted).
 /// One on its way out is not it.
-pub(super) async fn observe_one(ctx: &Ctx, kind: &dyn Kind, d: &Desired, known: &[&str]) -> anyhow::Result<Option<Observed>> {
+pub(super) async fn observe_one(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, known: &[&str]) -> anyhow::Result<Option<Observed>> {
     let found = observe_kind(ctx, kind, &[d]).await?;
     Ok(found.into_iter().find(|o| o.id == d.id && !leaving(o) && !known.contains(&o.physical_id.as_str())))
 }
@@ -87,14 +87,14 @@ pub(super) fn leaving(o: &Observed) -> bool {
 /// This very resource (by its AWS id), as it is now. It is looked for as what it is (kinds
 /// found by name or by parent find nothing when asked for nothing in particular: that would
 /// pass for "gone").
-pub(super) async fn observe_again(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Result<Option<Observed>> {
+pub(super) async fn observe_again(ctx: &Ctx, kind: &dyn DynKind, live: &Observed) -> anyhow::Result<Option<Observed>> {
     let probe = Desired { kind: live.kind, id: live.id.clone(), fields: live.fields.clone(), after: vec![] };
     Ok(observe_kind(ctx, kind, &[&probe]).await?.into_iter().find(|o| o.physical_id == live.physical_id))
 }
 
 /// Waits while a resource is on its way out ([`Status::Leaving`]): `None` once it is gone,
 /// or what it is now if it stopped leaving (then it is there to be dealt with).
-pub(super) async fn wait_while_leaving(ctx: &Ctx, kind: &dyn Kind, live: &Observed) -> anyhow::Result<Option<Observed>> {
+pub(super) async fn wait_while_leaving(ctx: &Ctx, kind: &dyn DynKind, live: &Observed) -> anyhow::Result<Option<Observed>> {
     let what = format!("{} {} [{}] to finish being deleted", live.kind, live.id, live.physical_id);
     progress(&format!("waiting for {what}"));
     super::wait::until(ctx, &what, || async {

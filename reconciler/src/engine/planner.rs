@@ -8,7 +8,7 @@ use super::observe::leaving;
 use super::ownership;
 use super::refs::{contains_unknown, references, resolve};
 use super::replacement::{first_phase, forced_note, refusal};
-use super::{Desired, FieldChange, Fields, Identity, Kind, Observed, Replacement, Status};
+use super::{Desired, DynKind, FieldChange, Fields, Identity, Observed, Replacement, Status};
 use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, DUPLICATE_IN_USE, LEAVING};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,7 +27,7 @@ pub(super) fn resolve_fields(fields: &Fields, ids: &BTreeMap<String, Identity>) 
 /// one: see `plan`).
 pub(super) type Referrers<'o> = Vec<(&'o Observed, Vec<&'o Observed>)>;
 pub(super) fn index_live<'o>(
-    kinds: &[Box<dyn Kind>],
+    kinds: &[Box<dyn DynKind>],
     observed: &'o [Observed],
     desired: &[Desired],
     externals: &BTreeMap<String, String>,
@@ -79,7 +79,7 @@ pub(super) fn index_live<'o>(
     (live, dups, used)
 }
 
-pub(super) fn replace_reason(kind: &dyn Kind, changes: &[FieldChange]) -> Option<String> {
+pub(super) fn replace_reason(kind: &dyn DynKind, changes: &[FieldChange]) -> Option<String> {
     changes.iter().find(|c| kind.replace_on().contains(&c.field.as_str())).map(|c| {
         if contains_unknown(&c.after) {
             format!("`{}` cannot change in place and depends on a resource being (re)created", c.field)
@@ -93,7 +93,7 @@ pub(super) fn replace_reason(kind: &dyn Kind, changes: &[FieldChange]) -> Option
 /// references but does not own (an existing VPC) to their AWS ids.
 pub fn plan(
     stack: &str,
-    kinds: &[Box<dyn Kind>],
+    kinds: &[Box<dyn DynKind>],
     desired: &[Desired],
     observed: &[Observed],
     externals: &BTreeMap<String, String>,
@@ -213,7 +213,7 @@ pub fn plan(
 /// The planned replacements in creation order (`order`, indexes of `desired`), each with how
 /// its kind orders it for its changes; `held` ones are left out (an unattended run keeps them).
 pub(super) fn replacements<'d>(
-    kinds: &[Box<dyn Kind>],
+    kinds: &[Box<dyn DynKind>],
     desired: &'d [Desired],
     order: &[usize],
     resources: &[ResourcePlan],

@@ -10,7 +10,7 @@
 //! only calls that take no resource stay on `*` (statements whose `Sid` ends in `NoArn`).
 
 use super::ownership::STACK_TAG;
-use super::Kind;
+use super::DynKind;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,7 +23,7 @@ pub enum Purpose {
 /// `facts`: reads the engine makes beside the kinds' (what the layout depends on); one a kind
 /// lists in `read_by_arn` is granted by ARN like the kind's.
 /// `lock`: the S3 bucket and key of the stack lock, if the spec has one.
-pub fn document(stack: &str, kinds: &[Box<dyn Kind>], purpose: Purpose, facts: &[&'static str], lock: Option<(&str, &str)>) -> Value {
+pub fn document(stack: &str, kinds: &[Box<dyn DynKind>], purpose: Purpose, facts: &[&'static str], lock: Option<(&str, &str)>) -> Value {
     let mut read: BTreeSet<&str> = facts.iter().copied().collect();
     let mut read_by_arn: BTreeSet<&str> = BTreeSet::new();
     let mut create: BTreeSet<&str> = BTreeSet::new();

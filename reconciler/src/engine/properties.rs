@@ -16,9 +16,8 @@
 //!   change needs it, destroy then apply) converges; destroy then leaves only what others own.
 
 use super::retry::{AwsError, ErrorClass};
-use super::{Ctx, Desired, FieldChange, Fields, Identity, Kind, Observed, Replacement, Settings};
+use super::{Ctx, Desired, DynKind, FieldChange, Fields, Identity, Kind, Observed, Replacement, Settings};
 use crate::changes::{Action, Plan};
-use futures::future::BoxFuture;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -173,20 +172,18 @@ impl Kind for CloudKind {
     fn updates_yield_new_identity(&self) -> bool {
         self.revisions
     }
-    fn observe<'a>(&'a self, _: &'a Ctx, _: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let c = self.cloud.lock().unwrap();
-            Ok(c.owned_alive()
-                .filter(|r| r.kind == self.name)
-                .map(|r| {
-                    let id = r.owner.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
-                    Observed { created: Some(r.created), ..Observed::new(self.name, id, r.phys.clone(), r.fields.clone()) }
-                })
-                .collect())
-        })
+    async fn observe(&self, _: &Ctx, _: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let c = self.cloud.lock().unwrap();
+        Ok(c.owned_alive()
+            .filter(|r| r.kind == self.name)
+            .map(|r| {
+                let id = r.owner.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
+                Observed { created: Some(r.created), ..Observed::new(self.name, id, r.phys.clone(), r.fields.clone()) }
+            })
+            .collect())
     }
-    fn create<'a>(&'a self, _: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(self.mutate(format!("create {id}"), move |c| {
+    async fn create(&self, _: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        self.mutate(format!("create {id}"), move |c| {
             self.check_refs(c, "create", fields)?;
             let phys = c.new_phys(self.name);
             let created = c.next as i64;
@@ -201,16 +198,11 @@ impl Kind for CloudKind {
             });
             c.touched.push(("create", id.to_string()));
             Ok(Identity::id(phys))
-        }))
+        })
+        .await
     }
-    fn update<'a>(
-        &'a self,
-        _: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(self.mutate(format!("update {} [{}]", live.id, live.physical_id), move |c| {
+    async fn update(&self, _: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        self.mutate(format!("update {} [{}]", live.id, live.physical_id), move |c| {
             if let Some(f) = changes.iter().find(|ch| self.replace_on.contains(&ch.field.as_str())) {
                 c.violations.push(format!("update {} [{}] changes `{}`, which cannot change in place", live.id, live.physical_id, f.field));
             }
@@ -236,10 +228,11 @@ impl Kind for CloudKind {
                 c.res[i].fields.insert(k.clone(), v.clone());
             }
             Ok(None)
-        }))
+        })
+        .await
     }
-    fn delete<'a>(&'a self, _: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(self.mutate(format!("delete {} [{}]", live.id, live.physical_id), move |c| {
+    async fn delete(&self, _: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        self.mutate(format!("delete {} [{}]", live.id, live.physical_id), move |c| {
             let Some(i) = c.res.iter().position(|r| r.alive && r.phys == live.physical_id) else {
                 return Err(aws("delete", ErrorClass::Gone, "NotFound", "no such resource"));
             };
@@ -254,7 +247,8 @@ impl Kind for CloudKind {
             c.res[i].alive = false;
             c.touched.push(("delete", live.physical_id.clone()));
             Ok(())
-        }))
+        })
+        .await
     }
     fn iam(&self, _: &str) -> super::IamActions {
         super::IamActions::default()
@@ -264,9 +258,9 @@ impl Kind for CloudKind {
 /// A network (its CIDR cannot change in place), subnets in it, apps in a subnet
 /// (replaced create-before-destroy), edges that point at an app and follow it in place; apart,
 /// revisions (a task definition: each update a new AWS id) and services that follow the latest.
-fn kinds(cloud: &Shared) -> Vec<Box<dyn Kind>> {
+fn kinds(cloud: &Shared) -> Vec<Box<dyn DynKind>> {
     let kind = |name, refs, replace_on, replacement, revisions| {
-        Box::new(CloudKind { name, refs, replace_on, replacement, revisions, cloud: cloud.clone() }) as Box<dyn Kind>
+        Box::new(CloudKind { name, refs, replace_on, replacement, revisions, cloud: cloud.clone() }) as Box<dyn DynKind>
     };
     vec![
         kind("net", &[], &["cidr"], Replacement::DeleteBeforeCreate, false),

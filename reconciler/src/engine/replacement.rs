@@ -5,7 +5,7 @@
 use super::graph::{deps_of, users_among};
 use super::kind_of;
 use super::ownership;
-use super::{Desired, Kind, Observed, Replacement};
+use super::{Desired, DynKind, Observed, Replacement};
 use crate::changes::Action;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,7 +78,7 @@ pub(super) fn forced_note(phase: &FirstPhase) -> Option<String> {
 /// uses an old half ([`stranded_by_delete_first`]), or something leaving the spec with
 /// `deletion_policy: retain` sits in one (it is kept, so what it sits in cannot be deleted).
 pub(super) fn refusal(
-    kinds: &[Box<dyn Kind>],
+    kinds: &[Box<dyn DynKind>],
     desired: &[Desired],
     phase: &FirstPhase,
     action_of: impl Fn(&Desired) -> Action,
@@ -126,7 +126,7 @@ pub(super) fn delete_first<'a>(replaced: &[(&'a Desired, Replacement)], forced: 
 /// logical ids of what goes first that its live instance names): one the spec moves elsewhere
 /// still uses the old one until its update, which comes after the delete-first phase.
 pub(super) fn stranded_by_delete_first(
-    kinds: &[Box<dyn Kind>],
+    kinds: &[Box<dyn DynKind>],
     desired: &[Desired],
     delete_first: &BTreeSet<&str>,
     action_of: impl Fn(&Desired) -> Action,

@@ -1,8 +1,7 @@
 //! A fake resource kind and builders for the engine's unit tests.
 
-use super::{Ctx, Desired, FieldChange, Fields, Identity, Kind, Observed};
+use super::{Ctx, Desired, DynKind, FieldChange, Fields, Identity, Kind, Observed};
 use crate::changes::{Action, Plan};
-use futures::future::BoxFuture;
 use std::time::Instant;
 /// Deletes note when they ended (the kind "slow" takes 400 ms); kinds without a log are
 /// never deleted.
@@ -19,19 +18,13 @@ impl Kind for FakeKind {
     fn replace_on(&self) -> &'static [&'static str] {
         &["parent", "cidr"]
     }
-    fn observe<'a>(&'a self, _: &'a Ctx, _: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
+    async fn observe(&self, _: &Ctx, _: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         unreachable!()
     }
-    fn create<'a>(&'a self, _: &'a Ctx, _: &'a str, _: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
+    async fn create(&self, _: &Ctx, _: &str, _: &Fields) -> anyhow::Result<Identity> {
         unreachable!()
     }
-    fn update<'a>(
-        &'a self,
-        _: &'a Ctx,
-        _: &'a Observed,
-        _: &'a Fields,
-        _: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+    async fn update(&self, _: &Ctx, _: &Observed, _: &Fields, _: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
         unreachable!()
     }
     fn updates_yield_new_identity(&self) -> bool {
@@ -40,22 +33,20 @@ impl Kind for FakeKind {
     fn holds_what_it_uses(&self) -> bool {
         self.0 != "rt"
     }
-    fn delete<'a>(&'a self, _: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let ended = self.1.as_ref().expect("this kind is never deleted");
-            if self.0 == "slow" {
-                tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-            }
-            ended.lock().unwrap().push((live.id.clone(), Instant::now()));
-            Ok(())
-        })
+    async fn delete(&self, _: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let ended = self.1.as_ref().expect("this kind is never deleted");
+        if self.0 == "slow" {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        }
+        ended.lock().unwrap().push((live.id.clone(), Instant::now()));
+        Ok(())
     }
     fn iam(&self, _: &str) -> crate::engine::IamActions {
         crate::engine::IamActions::default()
     }
 }
 
-pub fn kinds() -> Vec<Box<dyn Kind>> {
+pub fn kinds() -> Vec<Box<dyn DynKind>> {
     vec![Box::new(FakeKind("a", None)), Box::new(FakeKind("b", None)), Box::new(FakeKind("rev", None)), Box::new(FakeKind("rt", None))]
 }
 

@@ -14,11 +14,11 @@ pub mod sqs;
 #[cfg(test)]
 mod tag_conditions;
 
-use crate::engine::Kind;
+use crate::engine::DynKind;
 
 /// Every kind. The order is only the order of reads and listings: the engine derives
 /// creation and deletion order from references, not from this list.
-pub fn registry() -> Vec<Box<dyn Kind>> {
+pub fn registry() -> Vec<Box<dyn DynKind>> {
     let mut kinds = ec2::kinds();
     kinds.extend(iam::kinds());
     kinds.extend(logs::kinds());

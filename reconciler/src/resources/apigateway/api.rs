@@ -8,7 +8,6 @@ use crate::engine::fields::{typed, untyped};
 use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_apigatewayv2::types::ProtocolType;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub struct HttpApi;
@@ -44,63 +43,49 @@ impl Kind for HttpApi {
     }
 
     /// GetApis (tags included), page by page.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            for a in all_apis(ctx).await?.iter() {
-                let (Some((id, tags)), Some(api_id)) = (owned(ctx, a.tags()), a.api_id()) else { continue };
-                let fields = ApiFields {
-                    name: a.name().unwrap_or_default().to_string(),
-                    protocol: a.protocol_type().map(|p| p.as_str().to_string()).unwrap_or_default(),
-                    tags,
-                };
-                let mut o = Observed::new(self.name(), id, api_id.to_string(), untyped(&fields));
-                o.attrs = identity(api_id, a.api_endpoint()).attrs;
-                o.created = a.created_date().map(|t| t.secs());
-                out.push(o);
-            }
-            Ok(out)
-        })
+    async fn observe(&self, ctx: &Ctx, _wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let mut out = Vec::new();
+        for a in all_apis(ctx).await?.iter() {
+            let (Some((id, tags)), Some(api_id)) = (owned(ctx, a.tags()), a.api_id()) else { continue };
+            let fields = ApiFields {
+                name: a.name().unwrap_or_default().to_string(),
+                protocol: a.protocol_type().map(|p| p.as_str().to_string()).unwrap_or_default(),
+                tags,
+            };
+            let mut o = Observed::new(self.name(), id, api_id.to_string(), untyped(&fields));
+            o.attrs = identity(api_id, a.api_endpoint()).attrs;
+            o.created = a.created_date().map(|t| t.secs());
+            out.push(o);
+        }
+        Ok(out)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: ApiFields = typed(self.name(), fields)?;
-            let out = client(ctx)
-                .create_api()
-                .name(&f.name)
-                .protocol_type(ProtocolType::from(f.protocol.as_str()))
-                .set_tags(Some(f.tags.clone().into_iter().collect()))
-                .send()
-                .await
-                .map_err(call_failed("CreateApi"))?;
-            let api_id = out.api_id().ok_or_else(|| anyhow::anyhow!("CreateApi returned no id"))?;
-            Ok(identity(api_id, out.api_endpoint()))
-        })
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: ApiFields = typed(self.name(), fields)?;
+        let out = client(ctx)
+            .create_api()
+            .name(&f.name)
+            .protocol_type(ProtocolType::from(f.protocol.as_str()))
+            .set_tags(Some(f.tags.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(call_failed("CreateApi"))?;
+        let api_id = out.api_id().ok_or_else(|| anyhow::anyhow!("CreateApi returned no id"))?;
+        Ok(identity(api_id, out.api_endpoint()))
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: ApiFields = typed(self.name(), fields)?;
-            if changes.iter().any(|c| c.field == "name") {
-                client(ctx).update_api().api_id(&live.physical_id).name(&f.name).send().await.map_err(call_failed("UpdateApi"))?;
-            }
-            apply_tags(ctx, &arn(ctx, &format!("/apis/{}", live.physical_id)), &TagDelta::of(changes)).await?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: ApiFields = typed(self.name(), fields)?;
+        if changes.iter().any(|c| c.field == "name") {
+            client(ctx).update_api().api_id(&live.physical_id).name(&f.name).send().await.map_err(call_failed("UpdateApi"))?;
+        }
+        apply_tags(ctx, &arn(ctx, &format!("/apis/{}", live.physical_id)), &TagDelta::of(changes)).await?;
+        Ok(None)
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            client(ctx).delete_api().api_id(&live.physical_id).send().await.map_err(call_failed("DeleteApi"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        client(ctx).delete_api().api_id(&live.physical_id).send().await.map_err(call_failed("DeleteApi"))?;
+        Ok(())
     }
 
     fn iam(&self, _stack: &str) -> IamActions {

@@ -9,7 +9,6 @@ use crate::engine::fields::{typed, untyped};
 use crate::engine::ownership::{not_owned, TagDelta, TagMap};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_apigatewayv2::types::{DomainNameConfiguration, EndpointType, SecurityPolicy};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub struct DomainName;
@@ -58,84 +57,65 @@ impl Kind for DomainName {
     }
 
     /// GetDomainNames (tags included).
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            for d in all_pages_of_domains(ctx).await?.iter() {
-                let Some(name) = d.domain_name() else { continue };
-                let Some((id, tags)) = owned(ctx, d.tags()) else {
-                    if wanted.iter().any(|w| w.fields.get("name").and_then(|v| v.as_str()) == Some(name)) {
-                        let tags = d.tags().map(|t| t.clone().into_iter().collect()).unwrap_or_default();
-                        return Err(not_owned("API Gateway domain name", name, &ctx.settings.stack, &tags));
-                    }
-                    continue;
-                };
-                let fields = DomainNameFields {
-                    name: name.to_string(),
-                    certificate_arn: d
-                        .domain_name_configurations()
-                        .first()
-                        .and_then(|c| c.certificate_arn())
-                        .unwrap_or_default()
-                        .to_string(),
-                    tags,
-                };
-                out.push(Observed { attrs: identity(d).attrs, ..Observed::new(self.name(), id, name.to_string(), untyped(&fields)) });
-            }
-            Ok(out)
-        })
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let mut out = Vec::new();
+        for d in all_pages_of_domains(ctx).await?.iter() {
+            let Some(name) = d.domain_name() else { continue };
+            let Some((id, tags)) = owned(ctx, d.tags()) else {
+                if wanted.iter().any(|w| w.fields.get("name").and_then(|v| v.as_str()) == Some(name)) {
+                    let tags = d.tags().map(|t| t.clone().into_iter().collect()).unwrap_or_default();
+                    return Err(not_owned("API Gateway domain name", name, &ctx.settings.stack, &tags));
+                }
+                continue;
+            };
+            let fields = DomainNameFields {
+                name: name.to_string(),
+                certificate_arn: d.domain_name_configurations().first().and_then(|c| c.certificate_arn()).unwrap_or_default().to_string(),
+                tags,
+            };
+            out.push(Observed { attrs: identity(d).attrs, ..Observed::new(self.name(), id, name.to_string(), untyped(&fields)) });
+        }
+        Ok(out)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: DomainNameFields = typed(self.name(), fields)?;
-            let out = client(ctx)
-                .create_domain_name()
-                .domain_name(&f.name)
-                .domain_name_configurations(configuration(&f))
-                .set_tags(Some(f.tags.clone().into_iter().collect()))
-                .send()
-                .await
-                .map_err(call_failed("CreateDomainName"))?;
-            let d = aws_sdk_apigatewayv2::types::DomainName::builder()
-                .domain_name(out.domain_name().unwrap_or(&f.name))
-                .set_domain_name_configurations(Some(out.domain_name_configurations().to_vec()))
-                .build();
-            Ok(identity(&d))
-        })
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: DomainNameFields = typed(self.name(), fields)?;
+        let out = client(ctx)
+            .create_domain_name()
+            .domain_name(&f.name)
+            .domain_name_configurations(configuration(&f))
+            .set_tags(Some(f.tags.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(call_failed("CreateDomainName"))?;
+        let d = aws_sdk_apigatewayv2::types::DomainName::builder()
+            .domain_name(out.domain_name().unwrap_or(&f.name))
+            .set_domain_name_configurations(Some(out.domain_name_configurations().to_vec()))
+            .build();
+        Ok(identity(&d))
     }
 
     /// UpdateDomainName (a new certificate) and tags.
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: DomainNameFields = typed(self.name(), fields)?;
-            if changes.iter().any(|c| c.field == "certificate_arn") {
-                client(ctx)
-                    .update_domain_name()
-                    .domain_name(&live.physical_id)
-                    .domain_name_configurations(configuration(&f))
-                    .send()
-                    .await
-                    .map_err(call_failed("UpdateDomainName"))?;
-            }
-            let arn = super::arn(ctx, &format!("/domainnames/{}", live.physical_id));
-            apply_tags(ctx, &arn, &TagDelta::of(changes)).await?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: DomainNameFields = typed(self.name(), fields)?;
+        if changes.iter().any(|c| c.field == "certificate_arn") {
+            client(ctx)
+                .update_domain_name()
+                .domain_name(&live.physical_id)
+                .domain_name_configurations(configuration(&f))
+                .send()
+                .await
+                .map_err(call_failed("UpdateDomainName"))?;
+        }
+        let arn = super::arn(ctx, &format!("/domainnames/{}", live.physical_id));
+        apply_tags(ctx, &arn, &TagDelta::of(changes)).await?;
+        Ok(None)
     }
 
     /// DeleteDomainName (its API mappings go first: they depend on it).
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            client(ctx).delete_domain_name().domain_name(&live.physical_id).send().await.map_err(call_failed("DeleteDomainName"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        client(ctx).delete_domain_name().domain_name(&live.physical_id).send().await.map_err(call_failed("DeleteDomainName"))?;
+        Ok(())
     }
 
     fn iam(&self, _stack: &str) -> IamActions {

@@ -14,7 +14,6 @@ use super::{api_of, call_failed, child, children, client, pages};
 use crate::engine::fields::{typed, untyped};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_apigatewayv2::types::{ConnectionType, IntegrationType};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -104,93 +103,79 @@ impl Kind for Integration {
     }
 
     /// GetApis, then GetIntegrations per API the stack owns.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let found = children(ctx, |api_id| list(ctx, api_id)).await?;
-            Ok(found
-                .iter()
-                .filter_map(|(api_id, i)| {
-                    let integration_id = i.integration_id()?;
-                    let id = logical_id(i.description()).map(str::to_string).unwrap_or_else(|| format!("integration {integration_id}"));
-                    Some(child(self.name(), id, integration_id, api_id, untyped(&integration_fields(api_id, i))))
-                })
-                .collect())
-        })
+    async fn observe(&self, ctx: &Ctx, _wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let found = children(ctx, |api_id| list(ctx, api_id)).await?;
+        Ok(found
+            .iter()
+            .filter_map(|(api_id, i)| {
+                let integration_id = i.integration_id()?;
+                let id = logical_id(i.description()).map(str::to_string).unwrap_or_else(|| format!("integration {integration_id}"));
+                Some(child(self.name(), id, integration_id, api_id, untyped(&integration_fields(api_id, i))))
+            })
+            .collect())
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: IntegrationFields = typed(self.name(), fields)?;
-            let out = client(ctx)
-                .create_integration()
-                .api_id(&f.api)
-                .description(format!("{MARK}{id}"))
-                .integration_type(IntegrationType::from(f.integration_type.as_str()))
-                .integration_method(&f.method)
-                .connection_type(ConnectionType::from(f.connection_type.as_str()))
-                .connection_id(&f.connection_id)
-                .integration_uri(&f.uri)
-                .payload_format_version(&f.payload_format)
-                .timeout_in_millis(f.timeout_ms as i32)
-                .set_request_parameters((!f.request_parameters.is_empty()).then(|| f.request_parameters.clone().into_iter().collect()))
-                .send()
-                .await
-                .map_err(call_failed("CreateIntegration"))?;
-            let integration_id = out.integration_id().ok_or_else(|| anyhow::anyhow!("CreateIntegration returned no id"))?;
-            Ok(Identity::id(integration_id).with("api", f.api))
-        })
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: IntegrationFields = typed(self.name(), fields)?;
+        let out = client(ctx)
+            .create_integration()
+            .api_id(&f.api)
+            .description(format!("{MARK}{id}"))
+            .integration_type(IntegrationType::from(f.integration_type.as_str()))
+            .integration_method(&f.method)
+            .connection_type(ConnectionType::from(f.connection_type.as_str()))
+            .connection_id(&f.connection_id)
+            .integration_uri(&f.uri)
+            .payload_format_version(&f.payload_format)
+            .timeout_in_millis(f.timeout_ms as i32)
+            .set_request_parameters((!f.request_parameters.is_empty()).then(|| f.request_parameters.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(call_failed("CreateIntegration"))?;
+        let integration_id = out.integration_id().ok_or_else(|| anyhow::anyhow!("CreateIntegration returned no id"))?;
+        Ok(Identity::id(integration_id).with("api", f.api))
     }
 
     /// UpdateIntegration with the fields that changed (repointing a replaced VPC link or Cloud
     /// Map service is one call).
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: IntegrationFields = typed(self.name(), fields)?;
-            let has = |name: &str| changes.iter().any(|c| c.field == name);
-            let mut req = client(ctx).update_integration().api_id(api_of(live)?).integration_id(&live.physical_id);
-            if has("method") {
-                req = req.integration_method(&f.method);
-            }
-            if has("connection_type") || has("connection_id") {
-                req = req.connection_type(ConnectionType::from(f.connection_type.as_str())).connection_id(&f.connection_id);
-            }
-            if has("uri") {
-                req = req.integration_uri(&f.uri);
-            }
-            if has("payload_format") {
-                req = req.payload_format_version(&f.payload_format);
-            }
-            if has("timeout_ms") {
-                req = req.timeout_in_millis(f.timeout_ms as i32);
-            }
-            if has("request_parameters") {
-                let live_fields: IntegrationFields = typed(self.name(), &live.fields)?;
-                req = req.set_request_parameters(Some(mapping_update(&live_fields.request_parameters, &f.request_parameters)));
-            }
-            req.send().await.map_err(call_failed("UpdateIntegration"))?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: IntegrationFields = typed(self.name(), fields)?;
+        let has = |name: &str| changes.iter().any(|c| c.field == name);
+        let mut req = client(ctx).update_integration().api_id(api_of(live)?).integration_id(&live.physical_id);
+        if has("method") {
+            req = req.integration_method(&f.method);
+        }
+        if has("connection_type") || has("connection_id") {
+            req = req.connection_type(ConnectionType::from(f.connection_type.as_str())).connection_id(&f.connection_id);
+        }
+        if has("uri") {
+            req = req.integration_uri(&f.uri);
+        }
+        if has("payload_format") {
+            req = req.payload_format_version(&f.payload_format);
+        }
+        if has("timeout_ms") {
+            req = req.timeout_in_millis(f.timeout_ms as i32);
+        }
+        if has("request_parameters") {
+            let live_fields: IntegrationFields = typed(self.name(), &live.fields)?;
+            req = req.set_request_parameters(Some(mapping_update(&live_fields.request_parameters, &f.request_parameters)));
+        }
+        req.send().await.map_err(call_failed("UpdateIntegration"))?;
+        Ok(None)
     }
 
     /// DeleteIntegration. Routes still targeting it answer ConflictException: the engine
     /// retries (routes go first: they depend on it).
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            client(ctx)
-                .delete_integration()
-                .api_id(api_of(live)?)
-                .integration_id(&live.physical_id)
-                .send()
-                .await
-                .map_err(call_failed("DeleteIntegration"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        client(ctx)
+            .delete_integration()
+            .api_id(api_of(live)?)
+            .integration_id(&live.physical_id)
+            .send()
+            .await
+            .map_err(call_failed("DeleteIntegration"))?;
+        Ok(())
     }
 
     fn iam(&self, _stack: &str) -> IamActions {

@@ -26,7 +26,7 @@ pub use vpc_link::VpcLink;
 
 use crate::engine::ownership::{self, TagDelta, TagMap};
 use crate::engine::retry::AwsError;
-use crate::engine::{call_failed_with, Ctx, ErrorClass, Kind, Service};
+use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, Service};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -43,7 +43,7 @@ pub fn client(ctx: &Ctx) -> aws_sdk_apigatewayv2::Client {
 }
 
 /// The API Gateway kinds: the VPC link and the API first, then the API's children.
-pub fn kinds() -> Vec<Box<dyn Kind>> {
+pub fn kinds() -> Vec<Box<dyn DynKind>> {
     vec![
         Box::new(VpcLink),
         Box::new(HttpApi),

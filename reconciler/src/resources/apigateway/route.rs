@@ -6,7 +6,6 @@
 use super::{api_of, call_failed, child, child_id, children, client, pages};
 use crate::engine::fields::{typed, untyped};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub struct Route;
@@ -58,76 +57,56 @@ impl Kind for Route {
     }
 
     /// GetApis, then GetRoutes per API the stack owns.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let found = children(ctx, |api_id| list(ctx, api_id)).await?;
-            Ok(found
-                .iter()
-                .filter_map(|(api_id, r)| {
-                    let (route_id, key) = (r.route_id()?, r.route_key()?);
-                    let fields = RouteFields {
-                        api: api_id.clone(),
-                        route_key: key.to_string(),
-                        integration: target_integration(r.target()),
-                        authorization: r.authorization_type().map(|a| a.as_str().to_string()).unwrap_or_else(|| "NONE".into()),
-                    };
-                    Some(child(self.name(), child_id(wanted, "route_key", key, "route"), route_id, api_id, untyped(&fields)))
-                })
-                .collect())
-        })
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let found = children(ctx, |api_id| list(ctx, api_id)).await?;
+        Ok(found
+            .iter()
+            .filter_map(|(api_id, r)| {
+                let (route_id, key) = (r.route_id()?, r.route_key()?);
+                let fields = RouteFields {
+                    api: api_id.clone(),
+                    route_key: key.to_string(),
+                    integration: target_integration(r.target()),
+                    authorization: r.authorization_type().map(|a| a.as_str().to_string()).unwrap_or_else(|| "NONE".into()),
+                };
+                Some(child(self.name(), child_id(wanted, "route_key", key, "route"), route_id, api_id, untyped(&fields)))
+            })
+            .collect())
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: RouteFields = typed(self.name(), fields)?;
-            let out = client(ctx)
-                .create_route()
-                .api_id(&f.api)
-                .route_key(&f.route_key)
-                .target(target(&f))
-                .authorization_type(aws_sdk_apigatewayv2::types::AuthorizationType::from(f.authorization.as_str()))
-                .send()
-                .await
-                .map_err(call_failed("CreateRoute"))?;
-            let route_id = out.route_id().ok_or_else(|| anyhow::anyhow!("CreateRoute returned no id"))?;
-            Ok(Identity::id(route_id).with("api", f.api))
-        })
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: RouteFields = typed(self.name(), fields)?;
+        let out = client(ctx)
+            .create_route()
+            .api_id(&f.api)
+            .route_key(&f.route_key)
+            .target(target(&f))
+            .authorization_type(aws_sdk_apigatewayv2::types::AuthorizationType::from(f.authorization.as_str()))
+            .send()
+            .await
+            .map_err(call_failed("CreateRoute"))?;
+        let route_id = out.route_id().ok_or_else(|| anyhow::anyhow!("CreateRoute returned no id"))?;
+        Ok(Identity::id(route_id).with("api", f.api))
     }
 
     /// UpdateRoute: the target and the authorization type.
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        _changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: RouteFields = typed(self.name(), fields)?;
-            client(ctx)
-                .update_route()
-                .api_id(api_of(live)?)
-                .route_id(&live.physical_id)
-                .target(target(&f))
-                .authorization_type(aws_sdk_apigatewayv2::types::AuthorizationType::from(f.authorization.as_str()))
-                .send()
-                .await
-                .map_err(call_failed("UpdateRoute"))?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, _changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: RouteFields = typed(self.name(), fields)?;
+        client(ctx)
+            .update_route()
+            .api_id(api_of(live)?)
+            .route_id(&live.physical_id)
+            .target(target(&f))
+            .authorization_type(aws_sdk_apigatewayv2::types::AuthorizationType::from(f.authorization.as_str()))
+            .send()
+            .await
+            .map_err(call_failed("UpdateRoute"))?;
+        Ok(None)
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            client(ctx)
-                .delete_route()
-                .api_id(api_of(live)?)
-                .route_id(&live.physical_id)
-                .send()
-                .await
-                .map_err(call_failed("DeleteRoute"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        client(ctx).delete_route().api_id(api_of(live)?).route_id(&live.physical_id).send().await.map_err(call_failed("DeleteRoute"))?;
+        Ok(())
     }
 
     fn iam(&self, _stack: &str) -> IamActions {

@@ -9,7 +9,6 @@ use super::{api_of, call_failed, child, child_id, children, client, not_implemen
 use crate::engine::fields::{typed, untyped};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_apigatewayv2::types::{AccessLogSettings, RouteSettings};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub struct Stage;
@@ -105,80 +104,68 @@ impl Kind for Stage {
     }
 
     /// GetApis, then GetStages per API the stack owns.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let found = children(ctx, |api_id| list(ctx, api_id)).await?;
-            Ok(found
-                .iter()
-                .filter_map(|(api_id, s)| {
-                    let name = s.stage_name()?;
-                    // A stage has no id of its own: its name is unique within the API.
-                    Some(child(self.name(), child_id(wanted, "name", name, "stage"), name, api_id, untyped(&stage_fields(api_id, s))))
-                })
-                .collect())
-        })
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let found = children(ctx, |api_id| list(ctx, api_id)).await?;
+        Ok(found
+            .iter()
+            .filter_map(|(api_id, s)| {
+                let name = s.stage_name()?;
+                // A stage has no id of its own: its name is unique within the API.
+                Some(child(self.name(), child_id(wanted, "name", name, "stage"), name, api_id, untyped(&stage_fields(api_id, s))))
+            })
+            .collect())
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: StageFields = typed(self.name(), fields)?;
-            create_stage(ctx, &f).await?;
-            Ok(Identity::id(&f.name).with("api", &f.api))
-        })
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: StageFields = typed(self.name(), fields)?;
+        create_stage(ctx, &f).await?;
+        Ok(Identity::id(&f.name).with("api", &f.api))
     }
 
     /// UpdateStage with the whole configuration; DeleteAccessLogSettings when access logs are
     /// no longer wanted. Where the endpoint does not implement UpdateStage: delete and create.
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        _changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: StageFields = typed(self.name(), fields)?;
-            let api_id = api_of(live)?;
-            let (logs, route) = settings(&f);
-            let drop_logs = logs.is_none() && live.fields.get("access_log_destination").is_some_and(|v| !v.is_null());
-            let updated = client(ctx)
-                .update_stage()
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, _changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: StageFields = typed(self.name(), fields)?;
+        let api_id = api_of(live)?;
+        let (logs, route) = settings(&f);
+        let drop_logs = logs.is_none() && live.fields.get("access_log_destination").is_some_and(|v| !v.is_null());
+        let updated = client(ctx)
+            .update_stage()
+            .api_id(api_id)
+            .stage_name(&live.physical_id)
+            .auto_deploy(f.auto_deploy)
+            .set_access_log_settings(logs)
+            .default_route_settings(route)
+            .send()
+            .await
+            .map_err(call_failed("UpdateStage"));
+        match updated {
+            Ok(_) => {}
+            Err(e) if not_implemented(&e) => {
+                eprintln!(
+                    "  note: {e}; recreating stage {} of API {api_id} with the wanted settings instead (requests may fail for a moment)",
+                    live.physical_id
+                );
+                delete_stage(ctx, api_id, &live.physical_id).await?;
+                create_stage(ctx, &f).await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        if drop_logs {
+            client(ctx)
+                .delete_access_log_settings()
                 .api_id(api_id)
                 .stage_name(&live.physical_id)
-                .auto_deploy(f.auto_deploy)
-                .set_access_log_settings(logs)
-                .default_route_settings(route)
                 .send()
                 .await
-                .map_err(call_failed("UpdateStage"));
-            match updated {
-                Ok(_) => {}
-                Err(e) if not_implemented(&e) => {
-                    eprintln!(
-                        "  note: {e}; recreating stage {} of API {api_id} with the wanted settings instead (requests may fail for a moment)",
-                        live.physical_id
-                    );
-                    delete_stage(ctx, api_id, &live.physical_id).await?;
-                    create_stage(ctx, &f).await?;
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            }
-            if drop_logs {
-                client(ctx)
-                    .delete_access_log_settings()
-                    .api_id(api_id)
-                    .stage_name(&live.physical_id)
-                    .send()
-                    .await
-                    .map_err(call_failed("DeleteAccessLogSettings"))?;
-            }
-            Ok(None)
-        })
+                .map_err(call_failed("DeleteAccessLogSettings"))?;
+        }
+        Ok(None)
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move { delete_stage(ctx, api_of(live)?, &live.physical_id).await })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        delete_stage(ctx, api_of(live)?, &live.physical_id).await
     }
 
     fn iam(&self, _stack: &str) -> IamActions {

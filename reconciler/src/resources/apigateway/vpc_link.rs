@@ -11,7 +11,6 @@ use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::retry::is_gone;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Status};
 use aws_sdk_apigatewayv2::types::VpcLinkStatus;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 /// API Gateway's account quotas for these two calls (one CreateVpcLink per 15 s, one
@@ -81,106 +80,91 @@ impl Kind for VpcLink {
     }
 
     /// GetVpcLinks (tags included in the listing), page by page.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let links = pages(|token| async move {
-                let page = client(ctx).get_vpc_links().set_next_token(token).send().await.map_err(call_failed("GetVpcLinks"))?;
-                Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
-            })
-            .await?;
-            let mut out = Vec::new();
-            for l in &links {
-                let (Some((id, tags)), Some(link_id)) = (owned(ctx, l.tags()), l.vpc_link_id()) else { continue };
-                let fields = VpcLinkFields {
-                    name: l.name().unwrap_or_default().to_string(),
-                    subnets: sorted(l.subnet_ids()),
-                    security_groups: sorted(l.security_group_ids()),
-                    tags,
-                };
-                let mut o = Observed::new(self.name(), id, link_id.to_string(), untyped(&fields));
-                o.created = l.created_date().map(|t| t.secs());
-                o.status = status_of(l.vpc_link_status(), l.vpc_link_status_message());
-                out.push(o);
-            }
-            Ok(out)
+    async fn observe(&self, ctx: &Ctx, _wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let links = pages(|token| async move {
+            let page = client(ctx).get_vpc_links().set_next_token(token).send().await.map_err(call_failed("GetVpcLinks"))?;
+            Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
         })
+        .await?;
+        let mut out = Vec::new();
+        for l in &links {
+            let (Some((id, tags)), Some(link_id)) = (owned(ctx, l.tags()), l.vpc_link_id()) else { continue };
+            let fields = VpcLinkFields {
+                name: l.name().unwrap_or_default().to_string(),
+                subnets: sorted(l.subnet_ids()),
+                security_groups: sorted(l.security_group_ids()),
+                tags,
+            };
+            let mut o = Observed::new(self.name(), id, link_id.to_string(), untyped(&fields));
+            o.created = l.created_date().map(|t| t.secs());
+            o.status = status_of(l.vpc_link_status(), l.vpc_link_status_message());
+            out.push(o);
+        }
+        Ok(out)
     }
 
     /// CreateVpcLink (paced to its quota), tagged in the request, then waits for AVAILABLE
     /// (minutes on AWS).
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: VpcLinkFields = typed(self.name(), fields)?;
-            let slot = ctx.pace("apigateway:CreateVpcLink", CREATE_QUOTA).await;
-            let out = client(ctx)
-                .create_vpc_link()
-                .name(&f.name)
-                .set_subnet_ids(Some(f.subnets.clone()))
-                .set_security_group_ids(Some(f.security_groups.clone()))
-                .set_tags(Some(f.tags.clone().into_iter().collect()))
-                .send()
-                .await;
-            drop(slot);
-            let out = out.map_err(call_failed("CreateVpcLink"))?;
-            let link_id = out.vpc_link_id().ok_or_else(|| anyhow::anyhow!("CreateVpcLink returned no id"))?.to_string();
-            if status_of(out.vpc_link_status(), None) != Status::Ready {
-                let what = format!("VPC link {link_id} to become AVAILABLE (usually a few minutes)");
-                eprintln!("  waiting for {what}");
-                wait::until(ctx, &what, || async {
-                    let Some(l) = read(ctx, &link_id).await? else { return Ok(None) };
-                    match status_of(l.vpc_link_status(), l.vpc_link_status_message()) {
-                        Status::Ready => Ok(Some(())),
-                        Status::Pending(_) => Ok(None),
-                        Status::Failed(why) | Status::Degraded(why) | Status::Leaving(why) => {
-                            Err(anyhow::anyhow!("{why}; check the subnets and security group, then apply again"))
-                        }
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: VpcLinkFields = typed(self.name(), fields)?;
+        let slot = ctx.pace("apigateway:CreateVpcLink", CREATE_QUOTA).await;
+        let out = client(ctx)
+            .create_vpc_link()
+            .name(&f.name)
+            .set_subnet_ids(Some(f.subnets.clone()))
+            .set_security_group_ids(Some(f.security_groups.clone()))
+            .set_tags(Some(f.tags.clone().into_iter().collect()))
+            .send()
+            .await;
+        drop(slot);
+        let out = out.map_err(call_failed("CreateVpcLink"))?;
+        let link_id = out.vpc_link_id().ok_or_else(|| anyhow::anyhow!("CreateVpcLink returned no id"))?.to_string();
+        if status_of(out.vpc_link_status(), None) != Status::Ready {
+            let what = format!("VPC link {link_id} to become AVAILABLE (usually a few minutes)");
+            eprintln!("  waiting for {what}");
+            wait::until(ctx, &what, || async {
+                let Some(l) = read(ctx, &link_id).await? else { return Ok(None) };
+                match status_of(l.vpc_link_status(), l.vpc_link_status_message()) {
+                    Status::Ready => Ok(Some(())),
+                    Status::Pending(_) => Ok(None),
+                    Status::Failed(why) | Status::Degraded(why) | Status::Leaving(why) => {
+                        Err(anyhow::anyhow!("{why}; check the subnets and security group, then apply again"))
                     }
-                })
-                .await?;
-            }
-            Ok(Identity::id(link_id))
-        })
+                }
+            })
+            .await?;
+        }
+        Ok(Identity::id(link_id))
     }
 
     /// UpdateVpcLink (the name) and tags; subnets and security groups replace.
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: VpcLinkFields = typed(self.name(), fields)?;
-            if changes.iter().any(|c| c.field == "name") {
-                client(ctx)
-                    .update_vpc_link()
-                    .vpc_link_id(&live.physical_id)
-                    .name(&f.name)
-                    .send()
-                    .await
-                    .map_err(call_failed("UpdateVpcLink"))?;
-            }
-            apply_tags(ctx, &arn(ctx, &format!("/vpclinks/{}", live.physical_id)), &TagDelta::of(changes)).await?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: VpcLinkFields = typed(self.name(), fields)?;
+        if changes.iter().any(|c| c.field == "name") {
+            client(ctx)
+                .update_vpc_link()
+                .vpc_link_id(&live.physical_id)
+                .name(&f.name)
+                .send()
+                .await
+                .map_err(call_failed("UpdateVpcLink"))?;
+        }
+        apply_tags(ctx, &arn(ctx, &format!("/vpclinks/{}", live.physical_id)), &TagDelta::of(changes)).await?;
+        Ok(None)
     }
 
     /// DeleteVpcLink (paced to its quota), then waits until it is gone. An integration still
     /// using it answers ConflictException: the engine retries (the integration is repointed or
     /// deleted first).
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let link = &live.physical_id;
-            let slot = ctx.pace("apigateway:DeleteVpcLink", DELETE_QUOTA).await;
-            let deleted = client(ctx).delete_vpc_link().vpc_link_id(link).send().await;
-            drop(slot);
-            deleted.map_err(call_failed("DeleteVpcLink"))?;
-            // DELETING until its network interfaces are released: what it sits in (the
-            // security group, the subnets) cannot go before that.
-            wait::until(ctx, &format!("VPC link {link} to be deleted"), || async { Ok(read(ctx, link).await?.is_none().then_some(())) })
-                .await
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let link = &live.physical_id;
+        let slot = ctx.pace("apigateway:DeleteVpcLink", DELETE_QUOTA).await;
+        let deleted = client(ctx).delete_vpc_link().vpc_link_id(link).send().await;
+        drop(slot);
+        deleted.map_err(call_failed("DeleteVpcLink"))?;
+        // DELETING until its network interfaces are released: what it sits in (the
+        // security group, the subnets) cannot go before that.
+        wait::until(ctx, &format!("VPC link {link} to be deleted"), || async { Ok(read(ctx, link).await?.is_none().then_some(())) }).await
     }
 
     fn iam(&self, _stack: &str) -> IamActions {

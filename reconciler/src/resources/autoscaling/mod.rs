@@ -92,7 +92,7 @@ fn target_tracking_alarms(stack: &str) -> Scoped {
 }
 
 /// The Application Auto Scaling kinds, the target first.
-pub fn kinds() -> Vec<Box<dyn crate::engine::Kind>> {
+pub fn kinds() -> Vec<Box<dyn crate::engine::DynKind>> {
     vec![Box::new(ScalableTarget), Box::new(ScalingPolicy)]
 }
 

@@ -6,7 +6,6 @@
 use super::{api_int, by_resource_id, call_failed, client, service_linked_role, typed, untyped, DIMENSION, SCALABLE_TARGETS};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub struct ScalableTarget;
@@ -64,70 +63,56 @@ impl Kind for ScalableTarget {
 
     /// One DescribeScalableTargets (ServiceNamespace ecs, ResourceIds = the wanted ones).
     /// Without wanted nodes there is no parent to look under: nothing is returned.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let wanted = by_resource_id(wanted);
-            if wanted.is_empty() {
-                return Ok(vec![]);
-            }
-            let ids: Vec<String> = wanted.iter().map(|(_, rid)| rid.to_string()).collect();
-            let mut pages = client(ctx)
-                .describe_scalable_targets()
-                .service_namespace(ServiceNamespace::Ecs)
-                .set_resource_ids(Some(ids))
-                .into_paginator()
-                .send();
-            let mut out = Vec::new();
-            while let Some(page) = pages.next().await {
-                for t in page.map_err(call_failed("DescribeScalableTargets"))?.scalable_targets() {
-                    let dimension = t.scalable_dimension().as_str();
-                    let wanted_here = wanted.iter().find(|(w, rid)| {
-                        *rid == t.resource_id() && w.fields.get("dimension").and_then(|d| d.as_str()).unwrap_or(DIMENSION) == dimension
-                    });
-                    if let Some((w, rid)) = wanted_here {
-                        out.push(Observed::new(self.name(), w.id.clone(), rid.to_string(), untyped(&target_fields(t))));
-                    }
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let wanted = by_resource_id(wanted);
+        if wanted.is_empty() {
+            return Ok(vec![]);
+        }
+        let ids: Vec<String> = wanted.iter().map(|(_, rid)| rid.to_string()).collect();
+        let mut pages = client(ctx)
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Ecs)
+            .set_resource_ids(Some(ids))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            for t in page.map_err(call_failed("DescribeScalableTargets"))?.scalable_targets() {
+                let dimension = t.scalable_dimension().as_str();
+                let wanted_here = wanted.iter().find(|(w, rid)| {
+                    *rid == t.resource_id() && w.fields.get("dimension").and_then(|d| d.as_str()).unwrap_or(DIMENSION) == dimension
+                });
+                if let Some((w, rid)) = wanted_here {
+                    out.push(Observed::new(self.name(), w.id.clone(), rid.to_string(), untyped(&target_fields(t))));
                 }
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: ScalableTargetFields = typed(self.name(), fields)?;
-            register(ctx, &f, Some(&ctx.tags_for(id))).await?;
-            Ok(Identity::id(f.resource_id))
-        })
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: ScalableTargetFields = typed(self.name(), fields)?;
+        register(ctx, &f, Some(&ctx.tags_for(id))).await?;
+        Ok(Identity::id(f.resource_id))
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        _live: &'a Observed,
-        fields: &'a Fields,
-        _changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            register(ctx, &typed(self.name(), fields)?, None).await?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, _live: &Observed, fields: &Fields, _changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        register(ctx, &typed(self.name(), fields)?, None).await?;
+        Ok(None)
     }
 
     /// DeregisterScalableTarget. On AWS this also deletes the target's policies.
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let have: ScalableTargetFields = typed(self.name(), &live.fields)?;
-            client(ctx)
-                .deregister_scalable_target()
-                .service_namespace(ServiceNamespace::Ecs)
-                .resource_id(&live.physical_id)
-                .scalable_dimension(ScalableDimension::from(have.dimension.as_str()))
-                .send()
-                .await
-                .map_err(call_failed("DeregisterScalableTarget"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let have: ScalableTargetFields = typed(self.name(), &live.fields)?;
+        client(ctx)
+            .deregister_scalable_target()
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id(&live.physical_id)
+            .scalable_dimension(ScalableDimension::from(have.dimension.as_str()))
+            .send()
+            .await
+            .map_err(call_failed("DeregisterScalableTarget"))?;
+        Ok(())
     }
 
     fn iam(&self, _stack: &str) -> IamActions {

@@ -11,7 +11,6 @@ use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kin
 use aws_sdk_applicationautoscaling::types::{
     MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace, TargetTrackingScalingPolicyConfiguration,
 };
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -97,78 +96,63 @@ impl Kind for ScalingPolicy {
 
     /// One DescribeScalingPolicies per wanted resource id (one here: both policies scale the
     /// same service). Without wanted nodes there is no parent to look under: nothing.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let wanted = by_resource_id(wanted);
-            let parents: BTreeSet<&str> = wanted.iter().map(|(_, rid)| *rid).collect();
-            let mut out = Vec::new();
-            for rid in parents {
-                let mut pages = client(ctx)
-                    .describe_scaling_policies()
-                    .service_namespace(ServiceNamespace::Ecs)
-                    .resource_id(rid)
-                    .scalable_dimension(ScalableDimension::from(DIMENSION))
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    for p in page.map_err(call_failed("DescribeScalingPolicies"))?.scaling_policies() {
-                        // moto matches the resource id as a substring (`service/c/s` also finds
-                        // `service/c/s2`'s policies): compare exactly.
-                        if p.resource_id() != rid {
-                            continue;
-                        }
-                        let named =
-                            wanted.iter().find(|(w, r)| *r == rid && w.fields.get("name").and_then(Value::as_str) == Some(p.policy_name()));
-                        let Some(id) = named.map(|(w, _)| w.id.clone()).or_else(|| logical_id_of(&ctx.settings.stack, p.policy_name()))
-                        else {
-                            continue;
-                        };
-                        let mut o = Observed::new(self.name(), id, p.policy_name().to_string(), untyped(&policy_fields(p)));
-                        o.attrs.insert("arn".into(), p.policy_arn().into());
-                        out.push(o);
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let wanted = by_resource_id(wanted);
+        let parents: BTreeSet<&str> = wanted.iter().map(|(_, rid)| *rid).collect();
+        let mut out = Vec::new();
+        for rid in parents {
+            let mut pages = client(ctx)
+                .describe_scaling_policies()
+                .service_namespace(ServiceNamespace::Ecs)
+                .resource_id(rid)
+                .scalable_dimension(ScalableDimension::from(DIMENSION))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                for p in page.map_err(call_failed("DescribeScalingPolicies"))?.scaling_policies() {
+                    // moto matches the resource id as a substring (`service/c/s` also finds
+                    // `service/c/s2`'s policies): compare exactly.
+                    if p.resource_id() != rid {
+                        continue;
                     }
+                    let named =
+                        wanted.iter().find(|(w, r)| *r == rid && w.fields.get("name").and_then(Value::as_str) == Some(p.policy_name()));
+                    let Some(id) = named.map(|(w, _)| w.id.clone()).or_else(|| logical_id_of(&ctx.settings.stack, p.policy_name())) else {
+                        continue;
+                    };
+                    let mut o = Observed::new(self.name(), id, p.policy_name().to_string(), untyped(&policy_fields(p)));
+                    o.attrs.insert("arn".into(), p.policy_arn().into());
+                    out.push(o);
                 }
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: ScalingPolicyFields = typed(self.name(), fields)?;
-            let arn = put(ctx, &f).await?;
-            Ok(Identity::id(f.name).with("arn", arn))
-        })
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: ScalingPolicyFields = typed(self.name(), fields)?;
+        let arn = put(ctx, &f).await?;
+        Ok(Identity::id(f.name).with("arn", arn))
     }
 
     /// PutScalingPolicy with every field (it replaces the configuration as a whole).
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        _live: &'a Observed,
-        fields: &'a Fields,
-        _changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            put(ctx, &typed(self.name(), fields)?).await?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, _live: &Observed, fields: &Fields, _changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        put(ctx, &typed(self.name(), fields)?).await?;
+        Ok(None)
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let have: ScalingPolicyFields = typed(self.name(), &live.fields)?;
-            client(ctx)
-                .delete_scaling_policy()
-                .policy_name(&live.physical_id)
-                .service_namespace(ServiceNamespace::Ecs)
-                .resource_id(&have.resource_id)
-                .scalable_dimension(ScalableDimension::from(DIMENSION))
-                .send()
-                .await
-                .map_err(call_failed("DeleteScalingPolicy"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let have: ScalingPolicyFields = typed(self.name(), &live.fields)?;
+        client(ctx)
+            .delete_scaling_policy()
+            .policy_name(&live.physical_id)
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id(&have.resource_id)
+            .scalable_dimension(ScalableDimension::from(DIMENSION))
+            .send()
+            .await
+            .map_err(call_failed("DeleteScalingPolicy"))?;
+        Ok(())
     }
 
     fn iam(&self, stack: &str) -> IamActions {

@@ -4,7 +4,6 @@ use super::{call_failed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_cr
 use crate::engine::ownership::TagMap;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{DomainType, ResourceType};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub struct ElasticIp;
@@ -31,47 +30,35 @@ impl Kind for ElasticIp {
         &[]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            // DescribeAddresses has no pagination.
-            let out = ec2(ctx).describe_addresses().filters(stack_filter(ctx)).send().await.map_err(call_failed("DescribeAddresses"))?;
-            Ok(out
-                .addresses()
-                .iter()
-                .filter_map(|a| {
-                    let (id, tags) = owned(ctx, a.tags())?;
-                    let fields = ElasticIpFields { public_ip: a.public_ip().map(String::from), tags };
-                    Some(Observed::new(self.name(), id, a.allocation_id()?.to_string(), untyped(&fields)))
-                })
-                .collect())
-        })
+    async fn observe(&self, ctx: &Ctx, _wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        // DescribeAddresses has no pagination.
+        let out = ec2(ctx).describe_addresses().filters(stack_filter(ctx)).send().await.map_err(call_failed("DescribeAddresses"))?;
+        Ok(out
+            .addresses()
+            .iter()
+            .filter_map(|a| {
+                let (id, tags) = owned(ctx, a.tags())?;
+                let fields = ElasticIpFields { public_ip: a.public_ip().map(String::from), tags };
+                Some(Observed::new(self.name(), id, a.allocation_id()?.to_string(), untyped(&fields)))
+            })
+            .collect())
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: ElasticIpFields = typed(self.name(), fields)?;
-            let out = ec2(ctx)
-                .allocate_address()
-                .domain(DomainType::Vpc)
-                .tag_specifications(tag_spec(ResourceType::ElasticIp, &f.tags))
-                .send()
-                .await
-                .map_err(call_failed("AllocateAddress"))?;
-            Ok(Identity::id(out.allocation_id().ok_or_else(|| anyhow::anyhow!("AllocateAddress returned no allocation id"))?))
-        })
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: ElasticIpFields = typed(self.name(), fields)?;
+        let out = ec2(ctx)
+            .allocate_address()
+            .domain(DomainType::Vpc)
+            .tag_specifications(tag_spec(ResourceType::ElasticIp, &f.tags))
+            .send()
+            .await
+            .map_err(call_failed("AllocateAddress"))?;
+        Ok(Identity::id(out.allocation_id().ok_or_else(|| anyhow::anyhow!("AllocateAddress returned no allocation id"))?))
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        _fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            sync_tags(ctx, &live.physical_id, changes).await?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, _fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        sync_tags(ctx, &live.physical_id, changes).await?;
+        Ok(None)
     }
 
     fn iam(&self, stack: &str) -> IamActions {
@@ -85,10 +72,8 @@ impl Kind for ElasticIp {
         }
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            ec2(ctx).release_address().allocation_id(&live.physical_id).send().await.map_err(call_failed("ReleaseAddress"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        ec2(ctx).release_address().allocation_id(&live.physical_id).send().await.map_err(call_failed("ReleaseAddress"))?;
+        Ok(())
     }
 }

@@ -4,7 +4,6 @@ use super::{call_failed, changed, ec2, iam_arn, owned, stack_filter, sync_tags, 
 use crate::engine::ownership::TagMap;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::ResourceType;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub struct InternetGateway;
@@ -45,61 +44,49 @@ impl Kind for InternetGateway {
         &[]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let mut pages = ec2(ctx).describe_internet_gateways().filters(stack_filter(ctx)).into_paginator().send();
-            let mut out = Vec::new();
-            while let Some(page) = pages.next().await {
-                for g in page.map_err(call_failed("DescribeInternetGateways"))?.internet_gateways() {
-                    let (Some((id, tags)), Some(igw_id)) = (owned(ctx, g.tags()), g.internet_gateway_id()) else { continue };
-                    let vpc = g.attachments().iter().find_map(|a| a.vpc_id()).map(String::from);
-                    let fields = InternetGatewayFields { vpc, tags };
-                    out.push(Observed::new(self.name(), id, igw_id.to_string(), untyped(&fields)));
-                }
+    async fn observe(&self, ctx: &Ctx, _wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let mut pages = ec2(ctx).describe_internet_gateways().filters(stack_filter(ctx)).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            for g in page.map_err(call_failed("DescribeInternetGateways"))?.internet_gateways() {
+                let (Some((id, tags)), Some(igw_id)) = (owned(ctx, g.tags()), g.internet_gateway_id()) else { continue };
+                let vpc = g.attachments().iter().find_map(|a| a.vpc_id()).map(String::from);
+                let fields = InternetGatewayFields { vpc, tags };
+                out.push(Observed::new(self.name(), id, igw_id.to_string(), untyped(&fields)));
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: InternetGatewayFields = typed(self.name(), fields)?;
-            let vpc = wanted_vpc(&f)?;
-            let out = ec2(ctx)
-                .create_internet_gateway()
-                .tag_specifications(tag_spec(ResourceType::InternetGateway, &f.tags))
-                .send()
-                .await
-                .map_err(call_failed("CreateInternetGateway"))?;
-            let igw = out
-                .internet_gateway()
-                .and_then(|g| g.internet_gateway_id())
-                .ok_or_else(|| anyhow::anyhow!("CreateInternetGateway returned no id"))?
-                .to_string();
-            attach(ctx, &igw, vpc).await?;
-            Ok(Identity::id(igw))
-        })
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: InternetGatewayFields = typed(self.name(), fields)?;
+        let vpc = wanted_vpc(&f)?;
+        let out = ec2(ctx)
+            .create_internet_gateway()
+            .tag_specifications(tag_spec(ResourceType::InternetGateway, &f.tags))
+            .send()
+            .await
+            .map_err(call_failed("CreateInternetGateway"))?;
+        let igw = out
+            .internet_gateway()
+            .and_then(|g| g.internet_gateway_id())
+            .ok_or_else(|| anyhow::anyhow!("CreateInternetGateway returned no id"))?
+            .to_string();
+        attach(ctx, &igw, vpc).await?;
+        Ok(Identity::id(igw))
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: InternetGatewayFields = typed(self.name(), fields)?;
-            if changed(changes, "vpc") {
-                let have: InternetGatewayFields = typed(self.name(), &live.fields)?;
-                if let Some(old) = &have.vpc {
-                    detach(ctx, &live.physical_id, old).await?;
-                }
-                attach(ctx, &live.physical_id, wanted_vpc(&f)?).await?;
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: InternetGatewayFields = typed(self.name(), fields)?;
+        if changed(changes, "vpc") {
+            let have: InternetGatewayFields = typed(self.name(), &live.fields)?;
+            if let Some(old) = &have.vpc {
+                detach(ctx, &live.physical_id, old).await?;
             }
-            sync_tags(ctx, &live.physical_id, changes).await?;
-            Ok(None)
-        })
+            attach(ctx, &live.physical_id, wanted_vpc(&f)?).await?;
+        }
+        sync_tags(ctx, &live.physical_id, changes).await?;
+        Ok(None)
     }
 
     fn iam(&self, stack: &str) -> IamActions {
@@ -120,19 +107,17 @@ impl Kind for InternetGateway {
         }
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let have: InternetGatewayFields = typed(self.name(), &live.fields)?;
-            if let Some(vpc) = &have.vpc {
-                detach(ctx, &live.physical_id, vpc).await?;
-            }
-            ec2(ctx)
-                .delete_internet_gateway()
-                .internet_gateway_id(&live.physical_id)
-                .send()
-                .await
-                .map_err(call_failed("DeleteInternetGateway"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let have: InternetGatewayFields = typed(self.name(), &live.fields)?;
+        if let Some(vpc) = &have.vpc {
+            detach(ctx, &live.physical_id, vpc).await?;
+        }
+        ec2(ctx)
+            .delete_internet_gateway()
+            .internet_gateway_id(&live.physical_id)
+            .send()
+            .await
+            .map_err(call_failed("DeleteInternetGateway"))?;
+        Ok(())
     }
 }

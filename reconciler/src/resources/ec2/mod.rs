@@ -94,7 +94,7 @@ pub fn tag_on_create(stack: &str) -> Value {
 }
 
 /// The network kinds, dependencies first.
-pub fn kinds() -> Vec<Box<dyn crate::engine::Kind>> {
+pub fn kinds() -> Vec<Box<dyn crate::engine::DynKind>> {
     vec![
         Box::new(Vpc),
         Box::new(InternetGateway),

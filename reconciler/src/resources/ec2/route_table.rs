@@ -6,7 +6,6 @@ use super::{call_failed, changed, ec2, iam_arn, owned, set_of, stack_filter, syn
 use crate::engine::ownership::TagMap;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{ResourceType, RouteOrigin};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -131,80 +130,68 @@ impl Kind for RouteTable {
         &["vpc"]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let mut pages = ec2(ctx).describe_route_tables().filters(stack_filter(ctx)).into_paginator().send();
-            let mut out = Vec::new();
-            while let Some(page) = pages.next().await {
-                for t in page.map_err(call_failed("DescribeRouteTables"))?.route_tables() {
-                    let (Some((id, tags)), Some(rt_id)) = (owned(ctx, t.tags()), t.route_table_id()) else { continue };
-                    let routes: Vec<Route> = t
-                        .routes()
-                        .iter()
-                        .filter(|r| r.origin() != Some(&RouteOrigin::CreateRouteTable) && r.gateway_id() != Some("local"))
-                        .filter_map(|r| {
-                            let target = r.nat_gateway_id().or(r.gateway_id())?;
-                            Some(Route { destination: r.destination_cidr_block()?.to_string(), target: target.to_string() })
-                        })
-                        .collect();
-                    let mut subnets = Vec::new();
-                    let mut association_ids = BTreeMap::new();
-                    for a in t.associations() {
-                        if let (Some(s), Some(aid)) = (a.subnet_id(), a.route_table_association_id()) {
-                            subnets.push(s.to_string());
-                            association_ids.insert(s.to_string(), aid.to_string());
-                        }
+    async fn observe(&self, ctx: &Ctx, _wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let mut pages = ec2(ctx).describe_route_tables().filters(stack_filter(ctx)).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            for t in page.map_err(call_failed("DescribeRouteTables"))?.route_tables() {
+                let (Some((id, tags)), Some(rt_id)) = (owned(ctx, t.tags()), t.route_table_id()) else { continue };
+                let routes: Vec<Route> = t
+                    .routes()
+                    .iter()
+                    .filter(|r| r.origin() != Some(&RouteOrigin::CreateRouteTable) && r.gateway_id() != Some("local"))
+                    .filter_map(|r| {
+                        let target = r.nat_gateway_id().or(r.gateway_id())?;
+                        Some(Route { destination: r.destination_cidr_block()?.to_string(), target: target.to_string() })
+                    })
+                    .collect();
+                let mut subnets = Vec::new();
+                let mut association_ids = BTreeMap::new();
+                for a in t.associations() {
+                    if let (Some(s), Some(aid)) = (a.subnet_id(), a.route_table_association_id()) {
+                        subnets.push(s.to_string());
+                        association_ids.insert(s.to_string(), aid.to_string());
                     }
-                    let fields = RouteTableFields {
-                        vpc: t.vpc_id().unwrap_or_default().to_string(),
-                        routes: set_of(routes),
-                        subnets: set_of(subnets),
-                        association_ids,
-                        tags,
-                    };
-                    out.push(Observed::new(self.name(), id, rt_id.to_string(), untyped(&fields)));
                 }
+                let fields = RouteTableFields {
+                    vpc: t.vpc_id().unwrap_or_default().to_string(),
+                    routes: set_of(routes),
+                    subnets: set_of(subnets),
+                    association_ids,
+                    tags,
+                };
+                out.push(Observed::new(self.name(), id, rt_id.to_string(), untyped(&fields)));
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: RouteTableFields = typed(self.name(), fields)?;
-            let out = ec2(ctx)
-                .create_route_table()
-                .client_token(ctx.settings.client_token(id))
-                .vpc_id(&f.vpc)
-                .tag_specifications(tag_spec(ResourceType::RouteTable, &f.tags))
-                .send()
-                .await
-                .map_err(call_failed("CreateRouteTable"))?;
-            let rt = out
-                .route_table()
-                .and_then(|t| t.route_table_id())
-                .ok_or_else(|| anyhow::anyhow!("CreateRouteTable returned no id"))?
-                .to_string();
-            converge(ctx, &rt, None, &f).await?;
-            Ok(Identity::id(rt))
-        })
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: RouteTableFields = typed(self.name(), fields)?;
+        let out = ec2(ctx)
+            .create_route_table()
+            .client_token(ctx.settings.client_token(id))
+            .vpc_id(&f.vpc)
+            .tag_specifications(tag_spec(ResourceType::RouteTable, &f.tags))
+            .send()
+            .await
+            .map_err(call_failed("CreateRouteTable"))?;
+        let rt = out
+            .route_table()
+            .and_then(|t| t.route_table_id())
+            .ok_or_else(|| anyhow::anyhow!("CreateRouteTable returned no id"))?
+            .to_string();
+        converge(ctx, &rt, None, &f).await?;
+        Ok(Identity::id(rt))
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            if changed(changes, "routes") || changed(changes, "subnets") {
-                let have: RouteTableFields = typed(self.name(), &live.fields)?;
-                converge(ctx, &live.physical_id, Some(&have), &typed(self.name(), fields)?).await?;
-            }
-            sync_tags(ctx, &live.physical_id, changes).await?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        if changed(changes, "routes") || changed(changes, "subnets") {
+            let have: RouteTableFields = typed(self.name(), &live.fields)?;
+            converge(ctx, &live.physical_id, Some(&have), &typed(self.name(), fields)?).await?;
+        }
+        sync_tags(ctx, &live.physical_id, changes).await?;
+        Ok(None)
     }
 
     fn iam(&self, stack: &str) -> IamActions {
@@ -229,14 +216,12 @@ impl Kind for RouteTable {
         }
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let have: RouteTableFields = typed(self.name(), &live.fields)?;
-            for a in have.association_ids.values() {
-                ec2(ctx).disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
-            }
-            ec2(ctx).delete_route_table().route_table_id(&live.physical_id).send().await.map_err(call_failed("DeleteRouteTable"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let have: RouteTableFields = typed(self.name(), &live.fields)?;
+        for a in have.association_ids.values() {
+            ec2(ctx).disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
+        }
+        ec2(ctx).delete_route_table().route_table_id(&live.physical_id).send().await.map_err(call_failed("DeleteRouteTable"))?;
+        Ok(())
     }
 }

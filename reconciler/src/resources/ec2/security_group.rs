@@ -9,7 +9,6 @@ use super::{
 use crate::engine::ownership::TagMap;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, UserIdGroupPair};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -175,73 +174,61 @@ impl Kind for SecurityGroup {
         Replacement::CreateBeforeDestroy
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let mut pages = ec2(ctx).describe_security_groups().filters(stack_filter(ctx)).into_paginator().send();
-            let mut groups = Vec::new();
-            while let Some(page) = pages.next().await {
-                for g in page.map_err(call_failed("DescribeSecurityGroups"))?.security_groups() {
-                    let (Some((id, tags)), Some(gid)) = (owned(ctx, g.tags()), g.group_id()) else { continue };
-                    let fields = SecurityGroupFields {
-                        group_name: g.group_name().unwrap_or_default().to_string(),
-                        description: g.description().unwrap_or_default().to_string(),
-                        vpc: g.vpc_id().unwrap_or_default().to_string(),
-                        ingress: vec![],
-                        egress: vec![],
-                        tags,
-                    };
-                    groups.push((id, gid.to_string(), fields));
-                }
+    async fn observe(&self, ctx: &Ctx, _wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let mut pages = ec2(ctx).describe_security_groups().filters(stack_filter(ctx)).into_paginator().send();
+        let mut groups = Vec::new();
+        while let Some(page) = pages.next().await {
+            for g in page.map_err(call_failed("DescribeSecurityGroups"))?.security_groups() {
+                let (Some((id, tags)), Some(gid)) = (owned(ctx, g.tags()), g.group_id()) else { continue };
+                let fields = SecurityGroupFields {
+                    group_name: g.group_name().unwrap_or_default().to_string(),
+                    description: g.description().unwrap_or_default().to_string(),
+                    vpc: g.vpc_id().unwrap_or_default().to_string(),
+                    ingress: vec![],
+                    egress: vec![],
+                    tags,
+                };
+                groups.push((id, gid.to_string(), fields));
             }
-            let ids: Vec<String> = groups.iter().map(|(_, gid, _)| gid.clone()).collect();
-            let mut all_rules = rules(ctx, &ids).await?;
-            Ok(groups
-                .into_iter()
-                .map(|(id, gid, mut fields)| {
-                    let (ing, eg) = all_rules.remove(&gid).unwrap_or_default();
-                    (fields.ingress, fields.egress) = (set_of(ing), set_of(eg));
-                    Observed::new(self.name(), id, gid, untyped(&fields))
-                })
-                .collect())
-        })
+        }
+        let ids: Vec<String> = groups.iter().map(|(_, gid, _)| gid.clone()).collect();
+        let mut all_rules = rules(ctx, &ids).await?;
+        Ok(groups
+            .into_iter()
+            .map(|(id, gid, mut fields)| {
+                let (ing, eg) = all_rules.remove(&gid).unwrap_or_default();
+                (fields.ingress, fields.egress) = (set_of(ing), set_of(eg));
+                Observed::new(self.name(), id, gid, untyped(&fields))
+            })
+            .collect())
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: SecurityGroupFields = typed(self.name(), fields)?;
-            let out = ec2(ctx)
-                .create_security_group()
-                .group_name(&f.group_name)
-                .description(&f.description)
-                .vpc_id(&f.vpc)
-                .tag_specifications(tag_spec(ResourceType::SecurityGroup, &f.tags))
-                .send()
-                .await
-                .map_err(call_failed("CreateSecurityGroup"))?;
-            let sg = out.group_id().ok_or_else(|| anyhow::anyhow!("CreateSecurityGroup returned no id"))?.to_string();
-            // AWS adds a default allow-all egress rule; converging from the live rules removes
-            // it where the spec does not want it.
-            converge_all(ctx, &sg, &f).await?;
-            Ok(Identity::id(sg))
-        })
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: SecurityGroupFields = typed(self.name(), fields)?;
+        let out = ec2(ctx)
+            .create_security_group()
+            .group_name(&f.group_name)
+            .description(&f.description)
+            .vpc_id(&f.vpc)
+            .tag_specifications(tag_spec(ResourceType::SecurityGroup, &f.tags))
+            .send()
+            .await
+            .map_err(call_failed("CreateSecurityGroup"))?;
+        let sg = out.group_id().ok_or_else(|| anyhow::anyhow!("CreateSecurityGroup returned no id"))?.to_string();
+        // AWS adds a default allow-all egress rule; converging from the live rules removes
+        // it where the spec does not want it.
+        converge_all(ctx, &sg, &f).await?;
+        Ok(Identity::id(sg))
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        _fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            for (field, egress) in [("ingress", false), ("egress", true)] {
-                if let Some(c) = changes.iter().find(|c| c.field == field) {
-                    converge_rules(ctx, &live.physical_id, egress, &rules_of(c.before.as_ref()), &rules_of(Some(&c.after))).await?;
-                }
+    async fn update(&self, ctx: &Ctx, live: &Observed, _fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        for (field, egress) in [("ingress", false), ("egress", true)] {
+            if let Some(c) = changes.iter().find(|c| c.field == field) {
+                converge_rules(ctx, &live.physical_id, egress, &rules_of(c.before.as_ref()), &rules_of(Some(&c.after))).await?;
             }
-            sync_tags(ctx, &live.physical_id, changes).await?;
-            Ok(None)
-        })
+        }
+        sync_tags(ctx, &live.physical_id, changes).await?;
+        Ok(None)
     }
 
     fn iam(&self, stack: &str) -> IamActions {
@@ -267,12 +254,10 @@ impl Kind for SecurityGroup {
         }
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            wait_until_no_interface_in(ctx, "group-id", "security group", &live.physical_id).await?;
-            ec2(ctx).delete_security_group().group_id(&live.physical_id).send().await.map_err(call_failed("DeleteSecurityGroup"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        wait_until_no_interface_in(ctx, "group-id", "security group", &live.physical_id).await?;
+        ec2(ctx).delete_security_group().group_id(&live.physical_id).send().await.map_err(call_failed("DeleteSecurityGroup"))?;
+        Ok(())
     }
 }
 

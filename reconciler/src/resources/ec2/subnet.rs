@@ -7,7 +7,6 @@ use super::{
 use crate::engine::ownership::TagMap;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub struct Subnet;
@@ -51,61 +50,49 @@ impl Kind for Subnet {
         &["vpc", "cidr", "availability_zone"]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            // Listed once per pass with the facts (`stack_subnets`).
-            for s in stack_subnets(ctx).await?.iter() {
-                let (Some((id, tags)), Some(subnet_id)) = (owned(ctx, s.tags()), s.subnet_id()) else { continue };
-                let fields = SubnetFields {
-                    vpc: s.vpc_id().unwrap_or_default().to_string(),
-                    cidr: s.cidr_block().unwrap_or_default().to_string(),
-                    availability_zone: s.availability_zone().unwrap_or_default().to_string(),
-                    public_ip_on_launch: s.map_public_ip_on_launch(),
-                    tags,
-                };
-                out.push(Observed::new(self.name(), id, subnet_id.to_string(), untyped(&fields)));
-            }
-            Ok(out)
-        })
+    async fn observe(&self, ctx: &Ctx, _wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let mut out = Vec::new();
+        // Listed once per pass with the facts (`stack_subnets`).
+        for s in stack_subnets(ctx).await?.iter() {
+            let (Some((id, tags)), Some(subnet_id)) = (owned(ctx, s.tags()), s.subnet_id()) else { continue };
+            let fields = SubnetFields {
+                vpc: s.vpc_id().unwrap_or_default().to_string(),
+                cidr: s.cidr_block().unwrap_or_default().to_string(),
+                availability_zone: s.availability_zone().unwrap_or_default().to_string(),
+                public_ip_on_launch: s.map_public_ip_on_launch(),
+                tags,
+            };
+            out.push(Observed::new(self.name(), id, subnet_id.to_string(), untyped(&fields)));
+        }
+        Ok(out)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: SubnetFields = typed(self.name(), fields)?;
-            let out = ec2(ctx)
-                .create_subnet()
-                .vpc_id(&f.vpc)
-                .cidr_block(&f.cidr)
-                .availability_zone(&f.availability_zone)
-                .tag_specifications(tag_spec(ResourceType::Subnet, &f.tags))
-                .send()
-                .await
-                .map_err(call_failed("CreateSubnet"))?;
-            let subnet_id =
-                out.subnet().and_then(|s| s.subnet_id()).ok_or_else(|| anyhow::anyhow!("CreateSubnet returned no subnet id"))?.to_string();
-            if f.public_ip_on_launch == Some(true) {
-                Self::set_public_ip(ctx, &subnet_id, true).await?;
-            }
-            Ok(Identity::id(subnet_id))
-        })
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: SubnetFields = typed(self.name(), fields)?;
+        let out = ec2(ctx)
+            .create_subnet()
+            .vpc_id(&f.vpc)
+            .cidr_block(&f.cidr)
+            .availability_zone(&f.availability_zone)
+            .tag_specifications(tag_spec(ResourceType::Subnet, &f.tags))
+            .send()
+            .await
+            .map_err(call_failed("CreateSubnet"))?;
+        let subnet_id =
+            out.subnet().and_then(|s| s.subnet_id()).ok_or_else(|| anyhow::anyhow!("CreateSubnet returned no subnet id"))?.to_string();
+        if f.public_ip_on_launch == Some(true) {
+            Self::set_public_ip(ctx, &subnet_id, true).await?;
+        }
+        Ok(Identity::id(subnet_id))
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: SubnetFields = typed(self.name(), fields)?;
-            if changed(changes, "public_ip_on_launch") {
-                Self::set_public_ip(ctx, &live.physical_id, f.public_ip_on_launch.unwrap_or(false)).await?;
-            }
-            sync_tags(ctx, &live.physical_id, changes).await?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: SubnetFields = typed(self.name(), fields)?;
+        if changed(changes, "public_ip_on_launch") {
+            Self::set_public_ip(ctx, &live.physical_id, f.public_ip_on_launch.unwrap_or(false)).await?;
+        }
+        sync_tags(ctx, &live.physical_id, changes).await?;
+        Ok(None)
     }
 
     fn iam(&self, stack: &str) -> IamActions {
@@ -121,11 +108,9 @@ impl Kind for Subnet {
         }
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            wait_until_no_interface_in(ctx, "subnet-id", "subnet", &live.physical_id).await?;
-            ec2(ctx).delete_subnet().subnet_id(&live.physical_id).send().await.map_err(call_failed("DeleteSubnet"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        wait_until_no_interface_in(ctx, "subnet-id", "subnet", &live.physical_id).await?;
+        ec2(ctx).delete_subnet().subnet_id(&live.physical_id).send().await.map_err(call_failed("DeleteSubnet"))?;
+        Ok(())
     }
 }

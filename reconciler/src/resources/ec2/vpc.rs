@@ -4,7 +4,6 @@ use super::{call_failed, changed, ec2, iam_arn, owned, stack_filter, sync_tags, 
 use crate::engine::ownership::TagMap;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName, VpcState};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub struct Vpc;
@@ -70,64 +69,52 @@ impl Kind for Vpc {
         &["cidr"]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx, _wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let mut pages = ec2(ctx).describe_vpcs().filters(stack_filter(ctx)).into_paginator().send();
-            let mut found = Vec::new();
-            while let Some(page) = pages.next().await {
-                for v in page.map_err(call_failed("DescribeVpcs"))?.vpcs() {
-                    if let (Some((id, tags)), Some(vpc_id)) = (owned(ctx, v.tags()), v.vpc_id()) {
-                        found.push((id, vpc_id.to_string(), v.cidr_block().unwrap_or_default().to_string(), tags));
-                    }
+    async fn observe(&self, ctx: &Ctx, _wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let mut pages = ec2(ctx).describe_vpcs().filters(stack_filter(ctx)).into_paginator().send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            for v in page.map_err(call_failed("DescribeVpcs"))?.vpcs() {
+                if let (Some((id, tags)), Some(vpc_id)) = (owned(ctx, v.tags()), v.vpc_id()) {
+                    found.push((id, vpc_id.to_string(), v.cidr_block().unwrap_or_default().to_string(), tags));
                 }
             }
-            let mut out = Vec::new();
-            for (id, vpc_id, cidr, tags) in found {
-                let (dns_support, dns_hostnames) = futures::try_join!(
-                    Self::dns_attribute(ctx, &vpc_id, VpcAttributeName::EnableDnsSupport),
-                    Self::dns_attribute(ctx, &vpc_id, VpcAttributeName::EnableDnsHostnames)
-                )?;
-                let fields = VpcFields { cidr, dns_support, dns_hostnames, tags };
-                out.push(Observed::new(self.name(), id, vpc_id, untyped(&fields)));
-            }
-            Ok(out)
-        })
+        }
+        let mut out = Vec::new();
+        for (id, vpc_id, cidr, tags) in found {
+            let (dns_support, dns_hostnames) = futures::try_join!(
+                Self::dns_attribute(ctx, &vpc_id, VpcAttributeName::EnableDnsSupport),
+                Self::dns_attribute(ctx, &vpc_id, VpcAttributeName::EnableDnsHostnames)
+            )?;
+            let fields = VpcFields { cidr, dns_support, dns_hostnames, tags };
+            out.push(Observed::new(self.name(), id, vpc_id, untyped(&fields)));
+        }
+        Ok(out)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: VpcFields = typed(self.name(), fields)?;
-            let out = ec2(ctx)
-                .create_vpc()
-                .cidr_block(&f.cidr)
-                .tag_specifications(tag_spec(ResourceType::Vpc, &f.tags))
-                .send()
-                .await
-                .map_err(call_failed("CreateVpc"))?;
-            let vpc_id = out.vpc().and_then(|v| v.vpc_id()).ok_or_else(|| anyhow::anyhow!("CreateVpc returned no VPC id"))?.to_string();
-            wait::until(ctx, &format!("VPC {vpc_id} to become available"), || async {
-                let out = ec2(ctx).describe_vpcs().vpc_ids(&vpc_id).send().await.map_err(call_failed("DescribeVpcs"))?;
-                Ok(out.vpcs().first().filter(|v| v.state() == Some(&VpcState::Available)).map(|_| ()))
-            })
-            .await?;
-            Self::set_dns(ctx, &vpc_id, &f, true, true).await?;
-            Ok(Identity::id(vpc_id))
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: VpcFields = typed(self.name(), fields)?;
+        let out = ec2(ctx)
+            .create_vpc()
+            .cidr_block(&f.cidr)
+            .tag_specifications(tag_spec(ResourceType::Vpc, &f.tags))
+            .send()
+            .await
+            .map_err(call_failed("CreateVpc"))?;
+        let vpc_id = out.vpc().and_then(|v| v.vpc_id()).ok_or_else(|| anyhow::anyhow!("CreateVpc returned no VPC id"))?.to_string();
+        wait::until(ctx, &format!("VPC {vpc_id} to become available"), || async {
+            let out = ec2(ctx).describe_vpcs().vpc_ids(&vpc_id).send().await.map_err(call_failed("DescribeVpcs"))?;
+            Ok(out.vpcs().first().filter(|v| v.state() == Some(&VpcState::Available)).map(|_| ()))
         })
+        .await?;
+        Self::set_dns(ctx, &vpc_id, &f, true, true).await?;
+        Ok(Identity::id(vpc_id))
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: VpcFields = typed(self.name(), fields)?;
-            Self::set_dns(ctx, &live.physical_id, &f, changed(changes, "dns_support"), changed(changes, "dns_hostnames")).await?;
-            sync_tags(ctx, &live.physical_id, changes).await?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: VpcFields = typed(self.name(), fields)?;
+        Self::set_dns(ctx, &live.physical_id, &f, changed(changes, "dns_support"), changed(changes, "dns_hostnames")).await?;
+        sync_tags(ctx, &live.physical_id, changes).await?;
+        Ok(None)
     }
 
     fn iam(&self, stack: &str) -> IamActions {
@@ -142,10 +129,8 @@ impl Kind for Vpc {
         }
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            ec2(ctx).delete_vpc().vpc_id(&live.physical_id).send().await.map_err(call_failed("DeleteVpc"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        ec2(ctx).delete_vpc().vpc_id(&live.physical_id).send().await.map_err(call_failed("DeleteVpc"))?;
+        Ok(())
     }
 }

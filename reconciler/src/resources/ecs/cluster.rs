@@ -11,7 +11,6 @@ use crate::engine::ownership::not_owned;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ecs::operation::update_cluster_settings::UpdateClusterSettingsInput;
 use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -131,107 +130,93 @@ impl Kind for Cluster {
         &["name"]
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let mut found = Vec::new();
-            for (id, c) in owned(ctx, &wanted_names(wanted)).await? {
-                let ident = identity(&c)?;
-                found.push(Observed { attrs: ident.attrs, ..Observed::new(self.name(), id, ident.physical_id, untyped(&fields_of(&c))) });
-            }
-            Ok(found)
-        })
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let mut found = Vec::new();
+        for (id, c) in owned(ctx, &wanted_names(wanted)).await? {
+            let ident = identity(&c)?;
+            found.push(Observed { attrs: ident.attrs, ..Observed::new(self.name(), id, ident.physical_id, untyped(&fields_of(&c))) });
+        }
+        Ok(found)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: ClusterFields = typed(self.name(), fields)?;
-            // CreateCluster on an existing name returns (or, in moto, replaces) that cluster:
-            // look first, so a cluster someone else owns is never taken over and one an
-            // interrupted run created is kept.
-            if let Some((owner, c)) = owned(ctx, std::slice::from_ref(&f.name)).await?.into_iter().next() {
-                anyhow::ensure!(
-                    owner == id,
-                    "ECS cluster `{}` already belongs to `{owner}` in this stack; two logical ids cannot share it",
-                    f.name
-                );
-                return identity(&c);
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: ClusterFields = typed(self.name(), fields)?;
+        // CreateCluster on an existing name returns (or, in moto, replaces) that cluster:
+        // look first, so a cluster someone else owns is never taken over and one an
+        // interrupted run created is kept.
+        if let Some((owner, c)) = owned(ctx, std::slice::from_ref(&f.name)).await?.into_iter().next() {
+            anyhow::ensure!(
+                owner == id,
+                "ECS cluster `{}` already belongs to `{owner}` in this stack; two logical ids cannot share it",
+                f.name
+            );
+            return identity(&c);
+        }
+        let out = client(ctx)
+            .create_cluster()
+            .cluster_name(&f.name)
+            .settings(insights_setting(&f.container_insights))
+            .set_capacity_providers(Some(f.capacity_providers.clone()))
+            .set_default_capacity_provider_strategy(Some(strategy_items(&f.default_strategy)?))
+            .set_tags(Some(ecs_tags(&f.tags)))
+            .send()
+            .await
+            .map_err(call_failed("CreateCluster"));
+        // A fresh account: ECS creates its service-linked role itself only if the caller may;
+        // create it, then the engine retries this create until the role has propagated.
+        let out = match out {
+            Err(e) if lacks_service_linked_role(&e) => {
+                create_service_linked_role(ctx).await?;
+                return Err(e);
             }
-            let out = client(ctx)
-                .create_cluster()
-                .cluster_name(&f.name)
-                .settings(insights_setting(&f.container_insights))
+            other => other?,
+        };
+        identity(out.cluster().ok_or_else(|| anyhow::anyhow!("CreateCluster returned no cluster"))?)
+    }
+
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: ClusterFields = typed(self.name(), fields)?;
+        let arn = &live.physical_id;
+        if changed(changes, "capacity_providers") || changed(changes, "default_strategy") {
+            // The call replaces both lists; sending the full desired pair converges both.
+            client(ctx)
+                .put_cluster_capacity_providers()
+                .cluster(arn)
                 .set_capacity_providers(Some(f.capacity_providers.clone()))
                 .set_default_capacity_provider_strategy(Some(strategy_items(&f.default_strategy)?))
-                .set_tags(Some(ecs_tags(&f.tags)))
                 .send()
                 .await
-                .map_err(call_failed("CreateCluster"));
-            // A fresh account: ECS creates its service-linked role itself only if the caller may;
-            // create it, then the engine retries this create until the role has propagated.
-            let out = match out {
-                Err(e) if lacks_service_linked_role(&e) => {
-                    create_service_linked_role(ctx).await?;
-                    return Err(e);
+                .map_err(call_failed("PutClusterCapacityProviders"))?;
+        }
+        sync_tags(ctx, arn, changes).await?;
+        // Last, so that everything else has converged if the emulator cannot do this one.
+        if changed(changes, "container_insights") {
+            let input = settings_update(arn, &f.container_insights)?;
+            let r = client(ctx).update_cluster_settings().set_cluster(input.cluster).set_settings(input.settings).send().await;
+            if let Err(e) = r {
+                if emulator_lacks_operation(ctx, &e) {
+                    anyhow::bail!(
+                        "cannot set Container Insights to `{}` on ECS cluster {}: the AWS emulator at AWS_ENDPOINT_URL does not implement \
+                         UpdateClusterSettings (moto answers it with a bare 500). Everything else about the cluster was converged; on AWS \
+                         this call works. To test it against the emulator, create the cluster with the wanted setting instead.",
+                        f.container_insights,
+                        f.name
+                    );
                 }
-                other => other?,
-            };
-            identity(out.cluster().ok_or_else(|| anyhow::anyhow!("CreateCluster returned no cluster"))?)
-        })
+                return Err(call_failed("UpdateClusterSettings")(e));
+            }
+        }
+        Ok(None)
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: ClusterFields = typed(self.name(), fields)?;
-            let arn = &live.physical_id;
-            if changed(changes, "capacity_providers") || changed(changes, "default_strategy") {
-                // The call replaces both lists; sending the full desired pair converges both.
-                client(ctx)
-                    .put_cluster_capacity_providers()
-                    .cluster(arn)
-                    .set_capacity_providers(Some(f.capacity_providers.clone()))
-                    .set_default_capacity_provider_strategy(Some(strategy_items(&f.default_strategy)?))
-                    .send()
-                    .await
-                    .map_err(call_failed("PutClusterCapacityProviders"))?;
-            }
-            sync_tags(ctx, arn, changes).await?;
-            // Last, so that everything else has converged if the emulator cannot do this one.
-            if changed(changes, "container_insights") {
-                let input = settings_update(arn, &f.container_insights)?;
-                let r = client(ctx).update_cluster_settings().set_cluster(input.cluster).set_settings(input.settings).send().await;
-                if let Err(e) = r {
-                    if emulator_lacks_operation(ctx, &e) {
-                        anyhow::bail!(
-                            "cannot set Container Insights to `{}` on ECS cluster {}: the AWS emulator at AWS_ENDPOINT_URL does not implement \
-                             UpdateClusterSettings (moto answers it with a bare 500). Everything else about the cluster was converged; on AWS \
-                             this call works. To test it against the emulator, create the cluster with the wanted setting instead.",
-                            f.container_insights,
-                            f.name
-                        );
-                    }
-                    return Err(call_failed("UpdateClusterSettings")(e));
-                }
-            }
-            Ok(None)
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        client(ctx).delete_cluster().cluster(&live.physical_id).send().await.map_err(call_failed("DeleteCluster"))?;
+        // A cluster with capacity providers goes through DEPROVISIONING before INACTIVE.
+        let arn = [live.physical_id.clone()];
+        wait::until(ctx, &format!("ECS cluster {} to be deleted", live.physical_id), || async {
+            Ok(describe(ctx, &arn).await?.iter().all(|c| c.status() != Some("DEPROVISIONING")).then_some(()))
         })
-    }
-
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            client(ctx).delete_cluster().cluster(&live.physical_id).send().await.map_err(call_failed("DeleteCluster"))?;
-            // A cluster with capacity providers goes through DEPROVISIONING before INACTIVE.
-            let arn = [live.physical_id.clone()];
-            wait::until(ctx, &format!("ECS cluster {} to be deleted", live.physical_id), || async {
-                Ok(describe(ctx, &arn).await?.iter().all(|c| c.status() != Some("DEPROVISIONING")).then_some(()))
-            })
-            .await
-        })
+        .await
     }
 
     fn iam(&self, stack: &str) -> IamActions {

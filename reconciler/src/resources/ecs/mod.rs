@@ -23,7 +23,7 @@ pub use task_definition::{TaskDefinition, TaskDefinitionFields};
 
 pub use crate::engine::fields::{changed, typed, untyped};
 use crate::engine::ownership::{self, STACK_TAG};
-use crate::engine::{call_failed_with, Ctx, ErrorClass, FieldChange, Fields, Kind, Service};
+use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, FieldChange, Fields, Service};
 use aws_sdk_ecs::types::{CapacityProviderStrategyItem, Tag};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
@@ -89,7 +89,7 @@ pub async fn task_health(ctx: &Ctx, cluster: &str, service: &str) -> anyhow::Res
 }
 
 /// The ECS kinds, dependencies first.
-pub fn kinds() -> Vec<Box<dyn Kind>> {
+pub fn kinds() -> Vec<Box<dyn DynKind>> {
     vec![Box::new(Cluster), Box::new(TaskDefinition), Box::new(EcsService)]
 }
 

@@ -20,7 +20,6 @@ use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentController, DeploymentControllerType,
     DesiredStatus, NetworkConfiguration, PropagateTags, SchedulingStrategy, ServiceField, ServiceRegistry,
 };
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -369,175 +368,160 @@ impl Kind for EcsService {
         UNREPORTED
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let services = if wanted.is_empty() {
-                all_in_owned_clusters(ctx).await?
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let services = if wanted.is_empty() {
+            all_in_owned_clusters(ctx).await?
+        } else {
+            // One DescribeServices per cluster (there is one).
+            let mut by_cluster: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for d in wanted {
+                if let (Some(c), Some(n)) = (literal(&d.fields, "cluster_name"), literal(&d.fields, "name")) {
+                    by_cluster.entry(c).or_default().push(n.to_string());
+                }
+            }
+            let mut all = Vec::new();
+            for (cluster, names) in &by_cluster {
+                for s in describe_present(ctx, cluster, names).await? {
+                    if owned_id(ctx, s.tags()).is_none() && s.status() == Some("ACTIVE") {
+                        let name = s.service_name().unwrap_or_default();
+                        return Err(not_owned(
+                            &format!("ECS service (in cluster {cluster})"),
+                            name,
+                            &ctx.settings.stack,
+                            &tag_map(s.tags()),
+                        ));
+                    }
+                    all.push(s);
+                }
+            }
+            all
+        };
+        let mut found = Vec::new();
+        for s in services {
+            let Some(id) = owned_id(ctx, s.tags()) else { continue };
+            let ident = identity(&s)?;
+            // Pending only when waiting is on: an emulator's deployments never complete,
+            // and a plan must not wait for them.
+            let status = if s.status() == Some("DRAINING") {
+                Status::Leaving("ECS service DRAINING (its tasks are stopping)".into())
             } else {
-                // One DescribeServices per cluster (there is one).
-                let mut by_cluster: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-                for d in wanted {
-                    if let (Some(c), Some(n)) = (literal(&d.fields, "cluster_name"), literal(&d.fields, "name")) {
-                        by_cluster.entry(c).or_default().push(n.to_string());
-                    }
-                }
-                let mut all = Vec::new();
-                for (cluster, names) in &by_cluster {
-                    for s in describe_present(ctx, cluster, names).await? {
-                        if owned_id(ctx, s.tags()).is_none() && s.status() == Some("ACTIVE") {
-                            let name = s.service_name().unwrap_or_default();
-                            return Err(not_owned(
-                                &format!("ECS service (in cluster {cluster})"),
-                                name,
-                                &ctx.settings.stack,
-                                &tag_map(s.tags()),
-                            ));
-                        }
-                        all.push(s);
-                    }
-                }
-                all
+                service_status(&s, ctx.settings.wait_for_deployments)
             };
-            let mut found = Vec::new();
-            for s in services {
-                let Some(id) = owned_id(ctx, s.tags()) else { continue };
-                let ident = identity(&s)?;
-                // Pending only when waiting is on: an emulator's deployments never complete,
-                // and a plan must not wait for them.
-                let status = if s.status() == Some("DRAINING") {
-                    Status::Leaving("ECS service DRAINING (its tasks are stopping)".into())
-                } else {
-                    service_status(&s, ctx.settings.wait_for_deployments)
-                };
-                let mut attrs = ident.attrs;
-                if let Some(r) = failed_revision(&s) {
-                    attrs.insert("failed_revision".into(), r.to_string());
-                }
-                found.push(Observed { attrs, status, ..Observed::new(self.name(), id, ident.physical_id, fields_of(ctx.emulated, &s)) });
+            let mut attrs = ident.attrs;
+            if let Some(r) = failed_revision(&s) {
+                attrs.insert("failed_revision".into(), r.to_string());
             }
-            Ok(found)
-        })
+            found.push(Observed { attrs, status, ..Observed::new(self.name(), id, ident.physical_id, fields_of(ctx.emulated, &s)) });
+        }
+        Ok(found)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: ServiceFields = typed(self.name(), fields)?;
-            // CreateService has no working idempotency (moto replaces a same-named service,
-            // AWS refuses it): look first.
-            if let Some(s) = describe(ctx, &f.cluster, std::slice::from_ref(&f.name)).await?.first() {
-                return match owned_id(ctx, s.tags()) {
-                    Some(owner) if owner == id => identity(s),
-                    Some(owner) => anyhow::bail!(
-                        "ECS service `{}` already belongs to `{owner}` in this stack; two logical ids cannot share it",
-                        f.name
-                    ),
-                    None => Err(not_owned("ECS service", &f.name, &ctx.settings.stack, &tag_map(s.tags()))),
-                };
-            }
-            let out = client(ctx)
-                .create_service()
-                // A retry after an ambiguous failure returns the same service.
-                .client_token(ctx.settings.client_token(id))
-                .cluster(&f.cluster)
-                .service_name(&f.name)
-                .task_definition(&f.task_definition)
-                .desired_count(int("desired_count", f.desired_count)?)
-                .set_capacity_provider_strategy(strategy(&f)?)
-                .network_configuration(network(&f)?)
-                .set_service_registries(Some(registries(&f)?))
-                .deployment_configuration(deployment_configuration(&f)?)
-                .health_check_grace_period_seconds(int("health_check_grace", f.health_check_grace)?)
-                .scheduling_strategy(SchedulingStrategy::Replica)
-                .deployment_controller(DeploymentController::builder().r#type(DeploymentControllerType::Ecs).build()?)
-                .propagate_tags(PropagateTags::from(f.propagate_tags.as_str()))
-                .enable_ecs_managed_tags(f.managed_tags)
-                .set_tags(Some(ecs_tags(&f.tags)))
-                .send()
-                .await
-                .map_err(call_failed("CreateService"))?;
-            let svc = out.service().ok_or_else(|| anyhow::anyhow!("CreateService returned no service"))?;
-            let ident = identity(svc)?;
-            if ctx.settings.wait_for_deployments {
-                wait_for_deployment(ctx, &f.cluster, &f.name, &f.task_definition).await?;
-            }
-            Ok(ident)
-        })
-    }
-
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: ServiceFields = typed(self.name(), fields)?;
-            if changed(changes, "task_definition") && live.attrs.get("failed_revision") == Some(&f.task_definition) {
-                anyhow::bail!(
-                    "ECS service {}: not deploying {} again: its deployment failed before (the service runs {}). \
-                     Fix the image or the configuration (a new revision is deployed as usual), or remove the tag {FAILED_REVISION_TAG} from the service to retry it as it is.",
-                    f.name,
-                    f.task_definition,
-                    live.fields.get("task_definition").and_then(|v| v.as_str()).unwrap_or("another revision"),
-                );
-            }
-            let c = client(ctx);
-            let deployed = match update_request(&c, &live.physical_id, &f, changes)? {
-                Some(req) => {
-                    req.send().await.map_err(call_failed("UpdateService"))?;
-                    true
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: ServiceFields = typed(self.name(), fields)?;
+        // CreateService has no working idempotency (moto replaces a same-named service,
+        // AWS refuses it): look first.
+        if let Some(s) = describe(ctx, &f.cluster, std::slice::from_ref(&f.name)).await?.first() {
+            return match owned_id(ctx, s.tags()) {
+                Some(owner) if owner == id => identity(s),
+                Some(owner) => {
+                    anyhow::bail!("ECS service `{}` already belongs to `{owner}` in this stack; two logical ids cannot share it", f.name)
                 }
-                None => false,
+                None => Err(not_owned("ECS service", &f.name, &ctx.settings.stack, &tag_map(s.tags()))),
             };
-            sync_tags(ctx, &live.physical_id, changes).await?;
-            if deployed && ctx.settings.wait_for_deployments {
-                wait_for_deployment(ctx, &f.cluster, &f.name, &f.task_definition).await?;
-            }
-            Ok(None)
-        })
-    }
-
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let cluster = live.fields.get("cluster").and_then(|v| v.as_str()).unwrap_or_default();
-            // Scale to zero first, so tasks drain (and leave Cloud Map) before the service goes.
-            match client(ctx)
-                .update_service()
-                .cluster(cluster)
-                .service(&live.physical_id)
-                .desired_count(0)
-                .send()
-                .await
-                .map_err(call_failed("UpdateService"))
-            {
-                Ok(_) => {}
-                Err(e) if is_gone(&e) => return Ok(()),
-                Err(e) => return Err(e),
-            }
-            client(ctx)
-                .delete_service()
-                .cluster(cluster)
-                .service(&live.physical_id)
-                .force(true)
-                .send()
-                .await
-                .map_err(call_failed("DeleteService"))?;
-            // DRAINING until its tasks have stopped; the Cloud Map service and the cluster can
-            // only be deleted after that.
-            let name = [live.physical_id.clone()];
-            wait::until(ctx, &format!("ECS service {} to finish draining", live.physical_id), || async {
-                Ok(describe_any_status(ctx, cluster, &name).await?.iter().all(|s| s.status() == Some("INACTIVE")).then_some(()))
-            })
-            .await?;
-            // INACTIVE is not the end: its tasks may still be stopping, still registered in
-            // Cloud Map and still holding network interfaces in the subnets.
-            let service_name = live.physical_id.rsplit('/').next().unwrap_or(&live.physical_id);
-            wait::until(ctx, &format!("the tasks of ECS service {service_name} to stop"), || async {
-                Ok(tasks_still_running(ctx, cluster, service_name).await?.is_empty().then_some(()))
-            })
+        }
+        let out = client(ctx)
+            .create_service()
+            // A retry after an ambiguous failure returns the same service.
+            .client_token(ctx.settings.client_token(id))
+            .cluster(&f.cluster)
+            .service_name(&f.name)
+            .task_definition(&f.task_definition)
+            .desired_count(int("desired_count", f.desired_count)?)
+            .set_capacity_provider_strategy(strategy(&f)?)
+            .network_configuration(network(&f)?)
+            .set_service_registries(Some(registries(&f)?))
+            .deployment_configuration(deployment_configuration(&f)?)
+            .health_check_grace_period_seconds(int("health_check_grace", f.health_check_grace)?)
+            .scheduling_strategy(SchedulingStrategy::Replica)
+            .deployment_controller(DeploymentController::builder().r#type(DeploymentControllerType::Ecs).build()?)
+            .propagate_tags(PropagateTags::from(f.propagate_tags.as_str()))
+            .enable_ecs_managed_tags(f.managed_tags)
+            .set_tags(Some(ecs_tags(&f.tags)))
+            .send()
             .await
+            .map_err(call_failed("CreateService"))?;
+        let svc = out.service().ok_or_else(|| anyhow::anyhow!("CreateService returned no service"))?;
+        let ident = identity(svc)?;
+        if ctx.settings.wait_for_deployments {
+            wait_for_deployment(ctx, &f.cluster, &f.name, &f.task_definition).await?;
+        }
+        Ok(ident)
+    }
+
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: ServiceFields = typed(self.name(), fields)?;
+        if changed(changes, "task_definition") && live.attrs.get("failed_revision") == Some(&f.task_definition) {
+            anyhow::bail!(
+                "ECS service {}: not deploying {} again: its deployment failed before (the service runs {}). \
+                 Fix the image or the configuration (a new revision is deployed as usual), or remove the tag {FAILED_REVISION_TAG} from the service to retry it as it is.",
+                f.name,
+                f.task_definition,
+                live.fields.get("task_definition").and_then(|v| v.as_str()).unwrap_or("another revision"),
+            );
+        }
+        let c = client(ctx);
+        let deployed = match update_request(&c, &live.physical_id, &f, changes)? {
+            Some(req) => {
+                req.send().await.map_err(call_failed("UpdateService"))?;
+                true
+            }
+            None => false,
+        };
+        sync_tags(ctx, &live.physical_id, changes).await?;
+        if deployed && ctx.settings.wait_for_deployments {
+            wait_for_deployment(ctx, &f.cluster, &f.name, &f.task_definition).await?;
+        }
+        Ok(None)
+    }
+
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let cluster = live.fields.get("cluster").and_then(|v| v.as_str()).unwrap_or_default();
+        // Scale to zero first, so tasks drain (and leave Cloud Map) before the service goes.
+        match client(ctx)
+            .update_service()
+            .cluster(cluster)
+            .service(&live.physical_id)
+            .desired_count(0)
+            .send()
+            .await
+            .map_err(call_failed("UpdateService"))
+        {
+            Ok(_) => {}
+            Err(e) if is_gone(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        client(ctx)
+            .delete_service()
+            .cluster(cluster)
+            .service(&live.physical_id)
+            .force(true)
+            .send()
+            .await
+            .map_err(call_failed("DeleteService"))?;
+        // DRAINING until its tasks have stopped; the Cloud Map service and the cluster can
+        // only be deleted after that.
+        let name = [live.physical_id.clone()];
+        wait::until(ctx, &format!("ECS service {} to finish draining", live.physical_id), || async {
+            Ok(describe_any_status(ctx, cluster, &name).await?.iter().all(|s| s.status() == Some("INACTIVE")).then_some(()))
         })
+        .await?;
+        // INACTIVE is not the end: its tasks may still be stopping, still registered in
+        // Cloud Map and still holding network interfaces in the subnets.
+        let service_name = live.physical_id.rsplit('/').next().unwrap_or(&live.physical_id);
+        wait::until(ctx, &format!("the tasks of ECS service {service_name} to stop"), || async {
+            Ok(tasks_still_running(ctx, cluster, service_name).await?.is_empty().then_some(()))
+        })
+        .await
     }
 
     fn iam(&self, stack: &str) -> IamActions {

@@ -17,7 +17,6 @@ use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, NetworkMode, SortOrder, Tag, TaskDefinitionFamilyStatus, TaskDefinitionField, TaskDefinitionStatus,
     Volume,
 };
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -221,70 +220,60 @@ impl Kind for TaskDefinition {
         true
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let mut found = Vec::new();
-            let named: Vec<&str> = wanted.iter().filter_map(|d| literal(&d.fields, "family")).collect();
-            for family in &named {
-                found.extend(observe_family(ctx, self.name(), family, true).await?);
-            }
-            // Also the families named after the stack that no node names (a task the spec
-            // dropped, such as drift correction): still the stack's, found so they are pruned.
-            let mut families = Vec::new();
-            let mut pages = client(ctx)
-                .list_task_definition_families()
-                .family_prefix(&ctx.settings.stack)
-                .status(TaskDefinitionFamilyStatus::Active)
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                families.extend(page.map_err(call_failed("ListTaskDefinitionFamilies"))?.families().iter().cloned());
-            }
-            for family in families.iter().filter(|f| !named.contains(&f.as_str())) {
-                found.extend(observe_family(ctx, self.name(), family, false).await?);
-            }
-            Ok(found)
-        })
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let mut found = Vec::new();
+        let named: Vec<&str> = wanted.iter().filter_map(|d| literal(&d.fields, "family")).collect();
+        for family in &named {
+            found.extend(observe_family(ctx, self.name(), family, true).await?);
+        }
+        // Also the families named after the stack that no node names (a task the spec
+        // dropped, such as drift correction): still the stack's, found so they are pruned.
+        let mut families = Vec::new();
+        let mut pages = client(ctx)
+            .list_task_definition_families()
+            .family_prefix(&ctx.settings.stack)
+            .status(TaskDefinitionFamilyStatus::Active)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            families.extend(page.map_err(call_failed("ListTaskDefinitionFamilies"))?.families().iter().cloned());
+        }
+        for family in families.iter().filter(|f| !named.contains(&f.as_str())) {
+            found.extend(observe_family(ctx, self.name(), family, false).await?);
+        }
+        Ok(found)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, _id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(register(ctx, self.name(), fields))
+    async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        register(ctx, self.name(), fields).await
     }
 
     /// Revisions are immutable: any change (tags included) is one new revision.
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        _live: &'a Observed,
-        fields: &'a Fields,
-        _changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move { register(ctx, self.name(), fields).await.map(Some) })
+    async fn update(&self, ctx: &Ctx, _live: &Observed, fields: &Fields, _changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        register(ctx, self.name(), fields).await.map(Some)
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let family = live
-                .attrs
-                .get("family")
-                .map(String::as_str)
-                .or_else(|| family_of(&live.physical_id))
-                .ok_or_else(|| anyhow::anyhow!("internal error: no family for task definition {}", live.physical_id))?;
-            for arn in active_revisions(ctx, family).await? {
-                match client(ctx)
-                    .deregister_task_definition()
-                    .task_definition(&arn)
-                    .send()
-                    .await
-                    .map_err(call_failed("DeregisterTaskDefinition"))
-                {
-                    Ok(_) => {}
-                    Err(e) if is_gone(&e) => {}
-                    Err(e) => return Err(e),
-                }
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let family = live
+            .attrs
+            .get("family")
+            .map(String::as_str)
+            .or_else(|| family_of(&live.physical_id))
+            .ok_or_else(|| anyhow::anyhow!("internal error: no family for task definition {}", live.physical_id))?;
+        for arn in active_revisions(ctx, family).await? {
+            match client(ctx)
+                .deregister_task_definition()
+                .task_definition(&arn)
+                .send()
+                .await
+                .map_err(call_failed("DeregisterTaskDefinition"))
+            {
+                Ok(_) => {}
+                Err(e) if is_gone(&e) => {}
+                Err(e) => return Err(e),
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     fn iam(&self, _stack: &str) -> IamActions {

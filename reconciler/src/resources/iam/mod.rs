@@ -9,7 +9,7 @@ pub use role::{Role, RoleFields};
 
 use crate::engine::ownership;
 use crate::engine::ownership::{TagDelta, TagMap};
-use crate::engine::{call_failed_with, Ctx, ErrorClass, Kind, Service};
+use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, Service};
 use anyhow::Context as _;
 use aws_sdk_iam::types::Tag;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -28,7 +28,7 @@ pub fn client(ctx: &Ctx) -> aws_sdk_iam::Client {
 }
 
 /// The IAM kinds.
-pub fn kinds() -> Vec<Box<dyn Kind>> {
+pub fn kinds() -> Vec<Box<dyn DynKind>> {
     vec![Box::new(Role)]
 }
 

@@ -10,7 +10,7 @@ use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::retry::{gone_as_none, has_code, observe_again};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Scoped};
 use anyhow::Context as _;
-use futures::future::{try_join_all, BoxFuture};
+use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -133,150 +133,136 @@ impl Kind for Role {
     /// spec's policies, all at once) beside ListRoles(PathPrefix `/reconciler/<stack>/`): one
     /// round trip. A role only the listing shows (left over, to be pruned) is read after it.
     /// A same-named role elsewhere is not ours.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let stack = &ctx.settings.stack;
-            let wanted: BTreeMap<String, Vec<String>> = wanted
-                .iter()
-                .filter_map(|d| {
-                    let name = d.fields.get("name").and_then(Value::as_str)?;
-                    Some((name.to_string(), policy_map(d.fields.get("policies")).into_keys().collect()))
-                })
-                .collect();
-            let listing = async {
-                let mut names = BTreeSet::new();
-                let mut pages = client(ctx).list_roles().path_prefix(role_path(stack)).into_paginator().send();
-                while let Some(page) = pages.next().await {
-                    names.extend(page.map_err(call_failed("ListRoles"))?.roles().iter().map(|r| r.role_name().to_string()));
-                }
-                Ok::<_, anyhow::Error>(names)
-            };
-            let (listed, early) = futures::try_join!(listing, try_join_all(wanted.iter().map(|(n, p)| read(ctx, n, p))))?;
-            let extra: Vec<String> = listed.into_iter().filter(|n| !wanted.contains_key(n)).collect();
-            let late = try_join_all(extra.iter().map(|n| read(ctx, n, &[]))).await?;
-            let mut found = Vec::new();
-            for (name, r) in wanted.keys().chain(extra.iter()).zip(early.into_iter().chain(late)) {
-                match r {
-                    Found::Owned(o) => found.push(*o),
-                    Found::Foreign(tags) if wanted.contains_key(name) => return Err(not_owned("IAM role", name, stack, &tags)),
-                    Found::Foreign(_) | Found::Gone => {}
-                }
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let stack = &ctx.settings.stack;
+        let wanted: BTreeMap<String, Vec<String>> = wanted
+            .iter()
+            .filter_map(|d| {
+                let name = d.fields.get("name").and_then(Value::as_str)?;
+                Some((name.to_string(), policy_map(d.fields.get("policies")).into_keys().collect()))
+            })
+            .collect();
+        let listing = async {
+            let mut names = BTreeSet::new();
+            let mut pages = client(ctx).list_roles().path_prefix(role_path(stack)).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                names.extend(page.map_err(call_failed("ListRoles"))?.roles().iter().map(|r| r.role_name().to_string()));
             }
-            Ok(found)
-        })
+            Ok::<_, anyhow::Error>(names)
+        };
+        let (listed, early) = futures::try_join!(listing, try_join_all(wanted.iter().map(|(n, p)| read(ctx, n, p))))?;
+        let extra: Vec<String> = listed.into_iter().filter(|n| !wanted.contains_key(n)).collect();
+        let late = try_join_all(extra.iter().map(|n| read(ctx, n, &[]))).await?;
+        let mut found = Vec::new();
+        for (name, r) in wanted.keys().chain(extra.iter()).zip(early.into_iter().chain(late)) {
+            match r {
+                Found::Owned(o) => found.push(*o),
+                Found::Foreign(tags) if wanted.contains_key(name) => return Err(not_owned("IAM role", name, stack, &tags)),
+                Found::Foreign(_) | Found::Gone => {}
+            }
+        }
+        Ok(found)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: RoleFields = typed(self.name(), fields)?;
-            // CreateRole refuses an existing name (EntityAlreadyExists): no duplicate, no
-            // takeover; the refusal is turned into what it means. Tagged in the same request,
-            // so an interrupted create is found again.
-            let sent = client(ctx)
-                .create_role()
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: RoleFields = typed(self.name(), fields)?;
+        // CreateRole refuses an existing name (EntityAlreadyExists): no duplicate, no
+        // takeover; the refusal is turned into what it means. Tagged in the same request,
+        // so an interrupted create is found again.
+        let sent = client(ctx)
+            .create_role()
+            .role_name(&f.name)
+            .path(&f.path)
+            .assume_role_policy_document(f.trust.to_string())
+            .set_tags(Some(iam_tags(&f.tags)?))
+            .send()
+            .await
+            .map_err(call_failed("CreateRole"));
+        let out = match sent {
+            Ok(out) => out,
+            Err(e) if has_code(&e, "EntityAlreadyExists") => {
+                return Err(match read(ctx, &f.name, &[]).await? {
+                    Found::Owned(o) => observe_again(
+                        "CreateRole",
+                        format!("role `{}` already exists as this stack's `{}` (an earlier attempt made it)", f.name, o.id),
+                    ),
+                    Found::Foreign(tags) => not_owned("IAM role", &f.name, &ctx.settings.stack, &tags),
+                    Found::Gone => e,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let arn = out.role().map(|r| r.arn().to_string()).unwrap_or_default();
+        for (policy, doc) in &f.policies {
+            client(ctx)
+                .put_role_policy()
                 .role_name(&f.name)
-                .path(&f.path)
-                .assume_role_policy_document(f.trust.to_string())
-                .set_tags(Some(iam_tags(&f.tags)?))
+                .policy_name(policy)
+                .policy_document(doc.to_string())
                 .send()
                 .await
-                .map_err(call_failed("CreateRole"));
-            let out = match sent {
-                Ok(out) => out,
-                Err(e) if has_code(&e, "EntityAlreadyExists") => {
-                    return Err(match read(ctx, &f.name, &[]).await? {
-                        Found::Owned(o) => observe_again(
-                            "CreateRole",
-                            format!("role `{}` already exists as this stack's `{}` (an earlier attempt made it)", f.name, o.id),
-                        ),
-                        Found::Foreign(tags) => not_owned("IAM role", &f.name, &ctx.settings.stack, &tags),
-                        Found::Gone => e,
-                    })
-                }
-                Err(e) => return Err(e),
-            };
-            let arn = out.role().map(|r| r.arn().to_string()).unwrap_or_default();
-            for (policy, doc) in &f.policies {
-                client(ctx)
-                    .put_role_policy()
-                    .role_name(&f.name)
+                .map_err(call_failed("PutRolePolicy"))
+                .map_err(|e| e.context(format!("role `{}` ({id}) was created; putting its inline policy `{policy}` failed", f.name)))?;
+        }
+        Ok(Identity::id(&f.name).with("arn", arn).with("name", &f.name))
+    }
+
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: RoleFields = typed(self.name(), fields)?;
+        let role = &live.physical_id;
+        let iam = client(ctx);
+        if changes.iter().any(|c| c.field == "trust") {
+            iam.update_assume_role_policy()
+                .role_name(role)
+                .policy_document(f.trust.to_string())
+                .send()
+                .await
+                .map_err(call_failed("UpdateAssumeRolePolicy"))?;
+        }
+        if let Some(c) = changes.iter().find(|c| c.field == "policies") {
+            let have = policy_map(c.before.as_ref());
+            let (put, delete) = policy_changes(&have, &f.policies);
+            // New permissions first, removals after: the role never has less than both.
+            for (policy, doc) in put {
+                iam.put_role_policy()
+                    .role_name(role)
                     .policy_name(policy)
                     .policy_document(doc.to_string())
                     .send()
                     .await
-                    .map_err(call_failed("PutRolePolicy"))
-                    .map_err(|e| e.context(format!("role `{}` ({id}) was created; putting its inline policy `{policy}` failed", f.name)))?;
+                    .map_err(call_failed("PutRolePolicy"))?;
             }
-            Ok(Identity::id(&f.name).with("arn", arn).with("name", &f.name))
-        })
-    }
-
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: RoleFields = typed(self.name(), fields)?;
-            let role = &live.physical_id;
-            let iam = client(ctx);
-            if changes.iter().any(|c| c.field == "trust") {
-                iam.update_assume_role_policy()
-                    .role_name(role)
-                    .policy_document(f.trust.to_string())
-                    .send()
-                    .await
-                    .map_err(call_failed("UpdateAssumeRolePolicy"))?;
-            }
-            if let Some(c) = changes.iter().find(|c| c.field == "policies") {
-                let have = policy_map(c.before.as_ref());
-                let (put, delete) = policy_changes(&have, &f.policies);
-                // New permissions first, removals after: the role never has less than both.
-                for (policy, doc) in put {
-                    iam.put_role_policy()
-                        .role_name(role)
-                        .policy_name(policy)
-                        .policy_document(doc.to_string())
-                        .send()
-                        .await
-                        .map_err(call_failed("PutRolePolicy"))?;
-                }
-                for policy in delete {
-                    gone_as_none(
-                        iam.delete_role_policy().role_name(role).policy_name(policy).send().await.map_err(call_failed("DeleteRolePolicy")),
-                    )?;
-                }
-            }
-            apply_tags(ctx, role, &TagDelta::of(changes)).await?;
-            Ok(None)
-        })
-    }
-
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let role = &live.physical_id;
-            let iam = client(ctx);
-            // Listed now rather than taken from the observation: DeleteRole fails while any
-            // inline policy is left.
-            for policy in policy_names(ctx, role).await? {
-                // A policy already gone is fine; that must not read as "the role is gone".
+            for policy in delete {
                 gone_as_none(
-                    iam.delete_role_policy().role_name(role).policy_name(&policy).send().await.map_err(call_failed("DeleteRolePolicy")),
+                    iam.delete_role_policy().role_name(role).policy_name(policy).send().await.map_err(call_failed("DeleteRolePolicy")),
                 )?;
             }
-            iam.delete_role().role_name(role).send().await.map_err(call_failed("DeleteRole")).map_err(|e| {
-                if has_code(&e, "DeleteConflict") {
-                    e.context(format!(
-                        "role `{role}` still has managed policies attached or belongs to an instance profile (added outside the reconciler): detach or remove them, then run again"
-                    ))
-                } else {
-                    e
-                }
-            })?;
-            Ok(())
-        })
+        }
+        apply_tags(ctx, role, &TagDelta::of(changes)).await?;
+        Ok(None)
+    }
+
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let role = &live.physical_id;
+        let iam = client(ctx);
+        // Listed now rather than taken from the observation: DeleteRole fails while any
+        // inline policy is left.
+        for policy in policy_names(ctx, role).await? {
+            // A policy already gone is fine; that must not read as "the role is gone".
+            gone_as_none(
+                iam.delete_role_policy().role_name(role).policy_name(&policy).send().await.map_err(call_failed("DeleteRolePolicy")),
+            )?;
+        }
+        iam.delete_role().role_name(role).send().await.map_err(call_failed("DeleteRole")).map_err(|e| {
+            if has_code(&e, "DeleteConflict") {
+                e.context(format!(
+                    "role `{role}` still has managed policies attached or belongs to an instance profile (added outside the reconciler): detach or remove them, then run again"
+                ))
+            } else {
+                e
+            }
+        })?;
+        Ok(())
     }
 
     fn iam(&self, stack: &str) -> IamActions {

@@ -12,7 +12,7 @@ use crate::engine::ownership::not_owned;
 use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::retry::{gone_as_none, has_code, observe_again};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Scoped};
-use futures::future::{try_join_all, BoxFuture};
+use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -129,113 +129,92 @@ impl Kind for LogGroup {
 
     /// DescribeLogGroups per search prefix (two: `/ecs/<stack>`, `/aws/apigateway/<stack>`),
     /// then ListTagsForResource per candidate.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let stack = &ctx.settings.stack;
-            let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
-            let prefixes = search_prefixes(stack, &wanted);
-            // By name: overlapping prefixes list a group twice.
-            let listed: BTreeMap<String, Listed> = try_join_all(prefixes.iter().map(|p| describe(ctx, p)))
-                .await?
-                .into_iter()
-                .flatten()
-                .filter(|g| is_candidate(&g.name, stack, &wanted))
-                .map(|g| (g.name.clone(), g))
-                .collect();
-            let tags = try_join_all(listed.values().map(|g| async move {
-                gone_as_none(
-                    client(ctx).list_tags_for_resource().resource_arn(&g.arn).send().await.map_err(call_failed("ListTagsForResource")),
-                )
-            }))
-            .await?;
-            let mut found = Vec::new();
-            for (g, tags) in listed.values().zip(tags) {
-                let Some(tags) = tags else { continue }; // deleted since it was listed
-                match owned(ctx, tags.tags()) {
-                    (Some(id), tags) => {
-                        let fields = LogGroupFields { name: g.name.clone(), retention_days: g.retention_days, tags };
-                        let identity = identity(&g.name, &g.arn);
-                        found.push(Observed { attrs: identity.attrs, ..Observed::new(self.name(), id, g.name.clone(), untyped(&fields)) });
-                    }
-                    (None, tags) if wanted.contains(g.name.as_str()) => {
-                        return Err(not_owned("CloudWatch log group", &g.name, stack, &tags))
-                    }
-                    (None, _) => {}
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let stack = &ctx.settings.stack;
+        let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
+        let prefixes = search_prefixes(stack, &wanted);
+        // By name: overlapping prefixes list a group twice.
+        let listed: BTreeMap<String, Listed> = try_join_all(prefixes.iter().map(|p| describe(ctx, p)))
+            .await?
+            .into_iter()
+            .flatten()
+            .filter(|g| is_candidate(&g.name, stack, &wanted))
+            .map(|g| (g.name.clone(), g))
+            .collect();
+        let tags = try_join_all(listed.values().map(|g| async move {
+            gone_as_none(client(ctx).list_tags_for_resource().resource_arn(&g.arn).send().await.map_err(call_failed("ListTagsForResource")))
+        }))
+        .await?;
+        let mut found = Vec::new();
+        for (g, tags) in listed.values().zip(tags) {
+            let Some(tags) = tags else { continue }; // deleted since it was listed
+            match owned(ctx, tags.tags()) {
+                (Some(id), tags) => {
+                    let fields = LogGroupFields { name: g.name.clone(), retention_days: g.retention_days, tags };
+                    let identity = identity(&g.name, &g.arn);
+                    found.push(Observed { attrs: identity.attrs, ..Observed::new(self.name(), id, g.name.clone(), untyped(&fields)) });
                 }
+                (None, tags) if wanted.contains(g.name.as_str()) => return Err(not_owned("CloudWatch log group", &g.name, stack, &tags)),
+                (None, _) => {}
             }
-            Ok(found)
-        })
+        }
+        Ok(found)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: LogGroupFields = typed(self.name(), fields)?;
-            // CreateLogGroup refuses an existing name, so it can neither duplicate nor take
-            // over someone else's group; the refusal is turned into what it means.
-            let sent =
-                client(ctx).create_log_group().log_group_name(&f.name).set_tags(Some(f.tags.clone().into_iter().collect())).send().await;
-            if let Err(e) = sent.map_err(call_failed("CreateLogGroup")) {
-                if !has_code(&e, "ResourceAlreadyExistsException") {
-                    return Err(e);
-                }
-                return Err(match owner(ctx, &f.name).await? {
-                    Some((Some(owned_as), _)) => observe_again(
-                        "CreateLogGroup",
-                        format!("log group `{}` already exists as this stack's `{owned_as}` (an earlier attempt made it)", f.name),
-                    ),
-                    Some((None, tags)) => not_owned("CloudWatch log group", &f.name, &ctx.settings.stack, &tags),
-                    None => e,
-                });
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: LogGroupFields = typed(self.name(), fields)?;
+        // CreateLogGroup refuses an existing name, so it can neither duplicate nor take
+        // over someone else's group; the refusal is turned into what it means.
+        let sent = client(ctx).create_log_group().log_group_name(&f.name).set_tags(Some(f.tags.clone().into_iter().collect())).send().await;
+        if let Err(e) = sent.map_err(call_failed("CreateLogGroup")) {
+            if !has_code(&e, "ResourceAlreadyExistsException") {
+                return Err(e);
             }
-            if f.retention_days.is_some() {
-                set_retention(ctx, &f.name, f.retention_days)
-                    .await
-                    .map_err(|e| e.context(format!("log group `{}` ({id}) was created; setting its retention failed", f.name)))?;
-            }
-            // The ARN (account id included) is only known from a read.
-            let listed = describe(ctx, &f.name).await?.into_iter().find(|g| g.name == f.name);
-            let g = listed
-                .ok_or_else(|| observe_again("DescribeLogGroups", format!("log group `{}` was created but is not listed yet", f.name)))?;
-            Ok(identity(&g.name, &g.arn))
-        })
+            return Err(match owner(ctx, &f.name).await? {
+                Some((Some(owned_as), _)) => observe_again(
+                    "CreateLogGroup",
+                    format!("log group `{}` already exists as this stack's `{owned_as}` (an earlier attempt made it)", f.name),
+                ),
+                Some((None, tags)) => not_owned("CloudWatch log group", &f.name, &ctx.settings.stack, &tags),
+                None => e,
+            });
+        }
+        if f.retention_days.is_some() {
+            set_retention(ctx, &f.name, f.retention_days)
+                .await
+                .map_err(|e| e.context(format!("log group `{}` ({id}) was created; setting its retention failed", f.name)))?;
+        }
+        // The ARN (account id included) is only known from a read.
+        let listed = describe(ctx, &f.name).await?.into_iter().find(|g| g.name == f.name);
+        let g = listed
+            .ok_or_else(|| observe_again("DescribeLogGroups", format!("log group `{}` was created but is not listed yet", f.name)))?;
+        Ok(identity(&g.name, &g.arn))
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: LogGroupFields = typed(self.name(), fields)?;
-            if changes.iter().any(|c| c.field == "retention_days") {
-                set_retention(ctx, &live.physical_id, f.retention_days).await?;
-            }
-            let arn = live
-                .attrs
-                .get("arn")
-                .ok_or_else(|| anyhow::anyhow!("internal error: log group {} was observed without an ARN", live.physical_id))?;
-            apply_tags(ctx, arn, &TagDelta::of(changes)).await?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: LogGroupFields = typed(self.name(), fields)?;
+        if changes.iter().any(|c| c.field == "retention_days") {
+            set_retention(ctx, &live.physical_id, f.retention_days).await?;
+        }
+        let arn = live
+            .attrs
+            .get("arn")
+            .ok_or_else(|| anyhow::anyhow!("internal error: log group {} was observed without an ARN", live.physical_id))?;
+        apply_tags(ctx, arn, &TagDelta::of(changes)).await?;
+        Ok(None)
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            client(ctx).delete_log_group().log_group_name(&live.physical_id).send().await.map_err(call_failed("DeleteLogGroup"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        client(ctx).delete_log_group().log_group_name(&live.physical_id).send().await.map_err(call_failed("DeleteLogGroup"))?;
+        Ok(())
     }
 
-    fn orphan<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let arn = live
-                .attrs
-                .get("arn")
-                .ok_or_else(|| anyhow::anyhow!("internal error: log group {} was observed without an ARN", live.physical_id))?;
-            apply_tags(ctx, arn, &TagDelta::orphan(&ctx.settings.stack)).await
-        })
+    async fn orphan(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let arn = live
+            .attrs
+            .get("arn")
+            .ok_or_else(|| anyhow::anyhow!("internal error: log group {} was observed without an ARN", live.physical_id))?;
+        apply_tags(ctx, arn, &TagDelta::orphan(&ctx.settings.stack)).await
     }
 
     fn iam(&self, stack: &str) -> IamActions {

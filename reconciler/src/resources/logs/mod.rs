@@ -7,7 +7,7 @@ pub use log_group::{LogGroup, LogGroupFields};
 
 use crate::engine::ownership;
 use crate::engine::ownership::{TagDelta, TagMap};
-use crate::engine::{call_failed_with, Ctx, ErrorClass, Kind, Service};
+use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, Service};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -24,7 +24,7 @@ pub fn client(ctx: &Ctx) -> aws_sdk_cloudwatchlogs::Client {
 }
 
 /// The CloudWatch Logs kinds.
-pub fn kinds() -> Vec<Box<dyn Kind>> {
+pub fn kinds() -> Vec<Box<dyn DynKind>> {
     vec![Box::new(LogGroup)]
 }
 

@@ -14,7 +14,7 @@ pub use schedule_group::{ScheduleGroup, ScheduleGroupFields};
 
 use crate::engine::ownership::{self, TagDelta, TagMap};
 use crate::engine::retry::gone_as_none;
-use crate::engine::{call_failed_with, Ctx, ErrorClass, Kind, Service};
+use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, Service};
 use aws_sdk_scheduler::types::Tag;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
@@ -31,7 +31,7 @@ pub fn client(ctx: &Ctx) -> aws_sdk_scheduler::Client {
 }
 
 /// The Scheduler kinds, the group first.
-pub fn kinds() -> Vec<Box<dyn Kind>> {
+pub fn kinds() -> Vec<Box<dyn DynKind>> {
     vec![Box::new(ScheduleGroup), Box::new(Schedule)]
 }
 

@@ -18,7 +18,7 @@ use aws_sdk_scheduler::types::{
     AssignPublicIp, AwsVpcConfiguration, EcsParameters, FlexibleTimeWindow, FlexibleTimeWindowMode, LaunchType, NetworkConfiguration,
     PropagateTags, RetryPolicy, ScheduleState, Target,
 };
-use futures::future::{try_join_all, BoxFuture};
+use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -196,105 +196,91 @@ impl Kind for Schedule {
 
     /// The stack's group (found by name, owned by its tags) and ListSchedules in it, then
     /// GetSchedule per schedule. A group the stack does not own is not looked into.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let stack = &ctx.settings.stack;
-            let group = stack_group(stack);
-            // The group's schedules are listed beside the group's own reads (one round trip
-            // less), and looked at only if the stack owns the group.
-            let (g, names) = futures::join!(find_group(ctx, &group), names_in(ctx, &group));
-            let Some(g) = g? else { return Ok(vec![]) };
-            if g.owned_as.is_none() {
-                if wanted.is_empty() {
-                    return Ok(vec![]);
-                }
-                return Err(not_owned("EventBridge Scheduler schedule group", &group, stack, &g.tags));
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let stack = &ctx.settings.stack;
+        let group = stack_group(stack);
+        // The group's schedules are listed beside the group's own reads (one round trip
+        // less), and looked at only if the stack owns the group.
+        let (g, names) = futures::join!(find_group(ctx, &group), names_in(ctx, &group));
+        let Some(g) = g? else { return Ok(vec![]) };
+        if g.owned_as.is_none() {
+            if wanted.is_empty() {
+                return Ok(vec![]);
             }
-            let names = names?;
-            let got = try_join_all(names.iter().map(|n| get(ctx, &group, n))).await?;
-            let mut found = Vec::new();
-            for (name, s) in names.iter().zip(got) {
-                let Some(s) = s else { continue }; // deleted since it was listed
-                let id = wanted
-                    .iter()
-                    .find(|w| w.fields.get("name").and_then(Value::as_str) == Some(name.as_str()))
-                    .map(|w| w.id.clone())
-                    .unwrap_or_else(|| logical_id_of(name));
-                let mut o = Observed::new(self.name(), id, name.clone(), untyped(&fields_of(&s)));
-                o.attrs.insert("name".into(), name.clone());
-                o.attrs.extend(s.arn().map(|a| ("arn".to_string(), a.to_string())));
-                found.push(o);
-            }
-            Ok(found)
-        })
+            return Err(not_owned("EventBridge Scheduler schedule group", &group, stack, &g.tags));
+        }
+        let names = names?;
+        let got = try_join_all(names.iter().map(|n| get(ctx, &group, n))).await?;
+        let mut found = Vec::new();
+        for (name, s) in names.iter().zip(got) {
+            let Some(s) = s else { continue }; // deleted since it was listed
+            let id = wanted
+                .iter()
+                .find(|w| w.fields.get("name").and_then(Value::as_str) == Some(name.as_str()))
+                .map(|w| w.id.clone())
+                .unwrap_or_else(|| logical_id_of(name));
+            let mut o = Observed::new(self.name(), id, name.clone(), untyped(&fields_of(&s)));
+            o.attrs.insert("name".into(), name.clone());
+            o.attrs.extend(s.arn().map(|a| ("arn".to_string(), a.to_string())));
+            found.push(o);
+        }
+        Ok(found)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: ScheduleFields = typed(self.name(), fields)?;
-            let (target, window, state) = request_parts(&f)?;
-            // CreateSchedule refuses an existing name in the group; in the stack's group that
-            // can only be an earlier attempt's.
-            let sent = client(ctx)
-                .create_schedule()
-                .name(&f.name)
-                .group_name(&f.group)
-                .schedule_expression(&f.expression)
-                .schedule_expression_timezone(&f.timezone)
-                .description(&f.description)
-                .state(state)
-                .flexible_time_window(window)
-                .target(target)
-                .client_token(ctx.settings.client_token(id))
-                .send()
-                .await
-                .map_err(call_failed("CreateSchedule"));
-            match sent {
-                Ok(out) => Ok(Identity::id(&f.name).with("name", &f.name).with("arn", out.schedule_arn())),
-                Err(e) if has_code(&e, "ConflictException") => Err(observe_again(
-                    "CreateSchedule",
-                    format!("schedule `{}` already exists in the stack's group `{}` (an earlier attempt made it)", f.name, f.group),
-                )),
-                Err(e) => Err(e),
-            }
-        })
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: ScheduleFields = typed(self.name(), fields)?;
+        let (target, window, state) = request_parts(&f)?;
+        // CreateSchedule refuses an existing name in the group; in the stack's group that
+        // can only be an earlier attempt's.
+        let sent = client(ctx)
+            .create_schedule()
+            .name(&f.name)
+            .group_name(&f.group)
+            .schedule_expression(&f.expression)
+            .schedule_expression_timezone(&f.timezone)
+            .description(&f.description)
+            .state(state)
+            .flexible_time_window(window)
+            .target(target)
+            .client_token(ctx.settings.client_token(id))
+            .send()
+            .await
+            .map_err(call_failed("CreateSchedule"));
+        match sent {
+            Ok(out) => Ok(Identity::id(&f.name).with("name", &f.name).with("arn", out.schedule_arn())),
+            Err(e) if has_code(&e, "ConflictException") => Err(observe_again(
+                "CreateSchedule",
+                format!("schedule `{}` already exists in the stack's group `{}` (an earlier attempt made it)", f.name, f.group),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        _changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: ScheduleFields = typed(self.name(), fields)?;
-            let (target, window, state) = request_parts(&f)?;
-            client(ctx)
-                .update_schedule()
-                .name(&live.physical_id)
-                .group_name(&f.group)
-                .schedule_expression(&f.expression)
-                .schedule_expression_timezone(&f.timezone)
-                .description(&f.description)
-                .state(state)
-                .flexible_time_window(window)
-                .target(target)
-                .send()
-                .await
-                .map_err(call_failed("UpdateSchedule"))?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, _changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: ScheduleFields = typed(self.name(), fields)?;
+        let (target, window, state) = request_parts(&f)?;
+        client(ctx)
+            .update_schedule()
+            .name(&live.physical_id)
+            .group_name(&f.group)
+            .schedule_expression(&f.expression)
+            .schedule_expression_timezone(&f.timezone)
+            .description(&f.description)
+            .state(state)
+            .flexible_time_window(window)
+            .target(target)
+            .send()
+            .await
+            .map_err(call_failed("UpdateSchedule"))?;
+        Ok(None)
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let group = live.fields.get("group").and_then(Value::as_str).unwrap_or_default();
-            gone_as_none(
-                client(ctx).delete_schedule().group_name(group).name(&live.physical_id).send().await.map_err(call_failed("DeleteSchedule")),
-            )?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let group = live.fields.get("group").and_then(Value::as_str).unwrap_or_default();
+        gone_as_none(
+            client(ctx).delete_schedule().group_name(group).name(&live.physical_id).send().await.map_err(call_failed("DeleteSchedule")),
+        )?;
+        Ok(())
     }
 
     fn iam(&self, stack: &str) -> IamActions {

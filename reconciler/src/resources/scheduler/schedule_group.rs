@@ -10,7 +10,7 @@ use crate::engine::fields::{typed, untyped};
 use crate::engine::ownership::{not_owned, TagDelta, TagMap};
 use crate::engine::retry::{gone_as_none, has_code, observe_again};
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
-use futures::future::{try_join_all, BoxFuture};
+use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -43,93 +43,79 @@ impl Kind for ScheduleGroup {
     }
 
     /// GetScheduleGroup + ListTagsForResource for the stack's group and any other wanted name.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let stack = &ctx.settings.stack;
-            let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
-            let mut names: BTreeSet<String> = wanted.iter().map(|n| n.to_string()).collect();
-            names.insert(stack_group(stack));
-            let mut found = Vec::new();
-            for g in try_join_all(names.iter().map(|n| find_group(ctx, n))).await?.into_iter().flatten() {
-                match g.owned_as {
-                    Some(id) => {
-                        let fields = ScheduleGroupFields { name: g.name.clone(), tags: g.tags };
-                        let ident = identity(&g.name, &g.arn);
-                        found.push(Observed { attrs: ident.attrs, ..Observed::new(self.name(), id, g.name.clone(), untyped(&fields)) });
-                    }
-                    None if wanted.contains(g.name.as_str()) => {
-                        return Err(not_owned("EventBridge Scheduler schedule group", &g.name, stack, &g.tags))
-                    }
-                    None => {}
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let stack = &ctx.settings.stack;
+        let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
+        let mut names: BTreeSet<String> = wanted.iter().map(|n| n.to_string()).collect();
+        names.insert(stack_group(stack));
+        let mut found = Vec::new();
+        for g in try_join_all(names.iter().map(|n| find_group(ctx, n))).await?.into_iter().flatten() {
+            match g.owned_as {
+                Some(id) => {
+                    let fields = ScheduleGroupFields { name: g.name.clone(), tags: g.tags };
+                    let ident = identity(&g.name, &g.arn);
+                    found.push(Observed { attrs: ident.attrs, ..Observed::new(self.name(), id, g.name.clone(), untyped(&fields)) });
                 }
+                None if wanted.contains(g.name.as_str()) => {
+                    return Err(not_owned("EventBridge Scheduler schedule group", &g.name, stack, &g.tags))
+                }
+                None => {}
             }
-            Ok(found)
-        })
+        }
+        Ok(found)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: ScheduleGroupFields = typed(self.name(), fields)?;
-            // Looked up first: AWS refuses an existing name, but moto replaces the group (and
-            // drops its schedules), so the refusal cannot be relied on.
-            let exists = |g: super::FoundGroup| match g.owned_as {
-                Some(owned_as) => observe_again(
-                    "CreateScheduleGroup",
-                    format!("schedule group `{}` already exists as this stack's `{owned_as}` (an earlier attempt made it)", g.name),
-                ),
-                None => not_owned("EventBridge Scheduler schedule group", &g.name, &ctx.settings.stack, &g.tags),
-            };
-            if let Some(g) = find_group(ctx, &f.name).await? {
-                return Err(exists(g));
-            }
-            let sent = client(ctx)
-                .create_schedule_group()
-                .name(&f.name)
-                .set_tags(Some(scheduler_tags(&f.tags)?))
-                .client_token(ctx.settings.client_token(id))
-                .send()
-                .await
-                .map_err(call_failed("CreateScheduleGroup"));
-            match sent {
-                Ok(out) => Ok(identity(&f.name, out.schedule_group_arn())),
-                Err(e) if has_code(&e, "ConflictException") => match find_group(ctx, &f.name).await? {
-                    Some(g) => Err(exists(g)),
-                    // Still DELETING from an earlier destroy: try again once it is gone.
-                    None => Err(observe_again("CreateScheduleGroup", format!("schedule group `{}` is still being deleted", f.name))),
-                },
-                Err(e) => Err(e),
-            }
-        })
-    }
-
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        _fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let arn = live
-                .attrs
-                .get("arn")
-                .ok_or_else(|| anyhow::anyhow!("internal error: schedule group {} was observed without an ARN", live.physical_id))?;
-            apply_tags(ctx, arn, &TagDelta::of(changes)).await?;
-            Ok(None)
-        })
-    }
-
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let name = &live.physical_id;
-            let sched = client(ctx);
-            gone_as_none(sched.delete_schedule_group().name(name).send().await.map_err(call_failed("DeleteScheduleGroup")))?;
-            wait::until(ctx, &format!("schedule group `{name}` to be deleted"), || async {
-                let out = gone_as_none(sched.get_schedule_group().name(name).send().await.map_err(call_failed("GetScheduleGroup")))?;
-                Ok(out.is_none().then_some(()))
-            })
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: ScheduleGroupFields = typed(self.name(), fields)?;
+        // Looked up first: AWS refuses an existing name, but moto replaces the group (and
+        // drops its schedules), so the refusal cannot be relied on.
+        let exists = |g: super::FoundGroup| match g.owned_as {
+            Some(owned_as) => observe_again(
+                "CreateScheduleGroup",
+                format!("schedule group `{}` already exists as this stack's `{owned_as}` (an earlier attempt made it)", g.name),
+            ),
+            None => not_owned("EventBridge Scheduler schedule group", &g.name, &ctx.settings.stack, &g.tags),
+        };
+        if let Some(g) = find_group(ctx, &f.name).await? {
+            return Err(exists(g));
+        }
+        let sent = client(ctx)
+            .create_schedule_group()
+            .name(&f.name)
+            .set_tags(Some(scheduler_tags(&f.tags)?))
+            .client_token(ctx.settings.client_token(id))
+            .send()
             .await
+            .map_err(call_failed("CreateScheduleGroup"));
+        match sent {
+            Ok(out) => Ok(identity(&f.name, out.schedule_group_arn())),
+            Err(e) if has_code(&e, "ConflictException") => match find_group(ctx, &f.name).await? {
+                Some(g) => Err(exists(g)),
+                // Still DELETING from an earlier destroy: try again once it is gone.
+                None => Err(observe_again("CreateScheduleGroup", format!("schedule group `{}` is still being deleted", f.name))),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update(&self, ctx: &Ctx, live: &Observed, _fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let arn = live
+            .attrs
+            .get("arn")
+            .ok_or_else(|| anyhow::anyhow!("internal error: schedule group {} was observed without an ARN", live.physical_id))?;
+        apply_tags(ctx, arn, &TagDelta::of(changes)).await?;
+        Ok(None)
+    }
+
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let name = &live.physical_id;
+        let sched = client(ctx);
+        gone_as_none(sched.delete_schedule_group().name(name).send().await.map_err(call_failed("DeleteScheduleGroup")))?;
+        wait::until(ctx, &format!("schedule group `{name}` to be deleted"), || async {
+            let out = gone_as_none(sched.get_schedule_group().name(name).send().await.map_err(call_failed("GetScheduleGroup")))?;
+            Ok(out.is_none().then_some(()))
         })
+        .await
     }
 
     fn iam(&self, _stack: &str) -> IamActions {

@@ -198,7 +198,7 @@ pub async fn instance_health(ctx: &Ctx, service_id: &str) -> anyhow::Result<Vec<
 }
 
 /// The Cloud Map kinds, namespace first.
-pub fn kinds() -> Vec<Box<dyn crate::engine::Kind>> {
+pub fn kinds() -> Vec<Box<dyn crate::engine::DynKind>> {
     vec![Box::new(Namespace), Box::new(DiscoveryService)]
 }
 

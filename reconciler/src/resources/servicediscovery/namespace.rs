@@ -14,7 +14,6 @@ use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kin
 use aws_sdk_servicediscovery::types::{
     FilterCondition, NamespaceFilter, NamespaceFilterName, NamespaceSummary, NamespaceType, OperationTargetType,
 };
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -93,93 +92,77 @@ impl Kind for Namespace {
     /// ListNamespaces (one page per 100) + ListTagsForResource per private DNS namespace:
     /// namespaces are few (a quota of 50 per region), and reading all of them finds a
     /// namespace the stack renamed, so that it is replaced rather than left behind.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let namespaces = private_namespaces(ctx).await?;
-            let tags = futures::future::try_join_all(namespaces.iter().map(|n| tags_of(ctx, n.arn().unwrap_or_default()))).await?;
-            let mut out = Vec::new();
-            for (n, tags) in namespaces.iter().zip(tags) {
-                let (Some(ns_id), Some(arn), Some(name)) = (n.id(), n.arn(), n.name()) else { continue };
-                match owned(ctx, &tags) {
-                    Some(id) => {
-                        let mut o = Observed::new(self.name(), id, ns_id.to_string(), untyped(&namespace_fields(name, &tags)));
-                        o.attrs.insert("arn".into(), arn.into());
-                        o.attrs.insert("name".into(), name.into());
-                        out.push(o);
-                    }
-                    None => {
-                        let other_vpc = tags.get(VPC_TAG).map(String::as_str);
-                        let same_name = |w: &&&Desired| w.fields.get("name").and_then(Value::as_str) == Some(name);
-                        if wanted.iter().filter(same_name).any(|w| clashes(w.fields.get("vpc"), other_vpc)) {
-                            return Err(not_owned("Cloud Map namespace", name, &ctx.settings.stack, &tags));
-                        }
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let namespaces = private_namespaces(ctx).await?;
+        let tags = futures::future::try_join_all(namespaces.iter().map(|n| tags_of(ctx, n.arn().unwrap_or_default()))).await?;
+        let mut out = Vec::new();
+        for (n, tags) in namespaces.iter().zip(tags) {
+            let (Some(ns_id), Some(arn), Some(name)) = (n.id(), n.arn(), n.name()) else { continue };
+            match owned(ctx, &tags) {
+                Some(id) => {
+                    let mut o = Observed::new(self.name(), id, ns_id.to_string(), untyped(&namespace_fields(name, &tags)));
+                    o.attrs.insert("arn".into(), arn.into());
+                    o.attrs.insert("name".into(), name.into());
+                    out.push(o);
+                }
+                None => {
+                    let other_vpc = tags.get(VPC_TAG).map(String::as_str);
+                    let same_name = |w: &&&Desired| w.fields.get("name").and_then(Value::as_str) == Some(name);
+                    if wanted.iter().filter(same_name).any(|w| clashes(w.fields.get("vpc"), other_vpc)) {
+                        return Err(not_owned("Cloud Map namespace", name, &ctx.settings.stack, &tags));
                     }
                 }
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: NamespaceFields = typed(self.name(), fields)?;
-            let (name, vpc) = (
-                f.name.as_str(),
-                f.vpc.as_deref().ok_or_else(|| anyhow::anyhow!("internal error: namespace {id} is wanted without a VPC"))?,
-            );
-            let mut tags = f.tags.clone();
-            tags.insert(VPC_TAG.into(), vpc.into());
-            let sd = client(ctx);
-            let out = sd
-                .create_private_dns_namespace()
-                .name(name)
-                .vpc(vpc)
-                .description(description(&ctx.settings.stack))
-                .creator_request_id(request_id(ctx, id))
-                .set_tags(Some(api_tags(&tags)?))
-                .send()
-                .await
-                .map_err(call_failed("CreatePrivateDnsNamespace"))?;
-            let op = out.operation_id().ok_or_else(|| anyhow::anyhow!("CreatePrivateDnsNamespace returned no operation id"))?;
-            let targets = wait_for_operation(ctx, op, &format!("Cloud Map namespace {name} to be created in {vpc}")).await?;
-            let ns_id = targets
-                .get(&OperationTargetType::Namespace)
-                .ok_or_else(|| anyhow::anyhow!("Cloud Map operation {op} succeeded but names no namespace"))?;
-            // The operation names only the id; the ARN is what tags and dependents use.
-            let ns = sd.get_namespace().id(ns_id).send().await.map_err(call_failed("GetNamespace"))?;
-            let arn = ns.namespace().and_then(|n| n.arn()).ok_or_else(|| anyhow::anyhow!("GetNamespace {ns_id} returned no ARN"))?;
-            Ok(Identity::id(ns_id.as_str()).with("arn", arn).with("name", name))
-        })
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: NamespaceFields = typed(self.name(), fields)?;
+        let (name, vpc) =
+            (f.name.as_str(), f.vpc.as_deref().ok_or_else(|| anyhow::anyhow!("internal error: namespace {id} is wanted without a VPC"))?);
+        let mut tags = f.tags.clone();
+        tags.insert(VPC_TAG.into(), vpc.into());
+        let sd = client(ctx);
+        let out = sd
+            .create_private_dns_namespace()
+            .name(name)
+            .vpc(vpc)
+            .description(description(&ctx.settings.stack))
+            .creator_request_id(request_id(ctx, id))
+            .set_tags(Some(api_tags(&tags)?))
+            .send()
+            .await
+            .map_err(call_failed("CreatePrivateDnsNamespace"))?;
+        let op = out.operation_id().ok_or_else(|| anyhow::anyhow!("CreatePrivateDnsNamespace returned no operation id"))?;
+        let targets = wait_for_operation(ctx, op, &format!("Cloud Map namespace {name} to be created in {vpc}")).await?;
+        let ns_id = targets
+            .get(&OperationTargetType::Namespace)
+            .ok_or_else(|| anyhow::anyhow!("Cloud Map operation {op} succeeded but names no namespace"))?;
+        // The operation names only the id; the ARN is what tags and dependents use.
+        let ns = sd.get_namespace().id(ns_id).send().await.map_err(call_failed("GetNamespace"))?;
+        let arn = ns.namespace().and_then(|n| n.arn()).ok_or_else(|| anyhow::anyhow!("GetNamespace {ns_id} returned no ARN"))?;
+        Ok(Identity::id(ns_id.as_str()).with("arn", arn).with("name", name))
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        _fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let arn = live
-                .attrs
-                .get("arn")
-                .ok_or_else(|| anyhow::anyhow!("internal error: namespace {} observed without an ARN", live.physical_id))?;
-            sync_tags(ctx, arn, changes).await?;
-            Ok(None)
-        })
+    async fn update(&self, ctx: &Ctx, live: &Observed, _fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let arn = live
+            .attrs
+            .get("arn")
+            .ok_or_else(|| anyhow::anyhow!("internal error: namespace {} observed without an ARN", live.physical_id))?;
+        sync_tags(ctx, arn, changes).await?;
+        Ok(None)
     }
 
     /// DeleteNamespace, then waits for the operation. Services still in it answer
     /// ResourceInUse (a conflict the engine retries once they are deleted).
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let ns = &live.physical_id;
-            let out = client(ctx).delete_namespace().id(ns).send().await.map_err(call_failed("DeleteNamespace"))?;
-            if let Some(op) = out.operation_id() {
-                wait_for_operation(ctx, op, &format!("Cloud Map namespace {ns} to be deleted")).await?;
-            }
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        let ns = &live.physical_id;
+        let out = client(ctx).delete_namespace().id(ns).send().await.map_err(call_failed("DeleteNamespace"))?;
+        if let Some(op) = out.operation_id() {
+            wait_for_operation(ctx, op, &format!("Cloud Map namespace {ns} to be deleted")).await?;
+        }
+        Ok(())
     }
 
     fn iam(&self, _stack: &str) -> IamActions {

@@ -17,7 +17,6 @@ use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kin
 use aws_sdk_servicediscovery::types::{
     DnsConfig, DnsConfigChange, DnsRecord, HealthCheckCustomConfig, RecordType, RoutingPolicy, ServiceChange,
 };
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -124,107 +123,93 @@ impl Kind for DiscoveryService {
     /// here anyway), then GetService + ListTagsForResource per candidate: a wanted name or
     /// this stack's description. One more ListTagsForResource only for an unowned service of
     /// a wanted name (is its namespace ours?).
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let sd = client(ctx);
-            let names: BTreeSet<&str> = wanted.iter().filter_map(|w| w.fields.get("name").and_then(Value::as_str)).collect();
-            let ours = description(&ctx.settings.stack);
-            let mut candidates = Vec::new();
-            let mut pages = sd.list_services().into_paginator().send();
-            while let Some(page) = pages.next().await {
-                for s in page.map_err(call_failed("ListServices"))?.services() {
-                    let named = s.name().is_some_and(|n| names.contains(n));
-                    if let (Some(id), true) = (s.id(), named || s.description() == Some(ours.as_str())) {
-                        candidates.push(id.to_string());
-                    }
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let sd = client(ctx);
+        let names: BTreeSet<&str> = wanted.iter().filter_map(|w| w.fields.get("name").and_then(Value::as_str)).collect();
+        let ours = description(&ctx.settings.stack);
+        let mut candidates = Vec::new();
+        let mut pages = sd.list_services().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for s in page.map_err(call_failed("ListServices"))?.services() {
+                let named = s.name().is_some_and(|n| names.contains(n));
+                if let (Some(id), true) = (s.id(), named || s.description() == Some(ours.as_str())) {
+                    candidates.push(id.to_string());
                 }
             }
-            let sd = &sd;
-            let read = futures::future::try_join_all(candidates.iter().map(|id| async move {
-                let out = sd.get_service().id(id).send().await.map_err(call_failed("GetService"))?;
-                let svc = out.service().cloned().ok_or_else(|| anyhow::anyhow!("GetService {id} returned no service"))?;
-                let tags = tags_of(ctx, svc.arn().unwrap_or_default()).await?;
-                anyhow::Ok((svc, tags))
-            }))
-            .await?;
-            let mut out = Vec::new();
-            for (svc, tags) in read {
-                let (Some(srv_id), Some(arn), Some(name)) = (svc.id(), svc.arn(), svc.name()) else { continue };
-                if let Some(id) = owned(ctx, &tags) {
-                    let mut o = Observed::new(self.name(), id, srv_id.to_string(), untyped(&service_fields(&svc, &tags)));
-                    o.attrs.insert("arn".into(), arn.into());
-                    out.push(o);
-                    continue;
-                }
-                for w in wanted.iter().filter(|w| w.fields.get("name").and_then(Value::as_str) == Some(name)) {
-                    if in_wanted_namespace(ctx, w, &svc).await? {
-                        return Err(not_owned("Cloud Map service", name, &ctx.settings.stack, &tags));
-                    }
+        }
+        let sd = &sd;
+        let read = futures::future::try_join_all(candidates.iter().map(|id| async move {
+            let out = sd.get_service().id(id).send().await.map_err(call_failed("GetService"))?;
+            let svc = out.service().cloned().ok_or_else(|| anyhow::anyhow!("GetService {id} returned no service"))?;
+            let tags = tags_of(ctx, svc.arn().unwrap_or_default()).await?;
+            anyhow::Ok((svc, tags))
+        }))
+        .await?;
+        let mut out = Vec::new();
+        for (svc, tags) in read {
+            let (Some(srv_id), Some(arn), Some(name)) = (svc.id(), svc.arn(), svc.name()) else { continue };
+            if let Some(id) = owned(ctx, &tags) {
+                let mut o = Observed::new(self.name(), id, srv_id.to_string(), untyped(&service_fields(&svc, &tags)));
+                o.attrs.insert("arn".into(), arn.into());
+                out.push(o);
+                continue;
+            }
+            for w in wanted.iter().filter(|w| w.fields.get("name").and_then(Value::as_str) == Some(name)) {
+                if in_wanted_namespace(ctx, w, &svc).await? {
+                    return Err(not_owned("Cloud Map service", name, &ctx.settings.stack, &tags));
                 }
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: DiscoveryServiceFields = typed(self.name(), fields)?;
-            let routing = RoutingPolicy::from(f.routing_policy.as_str());
-            let dns = DnsConfig::builder().routing_policy(routing).set_dns_records(Some(dns_records(&f)?)).build()?;
-            let mut req = client(ctx)
-                .create_service()
-                .name(&f.name)
-                .namespace_id(&f.namespace)
-                .description(description(&ctx.settings.stack))
-                .creator_request_id(request_id(ctx, id))
-                .dns_config(dns)
-                .set_tags(Some(api_tags(&f.tags)?));
-            if f.health_check_custom {
-                // No failure threshold: it is deprecated, Cloud Map always uses 1.
-                req = req.health_check_custom_config(HealthCheckCustomConfig::builder().build());
-            }
-            let out = req.send().await.map_err(call_failed("CreateService"))?;
-            let svc = out.service().ok_or_else(|| anyhow::anyhow!("CreateService returned no service"))?;
-            let (Some(srv_id), Some(arn)) = (svc.id(), svc.arn()) else { anyhow::bail!("CreateService returned no service id or ARN") };
-            Ok(Identity::id(srv_id).with("arn", arn))
-        })
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: DiscoveryServiceFields = typed(self.name(), fields)?;
+        let routing = RoutingPolicy::from(f.routing_policy.as_str());
+        let dns = DnsConfig::builder().routing_policy(routing).set_dns_records(Some(dns_records(&f)?)).build()?;
+        let mut req = client(ctx)
+            .create_service()
+            .name(&f.name)
+            .namespace_id(&f.namespace)
+            .description(description(&ctx.settings.stack))
+            .creator_request_id(request_id(ctx, id))
+            .dns_config(dns)
+            .set_tags(Some(api_tags(&f.tags)?));
+        if f.health_check_custom {
+            // No failure threshold: it is deprecated, Cloud Map always uses 1.
+            req = req.health_check_custom_config(HealthCheckCustomConfig::builder().build());
+        }
+        let out = req.send().await.map_err(call_failed("CreateService"))?;
+        let svc = out.service().ok_or_else(|| anyhow::anyhow!("CreateService returned no service"))?;
+        let (Some(srv_id), Some(arn)) = (svc.id(), svc.arn()) else { anyhow::bail!("CreateService returned no service id or ARN") };
+        Ok(Identity::id(srv_id).with("arn", arn))
     }
 
     /// The TTL: UpdateService with every record (records left out would be deleted), then
     /// waits for the operation. Tags: TagResource / UntagResource.
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let srv = &live.physical_id;
-            if changed(changes, "ttl") {
-                let change = ServiceChange::builder()
-                    // Resent so the description (what finds a renamed service) never goes.
-                    .description(description(&ctx.settings.stack))
-                    .dns_config(DnsConfigChange::builder().set_dns_records(Some(dns_records(&typed(self.name(), fields)?)?)).build()?)
-                    .build();
-                let out = client(ctx).update_service().id(srv).service(change).send().await.map_err(call_failed("UpdateService"))?;
-                if let Some(op) = out.operation_id() {
-                    wait_for_operation(ctx, op, &format!("Cloud Map service {srv} to take the new TTL")).await?;
-                }
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let srv = &live.physical_id;
+        if changed(changes, "ttl") {
+            let change = ServiceChange::builder()
+                // Resent so the description (what finds a renamed service) never goes.
+                .description(description(&ctx.settings.stack))
+                .dns_config(DnsConfigChange::builder().set_dns_records(Some(dns_records(&typed(self.name(), fields)?)?)).build()?)
+                .build();
+            let out = client(ctx).update_service().id(srv).service(change).send().await.map_err(call_failed("UpdateService"))?;
+            if let Some(op) = out.operation_id() {
+                wait_for_operation(ctx, op, &format!("Cloud Map service {srv} to take the new TTL")).await?;
             }
-            let arn = live.attrs.get("arn").ok_or_else(|| anyhow::anyhow!("internal error: service {srv} observed without an ARN"))?;
-            sync_tags(ctx, arn, changes).await?;
-            Ok(None)
-        })
+        }
+        let arn = live.attrs.get("arn").ok_or_else(|| anyhow::anyhow!("internal error: service {srv} observed without an ARN"))?;
+        sync_tags(ctx, arn, changes).await?;
+        Ok(None)
     }
 
     /// DeleteService. Instances ECS has not deregistered yet answer ResourceInUse: a
     /// conflict the engine retries.
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            client(ctx).delete_service().id(&live.physical_id).send().await.map_err(call_failed("DeleteService"))?;
-            Ok(())
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        client(ctx).delete_service().id(&live.physical_id).send().await.map_err(call_failed("DeleteService"))?;
+        Ok(())
     }
 
     fn iam(&self, _stack: &str) -> IamActions {

@@ -7,7 +7,7 @@ pub use queue::{Queue, QueueFields, Redrive};
 
 use crate::engine::ownership::{self, TagDelta, TagMap};
 use crate::engine::retry::has_code;
-use crate::engine::{call_failed_with, Ctx, ErrorClass, Kind, Service};
+use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, Service};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -29,7 +29,7 @@ pub fn queue_names(stack: &str) -> [String; 2] {
 }
 
 /// The SQS kinds.
-pub fn kinds() -> Vec<Box<dyn Kind>> {
+pub fn kinds() -> Vec<Box<dyn DynKind>> {
     vec![Box::new(Queue)]
 }
 

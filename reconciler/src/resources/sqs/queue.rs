@@ -13,7 +13,6 @@ use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::retry::{gone_as_none, observe_again};
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Scoped};
 use aws_sdk_sqs::types::QueueAttributeName as A;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
@@ -190,124 +189,105 @@ impl Kind for Queue {
     /// ListQueues(prefix `<stack>-`), then per listed queue ListQueueTags and, if owned,
     /// GetQueueAttributes; per wanted name the listing did not show (a listing lags a create
     /// by up to a minute on AWS), GetQueueUrl and the same two reads.
-    fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
-        Box::pin(async move {
-            let stack = &ctx.settings.stack;
-            let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
-            let mut urls = Vec::new();
-            let mut pages = client(ctx).list_queues().queue_name_prefix(format!("{stack}-")).max_results(1000).into_paginator().send();
-            while let Some(page) = pages.next().await {
-                urls.extend(page.map_err(call_failed("ListQueues"))?.queue_urls().iter().cloned());
-            }
-            let listed: BTreeSet<&str> = urls.iter().map(|u| queue_name(u)).collect();
-            let missing: Vec<&str> = wanted.iter().copied().filter(|n| !listed.contains(n)).collect();
-            for (name, url) in missing.iter().zip(futures::future::try_join_all(missing.iter().map(|n| url_of(ctx, n))).await?) {
-                if let Some(url) = url {
-                    if queue_name(&url) == *name {
-                        urls.push(url);
-                    }
+    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let stack = &ctx.settings.stack;
+        let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
+        let mut urls = Vec::new();
+        let mut pages = client(ctx).list_queues().queue_name_prefix(format!("{stack}-")).max_results(1000).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            urls.extend(page.map_err(call_failed("ListQueues"))?.queue_urls().iter().cloned());
+        }
+        let listed: BTreeSet<&str> = urls.iter().map(|u| queue_name(u)).collect();
+        let missing: Vec<&str> = wanted.iter().copied().filter(|n| !listed.contains(n)).collect();
+        for (name, url) in missing.iter().zip(futures::future::try_join_all(missing.iter().map(|n| url_of(ctx, n))).await?) {
+            if let Some(url) = url {
+                if queue_name(&url) == *name {
+                    urls.push(url);
                 }
             }
-            let mut found = Vec::new();
-            for (url, r) in urls.iter().zip(futures::future::try_join_all(urls.iter().map(|u| read(ctx, u))).await?) {
-                match r {
-                    Found::Owned(o) => found.push(*o),
-                    Found::Foreign(tags) if wanted.contains(queue_name(url)) => {
-                        return Err(not_owned("SQS queue", queue_name(url), stack, &tags))
-                    }
-                    Found::Foreign(_) | Found::Gone => {}
+        }
+        let mut found = Vec::new();
+        for (url, r) in urls.iter().zip(futures::future::try_join_all(urls.iter().map(|u| read(ctx, u))).await?) {
+            match r {
+                Found::Owned(o) => found.push(*o),
+                Found::Foreign(tags) if wanted.contains(queue_name(url)) => {
+                    return Err(not_owned("SQS queue", queue_name(url), stack, &tags))
                 }
+                Found::Foreign(_) | Found::Gone => {}
             }
-            Ok(found)
-        })
+        }
+        Ok(found)
     }
 
-    fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>> {
-        Box::pin(async move {
-            let f: QueueFields = typed(self.name(), fields)?;
-            if let Some(url) = url_of(ctx, &f.name).await? {
-                match read(ctx, &url).await? {
-                    Found::Owned(o) => {
-                        return Err(observe_again(
-                            "CreateQueue",
-                            format!("queue `{}` already exists as this stack's `{}` (an earlier attempt made it)", f.name, o.id),
-                        ))
-                    }
-                    Found::Foreign(tags) => return Err(not_owned("SQS queue", &f.name, &ctx.settings.stack, &tags)),
-                    Found::Gone => {}
+    async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
+        let f: QueueFields = typed(self.name(), fields)?;
+        if let Some(url) = url_of(ctx, &f.name).await? {
+            match read(ctx, &url).await? {
+                Found::Owned(o) => {
+                    return Err(observe_again(
+                        "CreateQueue",
+                        format!("queue `{}` already exists as this stack's `{}` (an earlier attempt made it)", f.name, o.id),
+                    ))
                 }
+                Found::Foreign(tags) => return Err(not_owned("SQS queue", &f.name, &ctx.settings.stack, &tags)),
+                Found::Gone => {}
             }
-            let sqs = client(ctx);
-            let attrs = create_attributes(&f);
-            let tags: HashMap<String, String> = f.tags.clone().into_iter().collect();
-            // On AWS a name is blocked for 60 s after its queue was deleted (a destroy followed
-            // by an apply): wait that out instead of failing.
-            let created =
-                wait::until(ctx, &format!("SQS to release the name `{}` (its queue was deleted less than 60 s ago)", f.name), || async {
-                    let sent = sqs
-                        .create_queue()
-                        .queue_name(&f.name)
-                        .set_attributes(Some(attrs.clone()))
-                        .set_tags(Some(tags.clone()))
-                        .send()
-                        .await;
-                    match sent.map_err(call_failed("CreateQueue")) {
-                        Ok(out) => Ok(Some(Ok(out))),
-                        Err(e) if deleted_recently(&e) => Ok(None),
-                        // Anything else (also a retryable failure) goes to the engine, which
-                        // observes before it tries again.
-                        Err(e) => Ok(Some(Err(e))),
-                    }
-                })
-                .await??;
-            let url = created.queue_url().ok_or_else(|| anyhow::anyhow!("CreateQueue returned no queue URL for `{}`", f.name))?;
-            let out = sqs
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(A::QueueArn)
+        }
+        let sqs = client(ctx);
+        let attrs = create_attributes(&f);
+        let tags: HashMap<String, String> = f.tags.clone().into_iter().collect();
+        // On AWS a name is blocked for 60 s after its queue was deleted (a destroy followed
+        // by an apply): wait that out instead of failing.
+        let created =
+            wait::until(ctx, &format!("SQS to release the name `{}` (its queue was deleted less than 60 s ago)", f.name), || async {
+                let sent =
+                    sqs.create_queue().queue_name(&f.name).set_attributes(Some(attrs.clone())).set_tags(Some(tags.clone())).send().await;
+                match sent.map_err(call_failed("CreateQueue")) {
+                    Ok(out) => Ok(Some(Ok(out))),
+                    Err(e) if deleted_recently(&e) => Ok(None),
+                    // Anything else (also a retryable failure) goes to the engine, which
+                    // observes before it tries again.
+                    Err(e) => Ok(Some(Err(e))),
+                }
+            })
+            .await??;
+        let url = created.queue_url().ok_or_else(|| anyhow::anyhow!("CreateQueue returned no queue URL for `{}`", f.name))?;
+        let out = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::QueueArn)
+            .send()
+            .await
+            .map_err(call_failed("GetQueueAttributes"))
+            .map_err(|e| e.context(format!("queue `{}` ({id}) was created; reading its ARN failed", f.name)))?;
+        let arn = out.attributes().and_then(|a| a.get(&A::QueueArn)).cloned().unwrap_or_default();
+        Ok(identity(url, &arn))
+    }
+
+    async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
+        let f: QueueFields = typed(self.name(), fields)?;
+        let attrs = update_attributes(&f, changes);
+        if !attrs.is_empty() {
+            client(ctx)
+                .set_queue_attributes()
+                .queue_url(&live.physical_id)
+                .set_attributes(Some(attrs))
                 .send()
                 .await
-                .map_err(call_failed("GetQueueAttributes"))
-                .map_err(|e| e.context(format!("queue `{}` ({id}) was created; reading its ARN failed", f.name)))?;
-            let arn = out.attributes().and_then(|a| a.get(&A::QueueArn)).cloned().unwrap_or_default();
-            Ok(identity(url, &arn))
-        })
+                .map_err(call_failed("SetQueueAttributes"))?;
+        }
+        apply_tags(ctx, &live.physical_id, &TagDelta::of(changes)).await?;
+        Ok(None)
     }
 
-    fn update<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        live: &'a Observed,
-        fields: &'a Fields,
-        changes: &'a [FieldChange],
-    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
-        Box::pin(async move {
-            let f: QueueFields = typed(self.name(), fields)?;
-            let attrs = update_attributes(&f, changes);
-            if !attrs.is_empty() {
-                client(ctx)
-                    .set_queue_attributes()
-                    .queue_url(&live.physical_id)
-                    .set_attributes(Some(attrs))
-                    .send()
-                    .await
-                    .map_err(call_failed("SetQueueAttributes"))?;
-            }
-            apply_tags(ctx, &live.physical_id, &TagDelta::of(changes)).await?;
-            Ok(None)
-        })
+    async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        // Deletion completes in the background (up to 60 s on AWS); nothing waits on it.
+        client(ctx).delete_queue().queue_url(&live.physical_id).send().await.map_err(call_failed("DeleteQueue"))?;
+        Ok(())
     }
 
-    fn delete<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            // Deletion completes in the background (up to 60 s on AWS); nothing waits on it.
-            client(ctx).delete_queue().queue_url(&live.physical_id).send().await.map_err(call_failed("DeleteQueue"))?;
-            Ok(())
-        })
-    }
-
-    fn orphan<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move { apply_tags(ctx, &live.physical_id, &TagDelta::orphan(&ctx.settings.stack)).await })
+    async fn orphan(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
+        apply_tags(ctx, &live.physical_id, &TagDelta::orphan(&ctx.settings.stack)).await
     }
 
     fn iam(&self, stack: &str) -> IamActions {
