@@ -5,11 +5,7 @@ use crate::support;
 
 /// The cycles left, each with why. A new cycle fails
 /// here; so does one that went away (take it off the list).
-const KNOWN: &[(&str, &str)] = &[(
-    "reconciler/src crate: facts <-> spec <-> stack_policy",
-    "spec validation refuses a drift-correction task whose printed policy would not fit inline in its role \
-     (stack_policy computes it from the spec, with the facts' IAM reads)",
-)];
+const KNOWN: &[(&str, &str)] = &[];
 
 #[test]
 fn import_cycles_are_the_known_ones() {

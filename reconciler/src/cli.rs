@@ -64,7 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PolicyFor::Plan => engine::policy::Purpose::Plan,
                 PolicyFor::Apply => engine::policy::Purpose::Apply,
             };
-            let doc = crate::stack_policy::document(&spec, purpose);
+            let doc = crate::spec::policy::document(&spec, purpose);
             println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -29,9 +29,6 @@ pub struct ExistingNetwork {
     pub private_subnet_ids: Vec<String>,
 }
 
-/// The IAM actions `gather` calls (added to every policy `reconciler policy` prints).
-pub const IAM_READS: &[&str] = &["ec2:DescribeAvailabilityZones", "ec2:DescribeVpcs", "ec2:DescribeSubnets", "sts:GetCallerIdentity"];
-
 impl crate::engine::Service for aws_sdk_sts::Client {
     fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
         crate::engine::calls::sdk_client!(aws_sdk_sts, conf, crate::engine::retry::no_extra)

@@ -18,6 +18,5 @@ pub mod resources;
 pub mod run;
 mod session;
 pub mod spec;
-pub mod stack_policy;
 pub mod status;
 pub mod verify;

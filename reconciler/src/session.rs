@@ -120,8 +120,8 @@ impl Session {
             });
             return Ok(None);
         };
-        // The object the printed policy names (`stack_policy::lock_object`).
-        let key = crate::stack_policy::lock_object(&self.spec).map(|(_, k)| k).unwrap_or_default();
+        // The object the printed policy names (`spec::policy::lock_object`).
+        let key = crate::spec::policy::lock_object(&self.spec).map(|(_, k)| k).unwrap_or_default();
         let ttl = Duration::from_secs(l.ttl_seconds as u64);
         let lock = engine::lock::StackLock::acquire(&self.ctx.client(), &l.bucket, &key, &self.spec.name, ttl, wait, self.ctx.stop.clone())
             .await?;

@@ -2,7 +2,7 @@
 //! the chain is broken? It calls the public `GET /health/ready` and, when that fails, reads
 //! the control plane along the chain (stage → integration → VPC link → ECS tasks → Cloud Map
 //! instances) and names the first hop that is wrong, with the evidence. Read-only: the plan
-//! policy (plus the reads in [`IAM_READS`]) suffices.
+//! policy (plus the reads in `spec::policy::VERIFY_READS`) suffices.
 //!
 //! The decision is [`diagnose`], pure and unit-tested hop by hop; gathering the evidence is
 //! I/O only.
@@ -11,15 +11,6 @@ use crate::engine::{Observed, Status};
 use crate::ids;
 use serde::Serialize;
 use std::time::Duration;
-
-/// The reads `verify` makes beside observe's (added to the plan policy).
-pub const IAM_READS: &[&str] = &[
-    "ecs:DescribeServices",
-    "ecs:ListTasks",
-    "ecs:DescribeTasks",
-    "servicediscovery:ListInstances",
-    "servicediscovery:GetInstancesHealthStatus",
-];
 
 /// The readiness path the service serves.
 pub const READY_PATH: &str = "/health/ready";

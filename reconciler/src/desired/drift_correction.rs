@@ -40,7 +40,7 @@ pub fn task_policy(spec: &crate::spec::Spec, mode: DriftMode) -> Value {
         DriftMode::Apply => Purpose::Apply,
         DriftMode::PlanOnly => Purpose::Plan,
     };
-    canonical_policy(&crate::stack_policy::document(spec, purpose))
+    canonical_policy(&crate::spec::policy::document(spec, purpose))
 }
 
 /// The drift-correction task's family (`<stack>-drift-correction`).
@@ -265,14 +265,14 @@ mod tests {
         let role = node(&d, "role-drift-correction");
         assert_eq!(role.fields["name"], "benchling-webhook-drift-correction");
         assert_eq!(role.fields["path"], "/reconciler/benchling-webhook/");
-        let printed = crate::stack_policy::document(&spec, Purpose::Apply);
+        let printed = crate::spec::policy::document(&spec, Purpose::Apply);
         assert_eq!(role.fields["policies"], json!({"reconciler": canonical_policy(&printed)}));
         assert_eq!(role.fields["trust"]["Statement"][0]["Principal"]["Service"], json!(["ecs-tasks.amazonaws.com"]));
 
         let mut plan_only = spec.clone();
         plan_only.drift_correction.as_mut().unwrap().mode = DriftMode::PlanOnly;
         let d = build_all(&plan_only, &facts()).unwrap();
-        let printed = crate::stack_policy::document(&plan_only, Purpose::Plan);
+        let printed = crate::spec::policy::document(&plan_only, Purpose::Plan);
         assert_eq!(node(&d, "role-drift-correction").fields["policies"]["reconciler"], canonical_policy(&printed));
         let command = &node(&d, "task-definition-drift-correction").fields["container"]["command"];
         assert_eq!(command.as_array().unwrap().last().unwrap(), "--plan-only");

@@ -3,6 +3,7 @@
 pub mod cidr;
 mod locate;
 mod model;
+pub mod policy;
 mod validate;
 pub use validate::{default_subnets as default_subnet_layout, fargate_size, sqs_arn_parts, WIRED_ENV};
 

@@ -334,13 +334,13 @@ pub fn validate(spec: &Spec) -> Problems {
             DriftMode::Apply => (crate::engine::policy::Purpose::Apply, "apply"),
             DriftMode::PlanOnly => (crate::engine::policy::Purpose::Plan, "plan"),
         };
-        let chars = crate::stack_policy::inline_size(&crate::stack_policy::document(spec, purpose));
-        if chars > crate::stack_policy::INLINE_LIMIT {
+        let chars = crate::spec::policy::inline_size(&crate::spec::policy::document(spec, purpose));
+        if chars > crate::spec::policy::INLINE_LIMIT {
             err(
                 "drift_correction",
                 format!(
                     "the task role would hold `reconciler policy --for {flag}` inline, {chars} characters without spaces, but IAM allows {} per role: use `mode: plan-only`, or run drift correction outside the stack (examples/drift-correction/)",
-                    crate::stack_policy::INLINE_LIMIT
+                    crate::spec::policy::INLINE_LIMIT
                 ),
             );
         }

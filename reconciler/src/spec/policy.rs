@@ -1,11 +1,24 @@
 //! The least-privilege policy of one spec, as `reconciler policy FILE --for plan|apply` prints
 //! it: what the registry's kinds declare, the reads of the layout's facts and of `verify`, and
 //! the stack lock's object. One definition, because the drift-correction task role holds
-//! exactly this document.
+//! exactly this document (and validation refuses a spec whose document would not fit there).
 
+use super::Spec;
 use crate::engine::policy::{self, Purpose};
-use crate::spec::Spec;
 use serde_json::Value;
+
+/// The IAM actions `facts::gather` calls (the layout's facts: zones, an existing VPC, the
+/// account), added to every policy.
+pub const FACTS_READS: &[&str] = &["ec2:DescribeAvailabilityZones", "ec2:DescribeVpcs", "ec2:DescribeSubnets", "sts:GetCallerIdentity"];
+
+/// The reads `verify` makes beside observe's (added to the plan policy, and so to apply's).
+pub const VERIFY_READS: &[&str] = &[
+    "ecs:DescribeServices",
+    "ecs:ListTasks",
+    "ecs:DescribeTasks",
+    "servicediscovery:ListInstances",
+    "servicediscovery:GetInstancesHealthStatus",
+];
 
 /// IAM's limit on the inline policies of one role, in characters without whitespace.
 pub const INLINE_LIMIT: usize = 10_240;
@@ -18,7 +31,7 @@ pub fn lock_object(spec: &Spec) -> Option<(String, String)> {
 /// The policy document for `purpose`.
 pub fn document(spec: &Spec, purpose: Purpose) -> Value {
     // Beside the kinds' own reads: the facts the layout depends on and verify's reads.
-    let reads: Vec<&'static str> = crate::facts::IAM_READS.iter().chain(crate::verify::IAM_READS).copied().collect();
+    let reads: Vec<&'static str> = FACTS_READS.iter().chain(VERIFY_READS).copied().collect();
     let lock = lock_object(spec);
     policy::document(&spec.name, &crate::resources::registry(), purpose, &reads, lock.as_ref().map(|(b, k)| (b.as_str(), k.as_str())))
 }
