@@ -59,6 +59,42 @@ macro_rules! sdk_client {
 }
 pub(crate) use sdk_client;
 
+/// A service's plumbing, the same for every service, written once: its client built from the
+/// shared configuration with the service's error classifier (`impl Service`), `client(ctx)`,
+/// and `call_failed(call)` for `.map_err` on its SDK results. A service's `mod.rs` says
+/// `crate::engine::calls::service!(aws_sdk_sqs, classify);` and keeps only what is its own:
+/// its error codes (`classify`), its ARN scheme, its kinds. `service!(sdk, classify,
+/// client_only)` leaves `call_failed` to the service (API Gateway adds its own check).
+macro_rules! service {
+    ($sdk:ident, $classify:expr) => {
+        crate::engine::calls::service!($sdk, $classify, client_only);
+
+        /// For `.map_err(call_failed("CreateX"))` on this service's SDK results: the failure
+        /// classified by the service's own codes, then the engine's rules.
+        pub fn call_failed<E>(
+            call: &str,
+        ) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>) -> anyhow::Error + '_
+        where
+            E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        {
+            crate::engine::call_failed_with(call, $classify)
+        }
+    };
+    ($sdk:ident, $classify:expr, client_only) => {
+        impl crate::engine::Service for $sdk::Client {
+            fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
+                crate::engine::calls::sdk_client!($sdk, conf, $classify)
+            }
+        }
+
+        /// This service's client (one per process, from the shared configuration).
+        pub fn client(ctx: &crate::engine::Ctx) -> $sdk::Client {
+            ctx.client()
+        }
+    };
+}
+pub(crate) use service;
+
 /// The retry partition every client shares: an unlimited retry quota (see the module docs).
 pub fn partition() -> aws_smithy_runtime::client::retries::RetryPartition {
     aws_smithy_runtime::client::retries::RetryPartition::custom("reconciler")

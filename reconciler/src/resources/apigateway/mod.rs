@@ -26,21 +26,13 @@ pub use vpc_link::VpcLink;
 
 use crate::engine::ownership::{self, TagDelta, TagMap};
 use crate::engine::retry::AwsError;
-use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, Service};
+use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::collections::HashMap;
 
-impl Service for aws_sdk_apigatewayv2::Client {
-    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        crate::engine::calls::sdk_client!(aws_sdk_apigatewayv2, conf, classify)
-    }
-}
-
-pub fn client(ctx: &Ctx) -> aws_sdk_apigatewayv2::Client {
-    ctx.client()
-}
+crate::engine::calls::service!(aws_sdk_apigatewayv2, classify, client_only);
 
 /// The API Gateway kinds: the VPC link and the API first, then the API's children.
 pub fn kinds() -> Vec<Box<dyn DynKind>> {

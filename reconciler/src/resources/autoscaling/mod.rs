@@ -12,22 +12,10 @@ pub use scaling_policy::ScalingPolicy;
 
 pub use crate::engine::fields::{typed, untyped};
 
-use crate::engine::retry::Classifier;
-use crate::engine::{call_failed_with, Ctx, Desired, ErrorClass, Scoped, Service};
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::http::Response;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use crate::engine::{Desired, ErrorClass, Scoped};
 use serde_json::{json, Value};
 
-impl Service for aws_sdk_applicationautoscaling::Client {
-    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        crate::engine::calls::sdk_client!(aws_sdk_applicationautoscaling, conf, classify)
-    }
-}
-
-pub fn client(ctx: &Ctx) -> aws_sdk_applicationautoscaling::Client {
-    ctx.client()
-}
+crate::engine::calls::service!(aws_sdk_applicationautoscaling, classify);
 
 /// The one dimension an ECS service scales on.
 pub const DIMENSION: &str = "ecs:service:DesiredCount";
@@ -44,14 +32,6 @@ fn classify(code: &str, message: &str) -> Option<ErrorClass> {
         "ConcurrentUpdateException" => Some(ErrorClass::Conflict),
         _ => None,
     }
-}
-
-/// For `.map_err(call_failed("PutScalingPolicy"))` on Application Auto Scaling calls.
-pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    call_failed_with(call, classify as Classifier)
 }
 
 /// The wanted nodes that name their parent literally, with that resource id.

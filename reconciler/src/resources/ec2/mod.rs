@@ -19,18 +19,11 @@ pub use vpc::Vpc;
 
 pub use crate::engine::fields::{changed, set_of, typed, untyped};
 use crate::engine::ownership::{self, TagDelta, TagMap, STACK_TAG};
-use crate::engine::{call_failed_with, Ctx, ErrorClass, FieldChange, Service};
+use crate::engine::{Ctx, ErrorClass, FieldChange};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::http::Response;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
 
-impl Service for aws_sdk_ec2::Client {
-    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        crate::engine::calls::sdk_client!(aws_sdk_ec2, conf, classify)
-    }
-}
+crate::engine::calls::service!(aws_sdk_ec2, classify);
 
 /// EC2's own error codes. `DependencyViolation`: something still uses the resource (a VPC
 /// link's network interfaces outlive the link for minutes, a NAT gateway being deleted still
@@ -53,17 +46,8 @@ fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
     }
 }
 
-/// For `.map_err(call_failed("CreateVpc"))` on EC2 SDK results.
-pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    call_failed_with(call, classify)
-}
-
-pub fn ec2(ctx: &Ctx) -> aws_sdk_ec2::Client {
-    ctx.client()
-}
+/// The EC2 client (what every EC2 kind calls `ec2(ctx)`).
+pub use self::client as ec2;
 
 /// Every EC2 create call the kinds make (checked against each kind's `iam().create` by a test).
 const CREATES: &[&str] = &[

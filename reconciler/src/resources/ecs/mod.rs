@@ -23,24 +23,15 @@ pub use task_definition::{TaskDefinition, TaskDefinitionFields};
 
 pub use crate::engine::fields::{changed, typed, untyped};
 use crate::engine::ownership::{self, STACK_TAG};
-use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, FieldChange, Fields, Service};
+use crate::engine::{Ctx, DynKind, ErrorClass, FieldChange, Fields};
 use aws_sdk_ecs::types::{CapacityProviderStrategyItem, Tag};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-impl Service for aws_sdk_ecs::Client {
-    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        crate::engine::calls::sdk_client!(aws_sdk_ecs, conf, classify)
-    }
-}
-
-pub fn client(ctx: &Ctx) -> aws_sdk_ecs::Client {
-    ctx.client()
-}
+crate::engine::calls::service!(aws_sdk_ecs, classify);
 
 /// How the service's tasks are doing, for `reconciler verify`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,14 +106,6 @@ fn classify(code: &str, message: &str) -> Option<ErrorClass> {
         }
         _ => None,
     }
-}
-
-/// For `.map_err(call_failed("CreateService"))` on ECS SDK results.
-pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    call_failed_with(call, classify)
 }
 
 /// Whether a failed call means the emulator does not implement the operation. moto answers

@@ -9,23 +9,12 @@ pub use role::{Role, RoleFields};
 
 use crate::engine::ownership;
 use crate::engine::ownership::{TagDelta, TagMap};
-use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, Service};
+use crate::engine::{Ctx, DynKind, ErrorClass};
 use anyhow::Context as _;
 use aws_sdk_iam::types::Tag;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::http::Response;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{Map, Value};
 
-impl Service for aws_sdk_iam::Client {
-    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        crate::engine::calls::sdk_client!(aws_sdk_iam, conf, classify)
-    }
-}
-
-pub fn client(ctx: &Ctx) -> aws_sdk_iam::Client {
-    ctx.client()
-}
+crate::engine::calls::service!(aws_sdk_iam, classify);
 
 /// The IAM kinds.
 pub fn kinds() -> Vec<Box<dyn DynKind>> {
@@ -40,14 +29,6 @@ fn classify(code: &str, message: &str) -> Option<ErrorClass> {
         "ServiceFailure" | "ServiceFailureException" => Some(ErrorClass::Retryable),
         _ => propagation(code, message),
     }
-}
-
-/// For `.map_err(call_failed("GetRole"))` on IAM SDK results.
-pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    call_failed_with(call, classify)
 }
 
 /// A [`crate::engine::retry::Classifier`] rule for the services that are handed a role

@@ -7,21 +7,10 @@ pub use log_group::{LogGroup, LogGroupFields};
 
 use crate::engine::ownership;
 use crate::engine::ownership::{TagDelta, TagMap};
-use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, Service};
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::http::Response;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use crate::engine::{Ctx, DynKind, ErrorClass};
 use std::collections::HashMap;
 
-impl Service for aws_sdk_cloudwatchlogs::Client {
-    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        crate::engine::calls::sdk_client!(aws_sdk_cloudwatchlogs, conf, classify)
-    }
-}
-
-pub fn client(ctx: &Ctx) -> aws_sdk_cloudwatchlogs::Client {
-    ctx.client()
-}
+crate::engine::calls::service!(aws_sdk_cloudwatchlogs, classify);
 
 /// The CloudWatch Logs kinds.
 pub fn kinds() -> Vec<Box<dyn DynKind>> {
@@ -36,14 +25,6 @@ fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
         "ServiceUnavailableException" => Some(ErrorClass::Retryable),
         _ => None,
     }
-}
-
-/// For `.map_err(call_failed("DescribeLogGroups"))` on CloudWatch Logs SDK results.
-pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    call_failed_with(call, classify)
 }
 
 /// Where the stack's log groups live (`/ecs/<stack>`, `/aws/apigateway/<stack>`). Log groups

@@ -14,21 +14,10 @@ pub use schedule_group::{ScheduleGroup, ScheduleGroupFields};
 
 use crate::engine::ownership::{self, TagDelta, TagMap};
 use crate::engine::retry::gone_as_none;
-use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, Service};
+use crate::engine::{Ctx, DynKind, ErrorClass};
 use aws_sdk_scheduler::types::Tag;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::http::Response;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-impl Service for aws_sdk_scheduler::Client {
-    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        crate::engine::calls::sdk_client!(aws_sdk_scheduler, conf, classify)
-    }
-}
-
-pub fn client(ctx: &Ctx) -> aws_sdk_scheduler::Client {
-    ctx.client()
-}
+crate::engine::calls::service!(aws_sdk_scheduler, classify);
 
 /// The Scheduler kinds, the group first.
 pub fn kinds() -> Vec<Box<dyn DynKind>> {
@@ -47,14 +36,6 @@ fn classify(code: &str, message: &str) -> Option<ErrorClass> {
         // A role created a moment ago that Scheduler cannot assume yet.
         _ => super::iam::propagation(code, message),
     }
-}
-
-/// For `.map_err(call_failed("GetSchedule"))` on Scheduler SDK results.
-pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    call_failed_with(call, classify)
 }
 
 /// Tags in Scheduler's request shape.

@@ -12,25 +12,14 @@ pub use namespace::Namespace;
 pub use service::DiscoveryService;
 
 use crate::engine::ownership::{self, TagDelta, TagMap};
-use crate::engine::retry::{self, Classifier};
-use crate::engine::{call_failed_with, wait, Ctx, ErrorClass, FieldChange, Service};
+use crate::engine::retry::{self};
+use crate::engine::{wait, Ctx, ErrorClass, FieldChange};
 // Generic field accessors (not EC2-specific) live with the first service that needed them.
 pub use crate::engine::fields::{changed, typed, untyped};
 use aws_sdk_servicediscovery::types::{OperationStatus, OperationTargetType, Tag};
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::http::Response;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::collections::{BTreeMap, HashMap};
 
-impl Service for aws_sdk_servicediscovery::Client {
-    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        crate::engine::calls::sdk_client!(aws_sdk_servicediscovery, conf, classify)
-    }
-}
-
-pub fn client(ctx: &Ctx) -> aws_sdk_servicediscovery::Client {
-    ctx.client()
-}
+crate::engine::calls::service!(aws_sdk_servicediscovery, classify);
 
 /// Cloud Map's own error codes. Not-found means gone (a delete is done); `ResourceInUse`
 /// (a namespace that still has services, a service that still has instances ECS has not
@@ -58,14 +47,6 @@ pub fn iam_arn(resource_type: &str) -> String {
 /// Cloud Map calls AWS authorises on `*` only (they take no resource type).
 pub const ON_ANY: [&str; 3] =
     ["servicediscovery:CreatePrivateDnsNamespace", "servicediscovery:TagResource", "servicediscovery:UntagResource"];
-
-/// For `.map_err(call_failed("CreateService"))` on Cloud Map calls.
-pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    call_failed_with(call, classify as Classifier)
-}
 
 /// The description put on everything this kind creates: for people looking at the console,
 /// and (services) a cheap hint that finds a renamed service of the stack without reading the

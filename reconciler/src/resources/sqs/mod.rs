@@ -7,21 +7,10 @@ pub use queue::{Queue, QueueFields, Redrive};
 
 use crate::engine::ownership::{self, TagDelta, TagMap};
 use crate::engine::retry::has_code;
-use crate::engine::{call_failed_with, Ctx, DynKind, ErrorClass, Service};
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::http::Response;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use crate::engine::{Ctx, DynKind, ErrorClass};
 use std::collections::HashMap;
 
-impl Service for aws_sdk_sqs::Client {
-    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
-        crate::engine::calls::sdk_client!(aws_sdk_sqs, conf, classify)
-    }
-}
-
-pub fn client(ctx: &Ctx) -> aws_sdk_sqs::Client {
-    ctx.client()
-}
+crate::engine::calls::service!(aws_sdk_sqs, classify);
 
 /// The stack's queues: the webhook's FIFO queue and its dead-letter queue.
 pub fn queue_names(stack: &str) -> [String; 2] {
@@ -42,14 +31,6 @@ fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
         "AWS.SimpleQueueService.QueueDeletedRecently" | "QueueDeletedRecently" => Some(ErrorClass::Conflict),
         _ => None,
     }
-}
-
-/// For `.map_err(call_failed("GetQueueAttributes"))` on SQS SDK results.
-pub fn call_failed<E>(call: &str) -> impl FnOnce(SdkError<E, Response>) -> anyhow::Error + '_
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    call_failed_with(call, classify)
 }
 
 /// Whether `e` is SQS refusing a name because a queue of that name was deleted < 60 s ago.
