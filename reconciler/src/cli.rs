@@ -284,12 +284,12 @@ async fn destroy_locked(s: &Session, auto_approve: bool, lock: Option<&engine::l
 
 /// `Estimated monthly cost now: $97.31 (was $0.00)` for the apply summary.
 fn cost_after(cost: &Cost) -> String {
-    let was = if crate::plan::cost::usd(cost.before) == crate::plan::cost::usd(cost.after) {
+    let was = if crate::plan::prices::usd(cost.before) == crate::plan::prices::usd(cost.after) {
         String::new()
     } else {
-        format!(" (was {})", crate::plan::cost::usd(cost.before))
+        format!(" (was {})", crate::plan::prices::usd(cost.before))
     };
-    format!("Estimated monthly cost now: {}{was}", crate::plan::cost::usd(cost.after))
+    format!("Estimated monthly cost now: {}{was}", crate::plan::prices::usd(cost.after))
 }
 
 fn print_outputs(s: &Session, observed: &[engine::Observed], format: OutputFormat) -> anyhow::Result<()> {

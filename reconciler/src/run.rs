@@ -1,7 +1,7 @@
 //! `reconciler run`: the reconcile loop as a long-running controller (kube-rs style: reconcile
 //! is an idempotent function of desired + observed; scheduling and error policy live here).
 
-use crate::engine::{self, retry};
+use crate::engine::{self, budget};
 use crate::plan::{Action, Plan};
 use crate::session::Session;
 use serde_json::{json, Value};
@@ -56,10 +56,10 @@ fn next_wait(interval: f64, jitter: f64, consecutive_errors: u32, retry_base: Du
     let base = Duration::from_secs_f64(interval.max(0.0));
     if consecutive_errors > 0 {
         // Requeue sooner after an error, backing off up to the normal interval.
-        return retry::backoff(retry_base.max(Duration::from_secs(1)), consecutive_errors + 2).min(base).max(Duration::from_millis(100));
+        return budget::backoff(retry_base.max(Duration::from_secs(1)), consecutive_errors + 2).min(base).max(Duration::from_millis(100));
     }
     let spread = jitter.clamp(0.0, 1.0);
-    let unit = retry::backoff(Duration::from_millis(1000), 1).as_secs_f64(); // in [0, 1) s
+    let unit = budget::backoff(Duration::from_millis(1000), 1).as_secs_f64(); // in [0, 1) s
     base.mul_f64(1.0 - spread + 2.0 * spread * unit)
 }
 

@@ -134,7 +134,7 @@ impl Session {
         // One pass: the facts and the observation that follows share their reads (the stack's
         // subnets, listed once for the zones in use and for the subnet kind).
         self.ctx.share_reads(true);
-        let facts = engine::retry::with_retries(s, || crate::facts::gather(&self.ctx, &self.spec))
+        let facts = engine::budget::with_retries(s, || crate::facts::gather(&self.ctx, &self.spec))
             .await
             .context("reading the facts the spec depends on (zones, an existing VPC, the account)")?;
         let state = desired::build(&self.spec, &facts)?;

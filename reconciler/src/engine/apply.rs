@@ -2,13 +2,13 @@
 //! done, at most `max_concurrency` at a time; then what left the spec is deleted (what sits in
 //! a delete-first replacement goes before it, at the start).
 
+use super::budget::RetryBudget;
 use super::destroy::{delete_in_dependency_order, delete_one};
 use super::diff::{diff_fields, for_create, for_update};
 use super::graph::{deps_of, topo_order};
 use super::observe::{leaving, observe_again, observe_one, wait_while_leaving};
 use super::planner::{index_live, removed, replace_reason, replacements, resolve_fields};
 use super::replacement::{first_phase, refusal};
-use super::retry::RetryBudget;
 use super::{kind_of, progress};
 use super::{Ctx, Desired, DynKind, Fields, Identity, Observed, Status};
 use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, DUPLICATE_IN_USE};

@@ -1,9 +1,9 @@
 //! Destroy: resources deleted as soon as everything that depends on them is gone (the
 //! dependency graph, not waves); retained data kept.
 
+use super::budget::RetryBudget;
 use super::observe::{leaving, observe_again, wait_while_leaving};
 use super::ownership;
-use super::retry::RetryBudget;
 use super::{kind_of, progress};
 use super::{Ctx, Desired, DynKind, Observed};
 use anyhow::{anyhow, Context as _};

@@ -33,7 +33,7 @@ where
     loop {
         match call().await {
             Err(e) if attempt < 5 && super::retry::is_retryable(&e) => {
-                tokio::time::sleep(super::retry::backoff(Duration::from_millis(200), attempt)).await;
+                tokio::time::sleep(super::budget::backoff(Duration::from_millis(200), attempt)).await;
                 attempt += 1;
             }
             other => return other,
@@ -344,7 +344,7 @@ impl Renewal<'_> {
                 return Err("it was changed by someone else".into());
             }
             ambiguous |= status(&e).is_none_or(|s| s >= 500);
-            let wait = super::retry::backoff(base, attempt);
+            let wait = super::budget::backoff(base, attempt);
             if std::time::Instant::now() + wait >= valid_until {
                 return Err(format!("renewal failed {attempt} time(s) while the lease was valid; last: {:#}", call_failed("PutObject")(e)));
             }

@@ -4,6 +4,7 @@
 
 pub mod advice;
 mod apply;
+pub mod budget;
 pub mod calls;
 mod context;
 mod destroy;

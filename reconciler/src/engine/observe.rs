@@ -30,7 +30,7 @@ pub(super) async fn observe_kind(ctx: &Ctx, kind: &dyn DynKind, wanted: &[&Desir
     let s = &ctx.settings;
     // Each call was retried by the SDK where that is safe; what is left (no answer at all, an
     // "observe again") is retried here, by its class's budget.
-    let mut found = super::retry::with_retries(s, || kind.observe(ctx, wanted)).await?;
+    let mut found = super::budget::with_retries(s, || kind.observe(ctx, wanted)).await?;
     for o in &mut found {
         let spec_tags = wanted.iter().find(|d| d.id == o.id).and_then(|d| d.fields.get("tags"));
         ownership::drop_ignored_tags(&mut o.fields, spec_tags, &s.ignore_tags);

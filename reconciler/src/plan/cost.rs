@@ -4,17 +4,13 @@
 //! assumptions (`cost:`). Pure: desired and observed fields in, dollars out. Like desired
 //! state, it knows the kinds (the ones that cost money); the engine knows none.
 
+use super::prices::{cents, num, round2, thousands, usd, PriceTable, TABLE};
 use crate::engine::{initial_value, ownership, within_bounds, Desired, Fields, Observed};
 use crate::ids;
 use crate::spec::CostAssumptions;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
-use std::sync::LazyLock;
-
-/// The list prices the estimate uses, embedded at build time.
-pub static TABLE: LazyLock<PriceTable> =
-    LazyLock::new(|| serde_json::from_str(include_str!("../../prices/us-east-1.json")).expect("reconciler/prices/us-east-1.json is valid"));
 
 /// Bytes one access log line takes (the JSON format in `desired/edge.rs` is about 600 bytes,
 /// plus CloudWatch's per-event overhead), rounded up; 1 GB is 10^9 bytes.
@@ -42,38 +38,6 @@ fn runs_per_month(expression: &str, hours_per_month: f64) -> Option<f64> {
         _ => return None,
     };
     Some(hours_per_month * 60.0 / (n * minutes))
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PriceTable {
-    pub region: String,
-    /// When the prices were written down (YYYY-MM-DD).
-    pub as_of: String,
-    pub source: String,
-    pub hours_per_month: f64,
-    pub prices: Prices,
-}
-
-/// US dollars, on-demand list prices, first tier.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Prices {
-    pub fargate_vcpu_hour: f64,
-    pub fargate_gb_hour: f64,
-    pub fargate_spot_vcpu_hour: f64,
-    pub fargate_spot_gb_hour: f64,
-    pub nat_gateway_hour: f64,
-    pub nat_gateway_gb: f64,
-    pub public_ipv4_hour: f64,
-    pub vpc_link_hour: f64,
-    pub http_api_per_million: f64,
-    pub cloud_map_instance_month: f64,
-    pub cloud_map_discovery_per_million: f64,
-    pub route53_hosted_zone_month: f64,
-    pub logs_ingestion_gb: f64,
-    pub logs_storage_gb_month: f64,
-    pub sqs_fifo_per_million: f64,
 }
 
 /// The estimate of one plan. Dollars a month, rounded to cents.
@@ -145,31 +109,6 @@ impl CostLine {
 }
 
 /// `$1,234.56`.
-pub fn usd(x: f64) -> String {
-    let c = cents(x);
-    format!("{}${}.{:02}", if c < 0 { "-" } else { "" }, thousands(c.unsigned_abs() / 100), c.unsigned_abs() % 100)
-}
-
-fn cents(x: f64) -> i64 {
-    (x * 100.0).round() as i64
-}
-
-fn round2(x: f64) -> f64 {
-    cents(x) as f64 / 100.0
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Estimates the monthly cost before and after, per resource. `region` is the stack's.
 pub fn estimate(region: &str, assumptions: &CostAssumptions, desired: &[Desired], observed: &[Observed]) -> Cost {
     let t = &*TABLE;
@@ -313,11 +252,6 @@ fn split(n: f64, strategy: &[Value]) -> (f64, f64) {
         }
     }
     (on_demand, spot)
-}
-
-fn num(x: f64) -> String {
-    let s = format!("{x:.3}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The monthly dollars of one resource and how they were computed; `None` for what is not

@@ -5,6 +5,7 @@
 pub mod cost;
 #[cfg(test)]
 mod golden;
+pub mod prices;
 mod render;
 
 pub use cost::Cost;

@@ -4,8 +4,9 @@ pub mod cidr;
 mod locate;
 mod model;
 pub mod policy;
+mod rules;
 mod validate;
-pub use validate::{default_subnets as default_subnet_layout, fargate_size, sqs_arn_parts, WIRED_ENV};
+pub use rules::{default_subnets as default_subnet_layout, fargate_size, sqs_arn_parts, WIRED_ENV};
 
 pub use model::*;
 

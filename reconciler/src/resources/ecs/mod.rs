@@ -13,12 +13,14 @@ mod cluster;
 mod container;
 mod rollout;
 mod service;
+mod service_fields;
 mod task_definition;
 
 pub use cluster::{Cluster, ClusterFields};
 pub use container::{container_fields, Container};
 pub use rollout::{deployment_state, Rollout};
-pub use service::{EcsService, Registry, ServiceFields};
+pub use service::EcsService;
+pub use service_fields::{Registry, ServiceFields};
 pub use task_definition::{TaskDefinition, TaskDefinitionFields};
 
 pub use crate::engine::fields::{changed, typed, untyped};
