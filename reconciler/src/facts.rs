@@ -30,7 +30,7 @@ pub struct ExistingNetwork {
 }
 
 impl crate::engine::Service for aws_sdk_sts::Client {
-    fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
+    fn connect(conf: &aws_config::SdkConfig) -> Self {
         crate::engine::calls::sdk_client!(aws_sdk_sts, conf, crate::engine::retry::no_extra)
     }
 }

@@ -48,7 +48,7 @@ impl Session {
         settings.conflict_timeout = Duration::from_secs_f64(aws.conflict_timeout.max(0.0));
         settings.listing_lag = Duration::from_secs_f64(aws.listing_lag.max(0.0));
         settings.service_concurrency = aws.service_concurrency.max(1);
-        settings.wait_for_deployments = aws.wait_for_deployments;
+        settings.wait_for_rollouts = aws.wait_for_deployments;
         settings.interactive = std::io::stderr().is_terminal();
         let ctx = Ctx::from_env(&spec.region, settings).await;
         Ok(Session {

@@ -82,7 +82,7 @@ macro_rules! service {
     };
     ($sdk:ident, $classify:expr, client_only) => {
         impl crate::engine::Service for $sdk::Client {
-            fn connect(conf: &aws_config::SdkConfig, _emulated: bool) -> Self {
+            fn connect(conf: &aws_config::SdkConfig) -> Self {
                 crate::engine::calls::sdk_client!($sdk, conf, $classify)
             }
         }

@@ -39,9 +39,10 @@ pub struct Settings {
     pub listing_lag: Duration,
     /// Calls in flight to one AWS service at once (per process).
     pub service_concurrency: usize,
-    /// Wait for ECS deployments to reach a steady state after a create or update (on by
-    /// default; an emulator never gets there).
-    pub wait_for_deployments: bool,
+    /// After a create or update, wait until the resource runs what was asked, for kinds whose
+    /// changes roll out over time (an ECS service's deployment). On by default; off where
+    /// nothing runs (an emulator never gets there).
+    pub wait_for_rollouts: bool,
     /// Whether a terminal is attached (progress lines vs. quiet).
     pub interactive: bool,
     /// Unique to this process: idempotency tokens are derived from it, so a create retried in
@@ -64,7 +65,7 @@ impl Settings {
             conflict_timeout: Duration::from_secs(600),
             listing_lag: Duration::from_secs(30),
             service_concurrency: 8,
-            wait_for_deployments: true,
+            wait_for_rollouts: true,
             interactive: false,
             run_id: new_run_id(),
         }
@@ -125,14 +126,15 @@ impl Stop {
 /// An AWS service client that can be built from the shared configuration. Each service
 /// folder under `resources/` implements it for its SDK client; the engine names none.
 pub trait Service: Clone + Send + Sync + 'static {
-    fn connect(conf: &SdkConfig, emulated: bool) -> Self;
+    fn connect(conf: &SdkConfig) -> Self;
 }
 
 pub struct Ctx {
     pub settings: Settings,
     /// The one SDK configuration (credential chain, region, `AWS_ENDPOINT_URL`).
     pub aws: SdkConfig,
-    /// True when `AWS_ENDPOINT_URL` points at an emulator (S3 path-style addressing).
+    /// True when `AWS_ENDPOINT_URL` points at an emulator (a kind may tell an emulator's
+    /// missing call from a real failure).
     pub emulated: bool,
     /// Set by a signal or a lost lock: start no new mutation.
     pub stop: std::sync::Arc<Stop>,
@@ -215,7 +217,7 @@ impl Ctx {
         let mut clients = self.clients.lock().expect("client cache");
         clients
             .entry(TypeId::of::<C>())
-            .or_insert_with(|| Box::new(C::connect(&self.aws, self.emulated)))
+            .or_insert_with(|| Box::new(C::connect(&self.aws)))
             .downcast_ref::<C>()
             .expect("one client type per TypeId")
             .clone()

@@ -17,7 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 impl super::Service for aws_sdk_s3::Client {
     /// Path-style addressing against an emulator (`AWS_ENDPOINT_URL` on localhost).
-    fn connect(conf: &aws_config::SdkConfig, emulated: bool) -> Self {
+    /// Path-style addressing where an endpoint is configured (`AWS_ENDPOINT_URL`: an emulator
+    /// on one host has no per-bucket DNS names).
+    fn connect(conf: &aws_config::SdkConfig) -> Self {
+        let emulated = conf.endpoint_url().is_some();
         crate::engine::calls::sdk_client!(aws_sdk_s3, conf, crate::engine::retry::no_extra, force_path_style(emulated))
     }
 }
@@ -39,6 +42,18 @@ where
             other => return other,
         }
     }
+}
+
+/// What holding the lock needs: the lease object, and beside it the mark destroy leaves
+/// ([`tombstone`]: the lease's key with a suffix), in one pattern so that the policy fits a
+/// role inline.
+pub fn iam_statement(bucket: &str, key: &str) -> serde_json::Value {
+    serde_json::json!({
+        "Sid": "HoldTheStackLock",
+        "Effect": "Allow",
+        "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+        "Resource": format!("arn:aws:s3:::{bucket}/{key}*"),
+    })
 }
 
 /// The object beside the lease that says the stack was destroyed: `<lease key>.destroyed`.

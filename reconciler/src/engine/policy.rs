@@ -22,8 +22,9 @@ pub enum Purpose {
 
 /// `facts`: reads the engine makes beside the kinds' (what the layout depends on); one a kind
 /// lists in `read_by_arn` is granted by ARN like the kind's.
-/// `lock`: the S3 bucket and key of the stack lock, if the spec has one.
-pub fn document(stack: &str, kinds: &[Box<dyn DynKind>], purpose: Purpose, facts: &[&'static str], lock: Option<(&str, &str)>) -> Value {
+/// `added`: statements for what the caller does beside the kinds (holding the stack lock:
+/// [`super::lock::iam_statement`]), appended as they are.
+pub fn document(stack: &str, kinds: &[Box<dyn DynKind>], purpose: Purpose, facts: &[&'static str], added: &[Value]) -> Value {
     let mut read: BTreeSet<&str> = facts.iter().copied().collect();
     let mut read_by_arn: BTreeSet<&str> = BTreeSet::new();
     let mut create: BTreeSet<&str> = BTreeSet::new();
@@ -97,16 +98,7 @@ pub fn document(stack: &str, kinds: &[Box<dyn DynKind>], purpose: Purpose, facts
         statements.push(json!({"Sid": format!("ScopedByName{}", i + 1), "Effect": "Allow", "Action": actions, "Resource": resources}));
     }
     statements.extend(extra);
-    if let (Purpose::Apply, Some((bucket, key))) = (purpose, lock) {
-        statements.push(json!({
-            "Sid": "HoldTheStackLock",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-            // The lease, and beside it the mark destroy leaves (`lock::tombstone`: the lease's
-            // key with a suffix), in one pattern so the policy fits a role inline.
-            "Resource": format!("arn:aws:s3:::{bucket}/{key}*"),
-        }));
-    }
+    statements.extend(added.iter().cloned());
     json!({"Version": "2012-10-17", "Statement": statements})
 }
 

@@ -88,28 +88,18 @@ mod policy_tests {
 
     #[test]
     fn plan_policy_only_reads() {
-        let doc = document("s", &registry(), Purpose::Plan, crate::spec::policy::FACTS_READS, Some(("b", "k")));
+        let doc = document("s", &registry(), Purpose::Plan, crate::spec::policy::FACTS_READS, &[]);
         let acts = actions(&doc);
         assert!(acts.iter().all(|a| is_read(a)), "{acts:?}");
         assert!(acts.contains("ec2:DescribeSecurityGroupRules") && acts.contains("ec2:DescribeAvailabilityZones"));
         assert!(acts.contains("sts:GetCallerIdentity"));
-        assert!(!acts.contains("s3:PutObject"), "plan takes no lock");
-    }
-
-    #[test]
-    fn the_lock_is_one_object_and_its_destroyed_mark() {
-        let doc = document("s", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, Some(("locks", "reconciler/s.lock")));
-        let st = doc["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == "HoldTheStackLock").unwrap();
-        // The lease and the destroyed mark beside it (`<key>.destroyed`), nothing else.
-        assert_eq!(st["Resource"], "arn:aws:s3:::locks/reconciler/s.lock*");
-        assert_eq!(crate::engine::lock::tombstone("reconciler/s.lock"), "reconciler/s.lock.destroyed");
     }
 
     /// Every statement that can change something is limited to the stack: by a tag condition
     /// naming it, or by resource ARNs that contain its name.
     #[test]
     fn apply_policy_scopes_mutations_to_the_stack() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, None);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
         let acts = actions(&doc);
         for a in ["ec2:CreateVpc", "ec2:DeleteVpc", "ec2:RevokeSecurityGroupIngress", "ec2:CreateNatGateway", "ec2:ReplaceRoute"] {
             assert!(acts.contains(a), "missing {a}");
@@ -153,7 +143,7 @@ mod policy_tests {
     /// in tests/policy.rs, here without Python).
     #[test]
     fn calls_that_take_an_arn_are_granted_on_arn_patterns() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, None);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
         let create = statement(&doc, "CreateOnlyTaggedForThisStack");
         assert!(listed(&create["Action"]).contains(&"ec2:CreateVpc"));
         assert!(listed(&create["Resource"]).contains(&"arn:aws:ec2:*:*:vpc/*"));
@@ -186,7 +176,7 @@ mod policy_tests {
     /// are granted by path, without condition, and nothing else is in that statement.
     #[test]
     fn http_api_children_are_granted_by_path_not_by_tag() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, None);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
         let children = statement(&doc, "HttpApiChildrenByPath");
         assert!(children.get("Condition").is_none(), "{children}");
         assert_eq!(listed(&children["Action"]), ["apigateway:DELETE", "apigateway:PATCH", "apigateway:POST"]);
@@ -209,7 +199,7 @@ mod policy_tests {
     #[test]
     fn reads_of_one_resource_are_granted_by_arn() {
         let reads = ["ecs:ListTasks", "ecs:DescribeTasks", "servicediscovery:ListInstances"];
-        let doc = document("s", &registry(), Purpose::Plan, &reads, None);
+        let doc = document("s", &registry(), Purpose::Plan, &reads, &[]);
         let by_arn = statement(&doc, "ReadByArn");
         assert!(by_arn.get("Condition").is_none());
         for a in ["ecs:ListTasks", "ecs:DescribeTasks", "iam:GetRole", "ec2:DescribeVpcAttribute", "sqs:GetQueueAttributes"] {
@@ -227,7 +217,7 @@ mod policy_tests {
     /// keep theirs, and EC2 authorises the call against both.
     #[test]
     fn security_group_rules_are_not_under_a_resource_tag_condition() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, None);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
         let rule_arn = "arn:aws:ec2:*:*:security-group-rule/*";
         for s in doc["Statement"].as_array().unwrap() {
             if s["Condition"].to_string().contains("aws:ResourceTag") {
@@ -251,12 +241,12 @@ mod policy_tests {
     /// ECS's service-linked role: that one role, for ECS only.
     #[test]
     fn the_ecs_service_linked_role_statement_is_there() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, None);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
         let st = statement(&doc, "EcsCreatesItsServiceLinkedRole");
         assert_eq!(st["Action"], "iam:CreateServiceLinkedRole");
         assert_eq!(st["Resource"], "arn:aws:iam::*:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS");
         assert_eq!(st["Condition"]["StringEquals"]["iam:AWSServiceName"], "ecs.amazonaws.com");
-        let plan = document("my-stack", &registry(), Purpose::Plan, crate::spec::policy::FACTS_READS, None);
+        let plan = document("my-stack", &registry(), Purpose::Plan, crate::spec::policy::FACTS_READS, &[]);
         assert!(!plan.to_string().contains("iam:CreateServiceLinkedRole"), "plan creates nothing");
     }
 
@@ -264,7 +254,7 @@ mod policy_tests {
     /// would deny every tagged create on real AWS.
     #[test]
     fn tag_on_create_uses_bare_action_names() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, None);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
         let st = doc["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == "TagOnCreate").expect("one TagOnCreate statement");
         assert_eq!(st["Action"], "ec2:CreateTags");
         let listed = st["Condition"]["StringEquals"]["ec2:CreateAction"].as_array().unwrap();

@@ -32,8 +32,12 @@ pub fn lock_object(spec: &Spec) -> Option<(String, String)> {
 pub fn document(spec: &Spec, purpose: Purpose) -> Value {
     // Beside the kinds' own reads: the facts the layout depends on and verify's reads.
     let reads: Vec<&'static str> = FACTS_READS.iter().chain(VERIFY_READS).copied().collect();
-    let lock = lock_object(spec);
-    policy::document(&spec.name, &crate::resources::registry(), purpose, &reads, lock.as_ref().map(|(b, k)| (b.as_str(), k.as_str())))
+    // Only apply takes the lock; plan reads without it.
+    let added: Vec<Value> = match (purpose, lock_object(spec)) {
+        (Purpose::Apply, Some((bucket, key))) => vec![crate::engine::lock::iam_statement(&bucket, &key)],
+        _ => vec![],
+    };
+    policy::document(&spec.name, &crate::resources::registry(), purpose, &reads, &added)
 }
 
 /// How IAM counts a policy against its size limit: the compact JSON without whitespace.
@@ -51,5 +55,22 @@ mod tests {
         let size = inline_size(&crate::resources::iam::canonical_policy(&document(&spec, Purpose::Apply)));
         assert!(size < INLINE_LIMIT, "{size}");
         assert!(inline_size(&document(&spec, Purpose::Plan)) < size);
+    }
+
+    /// Apply holds the lock: the lease and the destroyed mark beside it (`<key>.destroyed`),
+    /// nothing else; plan takes no lock.
+    #[test]
+    fn the_lock_is_one_object_and_its_destroyed_mark_for_apply_only() {
+        let spec = crate::spec::parse(
+            "t.yaml",
+            "name: st\nregion: us-east-1\nlock: {bucket: locks}\nnetwork:\n  vpc: {cidr: 10.0.0.0/16, azs: 2}\n",
+        )
+        .unwrap();
+        let apply = document(&spec, Purpose::Apply);
+        let st = apply["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == "HoldTheStackLock").unwrap();
+        assert_eq!(st["Resource"], "arn:aws:s3:::locks/reconciler/st.lock*");
+        assert_eq!(crate::engine::lock::tombstone("reconciler/s.lock"), "reconciler/s.lock.destroyed");
+        let plan = document(&spec, Purpose::Plan).to_string();
+        assert!(!plan.contains("s3:PutObject") && !plan.contains("HoldTheStackLock"), "plan takes no lock: {plan}");
     }
 }

@@ -22,7 +22,7 @@ pub(super) fn failed_revision(s: &aws_sdk_ecs::types::Service) -> Option<&str> {
 /// Whether a live service is usable: a failed primary deployment (the first one, with nothing
 /// to roll back to) is Degraded whatever the settings (an emulator never reports one); a
 /// deployment still rolling out is Pending only where deployments are waited for.
-pub fn service_status(s: &aws_sdk_ecs::types::Service, wait_for_deployments: bool) -> Status {
+pub fn service_status(s: &aws_sdk_ecs::types::Service, wait_for_rollouts: bool) -> Status {
     let primary = s.deployments().iter().find(|d| d.status() == Some("PRIMARY"));
     if let Some(p) = primary.filter(|p| p.rollout_state() == Some(&DeploymentRolloutState::Failed)) {
         let revision = p.task_definition().unwrap_or_default();
@@ -32,7 +32,7 @@ pub fn service_status(s: &aws_sdk_ecs::types::Service, wait_for_deployments: boo
         });
     }
     match deployment_state(s, s.task_definition().unwrap_or_default()) {
-        r @ Rollout::InProgress { .. } if wait_for_deployments => Status::Pending(r.summary()),
+        r @ Rollout::InProgress { .. } if wait_for_rollouts => Status::Pending(r.summary()),
         _ => Status::Ready,
     }
 }

@@ -6,8 +6,9 @@
 //! so it is only a change when the live count leaves the bounds, and UpdateService sends
 //! `desiredCount` only when it is among the changes (never the desired value blindly).
 //!
-//! Deployments: after a create or an update, with `wait_for_deployments` on, the kind polls
-//! until the PRIMARY deployment is COMPLETED. The decisions are pure, in `rollout.rs`.
+//! Deployments: after a create or an update, with `Settings::wait_for_rollouts` on, the
+//! kind polls until the PRIMARY deployment is COMPLETED. The decisions are pure, in
+//! `rollout.rs`.
 
 use super::cluster;
 use super::rollout::{deployment_state, failed_revision, service_status, timeout_message, Rollout, FAILED_REVISION_TAG};
@@ -189,7 +190,7 @@ impl Kind for EcsService {
             let status = if s.status() == Some("DRAINING") {
                 Status::Leaving("ECS service DRAINING (its tasks are stopping)".into())
             } else {
-                service_status(&s, ctx.settings.wait_for_deployments)
+                service_status(&s, ctx.settings.wait_for_rollouts)
             };
             let mut attrs = ident.attrs;
             if let Some(r) = failed_revision(&s) {
@@ -236,7 +237,7 @@ impl Kind for EcsService {
             .map_err(call_failed("CreateService"))?;
         let svc = out.service().ok_or_else(|| anyhow::anyhow!("CreateService returned no service"))?;
         let ident = identity(svc)?;
-        if ctx.settings.wait_for_deployments {
+        if ctx.settings.wait_for_rollouts {
             wait_for_deployment(ctx, &f.cluster, &f.name, &f.task_definition).await?;
         }
         Ok(ident)
@@ -262,7 +263,7 @@ impl Kind for EcsService {
             None => false,
         };
         sync_tags(ctx, &live.physical_id, changes).await?;
-        if deployed && ctx.settings.wait_for_deployments {
+        if deployed && ctx.settings.wait_for_rollouts {
             wait_for_deployment(ctx, &f.cluster, &f.name, &f.task_definition).await?;
         }
         Ok(None)
