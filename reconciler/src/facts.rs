@@ -2,7 +2,7 @@
 //! mode) the referenced VPC and subnets, validated so that a bad reference fails fast.
 
 use crate::engine::{call_failed, Ctx};
-use crate::resources::ec2::ec2;
+use crate::resources::ec2::{self, ec2};
 use crate::spec::Spec;
 use anyhow::{anyhow, bail, Context as _};
 use aws_sdk_ec2::types::Filter;
@@ -82,7 +82,7 @@ pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
                 .filters(Filter::builder().name("state").values("available").build())
                 .send()
                 .await
-                .map_err(call_failed("DescribeAvailabilityZones"))?;
+                .map_err(ec2::call_failed("DescribeAvailabilityZones"))?;
             let with_api = spec.api.is_some();
             let mut azs: Vec<String> = out
                 .availability_zones()
@@ -112,16 +112,17 @@ pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
     )?;
     (facts.azs, facts.zones_in_use, facts.account) = (azs, in_use, account);
     if let Some(ex) = &spec.network.existing {
-        let vpcs = ec2(ctx).describe_vpcs().vpc_ids(&ex.vpc_id).send().await.map_err(call_failed("DescribeVpcs")).with_context(|| {
-            format!("network.existing.vpc_id {} cannot be read in {}; check the id and the region", ex.vpc_id, spec.region)
-        })?;
+        let vpcs =
+            ec2(ctx).describe_vpcs().vpc_ids(&ex.vpc_id).send().await.map_err(ec2::call_failed("DescribeVpcs")).with_context(|| {
+                format!("network.existing.vpc_id {} cannot be read in {}; check the id and the region", ex.vpc_id, spec.region)
+            })?;
         let vpc = vpcs.vpcs().first().ok_or_else(|| anyhow!("VPC {} does not exist in {}", ex.vpc_id, spec.region))?;
         let subnets = ec2(ctx)
             .describe_subnets()
             .set_subnet_ids(Some(ex.private_subnet_ids.clone()))
             .send()
             .await
-            .map_err(call_failed("DescribeSubnets"))
+            .map_err(ec2::call_failed("DescribeSubnets"))
             .context("network.existing.private_subnet_ids cannot be read; check the ids and the region")?;
         if spec.api.is_some() {
             if let Some(s) = subnets.subnets().iter().find(|s| s.availability_zone_id().is_some_and(|z| !vpc_link_supported(z))) {

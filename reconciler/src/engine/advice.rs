@@ -5,6 +5,7 @@
 //! outlasted the retries, a value AWS refused, a quota, an unreachable endpoint.
 
 use super::retry::{AwsError, ErrorClass};
+use std::collections::BTreeSet;
 
 /// The error line and, where one applies, a `hint:` line.
 pub fn render(e: &anyhow::Error) -> String {
@@ -12,6 +13,12 @@ pub fn render(e: &anyhow::Error) -> String {
         Some(hint) => format!("error: {e:#}\nhint: {hint}"),
         None => format!("error: {e:#}"),
     }
+}
+
+/// `hint:` lines, one per distinct hint, each after a newline; empty when there are none. For
+/// summaries of several failures (apply, destroy), which carry their causes as text.
+pub fn hint_lines(hints: &BTreeSet<String>) -> String {
+    hints.iter().map(|h| format!("\nhint: {h}")).collect()
 }
 
 /// The step that fixes `e`, if it is a failure we know.
@@ -42,12 +49,16 @@ pub fn advice(e: &anyhow::Error) -> Option<String> {
         }
         return Some(format!("an account quota was reached: remove what no longer runs or raise the quota in Service Quotas, {rerun}"));
     }
-    match aws.class {
-        ErrorClass::Throttled => Some(throttled(&aws.call)),
-        ErrorClass::Retryable if aws.code.is_none() => {
+    match (aws.class, aws.status) {
+        (ErrorClass::Throttled, _) => Some(throttled(&aws.call)),
+        (ErrorClass::Retryable, None) => {
             Some(format!("no answer from AWS for {}: check the network, the region, and AWS_ENDPOINT_URL if it is set, {rerun}", aws.call))
         }
-        ErrorClass::Final if code.contains("Validation") || code.starts_with("InvalidParameter") => Some(format!(
+        (_, Some(status)) if aws.code.is_none() => Some(format!(
+            "HTTP {status} without an AWS error for {}: something other than AWS answered (a proxy, or a wrong AWS_ENDPOINT_URL); check those, {rerun}",
+            aws.call
+        )),
+        (ErrorClass::Final, _) if code.contains("Validation") || code.starts_with("InvalidParameter") => Some(format!(
             "AWS refused a value (the message above names it): change it in the spec, or report a bug if the spec does not set it, {rerun}"
         )),
         _ => None,
@@ -143,6 +154,23 @@ mod tests {
         let text = render(&not_owned);
         assert!(text.starts_with("error: Cloud Map namespace `benchling.local` exists but is not owned by stack `prod`"), "{text}");
         assert!(!text.contains("\nhint:"), "{text}");
+    }
+
+    /// An answer without an AWS error code is not "no answer": it says what answered.
+    #[test]
+    fn an_answer_without_an_aws_error_is_not_called_unreachable() {
+        let raw = Response::new(502.try_into().unwrap(), SdkBody::from("<html>Bad Gateway</html>"));
+        let bare: SdkError<ErrorMetadata, Response> = SdkError::service_error(ErrorMetadata::builder().build(), raw);
+        let text = render(&anyhow::Error::new(classify("GetApis", bare, no_extra)));
+        assert!(text.contains("\nhint: HTTP 502 without an AWS error for GetApis: something other than AWS answered"), "{text}");
+        assert!(!text.contains("no answer from AWS"), "{text}");
+    }
+
+    #[test]
+    fn summaries_list_each_hint_once() {
+        let hints: BTreeSet<String> = ["b".to_string(), "a".to_string()].into();
+        assert_eq!(hint_lines(&hints), "\nhint: a\nhint: b");
+        assert_eq!(hint_lines(&BTreeSet::new()), "");
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub async fn apply(
     let mut report = ApplyReport { held: run.held_steps(), ..ApplyReport::default() };
     run.wait_for_what_is_leaving().await?;
     let (old_halves, deleted) = run.delete_first_replacements(&mut report).await?;
-    let mut failed = run.create_and_update(&deleted, &mut report).await?;
+    let (mut failed, hints) = run.create_and_update(&deleted, &mut report).await?;
     if failed.is_empty() {
         run.delete_what_left(old_halves, &deleted, &mut report).await?;
     } else if plan.count(|a| matches!(a, Action::Delete { .. })) > 0 || !old_halves.is_empty() {
@@ -74,9 +74,10 @@ pub async fn apply(
     if !failed.is_empty() {
         let list: Vec<String> = failed.iter().map(|(id, e)| format!("  {id}: {e}")).collect();
         return Err(anyhow!(
-            "apply did not finish; {} resource(s) failed:\n{}\nWhat succeeded is kept and found again by its tags: fix the cause and run apply again.",
+            "apply did not finish; {} resource(s) failed:\n{}\nWhat succeeded is kept and found again by its tags: fix the cause and run apply again.{}",
             failed.len(),
-            list.join("\n")
+            list.join("\n"),
+            super::advice::hint_lines(&hints)
         ));
     }
     Ok(report)
@@ -213,8 +214,13 @@ impl<'a> Run<'a> {
     }
 
     /// Phase 2. Creates and updates, in dependency order, concurrently where independent (at
-    /// most `max_concurrency` at a time). Returns what failed or was skipped, by logical id.
-    async fn create_and_update(&self, deleted: &[&Observed], report: &mut ApplyReport) -> anyhow::Result<BTreeMap<String, String>> {
+    /// most `max_concurrency` at a time). Returns what failed or was skipped, by logical id,
+    /// and what to do about the failures where that is known (one hint per kind of failure).
+    async fn create_and_update(
+        &self,
+        deleted: &[&Observed],
+        report: &mut ApplyReport,
+    ) -> anyhow::Result<(BTreeMap<String, String>, BTreeSet<String>)> {
         let desired = self.desired;
         let mut ids: BTreeMap<String, Identity> = self.externals.iter().map(|(k, v)| (k.clone(), Identity::id(v.clone()))).collect();
         for d in desired {
@@ -227,6 +233,7 @@ impl<'a> Run<'a> {
         let mut pending: Vec<usize> = self.order.clone();
         let mut done: BTreeSet<String> = BTreeSet::new();
         let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        let mut hints = BTreeSet::new();
         let mut running = FuturesUnordered::new();
         let mut timeline = super::timeline::Timeline::default();
         let mut step_of: BTreeMap<&str, usize> = BTreeMap::new();
@@ -310,6 +317,7 @@ impl<'a> Run<'a> {
                     progress(&format!("FAILED {} {}: {e:#}", d.kind, d.id));
                     crate::metrics::global().error(d.kind);
                     failed.insert(d.id.clone(), format!("{e:#}"));
+                    hints.extend(super::advice::advice(&e));
                 }
             }
         }
@@ -318,7 +326,7 @@ impl<'a> Run<'a> {
                 progress(&line);
             }
         }
-        Ok(failed)
+        Ok((failed, hints))
     }
 
     /// Phase 3, only when everything else succeeded: the old halves of create-before-destroy

@@ -43,7 +43,7 @@ const OPERATION_HEADER: &str = "x-reconciler-operation";
 
 /// Builds a service's SDK client from the shared configuration with the engine's interceptors
 /// (call metrics, operation naming) and per-call retry rules: `sdk_client!(aws_sdk_<service>, conf,
-/// classify)`, with extra builder calls after it (`force_path_style(true)`).
+/// classify)`, with extra builder calls after it (the lock's `force_path_style(emulated)`).
 macro_rules! sdk_client {
     ($sdk:ident, $conf:expr, $classify:expr $(, $extra:ident($($arg:expr),*))*) => {
         $sdk::Client::from_conf(

@@ -133,8 +133,8 @@ pub struct Ctx {
     pub settings: Settings,
     /// The one SDK configuration (credential chain, region, `AWS_ENDPOINT_URL`).
     pub aws: SdkConfig,
-    /// True when `AWS_ENDPOINT_URL` points at an emulator (a kind may tell an emulator's
-    /// missing call from a real failure).
+    /// True when `AWS_ENDPOINT_URL` is set: the tests' emulator (a kind may tell an
+    /// emulator's missing call from a real failure).
     pub emulated: bool,
     /// Set by a signal or a lost lock: start no new mutation.
     pub stop: std::sync::Arc<Stop>,

@@ -64,6 +64,7 @@ pub(super) async fn delete_in_dependency_order(
     let mut pending: Vec<usize> = super::graph::waves_of(&deps).into_iter().flatten().collect();
     let mut gone: BTreeSet<usize> = BTreeSet::new();
     let mut errors = Vec::new();
+    let mut hints = std::collections::BTreeSet::new();
     let mut stopped = None;
     let mut running = FuturesUnordered::new();
     loop {
@@ -100,7 +101,10 @@ pub(super) async fn delete_in_dependency_order(
         match result {
             Ok(true) => deleted += 1,
             Ok(false) => retained += 1,
-            Err(e) => errors.push(format!("{e:#}")),
+            Err(e) => {
+                errors.push(format!("{e:#}"));
+                hints.extend(super::advice::advice(&e));
+            }
         }
         gone.insert(i);
     }
@@ -108,7 +112,11 @@ pub(super) async fn delete_in_dependency_order(
         progress(&line);
     }
     if !errors.is_empty() {
-        return Err(anyhow!("{}\nRun the command again once the cause is fixed; what was deleted stays deleted.", errors.join("\n")));
+        return Err(anyhow!(
+            "{}\nRun the command again once the cause is fixed; what was deleted stays deleted.{}",
+            errors.join("\n"),
+            super::advice::hint_lines(&hints)
+        ));
     }
     if let Some(why) = stopped {
         return Err(anyhow!("stopped before deleting everything: {why}. What was deleted stays deleted; run the command again to finish."));

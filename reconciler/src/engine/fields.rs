@@ -1,6 +1,8 @@
-//! A kind's typed view of its fields: each kind describes its fields as a serde struct, built
-//! by desired state and read by the kind, so that a field name is a contract the compiler and
-//! serde check rather than a string in three places.
+//! A kind's typed view of its fields: each kind describes its fields as a serde struct that
+//! observe builds and the verbs read, so that a field name is a contract the compiler and
+//! serde check. Desired state still writes its nodes as JSON (references and markers are JSON
+//! objects there); [`check_desired`] reads every node of it into its kind's struct, so that a
+//! field desired state misspells fails a unit test, not an apply.
 
 use super::{for_create, resolve, Desired, DynKind, FieldChange, Fields, Identity};
 use serde::{de::DeserializeOwned, Serialize};
@@ -12,7 +14,7 @@ use std::collections::BTreeMap;
 /// names it, instead of a difference that never converges.
 pub fn typed<T: DeserializeOwned>(kind: &str, fields: &Fields) -> anyhow::Result<T> {
     serde_json::from_value(Value::Object(fields.clone()))
-        .map_err(|e| anyhow::anyhow!("internal error: the desired fields of a {kind} do not match what the kind expects: {e}"))
+        .map_err(|e| anyhow::anyhow!("internal error: the fields of a {kind} do not match its fields struct: {e}"))
 }
 
 /// The engine's `Fields` from a kind's typed fields (what observe reports).

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 impl super::Service for aws_sdk_s3::Client {
-    /// Path-style addressing against an emulator (`AWS_ENDPOINT_URL` on localhost).
     /// Path-style addressing where an endpoint is configured (`AWS_ENDPOINT_URL`: an emulator
     /// on one host has no per-bucket DNS names).
     fn connect(conf: &aws_config::SdkConfig) -> Self {

@@ -854,4 +854,17 @@ mod regressions {
         });
         violations(&cloud).unwrap();
     }
+
+    /// An apply that fails says what to do: the hint of a failed resource's AWS error reaches
+    /// the summary apply returns (it carries the causes as text), once per kind of failure.
+    #[test]
+    fn a_failed_apply_names_what_to_do() {
+        let cloud: Shared = Default::default();
+        let desired = spec(&[(0, 0)], &[(0, 0)], &[], &[]).desired();
+        let (run, _) = block_on(apply_run(&cloud, &desired, &[(1, Fault::Refused)], crate::engine::Destructive::Allow));
+        let Run::Done(Err(e)) = run else { panic!("the refused create did not fail the apply") };
+        let text = format!("{e:#}");
+        assert!(text.starts_with("apply did not finish"), "{text}");
+        assert_eq!(text.matches("\nhint: AWS refused a value").count(), 1, "{text}");
+    }
 }

@@ -75,11 +75,14 @@ pub struct AwsError {
     /// The SDK already sent this call again, up to `max_attempts` times (throttling; a 5xx on a
     /// read): the engine does not multiply those attempts.
     pub retried_per_call: bool,
+    /// The HTTP status of the answer; `None` when no answer came (a timeout, a connection
+    /// that failed).
+    pub status: Option<u16>,
 }
 
 impl AwsError {
     pub fn new(call: &str, code: Option<String>, message: String, class: ErrorClass) -> Self {
-        AwsError { call: call.to_string(), code, message, class, retried_per_call: false }
+        AwsError { call: call.to_string(), code, message, class, retried_per_call: false, status: None }
     }
 
     pub fn retryable(&self) -> bool {
@@ -127,6 +130,11 @@ pub fn classify<E>(call: &str, e: SdkError<E, Response>, extra: Classifier) -> A
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let status = match &e {
+        SdkError::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
+        SdkError::ResponseError(r) => Some(r.raw().status().as_u16()),
+        _ => None,
+    };
     let (code, class, per_call, message) = match &e {
         SdkError::ServiceError(ctx) => {
             let code = ctx.err().code().map(str::to_string);
@@ -152,7 +160,7 @@ where
         }
         _ => (None, ErrorClass::Final, false, causes(&e)),
     };
-    AwsError { call: call.to_string(), code, message, class, retried_per_call: per_call }
+    AwsError { call: call.to_string(), code, message, class, retried_per_call: per_call, status }
 }
 
 /// The start of an answer's body on one line (": <text>"), for answers without an AWS error

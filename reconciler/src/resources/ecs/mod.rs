@@ -24,7 +24,7 @@ pub use service_fields::{Registry, ServiceFields};
 pub use task_definition::{TaskDefinition, TaskDefinitionFields};
 
 pub use crate::engine::fields::{changed, typed, untyped};
-use crate::engine::ownership::{self, STACK_TAG};
+use crate::engine::ownership::{self, TagDelta, STACK_TAG};
 use crate::engine::{Ctx, DynKind, ErrorClass, FieldChange, Fields};
 use aws_sdk_ecs::types::{CapacityProviderStrategyItem, Tag};
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -138,20 +138,10 @@ pub fn ecs_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
-        .unwrap_or_default()
-}
-
 /// Converges tags if `tags` is among the changes: adds/overwrites what differs, removes keys
 /// no longer wanted. `aws:*` tags were never compared, so they are left alone.
 pub async fn sync_tags(ctx: &Ctx, arn: &str, changes: &[FieldChange]) -> anyhow::Result<()> {
-    let Some(c) = changes.iter().find(|c| c.field == "tags") else { return Ok(()) };
-    let want = string_map(Some(&c.after));
-    let have = string_map(c.before.as_ref());
-    let set: BTreeMap<String, String> = want.iter().filter(|(k, v)| have.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let unset: Vec<String> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+    let TagDelta { set, unset } = TagDelta::of(changes);
     if !set.is_empty() {
         client(ctx).tag_resource().resource_arn(arn).set_tags(Some(ecs_tags(&set))).send().await.map_err(call_failed("TagResource"))?;
     }

@@ -11,11 +11,10 @@ mod service;
 pub use namespace::Namespace;
 pub use service::DiscoveryService;
 
+pub use crate::engine::fields::{changed, typed, untyped};
 use crate::engine::ownership::{self, TagDelta, TagMap};
 use crate::engine::retry::{self};
 use crate::engine::{wait, Ctx, ErrorClass, FieldChange};
-// Generic field accessors (not EC2-specific) live with the first service that needed them.
-pub use crate::engine::fields::{changed, typed, untyped};
 use aws_sdk_servicediscovery::types::{OperationStatus, OperationTargetType, Tag};
 use std::collections::{BTreeMap, HashMap};
 
