@@ -1,7 +1,10 @@
 //! `--log-format text|json`. Text: the progress lines on stderr, as a person reads them. JSON:
 //! the same lines as `tracing` events (one JSON object per line on stderr), plus one event per
 //! corrected field with the resource, the field, and the values before and after (values are
-//! the spec's: secrets appear only as the references the spec holds).
+//! the spec's: secrets appear only as the references the spec holds), plus each failed AWS
+//! call with the SDK's whole error (`reconciler::aws`, debug). `RUST_LOG` chooses the events
+//! in either format (`RUST_LOG=reconciler::aws=debug` prints the failed calls' whole errors
+//! beside the text).
 
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +19,19 @@ static JSON: AtomicBool = AtomicBool::new(false);
 
 /// Chooses the format for the whole process (once, at start).
 pub fn init(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let from_env = std::env::var_os("RUST_LOG").is_some();
     if format == LogFormat::Json && !JSON.swap(true, Ordering::SeqCst) {
-        tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_writer(std::io::stderr).init();
+        let filter = if from_env { EnvFilter::from_default_env() } else { EnvFilter::new("info,reconciler::aws=debug") };
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else if format == LogFormat::Text && from_env {
+        tracing_subscriber::fmt().with_env_filter(EnvFilter::from_default_env()).with_writer(std::io::stderr).try_init().ok();
     }
 }
 

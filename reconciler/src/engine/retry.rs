@@ -78,11 +78,13 @@ pub struct AwsError {
     /// The HTTP status of the answer; `None` when no answer came (a timeout, a connection
     /// that failed).
     pub status: Option<u16>,
+    /// AWS's id of the request, where the answer carried one: what AWS support asks for.
+    pub request_id: Option<String>,
 }
 
 impl AwsError {
     pub fn new(call: &str, code: Option<String>, message: String, class: ErrorClass) -> Self {
-        AwsError { call: call.to_string(), code, message, class, retried_per_call: false, status: None }
+        AwsError { call: call.to_string(), code, message, class, retried_per_call: false, status: None, request_id: None }
     }
 
     pub fn retryable(&self) -> bool {
@@ -92,7 +94,11 @@ impl AwsError {
 
 impl std::fmt::Display for AwsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.call, self.message)
+        write!(f, "{}: {}", self.call, self.message)?;
+        match &self.request_id {
+            Some(id) => write!(f, " (request id {id})"),
+            None => Ok(()),
+        }
     }
 }
 impl std::error::Error for AwsError {}
@@ -130,6 +136,13 @@ pub fn classify<E>(call: &str, e: SdkError<E, Response>, extra: Classifier) -> A
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    // The SDK's whole structure, for `RUST_LOG=reconciler::aws=debug` and the JSON log; what
+    // a person reads is the code and message below.
+    tracing::debug!(target: "reconciler::aws", call, error = ?e, "{call} failed");
+    let request_id = match &e {
+        SdkError::ServiceError(ctx) => ctx.err().meta().extra("aws_request_id").map(str::to_string),
+        _ => None,
+    };
     let status = match &e {
         SdkError::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
         SdkError::ResponseError(r) => Some(r.raw().status().as_u16()),
@@ -160,7 +173,7 @@ where
         }
         _ => (None, ErrorClass::Final, false, causes(&e)),
     };
-    AwsError { call: call.to_string(), code, message, class, retried_per_call: per_call, status }
+    AwsError { call: call.to_string(), code, message, class, retried_per_call: per_call, status, request_id }
 }
 
 /// The start of an answer's body on one line (": <text>"), for answers without an AWS error
@@ -271,6 +284,17 @@ pub(crate) mod tests {
         let err = ErrorMetadata::builder().code("ClientException").message("Role is not valid").build();
         let a = classify("RegisterTaskDefinition", SdkError::service_error(err, raw(400)), no_extra);
         assert_eq!(a.to_string(), "RegisterTaskDefinition: ClientException: Role is not valid");
+        // AWS's request id, where the answer has one: what AWS support asks for.
+        let with_id = ErrorMetadata::builder()
+            .code("Resource.AlreadyAssociated")
+            .message("Resource 127.110.138.43 is already associated")
+            .custom("aws_request_id", "5f2c-41aa")
+            .build();
+        let a = classify("CreateNatGateway", SdkError::service_error(with_id, raw(400)), no_extra);
+        assert_eq!(
+            a.to_string(),
+            "CreateNatGateway: Resource.AlreadyAssociated: Resource 127.110.138.43 is already associated (request id 5f2c-41aa)"
+        );
         let bare = ErrorMetadata::builder().code("InternalError").build();
         let a = classify("CreateVpc", SdkError::service_error(bare, raw(500)), no_extra);
         assert_eq!(a.to_string(), "CreateVpc: InternalError (HTTP 500)");
