@@ -131,7 +131,8 @@ pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations:
         .await;
         let line = match &outcome {
             Ok((plan, applied, held)) => status_line(&s.spec.name, Some(plan), *applied, held, None, started.elapsed()),
-            Err(e) => status_line(&s.spec.name, None, false, &[], Some(&format!("{e:#}")), started.elapsed()),
+            // What to do, where known (apply's own summary already carries its hints).
+            Err(e) => status_line(&s.spec.name, None, false, &[], Some(&engine::advice::with_hint(e)), started.elapsed()),
         };
         let mut line = line;
         if s.ctx.stop.requested().is_some() {

@@ -9,9 +9,14 @@ use std::collections::BTreeSet;
 
 /// The error line and, where one applies, a `hint:` line.
 pub fn render(e: &anyhow::Error) -> String {
+    format!("error: {}", with_hint(e))
+}
+
+/// The error's text and, where one applies, `\nhint: …` (for `run`'s status line).
+pub fn with_hint(e: &anyhow::Error) -> String {
     match advice(e) {
-        Some(hint) => format!("error: {e:#}\nhint: {hint}"),
-        None => format!("error: {e:#}"),
+        Some(hint) => format!("{e:#}\nhint: {hint}"),
+        None => format!("{e:#}"),
     }
 }
 
