@@ -701,6 +701,14 @@ async fn run_plan_only_reports_and_rereads_the_spec_each_pass() {
         run.stderr
     );
     assert_eq!(reconciler(&moto, &["plan", spec_arg, "--detailed-exitcode"]).code, 0);
+
+    // A run that fails ends with one more JSON event, not a line of text.
+    let missing = reconciler(&moto, &["plan", "no-such-spec.yaml", "--log-format", "json"]);
+    assert_eq!(missing.code, 1, "{missing}");
+    let last = missing.stderr.lines().last().unwrap_or_default();
+    let event: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: the last line is not JSON: {last}"));
+    assert_eq!(event["level"], "ERROR", "{event}");
+    assert!(event["error"].as_str().unwrap().contains("no-such-spec.yaml"), "{event}");
 }
 
 /// With `lock:` in the spec, a live lease held by someone else stops apply before it touches

@@ -41,7 +41,7 @@ pub async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", engine::advice::render(&e));
+            crate::log::failure(&format!("{e:#}"), engine::advice::advice(&e).as_deref());
             ExitCode::from(1)
         }
     }

@@ -39,6 +39,25 @@ fn json() -> bool {
     JSON.load(Ordering::Relaxed)
 }
 
+/// How a run that failed ends (`error`: the whole chain; `hint`: what to do, where known):
+/// `error: …` and `hint: …` lines for a person; in the JSON log one event like every other
+/// line (`level` ERROR, `error`, `hint`), so that a log pipeline parses the whole stream.
+pub fn failure(error: &str, hint: Option<&str>) {
+    if json() {
+        tracing::error!(target: "reconciler", error, hint, "{}", error.lines().next().unwrap_or_default());
+    } else {
+        eprintln!("{}", failure_text(error, hint));
+    }
+}
+
+/// The text form of [`failure`].
+pub fn failure_text(error: &str, hint: Option<&str>) -> String {
+    match hint {
+        Some(h) => format!("error: {error}\nhint: {h}"),
+        None => format!("error: {error}"),
+    }
+}
+
 /// A progress line (created, updated, deleting, waiting ...).
 pub fn progress(msg: &str) {
     if json() {

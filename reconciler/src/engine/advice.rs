@@ -7,9 +7,9 @@
 use super::retry::{AwsError, ErrorClass};
 use std::collections::BTreeSet;
 
-/// The error line and, where one applies, a `hint:` line.
+/// The error line and, where one applies, a `hint:` line: what a failed command prints last.
 pub fn render(e: &anyhow::Error) -> String {
-    format!("error: {}", with_hint(e))
+    crate::log::failure_text(&format!("{e:#}"), advice(e).as_deref())
 }
 
 /// The error's text and, where one applies, `\nhint: …` (for `run`'s status line).
