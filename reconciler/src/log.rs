@@ -52,10 +52,13 @@ pub fn failure(error: &str, hint: Option<&str>) {
 
 /// The text form of [`failure`].
 pub fn failure_text(error: &str, hint: Option<&str>) -> String {
-    match hint {
-        Some(h) => format!("error: {error}\nhint: {h}"),
-        None => format!("error: {error}"),
-    }
+    format!("error: {error}{}", hint_lines(hint))
+}
+
+/// `hint:` lines, one per hint, each after a newline; empty when there are none. The one form
+/// a hint takes in text: at exit, in `run`'s status line, in apply's and destroy's summaries.
+pub fn hint_lines<'a>(hints: impl IntoIterator<Item = &'a str>) -> String {
+    hints.into_iter().map(|h| format!("\nhint: {h}")).collect()
 }
 
 /// A progress line (created, updated, deleting, waiting ...).

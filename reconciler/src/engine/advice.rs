@@ -5,7 +5,6 @@
 //! outlasted the retries, a value AWS refused, a quota, an unreachable endpoint.
 
 use super::retry::{AwsError, ErrorClass};
-use std::collections::BTreeSet;
 
 /// The error line and, where one applies, a `hint:` line: what a failed command prints last.
 pub fn render(e: &anyhow::Error) -> String {
@@ -14,16 +13,7 @@ pub fn render(e: &anyhow::Error) -> String {
 
 /// The error's text and, where one applies, `\nhint: …` (for `run`'s status line).
 pub fn with_hint(e: &anyhow::Error) -> String {
-    match advice(e) {
-        Some(hint) => format!("{e:#}\nhint: {hint}"),
-        None => format!("{e:#}"),
-    }
-}
-
-/// `hint:` lines, one per distinct hint, each after a newline; empty when there are none. For
-/// summaries of several failures (apply, destroy), which carry their causes as text.
-pub fn hint_lines(hints: &BTreeSet<String>) -> String {
-    hints.iter().map(|h| format!("\nhint: {h}")).collect()
+    format!("{e:#}{}", crate::log::hint_lines(advice(e).as_deref()))
 }
 
 /// The step that fixes `e`, if it is a failure we know.
@@ -97,6 +87,7 @@ mod tests {
     use aws_smithy_runtime_api::http::Response;
     use aws_smithy_types::body::SdkBody;
     use aws_smithy_types::error::ErrorMetadata;
+    use std::collections::BTreeSet;
 
     /// An AWS answer as the engine reports it: under the context apply gives it.
     fn answer(call: &str, status: u16, code: &str, message: &str) -> anyhow::Error {
@@ -174,14 +165,14 @@ mod tests {
     #[test]
     fn summaries_list_each_hint_once() {
         let hints: BTreeSet<String> = ["b".to_string(), "a".to_string()].into();
-        assert_eq!(hint_lines(&hints), "\nhint: a\nhint: b");
-        assert_eq!(hint_lines(&BTreeSet::new()), "");
+        assert_eq!(crate::log::hint_lines(hints.iter().map(String::as_str)), "\nhint: a\nhint: b");
+        assert_eq!(crate::log::hint_lines(None), "");
     }
 
     #[test]
     fn the_denied_action_is_read_from_the_message() {
-        assert_eq!(denied_action("User: x is not authorized to perform: iam:PassRole on resource: y").as_deref(), Some("iam:PassRole"));
-        assert_eq!(denied_action("not authorized to perform ecs:CreateService because").as_deref(), Some("ecs:CreateService"));
+        assert_eq!(denied_action("User: x is not authorized to perform: svc:PassThing on resource: y").as_deref(), Some("svc:PassThing"));
+        assert_eq!(denied_action("not authorized to perform svc:CreateThing because").as_deref(), Some("svc:CreateThing"));
         assert_eq!(denied_action("You are not authorized to perform this operation."), None);
         assert_eq!(denied_action("Access Denied"), None);
     }

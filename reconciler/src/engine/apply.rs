@@ -77,7 +77,7 @@ pub async fn apply(
             "apply did not finish; {} resource(s) failed:\n{}\nWhat succeeded is kept and found again by its tags: fix the cause and run apply again.{}",
             failed.len(),
             list.join("\n"),
-            super::advice::hint_lines(&hints)
+            crate::log::hint_lines(hints.iter().map(String::as_str))
         ));
     }
     Ok(report)

@@ -62,7 +62,7 @@ pub(crate) use sdk_client;
 /// A service's plumbing, the same for every service, written once: its client built from the
 /// shared configuration with the service's error classifier (`impl Service`), `client(ctx)`,
 /// and `call_failed(call)` for `.map_err` on its SDK results. A service's `mod.rs` says
-/// `crate::engine::calls::service!(aws_sdk_sqs, classify);` and keeps only what is its own:
+/// `crate::engine::calls::service!(aws_sdk_<service>, classify);` and keeps only what is its own:
 /// its error codes (`classify`), its ARN scheme, its kinds. `service!(sdk, classify,
 /// client_only)` leaves `call_failed` to the service (API Gateway adds its own check).
 macro_rules! service {

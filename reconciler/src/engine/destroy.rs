@@ -115,7 +115,7 @@ pub(super) async fn delete_in_dependency_order(
         return Err(anyhow!(
             "{}\nRun the command again once the cause is fixed; what was deleted stays deleted.{}",
             errors.join("\n"),
-            super::advice::hint_lines(&hints)
+            crate::log::hint_lines(hints.iter().map(String::as_str))
         ));
     }
     if let Some(why) = stopped {

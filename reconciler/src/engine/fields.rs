@@ -4,7 +4,8 @@
 //! objects there); [`check_desired`] reads every node of it into its kind's struct, so that a
 //! field desired state misspells fails a unit test, not an apply.
 
-use super::{for_create, resolve, Desired, DynKind, FieldChange, Fields, Identity};
+use super::planner::resolve_fields;
+use super::{for_create, Desired, DynKind, FieldChange, Fields, Identity};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -23,15 +24,6 @@ pub fn untyped<T: Serialize>(fields: &T) -> Fields {
         Ok(Value::Object(m)) => m,
         _ => unreachable!("typed fields serialise to an object"),
     }
-}
-
-/// A list AWS treats as a set, in the order the engine sorts desired sets in
-/// ([`normalise_set`](super::normalise_set): by JSON text, duplicates dropped), so that the
-/// order AWS reports never shows as a change.
-pub fn set_of<T: Serialize + PartialEq>(mut items: Vec<T>) -> Vec<T> {
-    items.sort_by_cached_key(|v| serde_json::to_string(v).unwrap_or_default());
-    items.dedup();
-    items
 }
 
 /// Whether `field` is among the changes.
@@ -53,8 +45,7 @@ pub fn check_desired(kinds: &[Box<dyn DynKind>], desired: &[Desired], externals:
             bad.push(format!("{} {}: no such kind is registered", d.kind, d.id));
             continue;
         };
-        let resolved: Fields = d.fields.iter().map(|(k, v)| (k.clone(), resolve(v, &ids))).collect();
-        if let Err(e) = kind.check_fields(&for_create(&resolved)) {
+        if let Err(e) = kind.check_fields(&for_create(&resolve_fields(&d.fields, &ids))) {
             bad.push(format!("{} {}: {e}", d.kind, d.id));
         }
     }

@@ -13,12 +13,14 @@ use std::future::Future;
 pub trait Kind: Send + Sync {
     /// Stable kind name, e.g. `ec2:subnet`, `ecs:service`.
     fn name(&self) -> &'static str;
-    /// Reads resolved desired fields (as `create` receives them) into this kind's typed
-    /// fields, or says which field does not fit. Every kind has a fields struct; desired state
-    /// is checked against it by a unit test and by the spec fuzz target, so a misspelt or
-    /// mistyped field fails there instead of at apply. One line per kind:
-    /// `typed::<MyFields>(self.name(), fields).map(drop)`.
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()>;
+    /// The kind's fields as a serde struct: what observe reports and the verbs read.
+    type Typed: serde::de::DeserializeOwned;
+    /// Reads resolved desired fields (as `create` receives them) into [`Kind::Typed`], or says
+    /// which field does not fit. Desired state is checked against it by a unit test and by the
+    /// spec fuzz target, so a misspelt or mistyped field fails there instead of at apply.
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+        super::fields::typed::<Self::Typed>(self.name(), fields).map(drop)
+    }
     /// Fields that cannot change in place: a difference there is a replacement.
     fn replace_on(&self) -> &'static [&'static str];
     /// How a replacement is ordered.

@@ -36,7 +36,7 @@ pub use graph::creation_order;
 pub use kind::{DynKind, Kind};
 pub use observe::{observe, observe_owned, Snapshot};
 pub use planner::plan;
-pub use refs::{initial, normalise_set, reference, reference_to, references as references_in, resolve, set, within, UNKNOWN};
+pub use refs::{initial, normalise_set, reference, reference_to, references as references_in, resolve, set, set_of, within, UNKNOWN};
 pub(crate) use refs::{initial_value, within_bounds};
 pub use retry::{call_failed, call_failed_with, AwsError, ErrorClass};
 

@@ -7,6 +7,7 @@
 //!   drift when the live value leaves [min, max] (a count that autoscaling owns).
 
 use super::Identity;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -114,10 +115,17 @@ pub fn contains_unknown(v: &Value) -> bool {
 
 /// Sorts and de-duplicates a list that AWS treats as a set (rules, routes, associations),
 /// so that order never shows as a change.
-pub fn normalise_set(mut items: Vec<Value>) -> Value {
-    items.sort_by_key(|v| v.to_string());
+pub fn normalise_set(items: Vec<Value>) -> Value {
+    Value::Array(set_of(items))
+}
+
+/// A list AWS treats as a set, sorted by JSON text with duplicates dropped: the one order both
+/// sides are compared in (desired sets through [`normalise_set`], a kind's typed sets
+/// directly), so that the order AWS reports never shows as a change.
+pub fn set_of<T: Serialize + PartialEq>(mut items: Vec<T>) -> Vec<T> {
+    items.sort_by_cached_key(|v| serde_json::to_string(v).unwrap_or_default());
     items.dedup();
-    Value::Array(items)
+    items
 }
 
 #[cfg(test)]

@@ -12,9 +12,7 @@ impl Kind for FakeKind {
         self.0
     }
     /// Untyped: the fake kinds take any fields.
-    fn check_fields(&self, _: &Fields) -> anyhow::Result<()> {
-        Ok(())
-    }
+    type Typed = super::Fields;
     fn replace_on(&self) -> &'static [&'static str] {
         &["parent", "cidr"]
     }

@@ -148,9 +148,7 @@ impl Kind for CloudKind {
         self.name
     }
     /// Untyped: the fake kinds take any fields.
-    fn check_fields(&self, _: &Fields) -> anyhow::Result<()> {
-        Ok(())
-    }
+    type Typed = Fields;
     fn replace_on(&self) -> &'static [&'static str] {
         self.replace_on
     }

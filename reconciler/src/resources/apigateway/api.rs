@@ -34,9 +34,7 @@ impl Kind for HttpApi {
         "apigateway:api"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<ApiFields>(self.name(), fields).map(drop)
-    }
+    type Typed = ApiFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["protocol"]

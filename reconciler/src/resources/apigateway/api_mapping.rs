@@ -25,9 +25,7 @@ impl Kind for ApiMapping {
         "apigateway:api-mapping"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<ApiMappingFields>(self.name(), fields).map(drop)
-    }
+    type Typed = ApiMappingFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["domain", "api", "stage", "key"]

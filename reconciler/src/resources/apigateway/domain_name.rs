@@ -48,9 +48,7 @@ impl Kind for DomainName {
         "apigateway:domain-name"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<DomainNameFields>(self.name(), fields).map(drop)
-    }
+    type Typed = DomainNameFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["name"]

@@ -94,9 +94,7 @@ impl Kind for Integration {
         "apigateway:integration"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<IntegrationFields>(self.name(), fields).map(drop)
-    }
+    type Typed = IntegrationFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["api", "integration_type"]

@@ -48,9 +48,7 @@ impl Kind for Route {
         "apigateway:route"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<RouteFields>(self.name(), fields).map(drop)
-    }
+    type Typed = RouteFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["api", "route_key"]

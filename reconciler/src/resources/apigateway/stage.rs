@@ -95,9 +95,7 @@ impl Kind for Stage {
         "apigateway:stage"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<StageFields>(self.name(), fields).map(drop)
-    }
+    type Typed = StageFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["api", "name"]

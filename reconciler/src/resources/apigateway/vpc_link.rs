@@ -67,9 +67,7 @@ impl Kind for VpcLink {
         "apigateway:vpc-link"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<VpcLinkFields>(self.name(), fields).map(drop)
-    }
+    type Typed = VpcLinkFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["subnets", "security_groups"]

@@ -53,9 +53,7 @@ impl Kind for ScalableTarget {
         "application-autoscaling:scalable-target"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<ScalableTargetFields>(self.name(), fields).map(drop)
-    }
+    type Typed = ScalableTargetFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["resource_id", "dimension"]

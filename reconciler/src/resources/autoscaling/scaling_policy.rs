@@ -86,9 +86,7 @@ impl Kind for ScalingPolicy {
         "application-autoscaling:scaling-policy"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<ScalingPolicyFields>(self.name(), fields).map(drop)
-    }
+    type Typed = ScalingPolicyFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["name", "resource_id"]

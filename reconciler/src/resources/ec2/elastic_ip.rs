@@ -22,9 +22,7 @@ impl Kind for ElasticIp {
         "ec2:elastic-ip"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<ElasticIpFields>(self.name(), fields).map(drop)
-    }
+    type Typed = ElasticIpFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &[]

@@ -36,9 +36,7 @@ impl Kind for InternetGateway {
         "ec2:internet-gateway"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<InternetGatewayFields>(self.name(), fields).map(drop)
-    }
+    type Typed = InternetGatewayFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &[]

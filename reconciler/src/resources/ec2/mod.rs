@@ -17,8 +17,9 @@ pub use security_group::SecurityGroup;
 pub use subnet::Subnet;
 pub use vpc::Vpc;
 
-pub use crate::engine::fields::{changed, set_of, typed, untyped};
+pub use crate::engine::fields::{changed, typed, untyped};
 use crate::engine::ownership::{self, TagDelta, TagMap, STACK_TAG};
+pub use crate::engine::set_of;
 use crate::engine::{Ctx, ErrorClass, FieldChange};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use serde_json::{json, Value};

@@ -30,9 +30,7 @@ impl Kind for NatGateway {
         "ec2:nat-gateway"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<NatGatewayFields>(self.name(), fields).map(drop)
-    }
+    type Typed = NatGatewayFields;
 
     /// A pending NAT gateway may not list its address yet.
     fn unreported(&self) -> &'static [&'static str] {

@@ -117,9 +117,7 @@ impl Kind for RouteTable {
         "ec2:route-table"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<RouteTableFields>(self.name(), fields).map(drop)
-    }
+    type Typed = RouteTableFields;
 
     /// Routes and associations do not keep a NAT gateway or a subnet from being deleted.
     fn holds_what_it_uses(&self) -> bool {

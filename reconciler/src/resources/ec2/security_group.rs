@@ -158,9 +158,7 @@ impl Kind for SecurityGroup {
         "ec2:security-group"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<SecurityGroupFields>(self.name(), fields).map(drop)
-    }
+    type Typed = SecurityGroupFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["group_name", "vpc"]

@@ -42,9 +42,7 @@ impl Kind for Subnet {
         "ec2:subnet"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<SubnetFields>(self.name(), fields).map(drop)
-    }
+    type Typed = SubnetFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["vpc", "cidr", "availability_zone"]

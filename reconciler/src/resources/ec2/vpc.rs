@@ -61,9 +61,7 @@ impl Kind for Vpc {
         "ec2:vpc"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<VpcFields>(self.name(), fields).map(drop)
-    }
+    type Typed = VpcFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["cidr"]

@@ -122,9 +122,7 @@ impl Kind for Cluster {
         "ecs:cluster"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<ClusterFields>(self.name(), fields).map(drop)
-    }
+    type Typed = ClusterFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["name"]

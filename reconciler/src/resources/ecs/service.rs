@@ -141,9 +141,7 @@ impl Kind for EcsService {
         "ecs:service"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<ServiceFields>(self.name(), fields).map(drop)
-    }
+    type Typed = ServiceFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["name", "cluster", "cluster_name"]

@@ -202,9 +202,7 @@ impl Kind for TaskDefinition {
         "ecs:task-definition"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<TaskDefinitionFields>(self.name(), fields).map(drop)
-    }
+    type Typed = TaskDefinitionFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["family"]

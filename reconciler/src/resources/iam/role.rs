@@ -119,9 +119,7 @@ impl Kind for Role {
         "iam:role"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<RoleFields>(self.name(), fields).map(drop)
-    }
+    type Typed = RoleFields;
 
     /// A role name is unique in the account whatever its path, so a new path cannot exist
     /// beside the old one: replacement is delete-first (the default).

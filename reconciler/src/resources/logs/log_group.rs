@@ -113,9 +113,7 @@ impl Kind for LogGroup {
         "logs:log-group"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<LogGroupFields>(self.name(), fields).map(drop)
-    }
+    type Typed = LogGroupFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["name"]

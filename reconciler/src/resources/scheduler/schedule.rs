@@ -186,9 +186,7 @@ impl Kind for Schedule {
         "scheduler:schedule"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<ScheduleFields>(self.name(), fields).map(drop)
-    }
+    type Typed = ScheduleFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["name", "group"]

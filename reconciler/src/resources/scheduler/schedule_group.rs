@@ -34,9 +34,7 @@ impl Kind for ScheduleGroup {
         "scheduler:schedule-group"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<ScheduleGroupFields>(self.name(), fields).map(drop)
-    }
+    type Typed = ScheduleGroupFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["name"]

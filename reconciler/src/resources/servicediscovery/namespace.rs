@@ -77,9 +77,7 @@ impl Kind for Namespace {
         "servicediscovery:namespace"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<NamespaceFields>(self.name(), fields).map(drop)
-    }
+    type Typed = NamespaceFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["name", "vpc"]

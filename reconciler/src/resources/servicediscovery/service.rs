@@ -111,9 +111,7 @@ impl Kind for DiscoveryService {
         "servicediscovery:service"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<DiscoveryServiceFields>(self.name(), fields).map(drop)
-    }
+    type Typed = DiscoveryServiceFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["name", "namespace", "record_types", "routing_policy", "health_check_custom"]

@@ -172,9 +172,7 @@ impl Kind for Queue {
         "sqs:queue"
     }
 
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        typed::<QueueFields>(self.name(), fields).map(drop)
-    }
+    type Typed = QueueFields;
 
     fn replace_on(&self) -> &'static [&'static str] {
         &["name", "fifo"]
