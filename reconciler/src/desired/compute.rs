@@ -7,9 +7,17 @@
 //! statements a set), the form the IAM kind normalises live documents to, so that order and
 //! formatting never show as drift.
 
-use super::{obj, Builder};
-use crate::engine::{initial, reference, reference_to, set, within};
+use super::{refs_to, Builder};
+use crate::engine::ownership::TagMap;
+use crate::engine::{reference_to, set, Managed, Ref, Set};
 use crate::ids;
+use crate::resources::autoscaling::{ScalableTargetFields, ScalingPolicyFields};
+use crate::resources::ecs::{
+    ClusterFields, Container, EnvVar, HealthCheck, Log, Mount, Registry, SecretRef, ServiceFields, StrategyItem, TaskDefinitionFields,
+};
+use crate::resources::iam::RoleFields;
+use crate::resources::logs::LogGroupFields;
+use crate::resources::sqs::{QueueFields, Redrive};
 use crate::spec::{Capacity, ImagePolicy, Service, Spec};
 use serde_json::{json, Value};
 
@@ -38,142 +46,115 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     let spec = b.spec;
     let stack = spec.name.clone();
 
-    b.add_with_policy(
-        "logs:log-group",
-        "log-container",
-        obj(json!({"name": container_log_group(&stack), "retention_days": svc.logs.retention_days})),
-        &[],
-        svc.logs.deletion_policy,
-    );
+    let log_group = |tags| LogGroupFields { name: container_log_group(&stack), retention_days: Some(svc.logs.retention_days.into()), tags };
+    b.add_with_policy("logs:log-group", "log-container", log_group, &[], svc.logs.deletion_policy);
 
     let q = &spec.queue;
-    let queue = |name: String, redrive: Value| {
-        obj(json!({
-            "name": name,
-            "fifo": true,
+    let queue = |name: String, retention: u64, redrive: Option<Redrive>| {
+        move |tags| QueueFields {
+            name: name.clone(),
+            fifo: true,
             // The service sets the deduplication id (the webhook id) itself.
-            "content_based_dedup": false,
-            "visibility_timeout": q.visibility_timeout_seconds,
-            "retention": q.retention_seconds,
-            "sse": true,
-            "redrive": redrive,
-        }))
+            content_based_dedup: false,
+            visibility_timeout: q.visibility_timeout_seconds.into(),
+            retention,
+            sse: true,
+            redrive: redrive.clone(),
+            tags,
+        }
     };
     // The dead-letter queue keeps messages the longest SQS allows, to leave time to look.
-    let mut dlq = queue(dead_letter_queue_name(&stack), Value::Null);
-    dlq.insert("retention".into(), json!(1_209_600));
-    b.add_with_policy("sqs:queue", "queue-dlq", dlq, &[], q.deletion_policy);
-    let redrive = json!({"dead_letter_arn": reference_to("queue-dlq", "arn"), "max_receive_count": q.max_receive_count});
-    b.add_with_policy("sqs:queue", ids::QUEUE, queue(queue_name(&stack), redrive), &[], q.deletion_policy);
+    b.add_with_policy("sqs:queue", "queue-dlq", queue(dead_letter_queue_name(&stack), 1_209_600, None), &[], q.deletion_policy);
+    let redrive = Redrive { dead_letter_arn: Ref::attr("queue-dlq", "arn"), max_receive_count: q.max_receive_count.into() };
+    let main = queue(queue_name(&stack), q.retention_seconds.into(), Some(redrive));
+    b.add_with_policy("sqs:queue", ids::QUEUE, main, &[], q.deletion_policy);
 
     let trust = trust_policy(&spec.region, &b.facts.account);
-    b.add(
-        "iam:role",
-        "role-execution",
-        obj(json!({
-            "name": format!("{stack}-execution"),
-            "path": role_path(&stack),
-            "trust": trust,
-            "policies": {"execution": execution_policy(&svc)},
-        })),
-        &[],
-    );
-    b.add(
-        "iam:role",
-        "role-task",
-        obj(json!({
-            "name": format!("{stack}-task"),
-            "path": role_path(&stack),
-            "trust": trust,
-            "policies": {"task": task_policy(spec)},
-        })),
-        &[],
-    );
+    let execution = role(&stack, "execution", &trust, "execution", execution_policy(&svc));
+    b.add("iam:role", "role-execution", execution, &[]);
+    b.add("iam:role", "role-task", role(&stack, "task", &trust, "task", task_policy(spec)), &[]);
 
     let strategy = capacity_strategy(&svc.capacity);
-    b.add(
-        "ecs:cluster",
-        ids::CLUSTER,
-        obj(json!({
-            "name": svc.cluster,
-            "container_insights": "enabled",
-            "capacity_providers": ["FARGATE", "FARGATE_SPOT"],
-            "default_strategy": strategy,
-        })),
-        &[],
-    );
-
-    b.add("ecs:task-definition", ids::TASK_DEFINITION, task_definition(spec, &svc), &[]);
-    if svc.image_policy == ImagePolicy::TrackLive {
-        // The pipeline registers the live revisions, with its own tags: ours go on the
-        // revisions the reconciler registers and are not compared afterwards.
-        if let Some(td) = b.out.last_mut() {
-            let tags = td.fields.remove("tags").unwrap_or_default();
-            td.fields.insert("tags".into(), initial(tags));
-        }
-    }
-
-    let registry = match &spec.discovery {
-        Some(_) => json!({"arn": reference_to(ids::DISCOVERY_SERVICE, "arn"), "container_name": CONTAINER, "container_port": svc.port}),
-        None => Value::Null,
+    let cluster = |tags| ClusterFields {
+        name: svc.cluster.clone(),
+        container_insights: "enabled".into(),
+        capacity_providers: vec!["FARGATE".into(), "FARGATE_SPOT".into()],
+        default_strategy: strategy.clone(),
+        tags,
     };
+    b.add("ecs:cluster", ids::CLUSTER, cluster, &[]);
+
+    b.add("ecs:task-definition", ids::TASK_DEFINITION, |tags| task_definition(spec, &svc, tags), &[]);
+
+    let registry = spec.discovery.as_ref().map(|_| Registry {
+        arn: Ref::attr(ids::DISCOVERY_SERVICE, "arn"),
+        container_name: CONTAINER.into(),
+        container_port: svc.port.into(),
+    });
     // With autoscaling, the live count belongs to it: set on create, drift only outside [min, max].
-    let desired_count = match &spec.scaling {
-        Some(sc) => within(sc.min as u64, sc.max as u64, svc.desired_count as u64),
-        None => json!(svc.desired_count),
+    let desired_count: Managed<u64> = match &spec.scaling {
+        Some(sc) => Managed::Within { min: sc.min.into(), max: sc.max.into(), initial: svc.desired_count.into() },
+        None => Managed::Is(svc.desired_count.into()),
     };
     let egress = b.private_egress();
-    b.add(
-        "ecs:service",
-        ids::SERVICE,
-        obj(json!({
-            "name": stack,
-            "cluster_name": svc.cluster,
-            "cluster": reference_to(ids::CLUSTER, "arn"),
-            "task_definition": reference_to(ids::TASK_DEFINITION, "arn"),
-            "desired_count": desired_count,
-            "capacity_strategy": strategy,
-            "subnets": set(private_subnets.iter().map(|s| reference(s)).collect()),
-            "security_groups": set(vec![reference("sg-service")]),
-            "assign_public_ip": false,
-            "registry": registry,
-            "circuit_breaker": true,
-            "min_healthy_percent": 100,
-            "max_percent": 200,
-            "health_check_grace": svc.health_check_grace_seconds,
-            "propagate_tags": "SERVICE",
-            "managed_tags": true,
-        })),
-        &egress.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let service = |tags| ServiceFields {
+        name: stack.clone(),
+        cluster_name: svc.cluster.clone(),
+        cluster: Ref::attr(ids::CLUSTER, "arn"),
+        task_definition: Ref::attr(ids::TASK_DEFINITION, "arn"),
+        desired_count: desired_count.clone(),
+        capacity_strategy: strategy.clone(),
+        subnets: refs_to(private_subnets),
+        security_groups: Set::of(vec![Ref::to("sg-service")]),
+        assign_public_ip: false,
+        registry: registry.clone(),
+        circuit_breaker: true,
+        min_healthy_percent: 100,
+        max_percent: 200,
+        health_check_grace: svc.health_check_grace_seconds.into(),
+        propagate_tags: "SERVICE".into(),
+        managed_tags: true,
+        tags,
+    };
+    b.add("ecs:service", ids::SERVICE, service, &egress.iter().map(String::as_str).collect::<Vec<_>>());
 
     if let Some(sc) = &spec.scaling {
         let resource_id = format!("service/{}/{stack}", svc.cluster);
-        b.add_untagged(
-            "application-autoscaling:scalable-target",
-            "scaling-target",
-            obj(json!({"resource_id": resource_id, "dimension": "ecs:service:DesiredCount", "min": sc.min, "max": sc.max})),
-            &["service"],
-        );
+        let target = ScalableTargetFields {
+            resource_id: resource_id.clone(),
+            dimension: "ecs:service:DesiredCount".into(),
+            min: sc.min.into(),
+            max: sc.max.into(),
+        };
+        b.add_untagged("application-autoscaling:scalable-target", "scaling-target", target, &["service"]);
         for (id, suffix, metric, target) in [
             ("scaling-cpu", "cpu", "ECSServiceAverageCPUUtilization", sc.cpu_target),
             ("scaling-memory", "memory", "ECSServiceAverageMemoryUtilization", sc.memory_target),
         ] {
             let Some(target) = target else { continue };
-            b.add_untagged(
-                "application-autoscaling:scaling-policy",
-                id,
-                obj(json!({
-                    "name": format!("{stack}-{suffix}"),
-                    "resource_id": resource_id,
-                    "metric": metric,
-                    "target": target as f64,
-                    "scale_in_cooldown": sc.scale_in_cooldown,
-                    "scale_out_cooldown": sc.scale_out_cooldown,
-                })),
-                &["scaling-target"],
-            );
+            let policy = ScalingPolicyFields {
+                name: format!("{stack}-{suffix}"),
+                resource_id: resource_id.clone(),
+                metric: Some(metric.into()),
+                target: Some(target.into()),
+                scale_in_cooldown: Some(sc.scale_in_cooldown.into()),
+                scale_out_cooldown: Some(sc.scale_out_cooldown.into()),
+            };
+            b.add_untagged("application-autoscaling:scaling-policy", id, policy, &["scaling-target"]);
         }
+    }
+}
+
+/// One of the stack's roles (`<stack>-<suffix>`, under the stack's IAM path) with one inline
+/// policy.
+pub(super) fn role(stack: &str, suffix: &str, trust: &Value, policy_name: &str, policy: Value) -> impl Fn(TagMap) -> RoleFields {
+    let (name, path, trust, policy_name) = (format!("{stack}-{suffix}"), role_path(stack), trust.clone(), policy_name.to_string());
+    move |tags| RoleFields {
+        name: name.clone(),
+        path: path.clone(),
+        trust: trust.clone(),
+        policies: [(policy_name.clone(), policy.clone())].into(),
+        tags,
     }
 }
 
@@ -279,83 +260,157 @@ fn task_policy(spec: &Spec) -> Value {
     json!({"Version": "2012-10-17", "Statement": set(statements)})
 }
 
-fn capacity_strategy(c: &Capacity) -> Value {
-    let mut s = vec![json!({"provider": "FARGATE", "weight": c.fargate_weight, "base": c.fargate_base})];
+fn capacity_strategy(c: &Capacity) -> Vec<StrategyItem> {
+    let item =
+        |provider: &str, weight: u32, base: u32| StrategyItem { provider: provider.into(), weight: weight.into(), base: base.into() };
+    let mut s = Vec::new();
+    if c.fargate_weight > 0 {
+        s.push(item("FARGATE", c.fargate_weight, c.fargate_base));
+    }
     if c.spot_weight > 0 {
-        s.push(json!({"provider": "FARGATE_SPOT", "weight": c.spot_weight, "base": 0}));
+        s.push(item("FARGATE_SPOT", c.spot_weight, 0));
     }
-    if c.fargate_weight == 0 {
-        s.remove(0);
-    }
-    json!(s)
+    s
 }
 
-fn task_definition(spec: &Spec, svc: &Service) -> crate::engine::Fields {
+/// A Fargate task definition's fixed parts around its roles, image and one container.
+pub(super) fn fargate_task(
+    family: &str,
+    (cpu, memory): (u32, u32),
+    [execution_role, task_role]: [&str; 2],
+    image: Managed<String>,
+    container: Container,
+    tags: Managed<TagMap>,
+) -> TaskDefinitionFields {
+    TaskDefinitionFields {
+        family: family.into(),
+        cpu: cpu.to_string(),
+        memory: memory.to_string(),
+        network_mode: "awsvpc".into(),
+        requires: vec!["FARGATE".into()],
+        execution_role: Ref::attr(execution_role, "arn"),
+        task_role: Ref::attr(task_role, "arn"),
+        image,
+        volumes: container.mounts.iter().map(|m| m.volume.clone()).collect(),
+        container,
+        tags,
+    }
+}
+
+/// A container's fixed parts: essential, read-only root, logs to the log group `log_group`
+/// (a node id) under its own name.
+pub(super) fn base_container(name: &str, log_group: &str, region: &str) -> Container {
+    Container {
+        name: name.into(),
+        command: vec![],
+        port: 0,
+        protocol: "tcp".into(),
+        environment: vec![],
+        secrets: vec![],
+        log: Some(Log { driver: "awslogs".into(), group: Ref::attr(log_group, "name"), region: region.into(), prefix: name.into() }),
+        health_check: None,
+        user: String::new(),
+        read_only_root: true,
+        mounts: vec![],
+        stop_timeout: 0,
+        essential: true,
+    }
+}
+
+fn task_definition(spec: &Spec, svc: &Service, tags: TagMap) -> TaskDefinitionFields {
     let stack = &spec.name;
     // Wired values first; the spec's own variables cannot collide (validation refuses it).
-    let mut env: Vec<(String, Value)> = vec![
-        ("AWS_REGION".into(), json!(spec.region)),
-        ("PORT".into(), json!(svc.port.to_string())),
-        ("QUEUE_URL".into(), reference_to(ids::QUEUE, "url")),
-        ("DEAD_LETTER_QUEUE_URL".into(), reference_to("queue-dlq", "url")),
+    let mut env: Vec<EnvVar> = vec![
+        env_var("AWS_REGION", spec.region.clone()),
+        env_var("PORT", svc.port.to_string()),
+        env_var("QUEUE_URL", Ref::attr(ids::QUEUE, "url")),
+        env_var("DEAD_LETTER_QUEUE_URL", Ref::attr("queue-dlq", "url")),
     ];
     if spec.api.is_some() {
         // The header the integration overwrites with the caller's address (desired/edge.rs).
-        env.push(("WEBHOOK_CLIENT_IP_HEADER".into(), json!(super::edge::CLIENT_IP_HEADER)));
+        env.push(env_var("WEBHOOK_CLIENT_IP_HEADER", super::edge::CLIENT_IP_HEADER));
     }
     if let Some(w) = &spec.webhook {
-        env.push(("BENCHLING_SECRET".into(), json!(w.benchling_secret_arn)));
+        env.push(env_var("BENCHLING_SECRET", &w.benchling_secret_arn));
         if let Some((region, account, name)) = crate::spec::sqs_arn_parts(&w.packager_queue_arn) {
-            env.push(("PACKAGER_SQS_URL".into(), json!(format!("https://sqs.{region}.amazonaws.com/{account}/{name}"))));
+            env.push(env_var("PACKAGER_SQS_URL", format!("https://sqs.{region}.amazonaws.com/{account}/{name}")));
         }
         if let Some(h) = &w.quilt_web_host {
-            env.push(("QUILT_WEB_HOST".into(), json!(h)));
+            env.push(env_var("QUILT_WEB_HOST", h));
         }
         if let Some(d) = &w.athena_user_database {
-            env.push(("ATHENA_USER_DATABASE".into(), json!(d)));
+            env.push(env_var("ATHENA_USER_DATABASE", d));
         }
     }
-    env.extend(svc.environment.iter().map(|(k, v)| (k.clone(), json!(v))));
-    env.sort_by(|a, b| a.0.cmp(&b.0));
-    let environment: Vec<Value> = env.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
-    let secrets: Vec<Value> = svc.secrets.iter().map(|(name, arn)| json!({"name": name, "value_from": arn})).collect();
-    let image = match svc.image_policy {
-        ImagePolicy::Pinned => json!(svc.image),
-        ImagePolicy::TrackLive => initial(json!(svc.image)),
+    env.extend(svc.environment.iter().map(|(k, v)| env_var(k, v)));
+    env.sort_by(|a, b| a.name.cmp(&b.name));
+    let container = Container {
+        command: vec!["serve".into(), "--with-worker".into()],
+        port: svc.port.into(),
+        environment: env,
+        secrets: svc.secrets.iter().map(|(name, arn)| SecretRef { name: name.clone(), value_from: arn.clone() }).collect(),
+        // The image has no shell or curl: the binary checks its own readiness, which ECS
+        // turns into the Cloud Map health that API Gateway routes by.
+        health_check: Some(HealthCheck {
+            command: ["CMD", "/benchling-webhook", "healthcheck"].map(String::from).to_vec(),
+            interval: 30,
+            timeout: 5,
+            retries: 3,
+            start_period: 15,
+        }),
+        user: "1000".into(),
+        mounts: vec![Mount { volume: SCRATCH.into(), path: "/tmp".into(), read_only: false }],
+        stop_timeout: svc.stop_timeout_seconds.into(),
+        ..base_container(CONTAINER, "log-container", &spec.region)
     };
-    obj(json!({
-        "family": stack,
-        "cpu": svc.cpu.to_string(),
-        "memory": svc.memory.to_string(),
-        "network_mode": "awsvpc",
-        "requires": ["FARGATE"],
-        "execution_role": reference_to("role-execution", "arn"),
-        "task_role": reference_to("role-task", "arn"),
-        "image": image,
-        "volumes": [SCRATCH],
-        "container": {
-            "name": CONTAINER,
-            "command": ["serve", "--with-worker"],
-            "port": svc.port,
-            "protocol": "tcp",
-            "environment": environment,
-            "secrets": secrets,
-            "log": {"driver": "awslogs", "group": reference_to("log-container", "name"), "region": spec.region, "prefix": CONTAINER},
-            // The image has no shell or curl: the binary checks its own readiness, which ECS
-            // turns into the Cloud Map health that API Gateway routes by.
-            "health_check": {"command": ["CMD", "/benchling-webhook", "healthcheck"], "interval": 30, "timeout": 5, "retries": 3, "start_period": 15},
-            "user": "1000",
-            "read_only_root": true,
-            "mounts": [{"volume": SCRATCH, "path": "/tmp", "read_only": false}],
-            "stop_timeout": svc.stop_timeout_seconds,
-            "essential": true,
-        },
-    }))
+    // With `track-live`, the pipeline registers the live revisions, with its own tags: the
+    // image and ours go on the revisions the reconciler registers and are not compared afterwards.
+    let (image, tags) = match svc.image_policy {
+        ImagePolicy::Pinned => (Managed::Is(svc.image.clone()), Managed::Is(tags)),
+        ImagePolicy::TrackLive => (Managed::Initial(svc.image.clone()), Managed::Initial(tags)),
+    };
+    fargate_task(stack, (svc.cpu, svc.memory), ["role-execution", "role-task"], image, container, tags)
+}
+
+fn env_var(name: &str, value: impl Into<Ref>) -> EnvVar {
+    EnvVar { name: name.into(), value: value.into() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `service.image` from the spec to the container definition RegisterTaskDefinition sends:
+    /// a typed field at every step but the engine's generic diff (JSON, read back by the kind).
+    #[test]
+    fn the_spec_s_image_reaches_the_container_definition_typed() {
+        use crate::engine::{fields::typed, for_create, resolve, Identity};
+        use crate::resources::ecs::container_definition;
+        let spec = crate::spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../specs/prod.yaml"))).unwrap();
+        let facts = crate::desired::Facts {
+            azs: vec!["us-east-1a".into(), "us-east-1b".into()],
+            zones_in_use: Default::default(),
+            existing: None,
+            account: "123456789012".into(),
+        };
+        let svc = spec.service.clone().unwrap();
+        let built = task_definition(&spec, &svc, TagMap::new());
+        assert_eq!(built.image, Managed::Is(svc.image.clone()));
+        let state = crate::desired::build(&spec, &facts).unwrap();
+        let node = state.resources.iter().find(|r| r.id == ids::TASK_DEFINITION).unwrap();
+        let ids: std::collections::BTreeMap<String, Identity> = state
+            .resources
+            .iter()
+            .map(|d| (d.id.clone(), Identity::id(format!("{}-id", d.id)).with("arn", "arn:x").with("name", "n").with("url", "u")))
+            .collect();
+        let resolved = match resolve(&serde_json::Value::Object(node.fields.clone()), &ids) {
+            serde_json::Value::Object(m) => m,
+            other => panic!("{other}"),
+        };
+        let received: TaskDefinitionFields = typed("ecs:task-definition", &for_create(&resolved)).unwrap();
+        let sent = container_definition(&received.container, &received.image).unwrap();
+        assert_eq!(sent.image(), Some(svc.image.as_str()));
+    }
 
     #[test]
     fn ecr_images_are_recognised() {
@@ -379,10 +434,10 @@ mod tests {
 
     #[test]
     fn capacity_strategy_leaves_out_zero_weights() {
-        assert_eq!(capacity_strategy(&Capacity::default()), json!([{"provider": "FARGATE", "weight": 1, "base": 0}]));
+        assert_eq!(json!(capacity_strategy(&Capacity::default())), json!([{"provider": "FARGATE", "weight": 1, "base": 0}]));
         let c = Capacity { fargate_weight: 1, spot_weight: 3, fargate_base: 2 };
-        assert_eq!(capacity_strategy(&c).as_array().unwrap().len(), 2);
+        assert_eq!(capacity_strategy(&c).len(), 2);
         let spot_only = Capacity { fargate_weight: 0, spot_weight: 1, fargate_base: 0 };
-        assert_eq!(capacity_strategy(&spot_only), json!([{"provider": "FARGATE_SPOT", "weight": 1, "base": 0}]));
+        assert_eq!(json!(capacity_strategy(&spot_only)), json!([{"provider": "FARGATE_SPOT", "weight": 1, "base": 0}]));
     }
 }

@@ -3,27 +3,25 @@
 //! private integration needs; `HealthCheckCustomConfig` lets ECS report each task's container
 //! health, so only healthy tasks are discovered.
 
-use super::{obj, Builder};
-use crate::engine::reference;
+use super::Builder;
+use crate::engine::Ref;
 use crate::ids;
-use serde_json::json;
+use crate::resources::servicediscovery::{DiscoveryServiceFields, NamespaceFields, Ttl};
 
 pub(super) fn build(b: &mut Builder) {
     let Some(d) = &b.spec.discovery else { return };
-    let mut records: Vec<&str> = d.records.iter().map(|r| r.as_str()).collect();
+    let mut records: Vec<String> = d.records.iter().map(|r| r.as_str().to_string()).collect();
     records.sort();
-    b.add("servicediscovery:namespace", "namespace", obj(json!({"name": d.namespace, "vpc": reference(ids::VPC)})), &[]);
-    b.add(
-        "servicediscovery:service",
-        ids::DISCOVERY_SERVICE,
-        obj(json!({
-            "name": d.service,
-            "namespace": reference("namespace"),
-            "record_types": records,
-            "routing_policy": "MULTIVALUE",
-            "health_check_custom": true,
-            "ttl": d.ttl,
-        })),
-        &[],
-    );
+    let namespace = |tags| NamespaceFields { name: d.namespace.clone(), vpc: Some(Ref::to(ids::VPC)), tags };
+    b.add("servicediscovery:namespace", "namespace", namespace, &[]);
+    let service = |tags| DiscoveryServiceFields {
+        name: d.service.clone(),
+        namespace: Ref::to("namespace"),
+        record_types: records.clone(),
+        routing_policy: "MULTIVALUE".into(),
+        health_check_custom: true,
+        ttl: Some(Ttl::One(d.ttl.into())),
+        tags,
+    };
+    b.add("servicediscovery:service", ids::DISCOVERY_SERVICE, service, &[]);
 }

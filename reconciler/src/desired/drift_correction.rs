@@ -10,12 +10,15 @@
 //! pull an ECR image); the scheduler role may only run this task family in this cluster and
 //! pass these two roles.
 
-use super::compute::{image_pull, role_path, statement, trust_policy};
-use super::{obj, Builder};
+use super::compute::{base_container, fargate_task, image_pull, role, statement, trust_policy};
+use super::{refs_to, Builder};
 use crate::engine::policy::Purpose;
-use crate::engine::{reference, reference_to, set};
+use crate::engine::{reference_to, set, Managed, Ref, Set};
 use crate::ids;
+use crate::resources::ecs::{Container, EnvVar};
 use crate::resources::iam::canonical_policy;
+use crate::resources::logs::LogGroupFields;
+use crate::resources::scheduler::{ScheduleFields, ScheduleGroupFields, ScheduleTarget};
 use crate::spec::{DriftMode, ENV_PREFIX, SPEC_VARIABLE};
 use serde_json::{json, Value};
 
@@ -59,15 +62,11 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     let family = task_family(&stack);
 
     // Egress only: the task calls AWS APIs (and pulls its image); nothing calls it.
-    b.security_group("sg-drift-correction", NAME, "drift-correction task (reconciler)", vec![], vec![json!("all all 0.0.0.0/0")]);
+    b.security_group("sg-drift-correction", NAME, "drift-correction task (reconciler)", vec![], vec!["all all 0.0.0.0/0".into()]);
 
-    b.add_with_policy(
-        "logs:log-group",
-        ids::DRIFT_LOG_GROUP,
-        obj(json!({"name": crate::resources::logs::task_log_group(&stack, NAME), "retention_days": dc.logs.retention_days})),
-        &[],
-        dc.logs.deletion_policy,
-    );
+    let log_name = crate::resources::logs::task_log_group(&stack, NAME);
+    let log_group = |tags| LogGroupFields { name: log_name.clone(), retention_days: Some(dc.logs.retention_days.into()), tags };
+    b.add_with_policy("logs:log-group", ids::DRIFT_LOG_GROUP, log_group, &[], dc.logs.deletion_policy);
 
     let ecs_trust = trust_policy(&region, &account);
     let mut execution = vec![statement(
@@ -76,63 +75,25 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         json!([reference_to(ids::DRIFT_LOG_GROUP, "arn_wildcard")]),
     )];
     execution.extend(image_pull(&dc.image));
-    b.add(
-        "iam:role",
-        "role-drift-correction-execution",
-        obj(json!({
-            "name": format!("{stack}-{NAME}-execution"),
-            "path": role_path(&stack),
-            "trust": ecs_trust,
-            "policies": {"execution": {"Version": "2012-10-17", "Statement": set(execution)}},
-        })),
-        &[],
-    );
-    b.add(
-        "iam:role",
-        "role-drift-correction",
-        obj(json!({
-            "name": format!("{stack}-{NAME}"),
-            "path": role_path(&stack),
-            "trust": ecs_trust,
-            "policies": {"reconciler": task_policy(spec, dc.mode)},
-        })),
-        &[],
-    );
+    let execution = json!({"Version": "2012-10-17", "Statement": set(execution)});
+    let execution_role = role(&stack, &format!("{NAME}-execution"), &ecs_trust, "execution", execution);
+    b.add("iam:role", "role-drift-correction-execution", execution_role, &[]);
+    let task_role = role(&stack, NAME, &ecs_trust, "reconciler", task_policy(spec, dc.mode));
+    b.add("iam:role", "role-drift-correction", task_role, &[]);
 
-    b.add(
-        "ecs:task-definition",
-        ids::DRIFT_TASK_DEFINITION,
-        obj(json!({
-            "family": family,
-            "cpu": dc.cpu.to_string(),
-            "memory": dc.memory.to_string(),
-            "network_mode": "awsvpc",
-            "requires": ["FARGATE"],
-            "execution_role": reference_to("role-drift-correction-execution", "arn"),
-            "task_role": reference_to("role-drift-correction", "arn"),
-            "image": dc.image,
-            "volumes": [],
-            "container": {
-                "name": CONTAINER,
-                "command": command(dc.mode),
-                "port": 0,
-                "protocol": "tcp",
-                // The spec itself (it holds no secrets: those are references). A spec change
-                // is a new revision, and the schedule moves to it in the same apply.
-                "environment": [{"name": SPEC_VARIABLE, "value": crate::spec::to_carried(spec)}],
-                "secrets": [],
-                "log": {"driver": "awslogs", "group": reference_to(ids::DRIFT_LOG_GROUP, "name"), "region": region, "prefix": CONTAINER},
-                "health_check": null,
-                "user": "",
-                "read_only_root": true,
-                "mounts": [],
-                // Time to finish the changes in flight when ECS stops the task (SIGTERM).
-                "stop_timeout": 120,
-                "essential": true,
-            },
-        })),
-        &[],
-    );
+    let container = Container {
+        command: command(dc.mode),
+        // The spec itself (it holds no secrets: those are references). A spec change is a new
+        // revision, and the schedule moves to it in the same apply.
+        environment: vec![EnvVar { name: SPEC_VARIABLE.into(), value: crate::spec::to_carried(spec).into() }],
+        // Time to finish the changes in flight when ECS stops the task (SIGTERM).
+        stop_timeout: 120,
+        ..base_container(CONTAINER, ids::DRIFT_LOG_GROUP, &region)
+    };
+    let roles = ["role-drift-correction-execution", "role-drift-correction"];
+    let task =
+        |tags| fargate_task(&family, (dc.cpu, dc.memory), roles, Managed::Is(dc.image.clone()), container.clone(), Managed::Is(tags));
+    b.add("ecs:task-definition", ids::DRIFT_TASK_DEFINITION, task, &[]);
 
     // Scheduler assumes this role to start the task: only for this account's schedules in the
     // stack's group, and it may only run this family in this cluster and hand over its roles.
@@ -164,55 +125,45 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         &["iam:PassRole"],
         set(vec![reference_to("role-drift-correction", "arn"), reference_to("role-drift-correction-execution", "arn")]),
     );
-    b.add(
-        "iam:role",
-        "role-drift-correction-scheduler",
-        obj(json!({
-            "name": format!("{stack}-{NAME}-scheduler"),
-            "path": role_path(&stack),
-            "trust": scheduler_trust,
-            "policies": {"run-task": {"Version": "2012-10-17", "Statement": set(vec![run_task, tag_run, pass])}},
-        })),
-        &[],
-    );
+    let policy = json!({"Version": "2012-10-17", "Statement": set(vec![run_task, tag_run, pass])});
+    let scheduler_role = role(&stack, &format!("{NAME}-scheduler"), &scheduler_trust, "run-task", policy);
+    b.add("iam:role", "role-drift-correction-scheduler", scheduler_role, &[]);
 
-    b.add("scheduler:schedule-group", "schedule-group", obj(json!({"name": group})), &[]);
+    b.add("scheduler:schedule-group", "schedule-group", |tags| ScheduleGroupFields { name: group.clone(), tags }, &[]);
     let egress = b.private_egress();
-    b.add_untagged(
-        "scheduler:schedule",
-        "schedule-drift-correction",
-        obj(json!({
-            "name": NAME,
-            "group": reference_to("schedule-group", "name"),
-            "expression": dc.schedule,
-            "timezone": "UTC",
-            "state": "ENABLED",
-            "flexible_window_minutes": null,
-            "description": format!("reconciler {} of stack {stack} (managed by reconciler)", if dc.mode == DriftMode::Apply { "drift correction" } else { "drift report" }),
-            "target": {
-                "cluster": reference_to(ids::CLUSTER, "arn"),
-                "role": reference_to("role-drift-correction-scheduler", "arn"),
-                "task_definition": reference_to(ids::DRIFT_TASK_DEFINITION, "arn"),
-                "launch_type": "FARGATE",
-                "task_count": 1,
-                "subnets": set(private_subnets.iter().map(|s| reference(s)).collect()),
-                "security_groups": set(vec![reference("sg-drift-correction")]),
-                "assign_public_ip": false,
-                // Tagged as the stack's: `destroy` may stop a run still going, and it costs the stack.
-                "propagate_tags": "TASK_DEFINITION",
-                // A failed start is not retried: the next scheduled run is the retry.
-                "retry_attempts": 0,
-                "max_event_age_seconds": 60,
-            },
-        })),
-        &egress.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let what = if dc.mode == DriftMode::Apply { "drift correction" } else { "drift report" };
+    let schedule = ScheduleFields {
+        name: NAME.into(),
+        group: Ref::attr("schedule-group", "name"),
+        expression: dc.schedule.clone(),
+        timezone: "UTC".into(),
+        state: "ENABLED".into(),
+        flexible_window_minutes: None,
+        description: format!("reconciler {what} of stack {stack} (managed by reconciler)"),
+        target: ScheduleTarget {
+            cluster: Ref::attr(ids::CLUSTER, "arn"),
+            role: Ref::attr("role-drift-correction-scheduler", "arn"),
+            task_definition: Ref::attr(ids::DRIFT_TASK_DEFINITION, "arn"),
+            launch_type: "FARGATE".into(),
+            task_count: 1,
+            subnets: refs_to(private_subnets),
+            security_groups: Set::of(vec![Ref::to("sg-drift-correction")]),
+            assign_public_ip: false,
+            // Tagged as the stack's: `destroy` may stop a run still going, and it costs the stack.
+            propagate_tags: "TASK_DEFINITION".into(),
+            // A failed start is not retried: the next scheduled run is the retry.
+            retry_attempts: 0,
+            max_event_age_seconds: 60,
+        },
+    };
+    b.add_untagged("scheduler:schedule", "schedule-drift-correction", schedule, &egress.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::desired::{build as build_all, DesiredState, Facts};
+    use crate::engine::reference;
     use crate::engine::Desired;
     use crate::spec::Spec;
     use std::collections::BTreeMap;

@@ -3,10 +3,13 @@
 //! Cloud Map service; `ANY /` and `ANY /{proxy+}` routes; the `$default` stage (no stage name
 //! in the path), auto-deployed, with JSON access logs and default route throttling.
 
-use super::{obj, Builder};
-use crate::engine::{reference, reference_to, set};
+use super::{refs_to, Builder};
+use crate::engine::{Ref, Set};
 use crate::ids;
-use serde_json::{json, Value};
+use crate::resources::apigateway::{
+    ApiFields, ApiMappingFields, DomainNameFields, IntegrationFields, RouteFields, StageFields, VpcLinkFields,
+};
+use crate::resources::logs::LogGroupFields;
 
 /// API Gateway cuts an HTTP API's integration off at 30 s; stay under it.
 pub const INTEGRATION_TIMEOUT_MS: u64 = 29_000;
@@ -40,76 +43,56 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     let stack = b.spec.name.clone();
 
     if let Some(l) = &api.access_logs {
-        b.add_with_policy(
-            "logs:log-group",
-            ids::LOG_API,
-            obj(json!({"name": api_log_group(&stack), "retention_days": l.retention_days})),
-            &[],
-            l.deletion_policy,
-        );
+        let log_group = |tags| LogGroupFields { name: api_log_group(&stack), retention_days: Some(l.retention_days.into()), tags };
+        b.add_with_policy("logs:log-group", ids::LOG_API, log_group, &[], l.deletion_policy);
     }
-    b.add(
-        "apigateway:vpc-link",
-        ids::VPC_LINK,
-        obj(json!({
-            "name": stack,
-            "subnets": set(private_subnets.iter().map(|s| reference(s)).collect()),
-            "security_groups": set(vec![reference("sg-vpc-link")]),
-        })),
-        &[],
-    );
-    b.add("apigateway:api", ids::API, obj(json!({"name": api.name, "protocol": "HTTP"})), &[]);
-    b.add_untagged(
-        "apigateway:integration",
-        ids::INTEGRATION,
-        obj(json!({
-            "api": reference(ids::API),
-            "integration_type": "HTTP_PROXY",
-            "method": "ANY",
-            "connection_type": "VPC_LINK",
-            "connection_id": reference(ids::VPC_LINK),
-            "uri": reference_to(ids::DISCOVERY_SERVICE, "arn"),
-            "payload_format": "1.0",
-            "timeout_ms": INTEGRATION_TIMEOUT_MS,
-            "request_parameters": {format!("overwrite:header.{CLIENT_IP_HEADER}"): "$context.identity.sourceIp"},
-        })),
-        &[],
-    );
-    for (id, key) in ROUTES {
-        b.add_untagged(
-            "apigateway:route",
-            id,
-            obj(json!({"api": reference(ids::API), "route_key": key, "integration": reference(ids::INTEGRATION), "authorization": "NONE"})),
-            &[],
-        );
-    }
-    let (destination, format) = match &api.access_logs {
-        Some(_) => (reference_to(ids::LOG_API, "arn"), json!(ACCESS_LOG_FORMAT)),
-        None => (Value::Null, Value::Null),
+    let vpc_link = |tags| VpcLinkFields {
+        name: stack.clone(),
+        subnets: refs_to(private_subnets),
+        security_groups: Set::of(vec![Ref::to("sg-vpc-link")]),
+        tags,
     };
-    b.add_untagged(
-        "apigateway:stage",
-        ids::STAGE,
-        obj(json!({
-            "api": reference(ids::API),
-            "name": "$default",
-            "auto_deploy": true,
-            "access_log_destination": destination,
-            "access_log_format": format,
-            "throttling_rate": api.throttling.as_ref().map(|t| t.rate),
-            "throttling_burst": api.throttling.as_ref().map(|t| t.burst),
-        })),
-        // The routes exist before the stage deploys them.
-        &["route-root", "route-proxy"],
-    );
+    b.add("apigateway:vpc-link", ids::VPC_LINK, vpc_link, &[]);
+    b.add("apigateway:api", ids::API, |tags| ApiFields { name: api.name.clone(), protocol: "HTTP".into(), tags }, &[]);
+    let integration = IntegrationFields {
+        api: Ref::to(ids::API),
+        integration_type: "HTTP_PROXY".into(),
+        method: "ANY".into(),
+        connection_type: "VPC_LINK".into(),
+        connection_id: Ref::to(ids::VPC_LINK),
+        uri: Ref::attr(ids::DISCOVERY_SERVICE, "arn"),
+        payload_format: "1.0".into(),
+        timeout_ms: INTEGRATION_TIMEOUT_MS,
+        request_parameters: [(format!("overwrite:header.{CLIENT_IP_HEADER}"), "$context.identity.sourceIp".to_string())].into(),
+    };
+    b.add_untagged("apigateway:integration", ids::INTEGRATION, integration, &[]);
+    for (id, key) in ROUTES {
+        let route = RouteFields {
+            api: Ref::to(ids::API),
+            route_key: key.into(),
+            integration: Ref::to(ids::INTEGRATION),
+            authorization: "NONE".into(),
+        };
+        b.add_untagged("apigateway:route", id, route, &[]);
+    }
+    let logs = api.access_logs.as_ref();
+    let stage = StageFields {
+        api: Ref::to(ids::API),
+        name: "$default".into(),
+        auto_deploy: true,
+        access_log_destination: logs.map(|_| Ref::attr(ids::LOG_API, "arn")),
+        access_log_format: logs.map(|_| ACCESS_LOG_FORMAT.into()),
+        throttling_rate: api.throttling.as_ref().map(|t| t.rate),
+        throttling_burst: api.throttling.as_ref().map(|t| t.burst.into()),
+    };
+    // The routes exist before the stage deploys them.
+    b.add_untagged("apigateway:stage", ids::STAGE, stage, &["route-root", "route-proxy"]);
     if let Some(d) = &api.domain {
-        b.add("apigateway:domain-name", ids::DOMAIN_NAME, obj(json!({"name": d.name, "certificate_arn": d.certificate_arn})), &[]);
-        b.add_untagged(
-            "apigateway:api-mapping",
-            "api-mapping",
-            obj(json!({"domain": reference(ids::DOMAIN_NAME), "api": reference(ids::API), "stage": "$default", "key": ""})),
-            &["stage"],
-        );
+        let domain = |tags| DomainNameFields { name: d.name.clone(), certificate_arn: d.certificate_arn.clone(), tags };
+        b.add("apigateway:domain-name", ids::DOMAIN_NAME, domain, &[]);
+        let mapping =
+            ApiMappingFields { domain: Ref::to(ids::DOMAIN_NAME), api: Ref::to(ids::API), stage: "$default".into(), key: String::new() };
+        b.add_untagged("apigateway:api-mapping", "api-mapping", mapping, &["stage"]);
     }
 }
 
@@ -119,7 +102,7 @@ mod tests {
 
     #[test]
     fn the_access_log_format_is_json() {
-        let v: Value = serde_json::from_str(ACCESS_LOG_FORMAT).expect("valid JSON");
+        let v: serde_json::Value = serde_json::from_str(ACCESS_LOG_FORMAT).expect("valid JSON");
         for field in ["requestId", "ip", "status", "integrationStatus", "integrationError", "error"] {
             assert!(v.get(field).is_some(), "{field} missing");
         }

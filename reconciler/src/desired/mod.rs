@@ -9,11 +9,12 @@ pub mod drift_correction;
 mod edge;
 mod network;
 
-use crate::engine::ownership;
-use crate::engine::{Desired, Fields};
+use crate::engine::fields::untyped;
+use crate::engine::ownership::{self, TagMap};
+use crate::engine::{initial_value, Desired, Ref, Set};
 pub use crate::facts::{ExistingNetwork, Facts};
 use crate::spec::{DeletionPolicy, Spec};
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// The desired resources, and the AWS ids of what they reference but the stack does not own.
@@ -30,30 +31,41 @@ pub(crate) struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// A resource that takes tags: the ownership tags and the spec's tags are added.
-    fn add(&mut self, kind: &'static str, id: &str, fields: Fields, after: &[&str]) {
+    /// A resource that takes tags: `fields` builds the kind's fields struct around the tags
+    /// it is given (the ownership tags and the spec's).
+    fn add<F: Serialize>(&mut self, kind: &'static str, id: &str, fields: impl Fn(TagMap) -> F, after: &[&str]) {
         self.add_tagged(kind, id, fields, after, false);
     }
 
     /// A resource that holds data (log group, queue) with its own deletion policy (default:
     /// the stack's). `retain` is recorded on the resource as a tag, so that pruning and
     /// destroy know it without the spec.
-    fn add_with_policy(&mut self, kind: &'static str, id: &str, fields: Fields, after: &[&str], policy: Option<DeletionPolicy>) {
+    fn add_with_policy<F: Serialize>(
+        &mut self,
+        kind: &'static str,
+        id: &str,
+        fields: impl Fn(TagMap) -> F,
+        after: &[&str],
+        policy: Option<DeletionPolicy>,
+    ) {
         let retain = policy.unwrap_or(self.spec.deletion_policy) == DeletionPolicy::Retain;
         self.add_tagged(kind, id, fields, after, retain);
     }
 
-    fn add_tagged(&mut self, kind: &'static str, id: &str, mut fields: Fields, after: &[&str], retain: bool) {
+    fn add_tagged<F: Serialize>(&mut self, kind: &'static str, id: &str, fields: impl Fn(TagMap) -> F, after: &[&str], retain: bool) {
         let mut tags = ownership::tags(&self.spec.name, id, &self.spec.tags);
         if retain {
             tags.insert(ownership::RETAIN_TAG.into(), "retain".into());
         }
-        fields.insert("tags".into(), json!(tags));
-        // What this resource is converged to, recorded on it (drift attribution).
-        let applied = ownership::applied_hash(&fields);
+        // What this resource is converged to, recorded on it (drift attribution): hashed with
+        // its tags as they are, also where they are only set on create (`Managed::Initial`).
+        let mut hashed = untyped(&fields(tags.clone()));
+        if let Some(plain) = hashed.get("tags").and_then(initial_value).cloned() {
+            hashed.insert("tags".into(), plain);
+        }
+        let applied = ownership::applied_hash(&hashed);
         tags.insert(ownership::APPLIED_TAG.into(), applied);
-        fields.insert("tags".into(), json!(tags));
-        self.add_untagged(kind, id, fields, after);
+        self.add_untagged(kind, id, fields(tags), after);
     }
 
     /// The private route tables, each with its route out (through a NAT gateway, which it
@@ -64,16 +76,15 @@ impl Builder<'_> {
     }
 
     /// A resource that takes no tags (found by its parent).
-    fn add_untagged(&mut self, kind: &'static str, id: &str, fields: Fields, after: &[&str]) {
+    fn add_untagged<F: Serialize>(&mut self, kind: &'static str, id: &str, fields: F, after: &[&str]) {
+        let fields = untyped(&fields);
         self.out.push(Desired { kind, id: id.into(), fields, after: after.iter().map(|s| s.to_string()).collect() });
     }
 }
 
-fn obj(v: Value) -> Fields {
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!("desired fields are objects"),
-    }
+/// References to the nodes `ids` (subnets, security groups), as a set.
+fn refs_to(ids: &[String]) -> Set<Ref> {
+    Set::of(ids.iter().map(|s| Ref::to(s)).collect())
 }
 
 pub fn build(spec: &Spec, facts: &Facts) -> anyhow::Result<DesiredState> {
@@ -91,6 +102,7 @@ mod tests {
     use super::*;
     use crate::engine::{reference, set};
     use crate::resources::registry;
+    use serde_json::{json, Value};
 
     fn spec(nat: &str) -> Spec {
         crate::spec::parse(
@@ -241,9 +253,13 @@ mod tests {
         let cidr = subnet.fields.remove("cidr").unwrap();
         subnet.fields.insert("cdir".into(), cidr);
         d.resources.iter_mut().find(|r| r.id == "queue").unwrap().fields.insert("visibility_timeout".into(), json!("30s"));
+        // And a node the struct reads but would not write back the same (null where the struct
+        // leaves the field out) is named too.
+        d.resources.iter_mut().find(|r| r.id == "subnet-private-2").unwrap().fields.insert("public_ip_on_launch".into(), Value::Null);
         let e = crate::engine::fields::check_desired(&kinds, &d.resources, &d.externals).unwrap_err().to_string();
         assert!(e.contains("ec2:subnet subnet-private-1") && e.contains("cdir"), "{e}");
         assert!(e.contains("sqs:queue queue") && e.contains(r#"string "30s", expected u64"#), "{e}");
+        assert!(e.contains(r#"ec2:subnet subnet-private-2: its fields struct does not write back ["public_ip_on_launch"]"#), "{e}");
     }
 
     fn node<'a>(d: &'a DesiredState, id: &str) -> &'a Desired {

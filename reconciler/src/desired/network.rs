@@ -1,26 +1,39 @@
 //! The network section: a new VPC (subnets, gateways, routes) or references to an existing
 //! one, and the two security groups every layout needs.
 
-use super::{obj, Builder, Facts};
-use crate::engine::{initial, reference, set};
+use super::{refs_to, Builder, Facts};
+use crate::engine::{Managed, Ref, Set};
 use crate::ids;
+use crate::resources::ec2::{
+    ElasticIpFields, InternetGatewayFields, NatGatewayFields, Route, RouteTableFields, SecurityGroupFields, SubnetFields, VpcFields,
+};
 use crate::spec::cidr::Cidr;
 use crate::spec::NatMode;
-use serde_json::{json, Value};
 
 impl Builder<'_> {
-    pub(super) fn security_group(&mut self, id: &str, suffix: &str, purpose: &str, ingress: Vec<Value>, egress: Vec<Value>) {
-        let fields = obj(json!({
-            "group_name": format!("{}-{suffix}", self.spec.name),
-            // EC2 cannot change a description: set it on create and never compare it, so
-            // that rewording it here never replaces a group in use.
-            "description": initial(json!(format!("{} {purpose} (managed by reconciler)", self.spec.name))),
-            "vpc": reference(ids::VPC),
-            "ingress": set(ingress),
-            "egress": set(egress),
-        }));
-        self.add("ec2:security-group", id, fields, &[]);
+    pub(super) fn security_group(&mut self, id: &str, suffix: &str, purpose: &str, ingress: Vec<String>, egress: Vec<String>) {
+        let stack = self.spec.name.clone();
+        self.add(
+            "ec2:security-group",
+            id,
+            |tags| SecurityGroupFields {
+                group_name: format!("{stack}-{suffix}"),
+                // EC2 cannot change a description: set it on create and never compare it, so
+                // that rewording it here never replaces a group in use.
+                description: Managed::Initial(format!("{stack} {purpose} (managed by reconciler)")),
+                vpc: Ref::to(ids::VPC),
+                ingress: Set::of(ingress.clone()),
+                egress: Set::of(egress.clone()),
+                tags,
+            },
+            &[],
+        );
     }
+}
+
+/// The route out of a route table: to the internet or NAT gateway `target`.
+fn default_route(target: &str) -> Route {
+    Route { destination: "0.0.0.0/0".into(), target: Ref::to(target) }
 }
 
 /// Zone k (1-based) for each subnet pair: the one its subnets already use, else the first
@@ -69,22 +82,21 @@ pub(super) fn build(b: &mut Builder, facts: &Facts) -> anyhow::Result<Vec<String
         private_ids = (1..=n).map(|k| format!("subnet-private-{k}")).collect();
         let private = subnets(&vpc.private_subnets, true)?;
 
-        b.add("ec2:vpc", ids::VPC, obj(json!({"cidr": vpc_cidr, "dns_support": true, "dns_hostnames": true})), &[]);
-        b.add("ec2:internet-gateway", "igw", obj(json!({"vpc": reference(ids::VPC)})), &[]);
+        let dns = Some(true);
+        b.add("ec2:vpc", ids::VPC, |tags| VpcFields { cidr: vpc_cidr.clone(), dns_support: dns, dns_hostnames: dns, tags }, &[]);
+        b.add("ec2:internet-gateway", "igw", |tags| InternetGatewayFields { vpc: Some(Ref::to(ids::VPC)), tags }, &[]);
         for (i, az) in azs.iter().enumerate() {
             let k = i + 1;
-            b.add(
-                "ec2:subnet",
-                &format!("subnet-public-{k}"),
-                obj(json!({"vpc": reference(ids::VPC), "cidr": public[i], "availability_zone": az, "public_ip_on_launch": true})),
-                &[],
-            );
-            b.add(
-                "ec2:subnet",
-                &format!("subnet-private-{k}"),
-                obj(json!({"vpc": reference(ids::VPC), "cidr": private[i], "availability_zone": az, "public_ip_on_launch": false})),
-                &[],
-            );
+            for (tier, cidr, public_ip) in [("public", &public[i], true), ("private", &private[i], false)] {
+                let subnet = |tags| SubnetFields {
+                    vpc: Ref::to(ids::VPC),
+                    cidr: cidr.clone(),
+                    availability_zone: az.clone(),
+                    public_ip_on_launch: Some(public_ip),
+                    tags,
+                };
+                b.add("ec2:subnet", &format!("subnet-{tier}-{k}"), subnet, &[]);
+            }
         }
         let nats = match vpc.nat {
             NatMode::PerAz => n,
@@ -92,35 +104,34 @@ pub(super) fn build(b: &mut Builder, facts: &Facts) -> anyhow::Result<Vec<String
             NatMode::None => 0,
         };
         for k in 1..=nats {
-            b.add("ec2:elastic-ip", &format!("eip-nat-{k}"), obj(json!({})), &[]);
+            b.add("ec2:elastic-ip", &format!("eip-nat-{k}"), |tags| ElasticIpFields { public_ip: None, tags }, &[]);
             // A public NAT gateway needs the internet gateway attached to be usable.
-            b.add(
-                "ec2:nat-gateway",
-                &format!("nat-{k}"),
-                obj(json!({"subnet": reference(&format!("subnet-public-{k}")), "allocation": reference(&format!("eip-nat-{k}"))})),
-                &["igw"],
-            );
-        }
-        let public_subnets: Vec<Value> = (1..=n).map(|k| reference(&format!("subnet-public-{k}"))).collect();
-        b.add(
-            "ec2:route-table",
-            "rt-public",
-            obj(json!({"vpc": reference(ids::VPC), "routes": set(vec![json!({"destination": "0.0.0.0/0", "target": reference("igw")})]), "subnets": set(public_subnets)})),
-            &[],
-        );
-        for k in 1..=n {
-            let routes = if nats == 0 {
-                set(vec![])
-            } else {
-                let nat = if nats == 1 { 1 } else { k };
-                set(vec![json!({"destination": "0.0.0.0/0", "target": reference(&format!("nat-{nat}"))})])
+            let nat = |tags| NatGatewayFields {
+                subnet: Ref::to(&format!("subnet-public-{k}")),
+                allocation: Some(Ref::to(&format!("eip-nat-{k}"))),
+                tags,
             };
-            b.add(
-                "ec2:route-table",
-                &format!("rt-private-{k}"),
-                obj(json!({"vpc": reference(ids::VPC), "routes": routes, "subnets": set(vec![reference(&format!("subnet-private-{k}"))])})),
-                &[],
-            );
+            b.add("ec2:nat-gateway", &format!("nat-{k}"), nat, &["igw"]);
+        }
+        let public_ids: Vec<String> = (1..=n).map(|k| format!("subnet-public-{k}")).collect();
+        let route_table = |routes: Vec<Route>, subnets: &[String]| {
+            let subnets = refs_to(subnets);
+            move |tags| RouteTableFields {
+                vpc: Ref::to(ids::VPC),
+                routes: Set::of(routes.clone()),
+                subnets: subnets.clone(),
+                association_ids: Default::default(),
+                tags,
+            }
+        };
+        b.add("ec2:route-table", "rt-public", route_table(vec![default_route("igw")], &public_ids), &[]);
+        for k in 1..=n {
+            let routes = match nats {
+                0 => vec![],
+                1 => vec![default_route("nat-1")],
+                _ => vec![default_route(&format!("nat-{k}"))],
+            };
+            b.add("ec2:route-table", &format!("rt-private-{k}"), route_table(routes, &[format!("subnet-private-{k}")]), &[]);
         }
     } else {
         let ex = facts.existing.as_ref().ok_or_else(|| anyhow::anyhow!("internal error: existing-VPC facts were not gathered"))?;
@@ -136,8 +147,8 @@ pub(super) fn build(b: &mut Builder, facts: &Facts) -> anyhow::Result<Vec<String
     // VPC link's ENIs live there); it needs egress to pull images and call AWS and Benchling.
     // The VPC link only needs to reach the service port inside the VPC.
     let port = spec.service.as_ref().map(|s| s.port).unwrap_or(8080);
-    let service_port = json!(format!("tcp {port} {vpc_cidr}"));
-    b.security_group("sg-service", "service", "webhook service tasks", vec![service_port.clone()], vec![json!("all all 0.0.0.0/0")]);
+    let service_port = format!("tcp {port} {vpc_cidr}");
+    b.security_group("sg-service", "service", "webhook service tasks", vec![service_port.clone()], vec!["all all 0.0.0.0/0".into()]);
     b.security_group("sg-vpc-link", "vpc-link", "API Gateway VPC link", vec![], vec![service_port]);
 
     Ok(private_ids)

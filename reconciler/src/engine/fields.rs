@@ -1,14 +1,16 @@
 //! A kind's typed view of its fields: each kind describes its fields as a serde struct that
-//! observe builds and the verbs read, so that a field name is a contract the compiler and
-//! serde check. Desired state still writes its nodes as JSON (references and markers are JSON
-//! objects there); [`check_desired`] reads every node of it into its kind's struct, so that a
-//! field desired state misspells fails a unit test, not an apply.
+//! desired state builds, observe reports and the verbs read, so that a field name is a
+//! contract the compiler checks. References and markers are typed there too
+//! (`engine::markers`: `Ref`, `Set`, `Managed`). The engine holds fields as JSON between the
+//! two ends, because it diffs, resolves and prints them without knowing any kind;
+//! [`check_desired`] reads every desired node back into its kind's struct, as built and as
+//! create receives it, so that a kind whose struct and verbs disagree fails a unit test.
 
 use super::planner::resolve_fields;
 use super::{for_create, Desired, DynKind, FieldChange, Fields, Identity};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A kind's typed fields from the engine's `Fields` (resolved). A field the kind does not know
 /// or a missing one is a mismatch between desired state and the kind: an internal error that
@@ -31,9 +33,19 @@ pub fn changed(changes: &[FieldChange], field: &str) -> bool {
     changes.iter().any(|c| c.field == field)
 }
 
-/// Whether every desired node reads into its kind's typed fields ([`Kind::check_fields`]) as
-/// `create` would receive it: references resolved (to stand-in ids: what matters is the
-/// shape, not the value) and markers replaced by their initial values. Pure, no AWS call: the
+/// The first reference or marker key (`$ref`, `$set`, `$initial`, `$within`) inside `v`.
+fn marker_in(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(m) => m.keys().find(|k| k.starts_with('$')).cloned().or_else(|| m.values().find_map(marker_in)),
+        Value::Array(a) => a.iter().find_map(marker_in),
+        _ => None,
+    }
+}
+
+/// Whether every desired node reads into its kind's typed fields ([`Kind::check_fields`]), both
+/// as desired state built it (references and markers in place) and as `create` would receive
+/// it: references resolved (to stand-in ids: what matters is the shape, not the value) and
+/// markers replaced by their initial values. Pure, no AWS call: the
 /// unit tests run it over the desired state of every spec in `specs/`, the spec fuzz target
 /// over every spec it finds valid. The error lists every node that does not fit.
 pub fn check_desired(kinds: &[Box<dyn DynKind>], desired: &[Desired], externals: &BTreeMap<String, String>) -> anyhow::Result<()> {
@@ -45,10 +57,41 @@ pub fn check_desired(kinds: &[Box<dyn DynKind>], desired: &[Desired], externals:
             bad.push(format!("{} {}: no such kind is registered", d.kind, d.id));
             continue;
         };
-        if let Err(e) = kind.check_fields(&for_create(&resolve_fields(&d.fields, &ids))) {
-            bad.push(format!("{} {}: {e}", d.kind, d.id));
+        match kind.check_fields(&d.fields) {
+            Err(e) => bad.push(format!("{} {}: {e}", d.kind, d.id)),
+            // What the struct writes back is the node: it carries every field, markers included.
+            Ok(back) if back != d.fields => {
+                let keys: BTreeSet<&String> = d.fields.keys().chain(back.keys()).collect();
+                let differ: Vec<&&String> = keys.iter().filter(|k| back.get(**k) != d.fields.get(**k)).collect();
+                bad.push(format!("{} {}: its fields struct does not write back {differ:?} as given", d.kind, d.id));
+            }
+            Ok(_) => match kind.check_fields(&for_create(&resolve_fields(&d.fields, &ids))) {
+                Err(e) => bad.push(format!("{} {} (as create receives it): {e}", d.kind, d.id)),
+                // A marker the engine does not apply (below the top level) would reach a verb.
+                Ok(back) => {
+                    if let Some(key) = marker_in(&Value::Object(back)) {
+                        bad.push(format!(
+                            "{} {}: `{key}` is left where create receives it: markers go on top-level fields only",
+                            d.kind, d.id
+                        ));
+                    }
+                }
+            },
         }
     }
     anyhow::ensure!(bad.is_empty(), "desired state does not fit its kinds' fields:\n{}", bad.join("\n"));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::marker_in;
+    use serde_json::json;
+
+    #[test]
+    fn a_marker_below_the_top_level_is_found() {
+        assert_eq!(marker_in(&json!({"a": 1, "b": [{"c": "$default"}]})), None, "a value starting with $ is not a marker");
+        assert_eq!(marker_in(&json!({"a": {"b": [{"$initial": 3}]}})).as_deref(), Some("$initial"));
+        assert_eq!(marker_in(&json!([{"$ref": "x"}])).as_deref(), Some("$ref"));
+    }
 }

@@ -13,13 +13,15 @@ use std::future::Future;
 pub trait Kind: Send + Sync {
     /// Stable kind name, e.g. `ec2:subnet`, `ecs:service`.
     fn name(&self) -> &'static str;
-    /// The kind's fields as a serde struct: what observe reports and the verbs read.
-    type Typed: serde::de::DeserializeOwned;
-    /// Reads resolved desired fields (as `create` receives them) into [`Kind::Typed`], or says
-    /// which field does not fit. Desired state is checked against it by a unit test and by the
-    /// spec fuzz target, so a misspelt or mistyped field fails there instead of at apply.
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
-        super::fields::typed::<Self::Typed>(self.name(), fields).map(drop)
+    /// The kind's fields as a serde struct: what desired state builds, observe reports and the
+    /// verbs read.
+    type Typed: serde::de::DeserializeOwned + serde::Serialize;
+    /// Reads fields (as desired state built them, or as `create` receives them) into
+    /// [`Kind::Typed`] and writes them back, or says which field does not fit. Desired state is
+    /// checked against it by a unit test and by the spec fuzz target, so a field the struct
+    /// does not carry, or carries differently, fails there instead of at apply.
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<Fields> {
+        super::fields::typed::<Self::Typed>(self.name(), fields).map(|t| super::fields::untyped(&t))
     }
     /// Fields that cannot change in place: a difference there is a replacement.
     fn replace_on(&self) -> &'static [&'static str];
@@ -81,7 +83,7 @@ pub trait Kind: Send + Sync {
 /// registry. Every [`Kind`] is one; nothing else implements it.
 pub trait DynKind: Send + Sync {
     fn name(&self) -> &'static str;
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()>;
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<Fields>;
     fn replace_on(&self) -> &'static [&'static str];
     fn replacement(&self) -> Replacement;
     fn replacement_for(&self, changes: &[FieldChange]) -> Replacement;
@@ -106,7 +108,7 @@ impl<K: Kind> DynKind for K {
     fn name(&self) -> &'static str {
         Kind::name(self)
     }
-    fn check_fields(&self, fields: &Fields) -> anyhow::Result<()> {
+    fn check_fields(&self, fields: &Fields) -> anyhow::Result<Fields> {
         Kind::check_fields(self, fields)
     }
     fn replace_on(&self) -> &'static [&'static str] {

@@ -13,6 +13,7 @@ pub mod fields;
 mod graph;
 mod kind;
 pub mod lock;
+mod markers;
 mod observe;
 pub mod ownership;
 mod planner;
@@ -34,10 +35,12 @@ pub use destroy::{destroy, destroy_order};
 pub use diff::{diff_fields, for_create, for_update};
 pub use graph::creation_order;
 pub use kind::{DynKind, Kind};
+pub(crate) use markers::{initial_value, within_bounds};
+pub use markers::{set_of, UNKNOWN};
+pub use markers::{Managed, Ref, Set};
 pub use observe::{observe, observe_owned, Snapshot};
 pub use planner::plan;
-pub use refs::{initial, normalise_set, reference, reference_to, references as references_in, resolve, set, set_of, within, UNKNOWN};
-pub(crate) use refs::{initial_value, within_bounds};
+pub use refs::{initial, normalise_set, reference, reference_to, references as references_in, resolve, set, within};
 pub use retry::{call_failed, call_failed_with, AwsError, ErrorClass};
 
 use serde_json::{Map, Value};
@@ -49,9 +52,9 @@ pub type Fields = Map<String, Value>;
 /// Attributes other resources may reference besides the physical id: `arn`, `name`, `url`, ...
 pub type Attrs = BTreeMap<String, String>;
 
-/// One resource the spec wants. `fields` may contain references (`engine::reference(id)`,
-/// `engine::reference_to(id, "arn")`) to other nodes; the dependency graph is derived from
-/// them plus `after`.
+/// One resource the spec wants: its kind's fields struct as JSON. `fields` may contain
+/// references (`Ref::to(id)`, `Ref::attr(id, "arn")`) to other nodes; the dependency graph is
+/// derived from them plus `after`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
     pub kind: &'static str,

@@ -6,38 +6,44 @@
 //! - `{"$within": [min, max], "$initial": n}` is set to `n` on create and afterwards only
 //!   drift when the live value leaves [min, max] (a count that autoscaling owns).
 
+pub(crate) use super::markers::{initial_value, set_of, within_bounds, UNKNOWN};
+use super::markers::{Managed, Ref, Set};
 use super::Identity;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Shown in plans for values that only exist after a dependency is created.
-pub const UNKNOWN: &str = "(known after apply)";
+// The JSON builders below serialise the typed forms (`engine::markers`): one definition of
+// each marker's shape.
 
 pub fn reference(id: &str) -> Value {
-    json!({ "$ref": id })
+    to_json(Ref::to(id))
 }
 
 /// One attribute of another node (`arn`, `name`, `url`: whatever its kind reports).
 pub fn reference_to(id: &str, attr: &str) -> Value {
-    json!({ "$ref": id, "$attr": attr })
+    to_json(Ref::attr(id, attr))
 }
 
 /// A list AWS treats as a set (rules, routes, associations). It is sorted after references
 /// are resolved, because the order of AWS ids is only known then; observe sorts the live
-/// side the same way (`normalise_set`), so order never shows as a change.
+/// side the same way (`Set::from`, `set_of`), so order never shows as a change.
 pub fn set(items: Vec<Value>) -> Value {
-    json!({ "$set": items })
+    to_json(Set::of(items))
 }
 
 /// Set on create; afterwards another owner controls it (a deploy pipeline's image).
 pub fn initial(v: Value) -> Value {
-    json!({ "$initial": v })
+    to_json(Managed::Initial(v))
 }
 
 /// Set to `initial` on create; afterwards drift only outside [min, max].
 pub fn within(min: u64, max: u64, initial: u64) -> Value {
-    json!({ "$within": [min, max], "$initial": initial })
+    to_json(Managed::Within { min, max, initial })
+}
+
+fn to_json(v: impl Serialize) -> Value {
+    serde_json::to_value(v).expect("markers serialise to JSON")
 }
 
 fn ref_target(v: &Value) -> Option<(&str, Option<&str>)> {
@@ -55,21 +61,6 @@ fn set_items(v: &Value) -> Option<&Vec<Value>> {
         Value::Object(m) if m.len() == 1 => m.get("$set").and_then(Value::as_array),
         _ => None,
     }
-}
-
-/// The value of an `$initial` marker, if `v` is one.
-pub(crate) fn initial_value(v: &Value) -> Option<&Value> {
-    match v {
-        Value::Object(m) if m.len() == 1 => m.get("$initial"),
-        _ => None,
-    }
-}
-
-/// (min, max, initial) of a `$within` marker.
-pub(crate) fn within_bounds(v: &Value) -> Option<(f64, f64, &Value)> {
-    let Value::Object(m) = v else { return None };
-    let b = m.get("$within")?.as_array()?;
-    Some((b.first()?.as_f64()?, b.get(1)?.as_f64()?, m.get("$initial")?))
 }
 
 /// Every logical id referenced anywhere inside `v`.
@@ -119,18 +110,10 @@ pub fn normalise_set(items: Vec<Value>) -> Value {
     Value::Array(set_of(items))
 }
 
-/// A list AWS treats as a set, sorted by JSON text with duplicates dropped: the one order both
-/// sides are compared in (desired sets through [`normalise_set`], a kind's typed sets
-/// directly), so that the order AWS reports never shows as a change.
-pub fn set_of<T: Serialize + PartialEq>(mut items: Vec<T>) -> Vec<T> {
-    items.sort_by_cached_key(|v| serde_json::to_string(v).unwrap_or_default());
-    items.dedup();
-    items
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ids(pairs: &[(&str, &str)]) -> BTreeMap<String, Identity> {
         pairs.iter().map(|(k, v)| (k.to_string(), Identity::id(*v).with("arn", format!("arn:{v}")))).collect()

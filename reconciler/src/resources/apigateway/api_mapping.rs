@@ -4,6 +4,7 @@
 
 use super::{all_pages_of_domains, call_failed, client, owned, pages};
 use crate::engine::fields::{typed, untyped};
+use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +14,9 @@ pub struct ApiMapping;
 #[serde(deny_unknown_fields)]
 pub struct ApiMappingFields {
     /// The domain name (the parent's physical id).
-    pub domain: String,
-    pub api: String,
-    pub stage: String,
+    pub domain: Ref,
+    pub api: Ref,
+    pub stage: Ref,
     /// The base path; empty: the domain's root.
     pub key: String,
 }
@@ -53,9 +54,9 @@ impl Kind for ApiMapping {
                 let key = m.api_mapping_key().unwrap_or_default();
                 let id = super::child_id(wanted, "key", key, &format!("api mapping {domain}/"));
                 let fields = ApiMappingFields {
-                    domain: domain.to_string(),
-                    api: m.api_id().unwrap_or_default().to_string(),
-                    stage: m.stage().unwrap_or_default().to_string(),
+                    domain: domain.to_string().into(),
+                    api: m.api_id().unwrap_or_default().to_string().into(),
+                    stage: m.stage().unwrap_or_default().to_string().into(),
                     key: key.to_string(),
                 };
                 let mut o = Observed::new(self.name(), id, mapping_id.to_string(), untyped(&fields));

@@ -12,6 +12,7 @@
 
 use super::{api_of, call_failed, child, children, client, pages};
 use crate::engine::fields::{typed, untyped};
+use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_apigatewayv2::types::{ConnectionType, IntegrationType};
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ pub struct Integration;
 #[serde(deny_unknown_fields)]
 pub struct IntegrationFields {
     /// The parent API's id.
-    pub api: String,
+    pub api: Ref,
     /// `HTTP_PROXY`.
     pub integration_type: String,
     /// `ANY`: the method is passed through.
@@ -31,9 +32,9 @@ pub struct IntegrationFields {
     /// `VPC_LINK`.
     pub connection_type: String,
     /// The VPC link's id.
-    pub connection_id: String,
+    pub connection_id: Ref,
     /// The Cloud Map service's ARN.
-    pub uri: String,
+    pub uri: Ref,
     /// `1.0`.
     pub payload_format: String,
     /// At most 29 000 ms (API Gateway cuts HTTP APIs off at 30 s).
@@ -55,12 +56,12 @@ pub fn logical_id(description: Option<&str>) -> Option<&str> {
 /// payload format of 1.0 and a 30 s timeout).
 pub fn integration_fields(api_id: &str, i: &aws_sdk_apigatewayv2::types::Integration) -> IntegrationFields {
     IntegrationFields {
-        api: api_id.to_string(),
+        api: api_id.to_string().into(),
         integration_type: i.integration_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
         method: i.integration_method().unwrap_or_default().to_string(),
         connection_type: i.connection_type().map(|t| t.as_str().to_string()).unwrap_or_else(|| "INTERNET".into()),
-        connection_id: i.connection_id().unwrap_or_default().to_string(),
-        uri: i.integration_uri().unwrap_or_default().to_string(),
+        connection_id: i.connection_id().unwrap_or_default().to_string().into(),
+        uri: i.integration_uri().unwrap_or_default().to_string().into(),
         payload_format: i.payload_format_version().unwrap_or("1.0").to_string(),
         timeout_ms: i.timeout_in_millis().unwrap_or(30_000).max(0) as u64,
         request_parameters: i.request_parameters().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(),

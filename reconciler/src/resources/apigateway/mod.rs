@@ -16,13 +16,13 @@ mod route;
 mod stage;
 mod vpc_link;
 
-pub use api::HttpApi;
-pub use api_mapping::ApiMapping;
-pub use domain_name::DomainName;
-pub use integration::Integration;
-pub use route::Route;
-pub use stage::Stage;
-pub use vpc_link::VpcLink;
+pub use api::{ApiFields, HttpApi};
+pub use api_mapping::{ApiMapping, ApiMappingFields};
+pub use domain_name::{DomainName, DomainNameFields};
+pub use integration::{Integration, IntegrationFields};
+pub use route::{Route, RouteFields};
+pub use stage::{Stage, StageFields};
+pub use vpc_link::{VpcLink, VpcLinkFields};
 
 use crate::engine::ownership::{self, TagDelta, TagMap};
 use crate::engine::retry::AwsError;

@@ -5,6 +5,7 @@
 
 use super::{api_of, call_failed, child, child_id, children, client, pages};
 use crate::engine::fields::{typed, untyped};
+use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use serde::{Deserialize, Serialize};
 
@@ -13,11 +14,11 @@ pub struct Route;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFields {
-    pub api: String,
+    pub api: Ref,
     /// `ANY /{proxy+}`.
     pub route_key: String,
     /// The integration's id (the target is `integrations/<id>`).
-    pub integration: String,
+    pub integration: Ref,
     /// `NONE`: the service verifies each webhook's signature itself.
     pub authorization: String,
 }
@@ -62,9 +63,9 @@ impl Kind for Route {
             .filter_map(|(api_id, r)| {
                 let (route_id, key) = (r.route_id()?, r.route_key()?);
                 let fields = RouteFields {
-                    api: api_id.clone(),
+                    api: api_id.clone().into(),
                     route_key: key.to_string(),
-                    integration: target_integration(r.target()),
+                    integration: target_integration(r.target()).into(),
                     authorization: r.authorization_type().map(|a| a.as_str().to_string()).unwrap_or_else(|| "NONE".into()),
                 };
                 Some(child(self.name(), child_id(wanted, "route_key", key, "route"), route_id, api_id, untyped(&fields)))

@@ -7,6 +7,7 @@
 
 use super::{api_of, call_failed, child, child_id, children, client, not_implemented, pages};
 use crate::engine::fields::{typed, untyped};
+use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_apigatewayv2::types::{AccessLogSettings, RouteSettings};
 use serde::{Deserialize, Serialize};
@@ -16,12 +17,12 @@ pub struct Stage;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageFields {
-    pub api: String,
+    pub api: Ref,
     /// `$default`.
     pub name: String,
     pub auto_deploy: bool,
     /// The access log group's ARN (without `:*`); `None`: no access logs.
-    pub access_log_destination: Option<String>,
+    pub access_log_destination: Option<Ref>,
     /// The access log line: JSON with `$context` variables.
     pub access_log_format: Option<String>,
     /// Default route throttling: steady requests per second.
@@ -35,10 +36,10 @@ pub fn stage_fields(api_id: &str, s: &aws_sdk_apigatewayv2::types::Stage) -> Sta
     let logs = s.access_log_settings();
     let route = s.default_route_settings();
     StageFields {
-        api: api_id.to_string(),
+        api: api_id.to_string().into(),
         name: s.stage_name().unwrap_or_default().to_string(),
         auto_deploy: s.auto_deploy().unwrap_or(false),
-        access_log_destination: logs.and_then(|l| l.destination_arn()).map(str::to_string),
+        access_log_destination: logs.and_then(|l| l.destination_arn()).map(str::to_string).map(Into::into),
         access_log_format: logs.and_then(|l| l.format()).map(str::to_string),
         throttling_rate: route.and_then(|r| r.throttling_rate_limit()),
         throttling_burst: route.and_then(|r| r.throttling_burst_limit()).map(|b| b.max(0) as u64),

@@ -10,6 +10,7 @@ use crate::engine::fields::{typed, untyped};
 use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::retry::is_gone;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Status};
+use crate::engine::{Ref, Set};
 use aws_sdk_apigatewayv2::types::VpcLinkStatus;
 use serde::{Deserialize, Serialize};
 
@@ -26,9 +27,9 @@ pub struct VpcLink;
 pub struct VpcLinkFields {
     pub name: String,
     /// Sorted (a set).
-    pub subnets: Vec<String>,
+    pub subnets: Set<Ref>,
     /// Sorted (a set).
-    pub security_groups: Vec<String>,
+    pub security_groups: Set<Ref>,
     pub tags: TagMap,
 }
 
@@ -89,8 +90,8 @@ impl Kind for VpcLink {
             let (Some((id, tags)), Some(link_id)) = (owned(ctx, l.tags()), l.vpc_link_id()) else { continue };
             let fields = VpcLinkFields {
                 name: l.name().unwrap_or_default().to_string(),
-                subnets: sorted(l.subnet_ids()),
-                security_groups: sorted(l.security_group_ids()),
+                subnets: sorted(l.subnet_ids()).into(),
+                security_groups: sorted(l.security_group_ids()).into(),
                 tags,
             };
             let mut o = Observed::new(self.name(), id, link_id.to_string(), untyped(&fields));
@@ -109,8 +110,8 @@ impl Kind for VpcLink {
         let out = client(ctx)
             .create_vpc_link()
             .name(&f.name)
-            .set_subnet_ids(Some(f.subnets.clone()))
-            .set_security_group_ids(Some(f.security_groups.clone()))
+            .set_subnet_ids(Some(f.subnets.ids()))
+            .set_security_group_ids(Some(f.security_groups.ids()))
             .set_tags(Some(f.tags.clone().into_iter().collect()))
             .send()
             .await;

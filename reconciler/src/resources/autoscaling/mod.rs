@@ -7,8 +7,8 @@
 mod scalable_target;
 mod scaling_policy;
 
-pub use scalable_target::ScalableTarget;
-pub use scaling_policy::ScalingPolicy;
+pub use scalable_target::{ScalableTarget, ScalableTargetFields};
+pub use scaling_policy::{ScalingPolicy, ScalingPolicyFields};
 
 pub use crate::engine::fields::{typed, untyped};
 

@@ -2,6 +2,7 @@
 
 use super::{call_failed, changed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
 use crate::engine::ownership::TagMap;
+use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::ResourceType;
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,7 @@ pub struct InternetGateway;
 #[serde(deny_unknown_fields)]
 pub struct InternetGatewayFields {
     /// The VPC it is attached to; null when detached (drift).
-    pub vpc: Option<String>,
+    pub vpc: Option<Ref>,
     pub tags: TagMap,
 }
 
@@ -49,7 +50,7 @@ impl Kind for InternetGateway {
             for g in page.map_err(call_failed("DescribeInternetGateways"))?.internet_gateways() {
                 let (Some((id, tags)), Some(igw_id)) = (owned(ctx, g.tags()), g.internet_gateway_id()) else { continue };
                 let vpc = g.attachments().iter().find_map(|a| a.vpc_id()).map(String::from);
-                let fields = InternetGatewayFields { vpc, tags };
+                let fields = InternetGatewayFields { vpc: vpc.map(Into::into), tags };
                 out.push(Observed::new(self.name(), id, igw_id.to_string(), untyped(&fields)));
             }
         }

@@ -9,13 +9,13 @@ mod security_group;
 mod subnet;
 mod vpc;
 
-pub use elastic_ip::ElasticIp;
-pub use internet_gateway::InternetGateway;
-pub use nat_gateway::NatGateway;
-pub use route_table::RouteTable;
-pub use security_group::SecurityGroup;
-pub use subnet::Subnet;
-pub use vpc::Vpc;
+pub use elastic_ip::{ElasticIp, ElasticIpFields};
+pub use internet_gateway::{InternetGateway, InternetGatewayFields};
+pub use nat_gateway::{NatGateway, NatGatewayFields};
+pub use route_table::{Route, RouteTable, RouteTableFields};
+pub use security_group::{SecurityGroup, SecurityGroupFields};
+pub use subnet::{Subnet, SubnetFields};
+pub use vpc::{Vpc, VpcFields};
 
 pub use crate::engine::fields::{changed, typed, untyped};
 use crate::engine::ownership::{self, TagDelta, TagMap, STACK_TAG};

@@ -4,6 +4,7 @@
 
 use super::{call_failed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
 use crate::engine::ownership::TagMap;
+use crate::engine::Ref;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Status};
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use serde::{Deserialize, Serialize};
@@ -13,10 +14,10 @@ pub struct NatGateway;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatGatewayFields {
-    pub subnet: String,
+    pub subnet: Ref,
     /// The Elastic IP's allocation id; a pending gateway may not report it yet (`unreported`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allocation: Option<String>,
+    pub allocation: Option<Ref>,
     pub tags: TagMap,
 }
 
@@ -65,8 +66,8 @@ impl Kind for NatGateway {
                 }
                 let (Some((id, tags)), Some(nat_id)) = (owned(ctx, n.tags()), n.nat_gateway_id()) else { continue };
                 let fields = NatGatewayFields {
-                    subnet: n.subnet_id().unwrap_or_default().to_string(),
-                    allocation: n.nat_gateway_addresses().iter().find_map(|a| a.allocation_id()).map(String::from),
+                    subnet: n.subnet_id().unwrap_or_default().to_string().into(),
+                    allocation: n.nat_gateway_addresses().iter().find_map(|a| a.allocation_id()).map(String::from).map(Into::into),
                     tags,
                 };
                 let mut o = Observed::new(self.name(), id, nat_id.to_string(), untyped(&fields));

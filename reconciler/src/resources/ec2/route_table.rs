@@ -5,6 +5,7 @@
 use super::{call_failed, changed, ec2, iam_arn, owned, set_of, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
 use crate::engine::ownership::TagMap;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
+use crate::engine::{Ref, Set};
 use aws_sdk_ec2::types::{ResourceType, RouteOrigin};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,14 +15,14 @@ pub struct RouteTable;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTableFields {
-    pub vpc: String,
+    pub vpc: Ref,
     /// A set (sorted as the engine sorts sets).
-    pub routes: Vec<Route>,
+    pub routes: Set<Route>,
     /// Subnet ids associated with the table; a set.
-    pub subnets: Vec<String>,
+    pub subnets: Set<Ref>,
     /// Reported, never desired (so never diffed): subnet id → association id, what
     /// disassociation needs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub association_ids: BTreeMap<String, String>,
     pub tags: TagMap,
 }
@@ -31,7 +32,7 @@ pub struct RouteTableFields {
 pub struct Route {
     pub destination: String,
     /// `igw-…` or `nat-…`.
-    pub target: String,
+    pub target: Ref,
 }
 
 impl RouteTableFields {
@@ -78,8 +79,7 @@ async fn converge(ctx: &Ctx, rt: &str, have: Option<&RouteTableFields>, want: &R
     for dest in have_r.keys().filter(|d| !want_r.contains_key(*d)) {
         ec2(ctx).delete_route().route_table_id(rt).destination_cidr_block(*dest).send().await.map_err(call_failed("DeleteRoute"))?;
     }
-    let no_subnets = Vec::new();
-    let (have_s, want_s) = (have.map(|h| &h.subnets).unwrap_or(&no_subnets), &want.subnets);
+    let (have_s, want_s): (&[Ref], &[Ref]) = (have.map(|h| &h.subnets[..]).unwrap_or_default(), &want.subnets);
     for s in want_s.iter().filter(|s| !have_s.contains(s)) {
         // A subnet has one explicit association: where it has one elsewhere (it is moving
         // between tables), that association is re-pointed; AssociateRouteTable would fail.
@@ -105,7 +105,7 @@ async fn converge(ctx: &Ctx, rt: &str, have: Option<&RouteTableFields>, want: &R
         }
     }
     for s in have_s.iter().filter(|s| !want_s.contains(s)) {
-        if let Some(a) = have.and_then(|h| h.association_ids.get(s)) {
+        if let Some(a) = have.and_then(|h| h.association_ids.get(s.as_str())) {
             ec2(ctx).disassociate_route_table().association_id(a).send().await.map_err(call_failed("DisassociateRouteTable"))?;
         }
     }
@@ -140,7 +140,7 @@ impl Kind for RouteTable {
                     .filter(|r| r.origin() != Some(&RouteOrigin::CreateRouteTable) && r.gateway_id() != Some("local"))
                     .filter_map(|r| {
                         let target = r.nat_gateway_id().or(r.gateway_id())?;
-                        Some(Route { destination: r.destination_cidr_block()?.to_string(), target: target.to_string() })
+                        Some(Route { destination: r.destination_cidr_block()?.to_string(), target: target.to_string().into() })
                     })
                     .collect();
                 let mut subnets = Vec::new();
@@ -152,9 +152,9 @@ impl Kind for RouteTable {
                     }
                 }
                 let fields = RouteTableFields {
-                    vpc: t.vpc_id().unwrap_or_default().to_string(),
-                    routes: set_of(routes),
-                    subnets: set_of(subnets),
+                    vpc: t.vpc_id().unwrap_or_default().to_string().into(),
+                    routes: set_of(routes).into(),
+                    subnets: set_of(subnets).into(),
                     association_ids,
                     tags,
                 };

@@ -4,10 +4,11 @@
 //! ones, never revoke-all-then-reauthorize (which would open an outage window).
 
 use super::{
-    call_failed, ec2, iam_arn, owned, set_of, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped, wait_until_no_interface_in,
+    call_failed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped, wait_until_no_interface_in,
 };
 use crate::engine::ownership::TagMap;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement};
+use crate::engine::{Managed, Ref, Set};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, UserIdGroupPair};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,11 +21,11 @@ pub struct SecurityGroup;
 pub struct SecurityGroupFields {
     pub group_name: String,
     /// Set on create, never compared (EC2 cannot change it).
-    pub description: String,
-    pub vpc: String,
+    pub description: Managed<String>,
+    pub vpc: Ref,
     /// Rules as `PROTOCOL PORTS PEER` (`tcp 8080 10.0.0.0/16`); sets.
-    pub ingress: Vec<String>,
-    pub egress: Vec<String>,
+    pub ingress: Set<String>,
+    pub egress: Set<String>,
     pub tags: TagMap,
 }
 
@@ -180,10 +181,10 @@ impl Kind for SecurityGroup {
                 let (Some((id, tags)), Some(gid)) = (owned(ctx, g.tags()), g.group_id()) else { continue };
                 let fields = SecurityGroupFields {
                     group_name: g.group_name().unwrap_or_default().to_string(),
-                    description: g.description().unwrap_or_default().to_string(),
-                    vpc: g.vpc_id().unwrap_or_default().to_string(),
-                    ingress: vec![],
-                    egress: vec![],
+                    description: g.description().unwrap_or_default().to_string().into(),
+                    vpc: g.vpc_id().unwrap_or_default().to_string().into(),
+                    ingress: Set::default(),
+                    egress: Set::default(),
                     tags,
                 };
                 groups.push((id, gid.to_string(), fields));
@@ -195,7 +196,7 @@ impl Kind for SecurityGroup {
             .into_iter()
             .map(|(id, gid, mut fields)| {
                 let (ing, eg) = all_rules.remove(&gid).unwrap_or_default();
-                (fields.ingress, fields.egress) = (set_of(ing), set_of(eg));
+                (fields.ingress, fields.egress) = (Set::from(ing), Set::from(eg));
                 Observed::new(self.name(), id, gid, untyped(&fields))
             })
             .collect())
@@ -206,7 +207,7 @@ impl Kind for SecurityGroup {
         let out = ec2(ctx)
             .create_security_group()
             .group_name(&f.group_name)
-            .description(&f.description)
+            .description(f.description.as_str())
             .vpc_id(&f.vpc)
             .tag_specifications(tag_spec(ResourceType::SecurityGroup, &f.tags))
             .send()

@@ -5,6 +5,7 @@ use super::{
     wait_until_no_interface_in,
 };
 use crate::engine::ownership::TagMap;
+use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ pub struct Subnet;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubnetFields {
-    pub vpc: String,
+    pub vpc: Ref,
     pub cidr: String,
     pub availability_zone: String,
     /// Left out where the API does not say (desired state always sets it).
@@ -54,7 +55,7 @@ impl Kind for Subnet {
         for s in stack_subnets(ctx).await?.iter() {
             let (Some((id, tags)), Some(subnet_id)) = (owned(ctx, s.tags()), s.subnet_id()) else { continue };
             let fields = SubnetFields {
-                vpc: s.vpc_id().unwrap_or_default().to_string(),
+                vpc: s.vpc_id().unwrap_or_default().to_string().into(),
                 cidr: s.cidr_block().unwrap_or_default().to_string(),
                 availability_zone: s.availability_zone().unwrap_or_default().to_string(),
                 public_ip_on_launch: s.map_public_ip_on_launch(),

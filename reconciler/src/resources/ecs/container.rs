@@ -3,6 +3,7 @@
 //! documented defaults are filled in so that AWS's echo compares equal to what was sent.
 
 use super::int;
+use crate::engine::Ref;
 use aws_sdk_ecs::types::{
     ContainerDefinition, HealthCheck as ApiHealthCheck, KeyValuePair, LogConfiguration, LogDriver, MountPoint, PortMapping, Secret,
     TransportProtocol,
@@ -40,7 +41,7 @@ pub struct Container {
 #[serde(deny_unknown_fields)]
 pub struct EnvVar {
     pub name: String,
-    pub value: String,
+    pub value: Ref,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -55,7 +56,7 @@ pub struct SecretRef {
 #[serde(deny_unknown_fields)]
 pub struct Log {
     pub driver: String,
-    pub group: String,
+    pub group: Ref,
     pub region: String,
     pub prefix: String,
 }
@@ -107,7 +108,7 @@ pub fn container_of(c: &ContainerDefinition) -> Container {
         let opt = |k: &str| l.options().and_then(|o| o.get(k)).cloned().unwrap_or_default();
         Log {
             driver: l.log_driver().as_str().to_string(),
-            group: opt("awslogs-group"),
+            group: opt("awslogs-group").into(),
             region: opt("awslogs-region"),
             prefix: opt("awslogs-stream-prefix"),
         }
@@ -120,7 +121,7 @@ pub fn container_of(c: &ContainerDefinition) -> Container {
         environment: c
             .environment()
             .iter()
-            .map(|e| EnvVar { name: e.name().unwrap_or_default().to_string(), value: e.value().unwrap_or_default().to_string() })
+            .map(|e| EnvVar { name: e.name().unwrap_or_default().to_string(), value: e.value().unwrap_or_default().to_string().into() })
             .collect(),
         secrets: c.secrets().iter().map(|s| SecretRef { name: s.name().to_string(), value_from: s.value_from().to_string() }).collect(),
         log,
@@ -183,7 +184,7 @@ pub fn container_definition(c: &Container, image: &str) -> anyhow::Result<Contai
     }
     if let Some(l) = &c.log {
         let mut b = LogConfiguration::builder().log_driver(LogDriver::from(l.driver.as_str()));
-        for (k, v) in [("awslogs-group", &l.group), ("awslogs-region", &l.region), ("awslogs-stream-prefix", &l.prefix)] {
+        for (k, v) in [("awslogs-group", l.group.as_str()), ("awslogs-region", &l.region), ("awslogs-stream-prefix", &l.prefix)] {
             if !v.is_empty() {
                 b = b.options(k, v);
             }
@@ -352,14 +353,14 @@ pub(super) mod tests {
             let port = prop_oneof![Just((0u64, "tcp")), (1..=65535u64, prop_oneof![Just("tcp"), Just("udp")])];
             let log = prop::option::of((word(), word(), word()).prop_map(|(group, region, prefix)| Log {
                 driver: "awslogs".into(),
-                group,
+                group: group.into(),
                 region,
                 prefix,
             }));
             let health = prop::option::of((prop::collection::vec(word(), 1..4), 5..=300u64, 2..=60u64, 1..=10u64, 0..=300u64).prop_map(
                 |(command, interval, timeout, retries, start_period)| HealthCheck { command, interval, timeout, retries, start_period },
             ));
-            let env = prop::collection::vec((word(), word()).prop_map(|(name, value)| EnvVar { name, value }), 0..4);
+            let env = prop::collection::vec((word(), word()).prop_map(|(name, value)| EnvVar { name, value: value.into() }), 0..4);
             let secrets = prop::collection::vec((word(), word()).prop_map(|(name, value_from)| SecretRef { name, value_from }), 0..4);
             let mounts = prop::collection::vec(
                 (word(), word(), any::<bool>()).prop_map(|(volume, path, read_only)| Mount { volume, path, read_only }),

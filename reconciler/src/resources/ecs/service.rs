@@ -219,7 +219,7 @@ impl Kind for EcsService {
             .cluster(&f.cluster)
             .service_name(&f.name)
             .task_definition(&f.task_definition)
-            .desired_count(int("desired_count", f.desired_count)?)
+            .desired_count(int("desired_count", *f.desired_count)?)
             .set_capacity_provider_strategy(strategy(&f)?)
             .network_configuration(network(&f)?)
             .set_service_registries(Some(registries(&f)?))
@@ -243,7 +243,7 @@ impl Kind for EcsService {
 
     async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
         let f: ServiceFields = typed(self.name(), fields)?;
-        if changed(changes, "task_definition") && live.attrs.get("failed_revision") == Some(&f.task_definition) {
+        if changed(changes, "task_definition") && live.attrs.get("failed_revision").is_some_and(|r| f.task_definition == *r) {
             anyhow::bail!(
                 "ECS service {}: not deploying {} again: its deployment failed before (the service runs {}). \
                  Fix the image or the configuration (a new revision is deployed as usual), or remove the tag {FAILED_REVISION_TAG} from the service to retry it as it is.",

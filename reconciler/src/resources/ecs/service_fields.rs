@@ -7,6 +7,7 @@ use super::rollout::FAILED_REVISION_TAG;
 use super::{changed, int, strategy_items, strategy_of, tag_map};
 use super::{untyped, StrategyItem};
 use crate::engine::{FieldChange, Fields, Identity};
+use crate::engine::{Managed, Ref, Set};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, DeploymentCircuitBreaker, DeploymentConfiguration, NetworkConfiguration, PropagateTags,
     ServiceRegistry,
@@ -20,18 +21,18 @@ use std::collections::BTreeMap;
 pub struct ServiceFields {
     pub name: String,
     /// Cluster ARN.
-    pub cluster: String,
+    pub cluster: Ref,
     /// The same cluster's name, literal in desired state (observe needs it unresolved).
     pub cluster_name: String,
     /// Task definition ARN with revision.
-    pub task_definition: String,
-    pub desired_count: u64,
+    pub task_definition: Ref,
+    pub desired_count: Managed<u64>,
     /// Sorted by provider; empty: the cluster's default strategy.
     pub capacity_strategy: Vec<StrategyItem>,
     /// Sorted.
-    pub subnets: Vec<String>,
+    pub subnets: Set<Ref>,
     /// Sorted.
-    pub security_groups: Vec<String>,
+    pub security_groups: Set<Ref>,
     pub assign_public_ip: bool,
     /// null: not registered in Cloud Map.
     pub registry: Option<Registry>,
@@ -50,7 +51,7 @@ pub struct ServiceFields {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {
-    pub arn: String,
+    pub arn: Ref,
     pub container_name: String,
     pub container_port: u64,
 }
@@ -101,16 +102,16 @@ pub(super) fn fields_of(emulated: bool, s: &aws_sdk_ecs::types::Service) -> Fiel
     let cluster_arn = s.cluster_arn().unwrap_or_default();
     let f = ServiceFields {
         name: s.service_name().unwrap_or_default().to_string(),
-        cluster: cluster_arn.to_string(),
+        cluster: cluster_arn.to_string().into(),
         cluster_name: cluster_name_of(cluster_arn).to_string(),
-        task_definition: s.task_definition().unwrap_or_default().to_string(),
-        desired_count: s.desired_count().max(0) as u64,
+        task_definition: s.task_definition().unwrap_or_default().to_string().into(),
+        desired_count: (s.desired_count().max(0) as u64).into(),
         capacity_strategy,
-        subnets,
-        security_groups,
+        subnets: subnets.into(),
+        security_groups: security_groups.into(),
         assign_public_ip: vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Enabled),
         registry: s.service_registries().first().map(|r| Registry {
-            arn: r.registry_arn().unwrap_or_default().to_string(),
+            arn: r.registry_arn().unwrap_or_default().to_string().into(),
             container_name: r.container_name().unwrap_or_default().to_string(),
             container_port: r.container_port().map(|p| p.max(0) as u64).unwrap_or(0),
         }),
@@ -146,8 +147,8 @@ pub(super) fn network(f: &ServiceFields) -> anyhow::Result<NetworkConfiguration>
     // Security groups are always sent (moto answers 500 without them; AWS would pick the
     // VPC's default group, which this stack must not depend on).
     let vpc = AwsVpcConfiguration::builder()
-        .set_subnets(Some(f.subnets.clone()))
-        .set_security_groups(Some(f.security_groups.clone()))
+        .set_subnets(Some(f.subnets.ids()))
+        .set_security_groups(Some(f.security_groups.ids()))
         .assign_public_ip(if f.assign_public_ip { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled })
         .build()?;
     Ok(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
@@ -195,7 +196,7 @@ pub(super) fn update_request(
     // Only when the count itself is a change (outside autoscaling's bounds, or no
     // autoscaling): otherwise autoscaling's live value stands.
     if changed(changes, "desired_count") {
-        req = req.desired_count(int("desired_count", f.desired_count)?);
+        req = req.desired_count(int("desired_count", *f.desired_count)?);
         any = true;
     }
     if ["subnets", "security_groups", "assign_public_ip"].iter().any(|c| changed(changes, c)) {

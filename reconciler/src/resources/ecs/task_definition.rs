@@ -13,6 +13,7 @@ use super::{call_failed, client, ecs_tags, literal, owned_id, tag_map, typed, un
 use crate::engine::ownership::not_owned;
 use crate::engine::retry::is_gone;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement};
+use crate::engine::{Managed, Ref};
 use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, NetworkMode, SortOrder, Tag, TaskDefinitionFamilyStatus, TaskDefinitionField, TaskDefinitionStatus,
     Volume,
@@ -35,14 +36,14 @@ pub struct TaskDefinitionFields {
     pub network_mode: String,
     /// requiresCompatibilities, sorted (["FARGATE"]).
     pub requires: Vec<String>,
-    pub execution_role: String,
-    pub task_role: String,
+    pub execution_role: Ref,
+    pub task_role: Ref,
     /// The container's image (kept apart from `container` because a deploy pipeline may own it).
-    pub image: String,
+    pub image: Managed<String>,
     /// Names of the task's (Fargate ephemeral) volumes, sorted.
     pub volumes: Vec<String>,
     pub container: Container,
-    pub tags: BTreeMap<String, String>,
+    pub tags: Managed<BTreeMap<String, String>>,
 }
 
 impl TaskDefinitionFields {
@@ -70,12 +71,12 @@ fn fields_of(td: &aws_sdk_ecs::types::TaskDefinition, tags: &[Tag]) -> Fields {
         memory: td.memory().unwrap_or_default().to_string(),
         network_mode: td.network_mode().map(|m| m.as_str().to_string()).unwrap_or_default(),
         requires,
-        execution_role: td.execution_role_arn().unwrap_or_default().to_string(),
-        task_role: td.task_role_arn().unwrap_or_default().to_string(),
-        image: containers.first().and_then(|c| c.image()).unwrap_or_default().to_string(),
+        execution_role: td.execution_role_arn().unwrap_or_default().to_string().into(),
+        task_role: td.task_role_arn().unwrap_or_default().to_string().into(),
+        image: containers.first().and_then(|c| c.image()).unwrap_or_default().to_string().into(),
         volumes,
         container: first,
-        tags: tag_map(tags),
+        tags: tag_map(tags).into(),
     };
     let mut fields = untyped(&f);
     if containers.len() != 1 {
@@ -186,8 +187,8 @@ async fn register(ctx: &Ctx, kind: &str, fields: &Fields) -> anyhow::Result<Iden
         .memory(&f.memory)
         .network_mode(NetworkMode::from(f.network_mode.as_str()))
         .set_requires_compatibilities(Some(f.requires.iter().map(|c| Compatibility::from(c.as_str())).collect()))
-        .set_execution_role_arn((!f.execution_role.is_empty()).then(|| f.execution_role.clone()))
-        .set_task_role_arn((!f.task_role.is_empty()).then(|| f.task_role.clone()))
+        .set_execution_role_arn((!f.execution_role.is_empty()).then(|| f.execution_role.to_string()))
+        .set_task_role_arn((!f.task_role.is_empty()).then(|| f.task_role.to_string()))
         .set_volumes(Some(f.volumes.iter().map(|v| Volume::builder().name(v).build()).collect()))
         .container_definitions(container_definition(&f.container, &f.image)?)
         .set_tags(Some(ecs_tags(&f.tags)))

@@ -14,6 +14,7 @@ use crate::engine::fields::{typed, untyped};
 use crate::engine::ownership::not_owned;
 use crate::engine::retry::{gone_as_none, has_code, observe_again};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Scoped};
+use crate::engine::{Ref, Set};
 use aws_sdk_scheduler::types::{
     AssignPublicIp, AwsVpcConfiguration, EcsParameters, FlexibleTimeWindow, FlexibleTimeWindowMode, LaunchType, NetworkConfiguration,
     PropagateTags, RetryPolicy, ScheduleState, Target,
@@ -30,7 +31,7 @@ pub struct Schedule;
 pub struct ScheduleFields {
     pub name: String,
     /// The schedule group (the stack's).
-    pub group: String,
+    pub group: Ref,
     /// `rate(...)`, `cron(...)` or `at(...)`.
     pub expression: String,
     /// IANA time zone that `cron` and `at` expressions are read in.
@@ -48,17 +49,17 @@ pub struct ScheduleFields {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleTarget {
     /// The cluster's ARN.
-    pub cluster: String,
+    pub cluster: Ref,
     /// The role Scheduler assumes to run the task (ecs:RunTask, iam:PassRole).
-    pub role: String,
+    pub role: Ref,
     /// The task definition revision's ARN.
-    pub task_definition: String,
+    pub task_definition: Ref,
     pub launch_type: String,
     pub task_count: u64,
     /// Sorted.
-    pub subnets: Vec<String>,
+    pub subnets: Set<Ref>,
     /// Sorted.
-    pub security_groups: Vec<String>,
+    pub security_groups: Set<Ref>,
     pub assign_public_ip: bool,
     /// `TASK_DEFINITION`: the task carries its definition's tags (the stack's), so that the
     /// stack's policy may stop it (`destroy`) and its cost is the stack's; `NONE`: untagged.
@@ -90,7 +91,7 @@ pub fn fields_of(s: &aws_sdk_scheduler::operation::get_schedule::GetScheduleOutp
     let window = s.flexible_time_window();
     ScheduleFields {
         name: s.name().unwrap_or_default().to_string(),
-        group: s.group_name().unwrap_or_default().to_string(),
+        group: s.group_name().unwrap_or_default().to_string().into(),
         expression: s.schedule_expression().unwrap_or_default().to_string(),
         timezone: s.schedule_expression_timezone().unwrap_or(DEFAULT_TIMEZONE).to_string(),
         state: s.state().map(|x| x.as_str().to_string()).unwrap_or_else(|| "ENABLED".into()),
@@ -99,13 +100,13 @@ pub fn fields_of(s: &aws_sdk_scheduler::operation::get_schedule::GetScheduleOutp
             .map(|w| w.maximum_window_in_minutes().unwrap_or(0).max(0) as u64),
         description: s.description().unwrap_or_default().to_string(),
         target: ScheduleTarget {
-            cluster: target.map(|t| t.arn().to_string()).unwrap_or_default(),
-            role: target.map(|t| t.role_arn().to_string()).unwrap_or_default(),
-            task_definition: ecs.map(|e| e.task_definition_arn().to_string()).unwrap_or_default(),
+            cluster: target.map(|t| t.arn().to_string()).unwrap_or_default().into(),
+            role: target.map(|t| t.role_arn().to_string()).unwrap_or_default().into(),
+            task_definition: ecs.map(|e| e.task_definition_arn().to_string()).unwrap_or_default().into(),
             launch_type: ecs.and_then(|e| e.launch_type()).map(|l| l.as_str().to_string()).unwrap_or_default(),
             task_count: ecs.map(|e| e.task_count().unwrap_or(1).max(0) as u64).unwrap_or(0),
-            subnets: vpc.map(|v| sorted(v.subnets())).unwrap_or_default(),
-            security_groups: vpc.map(|v| sorted(v.security_groups())).unwrap_or_default(),
+            subnets: vpc.map(|v| sorted(v.subnets())).unwrap_or_default().into(),
+            security_groups: vpc.map(|v| sorted(v.security_groups())).unwrap_or_default().into(),
             assign_public_ip: vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Enabled),
             propagate_tags: ecs.and_then(|e| e.propagate_tags()).map(|p| p.as_str().to_string()).unwrap_or_else(|| NO_TAGS.into()),
             retry_attempts: retry.and_then(|r| r.maximum_retry_attempts()).map(|n| n.max(0) as u64).unwrap_or(DEFAULT_RETRY_ATTEMPTS),
@@ -125,8 +126,8 @@ fn int(field: &str, n: u64) -> anyhow::Result<i32> {
 fn request_parts(f: &ScheduleFields) -> anyhow::Result<(Target, FlexibleTimeWindow, ScheduleState)> {
     let t = &f.target;
     let vpc = AwsVpcConfiguration::builder()
-        .set_subnets(Some(t.subnets.clone()))
-        .set_security_groups(Some(t.security_groups.clone()))
+        .set_subnets(Some(t.subnets.ids()))
+        .set_security_groups(Some(t.security_groups.ids()))
         .assign_public_ip(if t.assign_public_ip { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled })
         .build()?;
     let ecs = EcsParameters::builder()
@@ -324,8 +325,8 @@ mod tests {
                 task_definition: "arn:aws:ecs:us-east-1:1:task-definition/s-drift-correction:3".into(),
                 launch_type: "FARGATE".into(),
                 task_count: 1,
-                subnets: vec!["subnet-1".into(), "subnet-2".into()],
-                security_groups: vec!["sg-1".into()],
+                subnets: vec!["subnet-1".to_string(), "subnet-2".to_string()].into(),
+                security_groups: vec!["sg-1".to_string()].into(),
                 assign_public_ip: false,
                 propagate_tags: "TASK_DEFINITION".into(),
                 retry_attempts: 0,

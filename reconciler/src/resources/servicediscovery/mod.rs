@@ -8,8 +8,8 @@
 mod namespace;
 mod service;
 
-pub use namespace::Namespace;
-pub use service::DiscoveryService;
+pub use namespace::{Namespace, NamespaceFields};
+pub use service::{DiscoveryService, DiscoveryServiceFields, Ttl};
 
 pub use crate::engine::fields::{changed, typed, untyped};
 use crate::engine::ownership::{self, TagDelta, TagMap};

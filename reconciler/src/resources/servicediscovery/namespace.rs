@@ -10,6 +10,7 @@ use super::{
     api_tags, call_failed, client, comparable_tags, description, owned, request_id, sync_tags, tags_of, typed, untyped, wait_for_operation,
 };
 use crate::engine::ownership::{not_owned, TagMap};
+use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_servicediscovery::types::{
     FilterCondition, NamespaceFilter, NamespaceFilterName, NamespaceSummary, NamespaceType, OperationTargetType,
@@ -26,7 +27,7 @@ pub struct NamespaceFields {
     pub name: String,
     /// From the `reconciler:vpc` tag; left out (unknown) where the tag is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc: Option<String>,
+    pub vpc: Option<Ref>,
     /// Without the VPC record.
     pub tags: TagMap,
 }
@@ -38,7 +39,7 @@ pub const VPC_TAG: &str = "reconciler:vpc";
 pub fn namespace_fields(name: &str, tags: &BTreeMap<String, String>) -> NamespaceFields {
     let mut user = tags.clone();
     user.remove(VPC_TAG);
-    NamespaceFields { name: name.to_string(), vpc: tags.get(VPC_TAG).cloned(), tags: comparable_tags(&user) }
+    NamespaceFields { name: name.to_string(), vpc: tags.get(VPC_TAG).cloned().map(Into::into), tags: comparable_tags(&user) }
 }
 
 /// Whether a same-named namespace the stack does not own stands in the way of the wanted one.

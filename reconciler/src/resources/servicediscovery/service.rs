@@ -13,6 +13,7 @@ use super::{
     wait_for_operation,
 };
 use crate::engine::ownership::{not_owned, TagMap};
+use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_servicediscovery::types::{
     DnsConfig, DnsConfigChange, DnsRecord, HealthCheckCustomConfig, RecordType, RoutingPolicy, ServiceChange,
@@ -31,7 +32,7 @@ const DEFAULT_ROUTING: &str = "MULTIVALUE";
 pub struct DiscoveryServiceFields {
     pub name: String,
     /// The namespace id.
-    pub namespace: String,
+    pub namespace: Ref,
     /// Sorted: `A`, `SRV`.
     pub record_types: Vec<String>,
     pub routing_policy: String,
@@ -71,7 +72,7 @@ pub fn service_fields(svc: &aws_sdk_servicediscovery::types::Service, tags: &BTr
     let (record_types, ttl, routing_policy) = dns_fields(svc.dns_config());
     DiscoveryServiceFields {
         name: svc.name().unwrap_or_default().to_string(),
-        namespace: svc.namespace_id().unwrap_or_default().to_string(),
+        namespace: svc.namespace_id().unwrap_or_default().to_string().into(),
         record_types,
         routing_policy,
         health_check_custom: svc.health_check_custom_config().is_some(),

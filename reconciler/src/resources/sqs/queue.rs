@@ -11,6 +11,7 @@ use crate::engine::fields::{typed, untyped};
 use crate::engine::ownership::not_owned;
 use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::retry::{gone_as_none, observe_again};
+use crate::engine::Ref;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Scoped};
 use aws_sdk_sqs::types::QueueAttributeName as A;
 use serde::{Deserialize, Serialize};
@@ -40,7 +41,7 @@ pub struct QueueFields {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Redrive {
-    pub dead_letter_arn: String,
+    pub dead_letter_arn: Ref,
     pub max_receive_count: u64,
 }
 
@@ -62,7 +63,7 @@ pub fn parse_redrive(text: Option<&str>) -> anyhow::Result<Option<Redrive>> {
         _ => None,
     }
     .ok_or_else(bad)?;
-    Ok(Some(Redrive { dead_letter_arn: arn.to_string(), max_receive_count: count }))
+    Ok(Some(Redrive { dead_letter_arn: arn.to_string().into(), max_receive_count: count }))
 }
 
 /// The `RedrivePolicy` attribute to send; `""` removes the dead-letter queue.
