@@ -22,6 +22,20 @@ pub struct Facts {
     pub account: String,
 }
 
+impl Facts {
+    /// Facts for unit tests: a new VPC in a region offering `azs` (`us-east-1` + letter),
+    /// in account 123456789012.
+    #[cfg(test)]
+    pub(crate) fn in_zones(azs: &str) -> Facts {
+        Facts {
+            azs: azs.chars().map(|z| format!("us-east-1{z}")).collect(),
+            zones_in_use: BTreeMap::new(),
+            existing: None,
+            account: "123456789012".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExistingNetwork {
     pub vpc_id: String,

@@ -387,12 +387,7 @@ mod tests {
         use crate::engine::{fields::typed, for_create, resolve, Identity};
         use crate::resources::ecs::container_definition;
         let spec = crate::spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../specs/prod.yaml"))).unwrap();
-        let facts = crate::desired::Facts {
-            azs: vec!["us-east-1a".into(), "us-east-1b".into()],
-            zones_in_use: Default::default(),
-            existing: None,
-            account: "123456789012".into(),
-        };
+        let facts = crate::desired::Facts::in_zones("ab");
         let svc = spec.service.clone().unwrap();
         let built = task_definition(&spec, &svc, TagMap::new());
         assert_eq!(built.image, Managed::Is(svc.image.clone()));

@@ -166,18 +166,12 @@ mod tests {
     use crate::engine::reference;
     use crate::engine::Desired;
     use crate::spec::Spec;
-    use std::collections::BTreeMap;
 
     fn prod() -> Spec {
         crate::spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../specs/prod.yaml"))).unwrap()
     }
     fn facts() -> Facts {
-        Facts {
-            azs: vec!["us-east-1a".into(), "us-east-1b".into()],
-            zones_in_use: BTreeMap::new(),
-            existing: None,
-            account: "123456789012".into(),
-        }
+        Facts::in_zones("ab")
     }
     fn node<'a>(d: &'a DesiredState, id: &str) -> &'a Desired {
         d.resources.iter().find(|r| r.id == id).unwrap_or_else(|| panic!("no desired {id}"))

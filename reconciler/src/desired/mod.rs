@@ -115,12 +115,7 @@ mod tests {
         crate::spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../specs/prod.yaml"))).unwrap()
     }
     fn facts() -> Facts {
-        Facts {
-            azs: vec!["us-east-1a".into(), "us-east-1b".into(), "us-east-1c".into()],
-            zones_in_use: BTreeMap::new(),
-            existing: None,
-            account: "123456789012".into(),
-        }
+        Facts::in_zones("abc")
     }
     fn ids(d: &DesiredState, kind: &str) -> Vec<String> {
         d.resources.iter().filter(|r| r.kind == kind).map(|r| r.id.clone()).collect()
@@ -178,7 +173,7 @@ mod tests {
 
     #[test]
     fn too_few_zones_is_a_clear_error() {
-        let f = Facts { azs: vec!["us-east-1a".into()], zones_in_use: BTreeMap::new(), existing: None, account: "123456789012".into() };
+        let f = Facts::in_zones("a");
         let e = build(&spec("per-az"), &f).err().unwrap().to_string();
         assert!(e.contains("offers 1 availability zone"), "{e}");
     }

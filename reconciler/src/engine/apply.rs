@@ -8,6 +8,7 @@ use super::diff::{diff_fields, for_create, for_update};
 use super::graph::{deps_of, topo_order};
 use super::observe::{leaving, observe_again, observe_one, wait_while_leaving};
 use super::planner::{index_live, removed, replace_reason, replacements, resolve_fields};
+use super::ready::{settle, wait_ready};
 use super::replacement::{first_phase, refusal};
 use super::{kind_of, progress};
 use super::{Ctx, Desired, DynKind, Fields, Identity, Observed, Status};
@@ -398,7 +399,7 @@ async fn converge_one(
                 if let Some(l) = live.as_ref().filter(|l| matches!(l.status, Status::Pending(_))) {
                     wait_ready(ctx, kind, d, l).await?;
                 }
-                return Ok(match (was_missing, outcome, &live) {
+                let outcome = match (was_missing, outcome, &live) {
                     // Created by an earlier attempt that reported failure: still a creation.
                     (true, Outcome::Unchanged, Some(l)) => Outcome::Created(l.identity()),
                     (true, Outcome::Updated(_, id), Some(l)) => Outcome::Created(id.unwrap_or_else(|| l.identity())),
@@ -411,7 +412,17 @@ async fn converge_one(
                         Outcome::Updated(f, Some(l.identity()))
                     }
                     (_, outcome, _) => outcome,
-                });
+                };
+                // A change that goes on after the call (a deployment) is waited for here.
+                let changed = || match (&outcome, &live) {
+                    (Outcome::Created(id), _) => Some((id.clone(), for_create(fields))),
+                    (Outcome::Updated(_, id), Some(l)) => Some((id.clone().unwrap_or_else(|| l.identity()), for_update(fields, &l.fields))),
+                    _ => None,
+                };
+                if let Some((changed, sent)) = kind.settles_after_change(&ctx.settings).then(changed).flatten() {
+                    settle(ctx, kind, d, &sent, &changed).await?;
+                }
+                return Ok(outcome);
             }
             Err(e) => {
                 let Some(wait) = budget.next(&e) else { return Err(e) };
@@ -454,23 +465,6 @@ async fn find_lost_create(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, known: &[&
         }
     }
     Ok(None)
-}
-
-/// Polls until the resource is Ready; Failed or a timeout is an error that says so.
-async fn wait_ready(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, live: &Observed) -> anyhow::Result<()> {
-    progress(&format!("waiting for {} {} [{}] to become ready", d.kind, d.id, live.physical_id));
-    super::wait::until(ctx, &format!("{} {} [{}] to become ready", d.kind, d.id, live.physical_id), || async {
-        match observe_again(ctx, kind, live).await?.map(|o| o.status) {
-            Some(Status::Ready) => Ok(Some(())),
-            Some(Status::Failed(why)) => Err(anyhow!("{} {} failed: {why}; the next apply replaces it", d.kind, d.id)),
-            // Usable but unhealthy: dependents go on; the end of apply reports it.
-            Some(Status::Degraded(_)) => Ok(Some(())),
-            Some(Status::Pending(_)) => Ok(None),
-            Some(Status::Leaving(why)) => Err(anyhow!("{} {} is being deleted ({why}); run apply again", d.kind, d.id)),
-            None => Err(anyhow!("{} {} disappeared while waiting for it; run apply again", d.kind, d.id)),
-        }
-    })
-    .await
 }
 
 async fn converge_step(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, fields: &Fields, live: Option<&Observed>) -> anyhow::Result<Outcome> {

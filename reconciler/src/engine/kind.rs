@@ -3,7 +3,7 @@
 //! boxed, so that kinds of different types sit in one registry). The adapter between them is
 //! written once, here: a kind never writes a boxed future.
 
-use super::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Observed, Replacement};
+use super::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Observed, Replacement, Settings};
 use futures::future::BoxFuture;
 use std::future::Future;
 
@@ -53,6 +53,19 @@ pub trait Kind: Send + Sync {
     fn updates_yield_new_identity(&self) -> bool {
         false
     }
+    /// Whether a create or an update leaves the resource settling for a while (an ECS
+    /// service's deployment rolls out): the engine then observes it again, waits while it is
+    /// Pending (the kind's observe says so) and hands what it settled as to [`Kind::settled`].
+    /// `settings` say whether such waits are on at all.
+    fn settles_after_change(&self, _settings: &Settings) -> bool {
+        false
+    }
+    /// After the engine's wait: whether the resource settled as what was sent (`fields`, as
+    /// create or update received them), or an error saying what went wrong and what to do. The
+    /// place for what must be recorded while it is still visible (a failed ECS deployment).
+    fn settled(&self, _ctx: &Ctx, _live: &Observed, _fields: &Fields) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
     /// Every resource of this kind the stack owns (batched reads). `wanted` are this kind's
     /// desired nodes (unresolved), for kinds found by a deterministic name or by a parent. A
     /// same-named resource the stack does not own is an error naming it, never adopted.
@@ -90,6 +103,8 @@ pub trait DynKind: Send + Sync {
     fn unreported(&self) -> &'static [&'static str];
     fn holds_what_it_uses(&self) -> bool;
     fn updates_yield_new_identity(&self) -> bool;
+    fn settles_after_change(&self, settings: &Settings) -> bool;
+    fn settled<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<()>>;
     fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>>;
     fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>>;
     fn update<'a>(
@@ -128,6 +143,12 @@ impl<K: Kind> DynKind for K {
     }
     fn updates_yield_new_identity(&self) -> bool {
         Kind::updates_yield_new_identity(self)
+    }
+    fn settles_after_change(&self, settings: &Settings) -> bool {
+        Kind::settles_after_change(self, settings)
+    }
+    fn settled<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(Kind::settled(self, ctx, live, fields))
     }
     fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>> {
         Box::pin(Kind::observe(self, ctx, wanted))

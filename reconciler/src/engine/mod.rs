@@ -20,6 +20,7 @@ mod planner;
 pub mod policy;
 #[cfg(test)]
 mod properties;
+mod ready;
 mod refs;
 mod replacement;
 pub mod retry;

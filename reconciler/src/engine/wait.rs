@@ -13,19 +13,46 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
+    until_reporting(ctx, what, || {
+        let polled = check();
+        async move { Ok(polled.await?.map_or(Check::Waiting(String::new()), Check::Done)) }
+    })
+    .await
+}
+
+/// One look at what is being waited for.
+pub enum Check<T> {
+    Done(T),
+    /// Not yet, and how far it is (a deployment's running tasks); empty when nothing is known.
+    Waiting(String),
+}
+
+/// [`until`], printing how far it is each time that changes; a timeout names the last.
+pub async fn until_reporting<T, F, Fut>(ctx: &Ctx, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Check<T>>>,
+{
     let s = &ctx.settings;
     let started = Instant::now();
+    let mut last = String::new();
     loop {
         match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
+            Ok(Check::Done(v)) => return Ok(v),
+            Ok(Check::Waiting(now)) => {
+                if !now.is_empty() && now != last {
+                    super::progress(&format!("  {what}: {now}"));
+                    last = now;
+                }
+            }
             // Throttled, or not visible yet (eventual consistency): keep polling.
             Err(e) if super::retry::is_retryable(&e) => {}
             Err(e) => return Err(e),
         }
         if started.elapsed() >= s.wait_timeout {
+            let seen = if last.is_empty() { String::new() } else { format!(" (last seen: {last})") };
             anyhow::bail!(
-                "timed out after {:?} waiting for {what}; AWS may still be working on it: run the same command again to resume (raise --wait-timeout if this is normal here)",
+                "timed out after {:?} waiting for {what}{seen}; AWS may still be working on it and nothing was rolled back: run the same command again to resume waiting (raise --wait-timeout if this is normal here)",
                 s.wait_timeout
             );
         }
@@ -50,6 +77,30 @@ pub async fn sleep_unless_stopped(stop: &super::context::Stop, d: std::time::Dur
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A wait that times out names what it waited for, where that was last, and how to
+    /// resume (nothing is rolled back).
+    #[tokio::test]
+    async fn a_timeout_names_the_last_progress_and_how_to_resume() {
+        let settings = crate::engine::Settings {
+            poll_interval: Duration::from_millis(1),
+            wait_timeout: Duration::from_millis(30),
+            ..crate::engine::Settings::new("demo", Default::default())
+        };
+        let ctx = Ctx::from_env("us-east-1", settings).await;
+        let mut polls = 0;
+        let e = until_reporting(&ctx, "ecs:service service [arn] to become ready", || {
+            polls += 1;
+            let now = format!("deployment ecs-svc/7 IN_PROGRESS: {}/2 task(s) running", polls.min(1));
+            async move { Ok(Check::<()>::Waiting(now)) }
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("waiting for ecs:service service [arn] to become ready"), "{e}");
+        assert!(e.contains("(last seen: deployment ecs-svc/7 IN_PROGRESS: 1/2 task(s) running)"), "{e}");
+        assert!(e.contains("nothing was rolled back: run the same command again to resume waiting"), "{e}");
+    }
 
     #[tokio::test]
     async fn a_stop_ends_a_wait_at_once() {

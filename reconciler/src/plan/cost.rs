@@ -327,19 +327,13 @@ fn price(kind: &str, id: &str, fields: &Fields, side: &Side, a: &CostAssumptions
 mod tests {
     use super::*;
     use crate::desired::{build, Facts};
-    use std::collections::BTreeMap;
 
     fn spec(file: &str) -> crate::spec::Spec {
         crate::spec::load(std::path::Path::new(&format!("{}/../specs/{file}", env!("CARGO_MANIFEST_DIR")))).unwrap()
     }
 
     fn facts() -> Facts {
-        Facts {
-            azs: vec!["us-east-1a".into(), "us-east-1b".into(), "us-east-1c".into()],
-            zones_in_use: BTreeMap::new(),
-            existing: None,
-            account: "123456789012".into(),
-        }
+        Facts::in_zones("abc")
     }
 
     fn close(a: f64, b: f64) -> bool {

@@ -1,11 +1,10 @@
 //! An ECS service's deployments, decided from one DescribeServices answer (pure): what the
 //! primary deployment is doing ([`deployment_state`]), whether the service is usable
-//! ([`service_status`]), the revision recorded as failed, and the message of a wait that
-//! timed out. `service.rs` polls with them.
+//! ([`service_status`], which the engine's readiness wait polls through observe), and the
+//! revision recorded as failed. `service.rs` judges a settled service with them.
 
 use crate::engine::Status;
 use aws_sdk_ecs::types::DeploymentRolloutState;
-use std::time::Duration;
 
 /// Put on a service by the reconciler when the deployment of a task definition revision
 /// failed (the circuit breaker stopped it, or rolled the service back): that revision is not
@@ -125,18 +124,6 @@ pub fn deployment_state(service: &aws_sdk_ecs::types::Service, wanted: &str) -> 
     }
 }
 
-/// The error when a deployment is still running after the wait timeout.
-pub fn timeout_message(service: &str, last: &Rollout, waited: Duration) -> String {
-    format!(
-        "ECS service {service}: {} after waiting {waited:?}. ECS keeps working on it and nothing was rolled back by the reconciler: \
-         run the same command again to resume waiting (raise --wait-timeout if deployments here take longer)",
-        match last {
-            Rollout::InProgress { .. } => format!("{} — still not completed", last.summary()),
-            other => other.summary(),
-        }
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,7 +205,9 @@ mod tests {
             assert!(matches!(service_status(&failed_first, waiting), Status::Degraded(why) if why.contains("no earlier healthy revision")));
         }
         let rolling = with(TD2, vec![deployment("ecs-svc/2", "PRIMARY", TD2, Some(DeploymentRolloutState::InProgress), 1, 2)]);
-        assert!(matches!(service_status(&rolling, true), Status::Pending(_)));
+        // What the engine's wait prints as it changes, and names when it times out.
+        let Status::Pending(how_far) = service_status(&rolling, true) else { panic!("not pending") };
+        assert_eq!(how_far, "deployment ecs-svc/2 IN_PROGRESS: 1/2 task(s) running, 1 pending");
         assert_eq!(service_status(&rolling, false), Status::Ready);
         let rolled_back = with(
             TD1,
@@ -233,13 +222,5 @@ mod tests {
     #[test]
     fn no_primary_yet_is_in_progress() {
         assert!(matches!(deployment_state(&service(vec![]), TD1), Rollout::InProgress { .. }));
-    }
-
-    #[test]
-    fn timeout_names_the_deployment_its_state_and_how_to_resume() {
-        let s = service(vec![deployment("ecs-svc/7", "PRIMARY", TD2, Some(DeploymentRolloutState::InProgress), 0, 2)]);
-        let m = timeout_message("demo", &deployment_state(&s, TD2), Duration::from_secs(600));
-        assert!(m.contains("ecs-svc/7") && m.contains("IN_PROGRESS") && m.contains("0/2"), "{m}");
-        assert!(m.contains("run the same command again to resume"), "{m}");
     }
 }

@@ -6,20 +6,21 @@
 //! so it is only a change when the live count leaves the bounds, and UpdateService sends
 //! `desiredCount` only when it is among the changes (never the desired value blindly).
 //!
-//! Deployments: after a create or an update, with `Settings::wait_for_rollouts` on, the
-//! kind polls until the PRIMARY deployment is COMPLETED. The decisions are pure, in
-//! `rollout.rs`.
+//! Deployments: where they are waited for (`Settings::wait_for_rollouts`), the service
+//! settles after a change (`settles_after_change`): observe reports it Pending while its
+//! PRIMARY deployment rolls out, the engine's readiness wait polls it, and `settled` judges
+//! the result: the revision sent is running, or its deployment failed (recorded on the
+//! service, so that later runs do not deploy it again). The decisions are pure, in `rollout.rs`.
 
 use super::cluster;
-use super::rollout::{deployment_state, failed_revision, service_status, timeout_message, Rollout, FAILED_REVISION_TAG};
+use super::rollout::{deployment_state, failed_revision, service_status, Rollout, FAILED_REVISION_TAG};
 use super::{call_failed, changed, client, ecs_tags, int, literal, owned_id, sync_tags, tag_map, typed};
 use super::{iam_arn, tag_on_create};
 use crate::engine::ownership::not_owned;
-use crate::engine::retry::{is_gone, is_retryable};
-use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Status};
+use crate::engine::retry::is_gone;
+use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Settings, Status};
 use aws_sdk_ecs::types::{DeploymentController, DeploymentControllerType, DesiredStatus, PropagateTags, SchedulingStrategy, ServiceField};
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use super::service_fields::{
     deployment_configuration, fields_of, identity, network, registries, strategy, update_request, ServiceFields, UNREPORTED,
@@ -69,71 +70,6 @@ async fn all_in_owned_clusters(ctx: &Ctx) -> anyhow::Result<Vec<aws_sdk_ecs::typ
         out.extend(describe_present(ctx, arn, &arns).await?);
     }
     Ok(out)
-}
-
-/// Polls until the deployment of `task_definition` completes; progress lines on stderr.
-async fn wait_for_deployment(ctx: &Ctx, cluster: &str, name: &str, task_definition: &str) -> anyhow::Result<()> {
-    let s = &ctx.settings;
-    let started = Instant::now();
-    let mut last = Rollout::InProgress {
-        deployment: "(not seen yet)".into(),
-        state: "UNKNOWN".into(),
-        running: 0,
-        desired: 0,
-        pending: 0,
-        failed_tasks: 0,
-    };
-    let mut printed = String::new();
-    loop {
-        match describe(ctx, cluster, &[name.to_string()]).await {
-            Ok(found) => {
-                let Some(svc) = found.first() else {
-                    anyhow::bail!("ECS service {name} disappeared while waiting for its deployment; run apply again");
-                };
-                last = deployment_state(svc, task_definition);
-                match &last {
-                    Rollout::Completed => {
-                        eprintln!("  ecs:service {name}: deployment completed");
-                        if failed_revision(svc).is_some() {
-                            let arn = svc.service_arn().unwrap_or_default();
-                            // Best effort: a stale record only names a revision no longer wanted.
-                            let _ = client(ctx).untag_resource().resource_arn(arn).tag_keys(FAILED_REVISION_TAG).send().await;
-                        }
-                        return Ok(());
-                    }
-                    Rollout::Failed(why) => {
-                        let arn = svc.service_arn().unwrap_or_default();
-                        let record = client(ctx)
-                            .tag_resource()
-                            .resource_arn(arn)
-                            .tags(aws_sdk_ecs::types::Tag::builder().key(FAILED_REVISION_TAG).value(task_definition).build())
-                            .send()
-                            .await
-                            .map_err(call_failed("TagResource"));
-                        let note = match record {
-                            Ok(_) => "Later runs do not deploy this revision again".to_string(),
-                            Err(e) => format!("(recording the failed revision failed: {e:#}; the next run may deploy it again)"),
-                        };
-                        anyhow::bail!("ECS service {name}: {why} {note}.")
-                    }
-                    Rollout::InProgress { .. } => {
-                        let line = last.summary();
-                        if line != printed {
-                            eprintln!("  ecs:service {name}: {line}");
-                            printed = line;
-                        }
-                    }
-                }
-            }
-            // Throttled or briefly unreachable: keep waiting.
-            Err(e) if is_retryable(&e) => {}
-            Err(e) => return Err(e),
-        }
-        if started.elapsed() >= s.wait_timeout {
-            anyhow::bail!(timeout_message(name, &last, s.wait_timeout));
-        }
-        tokio::time::sleep(s.poll_interval).await;
-    }
 }
 
 impl Kind for EcsService {
@@ -233,12 +169,7 @@ impl Kind for EcsService {
             .send()
             .await
             .map_err(call_failed("CreateService"))?;
-        let svc = out.service().ok_or_else(|| anyhow::anyhow!("CreateService returned no service"))?;
-        let ident = identity(svc)?;
-        if ctx.settings.wait_for_rollouts {
-            wait_for_deployment(ctx, &f.cluster, &f.name, &f.task_definition).await?;
-        }
-        Ok(ident)
+        identity(out.service().ok_or_else(|| anyhow::anyhow!("CreateService returned no service"))?)
     }
 
     async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
@@ -252,19 +183,56 @@ impl Kind for EcsService {
                 live.fields.get("task_definition").and_then(|v| v.as_str()).unwrap_or("another revision"),
             );
         }
-        let c = client(ctx);
-        let deployed = match update_request(&c, &live.physical_id, &f, changes)? {
-            Some(req) => {
-                req.send().await.map_err(call_failed("UpdateService"))?;
-                true
-            }
-            None => false,
-        };
-        sync_tags(ctx, &live.physical_id, changes).await?;
-        if deployed && ctx.settings.wait_for_rollouts {
-            wait_for_deployment(ctx, &f.cluster, &f.name, &f.task_definition).await?;
+        if let Some(req) = update_request(&client(ctx), &live.physical_id, &f, changes)? {
+            req.send().await.map_err(call_failed("UpdateService"))?;
         }
+        sync_tags(ctx, &live.physical_id, changes).await?;
         Ok(None)
+    }
+
+    /// Where deployments are waited for (not against an emulator, whose deployments never
+    /// complete).
+    fn settles_after_change(&self, settings: &Settings) -> bool {
+        settings.wait_for_rollouts
+    }
+
+    /// The revision sent runs, its deployment completed: a stale failed-revision record is
+    /// removed. Otherwise (the deployment failed, or ECS rolled the service back to another
+    /// revision) the revision is recorded as failed on the service and the change fails,
+    /// saying why (from the service's deployments) and what to do.
+    async fn settled(&self, ctx: &Ctx, live: &Observed, fields: &Fields) -> anyhow::Result<()> {
+        let f: ServiceFields = typed(self.name(), fields)?;
+        let running = live.fields.get("task_definition").and_then(|v| v.as_str());
+        if live.status == Status::Ready && running == Some(f.task_definition.as_str()) {
+            if live.attrs.contains_key("failed_revision") {
+                // Best effort: a stale record only names a revision no longer wanted.
+                let _ = client(ctx).untag_resource().resource_arn(&live.physical_id).tag_keys(FAILED_REVISION_TAG).send().await;
+            }
+            return Ok(());
+        }
+        let why = match describe(ctx, &f.cluster, std::slice::from_ref(&f.name))
+            .await?
+            .first()
+            .map(|s| deployment_state(s, &f.task_definition))
+        {
+            Some(Rollout::Failed(why)) => why,
+            _ => match &live.status {
+                Status::Degraded(why) => why.clone(),
+                _ => format!("the service runs {}, not {}", running.unwrap_or("no revision"), f.task_definition),
+            },
+        };
+        let record = client(ctx)
+            .tag_resource()
+            .resource_arn(&live.physical_id)
+            .tags(aws_sdk_ecs::types::Tag::builder().key(FAILED_REVISION_TAG).value(f.task_definition.as_str()).build())
+            .send()
+            .await
+            .map_err(call_failed("TagResource"));
+        let note = match record {
+            Ok(_) => "Later runs do not deploy this revision again".to_string(),
+            Err(e) => format!("(recording the failed revision failed: {e:#}; the next run may deploy it again)"),
+        };
+        anyhow::bail!("ECS service {}: {why} {note}.", f.name)
     }
 
     async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
