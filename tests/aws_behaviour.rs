@@ -6,7 +6,7 @@
 
 use crate::{cli, fault_proxy, support};
 
-use fault_proxy::{ecs_service_draining, first_apply_model, iam_propagation, nat_gateways_deleting};
+use fault_proxy::{ecs_deployments, ecs_service_draining, first_apply_model, iam_propagation, nat_gateways_deleting};
 
 use cli::{apply, assert_converged};
 use fault_proxy::{FaultProxy, Rule};
@@ -280,6 +280,49 @@ async fn service_revision(moto: &Moto) -> String {
     out.services()[0].task_definition().unwrap().to_string()
 }
 
+/// ECS deployments take a while on AWS. With waiting on, the engine's readiness wait (the
+/// service's create and update only send their call) waits for each one, printing how far it
+/// is, and the service's dependents (the scalable target) start only once it completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_deployments_are_waited_for_by_the_engine_after_each_change() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let rollout = Duration::from_millis(1500);
+    ecs_deployments(&proxy, rollout.as_secs_f64());
+    let waiting = [("RECONCILER_WAIT_FOR_DEPLOYMENTS", "true")];
+    let run = reconciler(&moto, &proxy, &waiting, &["apply", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    let progress = "ecs:service service [arn:aws:ecs:";
+    assert!(run.stderr.contains(progress) && run.stderr.contains("to settle after the change: deployment "), "{run}");
+    let (created, target) = (proxy.times("ecs:CreateService")[0], proxy.times("application-autoscaling:RegisterScalableTarget")[0]);
+    assert!(target.duration_since(created) >= rollout, "the scalable target did not wait for the deployment\n{run}");
+
+    // A new image: one UpdateService, waited for the same way, polled at the poll interval.
+    let v2 = cli::spec_variant(&moto, "specs/prod.yaml", "v2.yaml", |s| s.replace("benchling-webhook:0.1.0", "benchling-webhook:0.2.0"));
+    proxy.reset_counts();
+    let run = reconciler(&moto, &proxy, &waiting, &["apply", &v2, "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(proxy.count("ecs:UpdateService"), 1, "{run}");
+    assert!(run.stderr.contains("to settle after the change: deployment "), "{run}");
+    let (updated, last_look) = (proxy.times("ecs:UpdateService")[0], *proxy.times("ecs:DescribeServices").last().unwrap());
+    assert!(last_look.duration_since(updated) >= rollout, "not waited for\n{run}");
+    assert!(proxy.count("ecs:DescribeServices") < 60, "{} looks for a 1.5 s rollout\n{run}", proxy.count("ecs:DescribeServices"));
+
+    // A run that did not wait (here: waiting off; or stopped, or timed out) leaves the
+    // deployment rolling out; the next run that has something to do finds the service Pending
+    // and waits for it (the service itself unchanged: no UpdateService).
+    let v3 = cli::spec_variant(&moto, "specs/prod.yaml", "v3.yaml", |s| s.replace("benchling-webhook:0.1.0", "benchling-webhook:0.3.0"));
+    let run = reconciler(&moto, &proxy, &[], &["apply", &v3, "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    let v3_logs = cli::spec_variant(&moto, &v3, "v3-logs.yaml", |s| s.replacen("retention_days: 30", "retention_days: 60", 1));
+    proxy.reset_counts();
+    let run = reconciler(&moto, &proxy, &waiting, &["apply", &v3_logs, "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("waiting for ecs:service service [arn:aws:ecs:"), "{run}");
+    assert_eq!(proxy.count("ecs:UpdateService"), 0, "{run}");
+    assert_converged(&moto, &v3_logs);
+}
+
 /// A new image whose deployment fails (ECS's circuit breaker stops it): apply says so and
 /// exits 1, `status` shows the service Failed, and after ECS rolled the service back, later
 /// runs do not deploy the failed revision again (no UpdateService, every pass): they fail
@@ -298,7 +341,8 @@ async fn a_failed_rollout_stays_visible_and_is_not_redeployed_by_every_run() {
     let waiting = [("RECONCILER_WAIT_FOR_DEPLOYMENTS", "true")];
     let run = reconciler(&moto, &proxy, &waiting, &["apply", &v2, "--auto-approve"]);
     assert_eq!(run.code, 1, "{run}");
-    // (moto keeps the old revision in the deployment, which reads as a rollback.)
+    // (The new revision's deployment is the PRIMARY one and reads FAILED: nothing to roll back
+    // to. A rollback in progress and one completed are unit-tested in ecs/rollout.rs.)
     let failure = run.stderr.contains("failed to become healthy") || run.stderr.contains("rolled back");
     assert!(failure && run.stderr.contains("not deploy this revision again"), "{run}");
     let broken = service_revision(&moto).await;

@@ -6,6 +6,7 @@ as AWS documents (imported by the launchers in this directory; test and demo onl
   network interface still in it) and the address still associated long after AWS frees them.
 - ListTasks with `serviceName` lists only that service's tasks; a stopped task's network
   interface is released; RunTask takes a Fargate task whose containers set no memory (below).
+- UpdateService with a new task definition starts a new PRIMARY deployment of it (below).
 """
 from moto.ec2.models.nat_gateways import NatGatewayBackend
 
@@ -55,6 +56,32 @@ def _stop_task_releasing(self, cluster_str, task_str, reason):
 
 EC2ContainerServiceBackend.list_tasks = _list_tasks_of_service
 EC2ContainerServiceBackend.stop_task = _stop_task_releasing
+
+
+# - UpdateService with a new task definition starts a new deployment of it: the new one is
+#   PRIMARY (rolling out), the one before it ACTIVE until ECS retires it. moto only changes the
+#   service's task definition and keeps the old revision in its one deployment.
+_update_service = EC2ContainerServiceBackend.update_service
+
+
+def _update_service_deploying(self, service_properties):
+    before = self._get_service(service_properties.get("cluster", "default"), service_properties["service"].split("/")[-1]).task_definition
+    service = _update_service(self, service_properties)
+    primary = next((d for d in service.deployments if d.get("status") == "PRIMARY"), None)
+    if primary is not None and service.task_definition != before:
+        import copy
+        from moto.core.utils import utcnow
+        from moto.moto_api._internal import mock_random
+
+        new = copy.deepcopy(primary)
+        new.update(id=f"ecs-svc/{mock_random.randint(0, 32**12)}", taskDefinition=service.task_definition, createdAt=utcnow(), updatedAt=utcnow())
+        new.update(rolloutState="IN_PROGRESS", rolloutStateReason=f"ECS deployment {new['id']} in progress.", runningCount=0)
+        primary["status"] = "ACTIVE"
+        service.deployments = [new, primary]
+    return service
+
+
+EC2ContainerServiceBackend.update_service = _update_service_deploying
 
 
 # - RunTask of a Fargate task definition whose containers set no memory of their own (the task's

@@ -458,6 +458,16 @@ pub fn nat_gateways_deleting(proxy: &FaultProxy, secs: f64) {
     proxy.rule(rewrite.for_secs_after_last("ec2:DeleteNatGateway", secs));
 }
 
+/// ECS deployments roll out for `secs` after the first CreateService and after the latest
+/// UpdateService, then complete (moto's never leave IN_PROGRESS). The two windows keep the
+/// state in a form the last rule, which completes every other deployment, does not match.
+pub fn ecs_deployments(proxy: &FaultProxy, secs: f64) {
+    let (rolling, still) = (r#""rolloutState": "IN_PROGRESS""#, r#""rolloutState":"IN_PROGRESS""#);
+    proxy.rule(Rule::rewrite("ecs:DescribeServices", rolling, still).for_secs_after_first("ecs:CreateService", secs));
+    proxy.rule(Rule::rewrite("ecs:DescribeServices", rolling, still).for_secs_after_last("ecs:UpdateService", secs));
+    proxy.rule(Rule::rewrite("ecs:DescribeServices", rolling, r#""rolloutState": "COMPLETED""#));
+}
+
 /// An ECS service stays DRAINING for `secs` after DeleteService.
 pub fn ecs_service_draining(proxy: &FaultProxy, secs: f64) {
     let rewrite = Rule::rewrite("ecs:DescribeServices", r#""status": "INACTIVE""#, r#""status": "DRAINING""#);

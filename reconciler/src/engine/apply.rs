@@ -396,8 +396,14 @@ async fn converge_one(
     loop {
         match converge_step(ctx, kind, d, fields, live.as_ref()).await {
             Ok(outcome) => {
-                if let Some(l) = live.as_ref().filter(|l| matches!(l.status, Status::Pending(_))) {
-                    wait_ready(ctx, kind, d, l).await?;
+                let pending = live.as_ref().filter(|l| matches!(l.status, Status::Pending(_)));
+                if let Some(l) = pending {
+                    let now = wait_ready(ctx, kind, d, l).await?;
+                    // A change of an earlier run, still settling when this one found it (the
+                    // earlier one stopped waiting): judged as if this run had made it.
+                    if matches!(outcome, Outcome::Unchanged) && kind.settles_after_change(&ctx.settings, None) {
+                        kind.settled(ctx, &now, &for_update(fields, &l.fields)).await?;
+                    }
                 }
                 let outcome = match (was_missing, outcome, &live) {
                     // Created by an earlier attempt that reported failure: still a creation.
@@ -414,12 +420,15 @@ async fn converge_one(
                     (_, outcome, _) => outcome,
                 };
                 // A change that goes on after the call (a deployment) is waited for here.
-                let changed = || match (&outcome, &live) {
-                    (Outcome::Created(id), _) => Some((id.clone(), for_create(fields))),
-                    (Outcome::Updated(_, id), Some(l)) => Some((id.clone().unwrap_or_else(|| l.identity()), for_update(fields, &l.fields))),
+                let settles = |changed| kind.settles_after_change(&ctx.settings, changed);
+                let change = match (&outcome, &live) {
+                    (Outcome::Created(id), _) if settles(None) => Some((id.clone(), for_create(fields))),
+                    (Outcome::Updated(f, id), Some(l)) if settles(Some(f.as_slice())) => {
+                        Some((id.clone().unwrap_or_else(|| l.identity()), for_update(fields, &l.fields)))
+                    }
                     _ => None,
                 };
-                if let Some((changed, sent)) = kind.settles_after_change(&ctx.settings).then(changed).flatten() {
+                if let Some((changed, sent)) = change {
                     settle(ctx, kind, d, &sent, &changed).await?;
                 }
                 return Ok(outcome);

@@ -8,8 +8,9 @@ use futures::future::BoxFuture;
 use std::future::Future;
 
 /// A resource kind: the same verbs for every kind, plain `async fn`s. Implementations do AWS
-/// I/O only; the
-/// decisions (what to create, update, replace, delete, wait for) are the engine's.
+/// I/O and judge only their own resource (its status in observe, how a change settled in
+/// [`Kind::settled`]); the decisions (what to create, update, replace, delete, wait for) are
+/// the engine's.
 pub trait Kind: Send + Sync {
     /// Stable kind name, e.g. `ec2:subnet`, `ecs:service`.
     fn name(&self) -> &'static str;
@@ -53,16 +54,18 @@ pub trait Kind: Send + Sync {
     fn updates_yield_new_identity(&self) -> bool {
         false
     }
-    /// Whether a create or an update leaves the resource settling for a while (an ECS
-    /// service's deployment rolls out): the engine then observes it again, waits while it is
-    /// Pending (the kind's observe says so) and hands what it settled as to [`Kind::settled`].
-    /// `settings` say whether such waits are on at all.
-    fn settles_after_change(&self, _settings: &Settings) -> bool {
+    /// Whether a change leaves the resource settling for a while (a deployment rolls out after
+    /// the call returned): the engine then observes it again, waits while it is Pending (the
+    /// kind's observe says so) and hands what it settled as to [`Kind::settled`]. `changed`:
+    /// the fields an update changed; `None` for a create, or for a change of an earlier run
+    /// that was still settling when this one found it. `settings` say whether such waits are
+    /// on at all. Observe must report a created resource under the physical id create returned.
+    fn settles_after_change(&self, _settings: &Settings, _changed: Option<&[String]>) -> bool {
         false
     }
     /// After the engine's wait: whether the resource settled as what was sent (`fields`, as
     /// create or update received them), or an error saying what went wrong and what to do. The
-    /// place for what must be recorded while it is still visible (a failed ECS deployment).
+    /// place for what must be recorded while it is still visible (a failed deployment).
     fn settled(&self, _ctx: &Ctx, _live: &Observed, _fields: &Fields) -> impl Future<Output = anyhow::Result<()>> + Send {
         async { Ok(()) }
     }
@@ -103,7 +106,7 @@ pub trait DynKind: Send + Sync {
     fn unreported(&self) -> &'static [&'static str];
     fn holds_what_it_uses(&self) -> bool;
     fn updates_yield_new_identity(&self) -> bool;
-    fn settles_after_change(&self, settings: &Settings) -> bool;
+    fn settles_after_change(&self, settings: &Settings, changed: Option<&[String]>) -> bool;
     fn settled<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<()>>;
     fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>>;
     fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>>;
@@ -144,8 +147,8 @@ impl<K: Kind> DynKind for K {
     fn updates_yield_new_identity(&self) -> bool {
         Kind::updates_yield_new_identity(self)
     }
-    fn settles_after_change(&self, settings: &Settings) -> bool {
-        Kind::settles_after_change(self, settings)
+    fn settles_after_change(&self, settings: &Settings, changed: Option<&[String]>) -> bool {
+        Kind::settles_after_change(self, settings, changed)
     }
     fn settled<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(Kind::settled(self, ctx, live, fields))

@@ -52,7 +52,7 @@ where
         if started.elapsed() >= s.wait_timeout {
             let seen = if last.is_empty() { String::new() } else { format!(" (last seen: {last})") };
             anyhow::bail!(
-                "timed out after {:?} waiting for {what}{seen}; AWS may still be working on it and nothing was rolled back: run the same command again to resume waiting (raise --wait-timeout if this is normal here)",
+                "timed out after {:?} waiting for {what}{seen}; AWS may still be working on it and the reconciler rolled nothing back: run the same command again to resume waiting (raise --wait-timeout if this is normal here)",
                 s.wait_timeout
             );
         }
@@ -89,17 +89,17 @@ mod tests {
         };
         let ctx = Ctx::from_env("us-east-1", settings).await;
         let mut polls = 0;
-        let e = until_reporting(&ctx, "ecs:service service [arn] to become ready", || {
+        let e = until_reporting(&ctx, "test:deployment d [id-1] to become ready", || {
             polls += 1;
-            let now = format!("deployment ecs-svc/7 IN_PROGRESS: {}/2 task(s) running", polls.min(1));
+            let now = format!("look {polls}: rolling out");
             async move { Ok(Check::<()>::Waiting(now)) }
         })
         .await
         .unwrap_err()
         .to_string();
-        assert!(e.contains("waiting for ecs:service service [arn] to become ready"), "{e}");
-        assert!(e.contains("(last seen: deployment ecs-svc/7 IN_PROGRESS: 1/2 task(s) running)"), "{e}");
-        assert!(e.contains("nothing was rolled back: run the same command again to resume waiting"), "{e}");
+        assert!(e.contains("waiting for test:deployment d [id-1] to become ready"), "{e}");
+        assert!(e.contains(&format!("(last seen: look {polls}: rolling out)")) && polls > 1, "{e}");
+        assert!(e.contains("rolled nothing back: run the same command again to resume waiting"), "{e}");
     }
 
     #[tokio::test]

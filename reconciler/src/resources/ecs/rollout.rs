@@ -19,12 +19,19 @@ pub(super) fn failed_revision(s: &aws_sdk_ecs::types::Service) -> Option<&str> {
 }
 
 /// Whether a live service is usable: a failed primary deployment (the first one, with nothing
-/// to roll back to) is Degraded whatever the settings (an emulator never reports one); a
-/// deployment still rolling out is Pending only where deployments are waited for.
+/// to roll back to) is Degraded whatever the settings (an emulator never reports one), and so
+/// is a service the circuit breaker is rolling back (a failed deployment beside a primary not
+/// completed yet: the change failed, there is nothing to wait for); a deployment still rolling
+/// out is Pending only where deployments are waited for.
 pub fn service_status(s: &aws_sdk_ecs::types::Service, wait_for_rollouts: bool) -> Status {
+    let failed = |d: &&aws_sdk_ecs::types::Deployment| d.rollout_state() == Some(&DeploymentRolloutState::Failed);
     let primary = s.deployments().iter().find(|d| d.status() == Some("PRIMARY"));
-    if let Some(p) = primary.filter(|p| p.rollout_state() == Some(&DeploymentRolloutState::Failed)) {
-        let revision = p.task_definition().unwrap_or_default();
+    let rolling_back = || {
+        let done = primary.is_some_and(|p| p.rollout_state() == Some(&DeploymentRolloutState::Completed));
+        s.deployments().iter().filter(|d| d.status() != Some("PRIMARY")).find(failed).filter(|_| !done)
+    };
+    if let Some(f) = primary.filter(failed).or_else(rolling_back) {
+        let revision = f.task_definition().unwrap_or_default();
         return Status::Degraded(match deployment_state(s, revision) {
             Rollout::Failed(why) => why,
             other => format!("deployment of {revision}: {}", other.summary()),
@@ -217,6 +224,24 @@ mod tests {
             ],
         );
         assert_eq!(service_status(&rolled_back, true), Status::Ready);
+        // While the circuit breaker rolls back (a new revision, or the same one with a new
+        // configuration): the change failed, whether or not deployments are waited for.
+        for (failed_revision, running) in [(TD2, TD1), (TD1, TD1)] {
+            let rolling_back = with(
+                running,
+                vec![
+                    deployment("ecs-svc/3", "PRIMARY", TD1, Some(DeploymentRolloutState::InProgress), 1, 2),
+                    deployment("ecs-svc/2", "ACTIVE", failed_revision, Some(DeploymentRolloutState::Failed), 0, 2),
+                ],
+            );
+            for waiting in [true, false] {
+                let status = service_status(&rolling_back, waiting);
+                assert!(
+                    matches!(&status, Status::Degraded(why) if why.contains("ecs-svc/2") && why.contains("circuit breaker")),
+                    "{status:?}"
+                );
+            }
+        }
     }
 
     #[test]

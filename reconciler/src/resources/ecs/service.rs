@@ -13,7 +13,7 @@
 //! service, so that later runs do not deploy it again). The decisions are pure, in `rollout.rs`.
 
 use super::cluster;
-use super::rollout::{deployment_state, failed_revision, service_status, Rollout, FAILED_REVISION_TAG};
+use super::rollout::{failed_revision, service_status, FAILED_REVISION_TAG};
 use super::{call_failed, changed, client, ecs_tags, int, literal, owned_id, sync_tags, tag_map, typed};
 use super::{iam_arn, tag_on_create};
 use crate::engine::ownership::not_owned;
@@ -191,35 +191,33 @@ impl Kind for EcsService {
     }
 
     /// Where deployments are waited for (not against an emulator, whose deployments never
-    /// complete).
-    fn settles_after_change(&self, settings: &Settings) -> bool {
-        settings.wait_for_rollouts
+    /// complete), after a change that deploys: not after one of tags only.
+    fn settles_after_change(&self, settings: &Settings, changed: Option<&[String]>) -> bool {
+        settings.wait_for_rollouts && changed.is_none_or(|fields| fields.iter().any(|f| f != "tags"))
     }
 
     /// The revision sent runs, its deployment completed: a stale failed-revision record is
-    /// removed. Otherwise (the deployment failed, or ECS rolled the service back to another
-    /// revision) the revision is recorded as failed on the service and the change fails,
-    /// saying why (from the service's deployments) and what to do.
+    /// removed. Otherwise (the deployment failed, ECS is rolling the service back or has rolled
+    /// it back to another revision) the revision is recorded as failed on the service and the
+    /// change fails, saying why and what to do. From observe's answer alone: no other call
+    /// that could fail before the record is written.
     async fn settled(&self, ctx: &Ctx, live: &Observed, fields: &Fields) -> anyhow::Result<()> {
         let f: ServiceFields = typed(self.name(), fields)?;
-        let running = live.fields.get("task_definition").and_then(|v| v.as_str());
-        if live.status == Status::Ready && running == Some(f.task_definition.as_str()) {
-            if live.attrs.contains_key("failed_revision") {
-                // Best effort: a stale record only names a revision no longer wanted.
-                let _ = client(ctx).untag_resource().resource_arn(&live.physical_id).tag_keys(FAILED_REVISION_TAG).send().await;
+        let running = live.fields.get("task_definition").and_then(|v| v.as_str()).unwrap_or("no revision");
+        let why = match &live.status {
+            Status::Ready if running == f.task_definition.as_str() => {
+                if live.attrs.contains_key("failed_revision") {
+                    // Best effort: a stale record only names a revision no longer wanted.
+                    let _ = client(ctx).untag_resource().resource_arn(&live.physical_id).tag_keys(FAILED_REVISION_TAG).send().await;
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        let why = match describe(ctx, &f.cluster, std::slice::from_ref(&f.name))
-            .await?
-            .first()
-            .map(|s| deployment_state(s, &f.task_definition))
-        {
-            Some(Rollout::Failed(why)) => why,
-            _ => match &live.status {
-                Status::Degraded(why) => why.clone(),
-                _ => format!("the service runs {}, not {}", running.unwrap_or("no revision"), f.task_definition),
-            },
+            Status::Degraded(why) => why.clone(),
+            _ => format!(
+                "the service runs {running}, not {}: its deployment was rolled back by the circuit breaker or replaced by another deployment. \
+                 Check the service's events and the tasks' logs (stopped reason, container health check), fix the image or the configuration, and apply again.",
+                f.task_definition
+            ),
         };
         let record = client(ctx)
             .tag_resource()

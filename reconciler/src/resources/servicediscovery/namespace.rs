@@ -88,18 +88,34 @@ impl Kind for Namespace {
         &["vpc"]
     }
 
-    /// ListNamespaces (one page per 100) + ListTagsForResource per private DNS namespace:
-    /// namespaces are few (a quota of 50 per region), and reading all of them finds a
-    /// namespace the stack renamed, so that it is replaced rather than left behind.
+    /// ListNamespaces (one page per 100), then ListTagsForResource for the namespaces whose
+    /// description names this stack (the tags decide ownership; the description only says
+    /// whose tags to read, so other stacks' namespaces cost this one nothing, and one the
+    /// stack renamed is still found and replaced rather than left behind). Only where a
+    /// wanted name has none of ours are the same-named others read: one of them may be ours
+    /// with its description changed, or stand in the way of the create.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
-        let namespaces = private_namespaces(ctx).await?;
-        let tags = futures::future::try_join_all(namespaces.iter().map(|n| tags_of(ctx, n.arn().unwrap_or_default()))).await?;
+        let ours = description(&ctx.settings.stack);
+        let (mine, others): (Vec<NamespaceSummary>, Vec<NamespaceSummary>) =
+            private_namespaces(ctx).await?.into_iter().partition(|n| n.description() == Some(ours.as_str()));
+        let tags = futures::future::try_join_all(mine.iter().map(|n| tags_of(ctx, n.arn().unwrap_or_default()))).await?;
+        let mut read: Vec<(NamespaceSummary, BTreeMap<String, String>)> = mine.into_iter().zip(tags).collect();
+        let held: Vec<String> =
+            read.iter().filter(|(_, t)| owned(ctx, t).is_some()).filter_map(|(n, _)| n.name().map(String::from)).collect();
+        let missing = |n: &NamespaceSummary| {
+            wanted.iter().any(|w| {
+                n.name().is_some_and(|name| w.fields.get("name").and_then(Value::as_str) == Some(name) && !held.iter().any(|h| h == name))
+            })
+        };
+        let same_named: Vec<NamespaceSummary> = others.into_iter().filter(missing).collect();
+        let tags = futures::future::try_join_all(same_named.iter().map(|n| tags_of(ctx, n.arn().unwrap_or_default()))).await?;
+        read.extend(same_named.into_iter().zip(tags));
         let mut out = Vec::new();
-        for (n, tags) in namespaces.iter().zip(tags) {
+        for (n, tags) in &read {
             let (Some(ns_id), Some(arn), Some(name)) = (n.id(), n.arn(), n.name()) else { continue };
-            match owned(ctx, &tags) {
+            match owned(ctx, tags) {
                 Some(id) => {
-                    let mut o = Observed::new(self.name(), id, ns_id.to_string(), untyped(&namespace_fields(name, &tags)));
+                    let mut o = Observed::new(self.name(), id, ns_id.to_string(), untyped(&namespace_fields(name, tags)));
                     o.attrs.insert("arn".into(), arn.into());
                     o.attrs.insert("name".into(), name.into());
                     out.push(o);
@@ -108,7 +124,7 @@ impl Kind for Namespace {
                     let other_vpc = tags.get(VPC_TAG).map(String::as_str);
                     let same_name = |w: &&&Desired| w.fields.get("name").and_then(Value::as_str) == Some(name);
                     if wanted.iter().filter(same_name).any(|w| clashes(w.fields.get("vpc"), other_vpc)) {
-                        return Err(not_owned("Cloud Map namespace", name, &ctx.settings.stack, &tags));
+                        return Err(not_owned("Cloud Map namespace", name, &ctx.settings.stack, tags));
                     }
                 }
             }
