@@ -6,6 +6,7 @@
 mod args;
 pub mod changes;
 pub mod cli;
+mod commands;
 pub mod desired;
 pub mod engine;
 pub mod facts;

@@ -105,7 +105,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         desired_count: desired_count.clone(),
         capacity_strategy: strategy.clone(),
         subnets: refs_to(private_subnets),
-        security_groups: Set::of(vec![Ref::to("sg-service")]),
+        security_groups: Set::of(vec![Ref::to(ids::SG_SERVICE)]),
         assign_public_ip: false,
         registry: registry.clone(),
         circuit_breaker: true,
@@ -126,7 +126,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
             min: sc.min.into(),
             max: sc.max.into(),
         };
-        b.add_untagged("application-autoscaling:scalable-target", "scaling-target", target, &["service"]);
+        b.add_untagged("application-autoscaling:scalable-target", "scaling-target", target, &[ids::SERVICE]);
         for (id, suffix, metric, target) in [
             ("scaling-cpu", "cpu", "ECSServiceAverageCPUUtilization", sc.cpu_target),
             ("scaling-memory", "memory", "ECSServiceAverageMemoryUtilization", sc.memory_target),

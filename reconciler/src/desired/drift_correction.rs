@@ -62,7 +62,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     let family = task_family(&stack);
 
     // Egress only: the task calls AWS APIs (and pulls its image); nothing calls it.
-    b.security_group("sg-drift-correction", NAME, "drift-correction task (reconciler)", vec![], vec!["all all 0.0.0.0/0".into()]);
+    b.security_group(ids::SG_DRIFT_CORRECTION, NAME, "drift-correction task (reconciler)", vec![], vec!["all all 0.0.0.0/0".into()]);
 
     let log_name = crate::resources::logs::task_log_group(&stack, NAME);
     let log_group = |tags| LogGroupFields { name: log_name.clone(), retention_days: Some(dc.logs.retention_days.into()), tags };
@@ -147,7 +147,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
             launch_type: "FARGATE".into(),
             task_count: 1,
             subnets: refs_to(private_subnets),
-            security_groups: Set::of(vec![Ref::to("sg-drift-correction")]),
+            security_groups: Set::of(vec![Ref::to(ids::SG_DRIFT_CORRECTION)]),
             assign_public_ip: false,
             // Tagged as the stack's: `destroy` may stop a run still going, and it costs the stack.
             propagate_tags: "TASK_DEFINITION".into(),

@@ -49,7 +49,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
     let vpc_link = |tags| VpcLinkFields {
         name: stack.clone(),
         subnets: refs_to(private_subnets),
-        security_groups: Set::of(vec![Ref::to("sg-vpc-link")]),
+        security_groups: Set::of(vec![Ref::to(ids::SG_VPC_LINK)]),
         tags,
     };
     b.add("apigateway:vpc-link", ids::VPC_LINK, vpc_link, &[]);
@@ -92,7 +92,7 @@ pub(super) fn build(b: &mut Builder, private_subnets: &[String]) {
         b.add("apigateway:domain-name", ids::DOMAIN_NAME, domain, &[]);
         let mapping =
             ApiMappingFields { domain: Ref::to(ids::DOMAIN_NAME), api: Ref::to(ids::API), stage: "$default".into(), key: String::new() };
-        b.add_untagged("apigateway:api-mapping", "api-mapping", mapping, &["stage"]);
+        b.add_untagged("apigateway:api-mapping", "api-mapping", mapping, &[ids::STAGE]);
     }
 }
 

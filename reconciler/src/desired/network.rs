@@ -148,8 +148,8 @@ pub(super) fn build(b: &mut Builder, facts: &Facts) -> anyhow::Result<Vec<String
     // The VPC link only needs to reach the service port inside the VPC.
     let port = spec.service.as_ref().map(|s| s.port).unwrap_or(8080);
     let service_port = format!("tcp {port} {vpc_cidr}");
-    b.security_group("sg-service", "service", "webhook service tasks", vec![service_port.clone()], vec!["all all 0.0.0.0/0".into()]);
-    b.security_group("sg-vpc-link", "vpc-link", "API Gateway VPC link", vec![], vec![service_port]);
+    b.security_group(ids::SG_SERVICE, "service", "webhook service tasks", vec![service_port.clone()], vec!["all all 0.0.0.0/0".into()]);
+    b.security_group(ids::SG_VPC_LINK, "vpc-link", "API Gateway VPC link", vec![], vec![service_port]);
 
     Ok(private_ids)
 }
