@@ -20,6 +20,14 @@ pub fn typed<T: DeserializeOwned>(kind: &str, fields: &Fields) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("internal error: the fields of a {kind} do not match its fields struct: {e}"))
 }
 
+/// The nodes observe is asked for, read into the kind's fields struct: what it looks its
+/// resources up by (a name, a parent). They come as desired state built them (references
+/// unresolved: `Ref::To`) or, looking again at one resource, as observe reported it; a kind
+/// whose observe leaves fields out (`unreported`) reads the few it looks up by instead.
+pub fn wanted<T: DeserializeOwned>(kind: &str, wanted: &[&Desired]) -> anyhow::Result<Vec<T>> {
+    wanted.iter().map(|d| typed(kind, &d.fields)).collect()
+}
+
 /// The engine's `Fields` from a kind's typed fields (what observe reports).
 pub fn untyped<T: Serialize>(fields: &T) -> Fields {
     match serde_json::to_value(fields) {
