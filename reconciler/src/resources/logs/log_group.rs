@@ -7,14 +7,13 @@
 //! log group the spec no longer wants is still found, pruned or retained).
 
 use super::{apply_tags, arns, call_failed, client, owned, stack_prefixes};
-use crate::engine::fields::{typed, untyped};
+use crate::engine::fields::{self, typed, untyped};
 use crate::engine::ownership::not_owned;
 use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::retry::{gone_as_none, has_code, observe_again};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Scoped};
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub struct LogGroup;
@@ -129,7 +128,8 @@ impl Kind for LogGroup {
     /// then ListTagsForResource per candidate.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
-        let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
+        let wanted: Vec<LogGroupFields> = fields::wanted(self.name(), wanted)?;
+        let wanted: BTreeSet<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
         let prefixes = search_prefixes(stack, &wanted);
         // By name: overlapping prefixes list a group twice.
         let listed: BTreeMap<String, Listed> = try_join_all(prefixes.iter().map(|p| describe(ctx, p)))
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn never_expiring_is_null() {
         let f = LogGroupFields { name: "/ecs/s".into(), retention_days: None, tags: TagMap::new() };
-        assert_eq!(Value::Object(untyped(&f)), json!({"name": "/ecs/s", "retention_days": null, "tags": {}}));
+        assert_eq!(serde_json::Value::Object(untyped(&f)), json!({"name": "/ecs/s", "retention_days": null, "tags": {}}));
         assert!(retention(u64::MAX).is_err());
     }
 
