@@ -56,11 +56,12 @@ impl Kind for DomainName {
 
     /// GetDomainNames (tags included).
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let wanted: Vec<DomainNameFields> = crate::engine::fields::wanted(self.name(), wanted)?;
         let mut out = Vec::new();
         for d in all_pages_of_domains(ctx).await?.iter() {
             let Some(name) = d.domain_name() else { continue };
             let Some((id, tags)) = owned(ctx, d.tags()) else {
-                if wanted.iter().any(|w| w.fields.get("name").and_then(|v| v.as_str()) == Some(name)) {
+                if wanted.iter().any(|w| w.name == name) {
                     let tags = d.tags().map(|t| t.clone().into_iter().collect()).unwrap_or_default();
                     return Err(not_owned("API Gateway domain name", name, &ctx.settings.stack, &tags));
                 }

@@ -133,13 +133,8 @@ impl Kind for Role {
     /// A same-named role elsewhere is not ours.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
-        let wanted: BTreeMap<String, Vec<String>> = wanted
-            .iter()
-            .filter_map(|d| {
-                let name = d.fields.get("name").and_then(Value::as_str)?;
-                Some((name.to_string(), policy_map(d.fields.get("policies")).into_keys().collect()))
-            })
-            .collect();
+        let wanted: Vec<RoleFields> = crate::engine::fields::wanted(self.name(), wanted)?;
+        let wanted: BTreeMap<String, Vec<String>> = wanted.into_iter().map(|w| (w.name, w.policies.into_keys().collect())).collect();
         let listing = async {
             let mut names = BTreeSet::new();
             let mut pages = client(ctx).list_roles().path_prefix(role_path(stack)).into_paginator().send();

@@ -197,6 +197,7 @@ impl Kind for Schedule {
     /// GetSchedule per schedule. A group the stack does not own is not looked into.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
+        let wanted_fields: Vec<ScheduleFields> = crate::engine::fields::wanted(self.name(), wanted)?;
         let group = stack_group(stack);
         // The group's schedules are listed beside the group's own reads (one round trip
         // less), and looked at only if the stack owns the group.
@@ -215,8 +216,9 @@ impl Kind for Schedule {
             let Some(s) = s else { continue }; // deleted since it was listed
             let id = wanted
                 .iter()
-                .find(|w| w.fields.get("name").and_then(Value::as_str) == Some(name.as_str()))
-                .map(|w| w.id.clone())
+                .zip(&wanted_fields)
+                .find(|(_, f)| f.name == *name)
+                .map(|(w, _)| w.id.clone())
                 .unwrap_or_else(|| logical_id_of(name));
             let mut o = Observed::new(self.name(), id, name.clone(), untyped(&fields_of(&s)));
             o.attrs.insert("name".into(), name.clone());

@@ -12,7 +12,6 @@ use crate::engine::retry::{gone_as_none, has_code, observe_again};
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeSet;
 
 pub struct ScheduleGroup;
@@ -43,7 +42,8 @@ impl Kind for ScheduleGroup {
     /// GetScheduleGroup + ListTagsForResource for the stack's group and any other wanted name.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
-        let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
+        let wanted: Vec<ScheduleGroupFields> = crate::engine::fields::wanted(self.name(), wanted)?;
+        let wanted: BTreeSet<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
         let mut names: BTreeSet<String> = wanted.iter().map(|n| n.to_string()).collect();
         names.insert(stack_group(stack));
         let mut found = Vec::new();
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn fields_shape() {
         let f = ScheduleGroupFields { name: "s".into(), tags: TagMap::from([("reconciler:stack".to_string(), "s".to_string())]) };
-        assert_eq!(Value::Object(untyped(&f)), json!({"name": "s", "tags": {"reconciler:stack": "s"}}));
+        assert_eq!(serde_json::Value::Object(untyped(&f)), json!({"name": "s", "tags": {"reconciler:stack": "s"}}));
         assert_eq!(typed::<ScheduleGroupFields>("scheduler:schedule-group", &untyped(&f)).unwrap(), f);
     }
 

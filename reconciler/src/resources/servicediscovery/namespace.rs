@@ -16,7 +16,7 @@ use aws_sdk_servicediscovery::types::{
     FilterCondition, NamespaceFilter, NamespaceFilterName, NamespaceSummary, NamespaceType, OperationTargetType,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 pub struct Namespace;
@@ -49,9 +49,9 @@ pub fn namespace_fields(name: &str, tags: &BTreeMap<String, String>) -> Namespac
 /// is the same (a reference is unresolved here; if both really are in one VPC, Cloud Map
 /// refuses the create). Not recorded (made by hand or by another tool): refuse rather than
 /// guess, since it may well be in this VPC.
-pub fn clashes(wanted_vpc: Option<&Value>, other_vpc: Option<&str>) -> bool {
+pub fn clashes(wanted_vpc: Option<&Ref>, other_vpc: Option<&str>) -> bool {
     match other_vpc {
-        Some(have) => wanted_vpc.and_then(Value::as_str) == Some(have),
+        Some(have) => matches!(wanted_vpc, Some(Ref::Is(want)) if want == have),
         None => true,
     }
 }
@@ -95,6 +95,7 @@ impl Kind for Namespace {
     /// wanted name has none of ours are the same-named others read: one of them may be ours
     /// with its description changed, or stand in the way of the create.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let wanted: Vec<NamespaceFields> = crate::engine::fields::wanted(self.name(), wanted)?;
         let ours = description(&ctx.settings.stack);
         let (mine, others): (Vec<NamespaceSummary>, Vec<NamespaceSummary>) =
             private_namespaces(ctx).await?.into_iter().partition(|n| n.description() == Some(ours.as_str()));
@@ -102,11 +103,7 @@ impl Kind for Namespace {
         let mut read: Vec<(NamespaceSummary, BTreeMap<String, String>)> = mine.into_iter().zip(tags).collect();
         let held: Vec<String> =
             read.iter().filter(|(_, t)| owned(ctx, t).is_some()).filter_map(|(n, _)| n.name().map(String::from)).collect();
-        let missing = |n: &NamespaceSummary| {
-            wanted.iter().any(|w| {
-                n.name().is_some_and(|name| w.fields.get("name").and_then(Value::as_str) == Some(name) && !held.iter().any(|h| h == name))
-            })
-        };
+        let missing = |n: &NamespaceSummary| wanted.iter().any(|w| n.name() == Some(w.name.as_str()) && !held.contains(&w.name));
         let same_named: Vec<NamespaceSummary> = others.into_iter().filter(missing).collect();
         let tags = futures::future::try_join_all(same_named.iter().map(|n| tags_of(ctx, n.arn().unwrap_or_default()))).await?;
         read.extend(same_named.into_iter().zip(tags));
@@ -122,8 +119,7 @@ impl Kind for Namespace {
                 }
                 None => {
                     let other_vpc = tags.get(VPC_TAG).map(String::as_str);
-                    let same_name = |w: &&&Desired| w.fields.get("name").and_then(Value::as_str) == Some(name);
-                    if wanted.iter().filter(same_name).any(|w| clashes(w.fields.get("vpc"), other_vpc)) {
+                    if wanted.iter().filter(|w| w.name == name).any(|w| clashes(w.vpc.as_ref(), other_vpc)) {
                         return Err(not_owned("Cloud Map namespace", name, &ctx.settings.stack, tags));
                     }
                 }
@@ -225,7 +221,7 @@ mod tests {
             tags(&[("Name", "s-namespace"), ("reconciler:stack", "s"), ("reconciler:id", "namespace"), (VPC_TAG, "vpc-1"), ("aws:x", "y")]);
         let f = untyped(&namespace_fields("benchling.local", &t));
         assert_eq!(
-            Value::Object(f),
+            serde_json::Value::Object(f),
             json!({
                 "name": "benchling.local",
                 "vpc": "vpc-1",
@@ -239,10 +235,10 @@ mod tests {
 
     #[test]
     fn same_name_clashes_only_where_the_vpc_can_be_the_same() {
-        let literal = json!("vpc-1");
+        let literal = Ref::from("vpc-1");
         assert!(clashes(Some(&literal), Some("vpc-1")));
         assert!(!clashes(Some(&literal), Some("vpc-2")), "another stack's namespace in its own VPC");
-        let unresolved = json!({"$ref": "vpc"});
+        let unresolved = Ref::to("vpc");
         assert!(!clashes(Some(&unresolved), Some("vpc-1")), "another stack's: cannot compare, Cloud Map refuses a real clash");
         assert!(clashes(Some(&unresolved), None), "made by hand, VPC unknown: refuse rather than guess");
         assert!(clashes(Some(&literal), None));

@@ -19,7 +19,6 @@ use aws_sdk_servicediscovery::types::{
     DnsConfig, DnsConfigChange, DnsRecord, HealthCheckCustomConfig, RecordType, RoutingPolicy, ServiceChange,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub struct DiscoveryService;
@@ -98,9 +97,13 @@ fn dns_records(f: &DiscoveryServiceFields) -> anyhow::Result<Vec<DnsRecord>> {
 /// Whether an unowned service of a wanted name sits in the wanted namespace: compared
 /// directly when the namespace is given literally, else (a reference to the stack's own
 /// namespace) by asking whether its namespace is the stack's.
-async fn in_wanted_namespace(ctx: &Ctx, wanted: &Desired, svc: &aws_sdk_servicediscovery::types::Service) -> anyhow::Result<bool> {
+async fn in_wanted_namespace(
+    ctx: &Ctx,
+    wanted: &DiscoveryServiceFields,
+    svc: &aws_sdk_servicediscovery::types::Service,
+) -> anyhow::Result<bool> {
     let Some(ns_id) = svc.namespace_id() else { return Ok(false) };
-    if let Some(want) = wanted.fields.get("namespace").and_then(Value::as_str) {
+    if let Ref::Is(want) = &wanted.namespace {
         return Ok(want == ns_id);
     }
     let Some(ns_arn) = svc.arn().and_then(|a| namespace_arn(a, ns_id)) else { return Ok(false) };
@@ -124,7 +127,8 @@ impl Kind for DiscoveryService {
     /// a wanted name (is its namespace ours?).
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let sd = client(ctx);
-        let names: BTreeSet<&str> = wanted.iter().filter_map(|w| w.fields.get("name").and_then(Value::as_str)).collect();
+        let wanted: Vec<DiscoveryServiceFields> = crate::engine::fields::wanted(self.name(), wanted)?;
+        let names: BTreeSet<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
         let ours = description(&ctx.settings.stack);
         let mut candidates = Vec::new();
         let mut pages = sd.list_services().into_paginator().send();
@@ -153,7 +157,7 @@ impl Kind for DiscoveryService {
                 out.push(o);
                 continue;
             }
-            for w in wanted.iter().filter(|w| w.fields.get("name").and_then(Value::as_str) == Some(name)) {
+            for w in wanted.iter().filter(|w| w.name == name) {
                 if in_wanted_namespace(ctx, w, &svc).await? {
                     return Err(not_owned("Cloud Map service", name, &ctx.settings.stack, &tags));
                 }
@@ -280,7 +284,7 @@ mod tests {
         let tags: BTreeMap<String, String> =
             [("reconciler:stack", "s"), ("aws:x", "y")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert_eq!(
-            Value::Object(untyped(&service_fields(&svc, &tags))),
+            serde_json::Value::Object(untyped(&service_fields(&svc, &tags))),
             json!({
                 "name": "webhook",
                 "namespace": "ns-1",

@@ -190,7 +190,8 @@ impl Kind for Queue {
     /// by up to a minute on AWS), GetQueueUrl and the same two reads.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
-        let wanted: BTreeSet<&str> = wanted.iter().filter_map(|d| d.fields.get("name").and_then(Value::as_str)).collect();
+        let wanted: Vec<QueueFields> = crate::engine::fields::wanted(self.name(), wanted)?;
+        let wanted: BTreeSet<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
         let mut urls = Vec::new();
         let mut pages = client(ctx).list_queues().queue_name_prefix(format!("{stack}-")).max_results(1000).into_paginator().send();
         while let Some(page) = pages.next().await {
