@@ -8,7 +8,7 @@ use super::diff::{diff_fields, for_create, for_update};
 use super::graph::{deps_of, topo_order};
 use super::observe::{leaving, observe_again, observe_one, wait_while_leaving};
 use super::planner::{index_live, removed, replace_reason, replacements, resolve_fields};
-use super::ready::{settle, wait_ready};
+use super::ready::{settle, wait_found_pending};
 use super::replacement::{first_phase, refusal};
 use super::{kind_of, progress};
 use super::{Ctx, Desired, DynKind, Fields, Identity, Observed, Status};
@@ -396,14 +396,8 @@ async fn converge_one(
     loop {
         match converge_step(ctx, kind, d, fields, live.as_ref()).await {
             Ok(outcome) => {
-                let pending = live.as_ref().filter(|l| matches!(l.status, Status::Pending(_)));
-                if let Some(l) = pending {
-                    let now = wait_ready(ctx, kind, d, l).await?;
-                    // A change of an earlier run, still settling when this one found it (the
-                    // earlier one stopped waiting): judged as if this run had made it.
-                    if matches!(outcome, Outcome::Unchanged) && kind.settles_after_change(&ctx.settings, None) {
-                        kind.settled(ctx, &now, &for_update(fields, &l.fields)).await?;
-                    }
+                if let Some(l) = live.as_ref().filter(|l| matches!(l.status, Status::Pending(_))) {
+                    wait_found_pending(ctx, kind, d, fields, l, matches!(outcome, Outcome::Unchanged)).await?;
                 }
                 let outcome = match (was_missing, outcome, &live) {
                     // Created by an earlier attempt that reported failure: still a creation.
@@ -420,16 +414,12 @@ async fn converge_one(
                     (_, outcome, _) => outcome,
                 };
                 // A change that goes on after the call (a deployment) is waited for here.
-                let settles = |changed| kind.settles_after_change(&ctx.settings, changed);
-                let change = match (&outcome, &live) {
-                    (Outcome::Created(id), _) if settles(None) => Some((id.clone(), for_create(fields))),
-                    (Outcome::Updated(f, id), Some(l)) if settles(Some(f.as_slice())) => {
-                        Some((id.clone().unwrap_or_else(|| l.identity()), for_update(fields, &l.fields)))
+                match (&outcome, &live) {
+                    (Outcome::Created(id), _) => settle(ctx, kind, d, fields, id, None).await?,
+                    (Outcome::Updated(f, id), Some(l)) => {
+                        settle(ctx, kind, d, fields, &id.clone().unwrap_or_else(|| l.identity()), Some((l, f))).await?
                     }
-                    _ => None,
-                };
-                if let Some((changed, sent)) = change {
-                    settle(ctx, kind, d, &sent, &changed).await?;
+                    _ => {}
                 }
                 return Ok(outcome);
             }

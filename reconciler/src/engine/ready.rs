@@ -5,6 +5,7 @@
 //! was sent ([`Kind::settled`](super::Kind::settled)). The waits poll, print how far the
 //! resource is when that changes, and stop at the wait timeout saying where it was.
 
+use super::diff::{for_create, for_update};
 use super::observe::{leaving, observe_again, observe_kind};
 use super::wait::{until_reporting, Check};
 use super::{progress, Ctx, Desired, DynKind, Fields, Identity, Observed, Status};
@@ -20,10 +21,43 @@ pub(super) async fn wait_ready(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, live:
     until_reporting(ctx, &what, || async { judge(d, observe_again(ctx, kind, live).await?) }).await
 }
 
-/// After a create or an update of a kind that settles after a change: waits while the
-/// resource is Pending, then lets the kind judge what it settled as. `fields` are what create
-/// or update received; `changed` is the identity they returned.
-pub(super) async fn settle(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, fields: &Fields, changed: &Identity) -> anyhow::Result<()> {
+/// A resource found Pending before this run converged it: waited for until it is ready. Where
+/// this run left it unchanged and its kind settles after a change, the change an earlier run
+/// made (and stopped waiting for) is judged as if this run had made it.
+pub(super) async fn wait_found_pending(
+    ctx: &Ctx,
+    kind: &dyn DynKind,
+    d: &Desired,
+    fields: &Fields,
+    pending: &Observed,
+    unchanged: bool,
+) -> anyhow::Result<()> {
+    let now = wait_ready(ctx, kind, d, pending).await?;
+    if unchanged && kind.settles_after_change(&ctx.settings, None) {
+        kind.settled(ctx, &now, &for_update(fields, &pending.fields)).await?;
+    }
+    Ok(())
+}
+
+/// After a create (`updated: None`) or an update (the live resource and the fields it
+/// changed) of a kind that settles after such a change: waits while the resource is Pending,
+/// then lets the kind judge what it settled as, against what create or update received
+/// (`fields` resolved, markers applied as they were). `changed` is the identity they returned.
+pub(super) async fn settle(
+    ctx: &Ctx,
+    kind: &dyn DynKind,
+    d: &Desired,
+    fields: &Fields,
+    changed: &Identity,
+    updated: Option<(&Observed, &Vec<String>)>,
+) -> anyhow::Result<()> {
+    if !kind.settles_after_change(&ctx.settings, updated.map(|(_, f)| f.as_slice())) {
+        return Ok(());
+    }
+    let sent = match updated {
+        Some((live, _)) => for_update(fields, &live.fields),
+        None => for_create(fields),
+    };
     let what = format!("{} {} [{}] to settle after the change", d.kind, d.id, changed.physical_id);
     let now = until_reporting(ctx, &what, || async {
         // Looked for as the plan looks for it (the unresolved node), and picked by its AWS id.
@@ -32,7 +66,7 @@ pub(super) async fn settle(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, fields: &
         judge(d, now)
     })
     .await?;
-    kind.settled(ctx, &now, fields).await
+    kind.settled(ctx, &now, &sent).await
 }
 
 /// Done once the resource is Ready or Degraded; still waiting while it is Pending (with how far
@@ -116,7 +150,7 @@ mod tests {
     async fn settle_with(k: &Settling, fields: serde_json::Value) -> anyhow::Result<()> {
         let settings = Settings { poll_interval: Duration::from_millis(1), ..Settings::new("demo", Default::default()) };
         let d = crate::engine::testing::desired("test:settling", "svc", fields);
-        settle(&Ctx::from_env("us-east-1", settings).await, k, &d, &d.fields, &Identity::id("phys-1")).await
+        settle(&Ctx::from_env("us-east-1", settings).await, k, &d, &d.fields, &Identity::id("phys-1"), None).await
     }
 
     /// The engine waits while the resource is Pending, then the kind judges it as it settled,
