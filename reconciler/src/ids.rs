@@ -24,4 +24,6 @@ pub const DRIFT_LOG_GROUP: &str = "log-drift-correction";
 pub const SG_SERVICE: &str = "sg-service";
 /// The VPC link's security group (the network section makes it, the edge uses it).
 pub const SG_VPC_LINK: &str = "sg-vpc-link";
+/// The drift-correction task's security group (made and used by that section, named here
+/// beside the other two).
 pub const SG_DRIFT_CORRECTION: &str = "sg-drift-correction";

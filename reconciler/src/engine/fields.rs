@@ -23,7 +23,8 @@ pub fn typed<T: DeserializeOwned>(kind: &str, fields: &Fields) -> anyhow::Result
 /// The nodes observe is asked for, read into the kind's fields struct: what it looks its
 /// resources up by (a name, a parent). They come as desired state built them (references
 /// unresolved: `Ref::To`) or, looking again at one resource, as observe reported it; a kind
-/// whose observe leaves fields out (`unreported`) reads the few it looks up by instead.
+/// whose observe leaves out a field its struct requires (the ECS service's unreported
+/// fields) reads the few it looks up by instead.
 pub fn wanted<T: DeserializeOwned>(kind: &str, wanted: &[&Desired]) -> anyhow::Result<Vec<T>> {
     wanted.iter().map(|d| typed(kind, &d.fields)).collect()
 }
