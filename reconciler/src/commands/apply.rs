@@ -44,8 +44,7 @@ pub async fn apply(
     s.stop_on_signal();
     let lock = s.lock().await?;
     let result = apply_locked(s, file, auto_approve, allow_destructive, saved, lock.as_ref()).await;
-    release(lock).await?;
-    result.map(|outcome| outcome.exit_code(detailed_exitcode))
+    release(lock, result).await.map(|outcome| outcome.exit_code(detailed_exitcode))
 }
 
 async fn apply_locked(

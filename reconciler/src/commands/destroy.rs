@@ -15,8 +15,7 @@ pub async fn destroy(s: &Session, auto_approve: bool) -> anyhow::Result<ExitCode
     s.stop_on_signal();
     let lock = lock_for_destroy(s).await?;
     let result = destroy_locked(s, auto_approve, lock.as_ref()).await;
-    release(lock).await?;
-    result
+    release(lock, result).await
 }
 
 /// The stack lock for `destroy`. A drift-correction pass holds it while it works: when the

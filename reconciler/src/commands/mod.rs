@@ -25,10 +25,27 @@ fn print_outputs(s: &Session, observed: &[engine::Observed], format: OutputForma
     Ok(())
 }
 
-async fn release(lock: Option<engine::lock::StackLock>) -> anyhow::Result<()> {
-    match lock {
+/// Releases the stack lock after the work it guarded, and returns that work's result: a
+/// failed release is an error only when the work succeeded. When the work failed, its error
+/// is what the person needs, and the release failure is a warning (the lease expires by
+/// itself).
+async fn release<T>(lock: Option<engine::lock::StackLock>, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    let released = match lock {
         Some(l) => l.release().await.context("releasing the stack lock"),
         None => Ok(()),
+    };
+    after_release(result, released)
+}
+
+fn after_release<T>(result: anyhow::Result<T>, released: anyhow::Result<()>) -> anyhow::Result<T> {
+    match (result, released) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(r)) => {
+            eprintln!("warning: {r:#}; its lease expires by itself");
+            Err(e)
+        }
     }
 }
 
@@ -47,4 +64,20 @@ fn confirm(auto_approve: bool, what: &str) -> anyhow::Result<()> {
         bail!("cancelled; nothing was changed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_release;
+
+    /// The work's error wins over a failed release; a failed release fails work that succeeded.
+    #[test]
+    fn a_failed_release_never_hides_the_error_of_the_work() {
+        let work_failed = || Err::<u8, _>(anyhow::anyhow!("creating sqs:queue queue: refused"));
+        let release_failed = || Err(anyhow::anyhow!("releasing the stack lock: AccessDenied"));
+        assert_eq!(after_release(work_failed(), release_failed()).unwrap_err().to_string(), "creating sqs:queue queue: refused");
+        assert_eq!(after_release(Ok(7), release_failed()).unwrap_err().to_string(), "releasing the stack lock: AccessDenied");
+        assert_eq!(after_release(work_failed(), Ok(())).unwrap_err().to_string(), "creating sqs:queue queue: refused");
+        assert_eq!(after_release(Ok(7), Ok(())).unwrap(), 7);
+    }
 }
