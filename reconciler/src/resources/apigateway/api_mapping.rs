@@ -35,6 +35,7 @@ impl Kind for ApiMapping {
     /// GetDomainNames, then GetApiMappings per domain the stack owns. A mapping whose key a
     /// wanted node names is that node; another one on the stack's domain is pruned.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let keys = super::child_keys(self.name(), wanted, |f: ApiMappingFields| f.key)?;
         let mut out = Vec::new();
         for d in all_pages_of_domains(ctx).await?.iter() {
             let (Some(domain), Some(_)) = (d.domain_name(), owned(ctx, d.tags())) else { continue };
@@ -52,7 +53,7 @@ impl Kind for ApiMapping {
             for m in mappings {
                 let Some(mapping_id) = m.api_mapping_id() else { continue };
                 let key = m.api_mapping_key().unwrap_or_default();
-                let id = super::child_id(wanted, "key", key, &format!("api mapping {domain}/"));
+                let id = super::child_id(&keys, key, &format!("api mapping {domain}/"));
                 let fields = ApiMappingFields {
                     domain: domain.to_string().into(),
                     api: m.api_id().unwrap_or_default().to_string().into(),

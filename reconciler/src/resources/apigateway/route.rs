@@ -3,7 +3,7 @@
 //! accepts a second one shows it as a duplicate, which apply removes). A route the spec does
 //! not want in the stack's API is pruned.
 
-use super::{api_of, call_failed, child, child_id, children, client, pages};
+use super::{api_of, call_failed, child, child_id, child_keys, children, client, pages};
 use crate::engine::fields::{typed, untyped};
 use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
@@ -57,6 +57,7 @@ impl Kind for Route {
 
     /// GetApis, then GetRoutes per API the stack owns.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let keys = child_keys(self.name(), wanted, |f: RouteFields| f.route_key)?;
         let found = children(ctx, |api_id| list(ctx, api_id)).await?;
         Ok(found
             .iter()
@@ -68,7 +69,7 @@ impl Kind for Route {
                     integration: target_integration(r.target()).into(),
                     authorization: r.authorization_type().map(|a| a.as_str().to_string()).unwrap_or_else(|| "NONE".into()),
                 };
-                Some(child(self.name(), child_id(wanted, "route_key", key, "route"), route_id, api_id, untyped(&fields)))
+                Some(child(self.name(), child_id(&keys, key, "route"), route_id, api_id, untyped(&fields)))
             })
             .collect())
     }

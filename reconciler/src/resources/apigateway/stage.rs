@@ -5,7 +5,7 @@
 //! An endpoint that does not implement UpdateStage (moto) gets the same settings by deleting
 //! and recreating the stage, and says so: on AWS that path is never taken.
 
-use super::{api_of, call_failed, child, child_id, children, client, not_implemented, pages};
+use super::{api_of, call_failed, child, child_id, child_keys, children, client, not_implemented, pages};
 use crate::engine::fields::{typed, untyped};
 use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
@@ -104,13 +104,14 @@ impl Kind for Stage {
 
     /// GetApis, then GetStages per API the stack owns.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+        let keys = child_keys(self.name(), wanted, |f: StageFields| f.name)?;
         let found = children(ctx, |api_id| list(ctx, api_id)).await?;
         Ok(found
             .iter()
             .filter_map(|(api_id, s)| {
                 let name = s.stage_name()?;
                 // A stage has no id of its own: its name is unique within the API.
-                Some(child(self.name(), child_id(wanted, "name", name, "stage"), name, api_id, untyped(&stage_fields(api_id, s))))
+                Some(child(self.name(), child_id(&keys, name, "stage"), name, api_id, untyped(&stage_fields(api_id, s))))
             })
             .collect())
     }

@@ -4,8 +4,7 @@
 
 use super::{
     call_failed, changed, client, create_service_linked_role, ecs_tags, emulator_lacks_operation, iam_arn, lacks_service_linked_role,
-    literal, owned_id, service_linked_role_statement, strategy_items, strategy_of, sync_tags, tag_map, tag_on_create, typed, untyped,
-    StrategyItem,
+    owned_id, service_linked_role_statement, strategy_items, strategy_of, sync_tags, tag_map, tag_on_create, typed, untyped, StrategyItem,
 };
 use crate::engine::ownership::not_owned;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
@@ -113,8 +112,9 @@ pub(super) async fn owned(ctx: &Ctx, names: &[String]) -> anyhow::Result<Vec<(St
     Ok(out)
 }
 
-fn wanted_names(wanted: &[&Desired]) -> Vec<String> {
-    wanted.iter().filter_map(|d| literal(&d.fields, "name")).map(String::from).collect()
+fn wanted_names(wanted: &[&Desired]) -> anyhow::Result<Vec<String>> {
+    let wanted: Vec<ClusterFields> = crate::engine::fields::wanted("ecs:cluster", wanted)?;
+    Ok(wanted.into_iter().map(|c| c.name).collect())
 }
 
 impl Kind for Cluster {
@@ -130,7 +130,7 @@ impl Kind for Cluster {
 
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let mut found = Vec::new();
-        for (id, c) in owned(ctx, &wanted_names(wanted)).await? {
+        for (id, c) in owned(ctx, &wanted_names(wanted)?).await? {
             let ident = identity(&c)?;
             found.push(Observed { attrs: ident.attrs, ..Observed::new(self.name(), id, ident.physical_id, untyped(&fields_of(&c))) });
         }
