@@ -43,16 +43,12 @@ pub struct ExistingNetwork {
     pub private_subnet_ids: Vec<String>,
 }
 
-impl crate::engine::Service for aws_sdk_sts::Client {
-    fn connect(conf: &aws_config::SdkConfig) -> Self {
-        crate::engine::calls::sdk_client!(aws_sdk_sts, conf, crate::engine::retry::no_extra)
-    }
-}
+// STS has no codes of its own to classify: the engine's rules (`call_failed`) apply.
+crate::engine::calls::service!(aws_sdk_sts, crate::engine::retry::no_extra, client_only);
 
 /// The account the credentials belong to (trust policies and ARNs are scoped to it).
 async fn account(ctx: &Ctx) -> anyhow::Result<String> {
-    let sts: aws_sdk_sts::Client = ctx.client();
-    let out = sts.get_caller_identity().send().await.map_err(call_failed("GetCallerIdentity"))?;
+    let out = client(ctx).get_caller_identity().send().await.map_err(call_failed("GetCallerIdentity"))?;
     out.account().map(String::from).ok_or_else(|| anyhow!("GetCallerIdentity returned no account"))
 }
 

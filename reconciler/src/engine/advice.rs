@@ -4,10 +4,12 @@
 //! the failures people meet most: missing permissions, bad credentials, throttling that
 //! outlasted the retries, a value AWS refused, a quota, an unreachable endpoint.
 
-use super::retry::{AwsError, ErrorClass};
+use super::retry::ErrorClass;
 
-/// The error line and, where one applies, a `hint:` line: what a failed command prints last.
-pub fn render(e: &anyhow::Error) -> String {
+/// The error line and, where one applies, a `hint:` line: what a failed command prints last
+/// (the golden tests' view of `log::failure`).
+#[cfg(test)]
+fn render(e: &anyhow::Error) -> String {
     crate::log::failure_text(&format!("{e:#}"), advice(e).as_deref())
 }
 
@@ -18,7 +20,7 @@ pub fn with_hint(e: &anyhow::Error) -> String {
 
 /// The step that fixes `e`, if it is a failure we know.
 pub fn advice(e: &anyhow::Error) -> Option<String> {
-    let aws = e.chain().find_map(|c| c.downcast_ref::<AwsError>())?;
+    let aws = super::retry::aws_error(e)?;
     let code = aws.code.as_deref().unwrap_or_default();
     let rerun = "then run the same command again (it converges from what exists)";
     if is_access_denied(code, &aws.message) {

@@ -396,9 +396,7 @@ async fn converge_one(
     loop {
         match converge_step(ctx, kind, d, fields, live.as_ref()).await {
             Ok(outcome) => {
-                if let Some(l) = live.as_ref().filter(|l| matches!(l.status, Status::Pending(_))) {
-                    wait_found_pending(ctx, kind, d, fields, l, matches!(outcome, Outcome::Unchanged)).await?;
-                }
+                let unchanged = matches!(outcome, Outcome::Unchanged);
                 let outcome = match (was_missing, outcome, &live) {
                     // Created by an earlier attempt that reported failure: still a creation.
                     (true, Outcome::Unchanged, Some(l)) => Outcome::Created(l.identity()),
@@ -413,13 +411,18 @@ async fn converge_one(
                     }
                     (_, outcome, _) => outcome,
                 };
-                // A change that goes on after the call (a deployment) is waited for here.
-                match (&outcome, &live) {
-                    (Outcome::Created(id), _) => settle(ctx, kind, d, fields, id, None).await?,
+                // A change that goes on after the call (a deployment) is waited for and judged;
+                // otherwise a resource found still becoming ready is waited for.
+                let settled = match (&outcome, &live) {
+                    (Outcome::Created(id), _) => settle(ctx, kind, d, fields, &id.physical_id, None).await?,
                     (Outcome::Updated(f, id), Some(l)) => {
-                        settle(ctx, kind, d, fields, &id.clone().unwrap_or_else(|| l.identity()), Some((l, f))).await?
+                        let changed_id = id.as_ref().map_or(&l.physical_id, |i| &i.physical_id);
+                        settle(ctx, kind, d, fields, changed_id, Some((l, f))).await?
                     }
-                    _ => {}
+                    _ => false,
+                };
+                if let Some(l) = live.as_ref().filter(|l| !settled && matches!(l.status, Status::Pending(_))) {
+                    wait_found_pending(ctx, kind, d, fields, l, unchanged).await?;
                 }
                 return Ok(outcome);
             }

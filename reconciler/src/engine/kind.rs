@@ -3,7 +3,7 @@
 //! boxed, so that kinds of different types sit in one registry). The adapter between them is
 //! written once, here: a kind never writes a boxed future.
 
-use super::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Observed, Replacement, Settings};
+use super::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Observed, Replacement};
 use futures::future::BoxFuture;
 use std::future::Future;
 
@@ -58,9 +58,10 @@ pub trait Kind: Send + Sync {
     /// the call returned): the engine then observes it again, waits while it is Pending (the
     /// kind's observe says so) and hands what it settled as to [`Kind::settled`]. `changed`:
     /// the fields an update changed; `None` for a create, or for a change of an earlier run
-    /// that was still settling when this one found it. `settings` say whether such waits are
-    /// on at all. Observe must report a created resource under the physical id create returned.
-    fn settles_after_change(&self, _settings: &Settings, _changed: Option<&[String]>) -> bool {
+    /// that was still settling when this one found it. Asked only where such waits are on
+    /// (`Settings::wait_for_rollouts`). Observe must report a created resource under the
+    /// physical id create returned.
+    fn settles_after_change(&self, _changed: Option<&[String]>) -> bool {
         false
     }
     /// After the engine's wait: whether the resource settled as what was sent (`fields`, as
@@ -106,7 +107,7 @@ pub trait DynKind: Send + Sync {
     fn unreported(&self) -> &'static [&'static str];
     fn holds_what_it_uses(&self) -> bool;
     fn updates_yield_new_identity(&self) -> bool;
-    fn settles_after_change(&self, settings: &Settings, changed: Option<&[String]>) -> bool;
+    fn settles_after_change(&self, changed: Option<&[String]>) -> bool;
     fn settled<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<()>>;
     fn observe<'a>(&'a self, ctx: &'a Ctx, wanted: &'a [&'a Desired]) -> BoxFuture<'a, anyhow::Result<Vec<Observed>>>;
     fn create<'a>(&'a self, ctx: &'a Ctx, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<Identity>>;
@@ -147,8 +148,8 @@ impl<K: Kind> DynKind for K {
     fn updates_yield_new_identity(&self) -> bool {
         Kind::updates_yield_new_identity(self)
     }
-    fn settles_after_change(&self, settings: &Settings, changed: Option<&[String]>) -> bool {
-        Kind::settles_after_change(self, settings, changed)
+    fn settles_after_change(&self, changed: Option<&[String]>) -> bool {
+        Kind::settles_after_change(self, changed)
     }
     fn settled<'a>(&'a self, ctx: &'a Ctx, live: &'a Observed, fields: &'a Fields) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(Kind::settled(self, ctx, live, fields))

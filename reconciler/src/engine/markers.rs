@@ -6,8 +6,9 @@
 //! and what observe reports or a verb receives (resolved, markers applied) reads back into the
 //! plain variant. A verb never sees a reference or a marker: the engine resolves references
 //! before it calls one and applies markers (`for_create`, `for_update`). The readers of the
-//! JSON forms the engine needs ([`initial_value`], [`within_bounds`], [`set_of`]) are here
-//! too, beside the types that write them.
+//! JSON forms the engine needs ([`ref_target`], [`set_items`], [`initial_value`],
+//! [`within_bounds`], [`set_of`]) are here too, beside the types that write them; the types
+//! read through them.
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -16,6 +17,25 @@ use std::ops::Deref;
 
 /// Shown in plans for values that only exist after a dependency is created.
 pub const UNKNOWN: &str = "(known after apply)";
+
+/// `(id, attr)` of a `$ref` (with `$attr` or not), if `v` is one.
+pub(crate) fn ref_target(v: &Value) -> Option<(&str, Option<&str>)> {
+    let Value::Object(m) = v else { return None };
+    let id = m.get("$ref")?.as_str()?;
+    match (m.len(), m.get("$attr").and_then(Value::as_str)) {
+        (1, None) => Some((id, None)),
+        (2, Some(attr)) => Some((id, Some(attr))),
+        _ => None,
+    }
+}
+
+/// The items of a `$set`, if `v` is one.
+pub(crate) fn set_items(v: &Value) -> Option<&Vec<Value>> {
+    match v {
+        Value::Object(m) if m.len() == 1 => m.get("$set").and_then(Value::as_array),
+        _ => None,
+    }
+}
 
 /// The value of an `$initial` marker, if `v` is one.
 pub(crate) fn initial_value(v: &Value) -> Option<&Value> {
@@ -133,18 +153,12 @@ impl Serialize for Ref {
 
 impl<'de> Deserialize<'de> for Ref {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Ref, D::Error> {
-        match Value::deserialize(d)? {
-            Value::String(s) => Ok(Ref::Is(s)),
-            Value::Object(m) => {
-                let id = m.get("$ref").and_then(Value::as_str);
-                let attr = m.get("$attr").map(|a| a.as_str().map(str::to_string));
-                match (id, attr, m.len()) {
-                    (Some(id), None, 1) => Ok(Ref::to(id)),
-                    (Some(id), Some(Some(a)), 2) => Ok(Ref::attr(id, &a)),
-                    _ => Err(D::Error::custom(format!("expected a string or a reference, found {}", Value::Object(m)))),
-                }
-            }
-            other => Err(D::Error::custom(format!("expected a string or a reference, found {other}"))),
+        let v = Value::deserialize(d)?;
+        match (&v, ref_target(&v)) {
+            (Value::String(s), _) => Ok(Ref::Is(s.clone())),
+            (_, Some((id, None))) => Ok(Ref::to(id)),
+            (_, Some((id, Some(attr)))) => Ok(Ref::attr(id, attr)),
+            (_, None) => Err(D::Error::custom(format!("expected a string or a reference, found {v}"))),
         }
     }
 }
@@ -236,12 +250,10 @@ impl<T: Serialize> Serialize for Set<T> {
 
 impl<'de, T: DeserializeOwned + Serialize + PartialEq> Deserialize<'de> for Set<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Set<T>, D::Error> {
-        match Value::deserialize(d)? {
-            Value::Object(mut m) if m.len() == 1 && m.contains_key("$set") => {
-                let items = m.remove("$set").unwrap_or_default();
-                serde_json::from_value(items).map(Set::Of).map_err(D::Error::custom)
-            }
-            other => serde_json::from_value::<Vec<T>>(other).map(Set::from).map_err(D::Error::custom),
+        let v = Value::deserialize(d)?;
+        match set_items(&v) {
+            Some(items) => items.iter().map(T::deserialize).collect::<Result<Vec<T>, _>>().map(Set::Of).map_err(D::Error::custom),
+            None => Vec::<T>::deserialize(v).map(Set::from).map_err(D::Error::custom),
         }
     }
 }

@@ -41,7 +41,9 @@ pub use markers::{set_of, UNKNOWN};
 pub use markers::{Managed, Ref, Set};
 pub use observe::{observe, observe_owned, Snapshot};
 pub use planner::plan;
-pub use refs::{initial, normalise_set, reference, reference_to, references as references_in, resolve, set, within};
+#[cfg(test)]
+pub use refs::{initial, within};
+pub use refs::{normalise_set, reference, reference_to, references as references_in, resolve, set};
 pub use retry::{call_failed, call_failed_with, AwsError, ErrorClass};
 
 use serde_json::{Map, Value};

@@ -8,7 +8,7 @@
 use super::diff::{for_create, for_update};
 use super::observe::{leaving, observe_again, observe_kind};
 use super::wait::{until_reporting, Check};
-use super::{progress, Ctx, Desired, DynKind, Fields, Identity, Observed, Status};
+use super::{progress, Ctx, Desired, DynKind, Fields, Observed, Status};
 use anyhow::anyhow;
 
 /// Polls until the resource is no longer Pending and returns it as it is then: Ready, or
@@ -33,7 +33,7 @@ pub(super) async fn wait_found_pending(
     unchanged: bool,
 ) -> anyhow::Result<()> {
     let now = wait_ready(ctx, kind, d, pending).await?;
-    if unchanged && kind.settles_after_change(&ctx.settings, None) {
+    if unchanged && settles(ctx, kind, None) {
         kind.settled(ctx, &now, &for_update(fields, &pending.fields)).await?;
     }
     Ok(())
@@ -42,31 +42,39 @@ pub(super) async fn wait_found_pending(
 /// After a create (`updated: None`) or an update (the live resource and the fields it
 /// changed) of a kind that settles after such a change: waits while the resource is Pending,
 /// then lets the kind judge what it settled as, against what create or update received
-/// (`fields` resolved, markers applied as they were). `changed` is the identity they returned.
+/// (`fields` resolved, markers applied as they were). `changed_id` is the physical id they
+/// returned. Whether it waited: `false` where the kind does not settle after this change.
 pub(super) async fn settle(
     ctx: &Ctx,
     kind: &dyn DynKind,
     d: &Desired,
     fields: &Fields,
-    changed: &Identity,
-    updated: Option<(&Observed, &Vec<String>)>,
-) -> anyhow::Result<()> {
-    if !kind.settles_after_change(&ctx.settings, updated.map(|(_, f)| f.as_slice())) {
-        return Ok(());
+    changed_id: &str,
+    updated: Option<(&Observed, &[String])>,
+) -> anyhow::Result<bool> {
+    if !settles(ctx, kind, updated.map(|(_, f)| f)) {
+        return Ok(false);
     }
     let sent = match updated {
         Some((live, _)) => for_update(fields, &live.fields),
         None => for_create(fields),
     };
-    let what = format!("{} {} [{}] to settle after the change", d.kind, d.id, changed.physical_id);
+    let what = format!("{} {} [{}] to settle after the change", d.kind, d.id, changed_id);
     let now = until_reporting(ctx, &what, || async {
         // Looked for as the plan looks for it (the unresolved node), and picked by its AWS id.
         let found = observe_kind(ctx, kind, &[d]).await?;
-        let now = found.into_iter().find(|o| o.physical_id == changed.physical_id || (o.id == d.id && !leaving(o)));
+        let now = found.into_iter().find(|o| o.physical_id == changed_id || (o.id == d.id && !leaving(o)));
         judge(d, now)
     })
     .await?;
-    kind.settled(ctx, &now, &sent).await
+    kind.settled(ctx, &now, &sent).await?;
+    Ok(true)
+}
+
+/// Whether the engine waits for this change to settle: where such waits are on
+/// (`Settings::wait_for_rollouts`; an emulator's rollouts never finish) and the kind says so.
+fn settles(ctx: &Ctx, kind: &dyn DynKind, changed: Option<&[String]>) -> bool {
+    ctx.settings.wait_for_rollouts && kind.settles_after_change(changed)
 }
 
 /// Done once the resource is Ready or Degraded; still waiting while it is Pending (with how far
@@ -86,7 +94,7 @@ fn judge(d: &Desired, now: Option<Observed>) -> anyhow::Result<Check<Observed>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{FieldChange, IamActions, Kind, Settings};
+    use crate::engine::{FieldChange, IamActions, Identity, Kind, Settings};
     use serde_json::json;
     use std::sync::Mutex;
     use std::time::Duration;
@@ -107,7 +115,7 @@ mod tests {
         fn replace_on(&self) -> &'static [&'static str] {
             &[]
         }
-        fn settles_after_change(&self, _: &Settings, _: Option<&[String]>) -> bool {
+        fn settles_after_change(&self, _: Option<&[String]>) -> bool {
             true
         }
         async fn settled(&self, _: &Ctx, live: &Observed, fields: &Fields) -> anyhow::Result<()> {
@@ -150,7 +158,7 @@ mod tests {
     async fn settle_with(k: &Settling, fields: serde_json::Value) -> anyhow::Result<()> {
         let settings = Settings { poll_interval: Duration::from_millis(1), ..Settings::new("demo", Default::default()) };
         let d = crate::engine::testing::desired("test:settling", "svc", fields);
-        settle(&Ctx::from_env("us-east-1", settings).await, k, &d, &d.fields, &Identity::id("phys-1"), None).await
+        settle(&Ctx::from_env("us-east-1", settings).await, k, &d, &d.fields, "phys-1", None).await.map(drop)
     }
 
     /// The engine waits while the resource is Pending, then the kind judges it as it settled,

@@ -7,7 +7,8 @@
 //!   drift when the live value leaves [min, max] (a count that autoscaling owns).
 
 pub(crate) use super::markers::{initial_value, set_of, within_bounds, UNKNOWN};
-use super::markers::{Managed, Ref, Set};
+use super::markers::{ref_target, set_items};
+use super::markers::{Ref, Set};
 use super::Identity;
 use serde::Serialize;
 use serde_json::Value;
@@ -32,35 +33,21 @@ pub fn set(items: Vec<Value>) -> Value {
     to_json(Set::of(items))
 }
 
-/// Set on create; afterwards another owner controls it (a deploy pipeline's image).
+/// Set on create; afterwards another owner controls it (a deploy pipeline's image). Desired
+/// state writes `Managed::Initial`; the engine's tests write the JSON with this.
+#[cfg(test)]
 pub fn initial(v: Value) -> Value {
-    to_json(Managed::Initial(v))
+    to_json(super::markers::Managed::Initial(v))
 }
 
-/// Set to `initial` on create; afterwards drift only outside [min, max].
+/// Set to `initial` on create; afterwards drift only outside [min, max] (`Managed::Within`).
+#[cfg(test)]
 pub fn within(min: u64, max: u64, initial: u64) -> Value {
-    to_json(Managed::Within { min, max, initial })
+    to_json(super::markers::Managed::Within { min, max, initial })
 }
 
 fn to_json(v: impl Serialize) -> Value {
     serde_json::to_value(v).expect("markers serialise to JSON")
-}
-
-fn ref_target(v: &Value) -> Option<(&str, Option<&str>)> {
-    let Value::Object(m) = v else { return None };
-    let id = m.get("$ref")?.as_str()?;
-    match (m.len(), m.get("$attr").and_then(Value::as_str)) {
-        (1, None) => Some((id, None)),
-        (2, Some(attr)) => Some((id, Some(attr))),
-        _ => None,
-    }
-}
-
-fn set_items(v: &Value) -> Option<&Vec<Value>> {
-    match v {
-        Value::Object(m) if m.len() == 1 => m.get("$set").and_then(Value::as_array),
-        _ => None,
-    }
 }
 
 /// Every logical id referenced anywhere inside `v`.

@@ -108,7 +108,6 @@ impl CostLine {
     }
 }
 
-/// `$1,234.56`.
 /// Estimates the monthly cost before and after, per resource. `region` is the stack's.
 pub fn estimate(region: &str, assumptions: &CostAssumptions, desired: &[Desired], observed: &[Observed]) -> Cost {
     let t = &*TABLE;

@@ -74,7 +74,7 @@ impl Kind for HttpApi {
 
     async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
         let f: ApiFields = typed(self.name(), fields)?;
-        if changes.iter().any(|c| c.field == "name") {
+        if crate::engine::fields::changed(changes, "name") {
             client(ctx).update_api().api_id(&live.physical_id).name(&f.name).send().await.map_err(call_failed("UpdateApi"))?;
         }
         apply_tags(ctx, &arn(ctx, &format!("/apis/{}", live.physical_id)), &TagDelta::of(changes)).await?;

@@ -97,7 +97,7 @@ impl Kind for DomainName {
     /// UpdateDomainName (a new certificate) and tags.
     async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
         let f: DomainNameFields = typed(self.name(), fields)?;
-        if changes.iter().any(|c| c.field == "certificate_arn") {
+        if crate::engine::fields::changed(changes, "certificate_arn") {
             client(ctx)
                 .update_domain_name()
                 .domain_name(&live.physical_id)

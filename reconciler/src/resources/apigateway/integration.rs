@@ -139,7 +139,7 @@ impl Kind for Integration {
     /// Map service is one call).
     async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
         let f: IntegrationFields = typed(self.name(), fields)?;
-        let has = |name: &str| changes.iter().any(|c| c.field == name);
+        let has = |name: &str| crate::engine::fields::changed(changes, name);
         let mut req = client(ctx).update_integration().api_id(api_of(live)?).integration_id(&live.physical_id);
         if has("method") {
             req = req.integration_method(&f.method);

@@ -48,13 +48,6 @@ pub fn status_of(status: Option<&VpcLinkStatus>, message: Option<&str>) -> Statu
     }
 }
 
-fn sorted(v: &[String]) -> Vec<String> {
-    let mut v = v.to_vec();
-    v.sort();
-    v.dedup();
-    v
-}
-
 async fn read(ctx: &Ctx, link_id: &str) -> anyhow::Result<Option<aws_sdk_apigatewayv2::operation::get_vpc_link::GetVpcLinkOutput>> {
     match client(ctx).get_vpc_link().vpc_link_id(link_id).send().await.map_err(call_failed("GetVpcLink")) {
         Ok(out) => Ok(Some(out)),
@@ -90,8 +83,8 @@ impl Kind for VpcLink {
             let (Some((id, tags)), Some(link_id)) = (owned(ctx, l.tags()), l.vpc_link_id()) else { continue };
             let fields = VpcLinkFields {
                 name: l.name().unwrap_or_default().to_string(),
-                subnets: sorted(l.subnet_ids()).into(),
-                security_groups: sorted(l.security_group_ids()).into(),
+                subnets: l.subnet_ids().to_vec().into(),
+                security_groups: l.security_group_ids().to_vec().into(),
                 tags,
             };
             let mut o = Observed::new(self.name(), id, link_id.to_string(), untyped(&fields));
@@ -139,7 +132,7 @@ impl Kind for VpcLink {
     /// UpdateVpcLink (the name) and tags; subnets and security groups replace.
     async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
         let f: VpcLinkFields = typed(self.name(), fields)?;
-        if changes.iter().any(|c| c.field == "name") {
+        if crate::engine::fields::changed(changes, "name") {
             client(ctx)
                 .update_vpc_link()
                 .vpc_link_id(&live.physical_id)

@@ -19,7 +19,6 @@ pub use vpc::{Vpc, VpcFields};
 
 pub use crate::engine::fields::{changed, typed, untyped};
 use crate::engine::ownership::{self, TagDelta, TagMap, STACK_TAG};
-pub use crate::engine::set_of;
 use crate::engine::{Ctx, ErrorClass, FieldChange};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use serde_json::{json, Value};

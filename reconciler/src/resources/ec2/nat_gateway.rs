@@ -47,7 +47,7 @@ impl Kind for NatGateway {
     /// deleted: egress never stops. With the same address (only the subnet changes) AWS forces
     /// the old one to go first.
     fn replacement_for(&self, changes: &[FieldChange]) -> Replacement {
-        if changes.iter().any(|c| c.field == "allocation") {
+        if crate::engine::fields::changed(changes, "allocation") {
             Replacement::CreateBeforeDestroy
         } else {
             Replacement::DeleteBeforeCreate

@@ -2,7 +2,7 @@
 //! difference is created, replaced or deleted, so traffic never loses its route in between.
 //! A route is `{"destination": CIDR, "target": igw-…|nat-…}`; the VPC's local route is AWS's.
 
-use super::{call_failed, changed, ec2, iam_arn, owned, set_of, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
+use super::{call_failed, changed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
 use crate::engine::ownership::TagMap;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use crate::engine::{Ref, Set};
@@ -153,8 +153,8 @@ impl Kind for RouteTable {
                 }
                 let fields = RouteTableFields {
                     vpc: t.vpc_id().unwrap_or_default().to_string().into(),
-                    routes: set_of(routes).into(),
-                    subnets: set_of(subnets).into(),
+                    routes: routes.into(),
+                    subnets: subnets.into(),
                     association_ids,
                     tags,
                 };

@@ -17,8 +17,7 @@ mod service_fields;
 mod task_definition;
 
 pub use cluster::{Cluster, ClusterFields};
-pub use container::{container_definition, container_fields, Container, EnvVar, HealthCheck, Log, Mount, SecretRef};
-pub use rollout::{deployment_state, Rollout};
+pub use container::{container_definition, Container, EnvVar, HealthCheck, Log, Mount, SecretRef};
 pub use service::EcsService;
 pub use service_fields::{Registry, ServiceFields};
 pub use task_definition::{TaskDefinition, TaskDefinitionFields};

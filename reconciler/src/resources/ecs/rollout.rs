@@ -45,7 +45,7 @@ pub fn service_status(s: &aws_sdk_ecs::types::Service, wait_for_rollouts: bool) 
 
 /// What the primary deployment is doing, decided from one DescribeServices answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rollout {
+pub(super) enum Rollout {
     InProgress {
         deployment: String,
         state: String,
@@ -80,7 +80,7 @@ impl Rollout {
 ///   replaced by someone else's deployment;
 /// - otherwise the primary's rolloutState (without one — another deployment controller —
 ///   a single deployment with every task running is done).
-pub fn deployment_state(service: &aws_sdk_ecs::types::Service, wanted: &str) -> Rollout {
+pub(super) fn deployment_state(service: &aws_sdk_ecs::types::Service, wanted: &str) -> Rollout {
     let deployments = service.deployments();
     let primary = deployments.iter().find(|d| d.status() == Some("PRIMARY"));
     let fix = "Check the service's events and the tasks' logs (stopped reason, container health check), fix the image or the configuration, and apply again.";

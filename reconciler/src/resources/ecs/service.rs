@@ -18,7 +18,7 @@ use super::{call_failed, changed, client, ecs_tags, int, literal, owned_id, sync
 use super::{iam_arn, tag_on_create};
 use crate::engine::ownership::not_owned;
 use crate::engine::retry::is_gone;
-use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Settings, Status};
+use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Status};
 use aws_sdk_ecs::types::{DeploymentController, DeploymentControllerType, DesiredStatus, PropagateTags, SchedulingStrategy, ServiceField};
 use std::collections::BTreeMap;
 
@@ -190,10 +190,9 @@ impl Kind for EcsService {
         Ok(None)
     }
 
-    /// Where deployments are waited for (not against an emulator, whose deployments never
-    /// complete), after a change that deploys: not after one of tags only.
-    fn settles_after_change(&self, settings: &Settings, changed: Option<&[String]>) -> bool {
-        settings.wait_for_rollouts && changed.is_none_or(|fields| fields.iter().any(|f| f != "tags"))
+    /// After a change that deploys: not after one of tags only.
+    fn settles_after_change(&self, changed: Option<&[String]>) -> bool {
+        changed.is_none_or(|fields| fields.iter().any(|f| f != "tags"))
     }
 
     /// The revision sent runs, its deployment completed: a stale failed-revision record is
@@ -208,7 +207,10 @@ impl Kind for EcsService {
             Status::Ready if running == f.task_definition.as_str() => {
                 if live.attrs.contains_key("failed_revision") {
                     // Best effort: a stale record only names a revision no longer wanted.
-                    let _ = client(ctx).untag_resource().resource_arn(&live.physical_id).tag_keys(FAILED_REVISION_TAG).send().await;
+                    let untagged = client(ctx).untag_resource().resource_arn(&live.physical_id).tag_keys(FAILED_REVISION_TAG).send().await;
+                    if let Err(e) = untagged.map_err(call_failed("UntagResource")) {
+                        eprintln!("  warning: ecs:service {}: removing the stale {FAILED_REVISION_TAG} tag failed: {e:#}", f.name);
+                    }
                 }
                 return Ok(());
             }

@@ -69,10 +69,8 @@ pub(super) const UNREPORTED: &[&str] =
 pub(super) fn fields_of(emulated: bool, s: &aws_sdk_ecs::types::Service) -> Fields {
     let mut missing: Vec<&str> = Vec::new();
     let vpc = s.network_configuration().and_then(|n| n.awsvpc_configuration());
-    let mut subnets = vpc.map(|v| v.subnets().to_vec()).unwrap_or_default();
-    subnets.sort();
-    let mut security_groups = vpc.map(|v| v.security_groups().to_vec()).unwrap_or_default();
-    security_groups.sort();
+    let subnets = vpc.map(|v| v.subnets().to_vec()).unwrap_or_default();
+    let security_groups = vpc.map(|v| v.security_groups().to_vec()).unwrap_or_default();
     let capacity_strategy = match &s.capacity_provider_strategy {
         Some(items) => strategy_of(items),
         None => {

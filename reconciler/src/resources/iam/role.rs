@@ -204,7 +204,7 @@ impl Kind for Role {
         let f: RoleFields = typed(self.name(), fields)?;
         let role = &live.physical_id;
         let iam = client(ctx);
-        if changes.iter().any(|c| c.field == "trust") {
+        if crate::engine::fields::changed(changes, "trust") {
             iam.update_assume_role_policy()
                 .role_name(role)
                 .policy_document(f.trust.to_string())

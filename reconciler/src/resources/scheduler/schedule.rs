@@ -82,11 +82,6 @@ pub fn fields_of(s: &aws_sdk_scheduler::operation::get_schedule::GetScheduleOutp
     let target = s.target();
     let ecs = target.and_then(|t| t.ecs_parameters());
     let vpc = ecs.and_then(|e| e.network_configuration()).and_then(|n| n.awsvpc_configuration());
-    let sorted = |v: &[String]| {
-        let mut v = v.to_vec();
-        v.sort();
-        v
-    };
     let retry = target.and_then(|t| t.retry_policy());
     let window = s.flexible_time_window();
     ScheduleFields {
@@ -105,8 +100,8 @@ pub fn fields_of(s: &aws_sdk_scheduler::operation::get_schedule::GetScheduleOutp
             task_definition: ecs.map(|e| e.task_definition_arn().to_string()).unwrap_or_default().into(),
             launch_type: ecs.and_then(|e| e.launch_type()).map(|l| l.as_str().to_string()).unwrap_or_default(),
             task_count: ecs.map(|e| e.task_count().unwrap_or(1).max(0) as u64).unwrap_or(0),
-            subnets: vpc.map(|v| sorted(v.subnets())).unwrap_or_default().into(),
-            security_groups: vpc.map(|v| sorted(v.security_groups())).unwrap_or_default().into(),
+            subnets: vpc.map(|v| v.subnets().to_vec()).unwrap_or_default().into(),
+            security_groups: vpc.map(|v| v.security_groups().to_vec()).unwrap_or_default().into(),
             assign_public_ip: vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Enabled),
             propagate_tags: ecs.and_then(|e| e.propagate_tags()).map(|p| p.as_str().to_string()).unwrap_or_else(|| NO_TAGS.into()),
             retry_attempts: retry.and_then(|r| r.maximum_retry_attempts()).map(|n| n.max(0) as u64).unwrap_or(DEFAULT_RETRY_ATTEMPTS),
