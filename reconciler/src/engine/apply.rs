@@ -8,7 +8,7 @@ use super::diff::{diff_fields, for_create, for_update};
 use super::graph::{deps_of, topo_order};
 use super::observe::{leaving, observe_again, observe_one, wait_while_leaving};
 use super::planner::{index_live, removed, replace_reason, replacements, resolve_fields};
-use super::ready::{settle, wait_found_pending};
+use super::ready::{after_step, Outcome};
 use super::replacement::{first_phase, refusal};
 use super::{kind_of, progress};
 use super::{Ctx, Desired, DynKind, Fields, Identity, Observed, Status};
@@ -366,12 +366,6 @@ pub fn fail_if_unhealthy(plan: &Plan, observed: &[Observed]) -> anyhow::Result<(
     Err(anyhow!("the stack matches the spec but {} resource(s) are not healthy:\n{}\nChanging the spec (a new image or configuration) is what fixes this; applying it as it is does not.", bad.len(), list.join("\n")))
 }
 
-enum Outcome {
-    Created(Identity),
-    Updated(Vec<String>, Option<Identity>),
-    Unchanged,
-}
-
 /// Converges one resource. After a retryable failure nothing is re-sent blindly: the resource
 /// is observed again and converged from what is there (a create that did happen is kept).
 /// Each error class has its own budget ([`RetryBudget`]): a role not assumable yet is retried
@@ -411,19 +405,7 @@ async fn converge_one(
                     }
                     (_, outcome, _) => outcome,
                 };
-                // A change that goes on after the call (a deployment) is waited for and judged;
-                // otherwise a resource found still becoming ready is waited for.
-                let settled = match (&outcome, &live) {
-                    (Outcome::Created(id), _) => settle(ctx, kind, d, fields, &id.physical_id, None).await?,
-                    (Outcome::Updated(f, id), Some(l)) => {
-                        let changed_id = id.as_ref().map_or(&l.physical_id, |i| &i.physical_id);
-                        settle(ctx, kind, d, fields, changed_id, Some((l, f))).await?
-                    }
-                    _ => false,
-                };
-                if let Some(l) = live.as_ref().filter(|l| !settled && matches!(l.status, Status::Pending(_))) {
-                    wait_found_pending(ctx, kind, d, fields, l, unchanged).await?;
-                }
+                after_step(ctx, kind, d, fields, &outcome, live.as_ref(), unchanged).await?;
                 return Ok(outcome);
             }
             Err(e) => {

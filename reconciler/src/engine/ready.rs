@@ -8,7 +8,7 @@
 use super::diff::{for_create, for_update};
 use super::observe::{leaving, observe_again, observe_kind};
 use super::wait::{until_reporting, Check};
-use super::{progress, Ctx, Desired, DynKind, Fields, Observed, Status};
+use super::{progress, Ctx, Desired, DynKind, Fields, Identity, Observed, Status};
 use anyhow::anyhow;
 
 /// Polls until the resource is no longer Pending and returns it as it is then: Ready, or
@@ -21,10 +21,46 @@ pub(super) async fn wait_ready(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, live:
     until_reporting(ctx, &what, || async { judge(d, observe_again(ctx, kind, live).await?) }).await
 }
 
+/// What one converge step did to a resource.
+pub(super) enum Outcome {
+    Created(Identity),
+    /// The fields changed, and the new identity where the update made one (a new revision).
+    Updated(Vec<String>, Option<Identity>),
+    Unchanged,
+}
+
+/// After a converge step, before dependents run: a change that goes on after its call (a
+/// deployment) is waited for and judged; otherwise a resource found still becoming ready
+/// (`live`, Pending) is waited for, unless the step replaced it: the old one is gone, and the
+/// new one is as ready as its kind's create leaves it. `unchanged`: the step sent nothing.
+pub(super) async fn after_step(
+    ctx: &Ctx,
+    kind: &dyn DynKind,
+    d: &Desired,
+    fields: &Fields,
+    outcome: &Outcome,
+    live: Option<&Observed>,
+    unchanged: bool,
+) -> anyhow::Result<()> {
+    let settled = match (outcome, live) {
+        (Outcome::Created(id), _) => settle(ctx, kind, d, fields, &id.physical_id, None).await?,
+        (Outcome::Updated(f, id), Some(l)) => {
+            let changed_id = id.as_ref().map_or(&l.physical_id, |i| &i.physical_id);
+            settle(ctx, kind, d, fields, changed_id, Some((l, f))).await?
+        }
+        _ => false,
+    };
+    let replaced = |l: &Observed| matches!(outcome, Outcome::Created(id) if id.physical_id != l.physical_id);
+    if let Some(l) = live.filter(|l| !settled && !replaced(l) && matches!(l.status, Status::Pending(_))) {
+        wait_found_pending(ctx, kind, d, fields, l, unchanged).await?;
+    }
+    Ok(())
+}
+
 /// A resource found Pending before this run converged it: waited for until it is ready. Where
 /// this run left it unchanged and its kind settles after a change, the change an earlier run
 /// made (and stopped waiting for) is judged as if this run had made it.
-pub(super) async fn wait_found_pending(
+async fn wait_found_pending(
     ctx: &Ctx,
     kind: &dyn DynKind,
     d: &Desired,
@@ -44,7 +80,7 @@ pub(super) async fn wait_found_pending(
 /// then lets the kind judge what it settled as, against what create or update received
 /// (`fields` resolved, markers applied as they were). `changed_id` is the physical id they
 /// returned. Whether it waited: `false` where the kind does not settle after this change.
-pub(super) async fn settle(
+async fn settle(
     ctx: &Ctx,
     kind: &dyn DynKind,
     d: &Desired,
@@ -102,6 +138,8 @@ mod tests {
     /// Answers each look with the next of `states` (the last one repeats; `None`: not there);
     /// records what `settled` was given.
     struct Settling {
+        /// Whether changes of this kind settle (a deployment) or are done when the call returns.
+        settles: bool,
         states: Vec<Option<Status>>,
         looks: Mutex<usize>,
         judged: Mutex<Vec<(Status, Fields)>>,
@@ -116,7 +154,7 @@ mod tests {
             &[]
         }
         fn settles_after_change(&self, _: Option<&[String]>) -> bool {
-            true
+            self.settles
         }
         async fn settled(&self, _: &Ctx, live: &Observed, fields: &Fields) -> anyhow::Result<()> {
             self.judged.lock().unwrap().push((live.status.clone(), fields.clone()));
@@ -148,7 +186,7 @@ mod tests {
     }
 
     fn kind(states: Vec<Option<Status>>) -> Settling {
-        Settling { states, looks: Mutex::new(0), judged: Mutex::new(vec![]) }
+        Settling { settles: true, states, looks: Mutex::new(0), judged: Mutex::new(vec![]) }
     }
 
     fn pending(n: usize) -> Option<Status> {
@@ -188,6 +226,35 @@ mod tests {
             let e = settle_with(&k, json!({"ok": true})).await.unwrap_err().to_string();
             assert!(e.contains(says), "{e}");
             assert!(k.judged.lock().unwrap().is_empty());
+        }
+    }
+
+    /// A resource found Pending (a NAT gateway still starting) is waited for before dependents
+    /// run, whether the step left it unchanged or recovered it as an earlier attempt's create.
+    /// Where the step replaced it, the old one is gone and nothing waits on it: before, the
+    /// wait looked for the deleted one and failed the apply ("disappeared while waiting").
+    #[tokio::test]
+    async fn a_pending_resource_is_waited_for_unless_the_step_replaced_it() {
+        let settings = Settings { poll_interval: Duration::from_millis(1), ..Settings::new("demo", Default::default()) };
+        let ctx = Ctx::from_env("us-east-1", settings).await;
+        let d = crate::engine::testing::desired("test:settling", "nat", json!({}));
+        let found =
+            Observed { status: Status::Pending("pending".into()), ..crate::engine::testing::live(d.kind, "nat", "phys-1", json!({})) };
+        let cases = [(Outcome::Unchanged, 2), (Outcome::Created(Identity::id("phys-1")), 2), (Outcome::Created(Identity::id("phys-2")), 0)];
+        for (outcome, looks) in cases {
+            // Looked at: Pending once more, then Ready. Replaced: not looked at at all.
+            let k = Settling { settles: false, ..kind(vec![pending(0), Some(Status::Ready)]) };
+            let unchanged = matches!(outcome, Outcome::Unchanged);
+            after_step(&ctx, &k, &d, &d.fields, &outcome, Some(&found), unchanged).await.unwrap();
+            assert_eq!(
+                *k.looks.lock().unwrap(),
+                looks,
+                "looks for {}",
+                match outcome {
+                    Outcome::Created(id) => id.physical_id,
+                    _ => "unchanged".into(),
+                }
+            );
         }
     }
 }

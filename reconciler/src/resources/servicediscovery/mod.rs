@@ -67,10 +67,11 @@ pub fn request_id(ctx: &Ctx, id: &str) -> String {
     token
 }
 
-/// Tags of one namespace or service, by ARN.
-pub async fn tags_of(ctx: &Ctx, arn: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let out = client(ctx).list_tags_for_resource().resource_arn(arn).send().await.map_err(call_failed("ListTagsForResource"))?;
-    Ok(out.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+/// Tags of one namespace or service, by ARN; `None` when it is gone by now (deleted between
+/// the listing and this read, by another stack or a destroy in progress: not an error).
+pub async fn tags_of(ctx: &Ctx, arn: &str) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+    let out = client(ctx).list_tags_for_resource().resource_arn(arn).send().await.map_err(call_failed("ListTagsForResource"));
+    Ok(retry::gone_as_none(out)?.map(|out| out.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect()))
 }
 
 /// The logical id, if `stack` owns a resource with these tags.

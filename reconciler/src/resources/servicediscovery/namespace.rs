@@ -73,6 +73,12 @@ async fn private_namespaces(ctx: &Ctx) -> anyhow::Result<Vec<NamespaceSummary>> 
     Ok(out)
 }
 
+/// Namespaces with their tags, read at once; one deleted since it was listed is left out.
+async fn with_tags(ctx: &Ctx, namespaces: Vec<NamespaceSummary>) -> anyhow::Result<Vec<(NamespaceSummary, BTreeMap<String, String>)>> {
+    let tags = futures::future::try_join_all(namespaces.iter().map(|n| tags_of(ctx, n.arn().unwrap_or_default()))).await?;
+    Ok(namespaces.into_iter().zip(tags).filter_map(|(n, t)| Some((n, t?))).collect())
+}
+
 impl Kind for Namespace {
     fn name(&self) -> &'static str {
         "servicediscovery:namespace"
@@ -99,14 +105,12 @@ impl Kind for Namespace {
         let ours = description(&ctx.settings.stack);
         let (mine, others): (Vec<NamespaceSummary>, Vec<NamespaceSummary>) =
             private_namespaces(ctx).await?.into_iter().partition(|n| n.description() == Some(ours.as_str()));
-        let tags = futures::future::try_join_all(mine.iter().map(|n| tags_of(ctx, n.arn().unwrap_or_default()))).await?;
-        let mut read: Vec<(NamespaceSummary, BTreeMap<String, String>)> = mine.into_iter().zip(tags).collect();
+        let mut read = with_tags(ctx, mine).await?;
         let held: Vec<String> =
             read.iter().filter(|(_, t)| owned(ctx, t).is_some()).filter_map(|(n, _)| n.name().map(String::from)).collect();
         let missing = |n: &NamespaceSummary| wanted.iter().any(|w| n.name() == Some(w.name.as_str()) && !held.contains(&w.name));
         let same_named: Vec<NamespaceSummary> = others.into_iter().filter(missing).collect();
-        let tags = futures::future::try_join_all(same_named.iter().map(|n| tags_of(ctx, n.arn().unwrap_or_default()))).await?;
-        read.extend(same_named.into_iter().zip(tags));
+        read.extend(with_tags(ctx, same_named).await?);
         let mut out = Vec::new();
         for (n, tags) in &read {
             let (Some(ns_id), Some(arn), Some(name)) = (n.id(), n.arn(), n.name()) else { continue };

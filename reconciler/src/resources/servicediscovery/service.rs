@@ -13,6 +13,7 @@ use super::{
     wait_for_operation,
 };
 use crate::engine::ownership::{not_owned, TagMap};
+use crate::engine::retry::gone_as_none;
 use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_servicediscovery::types::{
@@ -107,7 +108,8 @@ async fn in_wanted_namespace(
         return Ok(want == ns_id);
     }
     let Some(ns_arn) = svc.arn().and_then(|a| namespace_arn(a, ns_id)) else { return Ok(false) };
-    Ok(owned(ctx, &tags_of(ctx, &ns_arn).await?).is_some())
+    // A namespace deleted since is nobody's.
+    Ok(tags_of(ctx, &ns_arn).await?.is_some_and(|tags| owned(ctx, &tags).is_some()))
 }
 
 impl Kind for DiscoveryService {
@@ -141,15 +143,17 @@ impl Kind for DiscoveryService {
             }
         }
         let sd = &sd;
+        // A service deleted since it was listed (another stack's destroy) is left out.
         let read = futures::future::try_join_all(candidates.iter().map(|id| async move {
-            let out = sd.get_service().id(id).send().await.map_err(call_failed("GetService"))?;
+            let Some(out) = gone_as_none(sd.get_service().id(id).send().await.map_err(call_failed("GetService")))? else {
+                return anyhow::Ok(None);
+            };
             let svc = out.service().cloned().ok_or_else(|| anyhow::anyhow!("GetService {id} returned no service"))?;
-            let tags = tags_of(ctx, svc.arn().unwrap_or_default()).await?;
-            anyhow::Ok((svc, tags))
+            Ok(tags_of(ctx, svc.arn().unwrap_or_default()).await?.map(|tags| (svc, tags)))
         }))
         .await?;
         let mut out = Vec::new();
-        for (svc, tags) in read {
+        for (svc, tags) in read.into_iter().flatten() {
             let (Some(srv_id), Some(arn), Some(name)) = (svc.id(), svc.arn(), svc.name()) else { continue };
             if let Some(id) = owned(ctx, &tags) {
                 let mut o = Observed::new(self.name(), id, srv_id.to_string(), untyped(&service_fields(&svc, &tags)));
