@@ -6,8 +6,9 @@
 //!
 //! Scenarios (specs/prod.yaml, the whole stack): a no-op plan; an apply from zero; an
 //! image-only change; a destroy; an apply from zero and a destroy under AWS's behaviour
-//! (pending states, propagation windows, draining: `aws_model`), against the critical path
-//! each reports (the chain of resource steps that set its wall time); and growth: five stacks (the spec under five names) planned
+//! (pending states, propagation windows, draining: `aws_model`), and the same with every
+//! window four times as long (`aws_model_x4`), against the critical path each reports (the
+//! chain of resource steps that set its wall time); and growth: five stacks (the spec under five names) planned
 //! by five processes at once against one account, API Gateway held to 10 requests a second
 //! (its control plane's documented account rate). For each: the calls by service and action, the wall time
 //! (process start included), and wall ÷ latency, the number of sequential round trips it
@@ -73,6 +74,13 @@ async fn measure(name: &'static str, moto: &Moto, latency: Duration, model: fn(&
     assert!(code == 0 || code == 2, "{name}: exit {code}\n{}", String::from_utf8_lossy(&out.stderr));
     let peak_rss_kib = std::fs::read_to_string(&rss_file).ok().and_then(|t| t.trim().lines().last()?.trim().parse().ok());
     let _ = std::fs::remove_file(&rss_file);
+    // Kept for reading where the time went (progress lines, the critical path's chain).
+    let log = std::env::temp_dir().join(format!("bench-{}.stderr", name.replace([' ', ','], "-")));
+    let mut kept = out.stderr.clone();
+    for (call, at) in proxy.timed_calls() {
+        kept.extend(format!("call at {:7.3} s: {call}\n", (at - started).as_secs_f64()).into_bytes());
+    }
+    let _ = std::fs::write(&log, kept);
     let first_call = proxy.first_call_at().map(|t| t - started);
     let critical_path = String::from_utf8_lossy(&out.stderr)
         .lines()
@@ -89,6 +97,15 @@ fn aws_model(proxy: &FaultProxy) {
     fault_proxy::first_apply_model(proxy, 1.5, 2.0, 2);
     fault_proxy::ecs_service_draining(proxy, 1.5);
     fault_proxy::nat_gateways_deleting(proxy, 1.5);
+}
+
+/// The same four times slower (pending and draining 6 s, propagation 8 s): what is fixed in
+/// the gap between wall time and critical path (process start, observe, the lock, the outputs'
+/// read-back) stays the same, so the ratio shows how it shrinks as AWS's waits grow.
+fn aws_model_x4(proxy: &FaultProxy) {
+    fault_proxy::first_apply_model(proxy, 6.0, 8.0, 2);
+    fault_proxy::ecs_service_draining(proxy, 6.0);
+    fault_proxy::nat_gateways_deleting(proxy, 6.0);
 }
 
 fn no_model(_: &FaultProxy) {}
@@ -188,13 +205,17 @@ async fn main() {
     runs.push(measure("apply from zero, AWS model", &fresh, latency, aws_model, &apply).await);
     runs.push(measure("destroy, AWS model", &fresh, latency, aws_model, &["destroy", spec, "--auto-approve"]).await);
     drop(fresh);
+    let fresh = Moto::start();
+    runs.push(measure("apply from zero, AWS model ×4", &fresh, latency, aws_model_x4, &apply).await);
+    runs.push(measure("destroy, AWS model ×4", &fresh, latency, aws_model_x4, &["destroy", spec, "--auto-approve"]).await);
+    drop(fresh);
 
     let growth = growth(&moto, latency, spec).await;
 
     let ms = latency.as_secs_f64() * 1000.0;
     println!("\nreconciler round trips: specs/prod.yaml against moto, {ms:.0} ms added to every call\n");
-    println!("| command | exit | API calls | mutating | wall (s) | wall ÷ latency | critical path (s) | wall ÷ critical path | start to first call (ms) | peak RSS (MiB) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| command | exit | API calls | mutating | wall (s) | wall ÷ latency | critical path (s) | wall ÷ critical path | wall − critical path (s) | start to first call (ms) | peak RSS (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "–".into());
     for r in &runs {
         let trips = r.wall.as_secs_f64() / latency.as_secs_f64();
@@ -202,8 +223,9 @@ async fn main() {
         let rss = or_dash(r.peak_rss_kib.map(|k| format!("{:.0}", k as f64 / 1024.0)));
         let path = or_dash(r.critical_path.map(|d| format!("{:.2}", d.as_secs_f64())));
         let ratio = or_dash(r.critical_path.map(|d| format!("{:.2}", r.wall.as_secs_f64() / d.as_secs_f64())));
+        let gap = or_dash(r.critical_path.map(|d| format!("{:.2}", r.wall.as_secs_f64() - d.as_secs_f64())));
         println!(
-            "| {} | {} | {} | {} | {:.2} | {trips:.1} | {path} | {ratio} | {first} | {rss} |",
+            "| {} | {} | {} | {} | {:.2} | {trips:.1} | {path} | {ratio} | {gap} | {first} | {rss} |",
             r.name,
             r.code,
             r.calls.len(),

@@ -195,6 +195,34 @@ async fn owned_counts(moto: &Moto) -> (usize, usize, usize, usize) {
     (subnets, groups, nats, links)
 }
 
+/// A resource that only waits for AWS gives its slot back (`--concurrency` bounds the steps at
+/// work, not the waits): with two slots and both NAT gateways pending for 3 s, the rest of the
+/// stack goes on being created meanwhile. Before, the two waits held both slots and nothing
+/// else was sent until a NAT gateway was available.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_waiting_for_aws_do_not_hold_up_the_rest() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let secs = 3.0;
+    proxy.rule(
+        Rule::rewrite("ec2:DescribeNatGateways", "<state>available</state>", "<state>pending</state>")
+            .for_secs_after_first("ec2:CreateNatGateway", secs),
+    );
+    let run = reconciler(&moto, &proxy, &[], &["apply", "specs/prod.yaml", "--auto-approve", "--concurrency", "2"]);
+    assert_eq!(run.code, 0, "{run}");
+    let nats = proxy.times("ec2:CreateNatGateway");
+    assert_eq!(nats.len(), 2, "{run}");
+    let (both_pending, first_available) = (nats[1], nats[0] + Duration::from_secs_f64(secs));
+    let meanwhile: Vec<String> = proxy
+        .timed_calls()
+        .into_iter()
+        .filter(|(call, at)| fault_proxy::is_mutation(call) && *at > both_pending && *at < first_available)
+        .map(|(call, _)| call)
+        .collect();
+    assert!(meanwhile.len() >= 3, "work went on while both NAT gateways were pending: {meanwhile:?}\n{run}");
+    assert_converged(&moto, "specs/prod.yaml");
+}
+
 /// A first apply in a fresh account, everything at once, in ONE run: no ECS service-linked
 /// role, IAM propagation windows on every service that is handed a role, NAT gateways,
 /// the VPC link and the Cloud Map namespace operation reported pending for a while, a lost

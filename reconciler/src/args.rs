@@ -194,8 +194,9 @@ pub(crate) struct AwsOpts {
     /// Calls in flight to one AWS service at once (AWS rate-limits each API per account).
     #[arg(long, default_value_t = 8, env = "RECONCILER_SERVICE_CONCURRENCY")]
     pub(crate) service_concurrency: usize,
-    /// Mutations in flight at once.
-    #[arg(long, default_value_t = 4)]
+    /// Resources being created, updated or deleted at once; one that only waits (for AWS to
+    /// finish, or before a retry) does not count.
+    #[arg(long, default_value_t = 8)]
     pub(crate) concurrency: usize,
     /// Seconds to wait for the stack lock when another reconciler holds it (default: fail at
     /// once, naming the holder).

@@ -363,6 +363,11 @@ impl FaultProxy {
         self.state.lock().unwrap().log.iter().map(|(a, _, _)| a.clone()).collect()
     }
 
+    /// Every request so far, in order, as `service:Action` with when it came.
+    pub fn timed_calls(&self) -> Vec<(String, Instant)> {
+        self.state.lock().unwrap().log.iter().map(|(a, t, _)| (a.clone(), *t)).collect()
+    }
+
     /// When the first call came (of any action).
     pub fn first_call_at(&self) -> Option<Instant> {
         self.state.lock().unwrap().log.first().map(|(_, t, _)| *t)

@@ -56,24 +56,27 @@ async fn apply_locked(
     lock: Option<&engine::lock::StackLock>,
 ) -> anyhow::Result<Applied> {
     // A person's apply that goes ahead (confirmed, or nothing to change) builds the stack on
-    // purpose: unattended passes may follow again. A cancelled one leaves the mark.
-    // Looked for first (most applies find none); a failure is a warning, not a failed apply.
-    let clear_destroyed = || async {
-        let Some(l) = lock else { return };
-        let cleared = async {
-            if l.destroyed().await? {
-                l.clear_destroyed().await
-            } else {
-                Ok(())
-            }
+    // purpose: unattended passes may follow again. A cancelled one leaves the mark. Looked
+    // for while the plan is made (most applies find none: one round trip less); a failure is
+    // a warning, not a failed apply.
+    let started = Instant::now();
+    let (planned, marked) = tokio::join!(s.plan(), async {
+        match lock {
+            Some(l) => l.destroyed().await,
+            None => Ok(false),
         }
-        .await;
+    });
+    let (state, observed, plan) = planned?;
+    let clear_destroyed = async move {
+        let cleared = match (lock, marked) {
+            (Some(l), Ok(true)) => l.clear_destroyed().await,
+            (_, Ok(_)) => Ok(()),
+            (_, Err(e)) => Err(e),
+        };
         if let Err(e) = cleared {
             eprintln!("warning: {e:#}; unattended passes keep refusing to run until an apply clears the destroyed mark (or it is deleted)");
         }
     };
-    let started = Instant::now();
-    let (state, observed, plan) = s.plan().await?;
     let cost = s.estimate(&state, &observed);
     let reviewed = match saved {
         Some(path) => {
@@ -85,7 +88,7 @@ async fn apply_locked(
     };
     print!("{}", render_text(&plan, Some(&cost), Style::for_stdout()));
     if !plan.has_changes() {
-        clear_destroyed().await;
+        clear_destroyed.await;
         println!();
         print_outputs(s, &observed, OutputFormat::Text)?;
         engine::fail_if_unhealthy(&plan, &observed)?;
@@ -94,7 +97,7 @@ async fn apply_locked(
     if !reviewed {
         confirm(auto_approve, "apply these changes")?;
     }
-    clear_destroyed().await;
+    clear_destroyed.await;
     // A person who typed `yes`, or a reviewed plan, may replace and delete; an unattended
     // apply (--auto-approve) only with --allow-destructive.
     let destructive = if reviewed || !auto_approve || allow_destructive { engine::Destructive::Allow } else { engine::Destructive::Hold };

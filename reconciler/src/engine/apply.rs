@@ -10,6 +10,7 @@ use super::observe::{leaving, observe_again, observe_one, wait_while_leaving};
 use super::planner::{index_live, removed, replace_reason, replacements, resolve_fields};
 use super::ready::{after_step, Outcome};
 use super::replacement::{first_phase, refusal};
+use super::slots::Slots;
 use super::{kind_of, progress};
 use super::{Ctx, Desired, DynKind, Fields, Identity, Observed, Status};
 use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, DUPLICATE_IN_USE};
@@ -238,9 +239,12 @@ impl<'a> Run<'a> {
         let mut running = FuturesUnordered::new();
         let mut timeline = super::timeline::Timeline::default();
         let mut step_of: BTreeMap<&str, usize> = BTreeMap::new();
+        let slots = Slots::new(self.ctx.settings.max_concurrency);
+        // A slot a waiting step gave back, taken for the next step to start.
+        let mut spare = None;
         loop {
             let mut i = 0;
-            while i < pending.len() && running.len() < self.ctx.settings.max_concurrency.max(1) {
+            while i < pending.len() {
                 // A signal or a lost lock: what runs finishes, nothing new starts.
                 if let Some(why) = self.ctx.stop.requested() {
                     for n in pending.drain(..) {
@@ -259,11 +263,13 @@ impl<'a> Run<'a> {
                     i += 1;
                     continue;
                 }
-                pending.remove(i);
                 if self.held.contains(&(d.kind, d.id.as_str())) {
+                    pending.remove(i);
                     done.insert(d.id.clone());
                     continue;
                 }
+                let Some(slot) = spare.take().or_else(|| slots.try_take()) else { break };
+                pending.remove(i);
                 let kind = kind_of(self.kinds, d.kind)?;
                 let fields = resolve_fields(&d.fields, &ids);
                 let current = match self.action_of(d) {
@@ -279,13 +285,25 @@ impl<'a> Run<'a> {
                     .map(|o| o.physical_id.as_str())
                     .collect();
                 let ctx = self.ctx;
-                running.push(async move {
+                running.push(slots.run(slot, async move {
                     let started = Instant::now();
                     let r = converge_one(ctx, kind, d, &fields, current, &known).await;
                     (n, started, r)
-                });
+                }));
             }
-            let Some((n, started, result)) = running.next().await else { break };
+            // A spare slot left over has no step to take it: holding it could starve a step
+            // that waits to go on.
+            spare = None;
+            // A step that ends, or, while a step is ready to start, a slot a waiting step gave back.
+            let ready = pending.iter().any(|&n| deps[n].iter().all(|x| done.contains(x)));
+            let ended = tokio::select! {
+                ended = running.next() => ended,
+                slot = slots.take(), if ready && spare.is_none() && self.ctx.stop.requested().is_none() => {
+                    spare = Some(slot);
+                    continue;
+                }
+            };
+            let Some((n, started, result)) = ended else { break };
             let d = &desired[n];
             let after = deps[n].iter().filter_map(|x| step_of.get(x.as_str()).copied()).collect();
             step_of.insert(d.id.as_str(), timeline.record(d.kind, &d.id, started, after));
@@ -443,7 +461,7 @@ async fn find_lost_create(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, known: &[&
         d.kind, d.id, s.listing_lag
     ));
     while started.elapsed() < s.listing_lag {
-        tokio::time::sleep(s.poll_interval.min(s.listing_lag.saturating_sub(started.elapsed()))).await;
+        super::slots::idle(tokio::time::sleep(s.poll_interval.min(s.listing_lag.saturating_sub(started.elapsed())))).await;
         if let Some(found) = observe_one(ctx, kind, d, known).await? {
             return Ok(Some(found));
         }

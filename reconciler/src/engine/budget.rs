@@ -101,7 +101,7 @@ where
     loop {
         match op().await {
             Err(e) => match budget.next(&e) {
-                Some(wait) => tokio::time::sleep(wait).await,
+                Some(wait) => super::slots::idle(tokio::time::sleep(wait)).await,
                 None => return Err(e),
             },
             ok => return ok,

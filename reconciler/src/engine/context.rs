@@ -21,7 +21,7 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// How long one waiter may wait before failing with a message that a re-run resumes.
     pub wait_timeout: Duration,
-    /// Mutations in flight at once.
+    /// Steps at work at once (a step that only waits gives its slot back: `slots.rs`).
     pub max_concurrency: usize,
     /// Tries per AWS call when it is throttled (or a read fails with a 5xx), and per resource
     /// when a mutation fails ambiguously (see `retry.rs`).
@@ -58,7 +58,7 @@ impl Settings {
             ignore_tags: Vec::new(),
             poll_interval: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(600),
-            max_concurrency: 4,
+            max_concurrency: 8,
             max_attempts: 5,
             retry_base: Duration::from_millis(500),
             propagation_timeout: Duration::from_secs(120),

@@ -4,6 +4,7 @@
 use super::budget::RetryBudget;
 use super::observe::{leaving, observe_again, wait_while_leaving};
 use super::ownership;
+use super::slots::Slots;
 use super::{kind_of, progress};
 use super::{Ctx, Desired, DynKind, Observed};
 use anyhow::{anyhow, Context as _};
@@ -67,8 +68,11 @@ pub(super) async fn delete_in_dependency_order(
     let mut hints = std::collections::BTreeSet::new();
     let mut stopped = None;
     let mut running = FuturesUnordered::new();
+    let slots = Slots::new(ctx.settings.max_concurrency);
+    // A slot a waiting step gave back, taken for the next step to start.
+    let mut spare = None;
     loop {
-        while errors.is_empty() && stopped.is_none() && running.len() < ctx.settings.max_concurrency.max(1) {
+        while errors.is_empty() && stopped.is_none() {
             if let Some(why) = ctx.stop.requested() {
                 stopped = Some(why);
                 break;
@@ -76,8 +80,9 @@ pub(super) async fn delete_in_dependency_order(
             let ready = pending.iter().position(|i| dependents[*i].iter().all(|d| gone.contains(d)));
             // A dependency cycle (never expected): what remains goes when nothing else runs.
             let Some(at) = ready.or_else(|| (running.is_empty() && !pending.is_empty()).then_some(0)) else { break };
+            let Some(slot) = spare.take().or_else(|| slots.try_take()) else { break };
             let i = pending.remove(at);
-            running.push(async move {
+            running.push(slots.run(slot, async move {
                 let started = Instant::now();
                 let o = victims[i];
                 let result: anyhow::Result<bool> = async {
@@ -93,9 +98,23 @@ pub(super) async fn delete_in_dependency_order(
                 }
                 .await;
                 (i, started, result)
-            });
+            }));
         }
-        let Some((i, started, result)) = running.next().await else { break };
+        // A spare slot left over has no step to take it (see `apply`).
+        spare = None;
+        // A step that ends, or, while a deletion is ready to start, a slot a waiting step gave back.
+        let ready = errors.is_empty()
+            && stopped.is_none()
+            && ctx.stop.requested().is_none()
+            && pending.iter().any(|i| dependents[*i].iter().all(|d| gone.contains(d)));
+        let ended = tokio::select! {
+            ended = running.next() => ended,
+            slot = slots.take(), if ready => {
+                spare = Some(slot);
+                continue;
+            }
+        };
+        let Some((i, started, result)) = ended else { break };
         let after = dependents[i].iter().filter_map(|d| step_of.get(d).copied()).collect();
         step_of.insert(i, timeline.record(victims[i].kind, &victims[i].id, started, after));
         match result {

@@ -24,6 +24,7 @@ mod ready;
 mod refs;
 mod replacement;
 pub mod retry;
+mod slots;
 #[cfg(test)]
 mod testing;
 mod timeline;

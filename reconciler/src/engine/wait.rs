@@ -64,12 +64,16 @@ where
 
 /// Sleeps for `d`, or until a stop is requested (a signal, a lost lock), whichever is first:
 /// a stopped run ends its waits and retries at once, so that it releases the stack lock.
-/// The stop's reason, if one was requested.
+/// Inside an apply or destroy step, the step's slot is free for others meanwhile
+/// ([`super::slots::idle`]). The stop's reason, if one was requested.
 pub async fn sleep_unless_stopped(stop: &super::context::Stop, d: std::time::Duration) -> Option<String> {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        _ = stop.wait() => {}
-    }
+    super::slots::idle(async {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = stop.wait() => {}
+        }
+    })
+    .await;
     stop.requested()
 }
 

@@ -1,0 +1,101 @@
+//! The bound on steps at work at once (`Settings::max_concurrency`, `--concurrency`: mutations
+//! in flight). A step holds a slot while it works and gives it back while it only waits: a
+//! retry's backoff, a poll for a resource to become ready or to finish deleting ([`idle`]).
+//! Two NAT gateways, a VPC link and a Cloud Map operation pending for minutes on AWS would
+//! otherwise fill four slots, and the roles, queues and log groups behind them would wait for
+//! nothing; a role created late also starts its IAM propagation late.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+tokio::task_local! {
+    /// The slot of the step this future is part of.
+    static STEP: RefCell<Step>;
+}
+
+struct Step {
+    slots: Arc<Semaphore>,
+    /// `None` while the step waits.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The slots of one phase of apply or destroy.
+pub(super) struct Slots(Arc<Semaphore>);
+
+impl Slots {
+    pub(super) fn new(n: usize) -> Slots {
+        Slots(Arc::new(Semaphore::new(n.max(1))))
+    }
+
+    /// A free slot now, if there is one.
+    pub(super) fn try_take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
+
+    /// The next slot to come free (first come, first served: a step back from waiting queues
+    /// like a new one).
+    pub(super) async fn take(&self) -> OwnedSemaphorePermit {
+        self.0.clone().acquire_owned().await.expect("the slots are never closed")
+    }
+
+    /// Runs `step` in `slot`, which [`idle`] waits inside it give back.
+    pub(super) fn run<F: Future>(&self, slot: OwnedSemaphorePermit, step: F) -> impl Future<Output = F::Output> {
+        STEP.scope(RefCell::new(Step { slots: self.0.clone(), permit: Some(slot) }), step)
+    }
+}
+
+/// Runs `wait` without the step's slot, then waits for a slot again before the step goes on.
+/// Outside a step (observe, the lock), or where another wait of the same step already gave
+/// the slot back, it only runs `wait`.
+pub async fn idle<F: Future>(wait: F) -> F::Output {
+    let gave_back = STEP.try_with(|s| {
+        let mut s = s.borrow_mut();
+        s.permit.take().map(|p| {
+            drop(p);
+            s.slots.clone()
+        })
+    });
+    let out = wait.await;
+    if let Ok(Some(slots)) = gave_back {
+        let permit = slots.acquire_owned().await.expect("the slots are never closed");
+        STEP.with(|s| s.borrow_mut().permit = Some(permit));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// One slot, two steps: while the first waits, the second works in its slot; the first
+    /// goes on only once the slot is free again. Outside a step, `idle` only waits.
+    #[tokio::test]
+    async fn a_waiting_step_lends_its_slot_and_takes_one_back_before_going_on() {
+        let slots = Slots::new(1);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let note = |what: &'static str| log.lock().unwrap().push(what);
+        let first = slots.run(slots.try_take().unwrap(), async {
+            note("first works");
+            idle(tokio::time::sleep(Duration::from_millis(50))).await;
+            note("first goes on");
+        });
+        let second = async {
+            let slot = slots.take().await;
+            slots
+                .run(slot, async {
+                    note("second works");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    note("second ends");
+                })
+                .await
+        };
+        tokio::join!(first, second);
+        assert_eq!(*log.lock().unwrap(), ["first works", "second works", "second ends", "first goes on"]);
+        assert!(slots.try_take().is_some(), "every slot is free again");
+        assert_eq!(idle(async { 7 }).await, 7);
+    }
+}
