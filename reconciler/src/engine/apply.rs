@@ -1,5 +1,5 @@
 //! Apply: live state converged to the plan, each resource as soon as what it depends on is
-//! done, at most `max_concurrency` at a time; then what left the spec is deleted (what sits in
+//! done, at most `max_concurrency` at work at a time (`slots.rs`); then what left the spec is deleted (what sits in
 //! a delete-first replacement goes before it, at the start).
 
 use super::budget::RetryBudget;
@@ -216,7 +216,7 @@ impl<'a> Run<'a> {
     }
 
     /// Phase 2. Creates and updates, in dependency order, concurrently where independent (at
-    /// most `max_concurrency` at a time). Returns what failed or was skipped, by logical id,
+    /// most `max_concurrency` at work at a time: a step that waits gives its slot back). Returns what failed or was skipped, by logical id,
     /// and what to do about the failures where that is known (one hint per kind of failure).
     async fn create_and_update(
         &self,
@@ -298,7 +298,7 @@ impl<'a> Run<'a> {
             let ready = pending.iter().any(|&n| deps[n].iter().all(|x| done.contains(x)));
             let ended = tokio::select! {
                 ended = running.next() => ended,
-                slot = slots.take(), if ready && spare.is_none() && self.ctx.stop.requested().is_none() => {
+                slot = slots.take(), if ready && self.ctx.stop.requested().is_none() => {
                     spare = Some(slot);
                     continue;
                 }
@@ -308,7 +308,7 @@ impl<'a> Run<'a> {
             let after = deps[n].iter().filter_map(|x| step_of.get(x.as_str()).copied()).collect();
             step_of.insert(d.id.as_str(), timeline.record(d.kind, &d.id, started, after));
             match result {
-                Ok(Outcome::Created(identity)) => {
+                Ok(Outcome::Created(identity) | Outcome::Replaced(identity)) => {
                     progress(&format!("created {} {} [{}] in {:.1?}", d.kind, d.id, identity.physical_id, started.elapsed()));
                     if matches!(self.action_of(d), Action::Replace { .. }) {
                         report.replaced += 1;
@@ -461,7 +461,15 @@ async fn find_lost_create(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, known: &[&
         d.kind, d.id, s.listing_lag
     ));
     while started.elapsed() < s.listing_lag {
-        super::slots::idle(tokio::time::sleep(s.poll_interval.min(s.listing_lag.saturating_sub(started.elapsed())))).await;
+        let wait = s.poll_interval.min(s.listing_lag.saturating_sub(started.elapsed()));
+        // Stopped: the create may have happened, so it is not sent again; the next run finds it.
+        if let Some(why) = super::wait::sleep_unless_stopped(&ctx.stop, wait).await {
+            return Err(anyhow!(
+                "stopped ({why}) while looking for {} {} after a create whose answer was lost; run the command again",
+                d.kind,
+                d.id
+            ));
+        }
         if let Some(found) = observe_one(ctx, kind, d, known).await? {
             return Ok(Some(found));
         }
@@ -482,7 +490,7 @@ async fn converge_step(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, fields: &Fiel
         progress(&format!("replacing {} {} [{}]: {reason}", d.kind, d.id, live.physical_id));
         delete_one(ctx, kind, live).await?;
         let created = kind.create(ctx, &d.id, &for_create(fields)).await.with_context(|| format!("creating {} {}", d.kind, d.id))?;
-        return Ok(Outcome::Created(created));
+        return Ok(Outcome::Replaced(created));
     }
     let identity = kind
         .update(ctx, live, &for_update(fields, &live.fields), &changes)

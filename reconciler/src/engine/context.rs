@@ -170,15 +170,20 @@ impl Drop for PaceSlot {
 impl Pacer {
     pub async fn pace(&self, key: &str, interval: Duration) -> PaceSlot {
         let slot = self.last.lock().expect("pacer").entry(key.to_string()).or_default().clone();
-        let last = slot.lock_owned().await;
-        if let Some(at) = *last {
-            let due = at + interval;
-            let now = std::time::Instant::now();
-            if due > now {
-                crate::log::progress(&format!("waiting {:.0?} for AWS's quota of one {key} per {interval:?}", due - now));
-                tokio::time::sleep(due - now).await;
+        // Waiting for the turn and the interval is a wait: the step's slot is free meanwhile.
+        let last = super::slots::idle(async {
+            let last = slot.lock_owned().await;
+            if let Some(at) = *last {
+                let due = at + interval;
+                let now = std::time::Instant::now();
+                if due > now {
+                    crate::log::progress(&format!("waiting {:.0?} for AWS's quota of one {key} per {interval:?}", due - now));
+                    tokio::time::sleep(due - now).await;
+                }
             }
-        }
+            last
+        })
+        .await;
         PaceSlot(last)
     }
 }

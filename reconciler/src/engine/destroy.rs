@@ -48,7 +48,7 @@ pub(super) async fn delete_one(ctx: &Ctx, kind: &dyn DynKind, live: &Observed) -
 /// Deletes (or, where the deletion policy says retain, orphans) in dependency order: each
 /// resource as soon as everything that depends on it is gone (not wave by wave: a NAT gateway
 /// that takes minutes to delete holds up only its subnet, not every other subnet), at most
-/// `max_concurrency` at once. After a failure nothing new starts; what runs finishes.
+/// `max_concurrency` at work at once (a step that waits gives its slot back: `slots.rs`). After a failure nothing new starts; what runs finishes.
 pub(super) async fn delete_in_dependency_order(
     ctx: &Ctx,
     kinds: &[Box<dyn DynKind>],

@@ -24,6 +24,8 @@ pub(super) async fn wait_ready(ctx: &Ctx, kind: &dyn DynKind, d: &Desired, live:
 /// What one converge step did to a resource.
 pub(super) enum Outcome {
     Created(Identity),
+    /// Replaced in place: the live one deleted, a new one created (its create waits for it).
+    Replaced(Identity),
     /// The fields changed, and the new identity where the update made one (a new revision).
     Updated(Vec<String>, Option<Identity>),
     Unchanged,
@@ -43,15 +45,15 @@ pub(super) async fn after_step(
     unchanged: bool,
 ) -> anyhow::Result<()> {
     let settled = match (outcome, live) {
-        (Outcome::Created(id), _) => settle(ctx, kind, d, fields, &id.physical_id, None).await?,
+        (Outcome::Created(id) | Outcome::Replaced(id), _) => settle(ctx, kind, d, fields, &id.physical_id, None).await?,
         (Outcome::Updated(f, id), Some(l)) => {
             let changed_id = id.as_ref().map_or(&l.physical_id, |i| &i.physical_id);
             settle(ctx, kind, d, fields, changed_id, Some((l, f))).await?
         }
         _ => false,
     };
-    let replaced = |l: &Observed| matches!(outcome, Outcome::Created(id) if id.physical_id != l.physical_id);
-    if let Some(l) = live.filter(|l| !settled && !replaced(l) && matches!(l.status, Status::Pending(_))) {
+    let replaced = matches!(outcome, Outcome::Replaced(_));
+    if let Some(l) = live.filter(|l| !settled && !replaced && matches!(l.status, Status::Pending(_))) {
         wait_found_pending(ctx, kind, d, fields, l, unchanged).await?;
     }
     Ok(())
@@ -240,7 +242,8 @@ mod tests {
         let d = crate::engine::testing::desired("test:settling", "nat", json!({}));
         let found =
             Observed { status: Status::Pending("pending".into()), ..crate::engine::testing::live(d.kind, "nat", "phys-1", json!({})) };
-        let cases = [(Outcome::Unchanged, 2), (Outcome::Created(Identity::id("phys-1")), 2), (Outcome::Created(Identity::id("phys-2")), 0)];
+        let cases =
+            [(Outcome::Unchanged, 2), (Outcome::Created(Identity::id("phys-1")), 2), (Outcome::Replaced(Identity::id("phys-2")), 0)];
         for (outcome, looks) in cases {
             // Looked at: Pending once more, then Ready. Replaced: not looked at at all.
             let k = Settling { settles: false, ..kind(vec![pending(0), Some(Status::Ready)]) };
@@ -251,7 +254,7 @@ mod tests {
                 looks,
                 "looks for {}",
                 match outcome {
-                    Outcome::Created(id) => id.physical_id,
+                    Outcome::Created(id) | Outcome::Replaced(id) => id.physical_id,
                     _ => "unchanged".into(),
                 }
             );

@@ -1,6 +1,7 @@
-//! The bound on steps at work at once (`Settings::max_concurrency`, `--concurrency`: mutations
-//! in flight). A step holds a slot while it works and gives it back while it only waits: a
-//! retry's backoff, a poll for a resource to become ready or to finish deleting ([`idle`]).
+//! The bound on steps at work at once (`Settings::max_concurrency`, `--concurrency`). A step
+//! holds a slot while it works and gives it back while the engine has it only wait ([`idle`]):
+//! a retry's backoff, a poll for a resource to become ready or to finish deleting, a turn of a
+//! paced API. (The SDK's own backoff inside one call still holds it.)
 //! Two NAT gateways, a VPC link and a Cloud Map operation pending for minutes on AWS would
 //! otherwise fill four slots, and the roles, queues and log groups behind them would wait for
 //! nothing; a role created late also starts its IAM propagation late.
@@ -50,6 +51,12 @@ impl Slots {
 /// Outside a step (observe, the lock), or where another wait of the same step already gave
 /// the slot back, it only runs `wait`.
 pub async fn idle<F: Future>(wait: F) -> F::Output {
+    idle_then(wait, |_| true).await
+}
+
+/// [`idle`], taking a slot again only where `goes_on` says the step goes on after this wait
+/// (a step that stops after it sends nothing more: it ends without waiting for a slot).
+pub async fn idle_then<F: Future>(wait: F, goes_on: impl FnOnce(&F::Output) -> bool) -> F::Output {
     let gave_back = STEP.try_with(|s| {
         let mut s = s.borrow_mut();
         s.permit.take().map(|p| {
@@ -58,7 +65,7 @@ pub async fn idle<F: Future>(wait: F) -> F::Output {
         })
     });
     let out = wait.await;
-    if let Ok(Some(slots)) = gave_back {
+    if let (Ok(Some(slots)), true) = (gave_back, goes_on(&out)) {
         let permit = slots.acquire_owned().await.expect("the slots are never closed");
         STEP.with(|s| s.borrow_mut().permit = Some(permit));
     }
@@ -97,5 +104,17 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), ["first works", "second works", "second ends", "first goes on"]);
         assert!(slots.try_take().is_some(), "every slot is free again");
         assert_eq!(idle(async { 7 }).await, 7);
+    }
+
+    /// A step that stops after its wait does not queue for a slot it will not use: a stopped
+    /// run ends its steps at once, however busy the slots are.
+    #[tokio::test]
+    async fn a_step_that_stops_after_its_wait_takes_no_slot_back() {
+        let slots = Slots::new(1);
+        let busy = slots.run(slots.try_take().unwrap(), async {
+            idle_then(async { "stopped" }, |_| false).await;
+            slots.try_take()
+        });
+        assert!(busy.await.is_some(), "the slot it gave back stayed free");
     }
 }

@@ -67,14 +67,15 @@ where
 /// Inside an apply or destroy step, the step's slot is free for others meanwhile
 /// ([`super::slots::idle`]). The stop's reason, if one was requested.
 pub async fn sleep_unless_stopped(stop: &super::context::Stop, d: std::time::Duration) -> Option<String> {
-    super::slots::idle(async {
+    let waited = async {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
             _ = stop.wait() => {}
         }
-    })
-    .await;
-    stop.requested()
+        stop.requested()
+    };
+    // A stopped step gives up: it needs no slot to say so.
+    super::slots::idle_then(waited, Option::is_none).await
 }
 
 #[cfg(test)]
