@@ -74,6 +74,40 @@ async fn two_reconcilers_started_at_once_build_one_stack() {
     assert!(lease(&s3).await.is_none(), "both released the lock");
 }
 
+/// A store whose conditional create is not atomic (moto is one) can let two takers write the
+/// lease at the same moment; the later write holds it. The lease is read back while the
+/// command reads on, and every change waits for that: here another writer's lease lands right
+/// after ours, and `confirmed` is a `Held` error naming that holder (the command then takes
+/// the lock again within `--lock-wait`, or fails naming the holder); the stack-lock writes
+/// refuse too. A lease nobody overwrote is confirmed, and its writes go ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_overwritten_as_it_was_taken_is_not_confirmed_and_changes_nothing() {
+    use reconciler::engine::lock::{Held, StackLock};
+    let moto = Moto::start();
+    let s3 = s3(&moto).await;
+    let take = || async {
+        let stop = std::sync::Arc::new(reconciler::engine::Stop::default());
+        StackLock::acquire(&s3, "locks", KEY, "benchling-webhook", Duration::from_secs(60), Duration::ZERO, stop).await.unwrap()
+    };
+    let lock = take().await;
+    let other = serde_json::json!({"stack": "benchling-webhook", "holder": "other-host/pid-7/1", "expires_at": u64::MAX});
+    s3.put_object().bucket("locks").key(KEY).body(other.to_string().into_bytes().into()).send().await.unwrap();
+    let e = lock.confirmed().await.unwrap_err();
+    assert!(e.downcast_ref::<Held>().is_some(), "{e:#}");
+    assert!(e.to_string().contains("other-host/pid-7/1"), "names the holder: {e:#}");
+    assert!(lock.mark_destroyed().await.is_err(), "no write under a lease that is not ours");
+    lock.abandon();
+    assert_eq!(lease(&s3).await.unwrap()["holder"], "other-host/pid-7/1", "the holder's lease stays");
+
+    s3.delete_object().bucket("locks").key(KEY).send().await.unwrap();
+    let lock = take().await;
+    lock.confirmed().await.unwrap();
+    lock.mark_destroyed().await.unwrap();
+    lock.clear_destroyed().await.unwrap();
+    lock.release().await.unwrap();
+    assert!(lease(&s3).await.is_none(), "released");
+}
+
 /// SIGTERM while a call is in flight: it finishes, nothing new starts, the lease is
 /// released, and `run` exits 0 within 10 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,20 +97,18 @@ pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations:
                 return Ok((plan, false, vec![]));
             };
             // Held per iteration, so a person can apply between iterations.
-            let lock = s.lock().await?;
+            let mut lock = s.lock().await?;
             crate::metrics::global().lock_held(lock.is_some());
             let result = async {
+                let ((state, observed, plan), destroyed) = s.under_lock(&mut lock, true, || s.plan()).await?;
                 // Destroyed (and not applied by a person since): an unattended pass must not
                 // build the stack again.
-                if let Some(l) = &lock {
-                    if l.destroyed().await? {
-                        anyhow::bail!(
-                            "stack `{}` was destroyed: this pass changes nothing. `reconciler apply` builds it again (and lets passes run), or remove the drift-correction schedule",
-                            s.spec.name
-                        );
-                    }
+                if destroyed? {
+                    anyhow::bail!(
+                        "stack `{}` was destroyed: this pass changes nothing. `reconciler apply` builds it again (and lets passes run), or remove the drift-correction schedule",
+                        s.spec.name
+                    );
                 }
-                let (state, observed, plan) = s.plan().await?;
                 if plan.has_changes() {
                     let report = engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan, destructive).await?;
                     for h in &report.held {

@@ -128,6 +128,50 @@ impl Session {
         Ok(Some(lock))
     }
 
+    /// `read` (what the command plans from), made while the lease just taken is confirmed as
+    /// ours ([`engine::lock::StackLock::confirmed`]), and with `mark`, whether the stack is
+    /// marked destroyed, looked up meanwhile too: one round trip for all three. A lease
+    /// another reconciler won at the same moment is given up and the lock taken again (within
+    /// `--lock-wait`, as for a holder found at once), and `read` made again: what was read
+    /// while the winner may have been changing the stack is not planned from.
+    pub(crate) async fn under_lock<T, F, Fut>(
+        &self,
+        lock: &mut Option<engine::lock::StackLock>,
+        mark: bool,
+        read: F,
+    ) -> anyhow::Result<(T, anyhow::Result<bool>)>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let started = std::time::Instant::now();
+        loop {
+            let Some(l) = lock.as_ref() else { return Ok((read().await?, Ok(false))) };
+            let marked = async {
+                match mark {
+                    true => l.destroyed().await,
+                    false => Ok(false),
+                }
+            };
+            let (read, confirmed, marked) = tokio::join!(read(), l.confirmed(), marked);
+            let lost = match confirmed {
+                Ok(()) => return Ok((read?, marked)),
+                Err(e) if e.downcast_ref::<engine::lock::Held>().is_some() => e,
+                Err(e) => return Err(e),
+            };
+            // Not ours: nothing to renew or release.
+            if let Some(l) = lock.take() {
+                l.abandon();
+            }
+            let left = self.lock_wait.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(lost);
+            }
+            eprintln!("  {lost:#}; waiting (up to --lock-wait {:?})", self.lock_wait);
+            *lock = self.lock_waiting(left).await?;
+        }
+    }
+
     /// Live facts and the desired state computed from them.
     pub(crate) async fn desired(&self) -> anyhow::Result<(desired::Facts, DesiredState)> {
         let s = &self.ctx.settings;

@@ -42,8 +42,8 @@ pub async fn apply(
     detailed_exitcode: bool,
 ) -> anyhow::Result<ExitCode> {
     s.stop_on_signal();
-    let lock = s.lock().await?;
-    let result = apply_locked(s, file, auto_approve, allow_destructive, saved, lock.as_ref()).await;
+    let mut lock = s.lock().await?;
+    let result = apply_locked(s, file, auto_approve, allow_destructive, saved, &mut lock).await;
     release(lock, result).await.map(|outcome| outcome.exit_code(detailed_exitcode))
 }
 
@@ -53,20 +53,15 @@ async fn apply_locked(
     auto_approve: bool,
     allow_destructive: bool,
     saved: Option<&Path>,
-    lock: Option<&engine::lock::StackLock>,
+    lock: &mut Option<engine::lock::StackLock>,
 ) -> anyhow::Result<Applied> {
     // A person's apply that goes ahead (confirmed, or nothing to change) builds the stack on
     // purpose: unattended passes may follow again. A cancelled one leaves the mark. Looked
     // for while the plan is made (most applies find none: one round trip less); a failure is
     // a warning, not a failed apply.
     let started = Instant::now();
-    let (planned, marked) = tokio::join!(s.plan(), async {
-        match lock {
-            Some(l) => l.destroyed().await,
-            None => Ok(false),
-        }
-    });
-    let (state, observed, plan) = planned?;
+    let ((state, observed, plan), marked) = s.under_lock(lock, true, || s.plan()).await?;
+    let lock = lock.as_ref();
     let clear_destroyed = async move {
         let cleared = match (lock, marked) {
             (Some(l), Ok(true)) => l.clear_destroyed().await,

@@ -13,8 +13,8 @@ use std::time::Duration;
 /// `destroy FILE`: under the stack lock, released however the destroy ends.
 pub async fn destroy(s: &Session, auto_approve: bool) -> anyhow::Result<ExitCode> {
     s.stop_on_signal();
-    let lock = lock_for_destroy(s).await?;
-    let result = destroy_locked(s, auto_approve, lock.as_ref()).await;
+    let mut lock = lock_for_destroy(s).await?;
+    let result = destroy_locked(s, auto_approve, &mut lock).await;
     release(lock, result).await
 }
 
@@ -38,11 +38,11 @@ async fn lock_for_destroy(s: &Session) -> anyhow::Result<Option<engine::lock::St
     s.lock_waiting(s.lock_wait.max(Duration::from_secs(30))).await
 }
 
-async fn destroy_locked(s: &Session, auto_approve: bool, lock: Option<&engine::lock::StackLock>) -> anyhow::Result<ExitCode> {
+async fn destroy_locked(s: &Session, auto_approve: bool, lock: &mut Option<engine::lock::StackLock>) -> anyhow::Result<ExitCode> {
     if s.spec.deletion_policy == DeletionPolicy::Retain {
         bail!("the spec says `deletion_policy: retain`: destroy deletes nothing. Change it to `delete` first if you really mean to delete stack `{}`.", s.spec.name);
     }
-    let (state, observed) = s.observe_owned().await?;
+    let ((state, observed), _) = s.under_lock(lock, false, || s.observe_owned()).await?;
     if observed.is_empty() {
         println!("Nothing to destroy: no resource is owned by stack {}.", s.spec.name);
         return Ok(ExitCode::SUCCESS);

@@ -8,12 +8,18 @@
 //! (`If-Match` on our last ETag); a failed renewal means the lease may be someone else's now:
 //! the holder requests a stop (no new mutation starts) and the command fails saying so.
 //! Release deletes the object only if it is still exactly what we wrote (`If-Match`).
+//!
+//! A store whose conditional create is not atomic (the emulator lets two racing creates both
+//! succeed) is caught by reading the lease back a moment after it was written: the last
+//! writer is the holder. That read-back runs while the command reads what it plans from
+//! ([`StackLock::confirmed`], awaited before its first change), not before: reading under a
+//! lease that turns out lost changes nothing.
 
 use super::retry::call_failed;
 use anyhow::Context as _;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 impl super::Service for aws_sdk_s3::Client {
     /// Path-style addressing where an endpoint is configured (`AWS_ENDPOINT_URL`: an emulator
@@ -91,6 +97,10 @@ pub struct StackLock {
     /// Our last write's ETag: renewals and the release are conditional on it.
     etag: Arc<Mutex<String>>,
     renew: tokio::task::JoinHandle<()>,
+    /// The read-back that confirms the lease is ours, until [`StackLock::confirmed`] awaits it.
+    check: tokio::sync::Mutex<Option<tokio::task::JoinHandle<anyhow::Result<()>>>>,
+    /// Set once the read-back showed our write.
+    ours: std::sync::atomic::AtomicBool,
 }
 
 /// The lease object. `acquired_at` stays what it was when the lease was taken; renewals move
@@ -197,26 +207,12 @@ impl StackLock {
         if etag.is_empty() {
             anyhow::bail!("S3 returned no ETag for the lock {where_}: the lease cannot be renewed or released conditionally");
         }
-        // Read back after a moment: a store whose conditional create is not atomic (the
-        // emulator lets two racing creates both succeed) shows the last writer here, and the
-        // other one backs off. On S3 this costs one GET.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let back = s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(call_failed("GetObject"))
-            .with_context(|| format!("reading back the lock {where_}"))?;
-        if back.e_tag().unwrap_or_default() != etag {
-            let body = back.body.collect().await.context("reading the lock")?.into_bytes();
-            let held: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            return Err(anyhow::Error::new(Held(format!(
-                "stack `{stack}` is locked by {} (it won a simultaneous acquisition of {where_})",
-                held["holder"].as_str().unwrap_or("an unknown holder")
-            ))));
-        }
+        // Read back after a moment (see the module's head), while the command reads on.
+        let check = {
+            let (s3, bucket, key, stack, holder) = (s3.clone(), bucket.to_string(), key.to_string(), stack.to_string(), holder.clone());
+            let until = Instant::now() + ttl - ttl / 6;
+            tokio::spawn(async move { read_back(&s3, &bucket, &key, &stack, &holder, until).await })
+        };
         let etag = Arc::new(Mutex::new(etag));
         let renew = {
             let (s3, bucket, key, stack, holder, etag) =
@@ -244,7 +240,40 @@ impl StackLock {
                 }
             })
         };
-        Ok(StackLock { s3: s3.clone(), bucket: bucket.into(), key: key.into(), etag, renew })
+        Ok(StackLock {
+            s3: s3.clone(),
+            bucket: bucket.into(),
+            key: key.into(),
+            etag,
+            renew,
+            check: tokio::sync::Mutex::new(Some(check)),
+            ours: Default::default(),
+        })
+    }
+
+    /// Whether the lease is ours: the read-back a moment after it was written shows our write.
+    /// A [`Held`] error where another reconciler won a simultaneous acquisition. Every command
+    /// awaits this before its first change (`Session::under_lock`); the stack-lock writes
+    /// below check it themselves.
+    pub async fn confirmed(&self) -> anyhow::Result<()> {
+        let mut check = self.check.lock().await;
+        if let Some(read_back) = check.take() {
+            read_back.await.context("reading back the stack lock")??;
+            self.ours.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        anyhow::ensure!(
+            self.ours.load(std::sync::atomic::Ordering::SeqCst),
+            "the stack lock s3://{}/{} was not confirmed as ours",
+            self.bucket,
+            self.key
+        );
+        Ok(())
+    }
+
+    /// Lets go of a lease that turned out not to be ours (see [`confirmed`](Self::confirmed)):
+    /// stops renewing it and leaves the object to its holder.
+    pub fn abandon(self) {
+        self.renew.abort();
     }
 
     /// Records, beside the lease, that the stack is being destroyed (written before the first
@@ -252,6 +281,7 @@ impl StackLock {
     /// started just before the destroy (and waited for the lease) cannot build the stack again
     /// after it. A person's `apply` removes the mark.
     pub async fn mark_destroyed(&self) -> anyhow::Result<()> {
+        self.confirmed().await?;
         let body = format!("{{\"destroyed_at\": {}}}", now());
         let key = tombstone(&self.key);
         let put = || {
@@ -271,6 +301,7 @@ impl StackLock {
 
     /// Removes the destroyed mark (a person's apply builds the stack again on purpose).
     pub async fn clear_destroyed(&self) -> anyhow::Result<()> {
+        self.confirmed().await?;
         let key = tombstone(&self.key);
         idempotent(|| async { self.s3.delete_object().bucket(&self.bucket).key(&key).send().await.map_err(call_failed("DeleteObject")) })
             .await
@@ -315,6 +346,40 @@ impl StackLock {
         .await;
         released.with_context(|| format!("releasing the lock s3://{}/{}", self.bucket, self.key))
     }
+}
+
+/// A moment after the lease was written: is it still ours (our `holder` in it)? A [`Held`]
+/// error naming the other holder where it is not. A throttle or a 5xx is tried again while
+/// the lease would still be valid (`until`), as a renewal is: it says nothing about who holds it.
+async fn read_back(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, stack: &str, holder: &str, until: Instant) -> anyhow::Result<()> {
+    let where_ = format!("s3://{bucket}/{key}");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut attempt = 1;
+    let held = loop {
+        let read = async {
+            let back = s3.get_object().bucket(bucket).key(key).send().await.map_err(call_failed("GetObject"))?;
+            let body = back.body.collect().await.context("reading the lock")?.into_bytes();
+            anyhow::Ok(serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+        };
+        match read.await {
+            Ok(held) => break held,
+            Err(e)
+                if super::retry::is_retryable(&e)
+                    && Instant::now() + super::budget::backoff(Duration::from_millis(200), attempt) < until =>
+            {
+                tokio::time::sleep(super::budget::backoff(Duration::from_millis(200), attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading back the lock {where_}")),
+        }
+    };
+    if held["holder"].as_str() != Some(holder) {
+        return Err(anyhow::Error::new(Held(format!(
+            "stack `{stack}` is locked by {} (it won a simultaneous acquisition of {where_})",
+            held["holder"].as_str().unwrap_or("an unknown holder")
+        ))));
+    }
+    Ok(())
 }
 
 /// One lease's renewal: a conditional put on our last ETag, tried again while the lease we hold
