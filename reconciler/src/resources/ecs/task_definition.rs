@@ -219,28 +219,33 @@ impl Kind for TaskDefinition {
         true
     }
 
+    /// The named families and the listing of the stack's families at once (one round trip);
+    /// then any family the listing adds.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
-        let mut found = Vec::new();
         let named: Vec<&str> = wanted.iter().filter_map(|d| literal(&d.fields, "family")).collect();
-        for family in &named {
-            found.extend(observe_family(ctx, self.name(), family, true).await?);
-        }
         // Also the families named after the stack that no node names (a task the spec
         // dropped, such as drift correction): still the stack's, found so they are pruned.
-        let mut families = Vec::new();
-        let mut pages = client(ctx)
-            .list_task_definition_families()
-            .family_prefix(&ctx.settings.stack)
-            .status(TaskDefinitionFamilyStatus::Active)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            families.extend(page.map_err(call_failed("ListTaskDefinitionFamilies"))?.families().iter().cloned());
-        }
-        for family in families.iter().filter(|f| !named.contains(&f.as_str())) {
-            found.extend(observe_family(ctx, self.name(), family, false).await?);
-        }
-        Ok(found)
+        let listed = async {
+            let mut families = Vec::new();
+            let mut pages = client(ctx)
+                .list_task_definition_families()
+                .family_prefix(&ctx.settings.stack)
+                .status(TaskDefinitionFamilyStatus::Active)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                families.extend(page.map_err(call_failed("ListTaskDefinitionFamilies"))?.families().iter().cloned());
+            }
+            anyhow::Ok(families)
+        };
+        let (found, families) = futures::future::try_join(
+            futures::future::try_join_all(named.iter().map(|f| observe_family(ctx, self.name(), f, true))),
+            listed,
+        )
+        .await?;
+        let others = families.iter().filter(|f| !named.contains(&f.as_str())).map(|f| observe_family(ctx, self.name(), f, false));
+        let others = futures::future::try_join_all(others).await?;
+        Ok(found.into_iter().chain(others).flatten().collect())
     }
 
     async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {

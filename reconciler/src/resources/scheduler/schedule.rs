@@ -188,15 +188,20 @@ impl Kind for Schedule {
         &["name", "group"]
     }
 
-    /// The stack's group (found by name, owned by its tags) and ListSchedules in it, then
-    /// GetSchedule per schedule. A group the stack does not own is not looked into.
+    /// The stack's group (found by name, owned by its tags) and, meanwhile, ListSchedules in it
+    /// then GetSchedule per schedule. What a group the stack does not own holds is not used.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
         let wanted_fields: Vec<ScheduleFields> = crate::engine::fields::wanted(self.name(), wanted)?;
         let group = stack_group(stack);
-        // The group's schedules are listed beside the group's own reads (one round trip
-        // less), and looked at only if the stack owns the group.
-        let (g, names) = futures::join!(find_group(ctx, &group), names_in(ctx, &group));
+        // The group's schedules are listed and read beside the group's own reads (two round
+        // trips in all, not four), and used only if the stack owns the group.
+        let schedules = async {
+            let names = names_in(ctx, &group).await?;
+            let got = try_join_all(names.iter().map(|n| get(ctx, &group, n))).await?;
+            anyhow::Ok((names, got))
+        };
+        let (g, schedules) = futures::join!(find_group(ctx, &group), schedules);
         let Some(g) = g? else { return Ok(vec![]) };
         if g.owned_as.is_none() {
             if wanted.is_empty() {
@@ -204,8 +209,7 @@ impl Kind for Schedule {
             }
             return Err(not_owned("EventBridge Scheduler schedule group", &group, stack, &g.tags));
         }
-        let names = names?;
-        let got = try_join_all(names.iter().map(|n| get(ctx, &group, n))).await?;
+        let (names, got) = schedules?;
         let mut found = Vec::new();
         for (name, s) in names.iter().zip(got) {
             let Some(s) = s else { continue }; // deleted since it was listed

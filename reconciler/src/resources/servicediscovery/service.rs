@@ -124,7 +124,7 @@ impl Kind for DiscoveryService {
     }
 
     /// ListServices (one page per 100; moto ignores filters, and the namespace is unresolved
-    /// here anyway), then GetService + ListTagsForResource per candidate: a wanted name or
+    /// here anyway), then GetService and ListTagsForResource at once per candidate: a wanted name or
     /// this stack's description. One more ListTagsForResource only for an unowned service of
     /// a wanted name (is its namespace ours?).
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
@@ -137,19 +137,21 @@ impl Kind for DiscoveryService {
         while let Some(page) = pages.next().await {
             for s in page.map_err(call_failed("ListServices"))?.services() {
                 let named = s.name().is_some_and(|n| names.contains(n));
-                if let (Some(id), true) = (s.id(), named || s.description() == Some(ours.as_str())) {
-                    candidates.push(id.to_string());
+                if let (Some(id), Some(arn), true) = (s.id(), s.arn(), named || s.description() == Some(ours.as_str())) {
+                    candidates.push((id.to_string(), arn.to_string()));
                 }
             }
         }
         let sd = &sd;
-        // A service deleted since it was listed (another stack's destroy) is left out.
-        let read = futures::future::try_join_all(candidates.iter().map(|id| async move {
-            let Some(out) = gone_as_none(sd.get_service().id(id).send().await.map_err(call_failed("GetService")))? else {
+        // The service and its tags at once; one deleted since it was listed (another stack's
+        // destroy) is left out.
+        let read = futures::future::try_join_all(candidates.iter().map(|(id, arn)| async move {
+            let (got, tags) = futures::future::join(sd.get_service().id(id).send(), tags_of(ctx, arn)).await;
+            let (Some(out), Some(tags)) = (gone_as_none(got.map_err(call_failed("GetService")))?, tags?) else {
                 return anyhow::Ok(None);
             };
             let svc = out.service().cloned().ok_or_else(|| anyhow::anyhow!("GetService {id} returned no service"))?;
-            Ok(tags_of(ctx, svc.arn().unwrap_or_default()).await?.map(|tags| (svc, tags)))
+            Ok(Some((svc, tags)))
         }))
         .await?;
         let mut out = Vec::new();

@@ -136,20 +136,22 @@ enum Found {
     Gone,
 }
 
-/// Reads one queue: ListQueueTags, then (only if the stack owns it) GetQueueAttributes(All).
+/// Reads one queue: ListQueueTags and GetQueueAttributes(All) at once (one round trip; the
+/// attributes of a queue the tags then show is not ours go unused).
 async fn read(ctx: &Ctx, url: &str) -> anyhow::Result<Found> {
     let sqs = client(ctx);
-    let Some(tags) = gone_as_none(sqs.list_queue_tags().queue_url(url).send().await.map_err(call_failed("ListQueueTags")))? else {
-        return Ok(Found::Gone);
-    };
+    let (tags, attributes) = futures::future::join(
+        async { gone_as_none(sqs.list_queue_tags().queue_url(url).send().await.map_err(call_failed("ListQueueTags"))) },
+        async {
+            let sent = sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await;
+            gone_as_none(sent.map_err(call_failed("GetQueueAttributes")))
+        },
+    )
+    .await;
+    let Some(tags) = tags? else { return Ok(Found::Gone) };
     let (id, tags) = owned(ctx, tags.tags());
     let Some(id) = id else { return Ok(Found::Foreign(tags)) };
-    let Some(out) = gone_as_none(
-        sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await.map_err(call_failed("GetQueueAttributes")),
-    )?
-    else {
-        return Ok(Found::Gone);
-    };
+    let Some(out) = attributes? else { return Ok(Found::Gone) };
     let attrs = out.attributes().cloned().unwrap_or_default();
     let name = queue_name(url);
     let fields = from_attributes(name, &attrs, tags)?;
@@ -185,7 +187,7 @@ impl Kind for Queue {
         Replacement::CreateBeforeDestroy
     }
 
-    /// ListQueues(prefix `<stack>-`), then per listed queue ListQueueTags and, if owned,
+    /// ListQueues(prefix `<stack>-`), then per listed queue ListQueueTags and
     /// GetQueueAttributes; per wanted name the listing did not show (a listing lags a create
     /// by up to a minute on AWS), GetQueueUrl and the same two reads.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
