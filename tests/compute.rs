@@ -551,24 +551,29 @@ async fn no_op_plan_calls_are_reported() {
 async fn a_resource_deleted_while_it_is_observed_is_absent_not_an_error() {
     use fault_proxy::{FaultProxy, Rule};
     let moto = Moto::start();
-    let proxy = FaultProxy::start(&moto.endpoint).await;
     apply(&moto, PROD);
-    // Every Cloud Map tag read (the namespace's and the service's, read at once), the first
-    // GetService and the first log group's tag read.
-    let gone = [
-        ("servicediscovery:ListTagsForResource", "ResourceNotFoundException", "The resource can't be found.", usize::MAX),
-        ("servicediscovery:GetService", "ServiceNotFound", "Service not found.", 1),
-        ("logs:ListTagsForResource", "ResourceNotFoundException", "The specified log group does not exist.", 1),
-    ];
-    for (action, code, message, first) in gone {
-        proxy.rule(Rule::error(action, 400, code, message).first(first));
-    }
+    let not_found = |action: &str, code: &str, first: usize| Rule::error(action, 400, code, "The resource can't be found.").first(first);
+    // First: the Cloud Map service's GetService says gone (its tags, read at the same time,
+    // do not), and so does the first log group's tag read. Those two are absent, the
+    // namespace is not.
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(not_found("servicediscovery:GetService", "ServiceNotFound", 1));
+    proxy.rule(not_found("logs:ListTagsForResource", "ResourceNotFoundException", 1));
     let plan = reconciler_via(&moto, &proxy.url, "1", &["plan", PROD, "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "a plan with resources to create, not a failed observe\n{plan}");
-    for (action, _, _, _) in gone {
-        assert!(proxy.injected(action) >= 1, "{action} was answered not-found\n{plan}");
+    assert_eq!((proxy.injected("servicediscovery:GetService"), proxy.injected("logs:ListTagsForResource")), (1, 1), "{plan}");
+    for absent in ["+ servicediscovery:service", "+ logs:log-group"] {
+        assert!(plan.stdout.contains(absent), "{absent}\n{plan}");
     }
-    for absent in ["+ servicediscovery:namespace", "+ servicediscovery:service", "+ logs:log-group"] {
+    assert!(!plan.stdout.contains("+ servicediscovery:namespace"), "{plan}");
+    // Then: every Cloud Map tag read says gone (the namespace's, and the service's beside
+    // its GetService): both are absent.
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(not_found("servicediscovery:ListTagsForResource", "ResourceNotFoundException", usize::MAX));
+    let plan = reconciler_via(&moto, &proxy.url, "1", &["plan", PROD, "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert_eq!(proxy.injected("servicediscovery:ListTagsForResource"), 2, "{plan}");
+    for absent in ["+ servicediscovery:namespace", "+ servicediscovery:service"] {
         assert!(plan.stdout.contains(absent), "{absent}\n{plan}");
     }
     // Nothing was deleted really: with the answers back to normal the stack is in sync.

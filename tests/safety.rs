@@ -108,6 +108,64 @@ async fn a_lease_overwritten_as_it_was_taken_is_not_confirmed_and_changes_nothin
     assert!(lease(&s3).await.is_none(), "released");
 }
 
+/// The same through the CLI: another taker's lease lands between the apply's and its
+/// read-back (the proxy holds the lock's first calls 2 s each; the test writes the other
+/// lease, live for 5 s, as soon as the apply's is there). With `--lock-wait 0` the apply
+/// fails naming that holder, creates nothing and leaves its lease; with `--lock-wait 30` it
+/// takes the lock again once that lease has expired, reads the stack again and builds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_that_lost_its_lease_at_the_same_moment_fails_naming_the_holder_or_takes_it_again() {
+    let moto = Moto::start();
+    let s3 = s3(&moto).await;
+    let spec = locked_spec(&moto, 60);
+    for (wait, code) in [("0", 1), ("30", 0)] {
+        let proxy = FaultProxy::start(&moto.endpoint).await;
+        proxy.rule(Rule::delay("s3:?", Duration::from_secs(2)).first(3));
+        let child = spawn(&moto, &proxy.url, &["apply", &spec, "--auto-approve", "--lock-wait", wait]);
+        let started = Instant::now();
+        while lease(&s3).await.is_none() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the apply never took the lease");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let other =
+            serde_json::json!({"stack": "benchling-webhook", "holder": "other-host/pid-9/2", "acquired_at": now, "expires_at": now + 5});
+        s3.put_object().bucket("locks").key(KEY).body(other.to_string().into_bytes().into()).send().await.unwrap();
+        let run = finish(child);
+        assert_eq!(run.code, code, "--lock-wait {wait}\n{run}");
+        assert!(run.stderr.contains("other-host/pid-9/2 (it won a simultaneous acquisition"), "--lock-wait {wait}\n{run}");
+        if code == 1 {
+            assert_eq!(vpcs(&moto).await, 0, "nothing was created\n{run}");
+            assert_eq!(lease(&s3).await.unwrap()["holder"], "other-host/pid-9/2", "the holder's lease stays\n{run}");
+            s3.delete_object().bucket("locks").key(KEY).send().await.unwrap();
+        } else {
+            assert!(run.stderr.contains("taking over an expired lock from other-host/pid-9/2"), "{run}");
+            assert_eq!(vpcs(&moto).await, 1, "{run}");
+            assert!(lease(&s3).await.is_none(), "released at the end\n{run}");
+        }
+    }
+}
+
+/// S3 throttles for 3 s right after the lease was written: the read-back that confirms it
+/// is tried again (the lease is ours until its TTL; a throttle says nothing about who holds
+/// it) and the apply goes ahead, instead of failing on the read-back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_read_back_of_the_lease_is_tried_again() {
+    let moto = Moto::start();
+    let s3 = s3(&moto).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    // After the first S3 call (the lease), every S3 call for 3 s: the read-back and the
+    // destroyed mark (a mark that cannot be read is a warning for an apply).
+    proxy.rule(Rule::error("s3:?", 503, "SlowDown", "Please reduce your request rate.").for_secs_after_first("s3:?", 3.0));
+    let spec = locked_spec(&moto, 60);
+    let run = finish(spawn(&moto, &proxy.url, &["apply", &spec, "--auto-approve"]));
+    assert!(proxy.injected("s3:?") >= 2, "the read-back met the throttling\n{run}");
+    assert_eq!(run.code, 0, "{run}");
+    assert!(!run.stderr.contains("reading back the lock"), "{run}");
+    assert_eq!(vpcs(&moto).await, 1);
+    assert!(lease(&s3).await.is_none(), "released at the end\n{run}");
+}
+
 /// SIGTERM while a call is in flight: it finishes, nothing new starts, the lease is
 /// released, and `run` exits 0 within 10 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,9 +224,9 @@ async fn a_throttled_renewal_is_retried_within_the_lease() {
     let s3 = s3(&moto).await;
     let proxy = FaultProxy::start(&moto.endpoint).await;
     // TTL 60 s (the shortest a spec allows): the first renewal comes at 20 s, while S3
-    // throttles every call for 23 s after the first read of the stack; the VPC create is held
-    // 24 s so that the apply is still running.
-    proxy.rule(Rule::error("s3:?", 503, "SlowDown", "Please reduce your request rate.").for_secs_after_first("ec2:DescribeVpcs", 23.0));
+    // throttles every call for 23 s from the first change (the lease is confirmed by then);
+    // the VPC create is held 24 s so that the apply is still running.
+    proxy.rule(Rule::error("s3:?", 503, "SlowDown", "Please reduce your request rate.").for_secs_after_first("logs:CreateLogGroup", 23.0));
     proxy.inject("ec2:CreateVpc", &[Fault::Delay(24_000)]);
     let spec = locked_spec(&moto, 60);
     let run = finish(spawn(&moto, &proxy.url, &["apply", &spec, "--auto-approve"]));

@@ -100,15 +100,16 @@ pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations:
             let mut lock = s.lock().await?;
             crate::metrics::global().lock_held(lock.is_some());
             let result = async {
-                let ((state, observed, plan), destroyed) = s.under_lock(&mut lock, true, || s.plan()).await?;
+                let (planned, destroyed) = s.under_lock(&mut lock, true, || s.plan(), || s.lock()).await?;
                 // Destroyed (and not applied by a person since): an unattended pass must not
-                // build the stack again.
+                // build the stack again. Said first, whatever the plan met.
                 if destroyed? {
                     anyhow::bail!(
                         "stack `{}` was destroyed: this pass changes nothing. `reconciler apply` builds it again (and lets passes run), or remove the drift-correction schedule",
                         s.spec.name
                     );
                 }
+                let (state, observed, plan) = planned?;
                 if plan.has_changes() {
                     let report = engine::apply(&s.ctx, &s.kinds, &state.resources, &observed, &state.externals, &plan, destructive).await?;
                     for h in &report.held {
@@ -120,8 +121,8 @@ pub(crate) async fn run(s: &mut Session, interval: f64, jitter: f64, iterations:
                 Ok((plan, false, vec![]))
             }
             .await;
+            crate::metrics::global().lock_held(false);
             if let Some(l) = lock {
-                crate::metrics::global().lock_held(false);
                 l.release().await?;
             }
             result

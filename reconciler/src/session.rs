@@ -131,22 +131,27 @@ impl Session {
     /// `read` (what the command plans from), made while the lease just taken is confirmed as
     /// ours ([`engine::lock::StackLock::confirmed`]), and with `mark`, whether the stack is
     /// marked destroyed, looked up meanwhile too: one round trip for all three. A lease
-    /// another reconciler won at the same moment is given up and the lock taken again (within
-    /// `--lock-wait`, as for a holder found at once), and `read` made again: what was read
-    /// while the winner may have been changing the stack is not planned from.
-    pub(crate) async fn under_lock<T, F, Fut>(
+    /// another reconciler won at the same moment (only a store whose conditional create is not
+    /// atomic lets that happen) is given up, the lock taken again by `relock` (as the command
+    /// took it: waiting within `--lock-wait`) and `read` made again: what was read while the
+    /// winner may have been changing the stack is not planned from. The outer error is the
+    /// lock's; the read's and the mark's results are the caller's to weigh.
+    pub(crate) async fn under_lock<T, F, Fut, R, RFut>(
         &self,
         lock: &mut Option<engine::lock::StackLock>,
         mark: bool,
         read: F,
-    ) -> anyhow::Result<(T, anyhow::Result<bool>)>
+        relock: R,
+    ) -> anyhow::Result<(anyhow::Result<T>, anyhow::Result<bool>)>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<T>>,
+        R: Fn() -> RFut,
+        RFut: std::future::Future<Output = anyhow::Result<Option<engine::lock::StackLock>>>,
     {
-        let started = std::time::Instant::now();
-        loop {
-            let Some(l) = lock.as_ref() else { return Ok((read().await?, Ok(false))) };
+        // Each retry needs another taker winning another simultaneous race: a few at most.
+        for _ in 0..3 {
+            let Some(l) = lock.as_ref() else { return Ok((read().await, Ok(false))) };
             let marked = async {
                 match mark {
                     true => l.destroyed().await,
@@ -155,7 +160,7 @@ impl Session {
             };
             let (read, confirmed, marked) = tokio::join!(read(), l.confirmed(), marked);
             let lost = match confirmed {
-                Ok(()) => return Ok((read?, marked)),
+                Ok(()) => return Ok((read, marked)),
                 Err(e) if e.downcast_ref::<engine::lock::Held>().is_some() => e,
                 Err(e) => return Err(e),
             };
@@ -163,13 +168,12 @@ impl Session {
             if let Some(l) = lock.take() {
                 l.abandon();
             }
-            let left = self.lock_wait.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                return Err(lost);
-            }
-            eprintln!("  {lost:#}; waiting (up to --lock-wait {:?})", self.lock_wait);
-            *lock = self.lock_waiting(left).await?;
+            // Taken again as the command took it: a holder found at once fails or is waited
+            // for (`--lock-wait`; destroy stops the stack's passes first).
+            eprintln!("  {lost:#}; taking the lock again");
+            *lock = relock().await?;
         }
+        anyhow::bail!("the stack lock was taken by another reconciler at the same moment three times in a row; run the command again")
     }
 
     /// Live facts and the desired state computed from them.

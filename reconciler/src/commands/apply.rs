@@ -60,7 +60,8 @@ async fn apply_locked(
     // for while the plan is made (most applies find none: one round trip less); a failure is
     // a warning, not a failed apply.
     let started = Instant::now();
-    let ((state, observed, plan), marked) = s.under_lock(lock, true, || s.plan()).await?;
+    let (planned, marked) = s.under_lock(lock, true, || s.plan(), || s.lock()).await?;
+    let (state, observed, plan) = planned?;
     let lock = lock.as_ref();
     let clear_destroyed = async move {
         let cleared = match (lock, marked) {

@@ -42,7 +42,8 @@ async fn destroy_locked(s: &Session, auto_approve: bool, lock: &mut Option<engin
     if s.spec.deletion_policy == DeletionPolicy::Retain {
         bail!("the spec says `deletion_policy: retain`: destroy deletes nothing. Change it to `delete` first if you really mean to delete stack `{}`.", s.spec.name);
     }
-    let ((state, observed), _) = s.under_lock(lock, false, || s.observe_owned()).await?;
+    let (observed, _) = s.under_lock(lock, false, || s.observe_owned(), || lock_for_destroy(s)).await?;
+    let (state, observed) = observed?;
     if observed.is_empty() {
         println!("Nothing to destroy: no resource is owned by stack {}.", s.spec.name);
         return Ok(ExitCode::SUCCESS);

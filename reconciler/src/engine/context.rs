@@ -258,9 +258,18 @@ impl Ctx {
     }
 
     /// Waits for AWS's quota of one `key` call per `interval` (see [`Pacer`]); hold the
-    /// returned slot until the call is answered.
-    pub async fn pace(&self, key: &str, interval: Duration) -> PaceSlot {
-        self.pacer.pace(key, interval).await
+    /// returned slot until the call is answered. A stop (a signal, a lost lock) ends the wait:
+    /// the call is not sent.
+    pub async fn pace(&self, key: &str, interval: Duration) -> anyhow::Result<PaceSlot> {
+        tokio::select! {
+            slot = self.pacer.pace(key, interval) => {
+                match self.stop.requested() {
+                    Some(why) => anyhow::bail!("stopped ({why}) before {key}"),
+                    None => Ok(slot),
+                }
+            }
+            _ = self.stop.wait() => anyhow::bail!("stopped ({}) while waiting for AWS's quota of {key}", self.stop.requested().unwrap_or_default()),
+        }
     }
 
     /// The full tag set for an owned resource: user tags, a Name, and the ownership tags.
@@ -311,6 +320,23 @@ mod tests {
         let answered = std::time::Instant::now();
         drop(p.pace("k", Duration::from_millis(100)).await);
         assert!(answered.elapsed() >= Duration::from_millis(100), "the second came {:?} after the first's answer", answered.elapsed());
+    }
+
+    /// A stop (a signal, a lost lock) ends a wait for the quota, and the call is not sent.
+    #[tokio::test]
+    async fn a_stop_ends_a_wait_for_the_quota() {
+        let ctx = Ctx::from_env("us-east-1", Settings::new("demo", BTreeMap::new())).await;
+        drop(ctx.pace("k", Duration::from_secs(30)).await.unwrap());
+        let started = std::time::Instant::now();
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ctx.stop.request("signal received");
+        };
+        let (waited, ()) = tokio::join!(ctx.pace("k", Duration::from_secs(30)), stop);
+        let e = waited.err().expect("no slot after a stop").to_string();
+        assert!(e.contains("stopped (signal received)"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(ctx.pace("other", Duration::from_secs(30)).await.is_err(), "nothing is sent once stopped");
     }
 
     #[test]

@@ -96,9 +96,10 @@ pub struct StackLock {
     key: String,
     /// Our last write's ETag: renewals and the release are conditional on it.
     etag: Arc<Mutex<String>>,
+    /// The read-back, then (once the lease is confirmed ours) the renewals.
     renew: tokio::task::JoinHandle<()>,
-    /// The read-back that confirms the lease is ours, until [`StackLock::confirmed`] awaits it.
-    check: tokio::sync::Mutex<Option<tokio::task::JoinHandle<anyhow::Result<()>>>>,
+    /// The read-back's verdict (is the lease ours?), until [`StackLock::confirmed`] takes it.
+    check: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<anyhow::Result<()>>>>,
     /// Set once the read-back showed our write.
     ours: std::sync::atomic::AtomicBool,
 }
@@ -157,7 +158,13 @@ impl StackLock {
     ) -> anyhow::Result<StackLock> {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown-host".into());
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let holder = format!("{host}/pid-{}/{nanos}", std::process::id());
+        // Per-process randomness too: in containers the pid is often 1 and hosts can share a
+        // name; the read-back tells two takers apart by this string.
+        let random = {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new().build_hasher().finish() & 0xffff_ffff
+        };
+        let holder = format!("{host}/pid-{}/{nanos}-{random:08x}", std::process::id());
         let where_ = format!("s3://{bucket}/{key}");
         let acquired_at = now();
         let put = || s3.put_object().bucket(bucket).key(key).content_type("application/json");
@@ -207,26 +214,31 @@ impl StackLock {
         if etag.is_empty() {
             anyhow::bail!("S3 returned no ETag for the lock {where_}: the lease cannot be renewed or released conditionally");
         }
-        // Read back after a moment (see the module's head), while the command reads on.
-        let check = {
-            let (s3, bucket, key, stack, holder) = (s3.clone(), bucket.to_string(), key.to_string(), stack.to_string(), holder.clone());
-            let until = Instant::now() + ttl - ttl / 6;
-            tokio::spawn(async move { read_back(&s3, &bucket, &key, &stack, &holder, until).await })
-        };
+        // One task: the read-back after a moment (see the module's head), while the command
+        // reads on; then, only for a lease confirmed ours, the renewals. A lease another taker
+        // won is never renewed, so it cannot report itself lost and stop the retry.
+        let acquired = Instant::now();
+        let (verdict, check) = tokio::sync::oneshot::channel();
         let etag = Arc::new(Mutex::new(etag));
         let renew = {
             let (s3, bucket, key, stack, holder, etag) =
                 (s3.clone(), bucket.to_string(), key.to_string(), stack.to_string(), holder.clone(), etag.clone());
             tokio::spawn(async move {
+                let read = read_back(&s3, &bucket, &key, &stack, &holder, acquired + ttl - ttl / 6, &stop).await;
+                let ours = read.is_ok();
+                let _ = verdict.send(read);
+                if !ours {
+                    return;
+                }
                 let renewal = Renewal { s3: &s3, bucket: &bucket, key: &key, stack: &stack, holder: &holder, acquired_at, ttl };
-                let mut renewed = std::time::Instant::now();
+                let mut renewed = acquired;
                 loop {
-                    tokio::time::sleep(ttl / 3).await;
+                    tokio::time::sleep_until((renewed + ttl / 3).into()).await;
                     let current = etag.lock().unwrap().clone();
                     match renewal.renew(current, renewed).await {
                         Ok(tag) => {
                             *etag.lock().unwrap() = tag;
-                            renewed = std::time::Instant::now();
+                            renewed = Instant::now();
                         }
                         Err(why) => {
                             // Changed under us (taken over), or not renewed while the lease was
@@ -257,8 +269,8 @@ impl StackLock {
     /// below check it themselves.
     pub async fn confirmed(&self) -> anyhow::Result<()> {
         let mut check = self.check.lock().await;
-        if let Some(read_back) = check.take() {
-            read_back.await.context("reading back the stack lock")??;
+        if let Some(verdict) = check.take() {
+            verdict.await.context("reading back the stack lock")??;
             self.ours.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         anyhow::ensure!(
@@ -349,9 +361,18 @@ impl StackLock {
 }
 
 /// A moment after the lease was written: is it still ours (our `holder` in it)? A [`Held`]
-/// error naming the other holder where it is not. A throttle or a 5xx is tried again while
-/// the lease would still be valid (`until`), as a renewal is: it says nothing about who holds it.
-async fn read_back(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, stack: &str, holder: &str, until: Instant) -> anyhow::Result<()> {
+/// error naming the other holder where it is not (or where the lease is gone: a winner that
+/// already released). A throttle or a 5xx is tried again while the lease would still be
+/// valid (`until`), as a renewal is: it says nothing about who holds it; a stop ends that.
+async fn read_back(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    stack: &str,
+    holder: &str,
+    until: Instant,
+    stop: &super::Stop,
+) -> anyhow::Result<()> {
     let where_ = format!("s3://{bucket}/{key}");
     tokio::time::sleep(Duration::from_millis(250)).await;
     let mut attempt = 1;
@@ -361,17 +382,21 @@ async fn read_back(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, stack: &str
             let body = back.body.collect().await.context("reading the lock")?.into_bytes();
             anyhow::Ok(serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
         };
-        match read.await {
+        let e = match read.await {
             Ok(held) => break held,
-            Err(e)
-                if super::retry::is_retryable(&e)
-                    && Instant::now() + super::budget::backoff(Duration::from_millis(200), attempt) < until =>
-            {
-                tokio::time::sleep(super::budget::backoff(Duration::from_millis(200), attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading back the lock {where_}")),
+            Err(e) => e,
+        };
+        if super::retry::has_code(&e, "NoSuchKey") {
+            return Err(anyhow::Error::new(Held(format!("the lock {where_} was taken by another reconciler and released as it was read"))));
         }
+        let wait = super::budget::backoff(Duration::from_millis(200), attempt);
+        if !super::retry::is_retryable(&e) || Instant::now() + wait >= until {
+            return Err(e).with_context(|| format!("reading back the lock {where_}"));
+        }
+        if let Some(why) = super::wait::sleep_unless_stopped(stop, wait).await {
+            return Err(e).with_context(|| format!("reading back the lock {where_}, stopped ({why})"));
+        }
+        attempt += 1;
     };
     if held["holder"].as_str() != Some(holder) {
         return Err(anyhow::Error::new(Held(format!(

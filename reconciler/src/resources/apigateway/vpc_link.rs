@@ -99,7 +99,7 @@ impl Kind for VpcLink {
     /// (minutes on AWS).
     async fn create(&self, ctx: &Ctx, _id: &str, fields: &Fields) -> anyhow::Result<Identity> {
         let f: VpcLinkFields = typed(self.name(), fields)?;
-        let slot = ctx.pace("apigateway:CreateVpcLink", CREATE_QUOTA).await;
+        let slot = ctx.pace("apigateway:CreateVpcLink", CREATE_QUOTA).await?;
         let out = client(ctx)
             .create_vpc_link()
             .name(&f.name)
@@ -150,7 +150,7 @@ impl Kind for VpcLink {
     /// deleted first).
     async fn delete(&self, ctx: &Ctx, live: &Observed) -> anyhow::Result<()> {
         let link = &live.physical_id;
-        let slot = ctx.pace("apigateway:DeleteVpcLink", DELETE_QUOTA).await;
+        let slot = ctx.pace("apigateway:DeleteVpcLink", DELETE_QUOTA).await?;
         let deleted = client(ctx).delete_vpc_link().vpc_link_id(link).send().await;
         drop(slot);
         deleted.map_err(call_failed("DeleteVpcLink"))?;

@@ -147,9 +147,9 @@ impl Kind for DiscoveryService {
         // destroy) is left out.
         let read = futures::future::try_join_all(candidates.iter().map(|(id, arn)| async move {
             let (got, tags) = futures::future::join(sd.get_service().id(id).send(), tags_of(ctx, arn)).await;
-            let (Some(out), Some(tags)) = (gone_as_none(got.map_err(call_failed("GetService")))?, tags?) else {
-                return anyhow::Ok(None);
-            };
+            // Gone by either answer: absent, and the other answer is not looked at.
+            let Some(out) = gone_as_none(got.map_err(call_failed("GetService")))? else { return anyhow::Ok(None) };
+            let Some(tags) = tags? else { return Ok(None) };
             let svc = out.service().cloned().ok_or_else(|| anyhow::anyhow!("GetService {id} returned no service"))?;
             Ok(Some((svc, tags)))
         }))
