@@ -8,7 +8,7 @@ use crate::{cli, fault_proxy, support};
 
 use fault_proxy::{ecs_deployments, ecs_service_draining, first_apply_model, iam_propagation, nat_gateways_deleting};
 
-use cli::{apply, assert_converged};
+use cli::{applied, assert_converged};
 use fault_proxy::{FaultProxy, Rule};
 use std::process::Stdio;
 use std::time::Duration;
@@ -54,8 +54,7 @@ fn the_model_hides_listed_items_and_knows_mutations() {
 /// observe instead, ~13 calls, fails every attempt at this rate.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttle_costs_one_more_call_not_a_whole_observe() {
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
     let baseline = reconciler(&moto, &proxy, &[], &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
     assert_eq!(baseline.code, 0, "{baseline}");
@@ -76,8 +75,7 @@ async fn a_throttle_costs_one_more_call_not_a_whole_observe() {
 /// plan lists API Gateway's APIs once, for all the kinds that need them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
     let links = "apigateway:GET /vpclinks";
     let baseline = reconciler(&moto, &proxy, &[], &["plan", "specs/prod.yaml"]);
@@ -357,9 +355,8 @@ async fn ecs_deployments_are_waited_for_by_the_engine_after_each_change() {
 /// saying what to do, until the image or configuration changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_rollout_stays_visible_and_is_not_redeployed_by_every_run() {
-    let moto = Moto::start();
+    let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    apply(&moto, "specs/prod.yaml");
     let healthy = service_revision(&moto).await;
     let v2 = cli::spec_variant(&moto, "specs/prod.yaml", "v2.yaml", |s| s.replace("benchling-webhook:0.1.0", "benchling-webhook:0.2.0"));
     // ECS's answer while the circuit breaker has stopped the deployment (moto's deployments
@@ -496,8 +493,7 @@ async fn subnets_avoid_zones_without_vpc_links() {
 /// the number of kinds reading it (seven EC2 kinds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_in_flight_to_one_service_are_bounded() {
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.rule(Rule::delay("ec2:*", Duration::from_millis(150)));
     let run = reconciler(&moto, &proxy, &[("RECONCILER_SERVICE_CONCURRENCY", "2")], &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
@@ -550,8 +546,7 @@ async fn no_task_starts_before_its_route_out() {
 /// waits that out (the conflict deadline) and finishes in one run, leaving nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_waits_out_network_interfaces_that_outlive_the_vpc_link() {
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.rule(Rule::error("ec2:DeleteSecurityGroup", 400, "DependencyViolation", "resource sg-0 has a dependent object").first(2));
     proxy.rule(
@@ -575,8 +570,7 @@ async fn destroy_waits_out_network_interfaces_that_outlive_the_vpc_link() {
 /// is checked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_and_subnets_are_deleted_only_once_no_network_interface_is_in_them() {
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
     let stack = || aws_sdk_ec2::types::Filter::builder().name("tag:reconciler:stack").values(STACK).build();
     let subnets = ec2.describe_subnets().filters(stack()).send().await.unwrap();
@@ -621,8 +615,7 @@ async fn groups_and_subnets_are_deleted_only_once_no_network_interface_is_in_the
 /// what it is, found still there, and deleted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_delete_is_not_counted_as_done() {
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.rule(Rule::server_error("application-autoscaling:DeregisterScalableTarget").first(1));
     let run = reconciler(&moto, &proxy, &[], &["destroy", "specs/prod.yaml", "--auto-approve"]);
@@ -644,8 +637,7 @@ async fn a_failed_delete_is_not_counted_as_done() {
 /// `Gateway.NotAttached` / `InvalidAssociationID.NotFound`), and destroy finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_deletes_start_from_what_is_there_now() {
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.rule(Rule::server_error("ec2:DetachInternetGateway").after_forwarding().first(1));
     proxy.rule(Rule::server_error("ec2:DisassociateRouteTable").after_forwarding().first(1));
@@ -664,8 +656,7 @@ async fn retried_deletes_start_from_what_is_there_now() {
 /// keeps tasks while they stop, and API Gateway is rate-limited. Nothing the stack owned is left (retained data excepted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_succeeds_in_one_run_while_aws_lets_go() {
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
     // Each is refused for its first tries (a count, not a time window: the scenario happens
     // however slow the machine): network interfaces (the tasks', the VPC link's) linger in the
@@ -719,8 +710,7 @@ async fn destroy_succeeds_in_one_run_while_aws_lets_go() {
 /// destroy waits until it is gone before it deletes what the link sat in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_vpc_link_is_waited_for_until_it_is_gone() {
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
     let (delete, get) = ("apigateway:DELETE /vpclinks/*", "apigateway:GET /vpclinks/*");
     let deleting = r#"{"vpcLinkId": "gone-soon", "name": "benchling-webhook", "vpcLinkStatus": "DELETING", "vpcLinkVersion": "V2", "subnetIds": [], "securityGroupIds": [], "tags": {}}"#;
@@ -806,8 +796,7 @@ async fn apply_killed_after_any_mutation_is_finished_by_the_next_run() {
 /// next run.
 async fn destroy_killed_after(action: &str, nth: usize, model: impl FnOnce(&FaultProxy)) -> (Moto, FaultProxy) {
     use std::os::unix::process::ExitStatusExt;
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
     model(&proxy);
     let destroy = ["destroy", "specs/prod.yaml", "--auto-approve"];
@@ -986,8 +975,7 @@ async fn destroy_killed_after_any_mutation_is_finished_by_the_next_run() {
     let stride = crash_stride();
     let destroy = ["destroy", "specs/prod.yaml", "--auto-approve"];
     let k = {
-        let moto = Moto::start();
-        apply(&moto, "specs/prod.yaml");
+        let moto = applied("specs/prod.yaml");
         let proxy = FaultProxy::start(&moto.endpoint).await;
         let run = reconciler(&moto, &proxy, &[], &destroy);
         assert_eq!(run.code, 0, "{run}");
@@ -997,8 +985,7 @@ async fn destroy_killed_after_any_mutation_is_finished_by_the_next_run() {
     assert!(k > 30, "a clean destroy makes {k} mutating calls");
     let mut failures = Vec::new();
     for n in (1..=k).step_by(stride) {
-        let moto = Moto::start();
-        apply(&moto, "specs/prod.yaml");
+        let moto = applied("specs/prod.yaml");
         let proxy = FaultProxy::start(&moto.endpoint).await;
         killed(&moto, &proxy, &destroy, |pid| proxy.kill_after_mutations(n, pid)).await;
         proxy.clear_faults();
@@ -1017,8 +1004,7 @@ async fn destroy_killed_after_any_mutation_is_finished_by_the_next_run() {
 /// task of the service is running or stopping any more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ecs_service_is_gone_only_when_its_tasks_have_stopped() {
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
     let secs = 4.0;
     let delete = "ecs:DeleteService";
@@ -1128,8 +1114,7 @@ async fn an_apply_killed_while_the_vpc_link_is_pending_waits_for_it_next_time() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_create_before_destroy_is_finished_not_started_again() {
     use std::os::unix::process::ExitStatusExt;
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
     let old = nat_1(ec2.clone()).await;
     replace_nat_1_address(&ec2, &old[0]).await;
@@ -1155,8 +1140,7 @@ async fn an_interrupted_create_before_destroy_is_finished_not_started_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_security_group_replacement_is_finished() {
     use aws_sdk_ecs::types::{AwsVpcConfiguration, NetworkConfiguration};
-    let moto = Moto::start();
-    apply(&moto, "specs/prod.yaml");
+    let moto = applied("specs/prod.yaml");
     let c = moto.sdk_config().await;
     let (ec2, ecs) = (aws_sdk_ec2::Client::new(&c), aws_sdk_ecs::Client::new(&c));
     let by_id = aws_sdk_ec2::types::Filter::builder().name("tag:reconciler:id").values("sg-service").build();
@@ -1228,8 +1212,7 @@ async fn a_replacement_killed_after_any_mutation_is_finished_by_the_next_run() {
     let stride = crash_stride();
     let args = ["apply", "specs/prod.yaml", "--auto-approve", "--allow-destructive"];
     let prepared = || async {
-        let moto = Moto::start();
-        apply(&moto, "specs/prod.yaml");
+        let moto = applied("specs/prod.yaml");
         let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
         let old = nat_1(ec2.clone()).await;
         replace_nat_1_address(&ec2, &old[0]).await;

@@ -9,7 +9,7 @@
 
 use crate::{cli, fault_proxy, support};
 
-use cli::{apply, assert_converged, aws, reconciler, reconciler_via, spec_variant, Aws};
+use cli::{applied, apply, assert_converged, aws, reconciler, reconciler_via, spec_variant, Aws};
 use support::Moto;
 
 const STACK: &str = "benchling-webhook";
@@ -208,9 +208,8 @@ fn percent_decode(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_count_belongs_to_autoscaling_inside_its_bounds() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
 
     a.ecs.update_service().cluster(CLUSTER).service(STACK).desired_count(7).send().await.unwrap();
     assert_converged(&moto, PROD);
@@ -224,9 +223,8 @@ async fn desired_count_belongs_to_autoscaling_inside_its_bounds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_in_every_compute_kind_is_named_and_corrected() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
 
     // Log retention changed.
     a.logs.put_retention_policy().log_group_name("/ecs/benchling-webhook").retention_in_days(1).send().await.unwrap();
@@ -341,10 +339,9 @@ async fn track_live_keeps_the_image_a_pipeline_deployed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_only_the_image_registers_one_revision_and_updates_the_service() {
     use fault_proxy::FaultProxy;
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    apply(&moto, PROD);
     let spec = spec_variant(&moto, PROD, "image.yaml", |s| s.replace("benchling-webhook:0.1.0", "benchling-webhook:0.2.0"));
 
     let plan = reconciler(&moto, &["plan", &spec, "--detailed-exitcode"]);
@@ -397,9 +394,8 @@ async fn changing_only_the_image_registers_one_revision_and_updates_the_service(
 /// changed and the ways to do it instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_type_change_under_a_running_service_is_refused_up_front() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
     let old = cloud_map_service(&a).await.unwrap();
     let spec = spec_variant(&moto, PROD, "srv-only.yaml", |s| s.replace("  ttl: 30\n", "  ttl: 30\n  records: [SRV]\n"));
     let out = assert_drift(
@@ -422,9 +418,8 @@ async fn a_record_type_change_under_a_running_service_is_refused_up_front() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_goes_in_dependency_order_and_keeps_retained_data() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
 
     let destroy = reconciler(&moto, &["destroy", PROD, "--auto-approve"]);
     assert_eq!(destroy.code, 0, "{destroy}");
@@ -518,9 +513,8 @@ async fn apply_from_zero_under_throttling_converges_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_op_plan_calls_are_reported() {
     use fault_proxy::FaultProxy;
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    apply(&moto, PROD);
     proxy.reset_counts();
     let plan = reconciler_via(&moto, &proxy.url, "1", &["plan", PROD, "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{plan}");
@@ -550,8 +544,7 @@ async fn no_op_plan_calls_are_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_deleted_while_it_is_observed_is_absent_not_an_error() {
     use fault_proxy::{FaultProxy, Rule};
-    let moto = Moto::start();
-    apply(&moto, PROD);
+    let moto = applied(PROD);
     let not_found = |action: &str, code: &str, first: usize| Rule::error(action, 400, code, "The resource can't be found.").first(first);
     // First: the Cloud Map service's GetService says gone (its tags, read at the same time,
     // do not), and so does the first log group's tag read. Those two are absent, the

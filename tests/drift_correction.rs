@@ -15,7 +15,7 @@
 
 use crate::{cli, support};
 
-use cli::{apply, assert_converged, aws, reconciler, spec_variant, Aws};
+use cli::{applied, apply, assert_converged, aws, reconciler, spec_variant, Aws};
 use reconciler::resources::iam::{canonical_policy, parse_policy_document};
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -84,9 +84,8 @@ fn assert_drift(moto: &Moto, spec: &str, resource: &str, field: &str) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_correction_deploys_a_schedule_that_runs_the_reconciler_with_exactly_the_printed_policy() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
 
     // The schedule: the expression, OFF window, the cluster as target, RunTask of the latest
     // revision on Fargate in the private subnets with the task's own security group.
@@ -152,9 +151,8 @@ async fn drift_correction_deploys_a_schedule_that_runs_the_reconciler_with_exact
 /// environment. One pass, one JSON status line, nothing to do on a converged stack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduled_command_reconciles_the_spec_the_task_definition_carries() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
     let td = task_definition(&a).await.unwrap();
     let c = &td.container_definitions()[0];
     let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
@@ -178,9 +176,8 @@ async fn the_scheduled_command_reconciles_the_spec_the_task_definition_carries()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_of_the_schedule_and_its_role_is_named_and_corrected() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
 
     // The expression changed out of band.
     let s = schedule(&a).await.unwrap();
@@ -244,9 +241,8 @@ async fn plan_only_mode_gives_the_task_the_plan_policy_and_only_reports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_removes_the_schedule_its_roles_task_definition_and_log_group() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
     let destroy = reconciler(&moto, &["destroy", PROD, "--auto-approve"]);
     assert_eq!(destroy.code, 0, "{destroy}");
     let at = |needle: &str| destroy.stdout.find(needle).unwrap_or_else(|| panic!("{needle} not listed\n{destroy}"));
@@ -267,9 +263,8 @@ async fn destroy_removes_the_schedule_its_roles_task_definition_and_log_group() 
 /// group prefix and task family, though no desired node names them any more).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_section_prunes_everything_it_deployed() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
     let without = spec_variant(&moto, PROD, "without.yaml", |s| s[..s.find("drift_correction:").unwrap()].to_string());
     let plan = reconciler(&moto, &["plan", &without, "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "{plan}");

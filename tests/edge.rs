@@ -10,7 +10,7 @@
 use crate::{cli, support};
 
 use aws_sdk_apigatewayv2::types::{AccessLogSettings, RouteSettings};
-use cli::{assert_converged, aws, reconciler, spec_variant, Aws};
+use cli::{applied, assert_converged, aws, reconciler, spec_variant, Aws};
 use support::Moto;
 
 const PROD: &str = "specs/prod.yaml";
@@ -165,9 +165,8 @@ async fn apply_from_zero_builds_the_whole_edge_and_prints_the_urls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_at_the_edge_is_named_and_corrected() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
     let api_id = api(&a).await.api_id().unwrap().to_string();
     let integration = integrations(&a, &api_id).await[0].clone();
     let integration_id = integration.integration_id().unwrap().to_string();
@@ -257,9 +256,8 @@ async fn endpoint(status: u16) -> String {
 /// plane (which runs no tasks and registers no Cloud Map instance).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_the_broken_hop() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
 
     let ready = endpoint(200).await;
     let run = reconciler(&moto, &["verify", PROD, "--endpoint", &ready]);
@@ -288,9 +286,8 @@ async fn verify_names_the_broken_hop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_removes_the_edge_before_the_network() {
-    let moto = Moto::start();
+    let moto = applied(PROD);
     let a = aws(&moto).await;
-    apply(&moto, PROD);
     let destroy = reconciler(&moto, &["destroy", PROD, "--auto-approve"]);
     assert_eq!(destroy.code, 0, "{destroy}");
     let at = |needle: &str| destroy.stdout.find(needle).unwrap_or_else(|| panic!("{needle} not listed\n{destroy}"));

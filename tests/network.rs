@@ -6,7 +6,7 @@ use crate::{cli, fault_proxy, support};
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, IpPermission, IpRange, NatGatewayState, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
-use cli::{assert_converged, reconciler, reconciler_via};
+use cli::{applied, assert_converged, reconciler, reconciler_via};
 use std::process::{Command, Stdio};
 use support::{repo_root, Moto};
 
@@ -167,10 +167,8 @@ async fn apply_from_zero_creates_the_tagged_network_and_is_idempotent() {
 
 #[tokio::test]
 async fn drift_in_every_kind_is_named_and_corrected() {
-    let moto = Moto::start();
+    let moto = applied("specs/prod.yaml");
     let c = ec2(&moto).await;
-    let apply = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply}");
 
     // Out-of-band changes, one (or more) per kind.
     let vpc_id =
@@ -237,9 +235,8 @@ async fn drift_in_every_kind_is_named_and_corrected() {
 
 #[tokio::test]
 async fn shrinking_the_spec_prunes_what_left_it() {
-    let moto = Moto::start();
+    let moto = applied("specs/prod.yaml");
     let c = ec2(&moto).await;
-    assert_eq!(reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]).code, 0);
 
     let dir = std::env::temp_dir().join(format!("prune-{}", moto.port));
     std::fs::create_dir_all(&dir).unwrap();
@@ -801,10 +798,8 @@ async fn default_route(c: &Client, logical: &str) -> String {
 /// stops. (The EIP is swapped out of band: its tags moved to a new address.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nat_gateway_is_replaced_before_the_old_one_goes() {
-    let moto = Moto::start();
+    let moto = applied("specs/prod.yaml");
     let c = ec2(&moto).await;
-    let run = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
-    assert_eq!(run.code, 0, "{run}");
     let (old_nat, old_alloc) = live_nat_gateway(&c, "nat-1").await;
     assert_eq!(default_route(&c, "rt-private-1").await, old_nat);
 
@@ -873,10 +868,8 @@ async fn moving_a_stack_to_another_vpc_is_refused_up_front() {
 /// to drift); apply refuses before changing anything, saying what to do instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_the_whole_network_is_refused_up_front_with_the_steps() {
-    let moto = Moto::start();
+    let moto = applied("specs/prod.yaml");
     let c = ec2(&moto).await;
-    let run = reconciler(&moto, &["apply", "specs/prod.yaml", "--auto-approve"]);
-    assert_eq!(run.code, 0, "{run}");
     let vpc = c.describe_vpcs().filters(Filter::builder().name("tag:reconciler:id").values("vpc").build()).send().await.unwrap().vpcs()[0]
         .vpc_id()
         .unwrap()

@@ -8,6 +8,12 @@ a free port on 127.0.0.1, answers `port <n>\\n` and serves moto there until the 
 connection closes (the test ends, however it ends), then exits. Each child starts from the
 same clean state (nothing is ever created in the parent) with its own random seed. The server
 exits after IDLE_SECONDS (default 60) without a client.
+
+A template: a client that made something of its child (the tests apply specs/prod.yaml once
+per run) sends `freeze PATH\n` on its connection; the child stops serving HTTP, answers
+`frozen\n` and becomes a fork server of its own on the Unix socket PATH, whose children each
+start from that state (a test that needs the stack applied gets it in milliseconds instead
+of an apply's ~1.5 s of CPU). It outlives the client that made it and exits when idle too.
 """
 import gc
 import os
@@ -65,8 +71,9 @@ def build_app():
     return app
 
 
-def serve_child(conn, app):
-    """In the forked child: serve moto on a free port until the client hangs up."""
+def serve_child(conn, app, idle):
+    """In the forked child: serve moto on a free port until the client hangs up, or, told to
+    freeze, become a template (see the module's head)."""
     random.seed()
     mock_random.seed()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -77,32 +84,53 @@ def serve_child(conn, app):
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    frozen = []
 
-    def hang_up_ends_it():
+    def listen():
+        """Hang-up ends the child; `freeze PATH` stops the HTTP server instead."""
+        pending = b""
         try:
-            while conn.recv(1024):
-                pass
+            while True:
+                data = conn.recv(1024)
+                if not data:
+                    break
+                pending += data
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    if line.startswith(b"freeze "):
+                        frozen.append(line[len(b"freeze "):].decode())
+                        server.shutdown()
+                        return
         finally:
-            os._exit(0)
+            if not frozen:
+                os._exit(0)
 
-    threading.Thread(target=hang_up_ends_it, daemon=True).start()
+    threading.Thread(target=listen, daemon=True).start()
     conn.sendall(f"port {port} pid {os.getpid()}\n".encode())
     server.serve_forever()
-
-
-def main():
-    path = sys.argv[1]
-    idle = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
-    app = build_app()
-    # Everything imported and built so far is shared with every child: out of the collector's
-    # sight, so that collecting in a child does not touch (and copy) the parent's pages.
+    # Only after a freeze: the requests it served are answered, their threads gone.
+    server.server_close()
+    gc.collect()
     gc.freeze()
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    listener = listen_at(frozen[0])
+    conn.sendall(b"frozen\n")
+    conn.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    serve_forks(listener, frozen[0], app, idle)
+
+
+def listen_at(path):
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.{os.getpid()}"
     listener.bind(tmp)
     os.rename(tmp, path)  # clients never see a socket that does not accept yet
     listener.listen(64)
+    return listener
+
+
+def serve_forks(listener, path, app, idle):
+    """Answers each `start` with a forked child serving `app`'s state, until `idle` seconds
+    pass without a client."""
     listener.settimeout(idle)
     try:
         while True:
@@ -122,7 +150,7 @@ def main():
             conn.settimeout(None)
             if os.fork() == 0:
                 listener.close()
-                serve_child(conn, app)
+                serve_child(conn, app, idle)
                 os._exit(0)
             conn.close()
     finally:
@@ -133,6 +161,17 @@ def main():
         except OSError:
             pass
         listener.close()
+
+
+def main():
+    path = sys.argv[1]
+    idle = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+    app = build_app()
+    # Everything imported and built so far is shared with every child: out of the collector's
+    # sight, so that collecting in a child does not touch (and copy) the parent's pages.
+    gc.freeze()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    serve_forks(listen_at(path), path, app, idle)
 
 
 if __name__ == "__main__":

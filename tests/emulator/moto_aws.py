@@ -7,6 +7,11 @@ as AWS documents (imported by the launchers in this directory; test and demo onl
 - ListTasks with `serviceName` lists only that service's tasks; a stopped task's network
   interface is released; RunTask takes a Fargate task whose containers set no memory (below).
 - UpdateService with a new task definition starts a new PRIMARY deployment of it (below).
+- An SQS queue's URL is AWS's (`https://sqs.<region>.amazonaws.com/<account>/<name>`), not
+  built from the host and port the request came to: it is what the stack records (the task
+  definition's environment), and one emulator's state is served on other ports (the fork
+  server's templates). Calls still reach moto through the endpoint; moto finds the queue by
+  the URL's last part.
 """
 from moto.ec2.models.nat_gateways import NatGatewayBackend
 
@@ -167,3 +172,13 @@ def warm(service_names):
             pass
     for package in backends.list_of_moto_modules():
         utils.service_name_from_moto_package_name(package)
+
+
+from moto.sqs.models import Queue
+
+
+def _aws_queue_url(self, request_url):
+    return f"https://sqs.{self.region}.amazonaws.com/{self.account_id}/{self.name}"
+
+
+Queue.url = _aws_queue_url

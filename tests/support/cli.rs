@@ -52,6 +52,35 @@ pub fn assert_converged(moto: &Moto, spec: &str) {
 }
 
 /// `apply SPEC --auto-approve`, which must succeed.
+/// A moto holding `spec` applied, as [`apply`] leaves a fresh one: a fork of a template the
+/// first test of the run to ask builds (one apply per run, not one per test; each test still
+/// owns its copy). Where the template cannot be had, this test applies in its own moto and
+/// says why.
+pub fn applied(spec: &str) -> Moto {
+    use std::hash::{Hash, Hasher};
+    let binary = std::fs::metadata(env!("CARGO_BIN_EXE_reconciler")).and_then(|m| m.modified()).ok();
+    let text = std::fs::read_to_string(repo_root().join(spec)).unwrap();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (spec, text, binary).hash(&mut h);
+    let build = |moto: &Moto| {
+        let run = reconciler(moto, &["apply", spec, "--auto-approve"]);
+        if run.code == 0 {
+            Ok(())
+        } else {
+            Err(format!("{run}"))
+        }
+    };
+    match Moto::from_template(&format!("applied-{:016x}", h.finish()), build) {
+        Ok(moto) => moto,
+        Err(e) => {
+            eprintln!("no applied template ({e}); applying in this test's own emulator");
+            let moto = Moto::start();
+            apply(&moto, spec);
+            moto
+        }
+    }
+}
+
 pub fn apply(moto: &Moto, spec: &str) {
     let run = reconciler(moto, &["apply", spec, "--auto-approve"]);
     assert_eq!(run.code, 0, "{run}");

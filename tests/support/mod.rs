@@ -101,6 +101,12 @@ impl Moto {
         moto
     }
 
+    /// A fork of the template `name` (see [`forkserver::from_template`]): the state `build`
+    /// made of a fresh moto, built once per run.
+    pub fn from_template(name: &str, build: impl FnOnce(&Moto) -> Result<(), String>) -> Result<Moto, String> {
+        forkserver::from_template(name, build)
+    }
+
     /// The bucket of specs/prod.yaml's stack lock (the operator creates it once; the stack
     /// does not own it). One unsigned request: under IAM enforcement, one of the free ones.
     pub fn create_lock_bucket(&self) {
@@ -252,6 +258,35 @@ mod forkserver {
             }
         }
         Err(format!("the moto fork server did not answer ({last}); see {}", path("log").display()))
+    }
+
+    /// A fork of the template `name`: an emulator holding what `build` made of a fresh one
+    /// (see tests/emulator/moto-forkserver.py). The first test to ask in a run builds it,
+    /// under a file lock; the others fork it. `name` must change with whatever `build`'s
+    /// result depends on (the spec, the reconciler binary).
+    pub fn from_template(name: &str, build: impl FnOnce(&Moto) -> Result<(), String>) -> Result<Moto, String> {
+        let socket = path(&format!("{name}.sock"));
+        let forked = || UnixStream::connect(&socket).map_err(|e| e.to_string()).and_then(ask);
+        if let Ok(moto) = forked() {
+            return Ok(moto);
+        }
+        let lock = File::create(path(&format!("{name}.lock"))).map_err(|e| e.to_string())?;
+        lock.lock().map_err(|e| e.to_string())?;
+        if let Ok(moto) = forked() {
+            return Ok(moto); // another test built it meanwhile
+        }
+        let moto = Moto::start();
+        build(&moto)?;
+        let mut conn = moto._hangup.as_ref().ok_or("not a forked emulator")?;
+        conn.write_all(format!("freeze {}\n", socket.display()).as_bytes()).map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(conn).read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim() != "frozen" {
+            return Err(format!("the template {name} answered {line:?} to freeze"));
+        }
+        drop(moto);
+        drop(lock);
+        forked()
     }
 
     fn ask(mut conn: UnixStream) -> Result<Moto, String> {
