@@ -150,7 +150,7 @@ impl Session {
         RFut: std::future::Future<Output = anyhow::Result<Option<engine::lock::StackLock>>>,
     {
         // Each retry needs another taker winning another simultaneous race: a few at most.
-        for _ in 0..3 {
+        for attempt in 1..=3 {
             let Some(l) = lock.as_ref() else { return Ok((read().await, Ok(false))) };
             let marked = async {
                 match mark {
@@ -167,6 +167,9 @@ impl Session {
             // Not ours: nothing to renew or release.
             if let Some(l) = lock.take() {
                 l.abandon();
+            }
+            if attempt == 3 {
+                break;
             }
             // Taken again as the command took it: a holder found at once fails or is waited
             // for (`--lock-wait`; destroy stops the stack's passes first).

@@ -23,6 +23,7 @@ import socket
 import sys
 import tempfile
 import threading
+import traceback
 
 import moto_aws  # noqa: F401  (patches moto on import)
 from moto.moto_api._internal import mock_random
@@ -78,6 +79,9 @@ def serve_child(conn, app, idle):
     mock_random.seed()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    # Request threads are joined when the server closes (a freeze must not fork one that is
+    # half-way through a request, holding a lock); a plain child exits without closing it.
+    server.daemon_threads = False
     port = server.server_port
     os.environ["MOTO_PORT"] = str(port)
     log = os.open(os.path.join(tempfile.gettempdir(), f"moto-{port}.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -105,13 +109,23 @@ def serve_child(conn, app, idle):
             if not frozen:
                 os._exit(0)
 
-    threading.Thread(target=listen, daemon=True).start()
+    listener_thread = threading.Thread(target=listen, daemon=True)
+    listener_thread.start()
     conn.sendall(f"port {port} pid {os.getpid()}\n".encode())
     server.serve_forever()
-    # Only after a freeze: the requests it served are answered, their threads gone.
+    # Only after a freeze: wait for the requests in flight to be answered and their threads
+    # to end, so that no fork starts inside one.
     server.server_close()
+    listener_thread.join(10)
+    if listener_thread.is_alive() or threading.active_count() > 1:
+        conn.sendall(b"busy\n")
+        os._exit(1)
     gc.collect()
     gc.freeze()
+    log = os.open(f"{frozen[0]}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
     listener = listen_at(frozen[0])
     conn.sendall(b"frozen\n")
     conn.close()
@@ -149,9 +163,16 @@ def serve_forks(listener, path, app, idle):
                 continue
             conn.settimeout(None)
             if os.fork() == 0:
-                listener.close()
-                serve_child(conn, app, idle)
-                os._exit(0)
+                # The child never unwinds into this frame (whose `finally` is the parent's).
+                code = 0
+                try:
+                    listener.close()
+                    serve_child(conn, app, idle)
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+                finally:
+                    os._exit(code)
             conn.close()
     finally:
         # Gone from the path before it stops answering: a client that finds no socket starts a

@@ -51,17 +51,19 @@ pub fn assert_converged(moto: &Moto, spec: &str) {
     assert!(plan.stdout.contains("No changes"), "{plan}");
 }
 
-/// `apply SPEC --auto-approve`, which must succeed.
 /// A moto holding `spec` applied, as [`apply`] leaves a fresh one: a fork of a template the
 /// first test of the run to ask builds (one apply per run, not one per test; each test still
 /// owns its copy). Where the template cannot be had, this test applies in its own moto and
 /// says why.
 pub fn applied(spec: &str) -> Moto {
     use std::hash::{Hash, Hasher};
-    let binary = std::fs::metadata(env!("CARGO_BIN_EXE_reconciler")).and_then(|m| m.modified()).ok();
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let binary = modified(std::path::Path::new(env!("CARGO_BIN_EXE_reconciler")));
+    // The tests too: how they start an emulator and the settings they run the CLI with.
+    let tests = std::env::current_exe().ok().and_then(|exe| modified(&exe));
     let text = std::fs::read_to_string(repo_root().join(spec)).unwrap();
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (spec, text, binary).hash(&mut h);
+    (spec, text, binary, tests).hash(&mut h);
     let build = |moto: &Moto| {
         let run = reconciler(moto, &["apply", spec, "--auto-approve"]);
         if run.code == 0 {
@@ -81,6 +83,7 @@ pub fn applied(spec: &str) -> Moto {
     }
 }
 
+/// `apply SPEC --auto-approve`, which must succeed.
 pub fn apply(moto: &Moto, spec: &str) {
     let run = reconciler(moto, &["apply", spec, "--auto-approve"]);
     assert_eq!(run.code, 0, "{run}");

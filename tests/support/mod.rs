@@ -263,30 +263,51 @@ mod forkserver {
     /// A fork of the template `name`: an emulator holding what `build` made of a fresh one
     /// (see tests/emulator/moto-forkserver.py). The first test to ask in a run builds it,
     /// under a file lock; the others fork it. `name` must change with whatever `build`'s
-    /// result depends on (the spec, the reconciler binary).
+    /// result depends on (the spec, the reconciler binary, the tests). A template that could
+    /// not be built is not tried again by every waiting test: they are told at once.
     pub fn from_template(name: &str, build: impl FnOnce(&Moto) -> Result<(), String>) -> Result<Moto, String> {
-        let socket = path(&format!("{name}.sock"));
+        let short = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            name.hash(&mut h);
+            format!("t{:08x}", h.finish() as u32)
+        };
+        // Short: a Unix socket's path is at most 107 bytes.
+        let socket = path(&format!("{short}.sock"));
+        let failed = path(&format!("{short}.failed"));
         let forked = || UnixStream::connect(&socket).map_err(|e| e.to_string()).and_then(ask);
         if let Ok(moto) = forked() {
             return Ok(moto);
         }
-        let lock = File::create(path(&format!("{name}.lock"))).map_err(|e| e.to_string())?;
+        let lock = File::create(path("templates.lock")).map_err(|e| e.to_string())?;
         lock.lock().map_err(|e| e.to_string())?;
         if let Ok(moto) = forked() {
             return Ok(moto); // another test built it meanwhile
         }
+        if let Ok(why) = std::fs::read_to_string(&failed) {
+            return Err(format!("building it failed in another test: {why}"));
+        }
+        let built = freeze(&socket, build);
+        if let Err(why) = &built {
+            let _ = std::fs::write(&failed, why);
+        }
+        drop(lock);
+        built?;
+        forked()
+    }
+
+    /// A fresh emulator, made into the template at `socket` once `build` is done with it.
+    fn freeze(socket: &std::path::Path, build: impl FnOnce(&Moto) -> Result<(), String>) -> Result<(), String> {
         let moto = Moto::start();
         build(&moto)?;
         let mut conn = moto._hangup.as_ref().ok_or("not a forked emulator")?;
+        conn.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
         conn.write_all(format!("freeze {}\n", socket.display()).as_bytes()).map_err(|e| e.to_string())?;
         let mut line = String::new();
-        BufReader::new(conn).read_line(&mut line).map_err(|e| e.to_string())?;
-        if line.trim() != "frozen" {
-            return Err(format!("the template {name} answered {line:?} to freeze"));
+        BufReader::new(conn).read_line(&mut line).map_err(|e| format!("waiting for the template to freeze: {e}"))?;
+        match line.trim() {
+            "frozen" => Ok(()),
+            other => Err(format!("the template answered {other:?} to freeze")),
         }
-        drop(moto);
-        drop(lock);
-        forked()
     }
 
     fn ask(mut conn: UnixStream) -> Result<Moto, String> {

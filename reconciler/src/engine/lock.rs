@@ -167,6 +167,8 @@ impl StackLock {
         let holder = format!("{host}/pid-{}/{nanos}-{random:08x}", std::process::id());
         let where_ = format!("s3://{bucket}/{key}");
         let acquired_at = now();
+        // Before the create is sent: the lease is valid from no later than this.
+        let acquired = Instant::now();
         let put = || s3.put_object().bucket(bucket).key(key).content_type("application/json");
         let etag = match put().if_none_match("*").body(lease(stack, &holder, acquired_at, ttl).into()).send().await {
             Ok(out) => out.e_tag().unwrap_or_default().to_string(),
@@ -217,7 +219,6 @@ impl StackLock {
         // One task: the read-back after a moment (see the module's head), while the command
         // reads on; then, only for a lease confirmed ours, the renewals. A lease another taker
         // won is never renewed, so it cannot report itself lost and stop the retry.
-        let acquired = Instant::now();
         let (verdict, check) = tokio::sync::oneshot::channel();
         let etag = Arc::new(Mutex::new(etag));
         let renew = {
@@ -235,10 +236,12 @@ impl StackLock {
                 loop {
                     tokio::time::sleep_until((renewed + ttl / 3).into()).await;
                     let current = etag.lock().unwrap().clone();
+                    // Before the renewal is sent: the renewed lease runs from no later than this.
+                    let sent = Instant::now();
                     match renewal.renew(current, renewed).await {
                         Ok(tag) => {
                             *etag.lock().unwrap() = tag;
-                            renewed = Instant::now();
+                            renewed = sent;
                         }
                         Err(why) => {
                             // Changed under us (taken over), or not renewed while the lease was
