@@ -62,6 +62,9 @@ impl Sink {
     }
 }
 
+/// One pre-signed request: message id, timestamp, signature header, body.
+type Signed = (String, String, String, Vec<u8>);
+
 fn sqs_error(kind: &str, msg: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
@@ -232,7 +235,7 @@ async fn run(seconds: u64) {
     // Pre-sign distinct requests (fresh timestamps: all within the 5-minute window).
     let budget = 30_000 * seconds as usize;
     eprintln!("signing {budget} requests ...");
-    let requests: Arc<Vec<(String, String, String, Vec<u8>)>> = Arc::new(
+    let requests: Arc<Vec<Signed>> = Arc::new(
         (0..budget)
             .map(|i| {
                 let id = format!("msg_{i}");
