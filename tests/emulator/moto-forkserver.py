@@ -23,6 +23,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 import traceback
 
 import moto_aws  # noqa: F401  (patches moto on import)
@@ -113,11 +114,14 @@ def serve_child(conn, app, idle):
     listener_thread.start()
     conn.sendall(f"port {port} pid {os.getpid()}\n".encode())
     server.serve_forever()
-    # Only after a freeze: wait for the requests in flight to be answered and their threads
-    # to end, so that no fork starts inside one.
-    server.server_close()
-    listener_thread.join(10)
-    if listener_thread.is_alive() or threading.active_count() > 1:
+    # Only after a freeze: wait (10 s at most) for the requests in flight to be answered and
+    # their threads to end, so that no fork starts inside one.
+    server.socket.close()
+    deadline = time.monotonic() + 10
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+    if threading.active_count() > 1:
         conn.sendall(b"busy\n")
         os._exit(1)
     gc.collect()
@@ -126,19 +130,29 @@ def serve_child(conn, app, idle):
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    listener = listen_at(frozen[0])
-    conn.sendall(b"frozen\n")
-    conn.close()
+    # Listening before it says so, and found at its path only once the client has heard it.
+    listener, tmp = listen_at(frozen[0], publish=False)
+    try:
+        conn.sendall(b"frozen\n")
+        conn.close()
+    except OSError:
+        os.unlink(tmp)
+        os._exit(1)
+    os.rename(tmp, frozen[0])
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     serve_forks(listener, frozen[0], app, idle)
 
 
-def listen_at(path):
+def listen_at(path, publish=True):
+    """A listening Unix socket, bound at a temporary path and (with `publish`) moved to
+    `path` once it accepts; without, the caller moves it and gets the temporary path too."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.{os.getpid()}"
     listener.bind(tmp)
-    os.rename(tmp, path)  # clients never see a socket that does not accept yet
     listener.listen(64)
+    if not publish:
+        return listener, tmp
+    os.rename(tmp, path)  # clients never see a socket that does not accept yet
     return listener
 
 

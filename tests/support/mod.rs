@@ -273,7 +273,10 @@ mod forkserver {
         };
         // Short: a Unix socket's path is at most 107 bytes.
         let socket = path(&format!("{short}.sock"));
-        let failed = path(&format!("{short}.failed"));
+        // For this run only (nextest names each run; `cargo test` runs a binary's tests in one
+        // process): a failure that passes by itself is tried again by the next run.
+        let run = std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| std::process::id().to_string());
+        let failed = path(&format!("{short}.{run}.failed"));
         let forked = || UnixStream::connect(&socket).map_err(|e| e.to_string()).and_then(ask);
         if let Ok(moto) = forked() {
             return Ok(moto);
