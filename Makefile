@@ -29,7 +29,7 @@ test: moto build
 	fi
 
 # Crash safety at every crash point (make test tries every 6th): apply from zero, destroy and a replacement
-# of the whole stack, SIGKILLed after each mutating call, then run again (~11 min).
+# of the whole stack, SIGKILLed after each mutating call, then run again (~3 min).
 test-crash: moto build
 	set -o pipefail; RECONCILER_CRASH_STRIDE=1 cargo nextest run -p reconciler --test reconciler_tests --no-capture \
 	  -E 'test(/^aws_behaviour::.*killed_after_any_mutation/)' 2>&1 | grep -E 'crash points|PASS|FAIL|panicked'
