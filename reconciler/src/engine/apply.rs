@@ -10,12 +10,12 @@ use super::observe::{leaving, observe_again, observe_one, wait_while_leaving};
 use super::planner::{index_live, removed, replace_reason, replacements, resolve_fields};
 use super::ready::{after_step, Outcome};
 use super::replacement::{first_phase, refusal};
-use super::slots::Slots;
+use super::slots::{Next, Slots};
 use super::{kind_of, progress};
 use super::{Ctx, Desired, DynKind, Fields, Identity, Observed, Status};
 use crate::changes::{Action, Plan, ResourcePlan, DUPLICATE, DUPLICATE_IN_USE};
 use anyhow::{anyhow, Context as _};
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::FuturesUnordered;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -239,11 +239,11 @@ impl<'a> Run<'a> {
         let mut running = FuturesUnordered::new();
         let mut timeline = super::timeline::Timeline::default();
         let mut step_of: BTreeMap<&str, usize> = BTreeMap::new();
-        let slots = Slots::new(self.ctx.settings.max_concurrency);
-        // A slot a waiting step gave back, taken for the next step to start.
-        let mut spare = None;
+        let mut slots = Slots::new(self.ctx.settings.max_concurrency);
         loop {
             let mut i = 0;
+            // A step is ready to start and no slot is free.
+            let mut blocked = false;
             while i < pending.len() {
                 // A signal or a lost lock: what runs finishes, nothing new starts.
                 if let Some(why) = self.ctx.stop.requested() {
@@ -268,7 +268,10 @@ impl<'a> Run<'a> {
                     done.insert(d.id.clone());
                     continue;
                 }
-                let Some(slot) = spare.take().or_else(|| slots.try_take()) else { break };
+                let Some(slot) = slots.try_take() else {
+                    blocked = true;
+                    break;
+                };
                 pending.remove(i);
                 let kind = kind_of(self.kinds, d.kind)?;
                 let fields = resolve_fields(&d.fields, &ids);
@@ -291,19 +294,11 @@ impl<'a> Run<'a> {
                     (n, started, r)
                 }));
             }
-            // A spare slot left over has no step to take it: holding it could starve a step
-            // that waits to go on.
-            spare = None;
-            // A step that ends, or, while a step is ready to start, a slot a waiting step gave back.
-            let ready = pending.iter().any(|&n| deps[n].iter().all(|x| done.contains(x)));
-            let ended = tokio::select! {
-                ended = running.next() => ended,
-                slot = slots.take(), if ready && self.ctx.stop.requested().is_none() => {
-                    spare = Some(slot);
-                    continue;
-                }
+            let (n, started, result) = match slots.next(&mut running, blocked && self.ctx.stop.requested().is_none()).await {
+                Next::Ended(ended) => ended,
+                Next::Slot => continue,
+                Next::Done => break,
             };
-            let Some((n, started, result)) = ended else { break };
             let d = &desired[n];
             let after = deps[n].iter().filter_map(|x| step_of.get(x.as_str()).copied()).collect();
             step_of.insert(d.id.as_str(), timeline.record(d.kind, &d.id, started, after));

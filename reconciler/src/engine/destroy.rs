@@ -4,11 +4,11 @@
 use super::budget::RetryBudget;
 use super::observe::{leaving, observe_again, wait_while_leaving};
 use super::ownership;
-use super::slots::Slots;
+use super::slots::{Next, Slots};
 use super::{kind_of, progress};
 use super::{Ctx, Desired, DynKind, Observed};
 use anyhow::{anyhow, Context as _};
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::FuturesUnordered;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -68,10 +68,10 @@ pub(super) async fn delete_in_dependency_order(
     let mut hints = std::collections::BTreeSet::new();
     let mut stopped = None;
     let mut running = FuturesUnordered::new();
-    let slots = Slots::new(ctx.settings.max_concurrency);
-    // A slot a waiting step gave back, taken for the next step to start.
-    let mut spare = None;
+    let mut slots = Slots::new(ctx.settings.max_concurrency);
     loop {
+        // A deletion is ready to start and no slot is free.
+        let mut blocked = false;
         while errors.is_empty() && stopped.is_none() {
             if let Some(why) = ctx.stop.requested() {
                 stopped = Some(why);
@@ -80,7 +80,10 @@ pub(super) async fn delete_in_dependency_order(
             let ready = pending.iter().position(|i| dependents[*i].iter().all(|d| gone.contains(d)));
             // A dependency cycle (never expected): what remains goes when nothing else runs.
             let Some(at) = ready.or_else(|| (running.is_empty() && !pending.is_empty()).then_some(0)) else { break };
-            let Some(slot) = spare.take().or_else(|| slots.try_take()) else { break };
+            let Some(slot) = slots.try_take() else {
+                blocked = true;
+                break;
+            };
             let i = pending.remove(at);
             running.push(slots.run(slot, async move {
                 let started = Instant::now();
@@ -100,21 +103,11 @@ pub(super) async fn delete_in_dependency_order(
                 (i, started, result)
             }));
         }
-        // A spare slot left over has no step to take it (see `apply`).
-        spare = None;
-        // A step that ends, or, while a deletion is ready to start, a slot a waiting step gave back.
-        let ready = errors.is_empty()
-            && stopped.is_none()
-            && ctx.stop.requested().is_none()
-            && pending.iter().any(|i| dependents[*i].iter().all(|d| gone.contains(d)));
-        let ended = tokio::select! {
-            ended = running.next() => ended,
-            slot = slots.take(), if ready => {
-                spare = Some(slot);
-                continue;
-            }
+        let (i, started, result) = match slots.next(&mut running, blocked && ctx.stop.requested().is_none()).await {
+            Next::Ended(ended) => ended,
+            Next::Slot => continue,
+            Next::Done => break,
         };
-        let Some((i, started, result)) = ended else { break };
         let after = dependents[i].iter().filter_map(|d| step_of.get(d).copied()).collect();
         step_of.insert(i, timeline.record(victims[i].kind, &victims[i].id, started, after));
         match result {

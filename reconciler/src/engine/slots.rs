@@ -6,6 +6,7 @@
 //! otherwise fill four slots, and the roles, queues and log groups behind them would wait for
 //! nothing; a role created late also starts its IAM propagation late.
 
+use futures::{Stream, StreamExt};
 use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
@@ -23,27 +24,58 @@ struct Step {
 }
 
 /// The slots of one phase of apply or destroy.
-pub(super) struct Slots(Arc<Semaphore>);
+pub(super) struct Slots {
+    slots: Arc<Semaphore>,
+    /// A slot a waiting step gave back, kept by [`next`](Self::next) for the step that is
+    /// ready to start (the semaphore would hand it to the next step back from waiting).
+    spare: Option<OwnedSemaphorePermit>,
+}
+
+/// What [`Slots::next`] waited for.
+pub(super) enum Next<T> {
+    /// A step ended, with its result.
+    Ended(T),
+    /// A slot came free for the step that is ready: start it.
+    Slot,
+    /// Nothing runs any more.
+    Done,
+}
 
 impl Slots {
     pub(super) fn new(n: usize) -> Slots {
-        Slots(Arc::new(Semaphore::new(n.max(1))))
+        Slots { slots: Arc::new(Semaphore::new(n.max(1))), spare: None }
     }
 
-    /// A free slot now, if there is one.
-    pub(super) fn try_take(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.clone().try_acquire_owned().ok()
+    /// A free slot now (the one kept for a ready step first), if there is one.
+    pub(super) fn try_take(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.spare.take().or_else(|| self.slots.clone().try_acquire_owned().ok())
+    }
+
+    /// The next step of `running` to end, or, where `blocked` (a step is ready but found no
+    /// slot), a slot a waiting step gave back, kept for it. A slot kept before and not taken
+    /// is let go first: held with no step to use it, it could starve a step waiting to go on.
+    pub(super) async fn next<S: Stream + Unpin>(&mut self, running: &mut S, blocked: bool) -> Next<S::Item> {
+        self.spare = None;
+        let slots = self.slots.clone();
+        tokio::select! {
+            ended = running.next() => ended.map_or(Next::Done, Next::Ended),
+            slot = slots.acquire_owned(), if blocked => {
+                self.spare = Some(slot.expect("the slots are never closed"));
+                Next::Slot
+            }
+        }
     }
 
     /// The next slot to come free (first come, first served: a step back from waiting queues
     /// like a new one).
-    pub(super) async fn take(&self) -> OwnedSemaphorePermit {
-        self.0.clone().acquire_owned().await.expect("the slots are never closed")
+    #[cfg(test)]
+    async fn take(&self) -> OwnedSemaphorePermit {
+        self.slots.clone().acquire_owned().await.expect("the slots are never closed")
     }
 
     /// Runs `step` in `slot`, which [`idle`] waits inside it give back.
     pub(super) fn run<F: Future>(&self, slot: OwnedSemaphorePermit, step: F) -> impl Future<Output = F::Output> {
-        STEP.scope(RefCell::new(Step { slots: self.0.clone(), permit: Some(slot) }), step)
+        STEP.scope(RefCell::new(Step { slots: self.slots.clone(), permit: Some(slot) }), step)
     }
 }
 
@@ -82,10 +114,11 @@ mod tests {
     /// goes on only once the slot is free again. Outside a step, `idle` only waits.
     #[tokio::test]
     async fn a_waiting_step_lends_its_slot_and_takes_one_back_before_going_on() {
-        let slots = Slots::new(1);
+        let mut slots = Slots::new(1);
         let log = Arc::new(Mutex::new(Vec::new()));
         let note = |what: &'static str| log.lock().unwrap().push(what);
-        let first = slots.run(slots.try_take().unwrap(), async {
+        let slot = slots.try_take().unwrap();
+        let first = slots.run(slot, async {
             note("first works");
             idle(tokio::time::sleep(Duration::from_millis(50))).await;
             note("first goes on");
@@ -110,11 +143,12 @@ mod tests {
     /// run ends its steps at once, however busy the slots are.
     #[tokio::test]
     async fn a_step_that_stops_after_its_wait_takes_no_slot_back() {
-        let slots = Slots::new(1);
-        let busy = slots.run(slots.try_take().unwrap(), async {
+        let mut slots = Slots::new(1);
+        let slot = slots.try_take().unwrap();
+        let busy = slots.run(slot, async {
             idle_then(async { "stopped" }, |_| false).await;
-            slots.try_take()
+            slots.slots.available_permits()
         });
-        assert!(busy.await.is_some(), "the slot it gave back stayed free");
+        assert_eq!(busy.await, 1, "the slot it gave back stayed free");
     }
 }
