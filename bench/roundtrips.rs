@@ -94,18 +94,21 @@ async fn measure(name: &'static str, moto: &Moto, latency: Duration, model: fn(&
 /// gateways, the VPC link and the Cloud Map operation pending for 1.5 s; for a destroy, the
 /// ECS service draining and the NAT gateways deleting for 1.5 s.
 fn aws_model(proxy: &FaultProxy) {
-    fault_proxy::first_apply_model(proxy, 1.5, 2.0, 2);
-    fault_proxy::ecs_service_draining(proxy, 1.5);
-    fault_proxy::nat_gateways_deleting(proxy, 1.5);
+    scaled_aws_model(proxy, 1.0);
 }
 
 /// The same four times slower (pending and draining 6 s, propagation 8 s): what is fixed in
 /// the gap between wall time and critical path (process start, observe, the lock, the outputs'
 /// read-back) stays the same, so the ratio shows how it shrinks as AWS's waits grow.
 fn aws_model_x4(proxy: &FaultProxy) {
-    fault_proxy::first_apply_model(proxy, 6.0, 8.0, 2);
-    fault_proxy::ecs_service_draining(proxy, 6.0);
-    fault_proxy::nat_gateways_deleting(proxy, 6.0);
+    scaled_aws_model(proxy, 4.0);
+}
+
+/// [`aws_model`] with every window `k` times as long.
+fn scaled_aws_model(proxy: &FaultProxy, k: f64) {
+    fault_proxy::first_apply_model(proxy, 1.5 * k, 2.0 * k, 2);
+    fault_proxy::ecs_service_draining(proxy, 1.5 * k);
+    fault_proxy::nat_gateways_deleting(proxy, 1.5 * k);
 }
 
 fn no_model(_: &FaultProxy) {}

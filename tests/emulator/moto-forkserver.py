@@ -85,10 +85,7 @@ def serve_child(conn, app, idle):
     server.daemon_threads = False
     port = server.server_port
     os.environ["MOTO_PORT"] = str(port)
-    log = os.open(os.path.join(tempfile.gettempdir(), f"moto-{port}.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
+    output_to(os.path.join(tempfile.gettempdir(), f"moto-{port}.log"))
     frozen = []
 
     def listen():
@@ -110,8 +107,7 @@ def serve_child(conn, app, idle):
             if not frozen:
                 os._exit(0)
 
-    listener_thread = threading.Thread(target=listen, daemon=True)
-    listener_thread.start()
+    threading.Thread(target=listen, daemon=True).start()
     conn.sendall(f"port {port} pid {os.getpid()}\n".encode())
     server.serve_forever()
     # Only after a freeze: wait (10 s at most) for the requests in flight to be answered and
@@ -126,10 +122,7 @@ def serve_child(conn, app, idle):
         os._exit(1)
     gc.collect()
     gc.freeze()
-    log = os.open(f"{frozen[0]}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
+    output_to(f"{frozen[0]}.log")
     # Listening before it says so, and found at its path only once the client has heard it.
     listener, tmp = listen_at(frozen[0], publish=False)
     try:
@@ -139,8 +132,15 @@ def serve_child(conn, app, idle):
         os.unlink(tmp)
         os._exit(1)
     os.rename(tmp, frozen[0])
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     serve_forks(listener, frozen[0], app, idle)
+
+
+def output_to(path):
+    """This process's stdout and stderr go to the file at `path` (emptied)."""
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
 
 
 def listen_at(path, publish=True):
@@ -159,6 +159,7 @@ def listen_at(path, publish=True):
 def serve_forks(listener, path, app, idle):
     """Answers each `start` with a forked child serving `app`'s state, until `idle` seconds
     pass without a client."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     listener.settimeout(idle)
     try:
         while True:
@@ -205,7 +206,6 @@ def main():
     # Everything imported and built so far is shared with every child: out of the collector's
     # sight, so that collecting in a child does not touch (and copy) the parent's pages.
     gc.freeze()
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     serve_forks(listen_at(path), path, app, idle)
 
 

@@ -64,15 +64,7 @@ pub fn applied(spec: &str) -> Moto {
     let text = std::fs::read_to_string(repo_root().join(spec)).unwrap();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (spec, text, binary, tests).hash(&mut h);
-    let build = |moto: &Moto| {
-        let run = reconciler(moto, &["apply", spec, "--auto-approve"]);
-        if run.code == 0 {
-            Ok(())
-        } else {
-            Err(format!("{run}"))
-        }
-    };
-    match Moto::from_template(&format!("applied-{:016x}", h.finish()), build) {
+    match Moto::from_template(&format!("applied-{:016x}", h.finish()), |moto| try_apply(moto, spec)) {
         Ok(moto) => moto,
         Err(e) => {
             eprintln!("no applied template ({e}); applying in this test's own emulator");
@@ -85,8 +77,19 @@ pub fn applied(spec: &str) -> Moto {
 
 /// `apply SPEC --auto-approve`, which must succeed.
 pub fn apply(moto: &Moto, spec: &str) {
+    if let Err(run) = try_apply(moto, spec) {
+        panic!("{run}");
+    }
+}
+
+/// `apply SPEC --auto-approve`; what it printed where it failed.
+fn try_apply(moto: &Moto, spec: &str) -> Result<(), String> {
     let run = reconciler(moto, &["apply", spec, "--auto-approve"]);
-    assert_eq!(run.code, 0, "{run}");
+    if run.code == 0 {
+        Ok(())
+    } else {
+        Err(format!("exit {}\n{run}", run.code))
+    }
 }
 
 /// A client for each service the stack uses, all pointed at one moto.

@@ -2,7 +2,7 @@
 //! Asynchronous on AWS: create waits for `available`, delete waits for `deleted` (the EIP
 //! cannot be released before).
 
-use super::{call_failed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
+use super::{call_failed, changed, ec2, iam_arn, owned, stack_filter, sync_tags, tag_on_create, tag_spec, typed, untyped};
 use crate::engine::ownership::TagMap;
 use crate::engine::Ref;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Status};
@@ -47,7 +47,7 @@ impl Kind for NatGateway {
     /// deleted: egress never stops. With the same address (only the subnet changes) AWS forces
     /// the old one to go first.
     fn replacement_for(&self, changes: &[FieldChange]) -> Replacement {
-        if crate::engine::fields::changed(changes, "allocation") {
+        if changed(changes, "allocation") {
             Replacement::CreateBeforeDestroy
         } else {
             Replacement::DeleteBeforeCreate

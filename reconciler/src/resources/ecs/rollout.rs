@@ -73,6 +73,10 @@ impl Rollout {
     }
 }
 
+/// What to do about a deployment that did not reach its revision.
+pub(super) const FIX: &str =
+    "Check the service's events and the tasks' logs (stopped reason, container health check), fix the image or the configuration, and apply again.";
+
 /// The state of the deployment of `wanted` (a task definition ARN) from a described service.
 /// - a FAILED deployment of `wanted`: the circuit breaker stopped it; if the primary now runs
 ///   another revision, ECS rolled back to it;
@@ -83,7 +87,6 @@ impl Rollout {
 pub(super) fn deployment_state(service: &aws_sdk_ecs::types::Service, wanted: &str) -> Rollout {
     let deployments = service.deployments();
     let primary = deployments.iter().find(|d| d.status() == Some("PRIMARY"));
-    let fix = "Check the service's events and the tasks' logs (stopped reason, container health check), fix the image or the configuration, and apply again.";
     if let Some(failed) =
         deployments.iter().find(|d| d.task_definition() == Some(wanted) && d.rollout_state() == Some(&DeploymentRolloutState::Failed))
     {
@@ -91,10 +94,10 @@ pub(super) fn deployment_state(service: &aws_sdk_ecs::types::Service, wanted: &s
         let reason = failed.rollout_state_reason().unwrap_or("no reason given");
         return Rollout::Failed(match primary.and_then(|p| p.task_definition()).filter(|td| *td != wanted) {
             Some(previous) => format!(
-                "the new task definition revision {wanted} failed to become healthy (deployment {id}: {reason}); the deployment circuit breaker rolled the service back to {previous}. {fix}"
+                "the new task definition revision {wanted} failed to become healthy (deployment {id}: {reason}); the deployment circuit breaker rolled the service back to {previous}. {FIX}"
             ),
             None => format!(
-                "the new task definition revision {wanted} failed to become healthy (deployment {id}: {reason}); ECS stopped the deployment and had no earlier healthy revision to roll back to. {fix}"
+                "the new task definition revision {wanted} failed to become healthy (deployment {id}: {reason}); ECS stopped the deployment and had no earlier healthy revision to roll back to. {FIX}"
             ),
         });
     }
@@ -111,7 +114,7 @@ pub(super) fn deployment_state(service: &aws_sdk_ecs::types::Service, wanted: &s
     let id = p.id().unwrap_or("?").to_string();
     if p.task_definition() != Some(wanted) {
         return Rollout::Failed(format!(
-            "the service's primary deployment {id} runs {}, not {wanted}: the deployment of {wanted} was rolled back by the circuit breaker or replaced by another deployment. {fix}",
+            "the service's primary deployment {id} runs {}, not {wanted}: the deployment of {wanted} was rolled back by the circuit breaker or replaced by another deployment. {FIX}",
             p.task_definition().unwrap_or("no task definition")
         ));
     }

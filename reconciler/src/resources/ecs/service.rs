@@ -216,9 +216,9 @@ impl Kind for EcsService {
             }
             Status::Degraded(why) => why.clone(),
             _ => format!(
-                "the service runs {running}, not {}: its deployment was rolled back by the circuit breaker or replaced by another deployment. \
-                 Check the service's events and the tasks' logs (stopped reason, container health check), fix the image or the configuration, and apply again.",
-                f.task_definition
+                "the service runs {running}, not {}: its deployment was rolled back by the circuit breaker or replaced by another deployment. {}",
+                f.task_definition,
+                super::rollout::FIX
             ),
         };
         let record = client(ctx)

@@ -191,7 +191,7 @@ impl Kind for LogGroup {
 
     async fn update(&self, ctx: &Ctx, live: &Observed, fields: &Fields, changes: &[FieldChange]) -> anyhow::Result<Option<Identity>> {
         let f: LogGroupFields = typed(self.name(), fields)?;
-        if crate::engine::fields::changed(changes, "retention_days") {
+        if fields::changed(changes, "retention_days") {
             set_retention(ctx, &live.physical_id, f.retention_days).await?;
         }
         let arn = live
