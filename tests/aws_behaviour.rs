@@ -49,13 +49,60 @@ fn the_model_hides_listed_items_and_knows_mutations() {
     assert!(!fault_proxy::is_mutation("ec2:DescribeVpcs") && !fault_proxy::is_mutation("apigateway:GET /vpclinks"));
 }
 
-/// Every third IAM call is throttled during a no-op plan. Each throttled call is sent again on
-/// its own, so the plan costs exactly one more call per throttle. (Retrying the whole roles
-/// observe instead, ~13 calls, fails every attempt at this rate.)
+/// What an organisation that denies GetAccountAuthorizationDetails (it shows every role's
+/// policies) answers.
+fn authorization_details_denied() -> Rule {
+    Rule::error(
+        "iam:GetAccountAuthorizationDetails",
+        403,
+        "AccessDenied",
+        "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: iam:GetAccountAuthorizationDetails on resource: *",
+    )
+}
+
+/// IAM's whole read is one GetAccountAuthorizationDetails (it was ListRoles and three calls
+/// per role). Where the credentials may not make it, the roles are read one by one: the same
+/// plan, the fallback said on stderr, and drift in an inline policy seen either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_is_read_in_one_call_or_role_by_role_where_that_call_is_denied() {
+    let moto = applied("specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let plan = ["plan", "specs/prod.yaml", "--detailed-exitcode"];
+    let batched = reconciler(&moto, &proxy, &[], &plan);
+    assert_eq!(batched.code, 0, "{batched}");
+    assert_eq!(proxy.calls().iter().filter(|c| c.starts_with("iam:")).collect::<Vec<_>>(), ["iam:GetAccountAuthorizationDetails"]);
+
+    proxy.reset_counts();
+    proxy.rule(authorization_details_denied());
+    let each = reconciler(&moto, &proxy, &[], &plan);
+    assert_eq!(each.code, 0, "{each}");
+    assert_eq!(each.stdout, batched.stdout);
+    assert!(each.stderr.contains("GetAccountAuthorizationDetails is denied"), "{each}");
+    assert_eq!((proxy.count("iam:ListRoles"), proxy.count("iam:GetRole")), (1, 5), "{:?}", proxy.calls());
+
+    let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
+    let doc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
+    iam.put_role_policy().role_name("benchling-webhook-task").policy_name("by-hand").policy_document(doc).send().await.unwrap();
+    for denied in [true, false] {
+        proxy.clear_faults();
+        if denied {
+            proxy.rule(authorization_details_denied());
+        }
+        let drift = reconciler(&moto, &proxy, &[], &plan);
+        assert_eq!(drift.code, 2, "denied: {denied}\n{drift}");
+        assert!(drift.stdout.contains("iam:role role-task") && drift.stdout.contains("policies"), "denied: {denied}\n{drift}");
+    }
+}
+
+/// Every third IAM call is throttled during a no-op plan read role by role (the fallback where
+/// GetAccountAuthorizationDetails is denied). Each throttled call is sent again on its own, so
+/// the plan costs exactly one more call per throttle. (Retrying the whole roles observe
+/// instead, ~13 calls, fails every attempt at this rate.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttle_costs_one_more_call_not_a_whole_observe() {
     let moto = applied("specs/prod.yaml");
     let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.rule(authorization_details_denied());
     let baseline = reconciler(&moto, &proxy, &[], &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
     assert_eq!(baseline.code, 0, "{baseline}");
     let calm = iam_calls(&proxy);
@@ -66,7 +113,8 @@ async fn a_throttle_costs_one_more_call_not_a_whole_observe() {
     let run = reconciler(&moto, &proxy, &[("RECONCILER_MAX_ATTEMPTS", "8")], &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
     assert_eq!(run.code, 0, "{run}");
     let actions: std::collections::BTreeSet<String> = proxy.calls().into_iter().filter(|c| c.starts_with("iam:")).collect();
-    let throttles: usize = actions.iter().map(|a| proxy.injected(a)).sum();
+    // The denial (the first rule, so that call is never throttled) is an injected answer too.
+    let throttles = actions.iter().map(|a| proxy.injected(a)).sum::<usize>() - proxy.injected("iam:GetAccountAuthorizationDetails");
     assert!(throttles >= calm / 3, "every third IAM call was throttled: {throttles} of {}", iam_calls(&proxy));
     assert_eq!(iam_calls(&proxy), calm + throttles, "each throttle cost exactly one more call\n{run}");
 }

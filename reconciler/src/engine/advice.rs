@@ -66,6 +66,12 @@ fn throttled(call: &str) -> String {
     format!("AWS kept throttling {call} after the retries: something else is using this account's API rate (another stack's pass, a deploy). Wait a minute, then run the same command again (it converges from what exists)")
 }
 
+/// Whether `e` is AWS refusing the caller the call (its policy does not allow it): a reader
+/// with a cheaper call to fall back on can tell this from a real failure.
+pub fn is_denied(e: &anyhow::Error) -> bool {
+    super::retry::aws_error(e).is_some_and(|a| is_access_denied(a.code.as_deref().unwrap_or_default(), &a.message))
+}
+
 fn is_access_denied(code: &str, message: &str) -> bool {
     matches!(code, "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "UnauthorizedAccess" | "AuthorizationError")
         || message.contains("not authorized to perform")
