@@ -94,6 +94,43 @@ async fn iam_is_read_in_one_call_or_role_by_role_where_that_call_is_denied() {
     }
 }
 
+/// Log groups and queues list without their tags: the pass's one tag:GetResources stands in
+/// for a tag read each (five for prod). The batch only confirms: a tag changed by hand is read
+/// from the log group itself and shown as drift; where GetResources is denied, every tag is
+/// read on its own and the plan is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_of_log_groups_and_queues_come_from_one_batch_that_only_confirms() {
+    let moto = applied("specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let plan = ["plan", "specs/prod.yaml", "--detailed-exitcode"];
+    let tag_reads = |p: &FaultProxy| (p.count("tagging:GetResources"), p.count("logs:ListTagsForResource"), p.count("sqs:ListQueueTags"));
+    let quiet = reconciler(&moto, &proxy, &[], &plan);
+    assert_eq!(quiet.code, 0, "{quiet}");
+    assert_eq!(tag_reads(&proxy), (1, 0, 0), "{:?}", proxy.calls());
+
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&moto.sdk_config().await);
+    let group = logs.describe_log_groups().log_group_name_prefix(format!("/ecs/{STACK}")).send().await.unwrap();
+    let arn = group.log_groups()[0].log_group_arn().unwrap().to_string();
+    logs.tag_resource().resource_arn(&arn).tags("team", "by-hand").send().await.unwrap();
+    proxy.reset_counts();
+    let drift = reconciler(&moto, &proxy, &[], &plan);
+    assert_eq!(drift.code, 2, "{drift}");
+    assert!(drift.stdout.contains("~ logs:log-group") && drift.stdout.contains("team"), "{drift}");
+    assert_eq!(tag_reads(&proxy), (1, 1, 0), "only the log group the batch does not confirm is read: {:?}", proxy.calls());
+
+    proxy.reset_counts();
+    proxy.rule(Rule::error(
+        "tagging:GetResources",
+        400,
+        "AccessDeniedException",
+        "User: ci is not authorized to perform: tag:GetResources",
+    ));
+    let denied = reconciler(&moto, &proxy, &[], &plan);
+    assert_eq!((denied.code, &denied.stdout), (2, &drift.stdout), "{denied}");
+    assert!(denied.stderr.contains("tag:GetResources is denied"), "{denied}");
+    assert_eq!(tag_reads(&proxy), (1, 3, 2), "{:?}", proxy.calls());
+}
+
 /// Every third IAM call is throttled during a no-op plan read role by role (the fallback where
 /// GetAccountAuthorizationDetails is denied). Each throttled call is sent again on its own, so
 /// the plan costs exactly one more call per throttle. (Retrying the whole roles observe

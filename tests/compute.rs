@@ -551,6 +551,8 @@ async fn a_resource_deleted_while_it_is_observed_is_absent_not_an_error() {
     // namespace is not.
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.rule(not_found("servicediscovery:GetService", "ServiceNotFound", 1));
+    // With the pass's tag batch denied, each log group's tags are read on their own.
+    proxy.rule(Rule::error("tagging:GetResources", 400, "AccessDeniedException", "not authorized to perform: tag:GetResources"));
     proxy.rule(not_found("logs:ListTagsForResource", "ResourceNotFoundException", 1));
     let plan = reconciler_via(&moto, &proxy.url, "1", &["plan", PROD, "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "a plan with resources to create, not a failed observe\n{plan}");

@@ -257,6 +257,20 @@ impl Ctx {
         value.clone().downcast::<T>().map_err(|_| anyhow::anyhow!("internal error: shared read `{key}` was read as two types"))
     }
 
+    /// Like [`Ctx::shared_read`], for a batch read worth making only when the kinds share it:
+    /// `None` outside an observation (nothing is read).
+    pub async fn shared_read_in_pass<T, F, Fut>(&self, key: &str, read: F) -> anyhow::Result<Option<std::sync::Arc<T>>>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        if self.reads.lock().expect("read cache").is_none() {
+            return Ok(None);
+        }
+        self.shared_read(key, read).await.map(Some)
+    }
+
     /// Waits for AWS's quota of one `key` call per `interval` (see [`Pacer`]); hold the
     /// returned slot until the call is answered. A stop (a signal, a lost lock) ends the wait:
     /// the call is not sent.

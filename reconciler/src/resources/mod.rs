@@ -13,6 +13,7 @@ pub mod servicediscovery;
 pub mod sqs;
 #[cfg(test)]
 mod tag_conditions;
+pub mod tagging;
 
 use crate::engine::DynKind;
 

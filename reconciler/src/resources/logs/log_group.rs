@@ -2,8 +2,8 @@
 //! the log APIs and the awslogs driver take); dependents reference `arn` (tagging, API
 //! Gateway access logs) or `arn_wildcard` (IAM statements for its streams).
 //!
-//! DescribeLogGroups returns no tags, so every candidate costs one ListTagsForResource;
-//! candidates are the wanted names and whatever lies under the stack's prefixes (so that a
+//! DescribeLogGroups returns no tags: the pass's tag batch (`tagging`) confirms the wanted
+//! ones, and every other candidate costs one ListTagsForResource; candidates are the wanted names and whatever lies under the stack's prefixes (so that a
 //! log group the spec no longer wants is still found, pruned or retained).
 
 use super::{apply_tags, arns, call_failed, client, owned, stack_prefixes};
@@ -12,6 +12,7 @@ use crate::engine::ownership::not_owned;
 use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::retry::{gone_as_none, has_code, observe_again};
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Scoped};
+use crate::resources::tagging;
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -124,29 +125,31 @@ impl Kind for LogGroup {
         Replacement::CreateBeforeDestroy
     }
 
-    /// DescribeLogGroups per search prefix (two: `/ecs/<stack>`, `/aws/apigateway/<stack>`),
-    /// then ListTagsForResource per candidate.
-    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+    /// DescribeLogGroups per search prefix (two: `/ecs/<stack>`, `/aws/apigateway/<stack>`)
+    /// beside the pass's tag batch, then ListTagsForResource per candidate the batch does not
+    /// show as wanted.
+    async fn observe(&self, ctx: &Ctx, desired: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
-        let wanted: Vec<LogGroupFields> = fields::wanted(self.name(), wanted)?;
-        let wanted: BTreeSet<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
+        let typed: Vec<LogGroupFields> = fields::wanted(self.name(), desired)?;
+        let by_name: BTreeMap<&str, &Desired> = typed.iter().map(|w| w.name.as_str()).zip(desired.iter().copied()).collect();
+        let wanted: BTreeSet<&str> = by_name.keys().copied().collect();
         let prefixes = search_prefixes(stack, &wanted);
+        let (listed, batch) = futures::try_join!(try_join_all(prefixes.iter().map(|p| describe(ctx, p))), tagging::of_pass(ctx))?;
         // By name: overlapping prefixes list a group twice.
-        let listed: BTreeMap<String, Listed> = try_join_all(prefixes.iter().map(|p| describe(ctx, p)))
-            .await?
-            .into_iter()
-            .flatten()
-            .filter(|g| is_candidate(&g.name, stack, &wanted))
-            .map(|g| (g.name.clone(), g))
-            .collect();
-        let tags = try_join_all(listed.values().map(|g| async move {
-            gone_as_none(client(ctx).list_tags_for_resource().resource_arn(&g.arn).send().await.map_err(call_failed("ListTagsForResource")))
+        let listed: BTreeMap<String, Listed> =
+            listed.into_iter().flatten().filter(|g| is_candidate(&g.name, stack, &wanted)).map(|g| (g.name.clone(), g)).collect();
+        let tags = try_join_all(listed.values().map(|g| async {
+            if let Some((id, tags)) = batch.confirmed(stack, &g.arn, by_name.get(g.name.as_str()).copied()) {
+                return Ok(Some((Some(id), tags)));
+            }
+            let read = client(ctx).list_tags_for_resource().resource_arn(&g.arn).send().await;
+            Ok::<_, anyhow::Error>(gone_as_none(read.map_err(call_failed("ListTagsForResource")))?.map(|t| owned(ctx, t.tags())))
         }))
         .await?;
         let mut found = Vec::new();
-        for (g, tags) in listed.values().zip(tags) {
-            let Some(tags) = tags else { continue }; // deleted since it was listed
-            match owned(ctx, tags.tags()) {
+        for (g, owner) in listed.values().zip(tags) {
+            let Some(owner) = owner else { continue }; // deleted since it was listed
+            match owner {
                 (Some(id), tags) => {
                     let fields = LogGroupFields { name: g.name.clone(), retention_days: g.retention_days, tags };
                     let identity = identity(&g.name, &g.arn);
@@ -217,7 +220,7 @@ impl Kind for LogGroup {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["logs:DescribeLogGroups"],
+            read: vec!["logs:DescribeLogGroups", "tag:GetResources"],
             read_by_arn: vec!["logs:ListTagsForResource"],
             arns: vec!["arn:aws:logs:*:*:log-group:*".to_string()],
             // Scoped by name prefix (the pattern also covers the `:*` form). Creating with

@@ -13,10 +13,11 @@ use crate::engine::ownership::{TagDelta, TagMap};
 use crate::engine::retry::{gone_as_none, observe_again};
 use crate::engine::Ref;
 use crate::engine::{wait, Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed, Replacement, Scoped};
+use crate::resources::tagging;
 use aws_sdk_sqs::types::QueueAttributeName as A;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub struct Queue;
 
@@ -136,26 +137,42 @@ enum Found {
     Gone,
 }
 
-/// Reads one queue: ListQueueTags and GetQueueAttributes(All) at once (one round trip; the
-/// attributes of a queue the tags then show is not ours go unused).
-async fn read(ctx: &Ctx, url: &str) -> anyhow::Result<Found> {
+/// Reads one queue: GetQueueAttributes(All) and ListQueueTags at once (one round trip; the
+/// attributes of a queue the tags then show is not ours go unused). In an observation, `want`
+/// (the desired queue of this name) lets the pass's tag batch stand in for ListQueueTags.
+async fn read(ctx: &Ctx, url: &str, want: Option<&Desired>) -> anyhow::Result<Found> {
     let sqs = client(ctx);
-    let (tags, attributes) = futures::future::join(
-        async { gone_as_none(sqs.list_queue_tags().queue_url(url).send().await.map_err(call_failed("ListQueueTags"))) },
-        async {
-            let sent = sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await;
-            gone_as_none(sent.map_err(call_failed("GetQueueAttributes")))
-        },
-    )
-    .await;
-    let Some(tags) = tags? else { return Ok(Found::Gone) };
-    let (id, tags) = owned(ctx, tags.tags());
-    let Some(id) = id else { return Ok(Found::Foreign(tags)) };
-    let Some(out) = attributes? else { return Ok(Found::Gone) };
+    let tags = || async { gone_as_none(sqs.list_queue_tags().queue_url(url).send().await.map_err(call_failed("ListQueueTags"))) };
+    let attributes = async {
+        let sent = sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await;
+        gone_as_none(sent.map_err(call_failed("GetQueueAttributes")))
+    };
+    // The batch needs the ARN GetQueueAttributes returns; without one, both reads at once.
+    let (attributes, owner) = match want {
+        Some(_) => (attributes.await?, None),
+        None => {
+            let (attributes, tags) = futures::future::join(attributes, tags()).await;
+            let Some(tags) = tags? else { return Ok(Found::Gone) };
+            (attributes?, Some(owned(ctx, tags.tags())))
+        }
+    };
+    let Some(out) = attributes else { return Ok(Found::Gone) };
     let attrs = out.attributes().cloned().unwrap_or_default();
+    let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
+    let owner = match owner {
+        Some(o) => o,
+        None => match tagging::of_pass(ctx).await?.confirmed(&ctx.settings.stack, &arn, want) {
+            Some((id, tags)) => (Some(id), tags),
+            None => {
+                let Some(tags) = tags().await? else { return Ok(Found::Gone) };
+                owned(ctx, tags.tags())
+            }
+        },
+    };
+    let (id, tags) = owner;
+    let Some(id) = id else { return Ok(Found::Foreign(tags)) };
     let name = queue_name(url);
     let fields = from_attributes(name, &attrs, tags)?;
-    let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
     let identity = identity(url, &arn);
     Ok(Found::Owned(Box::new(Observed { attrs: identity.attrs, ..Observed::new("sqs:queue", id, url.to_string(), untyped(&fields)) })))
 }
@@ -190,15 +207,21 @@ impl Kind for Queue {
     /// ListQueues(prefix `<stack>-`), then per listed queue ListQueueTags and
     /// GetQueueAttributes; per wanted name the listing did not show (a listing lags a create
     /// by up to a minute on AWS), GetQueueUrl and the same two reads.
-    async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
+    async fn observe(&self, ctx: &Ctx, desired: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
-        let wanted: Vec<QueueFields> = crate::engine::fields::wanted(self.name(), wanted)?;
-        let wanted: BTreeSet<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
-        let mut urls = Vec::new();
-        let mut pages = client(ctx).list_queues().queue_name_prefix(format!("{stack}-")).max_results(1000).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            urls.extend(page.map_err(call_failed("ListQueues"))?.queue_urls().iter().cloned());
-        }
+        let typed: Vec<QueueFields> = crate::engine::fields::wanted(self.name(), desired)?;
+        let by_name: BTreeMap<&str, &Desired> = typed.iter().map(|w| w.name.as_str()).zip(desired.iter().copied()).collect();
+        let wanted: BTreeSet<&str> = by_name.keys().copied().collect();
+        let listing = async {
+            let mut urls = Vec::new();
+            let mut pages = client(ctx).list_queues().queue_name_prefix(format!("{stack}-")).max_results(1000).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                urls.extend(page.map_err(call_failed("ListQueues"))?.queue_urls().iter().cloned());
+            }
+            Ok::<_, anyhow::Error>(urls)
+        };
+        // The pass's tag batch is read beside the listing: it costs no round trip.
+        let (mut urls, _) = futures::try_join!(listing, tagging::of_pass(ctx))?;
         let listed: BTreeSet<&str> = urls.iter().map(|u| queue_name(u)).collect();
         let missing: Vec<&str> = wanted.iter().copied().filter(|n| !listed.contains(n)).collect();
         for (name, url) in missing.iter().zip(futures::future::try_join_all(missing.iter().map(|n| url_of(ctx, n))).await?) {
@@ -209,7 +232,8 @@ impl Kind for Queue {
             }
         }
         let mut found = Vec::new();
-        for (url, r) in urls.iter().zip(futures::future::try_join_all(urls.iter().map(|u| read(ctx, u))).await?) {
+        let reads = futures::future::try_join_all(urls.iter().map(|u| read(ctx, u, by_name.get(queue_name(u)).copied())));
+        for (url, r) in urls.iter().zip(reads.await?) {
             match r {
                 Found::Owned(o) => found.push(*o),
                 Found::Foreign(tags) if wanted.contains(queue_name(url)) => {
@@ -224,7 +248,7 @@ impl Kind for Queue {
     async fn create(&self, ctx: &Ctx, id: &str, fields: &Fields) -> anyhow::Result<Identity> {
         let f: QueueFields = typed(self.name(), fields)?;
         if let Some(url) = url_of(ctx, &f.name).await? {
-            match read(ctx, &url).await? {
+            match read(ctx, &url, None).await? {
                 Found::Owned(o) => {
                     return Err(observe_again(
                         "CreateQueue",
@@ -294,7 +318,7 @@ impl Kind for Queue {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["sqs:ListQueues"],
+            read: vec!["sqs:ListQueues", "tag:GetResources"],
             // Every queue the listing by the `<stack>-` prefix shows, other stacks' included
             // (their tags are read to tell them apart).
             read_by_arn: vec!["sqs:GetQueueUrl", "sqs:ListQueueTags", "sqs:GetQueueAttributes"],
