@@ -72,6 +72,15 @@ async fn read(ctx: &Ctx) -> anyhow::Result<Tagged> {
 }
 
 impl Tagged {
+    /// The ARN of the one `service` resource in the batch whose ARN ends with `:<tail>`: for a
+    /// kind that knows only the end of its resource's ARN before reading it (a queue's account
+    /// and name, from its URL), whatever the partition.
+    pub fn arn_ending(&self, service: &str, tail: &str) -> Option<&str> {
+        let mut found = self.0.keys().filter(|a| a.split(':').nth(2) == Some(service) && a.ends_with(&format!(":{tail}")));
+        let arn = found.next()?;
+        found.next().is_none().then_some(arn.as_str())
+    }
+
     /// The logical id and comparable tags of `arn` (what the kind's own tag read and `owned`
     /// would give) when the batch shows it exactly as `want` has it; `None`: read its tags.
     pub fn confirmed(&self, stack: &str, arn: &str, want: Option<&Desired>) -> Option<(String, TagMap)> {
@@ -121,5 +130,17 @@ mod tests {
         let aws = batch("arn:1", &[("reconciler:stack", "s"), ("reconciler:id", "logs"), ("team", "a"), ("aws:cloudformation:x", "y")]);
         assert!(aws.confirmed("s", "arn:1", Some(&want)).is_some(), "aws: tags are not compared");
         assert_eq!(Tagged::default().confirmed("s", "arn:1", Some(&want)), None, "outside a pass, or denied");
+    }
+
+    #[test]
+    fn an_arn_by_its_end() {
+        let b = Tagged(HashMap::from([
+            ("arn:aws-cn:sqs:cn-north-1:1:s-events.fifo".to_string(), vec![]),
+            ("arn:aws-cn:sqs:cn-north-1:1:xs-events.fifo".to_string(), vec![]),
+            ("arn:aws-cn:logs:cn-north-1:1:log-group:1:s-dlq.fifo".to_string(), vec![]),
+        ]));
+        assert_eq!(b.arn_ending("sqs", "1:s-events.fifo"), Some("arn:aws-cn:sqs:cn-north-1:1:s-events.fifo"));
+        assert_eq!(b.arn_ending("sqs", "1:s-dlq.fifo"), None, "another service's");
+        assert_eq!(b.arn_ending("sqs", "2:s-events.fifo"), None, "another account's");
     }
 }

@@ -142,37 +142,35 @@ enum Found {
 /// (the desired queue of this name) lets the pass's tag batch stand in for ListQueueTags.
 async fn read(ctx: &Ctx, url: &str, want: Option<&Desired>) -> anyhow::Result<Found> {
     let sqs = client(ctx);
-    let tags = || async { gone_as_none(sqs.list_queue_tags().queue_url(url).send().await.map_err(call_failed("ListQueueTags"))) };
-    let attributes = async {
-        let sent = sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await;
-        gone_as_none(sent.map_err(call_failed("GetQueueAttributes")))
-    };
-    // The batch needs the ARN GetQueueAttributes returns; without one, both reads at once.
-    let (attributes, owner) = match want {
-        Some(_) => (attributes.await?, None),
-        None => {
-            let (attributes, tags) = futures::future::join(attributes, tags()).await;
-            let Some(tags) = tags? else { return Ok(Found::Gone) };
-            (attributes?, Some(owned(ctx, tags.tags())))
+    let confirmed = match (want, url.rsplit('/').nth(1)) {
+        (Some(_), Some(account)) => {
+            let batch = tagging::of_pass(ctx).await?;
+            let tail = format!("{account}:{}", queue_name(url));
+            batch.arn_ending("sqs", &tail).and_then(|arn| batch.confirmed(&ctx.settings.stack, arn, want))
         }
+        _ => None,
     };
-    let Some(out) = attributes else { return Ok(Found::Gone) };
-    let attrs = out.attributes().cloned().unwrap_or_default();
-    let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
-    let owner = match owner {
-        Some(o) => o,
-        None => match tagging::of_pass(ctx).await?.confirmed(&ctx.settings.stack, &arn, want) {
-            Some((id, tags)) => (Some(id), tags),
-            None => {
-                let Some(tags) = tags().await? else { return Ok(Found::Gone) };
-                owned(ctx, tags.tags())
+    let (owner, attributes) = futures::future::join(
+        async {
+            if let Some((id, tags)) = confirmed {
+                return Ok(Some((Some(id), tags)));
             }
+            let tags = gone_as_none(sqs.list_queue_tags().queue_url(url).send().await.map_err(call_failed("ListQueueTags")))?;
+            anyhow::Ok(tags.map(|t| owned(ctx, t.tags())))
         },
-    };
-    let (id, tags) = owner;
+        async {
+            let sent = sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await;
+            gone_as_none(sent.map_err(call_failed("GetQueueAttributes")))
+        },
+    )
+    .await;
+    let Some((id, tags)) = owner? else { return Ok(Found::Gone) };
     let Some(id) = id else { return Ok(Found::Foreign(tags)) };
+    let Some(out) = attributes? else { return Ok(Found::Gone) };
+    let attrs = out.attributes().cloned().unwrap_or_default();
     let name = queue_name(url);
     let fields = from_attributes(name, &attrs, tags)?;
+    let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
     let identity = identity(url, &arn);
     Ok(Found::Owned(Box::new(Observed { attrs: identity.attrs, ..Observed::new("sqs:queue", id, url.to_string(), untyped(&fields)) })))
 }
