@@ -487,7 +487,7 @@ async fn apply_from_zero_under_throttling_converges_without_duplicates() {
     let a = aws(&moto).await;
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.inject("iam:CreateRole", &[Fault::Throttle, Fault::ServerErrorAfterForwarding]);
-    proxy.inject("iam:ListRoles", &[Fault::Throttle]);
+    proxy.inject("iam:GetAccountAuthorizationDetails", &[Fault::Throttle]);
     proxy.inject("ecs:CreateCluster", &[Fault::Throttle]);
     proxy.inject("ecs:CreateService", &[Fault::Throttle, Fault::ServerErrorAfterForwarding]);
     proxy.inject("ecs:RegisterTaskDefinition", &[Fault::ServerErrorAfterForwarding]);

@@ -14,7 +14,8 @@
 //! is an action the policy names (which resources, parliament checks above against IAM's own
 //! table). API Gateway authorises by HTTP verb (`apigateway:GET`, ...) where moto uses operation
 //! names (`apigateway:GetVpcLinks`): each printed verb is translated into moto's names for the
-//! same calls, so a verb missing from the printed policy is still refused.
+//! same calls, so a verb missing from the printed policy is still refused. The reads with a
+//! fallback (IAM's GetAccountAuthorizationDetails, tag:GetResources) must not be refused either.
 
 use crate::support;
 
@@ -134,7 +135,7 @@ fn parliament_flags_bad_policies() {
     assert!(found.iter().any(|f| f["issue"] == "RESOURCE_STAR" && f["detail"].to_string().contains("ec2:CreateVpc")), "{found:?}");
 }
 
-/// moto's names for the calls an API Gateway HTTP verb authorises.
+/// moto's names for the calls an API Gateway HTTP verb authorises (and for the tagging API).
 fn moto_names(action: &str) -> &'static [&'static str] {
     match action {
         "apigateway:GET" => &["apigateway:Get*"],
@@ -142,6 +143,8 @@ fn moto_names(action: &str) -> &'static [&'static str] {
         "apigateway:PATCH" => &["apigateway:Update*"],
         "apigateway:DELETE" => &["apigateway:Delete*", "apigateway:UntagResource"],
         "apigateway:PUT" => &["apigateway:Put*"],
+        // The Resource Groups Tagging API signs as `tagging`, which moto takes as the prefix.
+        "tag:GetResources" => &["tagging:GetResources"],
         _ => &[],
     }
 }
@@ -241,6 +244,11 @@ async fn the_printed_policies_allow_every_call_under_iam_enforcement() {
 
     let plan = as_user(&moto, &as_planner, &planner, &["plan", PROD, "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "plan with the plan policy\n{plan}");
+    // The batch reads (IAM's, the tags') have a fallback, so a refusal would not fail the
+    // plan: it must not happen either.
+    for run in [&apply, &plan] {
+        assert!(!run.stderr.contains("is denied to these credentials"), "the printed policies allow the batch reads\n{run}");
+    }
     let output = as_user(&moto, &as_planner, &planner, &["output", PROD, "--format", "json"]);
     assert_eq!(output.code, 0, "output with the plan policy\n{output}");
     let verify = as_user(&moto, &as_planner, &planner, &["verify", PROD, "--endpoint", "http://127.0.0.1:9"]);

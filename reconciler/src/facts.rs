@@ -78,39 +78,39 @@ pub fn vpc_link_supported(zone_id: &str) -> bool {
     !NO_VPC_LINK.contains(&zone_id)
 }
 
+/// The region's available zones, sorted; `with_api`: only those where an HTTP API VPC link
+/// can be placed.
+async fn region_zones(ctx: &Ctx, with_api: bool) -> anyhow::Result<Vec<String>> {
+    let out = ec2(ctx)
+        .describe_availability_zones()
+        .filters(Filter::builder().name("state").values("available").build())
+        .send()
+        .await
+        .map_err(ec2::call_failed("DescribeAvailabilityZones"))?;
+    let mut azs: Vec<String> = out
+        .availability_zones()
+        .iter()
+        .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
+        // Zone names map to different zones in every account; AZ IDs do not. A VPC link cannot
+        // be placed in some zones: never choose one of them.
+        .filter(|z| !with_api || z.zone_id().is_none_or(vpc_link_supported))
+        .filter_map(|z| z.zone_name().map(String::from))
+        .collect();
+    azs.sort();
+    Ok(azs)
+}
+
 pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
     let mut facts = Facts { azs: vec![], zones_in_use: Default::default(), existing: None, account: String::new() };
-    // Independent reads, concurrently: one round trip.
-    let new_vpc = spec.network.vpc.as_ref().filter(|v| v.availability_zones.is_none()).is_some();
-    let (azs, in_use, account) = tokio::try_join!(
+    // Independent reads, concurrently: one round trip. The region's zones are read after it,
+    // and only when the stack's subnets do not already place every zone the spec asks for
+    // (a new VPC, more zones): a pass over an existing stack does not need them.
+    let new_vpc = spec.network.vpc.as_ref().filter(|v| v.availability_zones.is_none());
+    let (in_use, account) = tokio::try_join!(
         async {
-            if !new_vpc {
-                return Ok(vec![]);
-            }
-            let out = ec2(ctx)
-                .describe_availability_zones()
-                .filters(Filter::builder().name("state").values("available").build())
-                .send()
-                .await
-                .map_err(ec2::call_failed("DescribeAvailabilityZones"))?;
-            let with_api = spec.api.is_some();
-            let mut azs: Vec<String> = out
-                .availability_zones()
-                .iter()
-                .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
-                // Zone names map to different zones in every account; AZ IDs do not. A VPC
-                // link cannot be placed in some zones: never choose one of them.
-                .filter(|z| !with_api || z.zone_id().is_none_or(vpc_link_supported))
-                .filter_map(|z| z.zone_name().map(String::from))
-                .collect();
-            azs.sort();
-            anyhow::Ok(azs)
-        },
-        async {
-            if new_vpc {
-                zones_in_use(ctx).await
-            } else {
-                Ok(Default::default())
+            match new_vpc {
+                Some(_) => zones_in_use(ctx).await,
+                None => Ok(Default::default()),
             }
         },
         async {
@@ -120,6 +120,10 @@ pub async fn gather(ctx: &Ctx, spec: &Spec) -> anyhow::Result<Facts> {
             account(ctx).await.context("finding the AWS account (sts:GetCallerIdentity)")
         }
     )?;
+    let azs = match new_vpc {
+        Some(vpc) if !(1..=vpc.azs as usize).all(|k| in_use.contains_key(&k)) => region_zones(ctx, spec.api.is_some()).await?,
+        _ => vec![],
+    };
     (facts.azs, facts.zones_in_use, facts.account) = (azs, in_use, account);
     if let Some(ex) = &spec.network.existing {
         let vpcs =

@@ -182,23 +182,3 @@ def _aws_queue_url(self, request_url):
 
 
 Queue.url = _aws_queue_url
-
-
-import json
-
-from moto.logs.responses import LogsResponse
-
-_describe_log_groups = LogsResponse.describe_log_groups
-
-
-def _describe_log_groups_matching(self):
-    answer = _describe_log_groups(self)
-    pattern = self._get_param("logGroupNamePattern")
-    if not pattern:
-        return answer
-    listed = json.loads(answer)
-    listed["logGroups"] = [g for g in listed["logGroups"] if pattern.lower() in g["logGroupName"].lower()]
-    return json.dumps(listed)
-
-
-LogsResponse.describe_log_groups = _describe_log_groups_matching

@@ -95,6 +95,9 @@ pub enum Effect {
     },
     /// Hold the call this long, then go on.
     Delay(Duration),
+    /// Forward at once, but answer no sooner than this after the call arrived (see
+    /// [`Rule::latency`]).
+    Latency(Duration),
     /// Answer with this status and JSON body without forwarding (a state moto cannot show,
     /// like a VPC link still DELETING after moto forgot it).
     Respond {
@@ -148,6 +151,14 @@ impl Rule {
 
     pub fn delay(action: &str, d: Duration) -> Rule {
         Rule::new(action, Effect::Delay(d))
+    }
+
+    /// The network's and the service's time, as a client sees it: every answer leaves `d`
+    /// after its call arrived (or when the emulator answers, if later). Unlike [`Rule::delay`]
+    /// the call is forwarded at once, so an emulator that answers one call at a time (moto
+    /// here) queues them during the latency, as AWS, which answers concurrently, would not.
+    pub fn latency(action: &str, d: Duration) -> Rule {
+        Rule::new(action, Effect::Latency(d))
     }
 
     fn new(action: &str, effect: Effect) -> Rule {
@@ -587,6 +598,11 @@ fn next_random(rng: &mut u64) -> f64 {
 }
 
 impl State_ {
+    /// The longest [`Rule::latency`] for `action`, if any.
+    fn latency(&self, action: &str) -> Option<Duration> {
+        self.rules.iter().filter(|r| r.matches(action)).filter_map(|r| if let Effect::Latency(d) = r.effect { Some(d) } else { None }).max()
+    }
+
     fn window_open(&mut self, i: usize, now: Instant) -> bool {
         let since = |s: &State_, trigger: &str, last: bool| s.forwarded.get(trigger).map(|(f, l)| now - if last { *l } else { *f });
         match self.rules[i].window.clone() {
@@ -719,7 +735,24 @@ impl Drop for InFlight {
     }
 }
 
+/// Answers a call (see [`answer`]), no sooner than a [`Rule::latency`] after it arrived.
 async fn forward(
+    State((state, http)): State<(Arc<Mutex<State_>>, reqwest::Client)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (action, _) = identify(&method, &uri, &headers, &body);
+    let due = state.lock().unwrap().latency(&action).map(|d| tokio::time::Instant::now() + d);
+    let answered = answer(State((state, http)), method, uri, headers, body).await;
+    if let Some(due) = due {
+        tokio::time::sleep_until(due).await;
+    }
+    answered
+}
+
+async fn answer(
     State((state, http)): State<(Arc<Mutex<State_>>, reqwest::Client)>,
     method: Method,
     uri: Uri,

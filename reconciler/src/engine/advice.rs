@@ -4,7 +4,7 @@
 //! the failures people meet most: missing permissions, bad credentials, throttling that
 //! outlasted the retries, a value AWS refused, a quota, an unreachable endpoint.
 
-use super::retry::ErrorClass;
+use super::retry::{is_access_denied, ErrorClass};
 
 /// The error line and, where one applies, a `hint:` line: what a failed command prints last
 /// (the golden tests' view of `log::failure`).
@@ -64,17 +64,6 @@ pub fn advice(e: &anyhow::Error) -> Option<String> {
 
 fn throttled(call: &str) -> String {
     format!("AWS kept throttling {call} after the retries: something else is using this account's API rate (another stack's pass, a deploy). Wait a minute, then run the same command again (it converges from what exists)")
-}
-
-/// Whether `e` is AWS refusing the caller the call (its policy does not allow it): a reader
-/// with a cheaper call to fall back on can tell this from a real failure.
-pub fn is_denied(e: &anyhow::Error) -> bool {
-    super::retry::aws_error(e).is_some_and(|a| is_access_denied(a.code.as_deref().unwrap_or_default(), &a.message))
-}
-
-fn is_access_denied(code: &str, message: &str) -> bool {
-    matches!(code, "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "UnauthorizedAccess" | "AuthorizationError")
-        || message.contains("not authorized to perform")
 }
 
 /// `ec2:CreateNatGateway` from AWS's `… is not authorized to perform: ec2:CreateNatGateway on

@@ -144,6 +144,12 @@ pub struct Ctx {
     reads: Mutex<Option<HashMap<String, SharedCell>>>,
     /// Calls AWS allows only once per interval (a kind names its call and the interval).
     pacer: Pacer,
+    /// Calls these credentials were refused (a batch read with a fallback): not asked again
+    /// in this process, so that a denial costs one AccessDenied, not one every pass.
+    refused: Mutex<std::collections::BTreeSet<String>>,
+    /// Whether a batch read may stand in for a resource's own ownership read (see
+    /// [`Ctx::trust_batches`]).
+    batches_trusted: std::sync::atomic::AtomicBool,
 }
 
 /// Spaces calls that share a quota key: each waits until `interval` has passed since the last
@@ -214,6 +220,8 @@ impl Ctx {
             clients: Mutex::new(HashMap::new()),
             reads: Mutex::new(None),
             pacer: Pacer::default(),
+            refused: Mutex::default(),
+            batches_trusted: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -257,18 +265,31 @@ impl Ctx {
         value.clone().downcast::<T>().map_err(|_| anyhow::anyhow!("internal error: shared read `{key}` was read as two types"))
     }
 
-    /// Like [`Ctx::shared_read`], for a batch read worth making only when the kinds share it:
-    /// `None` outside an observation (nothing is read).
-    pub async fn shared_read_in_pass<T, F, Fut>(&self, key: &str, read: F) -> anyhow::Result<Option<std::sync::Arc<T>>>
-    where
-        T: Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<T>>,
-    {
-        if self.reads.lock().expect("read cache").is_none() {
-            return Ok(None);
-        }
-        self.shared_read(key, read).await.map(Some)
+    /// Whether an observation is under way (its reads are shared): a batch read that the
+    /// kinds would share is worth making only then.
+    pub fn in_observation(&self) -> bool {
+        self.reads.lock().expect("read cache").is_some()
+    }
+
+    /// Whether these credentials were refused `call` earlier in this process.
+    pub fn was_refused(&self, call: &str) -> bool {
+        self.refused.lock().expect("refused calls").contains(call)
+    }
+
+    /// Remembers that these credentials may not make `call` (see [`Ctx::was_refused`]).
+    pub fn refuse(&self, call: &str) {
+        self.refused.lock().expect("refused calls").insert(call.to_string());
+    }
+
+    /// Turns off (for destroy's observation: what it finds owned, it deletes) or back on the
+    /// use of eventually consistent batch reads to confirm ownership; every resource then
+    /// answers for its own tags.
+    pub fn trust_batches(&self, on: bool) {
+        self.batches_trusted.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn batches_trusted(&self) -> bool {
+        self.batches_trusted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits for AWS's quota of one `key` call per `interval` (see [`Pacer`]); hold the

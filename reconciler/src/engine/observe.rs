@@ -43,6 +43,8 @@ pub(super) async fn observe_kind(ctx: &Ctx, kind: &dyn DynKind, wanted: &[&Desir
 /// an error: destroy deletes only what is ours.
 pub async fn observe_owned(ctx: &Ctx, kinds: &[Box<dyn DynKind>], desired: &[Desired]) -> anyhow::Result<(Snapshot, Vec<String>)> {
     ctx.join_shared_reads();
+    // What this finds owned may be deleted: every resource answers for its own tags.
+    ctx.trust_batches(false);
     let results = futures::future::join_all(kinds.iter().map(|k| async move {
         let mut wanted: Vec<&Desired> = desired.iter().filter(|d| d.kind == k.name()).collect();
         let mut skipped = Vec::new();
@@ -63,6 +65,7 @@ pub async fn observe_owned(ctx: &Ctx, kinds: &[Box<dyn DynKind>], desired: &[Des
     }))
     .await;
     ctx.share_reads(false);
+    ctx.trust_batches(true);
     let (mut all, mut skipped) = (Vec::new(), Vec::new());
     for (k, r) in kinds.iter().zip(results) {
         let (found, s) = r.with_context(|| format!("reading the stack's {} resources", k.name()))?;

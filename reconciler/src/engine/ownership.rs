@@ -96,6 +96,14 @@ pub fn owned_id<'a>(stack: &str, tags: impl IntoIterator<Item = (&'a str, &'a st
     id.filter(|_| is_ours)
 }
 
+/// What a resource's tags say: its logical id if `stack` owns it, and its tags as compared.
+pub fn owner<'a, I>(stack: &str, tags: I) -> (Option<String>, TagMap)
+where
+    I: IntoIterator<Item = (&'a str, &'a str)> + Clone,
+{
+    (owned_id(stack, tags.clone()), comparable(tags))
+}
+
 /// Removes from an observed `tags` field the keys other tools manage (`ignore`: keys, or
 /// prefixes ending in `*`), unless the spec sets that key itself: they are then neither
 /// compared nor removed by tag convergence, which only acts on compared keys.

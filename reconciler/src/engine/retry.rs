@@ -239,6 +239,18 @@ pub fn is_ambiguous(e: &anyhow::Error) -> bool {
     aws_error(e).is_some_and(|a| a.class == ErrorClass::Retryable && !is_read(&a.call) && a.code.as_deref() != Some(OBSERVE_AGAIN))
 }
 
+/// Whether `e` is AWS refusing the caller the call (its policy does not allow it): a reader
+/// with a cheaper call to fall back on can tell this from a real failure.
+pub fn is_denied(e: &anyhow::Error) -> bool {
+    aws_error(e).is_some_and(|a| is_access_denied(a.code.as_deref().unwrap_or_default(), &a.message))
+}
+
+/// An access-denied answer, by code (query, EC2 and JSON protocols) or by message.
+pub fn is_access_denied(code: &str, message: &str) -> bool {
+    matches!(code, "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "UnauthorizedAccess" | "AuthorizationError")
+        || message.contains("not authorized to perform")
+}
+
 /// Whether an AWS call in the chain failed with this error code.
 pub fn has_code(e: &anyhow::Error, code: &str) -> bool {
     e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(|a| a.code.as_deref() == Some(code)))

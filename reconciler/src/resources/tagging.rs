@@ -3,14 +3,22 @@
 //! listings return no tags (log groups, queues), which would otherwise read each resource's
 //! tags with a call of its own.
 //!
-//! The batch is eventually consistent (a tag set a moment ago may not show in it yet), so it
-//! only ever confirms: a wanted resource it shows as this stack's, under the wanted logical id
-//! and with exactly the wanted tags, needs no tag read of its own. Everything else — not in the
-//! batch, tags that differ, a resource no longer wanted (about to be pruned) — is read from its
-//! own service, whose answer decides. A difference is therefore never reported from the batch.
+//! The batch is eventually consistent: a tag set a moment ago may not show in it yet, and one
+//! removed a moment ago may still show. So it only ever confirms, and only what would not be
+//! changed anyway: a wanted resource that it shows as this stack's, under the wanted logical
+//! id, with exactly the wanted tags, and whose other fields are all as wanted, needs no tag
+//! read of its own. Everything else (not in the batch, any difference, a resource no longer
+//! wanted) is read from its own service, whose answer decides; destroy's observation never
+//! uses the batch. A difference is thus never reported from the batch, and nothing is changed
+//! on its word; what its lag can do is hide, for that lag, a tag changed by hand on a resource
+//! that is otherwise as wanted.
+//!
+//! The batch is an optimisation: denied (remembered for the process) or failed, every
+//! resource's tags are read on their own, and stderr says so.
 
 use crate::engine::ownership::{self, TagMap};
-use crate::engine::{Ctx, Desired, ErrorClass};
+use crate::engine::{Ctx, Desired, ErrorClass, Fields};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -24,16 +32,21 @@ fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
     }
 }
 
+/// The call, as IAM policies and the refusal memory name it.
+const CALL: &str = "tag:GetResources";
+
 /// What the pass's GetResources showed: ARN → tags. Empty outside an observation (nothing
-/// shares it there) and where the call is denied.
+/// shares it there), in destroy's, and where the call is denied or failed.
 #[derive(Default)]
 pub struct Tagged(HashMap<String, Vec<(String, String)>>);
 
 /// The pass's batch: read once per observation, whichever kind asks first (ask beside your
 /// own listing, so that it costs no round trip).
 pub async fn of_pass(ctx: &Ctx) -> anyhow::Result<Arc<Tagged>> {
-    let read = ctx.shared_read_in_pass("tag:GetResources of the stack", || read(ctx)).await?;
-    Ok(read.unwrap_or_default())
+    if !ctx.in_observation() || !ctx.batches_trusted() || ctx.was_refused(CALL) {
+        return Ok(Arc::default());
+    }
+    ctx.shared_read("tag:GetResources of the stack", || read(ctx)).await
 }
 
 /// The services whose kinds ask for the batch (`ResourceTypeFilters`): only their resources
@@ -55,13 +68,16 @@ async fn read(ctx: &Ctx) -> anyhow::Result<Tagged> {
     while let Some(page) = pages.next().await {
         let page = match page.map_err(call_failed("GetResources")) {
             Ok(page) => page,
-            Err(e) if crate::engine::advice::is_denied(&e) => {
-                crate::log::progress(
-                    "tag:GetResources is denied to these credentials: reading each log group's and queue's tags with a call of its own",
-                );
+            Err(e) => {
+                let why = if crate::engine::retry::is_denied(&e) {
+                    ctx.refuse(CALL);
+                    "is denied to these credentials".to_string()
+                } else {
+                    format!("failed ({e:#})")
+                };
+                crate::log::progress(&format!("{CALL} {why}: reading each log group's and queue's tags with a call of its own"));
                 return Ok(Tagged::default());
             }
-            Err(e) => return Err(e),
         };
         for m in page.resource_tag_mapping_list() {
             let tags = m.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
@@ -69,6 +85,17 @@ async fn read(ctx: &Ctx) -> anyhow::Result<Tagged> {
         }
     }
     Ok(Tagged(out))
+}
+
+/// Whether `live` is what `want` asks for, a reference to another resource matching anything
+/// (it is resolved only when the plan is made).
+fn as_wanted(want: &Value, live: &Value) -> bool {
+    match (want, live) {
+        (Value::Object(w), _) if w.contains_key("$ref") => true,
+        (Value::Object(w), Value::Object(l)) => w.len() == l.len() && w.iter().all(|(k, v)| l.get(k).is_some_and(|lv| as_wanted(v, lv))),
+        (Value::Array(w), Value::Array(l)) => w.len() == l.len() && w.iter().zip(l).all(|(a, b)| as_wanted(a, b)),
+        _ => want == live,
+    }
 }
 
 impl Tagged {
@@ -82,14 +109,15 @@ impl Tagged {
     }
 
     /// The logical id and comparable tags of `arn` (what the kind's own tag read and `owned`
-    /// would give) when the batch shows it exactly as `want` has it; `None`: read its tags.
-    pub fn confirmed(&self, stack: &str, arn: &str, want: Option<&Desired>) -> Option<(String, TagMap)> {
+    /// would give) when the batch shows it exactly as `want` has it and `live` (its observed
+    /// fields, tags aside) is as wanted too; `None`: read its tags from its service.
+    pub fn confirmed(&self, stack: &str, arn: &str, want: Option<&Desired>, live: &Fields) -> Option<(String, TagMap)> {
         let (want, tags) = (want?, self.0.get(arn)?);
-        let pairs = || tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        let id = ownership::owned_id(stack, pairs())?;
-        let tags = ownership::comparable(pairs());
+        let (id, tags) = ownership::owner(stack, tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let wanted_tags: TagMap = serde_json::from_value(want.fields.get("tags")?.clone()).ok()?;
-        (id == want.id && tags == wanted_tags).then_some((id, tags))
+        let rest_as_wanted =
+            want.fields.len() == live.len() && want.fields.iter().all(|(k, v)| k == "tags" || live.get(k).is_some_and(|l| as_wanted(v, l)));
+        (id.as_deref() == Some(want.id.as_str()) && tags == wanted_tags && rest_as_wanted).then(|| (want.id.clone(), tags))
     }
 }
 
@@ -100,8 +128,13 @@ mod tests {
 
     fn desired(id: &str, tags: &[(&str, &str)]) -> Desired {
         let tags: TagMap = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let fields = json!({"name": "n", "tags": tags}).as_object().unwrap().clone();
-        Desired { kind: "logs:log-group", id: id.into(), fields, after: vec![] }
+        let fields = json!({"name": "n", "retention": 7, "target": {"$ref": "queue-dlq", "$attr": "arn"}, "tags": tags});
+        Desired { kind: "logs:log-group", id: id.into(), fields: fields.as_object().unwrap().clone(), after: vec![] }
+    }
+
+    /// Observed fields: as wanted, the reference resolved, tags not yet known.
+    fn live(retention: u64) -> Fields {
+        json!({"name": "n", "retention": retention, "target": "arn:aws:sqs:r:1:dlq", "tags": {}}).as_object().unwrap().clone()
     }
 
     fn batch(arn: &str, tags: &[(&str, &str)]) -> Tagged {
@@ -113,23 +146,32 @@ mod tests {
         let ours = [("reconciler:stack", "s"), ("reconciler:id", "logs"), ("team", "a")];
         let want = desired("logs", &ours);
         let b = batch("arn:1", &ours);
-        let (id, tags) = b.confirmed("s", "arn:1", Some(&want)).expect("shown exactly as wanted");
+        let confirmed = |b: &Tagged, stack: &str, arn: &str, want: Option<&Desired>| b.confirmed(stack, arn, want, &live(7));
+        let (id, tags) = confirmed(&b, "s", "arn:1", Some(&want)).expect("shown exactly as wanted");
         assert_eq!((id.as_str(), tags.len()), ("logs", 3));
-        assert_eq!(b.confirmed("s", "arn:2", Some(&want)), None, "not in the batch (yet): read it");
-        assert_eq!(b.confirmed("s", "arn:1", None), None, "not wanted (to be pruned): read it");
-        assert_eq!(b.confirmed("s", "arn:1", Some(&desired("other", &ours))), None, "another logical id");
-        assert_eq!(b.confirmed("t", "arn:1", Some(&want)), None, "another stack's");
+        assert_eq!(confirmed(&b, "s", "arn:2", Some(&want)), None, "not in the batch (yet): read it");
+        assert_eq!(confirmed(&b, "s", "arn:1", None), None, "not wanted (to be pruned): read it");
+        assert_eq!(confirmed(&b, "s", "arn:1", Some(&desired("other", &ours))), None, "another logical id");
+        assert_eq!(confirmed(&b, "t", "arn:1", Some(&want)), None, "another stack's");
         let drifted = batch("arn:1", &[("reconciler:stack", "s"), ("reconciler:id", "logs"), ("team", "b")]);
         assert_eq!(
-            drifted.confirmed("s", "arn:1", Some(&want)),
+            confirmed(&drifted, "s", "arn:1", Some(&want)),
             None,
             "a difference is read from the service, never reported from the batch"
         );
         let extra = batch("arn:1", &[("reconciler:stack", "s"), ("reconciler:id", "logs"), ("team", "a"), ("x", "y")]);
-        assert_eq!(extra.confirmed("s", "arn:1", Some(&want)), None);
+        assert_eq!(confirmed(&extra, "s", "arn:1", Some(&want)), None);
         let aws = batch("arn:1", &[("reconciler:stack", "s"), ("reconciler:id", "logs"), ("team", "a"), ("aws:cloudformation:x", "y")]);
-        assert!(aws.confirmed("s", "arn:1", Some(&want)).is_some(), "aws: tags are not compared");
-        assert_eq!(Tagged::default().confirmed("s", "arn:1", Some(&want)), None, "outside a pass, or denied");
+        assert!(confirmed(&aws, "s", "arn:1", Some(&want)).is_some(), "aws: tags are not compared");
+        assert_eq!(confirmed(&Tagged::default(), "s", "arn:1", Some(&want)), None, "outside a pass, or denied");
+        assert_eq!(
+            b.confirmed("s", "arn:1", Some(&want), &live(30)),
+            None,
+            "another field differs: the change to come needs the owner's own word"
+        );
+        let mut missing = live(7);
+        missing.remove("retention");
+        assert_eq!(b.confirmed("s", "arn:1", Some(&want), &missing), None);
     }
 
     #[test]

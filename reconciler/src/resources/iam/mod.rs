@@ -85,8 +85,7 @@ pub fn is_propagation_error(code: &str, message: &str) -> bool {
 
 /// Logical id and comparable tags of a role, if `stack` owns it.
 pub fn owned(ctx: &Ctx, tags: &[Tag]) -> (Option<String>, TagMap) {
-    let pairs = || tags.iter().map(|t| (t.key(), t.value()));
-    (ownership::owned_id(&ctx.settings.stack, pairs()), ownership::comparable(pairs()))
+    ownership::owner(&ctx.settings.stack, tags.iter().map(|t| (t.key(), t.value())))
 }
 
 /// Tags in IAM's request shape.
@@ -134,8 +133,8 @@ pub fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// A policy document as IAM returns it. Real IAM URL-encodes documents (`%7B%22Version…`)
-/// in GetRole, GetRolePolicy and ListRoles; moto encodes them in GetRole/GetRolePolicy but
-/// returns plain JSON from ListRoles. Plain JSON is taken as is; anything that starts with
+/// in GetRole, GetRolePolicy, ListRoles and GetAccountAuthorizationDetails; moto encodes them
+/// in GetRole/GetRolePolicy/GetAccountAuthorizationDetails but returns plain JSON from ListRoles. Plain JSON is taken as is; anything that starts with
 /// `%7B` or does not parse is decoded first.
 pub fn parse_policy_document(text: &str) -> anyhow::Result<Value> {
     let encoded = text.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("%7B"));

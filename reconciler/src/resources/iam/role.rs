@@ -133,11 +133,15 @@ async fn read(ctx: &Ctx, name: &str, expected: &[String]) -> anyhow::Result<Foun
     found(ctx, view, || gone_as_none(inline))
 }
 
+/// The call, as IAM policies and the refusal memory name it.
+const BATCH: &str = "iam:GetAccountAuthorizationDetails";
+
 /// The roles that matter to this stack (those named in `wanted`, and any under `path`), with
 /// their tags and inline policies, from GetAccountAuthorizationDetails(Filter=Role): the whole
-/// IAM read in one call (one more per 1000 roles in the account) instead of four per role.
-/// `None` when the caller may not make that call (an organisation can deny it: it shows every
-/// role's policies): observe then reads role by role.
+/// IAM read in one call (more for an account with many roles: up to 1000 a page, IAM may
+/// return fewer) instead of four calls per role. A wanted role the answer lacks (IAM is
+/// eventually consistent) is read by name. `None` when the caller may not make that call (an
+/// organisation can deny it: it shows every role's policies): observe then reads role by role.
 async fn account_roles(ctx: &Ctx, path: &str, wanted: &BTreeMap<String, Vec<String>>) -> anyhow::Result<Option<Vec<(String, Found)>>> {
     let mut found_roles = Vec::new();
     let mut pages = client(ctx)
@@ -149,8 +153,9 @@ async fn account_roles(ctx: &Ctx, path: &str, wanted: &BTreeMap<String, Vec<Stri
     while let Some(page) = pages.next().await {
         let page = match page.map_err(call_failed("GetAccountAuthorizationDetails")) {
             Ok(page) => page,
-            Err(e) if crate::engine::advice::is_denied(&e) => {
-                crate::log::progress("iam:GetAccountAuthorizationDetails is denied to these credentials: reading the stack's roles one by one (about four calls per role instead of one call)");
+            Err(e) if crate::engine::retry::is_denied(&e) => {
+                ctx.refuse(BATCH);
+                crate::log::progress(&format!("{BATCH} is denied to these credentials: reading the stack's roles one by one (about four calls per role instead of one call)"));
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -158,7 +163,7 @@ async fn account_roles(ctx: &Ctx, path: &str, wanted: &BTreeMap<String, Vec<Stri
         for role in page.role_detail_list() {
             let name = role.role_name().unwrap_or_default();
             let path_of = role.path().unwrap_or("/");
-            if !wanted.contains_key(name) && path_of != path {
+            if !wanted.contains_key(name) && !path_of.starts_with(path) {
                 continue;
             }
             let view = RoleView {
@@ -180,7 +185,19 @@ async fn account_roles(ctx: &Ctx, path: &str, wanted: &BTreeMap<String, Vec<Stri
             found_roles.push((name.to_string(), found(ctx, view, policies)?));
         }
     }
+    let missing: Vec<(&String, &Vec<String>)> = wanted.iter().filter(|(n, _)| !found_roles.iter().any(|(f, _)| f == *n)).collect();
+    let late = try_join_all(missing.iter().map(|(n, p)| read_missing(ctx, n, p))).await?;
+    found_roles.extend(missing.into_iter().map(|(n, _)| n.clone()).zip(late));
     Ok(Some(found_roles))
+}
+
+/// A wanted role the batch did not show: usually simply not there (yet), so GetRole alone
+/// first, and the whole read only if it is there after all.
+async fn read_missing(ctx: &Ctx, name: &str, expected: &[String]) -> anyhow::Result<Found> {
+    match gone_as_none(client(ctx).get_role().role_name(name).send().await.map_err(call_failed("GetRole")))? {
+        None => Ok(Found::Gone),
+        Some(_) => read(ctx, name, expected).await,
+    }
 }
 
 /// Role by role: the wanted roles by name (GetRole, ListRolePolicies and GetRolePolicy of the
@@ -216,14 +233,21 @@ impl Kind for Role {
 
     /// The roles that matter are the wanted ones (by name, wherever they are: a same-named
     /// role elsewhere is not ours) and any under the stack's path `/reconciler/<stack>/` (left
-    /// over, to be pruned): one GetAccountAuthorizationDetails, or role by role where that
-    /// call is denied.
+    /// over, to be pruned): in an observation one GetAccountAuthorizationDetails; role by role
+    /// where that call is denied, and for the single roles apply reads again.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
         let wanted: Vec<RoleFields> = crate::engine::fields::wanted(self.name(), wanted)?;
         let wanted: BTreeMap<String, Vec<String>> = wanted.into_iter().map(|w| (w.name, w.policies.into_keys().collect())).collect();
         let path = role_path(stack);
-        let roles = match account_roles(ctx, &path, &wanted).await? {
+        // The batch pays off when every role is read (a pass), not for one role re-read
+        // during apply.
+        let batch = ctx.in_observation() && !ctx.was_refused(BATCH);
+        let roles = match batch.then(|| account_roles(ctx, &path, &wanted)) {
+            Some(read) => read.await?,
+            None => None,
+        };
+        let roles = match roles {
             Some(roles) => roles,
             None => each_role(ctx, &path, &wanted).await?,
         };

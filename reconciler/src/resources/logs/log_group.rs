@@ -37,23 +37,16 @@ struct Listed {
     retention_days: Option<u64>,
 }
 
-/// One DescribeLogGroups search.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Search {
-    /// Names containing this, in any case (`logGroupNamePattern`): the stack's name, which
-    /// finds both stack prefixes in one call.
-    Containing(String),
-    /// Names starting with this (`logGroupNamePrefix`).
-    Prefix(String),
-}
-
-/// The searches that find every candidate: the stack's name anywhere, plus a prefix search
-/// for any wanted name that does not contain it (a wanted name that does costs nothing extra).
-pub fn searches(stack: &str, wanted: &BTreeSet<&str>) -> Vec<Search> {
-    let mut out = vec![Search::Containing(stack.to_string())];
-    let stack_lower = stack.to_lowercase();
-    out.extend(wanted.iter().filter(|n| !n.to_lowercase().contains(&stack_lower)).map(|n| Search::Prefix(n.to_string())));
-    out
+/// The DescribeLogGroups prefixes to search: the stack's own, plus any wanted name that lies
+/// outside them (one call each; a wanted name under a stack prefix costs nothing extra).
+pub fn search_prefixes(stack: &str, wanted: &BTreeSet<&str>) -> Vec<String> {
+    let mut prefixes = stack_prefixes(stack);
+    for name in wanted {
+        if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            prefixes.push(name.to_string());
+        }
+    }
+    prefixes
 }
 
 /// Whether a listed log group is worth a ListTagsForResource: a prefix search also returns
@@ -62,15 +55,10 @@ pub fn is_candidate(name: &str, stack: &str, wanted: &BTreeSet<&str>) -> bool {
     wanted.contains(name) || stack_prefixes(stack).iter().any(|p| name.starts_with(p.as_str()))
 }
 
-/// Every log group `search` finds.
-async fn describe(ctx: &Ctx, search: &Search) -> anyhow::Result<Vec<Listed>> {
+/// Every log group whose name starts with `prefix`.
+async fn describe(ctx: &Ctx, prefix: &str) -> anyhow::Result<Vec<Listed>> {
     let mut out = Vec::new();
-    let request = client(ctx).describe_log_groups();
-    let request = match search {
-        Search::Containing(part) => request.log_group_name_pattern(part),
-        Search::Prefix(prefix) => request.log_group_name_prefix(prefix),
-    };
-    let mut pages = request.into_paginator().send();
+    let mut pages = client(ctx).describe_log_groups().log_group_name_prefix(prefix).into_paginator().send();
     while let Some(page) = pages.next().await {
         for g in page.map_err(call_failed("DescribeLogGroups"))?.log_groups() {
             let (Some(name), Some(arn)) = (g.log_group_name(), g.log_group_arn().or(g.arn())) else { continue };
@@ -86,7 +74,7 @@ async fn describe(ctx: &Ctx, search: &Search) -> anyhow::Result<Vec<Listed>> {
 
 /// Logical id (if the stack owns it) and tags of the log group named exactly `name`, if it exists.
 async fn owner(ctx: &Ctx, name: &str) -> anyhow::Result<Option<(Option<String>, TagMap)>> {
-    let Some(g) = describe(ctx, &Search::Prefix(name.to_string())).await?.into_iter().find(|g| g.name == name) else { return Ok(None) };
+    let Some(g) = describe(ctx, name).await?.into_iter().find(|g| g.name == name) else { return Ok(None) };
     let tags =
         gone_as_none(client(ctx).list_tags_for_resource().resource_arn(&g.arn).send().await.map_err(call_failed("ListTagsForResource")))?;
     Ok(tags.map(|t| owned(ctx, t.tags())))
@@ -137,21 +125,22 @@ impl Kind for LogGroup {
         Replacement::CreateBeforeDestroy
     }
 
-    /// DescribeLogGroups of the names containing the stack's (one call for `/ecs/<stack>` and
-    /// `/aws/apigateway/<stack>`) beside the pass's tag batch, then ListTagsForResource per candidate the batch does not
-    /// show as wanted.
+    /// DescribeLogGroups per search prefix (two: `/ecs/<stack>`, `/aws/apigateway/<stack>`)
+    /// beside the pass's tag batch, then ListTagsForResource per candidate the batch does not
+    /// confirm (see `tagging`: a wanted group with exactly the wanted tags and retention).
     async fn observe(&self, ctx: &Ctx, desired: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
         let typed: Vec<LogGroupFields> = fields::wanted(self.name(), desired)?;
         let by_name: BTreeMap<&str, &Desired> = typed.iter().map(|w| w.name.as_str()).zip(desired.iter().copied()).collect();
         let wanted: BTreeSet<&str> = by_name.keys().copied().collect();
-        let searches = searches(stack, &wanted);
-        let (listed, batch) = futures::try_join!(try_join_all(searches.iter().map(|p| describe(ctx, p))), tagging::of_pass(ctx))?;
-        // By name: overlapping searches list a group twice.
+        let prefixes = search_prefixes(stack, &wanted);
+        let (listed, batch) = futures::try_join!(try_join_all(prefixes.iter().map(|p| describe(ctx, p))), tagging::of_pass(ctx))?;
+        // By name: overlapping prefixes list a group twice.
         let listed: BTreeMap<String, Listed> =
             listed.into_iter().flatten().filter(|g| is_candidate(&g.name, stack, &wanted)).map(|g| (g.name.clone(), g)).collect();
         let tags = try_join_all(listed.values().map(|g| async {
-            if let Some((id, tags)) = batch.confirmed(stack, &g.arn, by_name.get(g.name.as_str()).copied()) {
+            let live = untyped(&LogGroupFields { name: g.name.clone(), retention_days: g.retention_days, tags: TagMap::new() });
+            if let Some((id, tags)) = batch.confirmed(stack, &g.arn, by_name.get(g.name.as_str()).copied(), &live) {
                 return Ok(Some((Some(id), tags)));
             }
             let read = client(ctx).list_tags_for_resource().resource_arn(&g.arn).send().await;
@@ -198,7 +187,7 @@ impl Kind for LogGroup {
                 .map_err(|e| e.context(format!("log group `{}` ({id}) was created; setting its retention failed", f.name)))?;
         }
         // The ARN (account id included) is only known from a read.
-        let listed = describe(ctx, &Search::Prefix(f.name.clone())).await?.into_iter().find(|g| g.name == f.name);
+        let listed = describe(ctx, &f.name).await?.into_iter().find(|g| g.name == f.name);
         let g = listed
             .ok_or_else(|| observe_again("DescribeLogGroups", format!("log group `{}` was created but is not listed yet", f.name)))?;
         Ok(identity(&g.name, &g.arn))
@@ -267,14 +256,12 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn one_search_for_the_stack_and_a_prefix_only_for_names_without_it() {
-        let stack = || Search::Containing("web".into());
-        let wanted = BTreeSet::from(["/ecs/web", "/aws/apigateway/web"]);
-        assert_eq!(searches("web", &wanted), vec![stack()]);
-        assert_eq!(searches("web", &BTreeSet::new()), vec![stack()], "without names: still the stack's");
-        assert_eq!(searches("web", &BTreeSet::from(["/custom/WEB-app"])), vec![stack()], "AWS's pattern ignores case");
-        let odd = BTreeSet::from(["/custom/app"]);
-        assert_eq!(searches("web", &odd), vec![stack(), Search::Prefix("/custom/app".into())]);
+    fn searches_the_stack_prefixes_and_only_names_outside_them() {
+        let wanted = BTreeSet::from(["/ecs/s", "/aws/apigateway/s"]);
+        assert_eq!(search_prefixes("s", &wanted), vec!["/ecs/s", "/aws/apigateway/s"]);
+        assert_eq!(search_prefixes("s", &BTreeSet::new()), vec!["/ecs/s", "/aws/apigateway/s"], "without names: still the stack's");
+        let odd = BTreeSet::from(["/custom/s-app"]);
+        assert_eq!(search_prefixes("s", &odd), vec!["/ecs/s", "/aws/apigateway/s", "/custom/s-app"]);
     }
 
     #[test]

@@ -51,8 +51,7 @@ pub fn arns(arn: &str) -> (String, String) {
 
 /// Logical id and comparable tags, from ListTagsForResource's map.
 pub fn owned(ctx: &Ctx, tags: Option<&HashMap<String, String>>) -> (Option<String>, TagMap) {
-    let pairs = || tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()));
-    (ownership::owned_id(&ctx.settings.stack, pairs()), ownership::comparable(pairs()))
+    ownership::owner(&ctx.settings.stack, tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// Applies a tag delta to a log group (`arn` without `:*`).

@@ -138,37 +138,57 @@ enum Found {
 }
 
 /// Reads one queue: GetQueueAttributes(All) and ListQueueTags at once (one round trip; the
-/// attributes of a queue the tags then show is not ours go unused). In an observation, `want`
-/// (the desired queue of this name) lets the pass's tag batch stand in for ListQueueTags.
+/// attributes of a queue the tags then show is not ours go unused). In an observation, for a
+/// wanted queue (`want`) the pass's tag batch has: the attributes first, and ListQueueTags only
+/// if the batch does not confirm the queue (see `tagging`: exactly as wanted).
 async fn read(ctx: &Ctx, url: &str, want: Option<&Desired>) -> anyhow::Result<Found> {
     let sqs = client(ctx);
-    let confirmed = match (want, url.rsplit('/').nth(1)) {
-        (Some(_), Some(account)) => {
-            let batch = tagging::of_pass(ctx).await?;
-            let tail = format!("{account}:{}", queue_name(url));
-            batch.arn_ending("sqs", &tail).and_then(|arn| batch.confirmed(&ctx.settings.stack, arn, want))
-        }
-        _ => None,
+    let name = queue_name(url);
+    let tags = || async {
+        let out = gone_as_none(sqs.list_queue_tags().queue_url(url).send().await.map_err(call_failed("ListQueueTags")))?;
+        anyhow::Ok(out.map(|t| owned(ctx, t.tags())))
     };
-    let (owner, attributes) = futures::future::join(
-        async {
-            if let Some((id, tags)) = confirmed {
-                return Ok(Some((Some(id), tags)));
-            }
-            let tags = gone_as_none(sqs.list_queue_tags().queue_url(url).send().await.map_err(call_failed("ListQueueTags")))?;
-            anyhow::Ok(tags.map(|t| owned(ctx, t.tags())))
-        },
-        async {
-            let sent = sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await;
-            gone_as_none(sent.map_err(call_failed("GetQueueAttributes")))
-        },
-    )
-    .await;
-    let Some((id, tags)) = owner? else { return Ok(Found::Gone) };
-    let Some(id) = id else { return Ok(Found::Foreign(tags)) };
+    let attributes = async {
+        let sent = sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await;
+        gone_as_none(sent.map_err(call_failed("GetQueueAttributes")))
+    };
+    // The attributes go at once; the tags beside them unless the batch has the queue.
+    let tagged = async {
+        let batch = match want {
+            Some(_) => tagging::of_pass(ctx).await?,
+            None => Default::default(),
+        };
+        let account = url.trim_end_matches('/').rsplit('/').nth(1);
+        let arn = account.and_then(|a| batch.arn_ending("sqs", &format!("{a}:{name}"))).map(String::from);
+        let early = match arn {
+            Some(_) => None,
+            None => Some(tags().await?),
+        };
+        anyhow::Ok((batch, arn, early))
+    };
+    let (attributes, tagged) = futures::future::join(attributes, tagged).await;
+    let (batch, arn, early) = tagged?;
+    // Gone by either answer: absent, and the other answer is not looked at.
+    if early.as_ref().is_some_and(Option::is_none) {
+        return Ok(Found::Gone);
+    }
     let Some(out) = attributes? else { return Ok(Found::Gone) };
     let attrs = out.attributes().cloned().unwrap_or_default();
-    let name = queue_name(url);
+    let owner = match early.flatten() {
+        Some(owner) => owner,
+        None => {
+            let live = untyped(&from_attributes(name, &attrs, TagMap::new())?);
+            match arn.and_then(|arn| batch.confirmed(&ctx.settings.stack, &arn, want, &live)) {
+                Some((id, tags)) => (Some(id), tags),
+                None => match tags().await? {
+                    Some(owner) => owner,
+                    None => return Ok(Found::Gone),
+                },
+            }
+        }
+    };
+    let (id, tags) = owner;
+    let Some(id) = id else { return Ok(Found::Foreign(tags)) };
     let fields = from_attributes(name, &attrs, tags)?;
     let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
     let identity = identity(url, &arn);
@@ -202,9 +222,10 @@ impl Kind for Queue {
         Replacement::CreateBeforeDestroy
     }
 
-    /// ListQueues(prefix `<stack>-`), then per listed queue ListQueueTags and
-    /// GetQueueAttributes; per wanted name the listing did not show (a listing lags a create
-    /// by up to a minute on AWS), GetQueueUrl and the same two reads.
+    /// ListQueues(prefix `<stack>-`) beside the pass's tag batch, then per listed queue
+    /// GetQueueAttributes and (unless the batch confirms it) ListQueueTags; per wanted name
+    /// the listing did not show (a listing lags a create by up to a minute on AWS),
+    /// GetQueueUrl and the same reads.
     async fn observe(&self, ctx: &Ctx, desired: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
         let typed: Vec<QueueFields> = crate::engine::fields::wanted(self.name(), desired)?;
