@@ -46,9 +46,10 @@ clippy:
 
 # API calls and round trips of plan / apply / an image change / destroy against moto with a
 # fixed latency per call (not a test; the table goes in the README, figures in
-# bench/results.json). Debug profile: the same build as the tests, no release build of the SDKs.
+# bench/results.json). The `bench` profile (Cargo.toml): optimised like the image users run,
+# without its LTO; the first run builds the SDKs optimised (about 18 minutes on 2 cores).
 bench: moto
-	cargo bench --profile dev -p reconciler --bench roundtrips
+	cargo bench -p reconciler --bench roundtrips
 
 # Fuzzing (not part of `make test`): every target in fuzz/ for FUZZ_SECONDS (default 600)
 # each, two at a time; the table goes in the README ("Reliability"). Installs cargo-fuzz when

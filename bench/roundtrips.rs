@@ -15,7 +15,9 @@
 //! amounts to; process start to the first AWS call; the process's peak resident memory
 //! (through `/usr/bin/time` when the machine has it).
 //!
-//!   BENCH_LATENCY_MS=50 (default)  the latency the proxy adds to every call
+//!   BENCH_LATENCY_MS=50 (default)  every answer leaves the proxy this long after its call
+//!                                  arrived (`Rule::latency`: moto, which answers one call at
+//!                                  a time, works meanwhile, as AWS would concurrently)
 
 #[path = "../tests/support/cli.rs"]
 mod cli;
@@ -61,7 +63,7 @@ impl Measured {
 /// with AWS's behaviour set up by `model`.
 async fn measure(name: &'static str, moto: &Moto, latency: Duration, model: fn(&FaultProxy), args: &[&str]) -> Measured {
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    proxy.rule(Rule::delay("*", latency));
+    proxy.rule(Rule::latency("*", latency));
     model(&proxy);
     let mut reconciler = cli::command(moto, &proxy.url, "4");
     reconciler.args(args);
@@ -133,7 +135,7 @@ async fn growth(moto: &Moto, latency: Duration, spec: &str) -> Value {
         assert!(out.status.success(), "apply {s}:\n{}", String::from_utf8_lossy(&out.stderr));
     }
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    proxy.rule(Rule::delay("*", latency));
+    proxy.rule(Rule::latency("*", latency));
     proxy.rate_limit("apigateway", 10.0, 10.0, Some(1.0));
     let started = Instant::now();
     let children: Vec<_> = specs
