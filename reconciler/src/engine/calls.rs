@@ -230,18 +230,41 @@ pub fn error_code(headers: &Headers, body: &[u8]) -> (String, String) {
 /// as `aws-smithy-runtime` builds it), with at most `per_service` calls in flight to any one
 /// AWS service: a call waits for a slot before it is sent. The service is read from the
 /// request's signature scope (`Credential=…/<region>/<service>/aws4_request`).
-pub fn bounded_https_client(per_service: usize) -> SharedHttpClient {
+///
+/// `plain_http`: every call goes to an `http://` endpoint (an emulator on this machine), so
+/// no TLS is set up: that spares each process loading and parsing the system's root
+/// certificates (about 20 ms of a debug build's CPU, a few in release), which the test suite's
+/// thousand processes would otherwise pay.
+pub fn bounded_https_client(per_service: usize, plain_http: bool) -> SharedHttpClient {
     use aws_smithy_http_client::{proxy::ProxyConfig, tls, Builder, ConnectorBuilder};
     let inner = Builder::new().build_with_connector_fn(move |settings, components| {
-        let mut b = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc));
+        let mut b = ConnectorBuilder::default();
         b.set_connector_settings(settings.cloned());
         if let Some(c) = components {
             b.set_sleep_impl(c.sleep_impl());
         }
         b.set_proxy_config(Some(ProxyConfig::from_env()));
-        b.build()
+        if plain_http {
+            b.build_http()
+        } else {
+            b.tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc)).build()
+        }
     });
     SharedHttpClient::new(Bounded { inner, per_service: per_service.max(1), slots: Default::default() })
+}
+
+/// Whether every AWS call goes to a plain `http://` endpoint: `AWS_ENDPOINT_URL` is one, and no
+/// per-service `AWS_ENDPOINT_URL_<SERVICE>` sends a service elsewhere.
+pub fn plain_http_endpoints(vars: impl IntoIterator<Item = (String, String)>) -> bool {
+    let mut plain = false;
+    for (k, v) in vars {
+        if k == "AWS_ENDPOINT_URL" {
+            plain = v.starts_with("http://");
+        } else if k.starts_with("AWS_ENDPOINT_URL_") && !v.starts_with("http://") {
+            return false;
+        }
+    }
+    plain
 }
 
 #[derive(Debug, Clone)]
@@ -345,9 +368,20 @@ mod tests {
         assert_eq!(signed_service(""), "?");
     }
 
+    #[test]
+    fn tls_is_left_out_only_when_every_endpoint_is_plain_http() {
+        let vars = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        assert!(plain_http_endpoints(vars(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"), ("HOME", "/root")])));
+        assert!(!plain_http_endpoints(vars(&[])), "AWS itself");
+        assert!(!plain_http_endpoints(vars(&[("AWS_ENDPOINT_URL", "https://localhost:4566")])));
+        let one_elsewhere = vars(&[("AWS_ENDPOINT_URL_S3", "https://s3.example"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]);
+        assert!(!plain_http_endpoints(one_elsewhere), "a service sent to an https endpoint needs TLS");
+        assert!(!plain_http_endpoints(vars(&[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")])), "the other services still go to AWS");
+    }
+
     #[tokio::test]
     async fn calls_to_one_service_wait_for_a_slot() {
-        let b = Bounded { inner: bounded_https_client(1), per_service: 2, slots: Default::default() };
+        let b = Bounded { inner: bounded_https_client(1, false), per_service: 2, slots: Default::default() };
         let ec2 = b.slots_of("ec2");
         assert!(Arc::ptr_eq(&ec2, &b.slots_of("ec2")), "one set of slots per service");
         assert!(!Arc::ptr_eq(&ec2, &b.slots_of("iam")), "services do not share slots");
