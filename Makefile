@@ -60,7 +60,7 @@ fuzz:
 
 # Signed /event load against the release binary (not a test; numbers go in the README).
 bench-service:
-	cargo bench -p benchling-webhook --bench webhook
+	cargo bench --profile release -p benchling-webhook --bench webhook
 
 # FROM scratch, nothing pulled (image/build.sh, service/Containerfile): tagged
 # $(IMAGE):<crate version> and $(IMAGE):latest. Installs podman and runc when missing.

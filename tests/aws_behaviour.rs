@@ -95,9 +95,12 @@ async fn iam_is_read_in_one_call_or_role_by_role_where_that_call_is_denied() {
 }
 
 /// Log groups and queues list without their tags: the pass's one tag:GetResources stands in
-/// for a tag read each (five for prod). The batch only confirms: a tag changed by hand is read
-/// from the log group itself and shown as drift; where GetResources is denied, every tag is
-/// read on its own and the plan is the same.
+/// for a tag read each (five for prod). The batch only confirms a resource that is in every
+/// field as wanted: a tag changed by hand on a log group, an attribute changed by hand on a
+/// queue, and that resource's tags are read from its service, and the drift shown. Where
+/// GetResources is denied, every tag is read on its own and the plan is the same. Destroy's
+/// observation never uses the batch. (A no-op plan also skips the region's zones: the stack's
+/// subnets place them all.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_of_log_groups_and_queues_come_from_one_batch_that_only_confirms() {
     let moto = applied("specs/prod.yaml");
@@ -107,16 +110,28 @@ async fn tags_of_log_groups_and_queues_come_from_one_batch_that_only_confirms() 
     let quiet = reconciler(&moto, &proxy, &[], &plan);
     assert_eq!(quiet.code, 0, "{quiet}");
     assert_eq!(tag_reads(&proxy), (1, 0, 0), "{:?}", proxy.calls());
+    assert_eq!(proxy.count("ec2:DescribeAvailabilityZones"), 0, "{:?}", proxy.calls());
 
-    let logs = aws_sdk_cloudwatchlogs::Client::new(&moto.sdk_config().await);
+    let conf = moto.sdk_config().await;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
     let group = logs.describe_log_groups().log_group_name_prefix(format!("/ecs/{STACK}")).send().await.unwrap();
     let arn = group.log_groups()[0].log_group_arn().unwrap().to_string();
     logs.tag_resource().resource_arn(&arn).tags("team", "by-hand").send().await.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let url = sqs.get_queue_url().queue_name(format!("{STACK}-events.fifo")).send().await.unwrap().queue_url().unwrap().to_string();
+    sqs.set_queue_attributes()
+        .queue_url(&url)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "45")
+        .send()
+        .await
+        .unwrap();
     proxy.reset_counts();
     let drift = reconciler(&moto, &proxy, &[], &plan);
     assert_eq!(drift.code, 2, "{drift}");
-    assert!(drift.stdout.contains("~ logs:log-group") && drift.stdout.contains("team"), "{drift}");
-    assert_eq!(tag_reads(&proxy), (1, 1, 0), "only the log group the batch does not confirm is read: {:?}", proxy.calls());
+    for (kind, field) in [("~ logs:log-group", "team"), ("~ sqs:queue", "visibility_timeout")] {
+        assert!(drift.stdout.contains(kind) && drift.stdout.contains(field), "{kind} {field}\n{drift}");
+    }
+    assert_eq!(tag_reads(&proxy), (1, 1, 1), "only what the batch does not confirm is read: {:?}", proxy.calls());
 
     proxy.reset_counts();
     proxy.rule(Rule::error(
@@ -129,6 +144,12 @@ async fn tags_of_log_groups_and_queues_come_from_one_batch_that_only_confirms() 
     assert_eq!((denied.code, &denied.stdout), (2, &drift.stdout), "{denied}");
     assert!(denied.stderr.contains("tag:GetResources is denied"), "{denied}");
     assert_eq!(tag_reads(&proxy), (1, 3, 2), "{:?}", proxy.calls());
+
+    proxy.clear_faults();
+    proxy.reset_counts();
+    let destroy = reconciler(&moto, &proxy, &[], &["destroy", "specs/prod.yaml", "--auto-approve"]);
+    assert_eq!(destroy.code, 0, "{destroy}");
+    assert_eq!(proxy.count("tagging:GetResources"), 0, "what destroy finds owned it deletes: each answers for its own tags");
 }
 
 /// Every third IAM call is throttled during a no-op plan read role by role (the fallback where

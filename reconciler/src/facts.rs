@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Live facts the layout depends on, gathered by [`gather`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Facts {
-    /// Availability zones the region offers now, sorted (new-VPC mode).
+    /// Availability zones the region offers now, sorted (new-VPC mode); empty when the stack's
+    /// subnets already place every zone the spec asks for (then not read).
     pub azs: Vec<String>,
     /// Zones the stack's own subnets already use, by subnet index (1-based): kept, so that a
     /// zone the region stops listing (impaired) never moves a subnet.

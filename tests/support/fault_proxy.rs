@@ -156,7 +156,8 @@ impl Rule {
     /// The network's and the service's time, as a client sees it: every answer leaves `d`
     /// after its call arrived (or when the emulator answers, if later). Unlike [`Rule::delay`]
     /// the call is forwarded at once, so an emulator that answers one call at a time (moto
-    /// here) queues them during the latency, as AWS, which answers concurrently, would not.
+    /// here) works through its queue during the latency, as AWS answers concurrently. Always
+    /// on (a window set on it is not looked at); with a delay too, the later of the two holds.
     pub fn latency(action: &str, d: Duration) -> Rule {
         Rule::new(action, Effect::Latency(d))
     }
@@ -744,6 +745,8 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let (action, _) = identify(&method, &uri, &headers, &body);
+    // In flight until the client has its answer (the latency included).
+    let _in_flight = InFlight::enter(&state, action.split(':').next().unwrap_or_default());
     let due = state.lock().unwrap().latency(&action).map(|d| tokio::time::Instant::now() + d);
     let answered = answer(State((state, http)), method, uri, headers, body).await;
     if let Some(due) = due {
@@ -760,7 +763,6 @@ async fn answer(
     body: Bytes,
 ) -> Response {
     let (action, protocol) = identify(&method, &uri, &headers, &body);
-    let _in_flight = InFlight::enter(&state, action.split(':').next().unwrap_or_default());
     let now = Instant::now();
     let (upstream, fault, effects, bucket) = {
         let mut s = state.lock().unwrap();

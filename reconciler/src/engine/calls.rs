@@ -231,45 +231,38 @@ pub fn error_code(headers: &Headers, body: &[u8]) -> (String, String) {
 /// AWS service: a call waits for a slot before it is sent. The service is read from the
 /// request's signature scope (`Credential=…/<region>/<service>/aws4_request`).
 ///
-/// `plain_http`: every call goes to an `http://` endpoint (an emulator on this machine), so
-/// no TLS is set up: that spares each process loading and parsing the system's root
-/// certificates (about 20 ms of a debug build's CPU, a few in release), which the test suite's
-/// thousand processes would otherwise pay.
-pub fn bounded_https_client(per_service: usize, plain_http: bool) -> SharedHttpClient {
+/// A call to an `http://` endpoint (an emulator on this machine) when no proxy is configured
+/// goes through a connector without TLS, and the TLS connector is built only for the first
+/// `https://` call: a process that never makes one (every test's) does not load and parse the
+/// system's root certificates (about 20 ms of a debug build's CPU, a few in release).
+pub fn bounded_https_client(per_service: usize) -> SharedHttpClient {
     use aws_smithy_http_client::{proxy::ProxyConfig, tls, Builder, ConnectorBuilder};
-    let inner = Builder::new().build_with_connector_fn(move |settings, components| {
-        let mut b = ConnectorBuilder::default();
-        b.set_connector_settings(settings.cloned());
-        if let Some(c) = components {
-            b.set_sleep_impl(c.sleep_impl());
-        }
-        b.set_proxy_config(Some(ProxyConfig::from_env()));
-        if plain_http {
-            b.build_http()
-        } else {
-            b.tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc)).build()
-        }
-    });
-    SharedHttpClient::new(Bounded { inner, per_service: per_service.max(1), slots: Default::default() })
-}
-
-/// Whether every AWS call goes to a plain `http://` endpoint: `AWS_ENDPOINT_URL` is one, and no
-/// per-service `AWS_ENDPOINT_URL_<SERVICE>` sends a service elsewhere.
-pub fn plain_http_endpoints(vars: impl IntoIterator<Item = (String, String)>) -> bool {
-    let mut plain = false;
-    for (k, v) in vars {
-        if k == "AWS_ENDPOINT_URL" {
-            plain = v.starts_with("http://");
-        } else if k.starts_with("AWS_ENDPOINT_URL_") && !v.starts_with("http://") {
-            return false;
-        }
-    }
-    plain
+    let connector = |tls: bool| {
+        Builder::new().build_with_connector_fn(move |settings, components| {
+            let mut b = ConnectorBuilder::default();
+            b.set_connector_settings(settings.cloned());
+            if let Some(c) = components {
+                b.set_sleep_impl(c.sleep_impl());
+            }
+            b.set_proxy_config(Some(ProxyConfig::from_env()));
+            match tls {
+                true => b.tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc)).build(),
+                false => b.build_http(),
+            }
+        })
+    };
+    let proxied = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|p| !p.is_empty()));
+    let plain_http = (!proxied).then(|| connector(false));
+    SharedHttpClient::new(Bounded { tls: connector(true), plain_http, per_service: per_service.max(1), slots: Default::default() })
 }
 
 #[derive(Debug, Clone)]
 struct Bounded {
-    inner: SharedHttpClient,
+    tls: SharedHttpClient,
+    /// For `http://` endpoints; `None` where a proxy is configured (it may need TLS).
+    plain_http: Option<SharedHttpClient>,
     per_service: usize,
     slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
@@ -283,7 +276,13 @@ impl Bounded {
 
 impl HttpClient for Bounded {
     fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
-        SharedHttpConnector::new(BoundedConnector { inner: self.inner.http_connector(settings, components), bound: self.clone() })
+        SharedHttpConnector::new(BoundedConnector {
+            plain_http: self.plain_http.as_ref().map(|c| c.http_connector(settings, components)),
+            tls: std::sync::OnceLock::new(),
+            settings: settings.clone(),
+            components: components.clone(),
+            bound: self.clone(),
+        })
     }
 
     fn validate_base_client_config(
@@ -291,28 +290,41 @@ impl HttpClient for Bounded {
         runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder,
         cfg: &ConfigBag,
     ) -> Result<(), BoxError> {
-        self.inner.validate_base_client_config(runtime_components, cfg)
+        self.tls.validate_base_client_config(runtime_components, cfg)
     }
 
     fn validate_final_config(&self, runtime_components: &RuntimeComponents, cfg: &ConfigBag) -> Result<(), BoxError> {
-        self.inner.validate_final_config(runtime_components, cfg)
+        self.tls.validate_final_config(runtime_components, cfg)
     }
 
     fn connector_metadata(&self) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
-        self.inner.connector_metadata()
+        self.tls.connector_metadata()
     }
 }
 
 #[derive(Debug)]
 struct BoundedConnector {
-    inner: SharedHttpConnector,
+    plain_http: Option<SharedHttpConnector>,
+    /// Built at the first call that needs it.
+    tls: std::sync::OnceLock<SharedHttpConnector>,
+    settings: HttpConnectorSettings,
+    components: RuntimeComponents,
     bound: Bounded,
+}
+
+impl BoundedConnector {
+    fn for_uri(&self, uri: &str) -> SharedHttpConnector {
+        match &self.plain_http {
+            Some(plain) if uri.starts_with("http://") => plain.clone(),
+            _ => self.tls.get_or_init(|| self.bound.tls.http_connector(&self.settings, &self.components)).clone(),
+        }
+    }
 }
 
 impl HttpConnector for BoundedConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let slots = self.bound.slots_of(&signed_service(request.headers().get("authorization").unwrap_or_default()));
-        let inner = self.inner.clone();
+        let inner = self.for_uri(request.uri());
         HttpConnectorFuture::new(async move {
             let _slot = slots.acquire_owned().await.expect("the slots are never closed");
             inner.call(request).await
@@ -368,20 +380,9 @@ mod tests {
         assert_eq!(signed_service(""), "?");
     }
 
-    #[test]
-    fn tls_is_left_out_only_when_every_endpoint_is_plain_http() {
-        let vars = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
-        assert!(plain_http_endpoints(vars(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"), ("HOME", "/root")])));
-        assert!(!plain_http_endpoints(vars(&[])), "AWS itself");
-        assert!(!plain_http_endpoints(vars(&[("AWS_ENDPOINT_URL", "https://localhost:4566")])));
-        let one_elsewhere = vars(&[("AWS_ENDPOINT_URL_S3", "https://s3.example"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]);
-        assert!(!plain_http_endpoints(one_elsewhere), "a service sent to an https endpoint needs TLS");
-        assert!(!plain_http_endpoints(vars(&[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")])), "the other services still go to AWS");
-    }
-
     #[tokio::test]
     async fn calls_to_one_service_wait_for_a_slot() {
-        let b = Bounded { inner: bounded_https_client(1, false), per_service: 2, slots: Default::default() };
+        let b = Bounded { tls: bounded_https_client(1), plain_http: None, per_service: 2, slots: Default::default() };
         let ec2 = b.slots_of("ec2");
         assert!(Arc::ptr_eq(&ec2, &b.slots_of("ec2")), "one set of slots per service");
         assert!(!Arc::ptr_eq(&ec2, &b.slots_of("iam")), "services do not share slots");

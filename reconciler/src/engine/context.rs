@@ -208,10 +208,7 @@ impl Ctx {
         let aws = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .retry_config(retries)
-            .http_client(super::calls::bounded_https_client(
-                settings.service_concurrency,
-                super::calls::plain_http_endpoints(std::env::vars()),
-            ))
+            .http_client(super::calls::bounded_https_client(settings.service_concurrency))
             .load()
             .await;
         let emulated = std::env::var_os("AWS_ENDPOINT_URL").is_some();

@@ -17,7 +17,7 @@
 //! resource's tags are read on their own, and stderr says so.
 
 use crate::engine::ownership::{self, TagMap};
-use crate::engine::{Ctx, Desired, ErrorClass, Fields};
+use crate::engine::{Ctx, Desired, ErrorClass, Fields, Settings};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -87,18 +87,27 @@ async fn read(ctx: &Ctx) -> anyhow::Result<Tagged> {
     Ok(Tagged(out))
 }
 
-/// Whether `live` is what `want` asks for, a reference to another resource matching anything
-/// (it is resolved only when the plan is made).
-fn as_wanted(want: &Value, live: &Value) -> bool {
-    match (want, live) {
-        (Value::Object(w), _) if w.contains_key("$ref") => true,
-        (Value::Object(w), Value::Object(l)) => w.len() == l.len() && w.iter().all(|(k, v)| l.get(k).is_some_and(|lv| as_wanted(v, lv))),
-        (Value::Array(w), Value::Array(l)) => w.len() == l.len() && w.iter().zip(l).all(|(a, b)| as_wanted(a, b)),
-        _ => want == live,
-    }
-}
-
 impl Tagged {
+    /// Whether `live` is what `want` asks for. A reference to another resource's ARN holds
+    /// when the batch shows that ARN as the stack's resource of the referenced logical id; any
+    /// other reference cannot be checked here, so it does not hold (the resource is then read).
+    fn as_wanted(&self, stack: &str, want: &Value, live: &Value) -> bool {
+        match (want, live) {
+            (Value::Object(w), _) if w.contains_key("$ref") => {
+                let arn = live.as_str().filter(|_| w.get("$attr").and_then(Value::as_str) == Some("arn"));
+                let shown = arn
+                    .and_then(|a| self.0.get(a))
+                    .and_then(|t| ownership::owned_id(stack, t.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+                shown.is_some() && shown.as_deref() == w.get("$ref").and_then(Value::as_str)
+            }
+            (Value::Object(w), Value::Object(l)) => {
+                w.len() == l.len() && w.iter().all(|(k, v)| l.get(k).is_some_and(|lv| self.as_wanted(stack, v, lv)))
+            }
+            (Value::Array(w), Value::Array(l)) => w.len() == l.len() && w.iter().zip(l).all(|(a, b)| self.as_wanted(stack, a, b)),
+            _ => want == live,
+        }
+    }
+
     /// The ARN of the one `service` resource in the batch whose ARN ends with `:<tail>`: for a
     /// kind that knows only the end of its resource's ARN before reading it (a queue's account
     /// and name, from its URL), whatever the partition.
@@ -110,14 +119,20 @@ impl Tagged {
 
     /// The logical id and comparable tags of `arn` (what the kind's own tag read and `owned`
     /// would give) when the batch shows it exactly as `want` has it and `live` (its observed
-    /// fields, tags aside) is as wanted too; `None`: read its tags from its service.
-    pub fn confirmed(&self, stack: &str, arn: &str, want: Option<&Desired>, live: &Fields) -> Option<(String, TagMap)> {
+    /// fields, tags aside) is as wanted too; `None`: read its tags from its service. Tags the
+    /// settings ignore (`ignore_tags`) are left out of the comparison, as observe leaves them
+    /// out of the diff.
+    pub fn confirmed(&self, settings: &Settings, arn: &str, want: Option<&Desired>, live: &Fields) -> Option<(String, TagMap)> {
         let (want, tags) = (want?, self.0.get(arn)?);
+        let stack = &settings.stack;
         let (id, tags) = ownership::owner(stack, tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let wanted_tags: TagMap = serde_json::from_value(want.fields.get("tags")?.clone()).ok()?;
-        let rest_as_wanted =
-            want.fields.len() == live.len() && want.fields.iter().all(|(k, v)| k == "tags" || live.get(k).is_some_and(|l| as_wanted(v, l)));
-        (id.as_deref() == Some(want.id.as_str()) && tags == wanted_tags && rest_as_wanted).then(|| (want.id.clone(), tags))
+        let wanted_tags = want.fields.get("tags")?;
+        let mut compared = Fields::from_iter([("tags".to_string(), serde_json::to_value(&tags).ok()?)]);
+        ownership::drop_ignored_tags(&mut compared, Some(wanted_tags), &settings.ignore_tags);
+        let rest_as_wanted = want.fields.len() == live.len()
+            && want.fields.iter().all(|(k, v)| k == "tags" || live.get(k).is_some_and(|l| self.as_wanted(stack, v, l)));
+        (id.as_deref() == Some(want.id.as_str()) && compared.get("tags") == Some(wanted_tags) && rest_as_wanted)
+            .then(|| (want.id.clone(), tags))
     }
 }
 
@@ -126,19 +141,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const DLQ: &str = "arn:aws:sqs:r:1:dlq";
+
     fn desired(id: &str, tags: &[(&str, &str)]) -> Desired {
         let tags: TagMap = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let fields = json!({"name": "n", "retention": 7, "target": {"$ref": "queue-dlq", "$attr": "arn"}, "tags": tags});
         Desired { kind: "logs:log-group", id: id.into(), fields: fields.as_object().unwrap().clone(), after: vec![] }
     }
 
-    /// Observed fields: as wanted, the reference resolved, tags not yet known.
-    fn live(retention: u64) -> Fields {
-        json!({"name": "n", "retention": retention, "target": "arn:aws:sqs:r:1:dlq", "tags": {}}).as_object().unwrap().clone()
+    /// Observed fields: as wanted, the reference resolved to `target`, tags not yet known.
+    fn live(retention: u64, target: &str) -> Fields {
+        json!({"name": "n", "retention": retention, "target": target, "tags": {}}).as_object().unwrap().clone()
     }
 
+    /// The batch: `arn` with `tags`, and the stack's dead-letter queue.
     fn batch(arn: &str, tags: &[(&str, &str)]) -> Tagged {
-        Tagged(HashMap::from([(arn.to_string(), tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())]))
+        let pairs = |t: &[(&str, &str)]| t.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Tagged(HashMap::from([
+            (arn.to_string(), pairs(tags)),
+            (DLQ.to_string(), pairs(&[("reconciler:stack", "s"), ("reconciler:id", "queue-dlq")])),
+        ]))
+    }
+
+    fn settings(stack: &str) -> Settings {
+        Settings::new(stack, Default::default())
     }
 
     #[test]
@@ -146,7 +172,8 @@ mod tests {
         let ours = [("reconciler:stack", "s"), ("reconciler:id", "logs"), ("team", "a")];
         let want = desired("logs", &ours);
         let b = batch("arn:1", &ours);
-        let confirmed = |b: &Tagged, stack: &str, arn: &str, want: Option<&Desired>| b.confirmed(stack, arn, want, &live(7));
+        let confirmed =
+            |b: &Tagged, stack: &str, arn: &str, want: Option<&Desired>| b.confirmed(&settings(stack), arn, want, &live(7, DLQ));
         let (id, tags) = confirmed(&b, "s", "arn:1", Some(&want)).expect("shown exactly as wanted");
         assert_eq!((id.as_str(), tags.len()), ("logs", 3));
         assert_eq!(confirmed(&b, "s", "arn:2", Some(&want)), None, "not in the batch (yet): read it");
@@ -164,14 +191,42 @@ mod tests {
         let aws = batch("arn:1", &[("reconciler:stack", "s"), ("reconciler:id", "logs"), ("team", "a"), ("aws:cloudformation:x", "y")]);
         assert!(confirmed(&aws, "s", "arn:1", Some(&want)).is_some(), "aws: tags are not compared");
         assert_eq!(confirmed(&Tagged::default(), "s", "arn:1", Some(&want)), None, "outside a pass, or denied");
+        let s = settings("s");
         assert_eq!(
-            b.confirmed("s", "arn:1", Some(&want), &live(30)),
+            b.confirmed(&s, "arn:1", Some(&want), &live(30, DLQ)),
             None,
             "another field differs: the change to come needs the owner's own word"
         );
-        let mut missing = live(7);
+        let mut missing = live(7, DLQ);
         missing.remove("retention");
-        assert_eq!(b.confirmed("s", "arn:1", Some(&want), &missing), None);
+        assert_eq!(b.confirmed(&s, "arn:1", Some(&want), &missing), None);
+    }
+
+    #[test]
+    fn a_reference_holds_only_for_the_stack_resource_it_names() {
+        let ours = [("reconciler:stack", "s"), ("reconciler:id", "logs")];
+        let (want, b, s) = (desired("logs", &ours), batch("arn:1", &ours), settings("s"));
+        assert!(b.confirmed(&s, "arn:1", Some(&want), &live(7, DLQ)).is_some());
+        let elsewhere = live(7, "arn:aws:sqs:r:1:someone-elses-dlq");
+        assert_eq!(
+            b.confirmed(&s, "arn:1", Some(&want), &elsewhere),
+            None,
+            "pointed by hand at a queue the batch does not show as queue-dlq"
+        );
+        let mut null = live(7, DLQ);
+        null.insert("target".into(), Value::Null);
+        assert_eq!(b.confirmed(&s, "arn:1", Some(&want), &null), None);
+    }
+
+    #[test]
+    fn ignored_tags_do_not_stand_in_the_way() {
+        let ours = [("reconciler:stack", "s"), ("reconciler:id", "logs")];
+        let want = desired("logs", &ours);
+        let b = batch("arn:1", &[("reconciler:stack", "s"), ("reconciler:id", "logs"), ("backup:plan", "daily")]);
+        assert_eq!(b.confirmed(&settings("s"), "arn:1", Some(&want), &live(7, DLQ)), None);
+        let s = Settings { ignore_tags: vec!["backup:*".into()], ..settings("s") };
+        let (_, tags) = b.confirmed(&s, "arn:1", Some(&want), &live(7, DLQ)).expect("the ignored tag is not compared");
+        assert!(tags.contains_key("backup:plan"), "and is reported, as the service's own read would (observe drops it)");
     }
 
     #[test]

@@ -122,6 +122,15 @@ async fn read(ctx: &Ctx, name: &str, expected: &[String]) -> anyhow::Result<Foun
     let Some(out) = gone_as_none(got.map_err(call_failed("GetRole")))? else {
         return Ok(Found::Gone);
     };
+    from_get_role(ctx, &out, || gone_as_none(inline))
+}
+
+/// What a GetRole answer says the role is; `policies` as in [`found`].
+fn from_get_role(
+    ctx: &Ctx,
+    out: &aws_sdk_iam::operation::get_role::GetRoleOutput,
+    policies: impl FnOnce() -> anyhow::Result<Option<BTreeMap<String, Value>>>,
+) -> anyhow::Result<Found> {
     let Some(role) = out.role() else { return Ok(Found::Gone) };
     let view = RoleView {
         name: role.role_name(),
@@ -130,7 +139,7 @@ async fn read(ctx: &Ctx, name: &str, expected: &[String]) -> anyhow::Result<Foun
         trust: role.assume_role_policy_document(),
         tags: role.tags(),
     };
-    found(ctx, view, || gone_as_none(inline))
+    found(ctx, view, policies)
 }
 
 /// The call, as IAM policies and the refusal memory name it.
@@ -192,11 +201,18 @@ async fn account_roles(ctx: &Ctx, path: &str, wanted: &BTreeMap<String, Vec<Stri
 }
 
 /// A wanted role the batch did not show: usually simply not there (yet), so GetRole alone
-/// first, and the whole read only if it is there after all.
+/// first, and its inline policies only if it is there after all (and ours).
 async fn read_missing(ctx: &Ctx, name: &str, expected: &[String]) -> anyhow::Result<Found> {
-    match gone_as_none(client(ctx).get_role().role_name(name).send().await.map_err(call_failed("GetRole")))? {
-        None => Ok(Found::Gone),
-        Some(_) => read(ctx, name, expected).await,
+    let Some(out) = gone_as_none(client(ctx).get_role().role_name(name).send().await.map_err(call_failed("GetRole")))? else {
+        return Ok(Found::Gone);
+    };
+    // Ownership first (no policy read for a role that is not ours), then the policies.
+    match from_get_role(ctx, &out, || Ok(Some(BTreeMap::new())))? {
+        Found::Owned(_) => {
+            let inline = gone_as_none(policies(ctx, name, expected).await)?;
+            from_get_role(ctx, &out, || Ok(inline))
+        }
+        other => Ok(other),
     }
 }
 

@@ -140,7 +140,7 @@ impl Kind for LogGroup {
             listed.into_iter().flatten().filter(|g| is_candidate(&g.name, stack, &wanted)).map(|g| (g.name.clone(), g)).collect();
         let tags = try_join_all(listed.values().map(|g| async {
             let live = untyped(&LogGroupFields { name: g.name.clone(), retention_days: g.retention_days, tags: TagMap::new() });
-            if let Some((id, tags)) = batch.confirmed(stack, &g.arn, by_name.get(g.name.as_str()).copied(), &live) {
+            if let Some((id, tags)) = batch.confirmed(&ctx.settings, &g.arn, by_name.get(g.name.as_str()).copied(), &live) {
                 return Ok(Some((Some(id), tags)));
             }
             let read = client(ctx).list_tags_for_resource().resource_arn(&g.arn).send().await;

@@ -168,9 +168,11 @@ async fn read(ctx: &Ctx, url: &str, want: Option<&Desired>) -> anyhow::Result<Fo
     };
     let (attributes, tagged) = futures::future::join(attributes, tagged).await;
     let (batch, arn, early) = tagged?;
-    // Gone by either answer: absent, and the other answer is not looked at.
-    if early.as_ref().is_some_and(Option::is_none) {
-        return Ok(Found::Gone);
+    // Gone or not ours by the tags: the attributes are not looked at (whatever their answer).
+    match &early {
+        Some(None) => return Ok(Found::Gone),
+        Some(Some((None, tags))) => return Ok(Found::Foreign(tags.clone())),
+        _ => {}
     }
     let Some(out) = attributes? else { return Ok(Found::Gone) };
     let attrs = out.attributes().cloned().unwrap_or_default();
@@ -178,7 +180,7 @@ async fn read(ctx: &Ctx, url: &str, want: Option<&Desired>) -> anyhow::Result<Fo
         Some(owner) => owner,
         None => {
             let live = untyped(&from_attributes(name, &attrs, TagMap::new())?);
-            match arn.and_then(|arn| batch.confirmed(&ctx.settings.stack, &arn, want, &live)) {
+            match arn.and_then(|arn| batch.confirmed(&ctx.settings, &arn, want, &live)) {
                 Some((id, tags)) => (Some(id), tags),
                 None => match tags().await? {
                     Some(owner) => owner,
