@@ -44,7 +44,8 @@ fmt:
 clippy:
 	cargo clippy --workspace --tests -- -D warnings
 
-# API calls and round trips of plan / apply / an image change / destroy against moto with a
+# API calls and round trips of plan / apply / an image change / destroy (also under the AWS
+# model, and five stacks at once) against moto with a
 # fixed latency per call (not a test; the table goes in the README, figures in
 # bench/results.json). The `bench` profile (Cargo.toml): optimised like the image users run,
 # without its LTO; the first run builds the SDKs optimised (about 18 minutes on 2 cores).
