@@ -83,6 +83,17 @@ async fn iam_is_read_in_one_call_or_role_by_role_where_that_call_is_denied() {
     let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
     let doc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
     iam.put_role_policy().role_name("benchling-webhook-task").policy_name("by-hand").policy_document(doc).send().await.unwrap();
+    // A role of the stack's left over under a sub-path of its path is found to be pruned.
+    let tag = |k: &str, v: &str| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().unwrap();
+    iam.create_role()
+        .role_name("benchling-webhook-old")
+        .path(format!("/reconciler/{STACK}/old/"))
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .tags(tag("reconciler:stack", STACK))
+        .tags(tag("reconciler:id", "role-old"))
+        .send()
+        .await
+        .unwrap();
     for denied in [true, false] {
         proxy.clear_faults();
         if denied {
@@ -91,6 +102,7 @@ async fn iam_is_read_in_one_call_or_role_by_role_where_that_call_is_denied() {
         let drift = reconciler(&moto, &proxy, &[], &plan);
         assert_eq!(drift.code, 2, "denied: {denied}\n{drift}");
         assert!(drift.stdout.contains("iam:role role-task") && drift.stdout.contains("policies"), "denied: {denied}\n{drift}");
+        assert!(drift.stdout.contains("- iam:role role-old"), "denied: {denied}\n{drift}");
     }
 }
 
@@ -144,6 +156,20 @@ async fn tags_of_log_groups_and_queues_come_from_one_batch_that_only_confirms() 
     assert_eq!((denied.code, &denied.stdout), (2, &drift.stdout), "{denied}");
     assert!(denied.stderr.contains("tag:GetResources is denied"), "{denied}");
     assert_eq!(tag_reads(&proxy), (1, 3, 2), "{:?}", proxy.calls());
+    // A long-running `run` asks once: the refusal is remembered for the process.
+    proxy.reset_counts();
+    let passes = reconciler(&moto, &proxy, &[], &["run", "specs/prod.yaml", "--plan-only", "--iterations", "2", "--interval", "100ms"]);
+    assert_eq!(passes.stdout.lines().count(), 2, "{passes}");
+    assert_eq!(tag_reads(&proxy), (1, 6, 4), "{:?}", proxy.calls());
+
+    // Any other failure of the batch (here a 500 every time) is no reason to fail the pass.
+    proxy.clear_faults();
+    proxy.rule(Rule::server_error("tagging:GetResources"));
+    proxy.reset_counts();
+    let failed = reconciler(&moto, &proxy, &[("RECONCILER_MAX_ATTEMPTS", "2")], &plan);
+    assert_eq!((failed.code, &failed.stdout), (2, &drift.stdout), "{failed}");
+    assert!(failed.stderr.contains("tag:GetResources failed"), "{failed}");
+    assert_eq!((proxy.count("logs:ListTagsForResource"), proxy.count("sqs:ListQueueTags")), (3, 2), "{:?}", proxy.calls());
 
     proxy.clear_faults();
     proxy.reset_counts();
