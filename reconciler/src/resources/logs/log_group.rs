@@ -3,7 +3,8 @@
 //! Gateway access logs) or `arn_wildcard` (IAM statements for its streams).
 //!
 //! DescribeLogGroups returns no tags: the pass's tag batch (`tagging`) confirms the wanted
-//! ones, and every other candidate costs one ListTagsForResource; candidates are the wanted names and whatever lies under the stack's prefixes (so that a
+//! ones that are as wanted, and every other candidate costs one ListTagsForResource;
+//! candidates are the wanted names and whatever lies under the stack's prefixes (so that a
 //! log group the spec no longer wants is still found, pruned or retained).
 
 use super::{apply_tags, arns, call_failed, client, owned, stack_prefixes};
