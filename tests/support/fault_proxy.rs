@@ -744,25 +744,30 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (action, _) = identify(&method, &uri, &headers, &body);
+    let (action, protocol) = identify(&method, &uri, &headers, &body);
     // In flight until the client has its answer (the latency included).
     let _in_flight = InFlight::enter(&state, action.split(':').next().unwrap_or_default());
     let due = state.lock().unwrap().latency(&action).map(|d| tokio::time::Instant::now() + d);
-    let answered = answer(State((state, http)), method, uri, headers, body).await;
+    let answered = answer(&state, &http, action, protocol, method, uri, headers, body).await;
     if let Some(due) = due {
         tokio::time::sleep_until(due).await;
     }
     answered
 }
 
+/// The call `action` (its `protocol` for error answers), with the faults, rules and lags in
+/// `state`: answered by the proxy, or forwarded and its answer passed on.
+#[allow(clippy::too_many_arguments)]
 async fn answer(
-    State((state, http)): State<(Arc<Mutex<State_>>, reqwest::Client)>,
+    state: &Arc<Mutex<State_>>,
+    http: &reqwest::Client,
+    action: String,
+    protocol: Protocol,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (action, protocol) = identify(&method, &uri, &headers, &body);
     let now = Instant::now();
     let (upstream, fault, effects, bucket) = {
         let mut s = state.lock().unwrap();

@@ -276,9 +276,16 @@ impl Ctx {
         self.refused.lock().expect("refused calls").contains(call)
     }
 
-    /// Remembers that these credentials may not make `call` (see [`Ctx::was_refused`]).
-    pub fn refuse(&self, call: &str) {
+    /// For a batch read with a fallback that failed with `e`: when `e` is a refusal, remembers
+    /// it for the process (see [`Ctx::was_refused`]), says on stderr that `call` is denied and
+    /// what is done `instead`, and returns true.
+    pub fn refused(&self, call: &str, e: &anyhow::Error, instead: &str) -> bool {
+        if !super::retry::is_denied(e) {
+            return false;
+        }
         self.refused.lock().expect("refused calls").insert(call.to_string());
+        crate::log::progress(&format!("{call} is denied to these credentials: {instead}"));
+        true
     }
 
     /// Turns off (for destroy's observation: what it finds owned, it deletes) or back on the

@@ -69,13 +69,10 @@ async fn read(ctx: &Ctx) -> anyhow::Result<Tagged> {
         let page = match page.map_err(call_failed("GetResources")) {
             Ok(page) => page,
             Err(e) => {
-                let why = if crate::engine::retry::is_denied(&e) {
-                    ctx.refuse(CALL);
-                    "is denied to these credentials".to_string()
-                } else {
-                    format!("failed ({e:#})")
-                };
-                crate::log::progress(&format!("{CALL} {why}: reading each log group's and queue's tags with a call of its own"));
+                let instead = "reading each log group's and queue's tags with a call of its own";
+                if !ctx.refused(CALL, &e, instead) {
+                    crate::log::progress(&format!("{CALL} failed ({e:#}): {instead}"));
+                }
                 return Ok(Tagged::default());
             }
         };

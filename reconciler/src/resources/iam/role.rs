@@ -162,10 +162,8 @@ async fn account_roles(ctx: &Ctx, path: &str, wanted: &BTreeMap<String, Vec<Stri
     while let Some(page) = pages.next().await {
         let page = match page.map_err(call_failed("GetAccountAuthorizationDetails")) {
             Ok(page) => page,
-            Err(e) if crate::engine::retry::is_denied(&e) => {
-                ctx.refuse(BATCH);
-                crate::log::progress(&format!("{BATCH} is denied to these credentials: reading the stack's roles one by one (about four calls per role instead of one call)"));
-                return Ok(None);
+            Err(e) if ctx.refused(BATCH, &e, "reading the stack's roles one by one (ListRoles, then three calls per role)") => {
+                return Ok(None)
             }
             Err(e) => return Err(e),
         };

@@ -176,10 +176,12 @@ async fn read(ctx: &Ctx, url: &str, want: Option<&Desired>) -> anyhow::Result<Fo
     }
     let Some(out) = attributes? else { return Ok(Found::Gone) };
     let attrs = out.attributes().cloned().unwrap_or_default();
+    // The fields, tags aside, which the batch compares; the tags go in once known.
+    let mut fields = from_attributes(name, &attrs, TagMap::new())?;
     let owner = match early.flatten() {
         Some(owner) => owner,
         None => {
-            let live = untyped(&from_attributes(name, &attrs, TagMap::new())?);
+            let live = untyped(&fields);
             match arn.and_then(|arn| batch.confirmed(&ctx.settings, &arn, want, &live)) {
                 Some((id, tags)) => (Some(id), tags),
                 None => match tags().await? {
@@ -191,7 +193,7 @@ async fn read(ctx: &Ctx, url: &str, want: Option<&Desired>) -> anyhow::Result<Fo
     };
     let (id, tags) = owner;
     let Some(id) = id else { return Ok(Found::Foreign(tags)) };
-    let fields = from_attributes(name, &attrs, tags)?;
+    fields.tags = tags;
     let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
     let identity = identity(url, &arn);
     Ok(Found::Owned(Box::new(Observed { attrs: identity.attrs, ..Observed::new("sqs:queue", id, url.to_string(), untyped(&fields)) })))
