@@ -106,6 +106,23 @@ async fn iam_is_read_in_one_call_or_role_by_role_where_that_call_is_denied() {
     }
 }
 
+/// IAM is eventually consistent: GetAccountAuthorizationDetails can miss a role created a
+/// moment ago (the proxy hides the task role from it). That wanted role is looked up by name
+/// (GetRole, then its inline policies, since it is there and ours): the plan is a no-op, not a
+/// create that CreateRole would refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_the_batch_does_not_show_yet_is_looked_up_by_name() {
+    let moto = applied("specs/prod.yaml");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let shown = format!("<Path>/reconciler/{STACK}/</Path><RoleName>benchling-webhook-task</RoleName>");
+    proxy.rule(Rule::rewrite("iam:GetAccountAuthorizationDetails", &shown, "<Path>/elsewhere/</Path><RoleName>hidden</RoleName>"));
+    let plan = reconciler(&moto, &proxy, &[], &["plan", "specs/prod.yaml", "--detailed-exitcode"]);
+    assert_eq!(proxy.injected("iam:GetAccountAuthorizationDetails"), 1, "the role was hidden from the batch\n{plan}");
+    assert_eq!(plan.code, 0, "{plan}");
+    let by_name = ["iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy", "iam:ListRoles"].map(|a| proxy.count(a));
+    assert_eq!(by_name, [1, 1, 1, 0], "{:?}", proxy.calls());
+}
+
 /// Log groups and queues list without their tags: the pass's one tag:GetResources stands in
 /// for a tag read each (five for prod). The batch only confirms a resource that is in every
 /// field as wanted: a tag changed by hand on a log group, an attribute changed by hand on a
