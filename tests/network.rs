@@ -475,6 +475,28 @@ async fn retries_are_bounded() {
     assert_eq!(proxy.count("ec2:DescribeSubnets"), 3, "3 attempts, then the error");
 }
 
+/// A process that calls only `http://` endpoints (the emulator here) sets up no TLS: it does
+/// not load the system's root certificates, which cost about a quarter of a no-op plan's CPU
+/// in a debug build. The certificate store is pointed at an empty file: building the TLS
+/// connector would trip the SDK's check that some root was found (a panic where the SDK is
+/// built with debug assertions, as in these tests), the SDK's client validation included.
+#[tokio::test]
+async fn a_process_that_calls_only_http_endpoints_loads_no_root_certificates() {
+    let moto = Moto::start();
+    let empty = std::env::temp_dir().join(format!("no-roots-{}", moto.port));
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("roots.pem"), "").unwrap();
+    let out = cli::command(&moto, &moto.endpoint, "1")
+        .args(["plan", "specs/prod.yaml"])
+        .env("SSL_CERT_FILE", empty.join("roots.pem"))
+        .env("SSL_CERT_DIR", &empty)
+        .output()
+        .unwrap();
+    let run = support::Run::from(out);
+    assert!(!run.stderr.contains("panicked"), "{run}");
+    assert!(run.stdout.contains("43 to create"), "the plan from zero, made without TLS\n{run}");
+}
+
 /// A saved plan is applied as reviewed, and refused once live state changed since.
 #[tokio::test]
 async fn a_saved_plan_is_applied_only_while_nothing_changed() {

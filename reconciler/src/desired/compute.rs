@@ -386,7 +386,7 @@ mod tests {
     fn the_spec_s_image_reaches_the_container_definition_typed() {
         use crate::engine::{fields::typed, for_create, resolve, Identity};
         use crate::resources::ecs::container_definition;
-        let spec = crate::spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../specs/prod.yaml"))).unwrap();
+        let spec = crate::spec::load(&crate::spec::shipped("../specs/prod.yaml")).unwrap();
         let facts = crate::desired::Facts::in_zones("ab");
         let svc = spec.service.clone().unwrap();
         let built = task_definition(&spec, &svc, TagMap::new());

@@ -168,7 +168,7 @@ mod tests {
     use crate::spec::Spec;
 
     fn prod() -> Spec {
-        crate::spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../specs/prod.yaml"))).unwrap()
+        crate::spec::load(&crate::spec::shipped("../specs/prod.yaml")).unwrap()
     }
     fn facts() -> Facts {
         Facts::in_zones("ab")

@@ -112,7 +112,7 @@ mod tests {
         .unwrap()
     }
     fn full_spec() -> Spec {
-        crate::spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../specs/prod.yaml"))).unwrap()
+        crate::spec::load(&crate::spec::shipped("../specs/prod.yaml")).unwrap()
     }
     fn facts() -> Facts {
         Facts::in_zones("abc")
@@ -223,7 +223,7 @@ mod tests {
 
     /// The desired state of one of the specs in `specs/`, with facts for its network mode.
     fn state_of(file: &str) -> DesiredState {
-        let spec = crate::spec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs").join(file)).unwrap();
+        let spec = crate::spec::load(&crate::spec::shipped(&format!("../specs/{file}"))).unwrap();
         let existing = spec.network.existing.as_ref().map(|e| ExistingNetwork {
             vpc_id: e.vpc_id.clone(),
             cidr: "10.0.0.0/16".into(),

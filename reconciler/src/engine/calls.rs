@@ -285,12 +285,17 @@ impl HttpClient for Bounded {
         })
     }
 
+    /// The SDK's client builds its connector here, so that the root certificates are loaded
+    /// when a client is made rather than at its first call: for the TLS client that would load
+    /// them for every service client, though no call may need TLS (every test's process, which
+    /// calls only the emulator). Without a proxy the plain client is validated (nothing to
+    /// load) and the TLS connector waits for the first `https://` call.
     fn validate_base_client_config(
         &self,
         runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder,
         cfg: &ConfigBag,
     ) -> Result<(), BoxError> {
-        self.tls.validate_base_client_config(runtime_components, cfg)
+        self.plain_http.as_ref().unwrap_or(&self.tls).validate_base_client_config(runtime_components, cfg)
     }
 
     fn validate_final_config(&self, runtime_components: &RuntimeComponents, cfg: &ConfigBag) -> Result<(), BoxError> {

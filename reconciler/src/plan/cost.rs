@@ -328,7 +328,7 @@ mod tests {
     use crate::desired::{build, Facts};
 
     fn spec(file: &str) -> crate::spec::Spec {
-        crate::spec::load(std::path::Path::new(&format!("{}/../specs/{file}", env!("CARGO_MANIFEST_DIR")))).unwrap()
+        crate::spec::load(&crate::spec::shipped(&format!("../specs/{file}"))).unwrap()
     }
 
     fn facts() -> Facts {

@@ -286,7 +286,7 @@ fn fixtures() -> Vec<(&'static str, Plan, Cost)> {
 
 #[test]
 fn golden_renderings() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/plan/golden");
+    let dir = crate::spec::shipped("src/plan/golden");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| !v.is_empty());
     let mut stale = Vec::new();
     for (name, plan, cost) in fixtures() {

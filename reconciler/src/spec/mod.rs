@@ -136,6 +136,16 @@ pub fn json_schema() -> String {
     serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
 }
 
+/// A file of the checkout, for tests: `shipped("../specs/prod.yaml")`. The crate's directory
+/// is read when the test runs (cargo and nextest set it), not only at build time: clones share
+/// one target directory (Makefile), and a test binary another clone built must read this
+/// clone's files, not that one's (which may be gone).
+#[cfg(test)]
+pub(crate) fn shipped(relative: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from);
+    dir.join(relative)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +153,7 @@ mod tests {
     #[test]
     fn the_carried_spec_reads_back_as_the_same_spec() {
         for f in ["prod.yaml", "dev.yaml", "existing-vpc.yaml"] {
-            let spec = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs").join(f)).unwrap();
+            let spec = load(&shipped(&format!("../specs/{f}"))).unwrap();
             let carried = to_carried(&spec);
             assert!(!carried.contains('\n'), "one line: {carried}");
             let back = parse("env:RECONCILER_SPEC", &carried).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -154,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_spec_is_read_from_the_variable_env_names() {
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/prod.yaml")).unwrap();
+        let text = std::fs::read_to_string(shipped("../specs/prod.yaml")).unwrap();
         let var = "RECONCILER_SPEC_TEST_A_SPEC_IS_READ";
         std::env::set_var(var, to_carried(&parse("prod.yaml", &text).unwrap()));
         let spec = load(Path::new(&format!("env:{var}"))).unwrap();

@@ -51,7 +51,7 @@ mod tests {
 
     #[test]
     fn the_shipped_spec_s_apply_policy_fits_a_role_inline_with_room_to_spare() {
-        let spec = crate::spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../specs/prod.yaml"))).unwrap();
+        let spec = crate::spec::load(&crate::spec::shipped("../specs/prod.yaml")).unwrap();
         let size = inline_size(&crate::resources::iam::canonical_policy(&document(&spec, Purpose::Apply)));
         assert!(size < INLINE_LIMIT, "{size}");
         assert!(inline_size(&document(&spec, Purpose::Plan)) < size);
