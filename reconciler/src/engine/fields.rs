@@ -29,6 +29,24 @@ pub fn wanted<T: DeserializeOwned>(kind: &str, wanted: &[&Desired]) -> anyhow::R
     wanted.iter().map(|d| typed(kind, &d.fields)).collect()
 }
 
+/// (logical id, key) of each wanted resource of a kind, the key (a name, a route key) read
+/// from its fields by `key_of`: for a kind that finds its resources by listing them, to name
+/// each one found ([`logical_id`]).
+pub fn wanted_keys<T: DeserializeOwned>(
+    kind: &str,
+    wanted: &[&Desired],
+    key_of: impl Fn(T) -> String,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let fields: Vec<T> = self::wanted(kind, wanted)?;
+    Ok(wanted.iter().zip(fields).map(|(w, f)| (w.id.clone(), key_of(f))).collect())
+}
+
+/// The logical id of a resource found with key `key`: the wanted one's ([`wanted_keys`]), else
+/// `unwanted()`, for one the spec does not want (plan shows it, apply prunes it).
+pub fn logical_id(keys: &[(String, String)], key: &str, unwanted: impl FnOnce() -> String) -> String {
+    keys.iter().find(|(_, k)| k == key).map_or_else(unwanted, |(id, _)| id.clone())
+}
+
 /// The engine's `Fields` from a kind's typed fields (what observe reports).
 pub fn untyped<T: Serialize>(fields: &T) -> Fields {
     match serde_json::to_value(fields) {
@@ -96,6 +114,26 @@ pub fn check_desired(kinds: &[Box<dyn DynKind>], desired: &[Desired], externals:
 mod tests {
     use super::marker_in;
     use serde_json::json;
+
+    #[test]
+    fn a_listed_resource_is_named_by_its_key_or_as_unwanted() {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let desired = |id: &str, name: &str| crate::engine::Desired {
+            kind: "x:named",
+            id: id.into(),
+            fields: json!({"name": name}).as_object().unwrap().clone(),
+            after: vec![],
+        };
+        let (a, b) = (desired("route-a", "GET /a"), desired("route-b", "GET /b"));
+        let keys = super::wanted_keys("x:named", &[&a, &b], |f: Named| f.name).unwrap();
+        assert_eq!(super::logical_id(&keys, "GET /b", || "unwanted".into()), "route-b");
+        assert_eq!(super::logical_id(&keys, "GET /c", || "route GET /c".into()), "route GET /c", "not wanted: named by the kind");
+        let wrong = crate::engine::Desired { fields: json!({"name": 3}).as_object().unwrap().clone(), ..desired("route-c", "") };
+        assert!(super::wanted_keys("x:named", &[&wrong], |f: Named| f.name).is_err(), "fields that are not the kind's are an error");
+    }
 
     #[test]
     fn a_marker_below_the_top_level_is_found() {

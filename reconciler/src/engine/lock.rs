@@ -175,7 +175,7 @@ impl StackLock {
             Err(e) if precondition_failed(&e) || is_server_error(&e) => {
                 // 412: someone holds it. A 5xx on a conditional create was once seen from the
                 // emulator when two raced: either way, read what is there.
-                let cur = match s3.get_object().bucket(bucket).key(key).send().await.map_err(call_failed("GetObject")) {
+                let (cur_etag, held) = match current(s3, bucket, key).await {
                     Ok(cur) => cur,
                     // Released between the two calls: free now, so tried again (as a lock held
                     // for an instant, within --lock-wait).
@@ -184,9 +184,6 @@ impl StackLock {
                     }
                     Err(e) => return Err(e).with_context(|| format!("reading the lock {where_}")),
                 };
-                let cur_etag = cur.e_tag().unwrap_or_default().to_string();
-                let body = cur.body.collect().await.context("reading the lock")?.into_bytes();
-                let held: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let expires = held["expires_at"].as_u64().unwrap_or(0);
                 if expires > now() {
                     return Err(anyhow::Error::new(Held(format!(
@@ -196,7 +193,7 @@ impl StackLock {
                     ))));
                 }
                 eprintln!("  taking over an expired lock from {} ({where_})", held["holder"].as_str().unwrap_or("an unknown holder"));
-                match put().if_match(&cur_etag).body(lease(stack, &holder, acquired_at, ttl).into()).send().await {
+                match put().if_match(cur_etag.unwrap_or_default()).body(lease(stack, &holder, acquired_at, ttl).into()).send().await {
                     Ok(out) => out.e_tag().unwrap_or_default().to_string(),
                     Err(e) if precondition_failed(&e) => {
                         return Err(anyhow::Error::new(Held(format!("another reconciler took the expired lock {where_} first"))))
@@ -363,6 +360,15 @@ impl StackLock {
     }
 }
 
+/// The lease object as it is now: its ETag, and its JSON (`Null` where it is not JSON: a
+/// holder named nowhere, expired at 0).
+async fn current(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<(Option<String>, Value)> {
+    let cur = s3.get_object().bucket(bucket).key(key).send().await.map_err(call_failed("GetObject"))?;
+    let etag = cur.e_tag().map(str::to_string);
+    let body = cur.body.collect().await.context("reading the lock")?.into_bytes();
+    Ok((etag, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
 /// A moment after the lease was written: is it still ours (our `holder` in it)? A [`Held`]
 /// error naming the other holder where it is not (or where the lease is gone: a winner that
 /// already released). A throttle or a 5xx is tried again while the lease would still be
@@ -380,13 +386,8 @@ async fn read_back(
     tokio::time::sleep(Duration::from_millis(250)).await;
     let mut attempt = 1;
     let held = loop {
-        let read = async {
-            let back = s3.get_object().bucket(bucket).key(key).send().await.map_err(call_failed("GetObject"))?;
-            let body = back.body.collect().await.context("reading the lock")?.into_bytes();
-            anyhow::Ok(serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
-        };
-        let e = match read.await {
-            Ok(held) => break held,
+        let e = match current(s3, bucket, key).await {
+            Ok((_, held)) => break held,
             Err(e) => e,
         };
         if super::retry::has_code(&e, "NoSuchKey") {
@@ -462,10 +463,7 @@ impl Renewal<'_> {
 
     /// The lease's current ETag if the lease is still ours.
     async fn ours(&self) -> Option<String> {
-        let cur = self.s3.get_object().bucket(self.bucket).key(self.key).send().await.ok()?;
-        let tag = cur.e_tag()?.to_string();
-        let body = cur.body.collect().await.ok()?.into_bytes();
-        let held: Value = serde_json::from_slice(&body).ok()?;
-        (held["holder"].as_str() == Some(self.holder)).then_some(tag)
+        let (tag, held) = current(self.s3, self.bucket, self.key).await.ok()?;
+        (held["holder"].as_str() == Some(self.holder)).then_some(tag?)
     }
 }

@@ -139,40 +139,30 @@ where
     // The SDK's whole structure, for `RUST_LOG=reconciler::aws=debug` and the JSON log; what
     // a person reads is the code and message below.
     tracing::debug!(target: "reconciler::aws", call, error = ?e, "{call} failed");
-    let request_id = match &e {
-        SdkError::ServiceError(ctx) => ctx.err().meta().extra("aws_request_id").map(str::to_string),
-        _ => None,
-    };
-    let status = match &e {
-        SdkError::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
-        SdkError::ResponseError(r) => Some(r.raw().status().as_u16()),
-        _ => None,
-    };
-    let (code, class, per_call, message) = match &e {
+    let (code, class, message, status, request_id) = match &e {
         SdkError::ServiceError(ctx) => {
             let code = ctx.err().code().map(str::to_string);
-            let c = code.as_deref().unwrap_or_default();
             let status = ctx.raw().status().as_u16();
             let said = ctx.err().message().unwrap_or_default();
-            let class = class_of(status, c, said, extra);
+            let class = class_of(status, code.as_deref().unwrap_or_default(), said, extra);
             let message = match (code.as_deref(), said) {
                 (Some(c), "") => format!("{c} (HTTP {status})"),
                 (Some(c), m) => format!("{c}: {m}"),
                 (None, _) => format!("HTTP {status} with no AWS error code{}", excerpt(ctx.raw())),
             };
-            (code, class, retried_per_call(class, is_read(call)), message)
+            let request_id = ctx.err().meta().extra("aws_request_id").map(str::to_string);
+            (code, class, message, Some(status), request_id)
         }
         // An answer the SDK could not read: what it said, and what the answer was.
         SdkError::ResponseError(r) => {
-            let message = format!("{}; HTTP {}{}", causes(&e), r.raw().status().as_u16(), excerpt(r.raw()));
-            (None, ErrorClass::Retryable, retried_per_call(ErrorClass::Retryable, is_read(call)), message)
+            let status = r.raw().status().as_u16();
+            (None, ErrorClass::Retryable, format!("{}; HTTP {status}{}", causes(&e), excerpt(r.raw())), Some(status), None)
         }
         // No answer: a read was sent again per call; a mutation may have happened.
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
-            (None, ErrorClass::Retryable, retried_per_call(ErrorClass::Retryable, is_read(call)), causes(&e))
-        }
-        _ => (None, ErrorClass::Final, false, causes(&e)),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => (None, ErrorClass::Retryable, causes(&e), None, None),
+        _ => (None, ErrorClass::Final, causes(&e), None, None),
     };
+    let per_call = retried_per_call(class, is_read(call));
     AwsError { call: call.to_string(), code, message, class, retried_per_call: per_call, status, request_id }
 }
 

@@ -35,7 +35,7 @@ impl Kind for ApiMapping {
     /// GetDomainNames, then GetApiMappings per domain the stack owns. A mapping whose key a
     /// wanted node names is that node; another one on the stack's domain is pruned.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
-        let keys = super::child_keys(self.name(), wanted, |f: ApiMappingFields| f.key)?;
+        let keys = crate::engine::fields::wanted_keys(self.name(), wanted, |f: ApiMappingFields| f.key)?;
         let mut out = Vec::new();
         for d in all_pages_of_domains(ctx).await?.iter() {
             let (Some(domain), Some(_)) = (d.domain_name(), owned(ctx, d.tags())) else { continue };

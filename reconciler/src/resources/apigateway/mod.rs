@@ -256,22 +256,11 @@ where
     Ok(out)
 }
 
-/// (logical id, key) of each wanted child of a kind: the key (a route key, a stage name) read
-/// from its fields struct by `key_of`.
-pub fn child_keys<T: serde::de::DeserializeOwned>(
-    kind: &str,
-    wanted: &[&crate::engine::Desired],
-    key_of: impl Fn(T) -> String,
-) -> anyhow::Result<Vec<(String, String)>> {
-    let fields: Vec<T> = crate::engine::fields::wanted(kind, wanted)?;
-    Ok(wanted.iter().zip(fields).map(|(w, f)| (w.id.clone(), key_of(f))).collect())
-}
-
 /// The logical id of a child found under the stack's API: the wanted one whose key is `key`
-/// ([`child_keys`]), else `<kind word> <key>`, a child the spec does not want (made by hand
-/// in an API the stack owns): plan shows it, apply prunes it.
+/// ([`crate::engine::fields::wanted_keys`]), else `<kind word> <key>`, a child the spec does
+/// not want (made by hand in an API the stack owns): plan shows it, apply prunes it.
 pub fn child_id(keys: &[(String, String)], key: &str, word: &str) -> String {
-    keys.iter().find(|(_, k)| k == key).map(|(id, _)| id.clone()).unwrap_or_else(|| format!("{word} {key}"))
+    crate::engine::fields::logical_id(keys, key, || format!("{word} {key}"))
 }
 
 /// The observed form of a child: its physical id is its own id, `api` names the parent.

@@ -3,8 +3,8 @@
 //! accepts a second one shows it as a duplicate, which apply removes). A route the spec does
 //! not want in the stack's API is pruned.
 
-use super::{api_of, call_failed, child, child_id, child_keys, children, client, pages};
-use crate::engine::fields::{typed, untyped};
+use super::{api_of, call_failed, child, child_id, children, client, pages};
+use crate::engine::fields::{typed, untyped, wanted_keys};
 use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use serde::{Deserialize, Serialize};
@@ -57,7 +57,7 @@ impl Kind for Route {
 
     /// GetApis, then GetRoutes per API the stack owns.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
-        let keys = child_keys(self.name(), wanted, |f: RouteFields| f.route_key)?;
+        let keys = wanted_keys(self.name(), wanted, |f: RouteFields| f.route_key)?;
         let found = children(ctx, |api_id| list(ctx, api_id)).await?;
         Ok(found
             .iter()

@@ -5,8 +5,8 @@
 //! An endpoint that does not implement UpdateStage (moto) gets the same settings by deleting
 //! and recreating the stage, and says so: on AWS that path is never taken.
 
-use super::{api_of, call_failed, child, child_id, child_keys, children, client, not_implemented, pages};
-use crate::engine::fields::{typed, untyped};
+use super::{api_of, call_failed, child, child_id, children, client, not_implemented, pages};
+use crate::engine::fields::{typed, untyped, wanted_keys};
 use crate::engine::Ref;
 use crate::engine::{Ctx, Desired, FieldChange, Fields, IamActions, Identity, Kind, Observed};
 use aws_sdk_apigatewayv2::types::{AccessLogSettings, RouteSettings};
@@ -104,7 +104,7 @@ impl Kind for Stage {
 
     /// GetApis, then GetStages per API the stack owns.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
-        let keys = child_keys(self.name(), wanted, |f: StageFields| f.name)?;
+        let keys = wanted_keys(self.name(), wanted, |f: StageFields| f.name)?;
         let found = children(ctx, |api_id| list(ctx, api_id)).await?;
         Ok(found
             .iter()

@@ -192,7 +192,7 @@ impl Kind for Schedule {
     /// then GetSchedule per schedule. What a group the stack does not own holds is not used.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
-        let wanted_fields: Vec<ScheduleFields> = crate::engine::fields::wanted(self.name(), wanted)?;
+        let keys = crate::engine::fields::wanted_keys(self.name(), wanted, |f: ScheduleFields| f.name)?;
         let group = stack_group(stack);
         // The group's schedules are listed and read beside the group's own reads (two round
         // trips in all, not four), and used only if the stack owns the group.
@@ -213,12 +213,7 @@ impl Kind for Schedule {
         let mut found = Vec::new();
         for (name, s) in names.iter().zip(got) {
             let Some(s) = s else { continue }; // deleted since it was listed
-            let id = wanted
-                .iter()
-                .zip(&wanted_fields)
-                .find(|(_, f)| f.name == *name)
-                .map(|(w, _)| w.id.clone())
-                .unwrap_or_else(|| logical_id_of(name));
+            let id = crate::engine::fields::logical_id(&keys, name, || logical_id_of(name));
             let mut o = Observed::new(self.name(), id, name.clone(), untyped(&fields_of(&s)));
             o.attrs.insert("name".into(), name.clone());
             o.attrs.extend(s.arn().map(|a| ("arn".to_string(), a.to_string())));
