@@ -365,7 +365,7 @@ impl StackLock {
 async fn current(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<(Option<String>, Value)> {
     let cur = s3.get_object().bucket(bucket).key(key).send().await.map_err(call_failed("GetObject"))?;
     let etag = cur.e_tag().map(str::to_string);
-    let body = cur.body.collect().await.context("reading the lock")?.into_bytes();
+    let body = cur.body.collect().await.context("the lease's body")?.into_bytes();
     Ok((etag, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
