@@ -23,6 +23,15 @@ fn reconciler(moto: &Moto, proxy: &FaultProxy, extra: &[(&str, &str)], args: &[&
     Run::from(c.output().expect("run reconciler"))
 }
 
+/// `args` (a plan) while `call` answers 500 every time, tried twice; the proxy's faults and
+/// counts cleared first.
+fn plan_while_failing(moto: &Moto, proxy: &FaultProxy, call: &str, args: &[&str]) -> Run {
+    proxy.clear_faults();
+    proxy.rule(Rule::server_error(call));
+    proxy.reset_counts();
+    reconciler(moto, proxy, &[("RECONCILER_MAX_ATTEMPTS", "2")], args)
+}
+
 fn iam_calls(proxy: &FaultProxy) -> usize {
     proxy.calls().iter().filter(|c| c.starts_with("iam:")).count()
 }
@@ -61,8 +70,9 @@ fn authorization_details_denied() -> Rule {
 }
 
 /// IAM's whole read is one GetAccountAuthorizationDetails (it was ListRoles and three calls
-/// per role). Where the credentials may not make it, the roles are read one by one: the same
-/// plan, the fallback said on stderr, and drift in an inline policy seen either way.
+/// per role). Where the credentials may not make it, or it fails, the roles are read one by
+/// one: the same plan, the fallback said on stderr, and drift in an inline policy seen either
+/// way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iam_is_read_in_one_call_or_role_by_role_where_that_call_is_denied() {
     let moto = applied("specs/prod.yaml");
@@ -78,6 +88,12 @@ async fn iam_is_read_in_one_call_or_role_by_role_where_that_call_is_denied() {
     assert_eq!(each.code, 0, "{each}");
     assert_eq!(each.stdout, batched.stdout);
     assert!(each.stderr.contains("GetAccountAuthorizationDetails is denied"), "{each}");
+    assert_eq!((proxy.count("iam:ListRoles"), proxy.count("iam:GetRole")), (1, 5), "{:?}", proxy.calls());
+    // Any other failure of the batch is no reason to fail the pass either.
+    let failed = plan_while_failing(&moto, &proxy, "iam:GetAccountAuthorizationDetails", &plan);
+    assert_eq!((failed.code, &failed.stdout), (0, &batched.stdout), "{failed}");
+    assert!(failed.stderr.contains("GetAccountAuthorizationDetails failed"), "{failed}");
+    assert_eq!(proxy.count("iam:GetAccountAuthorizationDetails"), 2, "tried as any read is, then given up for the pass");
     assert_eq!((proxy.count("iam:ListRoles"), proxy.count("iam:GetRole")), (1, 5), "{:?}", proxy.calls());
 
     let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
@@ -179,11 +195,8 @@ async fn tags_of_log_groups_and_queues_come_from_one_batch_that_only_confirms() 
     assert_eq!(passes.stdout.lines().count(), 2, "{passes}");
     assert_eq!(tag_reads(&proxy), (1, 6, 4), "{:?}", proxy.calls());
 
-    // Any other failure of the batch (here a 500 every time) is no reason to fail the pass.
-    proxy.clear_faults();
-    proxy.rule(Rule::server_error("tagging:GetResources"));
-    proxy.reset_counts();
-    let failed = reconciler(&moto, &proxy, &[("RECONCILER_MAX_ATTEMPTS", "2")], &plan);
+    // Any other failure of the batch is no reason to fail the pass.
+    let failed = plan_while_failing(&moto, &proxy, "tagging:GetResources", &plan);
     assert_eq!((failed.code, &failed.stdout), (2, &drift.stdout), "{failed}");
     assert!(failed.stderr.contains("tag:GetResources failed"), "{failed}");
     assert_eq!((proxy.count("logs:ListTagsForResource"), proxy.count("sqs:ListQueueTags")), (3, 2), "{:?}", proxy.calls());

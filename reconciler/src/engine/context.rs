@@ -276,16 +276,17 @@ impl Ctx {
         self.refused.lock().expect("refused calls").contains(call)
     }
 
-    /// For a batch read with a fallback that failed with `e`: when `e` is a refusal, remembers
-    /// it for the process (see [`Ctx::was_refused`]), says on stderr that `call` is denied and
-    /// what is done `instead`, and returns true.
-    pub fn refused(&self, call: &str, e: &anyhow::Error, instead: &str) -> bool {
-        if !super::retry::is_denied(e) {
-            return false;
+    /// For a batch read with a fallback (what is done `instead`) that failed with `e`: says so
+    /// on stderr; a refusal is also remembered for the process (see [`Ctx::was_refused`]), so
+    /// later passes do not ask again. Any other failure (a 5xx or throttle the SDK's tries did
+    /// not get past) is asked again next pass.
+    pub fn batch_failed(&self, call: &str, e: &anyhow::Error, instead: &str) {
+        if super::retry::is_denied(e) {
+            self.refused.lock().expect("refused calls").insert(call.to_string());
+            crate::log::progress(&format!("{call} is denied to these credentials: {instead}"));
+        } else {
+            crate::log::progress(&format!("{call} failed ({e:#}): {instead}"));
         }
-        self.refused.lock().expect("refused calls").insert(call.to_string());
-        crate::log::progress(&format!("{call} is denied to these credentials: {instead}"));
-        true
     }
 
     /// Turns off (for destroy's observation: what it finds owned, it deletes) or back on the

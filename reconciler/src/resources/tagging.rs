@@ -69,10 +69,7 @@ async fn read(ctx: &Ctx) -> anyhow::Result<Tagged> {
         let page = match page.map_err(call_failed("GetResources")) {
             Ok(page) => page,
             Err(e) => {
-                let instead = "reading each log group's and queue's tags with a call of its own";
-                if !ctx.refused(CALL, &e, instead) {
-                    crate::log::progress(&format!("{CALL} failed ({e:#}): {instead}"));
-                }
+                ctx.batch_failed(CALL, &e, "reading each log group's and queue's tags with a call of its own");
                 return Ok(Tagged::default());
             }
         };

@@ -149,8 +149,9 @@ const BATCH: &str = "iam:GetAccountAuthorizationDetails";
 /// their tags and inline policies, from GetAccountAuthorizationDetails(Filter=Role): the whole
 /// IAM read in one call (more for an account with many roles: up to 1000 a page, IAM may
 /// return fewer) instead of four calls per role. A wanted role the answer lacks (IAM is
-/// eventually consistent) is read by name. `None` when the caller may not make that call (an
-/// organisation can deny it: it shows every role's policies): observe then reads role by role.
+/// eventually consistent) is read by name. `None` when the call failed, denied (an
+/// organisation can deny it: it shows every role's policies) or otherwise: observe then reads
+/// role by role.
 async fn account_roles(ctx: &Ctx, path: &str, wanted: &BTreeMap<String, Vec<String>>) -> anyhow::Result<Option<Vec<(String, Found)>>> {
     let mut found_roles = Vec::new();
     let mut pages = client(ctx)
@@ -162,10 +163,10 @@ async fn account_roles(ctx: &Ctx, path: &str, wanted: &BTreeMap<String, Vec<Stri
     while let Some(page) = pages.next().await {
         let page = match page.map_err(call_failed("GetAccountAuthorizationDetails")) {
             Ok(page) => page,
-            Err(e) if ctx.refused(BATCH, &e, "reading the stack's roles one by one (ListRoles, then three calls per role)") => {
-                return Ok(None)
+            Err(e) => {
+                ctx.batch_failed(BATCH, &e, "reading the stack's roles one by one (ListRoles, then three calls per role)");
+                return Ok(None);
             }
-            Err(e) => return Err(e),
         };
         for role in page.role_detail_list() {
             let name = role.role_name().unwrap_or_default();
@@ -248,7 +249,7 @@ impl Kind for Role {
     /// The roles that matter are the wanted ones (by name, wherever they are: a same-named
     /// role elsewhere is not ours) and any under the stack's path `/reconciler/<stack>/` (left
     /// over, to be pruned): in an observation one GetAccountAuthorizationDetails; role by role
-    /// where that call is denied, and for the single roles apply reads again.
+    /// where that call is denied or fails, and for the single roles apply reads again.
     async fn observe(&self, ctx: &Ctx, wanted: &[&Desired]) -> anyhow::Result<Vec<Observed>> {
         let stack = &ctx.settings.stack;
         let wanted: Vec<RoleFields> = crate::engine::fields::wanted(self.name(), wanted)?;
