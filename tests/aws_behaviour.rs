@@ -122,6 +122,28 @@ async fn iam_is_read_in_one_call_or_role_by_role_where_that_call_is_denied() {
     }
 }
 
+/// A spec that does not allow the account-wide reads (`account_wide_reads: false`, for an
+/// organisation that will not grant them) never makes them, in apply or plan: IAM is read role
+/// by role, tags resource by resource, the plan is the same no-op, and nothing is said of a
+/// refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_that_does_not_allow_account_wide_reads_never_makes_them() {
+    let moto = applied("specs/prod.yaml");
+    let spec = cli::spec_variant(&moto, "specs/prod.yaml", "no-account-reads.yaml", |s| s + "\naccount_wide_reads: false\n");
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let batches = |p: &FaultProxy| (p.count("iam:GetAccountAuthorizationDetails"), p.count("tagging:GetResources"));
+    let apply = reconciler(&moto, &proxy, &[], &["apply", &spec, "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply}");
+    assert_eq!(batches(&proxy), (0, 0), "{:?}", proxy.calls());
+    proxy.reset_counts();
+    let plan = reconciler(&moto, &proxy, &[], &["plan", &spec, "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert_eq!(batches(&proxy), (0, 0), "{:?}", proxy.calls());
+    let fallbacks = ["iam:ListRoles", "iam:GetRole", "logs:ListTagsForResource", "sqs:ListQueueTags"].map(|c| proxy.count(c));
+    assert_eq!(fallbacks, [1, 5, 3, 2], "{:?}", proxy.calls());
+    assert!(!plan.stderr.contains("denied") && !plan.stderr.contains("failed"), "{plan}");
+}
+
 /// IAM is eventually consistent: GetAccountAuthorizationDetails can miss a role created a
 /// moment ago (the proxy hides the task role from it). That wanted role is looked up by name
 /// (GetRole, then its inline policies, since it is there and ours): the plan is a no-op, not a

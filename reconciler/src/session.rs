@@ -39,6 +39,7 @@ impl Session {
         let spec = load(file)?;
         let mut settings = Settings::new(&spec.name, spec.tags.clone());
         settings.ignore_tags = spec.ignore_tags.clone();
+        settings.account_wide_reads = spec.account_wide_reads;
         settings.poll_interval = Duration::from_secs_f64(aws.poll_interval.max(0.0));
         settings.wait_timeout = Duration::from_secs_f64(aws.wait_timeout.max(0.0));
         settings.max_concurrency = aws.concurrency.max(1);
@@ -76,6 +77,7 @@ impl Session {
         }
         self.ctx.settings.tags = spec.tags.clone();
         self.ctx.settings.ignore_tags = spec.ignore_tags.clone();
+        self.ctx.settings.account_wide_reads = spec.account_wide_reads;
         self.spec = spec;
         Ok(())
     }

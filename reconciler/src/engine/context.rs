@@ -17,6 +17,9 @@ pub struct Settings {
     /// Tag keys (or `prefix*`) other tools manage: dropped from what is observed unless the
     /// spec sets them, so they are neither compared nor removed.
     pub ignore_tags: Vec<String>,
+    /// Whether observe may use account-wide batch reads (the spec's `account_wide_reads`);
+    /// kinds fall back to reading resource by resource without them.
+    pub account_wide_reads: bool,
     /// How often waiters poll (NAT gateways, Cloud Map operations, ECS deployments).
     pub poll_interval: Duration,
     /// How long one waiter may wait before failing with a message that a re-run resumes.
@@ -56,6 +59,7 @@ impl Settings {
             stack: stack.to_string(),
             tags,
             ignore_tags: Vec::new(),
+            account_wide_reads: true,
             poll_interval: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(600),
             max_concurrency: 8,

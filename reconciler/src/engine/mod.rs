@@ -159,6 +159,10 @@ pub struct IamActions {
     /// Called by `observe` (and so by `plan`) and taking no resource ARN (List/Describe of
     /// many): on `*`.
     pub read: Vec<&'static str>,
+    /// Reads of that kind that show the whole account (every role's policies, every tag),
+    /// used by observe only where the spec allows it (`account_wide_reads`), and granted
+    /// only then.
+    pub read_account_wide: Vec<&'static str>,
     /// Called by `observe` on one resource that AWS authorises by its ARN (GetRole,
     /// DescribeClusters): on the service's [`arns`](Self::arns), without condition (a plan
     /// also reads what the stack does not own, to refuse it). An action listed here by any

@@ -24,7 +24,15 @@ pub enum Purpose {
 /// lists in `read_by_arn` is granted by ARN like the kind's.
 /// `added`: statements for what the caller does beside the kinds (holding the stack lock:
 /// [`super::lock::iam_statement`]), appended as they are.
-pub fn document(stack: &str, kinds: &[Box<dyn DynKind>], purpose: Purpose, facts: &[&'static str], added: &[Value]) -> Value {
+/// `account_wide`: whether the kinds' account-wide reads are granted (the spec allows them).
+pub fn document(
+    stack: &str,
+    kinds: &[Box<dyn DynKind>],
+    purpose: Purpose,
+    facts: &[&'static str],
+    added: &[Value],
+    account_wide: bool,
+) -> Value {
     let mut read: BTreeSet<&str> = facts.iter().copied().collect();
     let mut read_by_arn: BTreeSet<&str> = BTreeSet::new();
     let mut create: BTreeSet<&str> = BTreeSet::new();
@@ -38,6 +46,9 @@ pub fn document(stack: &str, kinds: &[Box<dyn DynKind>], purpose: Purpose, facts
     for k in kinds {
         let a = k.iam(stack);
         read.extend(a.read);
+        if account_wide {
+            read.extend(a.read_account_wide);
+        }
         read_by_arn.extend(a.read_by_arn);
         create.extend(a.create);
         change.extend(a.change);

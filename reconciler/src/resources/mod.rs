@@ -89,7 +89,7 @@ mod policy_tests {
 
     #[test]
     fn plan_policy_only_reads() {
-        let doc = document("s", &registry(), Purpose::Plan, crate::spec::policy::FACTS_READS, &[]);
+        let doc = document("s", &registry(), Purpose::Plan, crate::spec::policy::FACTS_READS, &[], true);
         let acts = actions(&doc);
         assert!(acts.iter().all(|a| is_read(a)), "{acts:?}");
         assert!(acts.contains("ec2:DescribeSecurityGroupRules") && acts.contains("ec2:DescribeAvailabilityZones"));
@@ -100,7 +100,7 @@ mod policy_tests {
     /// naming it, or by resource ARNs that contain its name.
     #[test]
     fn apply_policy_scopes_mutations_to_the_stack() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[], true);
         let acts = actions(&doc);
         for a in ["ec2:CreateVpc", "ec2:DeleteVpc", "ec2:RevokeSecurityGroupIngress", "ec2:CreateNatGateway", "ec2:ReplaceRoute"] {
             assert!(acts.contains(a), "missing {a}");
@@ -144,7 +144,7 @@ mod policy_tests {
     /// in tests/policy.rs, here without Python).
     #[test]
     fn calls_that_take_an_arn_are_granted_on_arn_patterns() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[], true);
         let create = statement(&doc, "CreateOnlyTaggedForThisStack");
         assert!(listed(&create["Action"]).contains(&"ec2:CreateVpc"));
         assert!(listed(&create["Resource"]).contains(&"arn:aws:ec2:*:*:vpc/*"));
@@ -177,7 +177,7 @@ mod policy_tests {
     /// are granted by path, without condition, and nothing else is in that statement.
     #[test]
     fn http_api_children_are_granted_by_path_not_by_tag() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[], true);
         let children = statement(&doc, "HttpApiChildrenByPath");
         assert!(children.get("Condition").is_none(), "{children}");
         assert_eq!(listed(&children["Action"]), ["apigateway:DELETE", "apigateway:PATCH", "apigateway:POST"]);
@@ -200,7 +200,7 @@ mod policy_tests {
     #[test]
     fn reads_of_one_resource_are_granted_by_arn() {
         let reads = ["ecs:ListTasks", "ecs:DescribeTasks", "servicediscovery:ListInstances"];
-        let doc = document("s", &registry(), Purpose::Plan, &reads, &[]);
+        let doc = document("s", &registry(), Purpose::Plan, &reads, &[], true);
         let by_arn = statement(&doc, "ReadByArn");
         assert!(by_arn.get("Condition").is_none());
         for a in ["ecs:ListTasks", "ecs:DescribeTasks", "iam:GetRole", "ec2:DescribeVpcAttribute", "sqs:GetQueueAttributes"] {
@@ -218,7 +218,7 @@ mod policy_tests {
     /// keep theirs, and EC2 authorises the call against both.
     #[test]
     fn security_group_rules_are_not_under_a_resource_tag_condition() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[], true);
         let rule_arn = "arn:aws:ec2:*:*:security-group-rule/*";
         for s in doc["Statement"].as_array().unwrap() {
             if s["Condition"].to_string().contains("aws:ResourceTag") {
@@ -242,12 +242,12 @@ mod policy_tests {
     /// ECS's service-linked role: that one role, for ECS only.
     #[test]
     fn the_ecs_service_linked_role_statement_is_there() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[], true);
         let st = statement(&doc, "EcsCreatesItsServiceLinkedRole");
         assert_eq!(st["Action"], "iam:CreateServiceLinkedRole");
         assert_eq!(st["Resource"], "arn:aws:iam::*:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS");
         assert_eq!(st["Condition"]["StringEquals"]["iam:AWSServiceName"], "ecs.amazonaws.com");
-        let plan = document("my-stack", &registry(), Purpose::Plan, crate::spec::policy::FACTS_READS, &[]);
+        let plan = document("my-stack", &registry(), Purpose::Plan, crate::spec::policy::FACTS_READS, &[], true);
         assert!(!plan.to_string().contains("iam:CreateServiceLinkedRole"), "plan creates nothing");
     }
 
@@ -255,7 +255,7 @@ mod policy_tests {
     /// would deny every tagged create on real AWS.
     #[test]
     fn tag_on_create_uses_bare_action_names() {
-        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
+        let doc = document("my-stack", &registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[], true);
         let st = doc["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == "TagOnCreate").expect("one TagOnCreate statement");
         assert_eq!(st["Action"], "ec2:CreateTags");
         let listed = st["Condition"]["StringEquals"]["ec2:CreateAction"].as_array().unwrap();

@@ -116,7 +116,7 @@ mod tests {
     /// the policy leaves the table too.
     #[test]
     fn every_tag_conditioned_call_is_reviewed() {
-        let doc = document("my-stack", &super::super::registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[]);
+        let doc = document("my-stack", &super::super::registry(), Purpose::Apply, crate::spec::policy::FACTS_READS, &[], true);
         let request = conditioned(&doc, "aws:RequestTag/reconciler:stack");
         let resource = conditioned(&doc, "aws:ResourceTag/reconciler:stack");
         assert_eq!(request, reviewed(CREATED_WITH_TAGS), "request-tag conditioned calls vs the review");

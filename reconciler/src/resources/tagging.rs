@@ -33,7 +33,8 @@ fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
 }
 
 /// The call, as IAM policies and the refusal memory name it.
-const CALL: &str = "tag:GetResources";
+/// The call, as IAM policies and the refusal memory name it.
+pub const CALL: &str = "tag:GetResources";
 
 /// What the pass's GetResources showed: ARN → tags. Empty outside an observation (nothing
 /// shares it there), in destroy's, and where the call is denied or failed.
@@ -43,7 +44,7 @@ pub struct Tagged(HashMap<String, Vec<(String, String)>>);
 /// The pass's batch: read once per observation, whichever kind asks first (ask beside your
 /// own listing, so that it costs no round trip).
 pub async fn of_pass(ctx: &Ctx) -> anyhow::Result<Arc<Tagged>> {
-    if !ctx.in_observation() || !ctx.batches_trusted() || ctx.was_refused(CALL) {
+    if !ctx.in_observation() || !ctx.settings.account_wide_reads || !ctx.batches_trusted() || ctx.was_refused(CALL) {
         return Ok(Arc::default());
     }
     ctx.shared_read("tag:GetResources of the stack", || read(ctx)).await

@@ -37,7 +37,7 @@ pub fn document(spec: &Spec, purpose: Purpose) -> Value {
         (Purpose::Apply, Some((bucket, key))) => vec![crate::engine::lock::iam_statement(&bucket, &key)],
         _ => vec![],
     };
-    policy::document(&spec.name, &crate::resources::registry(), purpose, &reads, &added)
+    policy::document(&spec.name, &crate::resources::registry(), purpose, &reads, &added, spec.account_wide_reads)
 }
 
 /// How IAM counts a policy against its size limit: the compact JSON without whitespace.
@@ -55,6 +55,28 @@ mod tests {
         let size = inline_size(&crate::resources::iam::canonical_policy(&document(&spec, Purpose::Apply)));
         assert!(size < INLINE_LIMIT, "{size}");
         assert!(inline_size(&document(&spec, Purpose::Plan)) < size);
+    }
+
+    /// The account-wide batch reads are granted, to plan and apply, only where the spec allows
+    /// them; the fallbacks' reads are granted either way. Without the default in the spec, the
+    /// carried spec (the drift-correction task's) is what it was before the setting existed.
+    #[test]
+    fn account_wide_reads_are_granted_only_where_the_spec_allows_them() {
+        let text = std::fs::read_to_string(crate::spec::shipped("../specs/prod.yaml")).unwrap();
+        let allowed = crate::spec::parse("prod.yaml", &text).unwrap();
+        let denied = crate::spec::parse("prod.yaml", &format!("{text}\naccount_wide_reads: false\n")).unwrap();
+        assert!(allowed.account_wide_reads && !denied.account_wide_reads);
+        for purpose in [Purpose::Plan, Purpose::Apply] {
+            let (with, without) = (document(&allowed, purpose).to_string(), document(&denied, purpose).to_string());
+            for batch in ["iam:GetAccountAuthorizationDetails", "tag:GetResources"] {
+                assert!(with.contains(batch) && !without.contains(batch), "{batch} in {purpose:?}");
+            }
+            for fallback in ["iam:ListRoles", "iam:GetRolePolicy", "logs:ListTagsForResource", "sqs:ListQueueTags"] {
+                assert!(with.contains(fallback) && without.contains(fallback), "{fallback} in {purpose:?}");
+            }
+        }
+        assert!(!crate::spec::to_carried(&allowed).contains("account_wide_reads"));
+        assert!(crate::spec::to_carried(&denied).contains("\"account_wide_reads\":false"));
     }
 
     /// Apply holds the lock: the lease and the destroyed mark beside it (`<key>.destroyed`),

@@ -257,7 +257,7 @@ impl Kind for Role {
         let path = role_path(stack);
         // The batch pays off when every role is read (a pass), not for one role re-read
         // during apply.
-        let batch = ctx.in_observation() && !ctx.was_refused(BATCH);
+        let batch = ctx.in_observation() && ctx.settings.account_wide_reads && !ctx.was_refused(BATCH);
         let roles = match batch.then(|| account_roles(ctx, &path, &wanted)) {
             Some(read) => read.await?,
             None => None,
@@ -381,8 +381,10 @@ impl Kind for Role {
     fn iam(&self, stack: &str) -> IamActions {
         let roles = vec![format!("arn:aws:iam::*:role{}*", role_path(stack))];
         IamActions {
-            // The whole read in one call; the calls after it are the fallback where it is denied.
-            read: vec!["iam:GetAccountAuthorizationDetails", "iam:ListRoles"],
+            // The whole read in one call; ListRoles and the reads by ARN are the fallback
+            // where it is not allowed (by the spec or by IAM) or fails.
+            read: vec!["iam:ListRoles"],
+            read_account_wide: vec![BATCH],
             // By name wherever the role is (a same-named role elsewhere is reported, not read
             // as the stack's).
             read_by_arn: vec!["iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy"],

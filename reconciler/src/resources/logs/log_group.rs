@@ -222,7 +222,8 @@ impl Kind for LogGroup {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["logs:DescribeLogGroups", "tag:GetResources"],
+            read: vec!["logs:DescribeLogGroups"],
+            read_account_wide: vec![crate::resources::tagging::CALL],
             read_by_arn: vec!["logs:ListTagsForResource"],
             arns: vec!["arn:aws:logs:*:*:log-group:*".to_string()],
             // Scoped by name prefix (the pattern also covers the `:*` form). Creating with

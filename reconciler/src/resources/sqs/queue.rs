@@ -341,7 +341,8 @@ impl Kind for Queue {
 
     fn iam(&self, stack: &str) -> IamActions {
         IamActions {
-            read: vec!["sqs:ListQueues", "tag:GetResources"],
+            read: vec!["sqs:ListQueues"],
+            read_account_wide: vec![crate::resources::tagging::CALL],
             // Every queue the listing by the `<stack>-` prefix shows, other stacks' included
             // (their tags are read to tell them apart).
             read_by_arn: vec!["sqs:GetQueueUrl", "sqs:ListQueueTags", "sqs:GetQueueAttributes"],
