@@ -501,6 +501,7 @@ async fn apply_from_zero_under_throttling_converges_without_duplicates() {
     assert_eq!(proxy.count("iam:CreateRole"), 6, "5 roles + 1 throttled; the ambiguous one was found, not repeated\n{run}");
     assert_eq!(proxy.count("ecs:CreateService"), 2, "1 throttled + 1 that took effect: found, not repeated\n{run}");
     assert_eq!(proxy.count("ecs:RegisterTaskDefinition"), 2, "one per family (the service's, drift correction's)\n{run}");
+    assert!(!run.stderr.contains("GetAccountAuthorizationDetails failed"), "the throttled batch was tried again, not given up\n{run}");
     assert_eq!(our_roles(&a).await.len(), 5);
     assert_eq!(active_revisions(&a).await, 1);
     let services = a.ecs.list_services().cluster(CLUSTER).send().await.unwrap();

@@ -13,7 +13,8 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use reconciler::spec::{parse, to_carried, Spec};
 use serde_json::{json, Value};
 
-/// The shipped specs, as carried (every default spelt out): the bases generation varies.
+/// The shipped specs, as carried (every default spelt out but `account_wide_reads`'s): the
+/// bases generation varies.
 fn bases() -> Vec<Value> {
     ["specs/prod.yaml", "specs/dev.yaml", "specs/existing-vpc.yaml"]
         .iter()
@@ -76,18 +77,19 @@ fn valid_spec() -> impl Strategy<Value = Value> {
         "[a-z][a-z0-9-]{0,20}[a-z0-9]",
         tags,
         prop::collection::vec("[a-z]{1,6}\\*?", 0..3),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
         env,
         image,
         size,
         0..6u32,
         prop::option::of(0..=3600u32),
     )
-        .prop_map(|(mut s, name, tags, ignore, retain, env, image, (cpu, memory), count, ttl)| {
+        .prop_map(|(mut s, name, tags, ignore, (retain, account_wide), env, image, (cpu, memory), count, ttl)| {
             s["name"] = json!(name);
             s["tags"] = json!(tags);
             s["ignore_tags"] = json!(ignore);
             s["deletion_policy"] = json!(if retain { "retain" } else { "delete" });
+            s["account_wide_reads"] = json!(account_wide);
             if s["service"].is_object() {
                 s["service"]["environment"] = json!(env);
                 s["service"]["image"] = json!(image);

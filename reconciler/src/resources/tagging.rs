@@ -33,7 +33,6 @@ fn classify(code: &str, _message: &str) -> Option<ErrorClass> {
 }
 
 /// The call, as IAM policies and the refusal memory name it.
-/// The call, as IAM policies and the refusal memory name it.
 pub const CALL: &str = "tag:GetResources";
 
 /// What the pass's GetResources showed: ARN → tags. Empty outside an observation (nothing

@@ -72,7 +72,8 @@ pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
 }
 
 /// The spec as the drift-correction task carries it: compact JSON of the parsed spec (YAML's
-/// JSON subset, so `parse` reads it back), with every default spelt out. Comments and layout
+/// JSON subset, so `parse` reads it back), with every default spelt out but
+/// `account_wide_reads`'s (left out when true, as before it existed). Comments and layout
 /// of the file do not change it; a change of meaning does. `parse(to_carried(s)) == s`.
 pub fn to_carried(spec: &Spec) -> String {
     serde_json::to_string(spec).expect("a spec serialises")

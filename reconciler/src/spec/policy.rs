@@ -77,6 +77,9 @@ mod tests {
         }
         assert!(!crate::spec::to_carried(&allowed).contains("account_wide_reads"));
         assert!(crate::spec::to_carried(&denied).contains("\"account_wide_reads\":false"));
+        for spec in [&allowed, &denied] {
+            assert_eq!(&crate::spec::parse("carried", &crate::spec::to_carried(spec)).unwrap(), spec);
+        }
     }
 
     /// Apply holds the lock: the lease and the destroyed mark beside it (`<key>.destroyed`),
