@@ -58,6 +58,9 @@ fn the_model_hides_listed_items_and_knows_mutations() {
     assert!(!fault_proxy::is_mutation("ec2:DescribeVpcs") && !fault_proxy::is_mutation("apigateway:GET /vpclinks"));
 }
 
+/// IAM's batch read, as the proxy names it.
+const BATCH: &str = "iam:GetAccountAuthorizationDetails";
+
 /// What an organisation that denies GetAccountAuthorizationDetails (it shows every role's
 /// policies) answers.
 fn authorization_details_denied() -> Rule {
@@ -95,6 +98,17 @@ async fn iam_is_read_in_one_call_or_role_by_role_where_that_call_is_denied() {
     assert!(failed.stderr.contains("GetAccountAuthorizationDetails failed"), "{failed}");
     assert_eq!(proxy.count("iam:GetAccountAuthorizationDetails"), 2, "tried as any read is, then given up for the pass");
     assert_eq!((proxy.count("iam:ListRoles"), proxy.count("iam:GetRole")), (1, 5), "{:?}", proxy.calls());
+    // An answer asking again cannot change (here a validation error) is remembered for the
+    // process, as a refusal is: a long-running `run` asks once; a 500 is asked again each pass.
+    let passes = ["run", "specs/prod.yaml", "--plan-only", "--iterations", "2", "--interval", "100ms"];
+    for (rule, asked) in [(Rule::error(BATCH, 400, "ValidationError", "not today"), 1), (Rule::server_error(BATCH), 2)] {
+        proxy.clear_faults();
+        proxy.rule(rule);
+        proxy.reset_counts();
+        let run = reconciler(&moto, &proxy, &[("RECONCILER_MAX_ATTEMPTS", "1")], &passes);
+        assert_eq!(run.stdout.lines().count(), 2, "{run}");
+        assert_eq!((proxy.count(BATCH), proxy.count("iam:ListRoles")), (asked, 2), "{:?}", proxy.calls());
+    }
 
     let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
     let doc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;

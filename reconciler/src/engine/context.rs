@@ -281,15 +281,20 @@ impl Ctx {
     }
 
     /// For a batch read with a fallback (what is done `instead`) that failed with `e`: says so
-    /// on stderr; a refusal is also remembered for the process (see [`Ctx::was_refused`]), so
-    /// later passes do not ask again. Any other failure (a 5xx or throttle the SDK's tries did
-    /// not get past) is asked again next pass.
+    /// on stderr. A refusal, or any answer asking again cannot change (a validation error, an
+    /// endpoint without the API), is also remembered for the process (see
+    /// [`Ctx::was_refused`]), so later passes do not ask again; a 5xx or a throttle the SDK's
+    /// tries did not get past is asked again next pass.
     pub fn batch_failed(&self, call: &str, e: &anyhow::Error, instead: &str) {
-        if super::retry::is_denied(e) {
+        let denied = super::retry::is_denied(e);
+        let for_good = denied || super::retry::aws_error(e).is_some_and(|a| a.class == super::retry::ErrorClass::Final);
+        if for_good {
             self.refused.lock().expect("refused calls").insert(call.to_string());
-            crate::log::progress(&format!("{call} is denied to these credentials: {instead}"));
-        } else {
-            crate::log::progress(&format!("{call} failed ({e:#}): {instead}"));
+        }
+        match (denied, for_good) {
+            (true, _) => crate::log::progress(&format!("{call} is denied to these credentials: {instead}")),
+            (false, true) => crate::log::progress(&format!("{call} failed ({e:#}): {instead}, and not asked again by this process")),
+            (false, false) => crate::log::progress(&format!("{call} failed ({e:#}): {instead}")),
         }
     }
 
