@@ -104,6 +104,11 @@ where
     (owned_id(stack, tags.clone()), comparable(tags))
 }
 
+/// [`owner`] from a tag map as the SDKs of CloudWatch Logs, SQS and API Gateway return it.
+pub fn owner_of_map(stack: &str, tags: Option<&std::collections::HashMap<String, String>>) -> (Option<String>, TagMap) {
+    owner(stack, tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
 /// Removes from an observed `tags` field the keys other tools manage (`ignore`: keys, or
 /// prefixes ending in `*`), unless the spec sets that key itself: they are then neither
 /// compared nor removed by tag convergence, which only acts on compared keys.

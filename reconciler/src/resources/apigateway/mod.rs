@@ -169,9 +169,8 @@ pub fn arn(ctx: &Ctx, path: &str) -> String {
 
 /// Logical id and comparable tags, if the stack owns a resource with these tags.
 pub fn owned(ctx: &Ctx, tags: Option<&HashMap<String, String>>) -> Option<(String, TagMap)> {
-    let pairs = || tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()));
-    let id = ownership::owned_id(&ctx.settings.stack, pairs())?;
-    Some((id, ownership::comparable(pairs())))
+    let (id, tags) = ownership::owner_of_map(&ctx.settings.stack, tags);
+    Some((id?, tags))
 }
 
 /// Applies a tag delta to an API or VPC link (by its ARN).

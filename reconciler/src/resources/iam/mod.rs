@@ -134,8 +134,9 @@ pub fn percent_decode(text: &str) -> Option<String> {
 
 /// A policy document as IAM returns it. Real IAM URL-encodes documents (`%7B%22Version…`)
 /// in GetRole, GetRolePolicy, ListRoles and GetAccountAuthorizationDetails; moto encodes them
-/// in GetRole/GetRolePolicy/GetAccountAuthorizationDetails but returns plain JSON from ListRoles. Plain JSON is taken as is; anything that starts with
-/// `%7B` or does not parse is decoded first.
+/// in GetRole, GetRolePolicy and GetAccountAuthorizationDetails but returns plain JSON from
+/// ListRoles. Plain JSON is taken as is; anything that starts with `%7B` or does not parse is
+/// decoded first.
 pub fn parse_policy_document(text: &str) -> anyhow::Result<Value> {
     let encoded = text.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("%7B"));
     if !encoded {

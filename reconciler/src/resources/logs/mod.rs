@@ -51,7 +51,7 @@ pub fn arns(arn: &str) -> (String, String) {
 
 /// Logical id and comparable tags, from ListTagsForResource's map.
 pub fn owned(ctx: &Ctx, tags: Option<&HashMap<String, String>>) -> (Option<String>, TagMap) {
-    ownership::owner(&ctx.settings.stack, tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
+    ownership::owner_of_map(&ctx.settings.stack, tags)
 }
 
 /// Applies a tag delta to a log group (`arn` without `:*`).

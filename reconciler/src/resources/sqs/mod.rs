@@ -40,7 +40,7 @@ pub fn deleted_recently(e: &anyhow::Error) -> bool {
 
 /// Logical id and comparable tags, from SQS's tag map.
 pub fn owned(ctx: &Ctx, tags: Option<&HashMap<String, String>>) -> (Option<String>, TagMap) {
-    ownership::owner(&ctx.settings.stack, tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
+    ownership::owner_of_map(&ctx.settings.stack, tags)
 }
 
 /// Applies a tag delta to a queue: TagQueue for what to set, UntagQueue for what to remove.
